@@ -1,0 +1,11 @@
+// One bind_* per C++ unit; module.cpp only registers them.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace strnn {
+void bind_greedy(pybind11::module_& m);
+void bind_zuko(pybind11::module_& m);
+void bind_made(pybind11::module_& m);
+void bind_paths(pybind11::module_& m);
+}  // namespace strnn

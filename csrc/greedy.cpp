@@ -1,0 +1,228 @@
+// Greedy factorization (the StrNN paper's Algorithm 1), bit-identical to the reference, plus an
+// optional refinement that spends the spare hidden units on higher-scoring patterns.
+//
+// Reference semantics, per hidden layer on the current matrix C (a x b): unit k copies the
+// (k mod n)-th nonzero row of C (M2), then M1[i, k] = 1 iff that row is a subset of row i of C;
+// recurse with C <- M1. Masks: [M2_1^T, ..., M2_L^T, M1_L^T].
+#include <algorithm>
+#include <string>
+
+#include "arrays.hpp"
+#include "bindings.hpp"
+#include "layer_state.hpp"
+#include "parallel.hpp"
+
+namespace strnn {
+
+namespace {
+
+void fill_reach(const LayerState& state, LayerPlan& layer) {
+  layer.reach = BitMatrix(layer.patterns.rows(), state.rows);
+  parallel_for(layer.patterns.rows(), [&](std::size_t b, std::size_t e) {
+    for (std::size_t p = b; p < e; ++p) state.rows_containing(layer.patterns.row(p), layer.reach.row(p));
+  }, 16);
+}
+
+// Best variant of nonzero row r for a spare unit: r itself, r ∩ s for sampled rows s, or the
+// single class of r with the most paths; scored by paths in x outputs reached.
+std::vector<std::uint64_t> best_variant(const LayerState& state, const std::vector<std::size_t>& nz, std::size_t r,
+                                        double& best_score) {
+  const std::size_t u = state.classes(), pw = words_for(u), aw = words_for(state.rows);
+  std::vector<std::uint64_t> best(state.rowbits.row(nz[r]), state.rowbits.row(nz[r]) + pw), cand(pw), reach(aw);
+  auto score = [&](const std::vector<std::uint64_t>& pat) {
+    state.rows_containing(pat.data(), reach.data());
+    std::size_t n = 0;
+    for (auto w : reach) n += static_cast<std::size_t>(__builtin_popcountll(w));
+    return state.paths_into(pat.data()) * static_cast<double>(n);
+  };
+  best_score = score(best);
+  const std::size_t n = nz.size();
+  const std::size_t partners = std::min<std::size_t>(n - 1, 32);
+  for (std::size_t t = 1; t <= partners; ++t) {
+    const std::size_t s = (r + t * std::max<std::size_t>(1, n / (partners + 1))) % n;
+    if (s == r) continue;
+    bool any = false;
+    for (std::size_t w = 0; w < pw; ++w) {
+      cand[w] = state.rowbits.row(nz[r])[w] & state.rowbits.row(nz[s])[w];
+      any |= cand[w] != 0;
+    }
+    if (!any) continue;
+    const double sc = score(cand);
+    if (sc > best_score) best_score = sc, best = cand;
+  }
+  state.rowbits.for_each_set(nz[r], [&](std::size_t c) {
+    std::fill(cand.begin(), cand.end(), 0);
+    cand[c >> 6] = std::uint64_t{1} << (c & 63);
+    const double sc = score(cand);
+    if (sc > best_score) best_score = sc, best = cand;
+  });
+  return best;
+}
+
+LayerPlan plan_layer(const LayerState& state, std::size_t width, bool refine, std::size_t layer_index) {
+  const std::vector<std::size_t> nz = state.nonzero_rows();
+  const std::size_t n = nz.size();
+  if (n == 0)
+    throw py::value_error("adjacency has no nonzero entry at hidden layer " + std::to_string(layer_index) +
+                          ": an all-zero adjacency has nothing to factorize");
+  const std::size_t u = state.classes(), pw = words_for(u);
+  LayerPlan layer;
+  layer.q.resize(width);
+  const std::size_t base = std::min(width, n);
+  std::vector<std::vector<std::uint64_t>> extra;
+  std::vector<std::size_t> spare_pattern(width, 0);
+  if (refine && width > n) {
+    // Spare unit k would copy row k mod n again; give it that row's best variant instead.
+    std::vector<std::vector<std::uint64_t>> variant(n);
+    std::vector<char> needed(n, 0);
+    for (std::size_t k = n; k < width; ++k) needed[k % n] = 1;
+    std::vector<std::size_t> rows_needed;
+    for (std::size_t r = 0; r < n; ++r)
+      if (needed[r]) rows_needed.push_back(r);
+    parallel_for(rows_needed.size(), [&](std::size_t b, std::size_t e) {
+      for (std::size_t t = b; t < e; ++t) {
+        double s;
+        variant[rows_needed[t]] = best_variant(state, nz, rows_needed[t], s);
+      }
+    }, 4);
+    std::vector<std::size_t> index_of(n, 0);
+    for (std::size_t r : rows_needed) {
+      if (std::equal(variant[r].begin(), variant[r].end(), state.rowbits.row(nz[r]))) {
+        index_of[r] = r;
+      } else {
+        index_of[r] = base + extra.size();
+        extra.push_back(std::move(variant[r]));
+      }
+    }
+    for (std::size_t k = n; k < width; ++k) spare_pattern[k] = index_of[k % n];
+  }
+  layer.patterns = BitMatrix(base + extra.size(), u);
+  for (std::size_t p = 0; p < base; ++p) std::memcpy(layer.patterns.row(p), state.rowbits.row(nz[p]), pw * 8);
+  for (std::size_t e = 0; e < extra.size(); ++e) std::memcpy(layer.patterns.row(base + e), extra[e].data(), pw * 8);
+  for (std::size_t k = 0; k < width; ++k)
+    layer.q[k] = static_cast<std::uint32_t>(refine && k >= n ? spare_pattern[k] : k % n);
+  fill_reach(state, layer);
+  return layer;
+}
+
+struct Plan {
+  std::vector<LayerPlan> layers;
+  double paths = 0.0;
+  std::vector<std::size_t> nonzero_rows;
+};
+
+Plan plan_greedy(const BitMatrix& adjacency, const std::vector<std::size_t>& widths, bool refine) {
+  Plan plan;
+  LayerState state = LayerState::from_adjacency(adjacency);
+  for (std::size_t l = 0; l < widths.size(); ++l) {
+    plan.nonzero_rows.push_back(state.nonzero_rows().size());
+    plan.layers.push_back(plan_layer(state, widths[l], refine, l));
+    state = advance(state, plan.layers.back());
+  }
+  for (std::size_t p = 0; p < state.classes(); ++p)
+    plan.paths += state.weight[p] * static_cast<double>(state.classbits.row_count(p));
+  return plan;
+}
+
+// masks[l][j, k] = pattern q_l[k] contains the class of column j.
+void write_hidden_mask(const LayerPlan& layer, const std::vector<std::uint32_t>& colclass, std::uint8_t* out) {
+  const std::size_t width = layer.q.size(), classes = layer.patterns.cols();
+  std::vector<char> class_used(classes, 0);
+  for (auto c : colclass) class_used[c] = 1;
+  std::vector<std::vector<std::uint8_t>> row_of(classes);
+  parallel_for(classes, [&](std::size_t b, std::size_t e) {
+    for (std::size_t c = b; c < e; ++c) {
+      if (!class_used[c]) continue;
+      row_of[c].resize(width);
+      for (std::size_t k = 0; k < width; ++k) row_of[c][k] = layer.patterns.test(layer.q[k], c) ? 1 : 0;
+    }
+  }, 64);
+  parallel_for(colclass.size(), [&](std::size_t b, std::size_t e) {
+    for (std::size_t j = b; j < e; ++j) std::memcpy(out + j * width, row_of[colclass[j]].data(), width);
+  }, 256);
+}
+
+// last[k, i] = output i contains pattern q[k].
+void write_output_mask(const LayerPlan& layer, std::size_t outputs, std::uint8_t* out) {
+  const std::size_t P = layer.reach.rows();
+  std::vector<std::vector<std::uint8_t>> row_of(P, std::vector<std::uint8_t>(outputs));
+  parallel_for(P, [&](std::size_t b, std::size_t e) {
+    for (std::size_t p = b; p < e; ++p) expand_bits(layer.reach.row(p), outputs, row_of[p].data());
+  }, 16);
+  parallel_for(layer.q.size(), [&](std::size_t b, std::size_t e) {
+    for (std::size_t k = b; k < e; ++k) std::memcpy(out + k * outputs, row_of[layer.q[k]].data(), outputs);
+  }, 256);
+}
+
+py::tuple greedy_factorize(const py::handle& adjacency, const py::handle& hidden_sizes, bool refine) {
+  BitMatrix A = read_binary_matrix(adjacency, "adjacency");
+  std::vector<std::size_t> widths = read_hidden_sizes(hidden_sizes, "hidden_sizes");
+  const std::size_t n_out = A.rows(), n_in = A.cols();
+
+  std::vector<std::size_t> fan = {n_in};
+  fan.insert(fan.end(), widths.begin(), widths.end());
+  fan.push_back(n_out);
+  std::uint64_t used = 0;
+  for (std::size_t l = 0; l + 1 < fan.size(); ++l) check_budget(used, fan[l], fan[l + 1], "hidden_sizes");
+  if (widths.empty()) {
+    // No hidden layer: the single mask is A itself (the reference crashes here).
+    py::array_t<std::uint8_t> m = zeros_u8(n_in, n_out);
+    auto* p = m.mutable_data();
+    for (std::size_t i = 0; i < n_out; ++i) A.for_each_set(i, [&](std::size_t j) { p[j * n_out + i] = 1; });
+    py::dict info;
+    info["paths"] = py::int_(0);
+    double paths = 0;
+    for (std::size_t i = 0; i < n_out; ++i) paths += static_cast<double>(A.row_count(i));
+    info["paths"] = paths;
+    info["nonzero_rows"] = py::list();
+    info["refined"] = false;
+    py::list masks;
+    masks.append(m);
+    return py::make_tuple(masks, info);
+  }
+
+  Plan plan;
+  bool refined = false;
+  std::vector<py::array_t<std::uint8_t>> arrays;
+  for (std::size_t l = 0; l + 1 < fan.size(); ++l) arrays.push_back(zeros_u8(fan[l], fan[l + 1]));
+  std::vector<std::uint8_t*> ptrs;
+  for (auto& a : arrays) ptrs.push_back(a.mutable_data());
+  {
+    py::gil_scoped_release release;
+    plan = plan_greedy(A, widths, false);
+    if (refine) {
+      Plan better = plan_greedy(A, widths, true);
+      // Kept only when it has at least as many paths: the refinement must never lose to greedy.
+      if (better.paths >= plan.paths) {
+        refined = better.paths > plan.paths;
+        plan = std::move(better);
+      }
+    }
+    std::vector<std::uint32_t> colclass(n_in);
+    for (std::size_t j = 0; j < n_in; ++j) colclass[j] = static_cast<std::uint32_t>(j);
+    for (std::size_t l = 0; l < plan.layers.size(); ++l) {
+      write_hidden_mask(plan.layers[l], colclass, ptrs[l]);
+      colclass = plan.layers[l].q;
+    }
+    write_output_mask(plan.layers.back(), n_out, ptrs.back());
+  }
+  py::list masks;
+  for (auto& a : arrays) masks.append(a);
+  py::dict info;
+  info["paths"] = plan.paths;
+  py::list nz;
+  for (auto n : plan.nonzero_rows) nz.append(n);
+  info["nonzero_rows"] = nz;
+  info["refined"] = refined;
+  return py::make_tuple(masks, info);
+}
+
+}  // namespace
+
+void bind_greedy(py::module_& m) {
+  m.def("greedy_factorize", &greedy_factorize, py::arg("adjacency"), py::arg("hidden_sizes"),
+        py::arg("refine") = false,
+        "Greedy factorization (Algorithm 1). Returns (masks, info); masks are uint8, input side first.");
+}
+
+}  // namespace strnn

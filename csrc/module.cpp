@@ -1,0 +1,11 @@
+#include <pybind11/pybind11.h>
+
+#include "bindings.hpp"
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "strnn_fast C++ core: factorizers, mask checks and path counts (numpy in, numpy out).";
+  strnn::bind_greedy(m);
+  strnn::bind_zuko(m);
+  strnn::bind_made(m);
+  strnn::bind_paths(m);
+}

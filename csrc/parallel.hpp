@@ -1,0 +1,46 @@
+// A minimal parallel-for: the core is used from 2-core laptops to servers, and its loops are
+// embarrassingly parallel over rows, so static chunks over std::thread are enough.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <exception>
+#include <thread>
+#include <vector>
+
+namespace strnn {
+
+inline unsigned default_threads() {
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1u : n;
+}
+
+// Runs f(begin, end) on disjoint chunks of [0, n); rethrows the first exception.
+template <class F>
+void parallel_for(std::size_t n, F&& f, std::size_t min_chunk = 64) {
+  unsigned threads = default_threads();
+  if (n == 0) return;
+  std::size_t chunks = std::min<std::size_t>(threads, (n + min_chunk - 1) / min_chunk);
+  if (chunks <= 1) {
+    f(std::size_t{0}, n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  std::vector<std::exception_ptr> errors(chunks);
+  std::size_t step = (n + chunks - 1) / chunks;
+  for (std::size_t c = 0; c < chunks; ++c) {
+    std::size_t b = c * step, e = std::min(n, b + step);
+    pool.emplace_back([&, b, e, c] {
+      try {
+        if (b < e) f(b, e);
+      } catch (...) {
+        errors[c] = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+}  // namespace strnn
