@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs strnn_fast and everything its tests and benchmarks need, on a fresh machine.
+# torch is pinned first: a bare `torch` requirement with no torch installed pulls several GB of
+# CUDA wheels, while with 2.13.0 present pip treats the package's `torch>=2.1` as satisfied.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+PY=${PYTHON:-python3}
+$PY -m pip install -q "torch==2.13.0"
+# The reference implementation: conformance oracle and benchmark baseline (its own deps are ours).
+$PY -m pip install -q --no-deps "strnn==0.2.0"
+$PY -m pip install -q ".[test,gpu,flows]"

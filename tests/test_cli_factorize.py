@@ -1,0 +1,42 @@
+"""`strnn-fast factorize` on the built-in example and on user files."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from strnn_fast import check_masks
+from strnn_fast.cli import main
+
+
+def test_builtin_example(tmp_path, capsys) -> None:
+    assert main(["factorize", "--methods", "greedy,greedy+improve,zuko", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "built-in" in out and out.count("True") == 3
+    saved = np.load(tmp_path / "masks_greedy.npz")
+    masks = [saved[f"mask_{i}"] for i in range(3)]
+    assert check_masks(masks, saved["adjacency"])
+    assert (tmp_path / "masks_zuko.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".csv"])
+def test_user_file_with_exact(tmp_path, capsys, suffix) -> None:
+    A = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0]])
+    path = tmp_path / f"A{suffix}"
+    np.save(path, A) if suffix == ".npy" else np.savetxt(path, A, delimiter=",", fmt="%d")
+    code = main(["factorize", str(path), "--hidden", "4", "--methods", "greedy,exact,made", "-o", str(tmp_path / "o")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "gap" in out and "made" in out and "skipped" in out
+
+
+def test_bad_files(tmp_path, capsys) -> None:
+    assert main(["factorize", str(tmp_path / "missing.npy")]) == 2
+    bad = tmp_path / "bad.csv"
+    bad.write_text("0,1\nx,0\n")
+    assert main(["factorize", str(bad), "-o", str(tmp_path / "o")]) == 2
+    nan = tmp_path / "nan.npy"
+    np.save(nan, np.array([[0.0, np.nan], [1.0, 0.0]]))
+    assert main(["factorize", str(nan), "-o", str(tmp_path / "o")]) == 2
+    assert main(["factorize", "--hidden", "a,b", "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "NaN" in err and "--hidden" in err
