@@ -1,0 +1,409 @@
+r"""Maximum-likelihood training for any model with ``log_prob``: AdamW, early stopping, DDP.
+
+The loss is ``-model.log_prob(x).mean()``, plus ``model.extra_loss()`` when the model defines one
+(regularizers of continuous flows). Early stopping watches the validation NLL and restores the
+best weights from a copy taken at that epoch; the reference restored its final weights because it
+kept a live ``state_dict``, whose tensors alias the parameters.
+
+Launched under ``torchrun`` (``WORLD_SIZE > 1``), :func:`fit` joins or creates the process group
+(gloo on CPU, nccl on CUDA), wraps the model in DistributedDataParallel, shards every epoch's
+batches with a DistributedSampler and averages the train and validation NLL over all ranks, so
+every rank takes the same early-stopping decision and ends with the same weights.
+
+Example:
+    >>> import torch
+    >>> from torch.distributions import Normal
+    >>> class Gauss(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.mu = torch.nn.Parameter(torch.zeros(2))
+    ...     def log_prob(self, x):
+    ...         return Normal(self.mu, 1.0).log_prob(x).sum(-1)
+    >>> model = Gauss()
+    >>> x = torch.randn(200, 2) + 3.0
+    >>> history = fit(model, x[:150], x[150:], epochs=5, lr=0.5, progress=False)
+    >>> history.val_nll[-1] < history.val_nll[0]
+    True
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._validate import as_positive_int
+
+__all__ = ["History", "evaluate_nll", "fit", "is_main_process", "world"]
+
+SCHEDULERS = ("plateau", None)
+
+
+@dataclass
+class History:
+    r"""What happened during :func:`fit`.
+
+    Arguments:
+        train_nll: mean training NLL of each epoch (averaged over its batches while training).
+        val_nll: validation NLL after each epoch (empty without validation data).
+        lr: learning rate used in each epoch.
+        best_epoch: index of the epoch whose weights the model holds at the end.
+        stopped_early: whether patience ran out before ``epochs``.
+        seconds: wall time of the whole fit.
+
+    Example:
+        >>> History(train_nll=[2.0, 1.5], val_nll=[2.1, 1.7], best_epoch=1).best_val_nll
+        1.7
+    """
+
+    train_nll: list[float] = field(default_factory=list)
+    val_nll: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+    @property
+    def epochs(self) -> int:
+        """Number of epochs run."""
+        return len(self.train_nll)
+
+    @property
+    def best_val_nll(self) -> float:
+        """Validation NLL of the kept weights (NaN without validation data or a finite value)."""
+        return self.val_nll[self.best_epoch] if self.val_nll and self.best_epoch >= 0 else math.nan
+
+
+class _NLL(nn.Module):
+    """Puts the loss in ``forward`` so DistributedDataParallel's gradient hooks see it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        nll = -self.model.log_prob(x).mean()
+        extra = getattr(self.model, "extra_loss", None)
+        loss = nll + extra() if callable(extra) else nll
+        return loss, nll.detach()
+
+
+def world() -> tuple[int, int]:
+    r"""Returns ``(rank, world_size)`` of this process: from torch.distributed, else torchrun's env.
+
+    Example:
+        >>> world()  # a plain process
+        (0, 1)
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (the one that prints and writes files)."""
+    return world()[0] == 0
+
+
+def _as_data(value: Any, name: str, dtype: torch.dtype) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        if value.is_complex():
+            raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
+        t = value.detach().cpu()
+    else:
+        arr = np.asarray(value)
+        if arr.dtype == object or arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be a numeric (n, d) array or tensor, got dtype {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n samples x d variables), got shape {tuple(t.shape)}")
+    if t.shape[0] == 0:
+        raise ValueError(f"{name} has no rows")
+    t = t.to(dtype)
+    if not torch.isfinite(t).all():
+        row = int((~torch.isfinite(t)).any(dim=1).nonzero()[0])
+        raise ValueError(f"{name} contains NaN or infinite values (first in row {row}); drop or impute those rows")
+    return t
+
+
+def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    for p in model.parameters():
+        return p.dtype, p.device
+    raise TypeError(f"{type(model).__name__} has no parameters to train")
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was)
+
+
+def _nll_sum(model: nn.Module, data: torch.Tensor, batch_size: int, device: torch.device) -> float:
+    total = 0.0
+    with _eval_mode(model):
+        for start in range(0, len(data), batch_size):
+            batch = data[start:start + batch_size].to(device, non_blocking=True)
+            total -= float(model.log_prob(batch).double().sum())
+    return total
+
+
+def evaluate_nll(model: nn.Module, data: Any, batch_size: int = 1024) -> float:
+    r"""Mean negative log-likelihood of the rows of ``data`` (nats per sample), in eval mode.
+
+    Arguments:
+        model: any module with ``log_prob``.
+        data: (n, d) array or tensor.
+        batch_size: rows per forward pass.
+
+    Returns:
+        The mean NLL as a Python float.
+
+    Example:
+        >>> import torch
+        >>> class Std(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.mu = torch.nn.Parameter(torch.zeros(1))
+        ...     def log_prob(self, x):
+        ...         return torch.distributions.Normal(self.mu, 1.0).log_prob(x).sum(-1)
+        >>> round(evaluate_nll(Std(), torch.zeros(4, 1)), 4)
+        0.9189
+    """
+    if not callable(getattr(model, "log_prob", None)):
+        raise TypeError(f"model must define log_prob(x), got {type(model).__name__}")
+    batch_size = as_positive_int(batch_size, "batch_size")
+    dtype, device = _model_dtype_device(model)
+    x = _as_data(data, "data", dtype)
+    return _nll_sum(model, x, batch_size, device) / len(x)
+
+
+def _check_args(model: nn.Module, epochs: Any, batch_size: Any, lr: Any, weight_decay: Any, patience: Any,
+                seed: Any, scheduler: Any, max_grad_norm: Any) -> None:
+    if not callable(getattr(model, "log_prob", None)):
+        raise TypeError(f"model must define log_prob(x), got {type(model).__name__}")
+    as_positive_int(epochs, "epochs")
+    as_positive_int(batch_size, "batch_size")
+    if patience is not None:
+        as_positive_int(patience, "patience")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    for name, value, positive in (("lr", lr, True), ("weight_decay", weight_decay, False)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TypeError(f"{name} must be a finite number, got {value!r}")
+        if value < 0 or (positive and value == 0):
+            raise ValueError(f"{name} must be {'positive' if positive else 'non-negative'}, got {value}")
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {scheduler!r}; expected 'plateau' or None")
+    if max_grad_norm is not None and (isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, (int, float))
+                                      or not max_grad_norm > 0):
+        raise ValueError(f"max_grad_norm must be a positive number or None, got {max_grad_norm!r}")
+
+
+def _setup_distributed(device: torch.device | str | None) -> tuple[bool, torch.device | None]:
+    """Joins torchrun's process group when there is one; returns (created_here, device)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False, (torch.device(device) if device is not None else None)
+    use_cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    if use_cuda and device is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if use_cuda:
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    return True, (torch.device(device) if device is not None else None)
+
+
+def _all_sum(values: list[float], device: torch.device, distributed: bool) -> list[float]:
+    if not distributed:
+        return values
+    # nccl reduces only CUDA tensors; gloo only CPU ones.
+    on = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor(values, dtype=torch.float64, device=on)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _epoch_order(n: int, seed: int, epoch: int, distributed: bool) -> torch.Tensor:
+    """Row order of one epoch: a seeded permutation, this rank's share of it under DDP."""
+    if distributed:
+        sampler = torch.utils.data.DistributedSampler(range(n), shuffle=True, seed=seed, drop_last=False)
+        sampler.set_epoch(epoch)
+        return torch.tensor(list(sampler), dtype=torch.long)
+    # Same generator and seed as DistributedSampler: one process with batch k*b sees the same
+    # batches as k ranks with batch b each.
+    g = torch.Generator().manual_seed(seed + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def fit(
+    model: nn.Module,
+    train: Any,
+    val: Any = None,
+    *,
+    epochs: int = 100,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    patience: int | None = 10,
+    seed: int = 0,
+    progress: bool = True,
+    scheduler: str | None = "plateau",
+    max_grad_norm: float | None = None,
+    device: torch.device | str | None = None,
+) -> History:
+    r"""Trains ``model`` in place by maximum likelihood and returns the history.
+
+    With validation data, training stops after ``patience`` epochs without a new best validation
+    NLL, and the model ends with the weights of its best epoch. Without it, every epoch runs and
+    the final weights are kept. The plateau schedule halves the learning rate after
+    ``max(1, patience // 2)`` epochs (5 when patience is None) without improvement of the watched
+    NLL (validation, else training), so it acts before early stopping does.
+
+    Arguments:
+        model: module with ``log_prob(x)`` returning one log-density per row; an optional
+            ``extra_loss()`` is added to the loss.
+        train: (n, d) training data, array or tensor; cast to the model's dtype.
+        val: optional (m, d) validation data.
+        epochs: maximum number of passes over ``train``.
+        batch_size: rows per step (per process under DDP).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        patience: epochs without improvement before stopping; None never stops early.
+        seed: seeds the batch order and, for the duration of the call, torch's global RNG (for
+            models that draw noise); the caller's RNG state is restored afterwards.
+        progress: show a tqdm bar (only on a terminal, and only on rank 0).
+        scheduler: "plateau" or None.
+        max_grad_norm: clip the gradient norm to this value when given.
+        device: where to train; defaults to the model's device (``cuda:LOCAL_RANK`` under
+            torchrun when CUDA is available). The model is moved there.
+
+    Returns:
+        A :class:`History`.
+
+    Raises:
+        TypeError / ValueError: bad arguments or data (NaN, wrong shape, d mismatch).
+        FloatingPointError: the training loss became NaN or infinite.
+
+    Example:
+        >>> import torch
+        >>> class Gauss(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.mu = torch.nn.Parameter(torch.zeros(1))
+        ...     def log_prob(self, x):
+        ...         return torch.distributions.Normal(self.mu, 1.0).log_prob(x).sum(-1)
+        >>> h = fit(Gauss(), torch.full((64, 1), 2.0), epochs=3, lr=0.1, progress=False)
+        >>> h.epochs, h.best_epoch
+        (3, 2)
+    """
+    _check_args(model, epochs, batch_size, lr, weight_decay, patience, seed, scheduler, max_grad_norm)
+    dtype, model_device = _model_dtype_device(model)
+    x_train = _as_data(train, "train", dtype)
+    x_val = _as_data(val, "val", dtype) if val is not None else None
+    if x_val is not None and x_val.shape[1] != x_train.shape[1]:
+        raise ValueError(f"val has {x_val.shape[1]} columns but train has {x_train.shape[1]}; "
+                         "both must hold the same variables")
+
+    created_group, device = _setup_distributed(device)
+    device = device if device is not None else model_device
+    model.to(device)
+    rank, size = world()
+    distributed = size > 1
+    fork_devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(seed)
+            return _train(model, x_train, x_val, device, rank, size, distributed, epochs=int(epochs),
+                          batch_size=int(batch_size), lr=float(lr), weight_decay=float(weight_decay),
+                          patience=patience, seed=int(seed), progress=progress and rank == 0,
+                          scheduler=scheduler, max_grad_norm=max_grad_norm)
+    finally:
+        if created_group:
+            dist.destroy_process_group()
+
+
+def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, device: torch.device,
+           rank: int, size: int, distributed: bool, *, epochs: int, batch_size: int, lr: float,
+           weight_decay: float, patience: int | None, seed: int, progress: bool, scheduler: str | None,
+           max_grad_norm: float | None) -> History:
+    start = time.perf_counter()
+    was_training = model.training
+    loss_module: nn.Module = _NLL(model)
+    if distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        # DDP broadcasts rank 0's weights here, so ranks start identical whatever their init.
+        loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=ids)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    plateau = None
+    if scheduler == "plateau":
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5,
+                                                             patience=max(1, (patience or 10) // 2))
+    val_shard = x_val[rank::size] if x_val is not None else None
+
+    history = History()
+    best_state: dict[str, torch.Tensor] | None = None
+    bar = tqdm(range(epochs), desc="fit", unit="epoch", disable=not progress or not sys.stderr.isatty(),
+               dynamic_ncols=True, leave=False)
+    try:
+        for epoch in bar:
+            model.train()
+            order = _epoch_order(len(x_train), seed, epoch, distributed)
+            nll_sum = 0.0
+            for s in range(0, len(order), batch_size):
+                batch = x_train[order[s:s + batch_size]].to(device, non_blocking=True)
+                loss, nll = loss_module(batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if max_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(params, max_grad_norm)
+                optimizer.step()
+                nll_sum += float(nll) * len(batch)
+            # Checked on the reduced sum so that every rank raises together.
+            train_sum, train_n = _all_sum([nll_sum, float(len(order))], device, distributed)
+            if not math.isfinite(train_sum):
+                raise FloatingPointError(f"the training NLL became {train_sum} in epoch {epoch}; lower lr or set "
+                                         "max_grad_norm (the model keeps its best weights so far)")
+            history.train_nll.append(train_sum / train_n)
+            history.lr.append(optimizer.param_groups[0]["lr"])
+            score = history.train_nll[-1]
+            if val_shard is not None:
+                val_sum, val_n = _all_sum([_nll_sum(model, val_shard, 4 * batch_size, device),
+                                           float(len(val_shard))], device, distributed)
+                score = val_sum / val_n
+                history.val_nll.append(score)
+                bar.set_postfix(train=f"{history.train_nll[-1]:.4f}", val=f"{score:.4f}")
+            else:
+                bar.set_postfix(train=f"{score:.4f}")
+            if plateau is not None:
+                plateau.step(score)
+            if x_val is None:
+                history.best_epoch = epoch
+            elif score < history.best_val_nll or (history.best_epoch < 0 and math.isfinite(score)):
+                history.best_epoch = epoch
+                # A copy: state_dict() tensors alias the parameters and would follow later updates.
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            elif patience is not None and epoch - max(history.best_epoch, 0) >= patience:
+                history.stopped_early = True
+                break
+    finally:
+        bar.close()
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.train(was_training)
+        history.seconds = time.perf_counter() - start
+    return history

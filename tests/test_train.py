@@ -1,0 +1,200 @@
+"""strnn_fast.train: the fit loop on tiny stand-in models, so it is tested apart from the flows."""
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.distributions import Normal
+
+from strnn_fast.train import History, evaluate_nll, fit
+
+
+class Gauss(nn.Module):
+    """Diagonal Gaussian with learnable mean and log-scale."""
+
+    def __init__(self, d: int, mu: float = 0.0, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.mu = nn.Parameter(torch.full((d,), mu, dtype=dtype))
+        self.log_sigma = nn.Parameter(torch.zeros(d, dtype=dtype))
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return Normal(self.mu, self.log_sigma.exp()).log_prob(x).sum(-1)
+
+
+class Pulled(Gauss):
+    """A Gaussian whose extra_loss pulls the mean toward a target the data does not support."""
+
+    def __init__(self, target: float):
+        super().__init__(1)
+        self.target = target
+
+    def extra_loss(self) -> torch.Tensor:
+        return 100.0 * ((self.mu - self.target) ** 2).sum()
+
+
+class Breaks(Gauss):
+    """A Gaussian whose training log_prob turns NaN after a number of calls."""
+
+    def __init__(self, after: int):
+        super().__init__(1)
+        self.after, self.calls = after, 0
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.calls += 1
+        out = super().log_prob(x)
+        return out * math.nan if self.calls > self.after else out
+
+
+def data(n: int, d: int, loc: float = 0.0, scale: float = 1.0, seed: int = 0) -> torch.Tensor:
+    return loc + scale * torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+def test_fit_decreases_nll():
+    model, x, v = Gauss(3, mu=2.0), data(300, 3, loc=-1.0, scale=0.5), data(100, 3, loc=-1.0, scale=0.5, seed=1)
+    before = evaluate_nll(model, v)
+    history = fit(model, x, v, epochs=40, batch_size=64, lr=0.05, progress=False)
+    assert history.epochs == 40 and len(history.val_nll) == 40 and len(history.lr) == 40
+    assert history.train_nll[-1] < history.train_nll[0]
+    assert evaluate_nll(model, v) < before - 1.0
+    torch.testing.assert_close(model.mu.detach(), torch.full((3,), -1.0), atol=0.2, rtol=0)
+
+
+def test_early_stopping_restores_best_weights():
+    # The mean walks from 5 toward the training data at 0 and passes the validation data at 2.5:
+    # validation NLL falls, then rises, so the best epoch lies in the middle.
+    model = Gauss(1, mu=5.0)
+    x, v = data(256, 1), data(64, 1, loc=2.5, scale=0.2, seed=1)
+    history = fit(model, x, v, epochs=200, batch_size=256, lr=0.1, patience=5, scheduler=None, progress=False)
+    assert history.stopped_early and history.epochs < 200
+    assert history.best_epoch == int(np.argmin(history.val_nll)) == history.epochs - 1 - 5
+    assert history.val_nll[-1] > history.best_val_nll + 0.1
+    assert evaluate_nll(model, v) == pytest.approx(history.best_val_nll, rel=1e-6)
+
+
+def test_same_seed_same_run_other_seed_other_batches():
+    x, v = data(200, 2, loc=1.0), data(50, 2, seed=1)
+
+    def run(seed: int) -> tuple[History, dict]:
+        torch.manual_seed(0)
+        model = Gauss(2)
+        return fit(model, x, v, epochs=5, batch_size=32, lr=0.05, seed=seed, progress=False), model.state_dict()
+
+    (h1, w1), (h2, w2), (h3, _) = run(7), run(7), run(8)
+    assert h1.train_nll == h2.train_nll and h1.val_nll == h2.val_nll
+    for k in w1:
+        assert torch.equal(w1[k], w2[k])
+    assert h1.train_nll != h3.train_nll
+
+
+def test_callers_rng_is_left_alone():
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    fit(Gauss(1), data(32, 1), epochs=2, batch_size=8, progress=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_extra_loss_is_added():
+    model = Pulled(target=4.0)
+    fit(model, data(128, 1), epochs=80, batch_size=128, lr=0.1, scheduler=None, progress=False)
+    assert abs(model.mu.item() - 4.0) < 0.2
+
+
+def test_without_validation_keeps_final_weights():
+    model = Gauss(2)
+    history = fit(model, data(64, 2, loc=3.0), epochs=7, batch_size=16, lr=0.05, progress=False)
+    assert history.epochs == 7 and history.val_nll == [] and history.best_epoch == 6
+    assert math.isnan(history.best_val_nll) and not history.stopped_early
+    assert history.train_nll[-1] < history.train_nll[0]
+
+
+def test_plateau_halves_the_learning_rate_when_validation_stalls():
+    # Validation data the model moves away from: the schedule must react before early stopping.
+    x, v = data(128, 1), data(64, 1, loc=-4.0, seed=1)
+    history = fit(Gauss(1, mu=-3.0), x, v, epochs=30, batch_size=128, lr=0.1, patience=8, progress=False)
+    assert history.lr[0] == 0.1 and min(history.lr) < 0.1
+    fixed = fit(Gauss(1, mu=-3.0), x, v, epochs=30, batch_size=128, lr=0.1, patience=8, scheduler=None,
+                progress=False)
+    assert set(fixed.lr) == {0.1}
+
+
+def test_float64_model_trains_on_float32_data():
+    model = Gauss(2, dtype=torch.float64)
+    fit(model, data(64, 2).numpy(), epochs=2, batch_size=16, progress=False)
+    assert model.mu.dtype == torch.float64
+
+
+def test_divergence_raises_and_keeps_best_weights():
+    model = Breaks(after=3)  # one step per epoch: epochs 0-2 are finite, epoch 3 is not
+    x, v = data(32, 1, loc=2.0), data(16, 1, loc=2.0, seed=1)
+    with pytest.raises(FloatingPointError, match="epoch 3"):
+        fit(model, x, v, epochs=10, batch_size=32, lr=0.1, progress=False)
+    clean = Gauss(1)  # the same run, stopped before the failure
+    fit(clean, x, v, epochs=3, batch_size=32, lr=0.1, progress=False)
+    assert clean.mu.item() > 0.2 and torch.equal(model.mu, clean.mu)
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_progress_bar_only_when_asked(monkeypatch, capsys, progress):
+    err = FakeTTY()
+    monkeypatch.setattr("sys.stderr", err)
+    fit(Gauss(1), data(32, 1), data(8, 1), epochs=3, batch_size=8, progress=progress)
+    assert capsys.readouterr().out == ""
+    assert ("epoch" in err.getvalue()) is progress
+
+
+def test_evaluate_nll_matches_closed_form_in_batches():
+    model, x = Gauss(2, mu=0.5), data(103, 2)
+    expected = -Normal(0.5, 1.0).log_prob(x).sum(-1).mean()
+    assert evaluate_nll(model, x, batch_size=10) == pytest.approx(float(expected), rel=1e-6)
+    model.train()
+    evaluate_nll(model, x)
+    assert model.training
+
+
+class NoParams(nn.Module):
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(-1)
+
+
+GOOD = data(16, 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"epochs": 0}, ValueError, "epochs"),
+        ({"epochs": 2.5}, TypeError, "epochs"),
+        ({"batch_size": -1}, ValueError, "batch_size"),
+        ({"lr": 0.0}, ValueError, "lr"),
+        ({"lr": math.nan}, TypeError, "lr"),
+        ({"weight_decay": -0.1}, ValueError, "weight_decay"),
+        ({"patience": 0}, ValueError, "patience"),
+        ({"seed": "1"}, TypeError, "seed"),
+        ({"scheduler": "cosine"}, ValueError, "scheduler"),
+        ({"max_grad_norm": 0}, ValueError, "max_grad_norm"),
+        ({"train": GOOD.clone().index_put_((torch.tensor([3]), torch.tensor([1])), torch.tensor(math.nan))},
+         ValueError, "row 3"),
+        ({"train": GOOD[:, 0]}, ValueError, "2-D"),
+        ({"train": GOOD[:0]}, ValueError, "no rows"),
+        ({"train": np.array([["a", "b"]])}, TypeError, "numeric"),
+        ({"val": data(4, 3)}, ValueError, "3 columns"),
+        ({"model": nn.Linear(2, 2)}, TypeError, "log_prob"),
+        ({"model": NoParams()}, TypeError, "no parameters"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, error, match):
+    args = {"model": Gauss(2), "train": GOOD, "val": None, **kwargs}
+    model, train, val = args.pop("model"), args.pop("train"), args.pop("val")
+    with pytest.raises(error, match=match):
+        fit(model, train, val, progress=False, **args)
