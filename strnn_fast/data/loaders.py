@@ -246,6 +246,8 @@ def _csv_matrix(rows: list[list[str]], p: Path) -> tuple[np.ndarray, list[str] |
     if plain is not None:
         return plain, None
     header, body = rows[0], rows[1:]
+    if all(_is_number(v) for v in header if v):
+        return None  # a numeric first row is data, not names
     n = len(body)
     if len(header) == n and (arr := numeric(body)) is not None:
         return arr, header
