@@ -21,7 +21,13 @@ from .activations import ACTIVATIONS, GAINS
 from .factorize import METHODS, check_masks, factorize, required_width
 from .serialization import Savable
 
-BACKENDS = ("auto", "dense", "triton")
+BACKENDS = ("auto", "dense", "sparse", "triton")
+
+# CPU inference switches to a CSR weight below this mask density (and batch >= 8): measured on
+# 2 cores, 1 thread, at 500x500 and 2000x2000 layers, CSR addmm was 2-4x faster than dense at
+# density <= 0.1 and slower from about 0.2; at batch 1 it only wins below ~0.03.
+CSR_MAX_DENSITY = 0.1
+CSR_MIN_BATCH = 8
 INITS = ("masked", "kaiming")
 
 
@@ -37,7 +43,7 @@ class MaskedLinear(nn.Linear):
         activation: name of the activation applied after the affine map ("identity" for none).
         init: "masked" (Kaiming uniform with fan-in counted from the mask) or "kaiming"
             (nn.Linear's default, for parity with the reference).
-        backend: "auto", "dense" or "triton".
+        backend: "auto", "dense", "sparse" (CSR weight, inference only) or "triton".
 
     Example:
         >>> layer = MaskedLinear(3, 2, mask=torch.tensor([[1, 0, 0], [1, 1, 0]]))
@@ -66,6 +72,7 @@ class MaskedLinear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.register_buffer("mask", torch.ones(out_features, in_features, device=device, dtype=self.weight.dtype))
         self._cache: tuple[tuple, torch.Tensor] | None = None
+        self._csr_cache: tuple[tuple, torch.Tensor] | None = None
         if mask is not None:
             self.set_mask(mask)
         self.reset_parameters()
@@ -77,7 +84,7 @@ class MaskedLinear(nn.Linear):
             raise ValueError(f"mask must have shape {(self.out_features, self.in_features)}, got {m.shape}")
         with torch.no_grad():
             self.mask.copy_(torch.from_numpy(m))
-        self._cache = None
+        self._cache = self._csr_cache = None
 
     def reset_parameters(self) -> None:
         if getattr(self, "init", "kaiming") == "kaiming" or not hasattr(self, "mask"):
@@ -94,39 +101,78 @@ class MaskedLinear(nn.Linear):
                 self.bias.uniform_(-1.0, 1.0).mul_(1.0 / torch.sqrt(fan_in))
         self._cache = None
 
+    def inference(self) -> bool:
+        """True when no gradient can flow to the weights: eval mode under no_grad, or frozen weights."""
+        return not self.training and not (torch.is_grad_enabled() and self.weight.requires_grad)
+
+    def _weights_key(self) -> tuple:
+        return (self.weight._version, self.mask._version, self.weight.data_ptr(), self.mask.data_ptr(),
+                self.weight.dtype, self.weight.device)
+
     def masked_weight(self) -> torch.Tensor:
-        """W ⊙ M; in inference (eval mode, no autograd) computed once until weight or mask change."""
-        if self.training or (torch.is_grad_enabled() and self.weight.requires_grad):
+        """W ⊙ M; in inference computed once and reused until the weight or the mask change."""
+        if not self.inference():
             return self.weight * self.mask
-        key = (self.weight._version, self.mask._version, self.weight.data_ptr(), self.mask.data_ptr(),
-               self.weight.dtype, self.weight.device)
+        key = self._weights_key()
         if self._cache is None or self._cache[0] != key:
             with torch.no_grad():
                 self._cache = (key, self.weight * self.mask)
         return self._cache[1]
 
-    def resolved_backend(self, x: torch.Tensor) -> str:
-        """The backend this call runs on: "auto" is dense on CPU, and decided per layer on CUDA."""
-        if self.backend == "dense" or (self.backend == "auto" and not x.is_cuda):
-            return "dense"
-        from .dispatch import choose_backend
+    def csr_weight(self) -> torch.Tensor:
+        """W ⊙ M as a cached sparse CSR tensor (inference only)."""
+        key = self._weights_key()
+        if self._csr_cache is None or self._csr_cache[0] != key:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                self._csr_cache = (key, self.masked_weight().to_sparse_csr())
+        return self._csr_cache[1]
 
-        return choose_backend(self, x) if self.backend == "auto" else "triton"
+    def resolved_backend(self, x: torch.Tensor) -> str:
+        """The backend this call runs on.
+
+        "auto": on CPU, dense while training and CSR in sparse inference; on CUDA, decided per
+        layer by the cost model in ``strnn_fast.dispatch``.
+        """
+        if self.backend == "sparse" and not self.inference():
+            raise ValueError("backend='sparse' is inference-only: call .eval() and run under torch.no_grad()")
+        if self.backend != "auto":
+            return self.backend
+        if x.is_cuda:
+            from .dispatch import choose_backend
+
+            return choose_backend(self, x)
+        if self.inference() and x.numel() >= CSR_MIN_BATCH * self.in_features and self.density() <= CSR_MAX_DENSITY:
+            return "sparse"
+        return "dense"
+
+    def density(self) -> float:
+        """Fraction of weights the mask keeps (cached with the mask)."""
+        key = (self.mask._version, self.mask.data_ptr())
+        if getattr(self, "_density", (None, 0.0))[0] != key:
+            self._density = (key, float(self.mask.float().mean()) if self.mask.numel() else 0.0)
+        return self._density[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.resolved_backend(x) == "triton":
+        backend = self.resolved_backend(x)
+        if backend == "triton":
             from .dispatch import triton_forward
 
             return triton_forward(self, x)
+        if backend == "sparse":
+            flat = x.reshape(-1, self.in_features)
+            bias = self.bias if self.bias is not None else torch.zeros(self.out_features, dtype=x.dtype, device=x.device)
+            # CSR @ dense wants the batch on the columns.
+            y = torch.addmm(bias.unsqueeze(1), self.csr_weight(), flat.T).T
+            return ACTIVATIONS[self.activation](y.reshape(*x.shape[:-1], self.out_features))
         return ACTIVATIONS[self.activation](F.linear(x, self.masked_weight(), self.bias))
 
-    def _apply(self, fn, recurse=True):  # noqa: D401 - invalidate the cache on .to()/.half()
-        self._cache = None
+    def _apply(self, fn, recurse=True):  # noqa: D401 - invalidate the caches on .to()/.half()
+        self._cache = self._csr_cache = None
         return super()._apply(fn, recurse)
 
     def extra_repr(self) -> str:
-        density = float(self.mask.mean()) if self.mask.numel() else 0.0
-        return f"{super().extra_repr()}, activation={self.activation}, mask_density={density:.3f}"
+        return f"{super().extra_repr()}, activation={self.activation}, mask_density={self.density():.3f}"
 
 
 class FastStrNN(Savable, nn.Module):
@@ -147,7 +193,7 @@ class FastStrNN(Savable, nn.Module):
         adjacency: (nout x nin) binary matrix, or (nin x nin) when nout = k * nin. Defaults to the
             full lower triangle when opt_type="made".
         activation: "relu", "tanh", "softplus", "elu", "gelu" or "silu".
-        backend: "auto", "dense" or "triton" ("auto" is dense on CPU).
+        backend: "auto", "dense", "sparse" or "triton" (see ``MaskedLinear.resolved_backend``).
         init: "masked" (default) or "kaiming" (the reference's nn.Linear default).
 
     Example:

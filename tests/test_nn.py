@@ -128,3 +128,29 @@ def test_moves_dtype_and_keeps_structure() -> None:
     with torch.no_grad():
         out = net(torch.randn(2, 3, dtype=torch.float64))
     assert out.dtype == torch.float64
+
+
+def test_cpu_sparse_inference_matches_dense() -> None:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    A = np.tril(rng.random((30, 30)) < 0.1, -1)
+    net = FastStrNN(30, (90, 90), 60, adjacency=A, activation="gelu").double().eval()
+    dense = FastStrNN(30, (90, 90), 60, adjacency=A, activation="gelu", backend="dense").double().eval()
+    dense.load_state_dict(net.state_dict())
+    x = torch.randn(3, 17, 30, dtype=torch.float64)
+    with torch.no_grad():
+        assert [layer.resolved_backend(x) for layer in net.layers].count("sparse") >= 1
+        torch.testing.assert_close(net(x), dense(x), rtol=1e-12, atol=1e-12)
+        net.layers[0].weight.mul_(2.0)  # in-place change invalidates the CSR cache
+        dense.layers[0].weight.mul_(2.0)
+        torch.testing.assert_close(net(x), dense(x), rtol=1e-12, atol=1e-12)
+    net.train()
+    assert all(layer.resolved_backend(x) == "dense" for layer in net.layers)
+
+
+def test_sparse_backend_is_inference_only() -> None:
+    net = FastStrNN(3, (6,), 3, adjacency=np.tril(np.ones((3, 3)), -1), backend="sparse")
+    with pytest.raises(ValueError, match="inference-only"):
+        net(torch.randn(2, 3))
+    with torch.no_grad():
+        assert net.eval()(torch.randn(2, 3)).shape == (2, 3)
