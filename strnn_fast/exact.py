@@ -65,12 +65,14 @@ class ExactResult:
         masks: uint8 masks, input side first, each (fan_in x fan_out).
         paths: Eq. 2 (number of input->output paths) of ``masks``.
         objective: Eq. 3 of ``masks`` (equals ``paths`` when var_penalty = 0).
-        bound: HiGHS's upper bound on the best objective (== objective when optimal).
+        bound: HiGHS's upper bound on the best objective (== objective when optimal); inf when
+            HiGHS stopped before reporting one (scipy drops it when no solution beat the cutoff).
         optimal: True iff ``masks`` are proven optimal.
         status: "optimal", "feasible" (stopped early with HiGHS's best solution) or "greedy"
             (stopped early; nothing better than the greedy masks was found).
         greedy_paths: Eq. 2 of the greedy masks, 0 when greedy cannot represent A at these widths.
-        gap: ``(bound - greedy objective) / max(|bound|, 1)``; NaN when greedy is invalid.
+        gap: ``(bound - greedy objective) / max(|bound|, 1)``, the objective being Eq. 2 or Eq. 3
+            as optimized (so >= 1 is possible under Eq. 3); NaN when greedy is invalid.
         seconds: wall time, greedy included.
     """
 
