@@ -317,6 +317,9 @@ def fit(
     if x_val is not None and x_val.shape[1] != x_train.shape[1]:
         raise ValueError(f"val has {x_val.shape[1]} columns but train has {x_train.shape[1]}; "
                          "both must hold the same variables")
+    d = getattr(model, "d", None)  # flows and density estimators know their number of variables
+    if isinstance(d, int) and d != x_train.shape[1]:
+        raise ValueError(f"train has {x_train.shape[1]} columns but the model has d={d} variables")
 
     created_group, device = _setup_distributed(device)
     device = device if device is not None else model_device

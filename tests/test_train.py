@@ -162,6 +162,10 @@ def test_evaluate_nll_matches_closed_form_in_batches():
     assert model.training
 
 
+class Sized(Gauss):
+    d = 3
+
+
 class NoParams(nn.Module):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         return x.sum(-1)
@@ -191,6 +195,7 @@ GOOD = data(16, 2)
         ({"val": data(4, 3)}, ValueError, "3 columns"),
         ({"model": nn.Linear(2, 2)}, TypeError, "log_prob"),
         ({"model": NoParams()}, TypeError, "no parameters"),
+        ({"model": Sized(2)}, ValueError, "d=3"),
     ],
 )
 def test_bad_arguments_raise(kwargs, error, match):
