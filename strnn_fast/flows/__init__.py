@@ -1,0 +1,45 @@
+r"""Normalizing flows with a torch-Distribution-like face.
+
+* :class:`StrAF`: structured autoregressive flow (affine or UMNN normalizer).
+* :class:`ARF`, :class:`GNF`: the MADE and input-masking baselines on the same API.
+* :class:`Flow`: the shared base (``log_prob``, ``sample``, ``rsample``, ``transform``, ``inverse``).
+
+Example:
+    >>> import torch
+    >>> flow = StrAF([("a", "b"), ("b", "c")], hidden_sizes=(8,), flow_steps=2)
+    >>> x = flow.sample(4)
+    >>> z, log_det = flow.transform(x)
+    >>> bool(torch.allclose(flow.inverse(z), x, atol=1e-4))
+    True
+"""
+from .arf import ARF
+from .autoregressive import AutoregressiveFlow, FlowStep
+from .base import Flow
+from .conditioners import Conditioner, GNFConditioner, StrNNConditioner
+from .gnf import GNF
+from .normalizers import AffineNormalizer, Normalizer, UMNNNormalizer, clenshaw_curtis
+from .priors import PRIORS, make_prior
+from .straf import StrAF
+
+__all__ = [
+    "ARF",
+    "AffineNormalizer",
+    "AutoregressiveFlow",
+    "Conditioner",
+    "Flow",
+    "FlowStep",
+    "GNF",
+    "GNFConditioner",
+    "Normalizer",
+    "PRIORS",
+    "StrAF",
+    "StrNNConditioner",
+    "UMNNNormalizer",
+    "clenshaw_curtis",
+    "make_prior",
+]
+
+# Continuous normalizing flows (StrCNF and the unstructured FFJORD baseline).
+from .cnf import FFJORD, StrCNF  # noqa: E402
+
+__all__ += ["FFJORD", "StrCNF"]
