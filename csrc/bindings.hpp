@@ -8,4 +8,6 @@ void bind_greedy(pybind11::module_& m);
 void bind_zuko(pybind11::module_& m);
 void bind_made(pybind11::module_& m);
 void bind_paths(pybind11::module_& m);
+void bind_block_layout(pybind11::module_& m);
+void bind_reorder(pybind11::module_& m);
 }  // namespace strnn

@@ -8,4 +8,6 @@ PYBIND11_MODULE(_C, m) {
   strnn::bind_zuko(m);
   strnn::bind_made(m);
   strnn::bind_paths(m);
+  strnn::bind_block_layout(m);
+  strnn::bind_reorder(m);
 }

@@ -1,0 +1,139 @@
+r"""Production inference: freeze a FastStrNN into precomputed masked weights, layouts and a CUDA graph.
+
+A frozen model holds W ⊙ M (so the kernels skip the mask), the block layouts on its device, an
+optional fp16/bf16 copy of the weights, and optionally one CUDA graph captured for a fixed batch
+size, which removes the per-layer launch overhead that dominates small batches. It has no
+gradients and does not follow later changes of the original model.
+
+Example:
+    >>> import numpy as np, torch
+    >>> from strnn_fast import FastStrNN
+    >>> net = FastStrNN(4, (16,), 4, adjacency=np.tril(np.ones((4, 4)), -1))
+    >>> frozen = freeze(net)
+    >>> x = torch.randn(3, 4)
+    >>> torch.allclose(frozen(x), net(x))
+    True
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .activations import ACTIVATIONS
+from .dispatch import COST_MODEL, default_block, predicted_times
+from .layout import BlockLayout
+
+_FROZEN_DTYPES = (None, torch.float32, torch.float16, torch.bfloat16)
+
+
+class FrozenLayer(nn.Module):
+    """One frozen MaskedLinear: y = act(x @ W_masked^T + b) on the dense or the Triton path."""
+
+    def __init__(self, layer: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        with torch.no_grad():
+            self.register_buffer("weight", (layer.weight * layer.mask).to(dtype).contiguous())
+            self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().to(dtype).clone())
+        self.activation = layer.activation
+        self.backend = layer.backend
+        self.layout = BlockLayout.from_mask(layer.mask.detach().cpu().numpy(), default_block(self.weight.device))
+        self.layout = self.layout.to(self.weight.device)
+
+    def uses_triton(self, x: torch.Tensor) -> bool:
+        """Whether this call runs the kernels: "auto" asks the cost model (CUDA only)."""
+        if self.backend != "auto":
+            return self.backend == "triton"
+        if not x.is_cuda:
+            return False
+        m = x.numel() // x.shape[-1]
+        dense, triton = predicted_times(self.layout.density, m, *self.weight.shape, x.dtype, train=False)
+        return dense >= COST_MODEL["margin"] * triton
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.uses_triton(x):
+            from .kernels import masked_linear
+
+            return masked_linear(x, self.weight, self.bias, None, self.layout, self.activation)
+        return ACTIVATIONS[self.activation](F.linear(x, self.weight, self.bias))
+
+
+class FrozenStrNN(nn.Module):
+    r"""Inference-only FastStrNN produced by :func:`freeze`; inputs are cast to its dtype.
+
+    Calls with exactly the captured batch shape replay the CUDA graph; others run eagerly.
+    """
+
+    def __init__(self, layers: list[FrozenLayer], dtype: torch.dtype):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.dtype = dtype
+        self._graph: tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def _eager(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    @torch.no_grad()
+    def capture(self, batch: int) -> None:
+        """Captures one CUDA graph of the forward pass for inputs of shape (batch, nin)."""
+        device = self.layers[0].weight.device
+        static_in = torch.randn(batch, self.layers[0].weight.shape[1], device=device, dtype=self.dtype)
+        # Warm up on a side stream: autotuning and lazy initialization may not run during capture.
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._eager(static_in)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._eager(static_in)
+        self._graph = (graph, static_in, static_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.dtype)
+        if self._graph is not None and x.shape == self._graph[1].shape and x.device == self._graph[1].device:
+            graph, static_in, static_out = self._graph
+            static_in.copy_(x)
+            graph.replay()
+            return static_out.clone()  # the next replay overwrites static_out
+        return self._eager(x)
+
+
+def freeze(model: nn.Module, dtype: torch.dtype | None = None, cuda_graph_batch: int | None = None) -> FrozenStrNN:
+    r"""Freezes a FastStrNN for inference.
+
+    Arguments:
+        model: a module whose ``.layers`` are MaskedLinear applied in sequence (FastStrNN).
+        dtype: torch.float32, float16 or bfloat16 for the frozen weights and computation; None
+            keeps the model's dtype.
+        cuda_graph_batch: capture a CUDA graph for inputs of shape (cuda_graph_batch, nin);
+            the model must be on CUDA.
+
+    Returns:
+        A :class:`FrozenStrNN` that matches the model within the dtype's tolerance.
+
+    Example:
+        >>> freeze(FastStrNN(2, (4,), 2, adjacency=[[0, 0], [1, 0]]), dtype=torch.float16).dtype
+        torch.float16
+    """
+    from .nn import MaskedLinear
+
+    layers = getattr(model, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or not layers or not all(isinstance(m, MaskedLinear) for m in layers):
+        raise TypeError(f"model must have .layers, a ModuleList of MaskedLinear (a FastStrNN); got {type(model).__name__}")
+    if dtype not in _FROZEN_DTYPES:
+        raise TypeError(f"dtype must be None, torch.float32, torch.float16 or torch.bfloat16; got {dtype!r}")
+    dtype = dtype or layers[0].weight.dtype
+    frozen = FrozenStrNN([FrozenLayer(layer, dtype) for layer in layers], dtype)
+    frozen.eval()
+    if cuda_graph_batch is not None:
+        if isinstance(cuda_graph_batch, bool) or not isinstance(cuda_graph_batch, int) or cuda_graph_batch <= 0:
+            raise ValueError(f"cuda_graph_batch must be a positive int, got {cuda_graph_batch!r}")
+        if not layers[0].weight.is_cuda:
+            raise ValueError("cuda_graph_batch needs a model on CUDA; move it with model.cuda() first")
+        frozen.capture(cuda_graph_batch)
+    return frozen
