@@ -1,0 +1,206 @@
+r"""CNF dynamics: a structured network f(t, x), its divergence, and the RNODE regularizer integrands.
+
+The right-hand side integrated by :class:`strnn_fast.flows.StrCNF` lives here; the flow itself
+(solver, chaining, base distribution) lives in ``cnf.py``.
+
+Time is reparameterized: the solver runs on ``s`` in [0, 1] and the state moves with
+``dx/ds = T f(sT, x)``. The end time ``T`` is then an ordinary parameter of the dynamics, so its
+gradient is exact under both backpropagation through the solver and the adjoint method (the
+gradient with respect to an integration bound is not, for every torchdiffeq solver).
+
+Example:
+    >>> A = np.array([[0, 0], [1, 0]], dtype=bool)
+    >>> dyn = CNFDynamics(A, (8,))
+    >>> dyn.begin(torch.zeros(3, 2))
+    >>> dx, dlogdet = dyn(torch.tensor(0.5), (torch.randn(3, 2), torch.zeros(3)))
+    >>> dx.shape, dlogdet.shape
+    (torch.Size([3, 2]), torch.Size([3]))
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import vjp, vmap
+
+from .._validate import choice
+from ..nn import FastStrNN
+
+DIVERGENCES = ("exact", "hutchinson")
+NOISES = ("gaussian", "rademacher")
+
+__all__ = ["CNFDynamics", "exact_divergence", "hutchinson_divergence"]
+
+
+def exact_divergence(
+    f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Evaluates ``f`` and the exact trace of its Jacobian with one batched backward pass.
+
+    The d vector-Jacobian products against the basis vectors run as one vmapped call (a single
+    backward over a (d * B)-row batch) instead of d sequential autograd calls. ``f`` must act on
+    rows independently (no batch statistics). The result stays differentiable by ordinary autograd
+    (through the parameters ``f`` closes over), and it is computed under ``torch.no_grad`` too.
+
+    Arguments:
+        f: map from (B, d) to (B, d).
+        x: (B, d) input.
+
+    Returns:
+        ``(f(x), div, sq_frobenius)``: (B, d), (B,) trace of df/dx per row, and (B,) the squared
+        Frobenius norm of df/dx per row (free here: every Jacobian row is computed anyway).
+
+    Example:
+        >>> out, div, fro = exact_divergence(lambda z: 3.0 * z, torch.ones(2, 4))
+        >>> div.tolist(), fro.tolist()
+        ([12.0, 12.0], [36.0, 36.0])
+    """
+    out, pullback = vjp(f, x)
+    d = x.shape[1]
+    basis = torch.eye(d, dtype=x.dtype, device=x.device).unsqueeze(1).expand(d, x.shape[0], d)
+    (rows,) = vmap(pullback)(basis)  # rows[i, b, :] = d f_i / d x at row b
+    div = rows.diagonal(dim1=0, dim2=2).sum(-1)
+    return out, div, rows.pow(2).sum(dim=(0, 2))
+
+
+def hutchinson_divergence(
+    f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, noise: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Evaluates ``f`` and Hutchinson's unbiased estimate ``eᵀ (df/dx) e`` of the divergence.
+
+    Arguments:
+        f: map from (B, d) to (B, d).
+        x: (B, d) input.
+        noise: (B, d) probe ``e`` with E[e eᵀ] = I (Gaussian or Rademacher).
+
+    Returns:
+        ``(f(x), div_estimate, sq_frobenius_estimate)``, the last being ``||eᵀ df/dx||²``, unbiased
+        for the squared Frobenius norm.
+
+    Example:
+        >>> e = torch.tensor([[1.0, -1.0]])
+        >>> hutchinson_divergence(lambda z: 2.0 * z, torch.ones(1, 2), e)[1].tolist()
+        [4.0]
+    """
+    out, pullback = vjp(f, x)
+    (e_jac,) = pullback(noise)
+    return out, (e_jac * noise).sum(-1), e_jac.pow(2).sum(-1)
+
+
+class CNFDynamics(nn.Module):
+    r"""Right-hand side of one CNF block, on the normalized time s in [0, 1].
+
+    The network is a :class:`~strnn_fast.FastStrNN` on ``A + I``: the change of x_i must depend on
+    x_i itself, or the flow cannot even rescale a variable, and with the diagonal present the
+    divergence ``tr(df/dx)`` involves exactly the diagonal entries the structure guarantees. With
+    ``time_conditioning`` the time t is one more input connected to every output (time may change
+    every variable's velocity) while the structure among the variables is kept.
+
+    State: ``(x, logdet)`` or ``(x, logdet, kinetic, frobenius)`` when regularizing; the extra
+    entries integrate ``||f||²`` and ``||df/dx||_F²`` along the path (RNODE, Finlay et al. 2020).
+
+    Arguments:
+        adjacency: (d, d) bool; ``adjacency[i, j]`` iff the velocity of i may depend on j. The
+            diagonal is added here.
+        hidden_sizes: hidden widths of the network.
+        time_conditioning: feed t to the network.
+        activation: smooth activations ("softplus", "tanh", ...) keep the dynamics differentiable.
+        opt_type, opt_args, backend: passed to FastStrNN.
+        divergence: "exact" or "hutchinson".
+        noise: "gaussian" or "rademacher" probes for Hutchinson.
+        end_time: initial end time T (> 0).
+        train_end_time: learn T (kept positive through a softplus).
+        regularize: integrate the kinetic-energy and Frobenius terms as extra state.
+
+    Example:
+        >>> dyn = CNFDynamics(np.zeros((3, 3), dtype=bool), (6,), time_conditioning=True)
+        >>> dyn.net.A.astype(int).tolist()
+        [[1, 0, 0, 1], [0, 1, 0, 1], [0, 0, 1, 1]]
+    """
+
+    def __init__(
+        self,
+        adjacency: np.ndarray,
+        hidden_sizes: Sequence[int],
+        *,
+        time_conditioning: bool = False,
+        activation: str = "softplus",
+        opt_type: str = "greedy",
+        opt_args: dict | None = None,
+        backend: str = "auto",
+        divergence: str = "exact",
+        noise: str = "gaussian",
+        end_time: float = 1.0,
+        train_end_time: bool = True,
+        regularize: bool = False,
+    ):
+        super().__init__()
+        d = adjacency.shape[0]
+        self.d = d
+        self.time_conditioning = bool(time_conditioning)
+        self.divergence = choice(divergence, DIVERGENCES, "divergence")
+        self.noise = choice(noise, NOISES, "noise")
+        self.regularize = bool(regularize)
+        structure = adjacency.astype(bool) | np.eye(d, dtype=bool)
+        if self.time_conditioning:
+            structure = np.concatenate([structure, np.ones((d, 1), dtype=bool)], axis=1)
+        self.net = FastStrNN(structure.shape[1], hidden_sizes, d, opt_type=opt_type, opt_args=opt_args,
+                             adjacency=structure, activation=activation, backend=backend)
+        raw = torch.tensor(_softplus_inverse(end_time), dtype=torch.get_default_dtype())
+        if train_end_time:
+            self.raw_end_time = nn.Parameter(raw)
+        else:
+            self.register_buffer("raw_end_time", raw)
+        self.nfe = 0
+        self._noise: torch.Tensor | None = None
+
+    @property
+    def end_time(self) -> torch.Tensor:
+        """The end time T > 0 (a differentiable 0-d tensor)."""
+        return F.softplus(self.raw_end_time)
+
+    def begin(self, x: torch.Tensor) -> None:
+        """Draws the Hutchinson probe for the solve about to start: one probe per solve, as in FFJORD,
+        so that the solver integrates a smooth function and the adjoint pass sees the same one."""
+        if self.divergence == "exact":
+            self._noise = None
+        elif self.noise == "gaussian":
+            self._noise = torch.randn_like(x)
+        else:
+            self._noise = torch.randint(0, 2, x.shape, device=x.device).to(x.dtype).mul_(2).sub_(1)
+
+    def velocity(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """f(t, x) in real time t (not s); (B, d) -> (B, d)."""
+        if self.time_conditioning:
+            x = torch.cat([x, t.to(x).expand(x.shape[0], 1)], dim=1)
+        return self.net(x)
+
+    def forward(self, s: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        self.nfe += 1
+        x = state[0]
+        T = self.end_time.to(x)
+        t = s.to(x) * T
+
+        def f(z: torch.Tensor) -> torch.Tensor:
+            return self.velocity(t, z)
+
+        if self.divergence == "exact":
+            dx, div, fro = exact_divergence(f, x)
+        else:
+            if self._noise is None or self._noise.shape != x.shape:
+                raise RuntimeError("call begin(x) before solving with the Hutchinson divergence")
+            dx, div, fro = hutchinson_divergence(f, x, self._noise)
+        if not self.regularize:
+            return T * dx, T * div
+        return T * dx, T * div, T * dx.pow(2).sum(-1), T * fro
+
+
+def _softplus_inverse(y: float) -> float:
+    if isinstance(y, bool) or not isinstance(y, (int, float)) or not math.isfinite(y) or y <= 0:
+        raise ValueError(f"end_time must be a positive finite number, got {y!r}")
+    # log(exp(y) - 1), written to stay finite for large y.
+    return y + math.log(-math.expm1(-y))
