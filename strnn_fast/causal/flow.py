@@ -1,0 +1,454 @@
+r"""CausalFlow: a structured autoregressive flow read as a learned structural equation model.
+
+With an affine (or any monotone) autoregressive flow on the causal graph and no permutation
+between steps, the latent ``z_i`` of variable ``i`` depends on ``x_i`` and its ancestors only, so
+it plays the role of ``i``'s exogenous noise. Interventions sample the noise and regenerate the
+variables with the intervened ones held fixed; counterfactuals recover the noise of observed rows
+(abduction), set the intervened values (action) and regenerate their descendants (prediction).
+See :mod:`strnn_fast.causal.queries` for the algorithm.
+
+``structure="graph"`` is the causal StrAF of the StrNN paper; ``structure="full"`` is CAREFL
+(Khemakhem et al., 2021): every variable may depend on all its predecessors in a topological
+order of the graph.
+
+Example:
+    >>> import numpy as np, torch
+    >>> g = [("x", "y"), ("y", "w")]
+    >>> x = torch.randn(400, 1)
+    >>> y = 2 * x + 0.5 * torch.randn(400, 1)
+    >>> w = -y + 0.5 * torch.randn(400, 1)
+    >>> model = CausalFlow(g, hidden_sizes=(8,), flow_steps=1)
+    >>> _ = model.fit(torch.cat([x, y, w], 1), epochs=2, progress=False)
+    >>> sorted(model.interventional_mean({"y": 1.0}, 100, seed=0))
+    ['w', 'x', 'y']
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._validate import choice
+from ..flows.straf import StrAF
+from ..graph import as_adjacency, check_dag, topological_order
+from ..serialization import Savable
+from .queries import affected, do_inverse
+
+__all__ = ["CausalFlow"]
+
+STRUCTURES = ("graph", "full")
+OUTPUTS = ("auto", "tensor", "dict", "frame")
+
+
+class CausalFlow(Savable, nn.Module):
+    r"""Structured autoregressive flow on a causal DAG, answering interventional and
+    counterfactual queries.
+
+    Arguments:
+        adjacency: the causal graph: a (d, d) 0/1 matrix (``A[i, j] = 1``: j causes i), an edge
+            list of ``(cause, effect)`` pairs, or a networkx DiGraph. Any variable order.
+        names: variable names in matrix order (taken from the edge list or graph otherwise).
+        structure: "graph" (causal StrAF: the flow follows the graph) or "full" (CAREFL: the
+            flow follows the full ordering of a topological sort of the graph).
+        normalizer: the flow's normalizer, "affine" or "umnn".
+        prior: latent (exogenous noise) distribution, "normal" or "laplace".
+        standardize: fit on variables scaled to zero mean and unit variance (statistics of the
+            training split); answers stay in the data's units.
+        **flow_options: passed to :class:`strnn_fast.flows.StrAF` (``hidden_sizes``,
+            ``flow_steps``, ...). Must be JSON-friendly so that ``save`` can record them.
+
+    Raises:
+        ValueError: the graph has a cycle (named in the message), or a bad option.
+
+    Example:
+        >>> CausalFlow([[0, 0], [1, 0]], names=["a", "b"], structure="full").names
+        ['a', 'b']
+    """
+
+    def __init__(
+        self,
+        adjacency: Any,
+        *,
+        names: Sequence[str] | None = None,
+        structure: str = "graph",
+        normalizer: str = "affine",
+        prior: str = "normal",
+        standardize: bool = True,
+        **flow_options: Any,
+    ):
+        super().__init__()
+        A, found = as_adjacency(adjacency, names)
+        check_dag(A, found)
+        self.graph: np.ndarray = A
+        self.names: list[str] | None = list(found) if found is not None else None
+        self.d = int(A.shape[0])
+        self.structure = choice(structure, STRUCTURES, "structure")
+        if not isinstance(standardize, bool):
+            raise TypeError(f"standardize must be True or False, got {standardize!r}")
+        self.order = topological_order(A)
+        if self.structure == "graph":
+            self.flow_adjacency = A.copy()
+        else:
+            pos = np.empty(self.d, dtype=np.int64)
+            pos[self.order] = np.arange(self.d)
+            self.flow_adjacency = pos[None, :] < pos[:, None]
+        self.flow = StrAF(self.flow_adjacency, normalizer=normalizer, prior=prior, **flow_options)
+        self.register_buffer("loc", torch.zeros(self.d))
+        self.register_buffer("scale", torch.ones(self.d))
+        self.register_buffer("fitted", torch.tensor(False))
+        self.config = {
+            "adjacency": A.astype(int).tolist(), "names": self.names, "structure": self.structure,
+            "normalizer": normalizer, "prior": prior, "standardize": standardize, **flow_options,
+        }
+
+    # ------------------------------------------------------------------ density
+
+    def _scaled(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.loc) / self.scale
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents (exogenous noise) of rows ``x`` in data units: (n, d) -> (n, d)."""
+        return self.flow.transform(self._scaled(x))[0]
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        """Rows in data units generated from latents ``z``: (n, d) -> (n, d)."""
+        return self.flow.inverse(z) * self.scale + self.loc
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Log-density of rows ``x`` (data units, model order), one value per row.
+
+        Example:
+            >>> CausalFlow([[0, 0], [1, 0]]).log_prob(torch.zeros(3, 2)).shape
+            torch.Size([3])
+        """
+        return self.flow.log_prob(self._scaled(x)) - self.scale.log().sum()
+
+    def sample(self, n: int, *, seed: int | None = None, output: str = "auto") -> Any:
+        r"""Draws ``n`` observational samples.
+
+        Returns:
+            (n, d) tensor, or a dict of columns / DataFrame keyed by name (see ``output``).
+        """
+        self._check_fitted()
+        with self._rng(seed), torch.no_grad():
+            x = self.inverse(self._latents(_count(n, "n")))
+        return self._keyed(x, output)
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, data: Any, *, val_fraction: float = 0.2, split_seed: int = 0, **fit_options: Any) -> Any:
+        r"""Fits the flow to observational data by maximum likelihood.
+
+        Arguments:
+            data: (n, d) array, tensor or DataFrame (columns matched to the model's names; their
+                names are adopted when the model has none).
+            val_fraction: share of rows held out for early stopping (0 for none).
+            split_seed: seed of the train/validation shuffle.
+            **fit_options: passed to :func:`strnn_fast.train.fit` (epochs, batch_size, lr,
+                patience, seed, progress, ...).
+
+        Returns:
+            The :class:`strnn_fast.train.History`.
+        """
+        from ..train import fit
+
+        x = self._rows(data, "data", adopt_names=True).cpu()
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
+        n_val = int(round(val_fraction * len(x)))
+        if len(x) - n_val < 2:
+            raise ValueError(f"data has {len(x)} rows; need at least 2 training rows after the split")
+        train, val = x[perm[n_val:]], (x[perm[:n_val]] if n_val else None)
+        with torch.no_grad():
+            if self.config["standardize"]:
+                self.loc.copy_(train.mean(0))
+                # A constant column would divide by zero; leave it unscaled.
+                std = train.std(0)
+                self.scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+            else:
+                self.loc.zero_()
+                self.scale.fill_(1.0)
+        history = fit(self, train, val, **fit_options)
+        self.fitted.fill_(True)
+        return history
+
+    # ------------------------------------------------------------------ queries
+
+    def interventional_samples(self, do: Mapping[Any, Any], n: int, *, seed: int | None = None,
+                               output: str = "auto") -> Any:
+        r"""Samples from the interventional distribution ``p(x | do(x_k = v_k, ...))``.
+
+        Arguments:
+            do: maps a variable (name or index) to a value: a number (every sample) or a
+                length-``n`` tensor/array (one value per sample). Several variables at once.
+            n: number of samples.
+            seed: seeds the noise draw (the global RNG is left untouched).
+            output: "auto" (dict of columns keyed by name when names are known, else a tensor),
+                "tensor", "dict" or "frame" (a pandas DataFrame).
+
+        Returns:
+            (n, d) samples; intervened columns equal their values exactly.
+
+        Example:
+            >>> m = CausalFlow([("a", "b")], hidden_sizes=(4,), flow_steps=1)
+            >>> _ = m.fit(torch.randn(50, 2), epochs=1, progress=False)
+            >>> bool((m.interventional_samples({"a": 2.0}, 5)["a"] == 2.0).all())
+            True
+        """
+        self._check_fitted()
+        n = _count(n, "n")
+        idx, values = self._do(do, n)
+        with self._rng(seed), torch.no_grad():
+            x = do_inverse(self.transform, self.inverse, self.flow_adjacency, self._latents(n), idx, values)
+        return self._keyed(x, output)
+
+    def interventional_mean(self, do: Mapping[Any, Any], n: int = 10_000, *, seed: int | None = None,
+                            output: str = "auto") -> Any:
+        r"""Monte Carlo estimate of ``E[x | do(...)]`` from ``n`` interventional samples.
+
+        Returns:
+            A dict name -> float when names are known (``output="auto"``), else a (d,) tensor;
+            ``output="frame"`` gives a pandas Series.
+        """
+        x = self.interventional_samples(do, n, seed=seed, output="tensor")
+        return self._keyed_row(x.mean(0), output)
+
+    def average_treatment_effect(self, target: Any, do_a: Mapping[Any, Any], do_b: Mapping[Any, Any],
+                                 n: int = 10_000, *, seed: int | None = None) -> float:
+        r"""``E[x_target | do_a] - E[x_target | do_b]``, both worlds driven by the same noise
+        draws so that the Monte Carlo error largely cancels.
+
+        Arguments:
+            target: name or index of the outcome.
+            do_a, do_b: treatment and control interventions (as in ``interventional_samples``).
+            n: number of noise draws.
+            seed: seeds the noise draw.
+
+        Example:
+            >>> m = CausalFlow([("t", "y")], hidden_sizes=(4,), flow_steps=1)
+            >>> _ = m.fit(torch.randn(50, 2), epochs=1, progress=False)
+            >>> m.average_treatment_effect("t", {"t": 1.0}, {"t": 0.0}, 10)
+            1.0
+        """
+        self._check_fitted()
+        n = _count(n, "n")
+        t = self._index(target, "target")
+        idx_a, val_a = self._do(do_a, n, "do_a")
+        idx_b, val_b = self._do(do_b, n, "do_b")
+        with self._rng(seed), torch.no_grad():
+            z = self._latents(n)
+            x0 = self.inverse(z)
+            xa = do_inverse(self.transform, self.inverse, self.flow_adjacency, z, idx_a, val_a, x0)
+            xb = do_inverse(self.transform, self.inverse, self.flow_adjacency, z, idx_b, val_b, x0)
+        return float((xa[:, t].double() - xb[:, t].double()).mean())
+
+    def counterfactual(self, x_obs: Any, do: Mapping[Any, Any], *, output: str = "auto") -> Any:
+        r"""Counterfactual rows: what each observed row would have been under ``do``.
+
+        Abduction recovers each row's noise, action sets the intervened values, prediction
+        regenerates their descendants. Non-descendants keep their observed values exactly and
+        intervened variables take exactly their new values.
+
+        Arguments:
+            x_obs: (m, d) observed rows (array, tensor or DataFrame), or one (d,) row.
+            do: maps a variable to a number or to m values (one per row).
+            output: "auto" (a DataFrame for DataFrame input, a dict keyed by name when names are
+                known, else a tensor), "tensor", "dict" or "frame".
+
+        Returns:
+            (m, d) counterfactual rows, on the model's device.
+
+        Example:
+            >>> m = CausalFlow([("a", "b"), ("c", "b")], hidden_sizes=(4,), flow_steps=1)
+            >>> _ = m.fit(torch.randn(50, 3), epochs=1, progress=False)
+            >>> cf = m.counterfactual(torch.zeros(4, 3), {"a": 1.0})
+            >>> cf["a"].tolist(), cf["c"].tolist()
+            ([1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0])
+        """
+        self._check_fitted()
+        frame_index = getattr(x_obs, "index", None) if _is_frame(x_obs) else None
+        # Float64 rows stay float64 so that kept and intervened values are exact, not rounded
+        # to the model's precision.
+        x = self._rows(x_obs, "x_obs", keep_precision=True)
+        idx, values = self._do(do, len(x), dtype=x.dtype)
+        model_dtype = self._device_dtype()[1]
+        with torch.no_grad():
+            xm = x.to(model_dtype)
+            cf = do_inverse(self.transform, self.inverse, self.flow_adjacency, self.transform(xm), idx,
+                            values.to(model_dtype), xm).to(x.dtype)
+            cf[:, idx] = values
+            keep = torch.from_numpy(~affected(self.flow_adjacency, idx)).to(x.device)
+            cf = torch.where(keep, x, cf)
+        if output == "auto" and frame_index is not None:
+            return self._frame(cf, frame_index)
+        return self._keyed(cf, output)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_fitted(self) -> None:
+        if not bool(self.fitted):
+            raise RuntimeError("the CausalFlow is not fitted yet; call fit(data) first (or load a fitted model)")
+
+    def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        return self.loc.device, self.loc.dtype
+
+    def _latents(self, n: int) -> torch.Tensor:
+        device, dtype = self._device_dtype()
+        return self.flow.sample_latent(n).to(device=device, dtype=dtype)
+
+    @contextlib.contextmanager
+    def _rng(self, seed: int | None) -> Iterator[None]:
+        if seed is None:
+            yield
+            return
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an integer or None, got {seed!r}")
+        device = self._device_dtype()[0]
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(int(seed))
+            yield
+
+    def _index(self, key: Any, what: str = "do") -> int:
+        if isinstance(key, str):
+            if self.names is None:
+                raise ValueError(f"{what} names variable {key!r} but the model has no variable names; "
+                                 f"use an index 0..{self.d - 1}")
+            if key not in self.names:
+                raise ValueError(f"{what} names unknown variable {key!r}; variables are {self.names}")
+            return self.names.index(key)
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            if not 0 <= key < self.d:
+                raise ValueError(f"{what} index {int(key)} is out of range for {self.d} variables")
+            return int(key)
+        raise TypeError(f"{what} keys must be variable names (str) or indices (int), got {key!r}")
+
+    def _do(self, do: Any, n: int, what: str = "do", dtype: torch.dtype | None = None) -> tuple[list[int], torch.Tensor]:
+        """Resolves ``do`` into variable indices and an (n, k) value tensor on the model's device
+        (in ``dtype``, the model's by default)."""
+        if not isinstance(do, Mapping):
+            raise TypeError(f"{what} must be a mapping of variable -> value, e.g. {{'x': 1.5}}; "
+                            f"got {type(do).__name__}")
+        device, model_dtype = self._device_dtype()
+        dtype = dtype or model_dtype
+        idx: list[int] = []
+        cols: list[torch.Tensor] = []
+        for key, value in do.items():
+            i = self._index(key, what)
+            if i in idx:
+                raise ValueError(f"{what} sets variable {self._label(i)} twice")
+            idx.append(i)
+            cols.append(self._do_column(value, n, f"{what}[{key!r}]").to(device=device, dtype=dtype))
+        values = torch.stack(cols, 1) if cols else torch.empty(n, 0, device=device, dtype=dtype)
+        return idx, values
+
+    @staticmethod
+    def _do_column(value: Any, n: int, what: str) -> torch.Tensor:
+        if isinstance(value, bool):
+            raise TypeError(f"{what} must be a number or an array of numbers, got {value!r}")
+        t = value.detach() if isinstance(value, torch.Tensor) else None
+        if t is None:
+            arr = np.asarray(value)
+            if arr.dtype == object or arr.dtype.kind not in "iuf":
+                raise TypeError(f"{what} must be a number or an array of numbers, got {value!r}")
+            t = torch.from_numpy(np.array(arr, dtype=np.float64))
+        elif not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64,
+                                                        torch.uint8)):
+            raise TypeError(f"{what} must hold real numbers, got dtype {t.dtype}")
+        if t.ndim == 0:
+            t = t.reshape(1).expand(n)
+        elif t.shape != (n,):
+            raise ValueError(f"{what} must be a scalar or have shape ({n},) (one value per row), "
+                             f"got shape {tuple(t.shape)}")
+        if not torch.isfinite(t.double()).all():
+            raise ValueError(f"{what} contains NaN or infinite values")
+        return t
+
+    def _label(self, i: int) -> str:
+        return repr(self.names[i]) if self.names is not None else str(i)
+
+    def _rows(self, data: Any, what: str, *, adopt_names: bool = False, keep_precision: bool = False) -> torch.Tensor:
+        """(m, d) float tensor on the model's device, columns in model order, in the model's dtype
+        (or, with ``keep_precision``, in the data's when that is more precise)."""
+        if _is_frame(data):
+            columns = [str(c) for c in data.columns]
+            if self.names is not None:
+                missing = [nm for nm in self.names if nm not in columns]
+                if missing:
+                    raise ValueError(f"{what} lacks the columns {missing}; the model's variables are {self.names}")
+                data = data[self.names]
+            elif data.shape[1] != self.d:
+                raise ValueError(f"{what} has {data.shape[1]} columns but the model has {self.d} variables")
+            elif adopt_names and all(isinstance(c, str) for c in data.columns):
+                self.names = columns
+                self.config["names"] = columns
+            data = data.to_numpy()
+        if isinstance(data, torch.Tensor):
+            t = data.detach()
+        else:
+            arr = np.asarray(data)
+            if arr.dtype == object or arr.dtype.kind not in "biuf":
+                raise TypeError(f"{what} must be a numeric array, tensor or DataFrame, got dtype {arr.dtype}")
+            t = torch.from_numpy(np.array(arr, dtype=arr.dtype if arr.dtype.kind == "f" else np.float64))
+        if t.ndim == 1:
+            t = t.unsqueeze(0)
+        if t.ndim != 2 or t.shape[1] != self.d:
+            raise ValueError(f"{what} must have shape (m, {self.d}) (one column per variable), got {tuple(t.shape)}")
+        if t.shape[0] == 0:
+            raise ValueError(f"{what} has no rows")
+        device, dtype = self._device_dtype()
+        if keep_precision and t.is_floating_point():
+            dtype = torch.promote_types(t.dtype, dtype)
+        t = t.to(device=device, dtype=dtype)
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{what} contains NaN or infinite values")
+        return t
+
+    def _keyed(self, x: torch.Tensor, output: str) -> Any:
+        kind = self._output_kind(output)
+        if kind == "tensor":
+            return x
+        if kind == "frame":
+            return self._frame(x, None)
+        return {nm: x[:, i] for i, nm in enumerate(self._column_names())}
+
+    def _keyed_row(self, row: torch.Tensor, output: str) -> Any:
+        kind = self._output_kind(output)
+        if kind == "tensor":
+            return row
+        values = row.detach().cpu().double().tolist()
+        if kind == "frame":
+            import pandas as pd
+
+            return pd.Series(values, index=self._column_names())
+        return dict(zip(self._column_names(), values))
+
+    def _output_kind(self, output: str) -> str:
+        kind = choice(output, OUTPUTS, "output")
+        if kind == "auto":
+            return "dict" if self.names is not None else "tensor"
+        return kind
+
+    def _column_names(self) -> list[str] | list[int]:
+        return self.names if self.names is not None else list(range(self.d))
+
+    def _frame(self, x: torch.Tensor, index: Any) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(x.detach().cpu().numpy(), columns=self._column_names(), index=index)
+
+
+def _is_frame(value: Any) -> bool:
+    return type(value).__name__ == "DataFrame" and hasattr(value, "columns")
+
+
+def _count(n: Any, what: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{what} must be a positive integer, got {n!r}")
+    if n <= 0:
+        raise ValueError(f"{what} must be positive, got {int(n)}")
+    return int(n)
