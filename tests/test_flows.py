@@ -1,0 +1,217 @@
+"""Autoregressive flows (StrAF, ARF, GNF): structure, change of variables, inverse, passes, save/load, graphs."""
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+
+import strnn_fast
+from strnn_fast.flows import ARF, GNF, StrAF
+from strnn_fast.graph import depth, transitive_closure
+
+# Not in topological order: 0 <- 2 <- 3 -> 1, and 4 <- 0 (depth 3, two roots: 3 and none else).
+UNSORTED = np.zeros((5, 5), dtype=int)
+UNSORTED[0, 2] = UNSORTED[2, 3] = UNSORTED[1, 3] = UNSORTED[4, 0] = 1
+# Sorted, bipartite: 0, 1 -> 2, 3 (depth 1).
+BIPARTITE = np.array([[0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0]])
+UMNN = {"normalizer": "umnn", "embedding_size": 3, "integrand_hidden": (8,), "tol": 1e-10}
+
+FLOWS = {
+    "straf-affine": lambda A: StrAF(A, hidden_sizes=(12,), flow_steps=2),
+    "straf-umnn": lambda A: StrAF(A, hidden_sizes=(12,), flow_steps=2, **UMNN),
+    "straf-laplace": lambda A: StrAF(A, hidden_sizes=(12,), flow_steps=2, prior="laplace"),
+    "arf": lambda A: ARF(A, hidden_sizes=(12,), flow_steps=2),
+    "arf-permute": lambda A: ARF(A, hidden_sizes=(12,), flow_steps=3, permute=True),
+    "arf-umnn": lambda A: ARF(A, hidden_sizes=(12,), flow_steps=2, **UMNN),
+    "gnf-affine": lambda A: GNF(A, hidden_sizes=(12,), flow_steps=2),
+    "gnf-umnn": lambda A: GNF(A, hidden_sizes=(12,), flow_steps=2, **UMNN),
+}
+
+
+def build(name: str, A: np.ndarray, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    flow = FLOWS[name](A).double()
+    # Random, non-trivial parameters: default inits can leave some paths at exactly zero.
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return flow
+
+
+def forward_jacobian(flow, x: torch.Tensor) -> torch.Tensor:
+    return jacobian(lambda v: flow.transform(v[None])[0][0], x)
+
+
+@pytest.mark.parametrize("name", FLOWS)
+@pytest.mark.parametrize("A", [UNSORTED, BIPARTITE], ids=["unsorted", "bipartite"])
+def test_jacobian_vanishes_outside_closure(name: str, A: np.ndarray) -> None:
+    flow = build(name, A)
+    if name.startswith(("straf", "gnf")):
+        assert np.array_equal(flow.structure, A.astype(bool))
+    else:  # ARF reads at least the graph's parents: its order is a topological one
+        assert (flow.structure | ~A.astype(bool)).all()
+    allowed = transitive_closure(flow.structure) | np.eye(len(A), dtype=bool)
+    for x in torch.randn(3, len(A), dtype=torch.float64):
+        J = forward_jacobian(flow, x).numpy()
+        assert np.abs(J[~allowed]).max(initial=0.0) == 0.0
+        assert (J[allowed & ~np.eye(len(A), dtype=bool)] != 0).any()
+        if "permute" not in name:  # triangular in the internal order: the diagonal is the slope
+            assert (np.diagonal(J) > 0).all()
+
+
+@pytest.mark.parametrize("name", FLOWS)
+def test_log_prob_is_change_of_variables(name: str) -> None:
+    flow = build(name, UNSORTED)
+    x = torch.randn(4, 5, dtype=torch.float64)
+    z, log_det = flow.transform(x)
+    for i in range(len(x)):
+        slogdet = torch.linalg.slogdet(forward_jacobian(flow, x[i]))
+        assert slogdet.sign == 1
+        assert float(log_det[i].detach()) == pytest.approx(float(slogdet.logabsdet), abs=1e-8)
+    if "laplace" in name:
+        prior = torch.distributions.Laplace(torch.zeros(()), torch.ones(())).log_prob(z).sum(-1)
+    else:
+        prior = torch.distributions.Normal(torch.zeros(()), torch.ones(())).log_prob(z).sum(-1)
+    assert torch.allclose(flow.log_prob(x), prior + log_det, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", FLOWS)
+def test_inverse_of_transform(name: str) -> None:
+    flow = build(name, UNSORTED)
+    x = 2 * torch.randn(64, 5, dtype=torch.float64)
+    z, _ = flow.transform(x)
+    # UMNN solves each variable to tol (1e-10) per pass; composing 2 steps of Lipschitz maps
+    # keeps the error within a small multiple of it.
+    tol = 1e-6 if "umnn" not in name else 1e-8
+    assert (flow.inverse(z) - x).abs().max() < tol
+    z2 = torch.randn(64, 5, dtype=torch.float64)
+    assert (flow.transform(flow.inverse(z2))[0] - z2).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("name", FLOWS)
+@pytest.mark.parametrize("A", [UNSORTED, BIPARTITE], ids=["unsorted", "bipartite"])
+def test_sampling_uses_depth_plus_one_passes(name: str, A: np.ndarray) -> None:
+    flow = build(name, A)
+    flow.reset_passes()
+    flow.sample((3, 2))
+    expected = depth(A) + 1 if not name.startswith("arf") else len(A)
+    assert flow.passes == [expected] * len(flow.steps)
+
+
+def test_one_pass_fewer_is_not_enough() -> None:
+    flow = build("straf-affine", UNSORTED)
+    x = torch.randn(16, 5, dtype=torch.float64)
+    z, _ = flow.transform(x)
+    for step in flow.steps:
+        step.n_passes -= 1
+    assert (flow.inverse(z) - x).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["straf-affine", "straf-umnn", "arf-umnn"])
+def test_rsample_is_differentiable_and_inverse_jacobian_is_exact(name: str) -> None:
+    flow = build(name, UNSORTED)
+    flow.rsample(8).square().sum().backward()
+    grads = [p.grad for p in flow.parameters()]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    # d inverse / dz must be the inverse of d transform / dx (the implicit gradient of the solver).
+    x = torch.randn(5, dtype=torch.float64)
+    z = flow.transform(x[None])[0][0].detach()
+    J_inv = jacobian(lambda v: flow.inverse(v[None])[0], z)
+    assert torch.allclose(J_inv @ forward_jacobian(flow, x), torch.eye(5, dtype=torch.float64), atol=1e-7)
+
+
+@pytest.mark.parametrize("name", FLOWS)
+def test_save_load_round_trip(name: str, tmp_path) -> None:
+    flow = build(name, UNSORTED).float()  # load() rebuilds in the default dtype
+    path = tmp_path / "flow.pt"
+    flow.save(path)
+    loaded = strnn_fast.load(path)
+    assert type(loaded) is type(flow) and loaded.names == flow.names and loaded.config == flow.config
+    x = torch.randn(32, 5)
+    assert torch.equal(loaded.log_prob(x), flow.log_prob(x))
+    torch.manual_seed(1)
+    a = flow.sample(4)
+    torch.manual_seed(1)
+    assert torch.equal(loaded.sample(4), a)
+
+
+def test_graph_forms_agree_and_answers_are_in_user_order() -> None:
+    edges = [("rain", "wet"), ("sprinkler", "wet"), ("wet", "slippery")]
+    names = ["slippery", "wet", "rain", "sprinkler"]  # children first: not a topological order
+    A = np.zeros((4, 4), dtype=int)
+    A[1, 2] = A[1, 3] = A[0, 1] = 1
+    flows = [StrAF(A, (8,), 2, names=names), StrAF(edges, (8,), 2, names=names)]
+    G = nx.DiGraph(edges)
+    flows.append(StrAF(G, (8,), 2, names=names))
+    for flow in flows:
+        assert flow.names == names and np.array_equal(flow.adjacency, A.astype(bool))
+    # The root 'rain' (column 2) maps to a latent that depends on it alone.
+    flow = flows[0].double()
+    J = forward_jacobian(flow, torch.randn(4, dtype=torch.float64))
+    assert (J[2] != 0).tolist() == [False, False, True, False]
+    assert (J[0] != 0).all()  # two steps: 'slippery' reads every variable through 'wet'
+
+
+def test_cycle_raises_naming_it() -> None:
+    with pytest.raises(ValueError, match="cycle a -> b -> c -> a|cycle b -> c -> a -> b|cycle c -> a -> b -> c"):
+        StrAF([("a", "b"), ("b", "c"), ("c", "a")], (8,), 1)
+    with pytest.raises(ValueError, match="cycle"):
+        GNF(np.array([[0, 1], [1, 0]]), (8,), 1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"normalizer": "spline"}, ValueError, "normalizer"),
+        ({"prior": "cauchy"}, ValueError, "prior"),
+        ({"embedding_size": 3}, TypeError, "embedding_size"),
+        ({"normalizer": "umnn", "tol": -1.0}, ValueError, "tol"),
+        ({"scale_bound": 0.0}, ValueError, "scale_bound"),
+        ({"flow_steps": 0}, ValueError, "flow_steps"),
+        ({"hidden_sizes": (1,)}, ValueError, "hidden_sizes"),
+    ],
+)
+def test_bad_options(kwargs: dict, error: type, match: str) -> None:
+    options = {"hidden_sizes": (8,), "flow_steps": 1, **kwargs}
+    with pytest.raises(error, match=match):
+        StrAF(UNSORTED, **options)
+
+
+def test_bad_inputs() -> None:
+    flow = StrAF(UNSORTED, (8,), 1)
+    with pytest.raises(ValueError, match="no edges"):
+        StrAF(np.zeros((3, 3)), (8,), 1)
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, 5\)"):
+        flow.transform(torch.zeros(2, 4))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        flow.log_prob(np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="z must have shape"):
+        flow.inverse(torch.zeros(5))
+    with pytest.raises(ValueError, match="sample_shape"):
+        flow.sample((-1,))
+
+
+def test_distribution_shapes() -> None:
+    flow = StrAF(UNSORTED, (8,), 1)
+    assert flow.event_shape == torch.Size([5]) and flow.batch_shape == torch.Size()
+    assert flow.sample().shape == (5,)
+    assert flow.sample((2, 3)).shape == (2, 3, 5)
+    x = torch.randn(2, 3, 5)
+    assert torch.allclose(flow.log_prob(x), flow.log_prob(x.reshape(6, 5)).reshape(2, 3))
+    assert flow.log_prob(torch.zeros(5, dtype=torch.int64)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("prior, mean_abs", [("normal", math.sqrt(2 / math.pi)), ("laplace", 1.0)])
+def test_priors_are_normalized_and_sample_their_law(prior: str, mean_abs: float) -> None:
+    flow = StrAF([[0, 0], [1, 0]], (4,), 1, prior=prior).double()
+    grid = torch.linspace(-40, 40, 400001, dtype=torch.float64)[:, None]
+    density = flow.prior.log_prob(grid).exp()
+    assert float(torch.trapezoid(density[:, 0] if density.ndim > 1 else density, grid[:, 0])) == pytest.approx(1.0, abs=1e-6)
+    torch.manual_seed(0)
+    z = flow.sample_latent(200_000)
+    assert z.dtype == torch.float64 and torch.isfinite(z).all()
+    assert float(z.abs().mean()) == pytest.approx(mean_abs, abs=0.01)
