@@ -262,7 +262,6 @@ def masked_linear_bwd(
     """Backward op: (dx, dw, db), each empty when not needed; `saved` is z for gelu/silu, else y."""
     M, K = x.shape
     N = weight.shape[0]
-    empty = x.new_empty((0,))
     if act == 0:
         dz = dy
     else:
@@ -272,7 +271,8 @@ def masked_linear_bwd(
         if M:
             _masked_linear_bwd_act_kernel[(triton.cdiv(M * N, block),)](dy, saved, dz, M * N, ACT=act, BLOCK=block)
     ms = _mask_strides(mask)
-    dx = dw = empty
+    # Unneeded outputs are distinct empty tensors: custom-op outputs may not alias each other.
+    dx, dw = x.new_empty((0,)), x.new_empty((0,))
     if need_dx:
         dx = torch.empty_like(x)
         if M:
@@ -293,18 +293,17 @@ def masked_linear_bwd(
                 dz.stride(0), dz.stride(1), x.stride(0), x.stride(1), ms[0], ms[1], dw.stride(0), dw.stride(1),
                 HAS_MASK=mask is not None, PRECISION=precision, BLOCK_N=block_n, BLOCK_K=block_k,
             )
-    db = dz.sum(0, dtype=torch.float32).to(x.dtype) if need_db else empty
+    db = dz.sum(0, dtype=torch.float32).to(x.dtype) if need_db else x.new_empty((0,))
     return dx, dw, db
 
 
 @masked_linear_bwd.register_fake
 def _(dy, x, weight, mask, saved, tile_row, col_idx, t_row_ptr, t_col_idx, block_n, block_k, act, precision,
       need_dx, need_dw, need_db):
-    empty = x.new_empty((0,))
     return (
-        x.new_empty(x.shape) if need_dx else empty,
-        weight.new_empty(weight.shape) if need_dw else empty,
-        x.new_empty((weight.shape[0],)) if need_db else empty,
+        x.new_empty(x.shape if need_dx else (0,)),
+        x.new_empty(weight.shape if need_dw else (0,)),
+        x.new_empty((weight.shape[0],) if need_db else (0,)),
     )
 
 

@@ -117,6 +117,7 @@ def freeze(model: nn.Module, dtype: torch.dtype | None = None, cuda_graph_batch:
         A :class:`FrozenStrNN` that matches the model within the dtype's tolerance.
 
     Example:
+        >>> from strnn_fast import FastStrNN
         >>> freeze(FastStrNN(2, (4,), 2, adjacency=[[0, 0], [1, 0]]), dtype=torch.float16).dtype
         torch.float16
     """

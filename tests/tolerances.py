@@ -1,0 +1,30 @@
+"""One per-dtype tolerance table for the kernel tests (FlagGems style), references in float64.
+
+Errors of a reduction grow with the square root of its length, so ``atol`` is given per unit
+term and scaled by sqrt(reduce_dim); ``rtol`` covers the rounding of the stored result.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+# name -> (atol per sqrt(term), rtol); "tf32" is float32 inputs rounded to 10 mantissa bits.
+TOLERANCES: dict[str, tuple[float, float]] = {
+    "float32": (2e-6, 1e-5),
+    "tf32": (1e-3, 2e-3),
+    "float16": (1e-3, 2e-3),
+    "bfloat16": (8e-3, 1.6e-2),
+}
+
+
+def tolerance(dtype: torch.dtype | str, reduce_dim: int = 1) -> dict[str, float]:
+    """Keyword arguments for torch.testing.assert_close at this dtype and reduction length."""
+    name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
+    atol, rtol = TOLERANCES[name]
+    return {"atol": atol * math.sqrt(max(reduce_dim, 1)), "rtol": rtol}
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | str, reduce_dim: int = 1) -> None:
+    """Compares `actual` (any dtype) with a float64 reference under the table's tolerance."""
+    torch.testing.assert_close(actual.double(), expected.double(), **tolerance(dtype, reduce_dim))
