@@ -1,0 +1,144 @@
+"""Compiled Triton kernels on CUDA at real shapes (run on an H100, without TRITON_INTERPRET):
+
+    pytest -m cuda tests/test_kernels_cuda.py
+
+Skipped without a GPU. Kernels are imported inside the tests so that collecting this module on
+a CPU machine does not load them before tests/_interp.py selects the interpreter.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from tolerances import assert_close
+
+from strnn_fast import FastStrNN
+from strnn_fast.activations import ACTIVATIONS
+from strnn_fast.layout import BlockLayout
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+# dtype name -> (torch dtype, TF32 on)
+PRECISIONS = {
+    "float32": (torch.float32, False),
+    "tf32": (torch.float32, True),
+    "float16": (torch.float16, False),
+    "bfloat16": (torch.bfloat16, False),
+}
+# (M, K, N): aligned and odd, batch smaller and larger than a tile row.
+SHAPES = [(4096, 1024, 4096), (1000, 1537, 3001), (3, 4096, 1024)]
+
+
+@pytest.fixture(autouse=True)
+def compiled_kernels():
+    from strnn_fast.kernels.masked_linear import is_interpreted
+
+    if is_interpreted():
+        pytest.skip("kernels were loaded in the interpreter (TRITON_INTERPRET=1); run this file on its own")
+
+
+def random_dag(d: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    A = np.zeros((d, d), dtype=np.uint8)
+    for i in range(1, d):
+        A[i, rng.choice(i, size=min(i, int(rng.integers(2, 6))), replace=False)] = 1
+    return A
+
+
+def layer_problem(M, K, N, dtype, seed):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    # A banded mask: realistic tile sparsity with ragged tile edges.
+    i = torch.arange(N, device="cuda")[:, None] * K // N
+    j = torch.arange(K, device="cuda")[None, :]
+    mask = ((j <= i) & (j > i - K // 8)) & (torch.rand(N, K, device="cuda", generator=g) < 0.5)
+    x = torch.randn(M, K, device="cuda", generator=g).to(dtype)
+    w = (torch.randn(N, K, device="cuda", generator=g) / K**0.5).to(dtype)
+    b = torch.randn(N, device="cuda", generator=g).to(dtype)
+    return x, w, b, mask
+
+
+@pytest.mark.parametrize("precision", list(PRECISIONS))
+@pytest.mark.parametrize("act", ["identity", "relu", "gelu"])
+@pytest.mark.parametrize("M, K, N", SHAPES)
+def test_forward_and_gradients(M, K, N, act, precision):
+    from strnn_fast.kernels import masked_linear
+
+    dtype, tf32 = PRECISIONS[precision]
+    x, w, b, mask = layer_problem(M, K, N, dtype, seed=M + N)
+    layout = BlockLayout.from_mask(mask.cpu(), (64, 64)).to("cuda")
+    x.requires_grad_()
+    w.requires_grad_()
+    b.requires_grad_()
+    y = masked_linear(x, w, b, mask, layout, act, allow_tf32=tf32)
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    xd, wd, bd = (v.detach().double().requires_grad_() for v in (x, w, b))
+    ref = ACTIVATIONS[act](F.linear(xd, wd * mask.double(), bd))
+    ref.backward(dy.double())
+    assert_close(y, ref, precision, K)
+    assert_close(x.grad, xd.grad, precision, N)
+    assert_close(w.grad, wd.grad, precision, M)
+    assert_close(b.grad, bd.grad, precision, M)
+    assert not w.grad[~mask].any()
+
+
+def make_model(backend: str, d: int = 256, dtype=torch.float32) -> FastStrNN:
+    torch.manual_seed(0)
+    A = random_dag(d, 0)
+    return FastStrNN(d, (4 * d, 4 * d), d, adjacency=A, backend=backend).cuda().to(dtype)
+
+
+@pytest.mark.parametrize("backend", ["triton", "auto"])
+def test_compile_fullgraph(backend):
+    from strnn_fast.dispatch import prepare
+
+    net = make_model(backend)
+    prepare(net)
+    compiled = torch.compile(net, fullgraph=True)
+    x = torch.randn(512, 256, device="cuda", requires_grad=True)
+    y = compiled(x)
+    y.square().sum().backward()
+    x2 = x.detach().clone().requires_grad_()
+    eager = net(x2)
+    eager.square().sum().backward()
+    assert_close(y, eager.double(), "float32", 1024)
+    assert_close(x.grad, x2.grad.double(), "float32", 1024)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("graph_batch", [None, 300])
+def test_frozen_model_matches(dtype, graph_batch):
+    import copy
+
+    from strnn_fast.freeze import freeze
+
+    net = make_model("triton")
+    frozen = freeze(net, dtype=dtype, cuda_graph_batch=graph_batch)
+    # Reference: the original with its weights rounded to `dtype`, evaluated in float64.
+    ref_net = copy.deepcopy(net).to(dtype).double()
+    for layer in ref_net.layers:
+        layer.backend = "dense"
+    x = torch.randn(300, 256, device="cuda")
+    with torch.no_grad():
+        ref = ref_net(x.to(dtype).double())
+    name = str(dtype).removeprefix("torch.")
+    assert_close(frozen(x), ref, name, 1024)
+    assert_close(frozen(x[:17]), ref[:17], name, 1024)  # not the captured batch: eager path
+
+
+def test_triton_backend_matches_dense_on_reordered_model():
+    from strnn_fast.reorder import reorder_model
+
+    net = make_model("triton")
+    dense = make_model("dense")
+    x = torch.randn(700, 256, device="cuda")
+    with torch.no_grad():
+        before = dense(x).double()
+    r = reorder_model(net, block=(64, 64))
+    assert r.density_after <= r.density_before
+    with torch.no_grad():
+        assert_close(net(x), before, "tf32", 1024)
