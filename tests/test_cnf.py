@@ -36,11 +36,23 @@ def _seed_and_threads():
     torch.set_num_threads(threads)
 
 
+def _randomized(module: torch.nn.Module) -> torch.nn.Module:
+    """Draws random output layers: untrained CNFs are the identity, which would make most checks vacuous."""
+    for m in module.modules():
+        if isinstance(m, CNFDynamics):
+            m.net.layers[-1].reset_parameters()
+    return module
+
+
 def _flow(A=CHAIN, dtype=torch.float64, **kw) -> StrCNF:
     kw.setdefault("hidden_sizes", (16, 16))
     kw.setdefault("atol", 1e-6)
     kw.setdefault("rtol", 1e-6)
-    return StrCNF(A, **kw).to(dtype)
+    return _randomized(StrCNF(A, **kw)).to(dtype)
+
+
+def _dynamics(A, hidden_sizes, **kw) -> CNFDynamics:
+    return _randomized(CNFDynamics(A, hidden_sizes, **kw)).double()
 
 
 def _jacobian(f, x: torch.Tensor) -> torch.Tensor:
@@ -54,12 +66,20 @@ def _flow_jacobian(flow: StrCNF, x: torch.Tensor) -> torch.Tensor:
                         for row in x])
 
 
+def test_untrained_flow_is_the_identity():
+    flow = StrCNF(SPARSE, hidden_sizes=(8,), time_conditioning=True).double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    z, logdet = flow.transform(x)
+    torch.testing.assert_close(z, x, atol=1e-12, rtol=0)
+    assert torch.equal(logdet, torch.zeros(4, dtype=torch.float64))
+
+
 # --- structure -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("A", [CHAIN, SPARSE, CYCLE], ids=["chain", "sparse", "cycle"])
 @pytest.mark.parametrize("time_conditioning", [False, True])
 def test_dynamics_jacobian_zero_outside_A_plus_I(A, time_conditioning):
-    dyn = CNFDynamics(A, (24, 24), time_conditioning=time_conditioning).double()
+    dyn = _dynamics(A, (24, 24), time_conditioning=time_conditioning)
     x = torch.randn(6, A.shape[0], dtype=torch.float64)
     J = _jacobian(lambda z: dyn.velocity(torch.tensor(0.3, dtype=torch.float64), z), x)
     allowed = torch.from_numpy(A | np.eye(A.shape[0], dtype=bool))
@@ -69,7 +89,7 @@ def test_dynamics_jacobian_zero_outside_A_plus_I(A, time_conditioning):
 
 
 def test_time_conditioning_reaches_every_output():
-    dyn = CNFDynamics(SPARSE, (24,), time_conditioning=True).double()
+    dyn = _dynamics(SPARSE, (24,), time_conditioning=True)
     x = torch.randn(3, 5, dtype=torch.float64)
     t = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
     dv_dt = torch.autograd.functional.jacobian(lambda s: dyn.velocity(s, x), t)  # (3, 5)
@@ -96,7 +116,7 @@ def test_flow_jacobian_follows_transitive_closure():
 
 @pytest.mark.parametrize("A", [CHAIN, SPARSE, CYCLE], ids=["chain", "sparse", "cycle"])
 def test_exact_divergence_equals_trace_of_autograd_jacobian(A):
-    dyn = CNFDynamics(A, (16, 16), time_conditioning=True).double()
+    dyn = _dynamics(A, (16, 16), time_conditioning=True)
     x = torch.randn(7, A.shape[0], dtype=torch.float64)
     t = torch.tensor(0.7, dtype=torch.float64)
     f = lambda z: dyn.velocity(t, z)  # noqa: E731
@@ -108,7 +128,7 @@ def test_exact_divergence_equals_trace_of_autograd_jacobian(A):
 
 
 def test_exact_divergence_is_differentiable_and_works_without_grad():
-    dyn = CNFDynamics(CHAIN, (8,)).double()
+    dyn = _dynamics(CHAIN, (8,))
     x = torch.randn(3, 4, dtype=torch.float64)
     f = lambda z: dyn.velocity(torch.tensor(0.0), z)  # noqa: E731
     _, div, _ = exact_divergence(f, x)
@@ -122,7 +142,7 @@ def test_exact_divergence_is_differentiable_and_works_without_grad():
 @pytest.mark.parametrize("noise", ["gaussian", "rademacher"])
 def test_hutchinson_is_unbiased(noise):
     # Mean of 20000 probes within 5 standard errors (estimated from the same probes) of the trace.
-    dyn = CNFDynamics(SPARSE, (16,), divergence="hutchinson", noise=noise).double()
+    dyn = _dynamics(SPARSE, (16,), divergence="hutchinson", noise=noise)
     x = torch.randn(1, 5, dtype=torch.float64).expand(20000, 5)
     dyn.begin(x)
     f = lambda z: dyn.velocity(torch.tensor(0.0), z)  # noqa: E731
@@ -137,7 +157,7 @@ def test_hutchinson_is_unbiased(noise):
 
 
 def test_hutchinson_noise_is_fixed_within_a_solve():
-    dyn = CNFDynamics(CHAIN, (8,), divergence="hutchinson").double()
+    dyn = _dynamics(CHAIN, (8,), divergence="hutchinson")
     x = torch.randn(5, 4, dtype=torch.float64)
     dyn.begin(x)
     state = (x, x.new_zeros(5))
@@ -210,8 +230,8 @@ def test_every_solver_runs_and_agrees(solver):
     with torch.no_grad():
         reference = flow.log_prob(x)
     fixed = solver in FIXED_STEP_SOLVERS
-    # Euler is first order (error ~10 h here); the others are second order or better at h = 0.05.
-    step, tol = (0.002, 5e-2) if solver == "euler" else (0.05, 2e-2)
+    # Euler is first order (error about 60 h on these dynamics); the others are second order or better.
+    step, tol = (1e-3, 1e-1) if solver == "euler" else (1e-2, 2e-2)
     flow.set_solver(solver, atol=1e-6, rtol=1e-6, step_size=step if fixed else None)
     flow.reset_nfe()
     lp = flow.log_prob(x)
@@ -307,7 +327,7 @@ def test_extra_loss_is_zero_when_off_and_single_use_when_on():
 # --- baseline, persistence, training -----------------------------------------------------------
 
 def test_ffjord_is_dense_and_shares_the_api():
-    flow = FFJORD(4, hidden_sizes=(8,), atol=1e-6, rtol=1e-6).double()
+    flow = _randomized(FFJORD(4, hidden_sizes=(8,), atol=1e-6, rtol=1e-6)).double()
     x = torch.randn(5, 4, dtype=torch.float64)
     J = _jacobian(lambda z: flow.blocks[0].velocity(torch.tensor(0.0), z), x)
     assert (J.abs().amin(0) > 0).all()
@@ -324,7 +344,7 @@ def test_ffjord_is_dense_and_shares_the_api():
     lambda: FFJORD(3, hidden_sizes=(8,), divergence="hutchinson", noise="rademacher", adjoint=True),
 ], ids=["strcnf", "ffjord"])
 def test_save_load_round_trip(make, tmp_path):
-    flow = make().double()
+    flow = _randomized(make()).double()
     with torch.no_grad():
         flow.blocks[0].raw_end_time.add_(0.3)  # a trained value, not the constructor's
     path = tmp_path / "cnf.pt"

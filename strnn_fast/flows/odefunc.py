@@ -150,6 +150,11 @@ class CNFDynamics(nn.Module):
             structure = np.concatenate([structure, np.ones((d, 1), dtype=bool)], axis=1)
         self.net = FastStrNN(structure.shape[1], hidden_sizes, d, opt_type=opt_type, opt_args=opt_args,
                              adjacency=structure, activation=activation, backend=backend)
+        # A zero output layer makes the untrained flow the identity: training starts at the prior's
+        # NLL with cheap, non-stiff solves instead of first undoing a random flow.
+        with torch.no_grad():
+            self.net.layers[-1].weight.zero_()
+            self.net.layers[-1].bias.zero_()
         raw = torch.tensor(_softplus_inverse(end_time), dtype=torch.get_default_dtype())
         if train_end_time:
             self.raw_end_time = nn.Parameter(raw)
