@@ -94,5 +94,5 @@ class Standardized(Savable, nn.Module):
         return self.base.log_prob((x - self.mean) / self.std) - self.std.log().sum()
 
     def sample(self, sample_shape: Sequence[int] | int | torch.Size = ()) -> torch.Tensor:
-        """Samples of shape (*sample_shape, d) in data units."""
+        """Samples of shape (*sample_shape, d) in data units; an int n works for every base model."""
         return self.base.sample(sample_shape) * self.std + self.mean

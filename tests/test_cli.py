@@ -115,7 +115,7 @@ def test_binary_density_is_not_standardized(tmp_path, capsys):
 
 def test_demo(tmp_path, capsys):
     out_dir = tmp_path / "demo"
-    argv = ["demo", "--epochs", "1", "--n", "200", "--hidden", "8", "--flow-steps", "1", "--quiet",
+    argv = ["demo", "--epochs", "1", "--n", "200", "--hidden", "32", "--flow-steps", "1", "--quiet",
             "--out", out_dir]
     code, out, err = run(capsys, *argv)
     assert code == 0, err
@@ -187,7 +187,7 @@ def test_sample_and_logprob_bad_input(tmp_path, files, capsys):
         (["sample", files["data"], "-n", "5", "-o", tmp_path / "s.csv"], "not .*model file"),
         (["sample", model, "-n", "5", "-o", model], "input"),
         (["sample", model, "-n", "5", "--force", "-o", model], "input"),
-        (["logprob", model, tmp_path / "none.csv"], "does not exist"),
+        (["logprob", model, tmp_path / "none.csv"], "does not exist|not found"),
         (["logprob", model, write(tmp_path / "three.csv", "a,b,c\n1,2,3\n")], "3 columns"),
         (["logprob", model, write(tmp_path / "other.csv", "a,b,c,z\n1,2,3,4\n")], "lacks .*'d'"),
         (["logprob", model, write(tmp_path / "nan.csv", "a,b,c,d\n1,2,nan,4\n")], "NaN|nan"),

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{MODELS[name]:<6} {evaluate_nll(model, ds.test):9.4f} {history.seconds:8.1f} {history.epochs:7d}")
         model.save(target)
         torch.manual_seed(args.seed)
-        samples[name] = model.sample((len(ds.test),)).double().numpy()
+        samples[name] = model.sample(len(ds.test)).double().numpy()
     _plot(ds.test, samples, pairs(ds.adjacency), targets[-1])
     print(f"wrote {', '.join(str(t) for t in targets)}")
     return 0
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train StrAF and ARF on built-in multimodal data and compare",
                        description=__doc__.split("\n\nExample")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=positive_int, default=60, help="maximum epochs per model (default 60)")
+    p.add_argument("--epochs", type=positive_int, default=150, help="maximum epochs per model (default 150)")
     p.add_argument("--n", type=positive_int, default=1000, help="samples in the data set (default 1000)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")

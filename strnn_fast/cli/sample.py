@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     torch.manual_seed(args.seed)
     with torch.no_grad():
-        chunks = [model.sample((min(CHUNK, args.n - start),)).cpu().double().numpy()
+        chunks = [model.sample(min(CHUNK, args.n - start)).cpu().double().numpy()
                   for start in range(0, args.n, CHUNK)]
     samples = np.concatenate(chunks)
     write_csv(out, samples, variable_names(model, samples.shape[1]))
