@@ -94,9 +94,10 @@ std::vector<std::size_t> read_hidden_sizes(const py::handle& obj, const std::str
 }
 
 py::array_t<std::uint8_t> zeros_u8(std::size_t rows, std::size_t cols) {
-  py::array_t<std::uint8_t> a({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(cols)});
-  std::memset(a.mutable_data(), 0, rows * cols);
-  return a;
+  // numpy.zeros allocates with calloc: the kernel hands out zero pages lazily, so sparse masks
+  // never pay for a memset of the whole array.
+  py::object zeros = py::module_::import("numpy").attr("zeros");
+  return zeros(py::make_tuple(rows, cols), "uint8").cast<py::array_t<std::uint8_t>>();
 }
 
 void check_budget(std::uint64_t& used, std::uint64_t rows, std::uint64_t cols, const std::string& what) {

@@ -124,33 +124,28 @@ Plan plan_greedy(const BitMatrix& adjacency, const std::vector<std::size_t>& wid
   return plan;
 }
 
-// masks[l][j, k] = pattern q_l[k] contains the class of column j.
+// masks[l][j, k] = pattern q_l[k] contains the class of column j. Masks are sparse and the
+// output arrives zeroed, so only the ones are scattered: O(nnz), not O(rows x width).
 void write_hidden_mask(const LayerPlan& layer, const std::vector<std::uint32_t>& colclass, std::uint8_t* out) {
   const std::size_t width = layer.q.size(), classes = layer.patterns.cols();
-  std::vector<char> class_used(classes, 0);
-  for (auto c : colclass) class_used[c] = 1;
-  std::vector<std::vector<std::uint8_t>> row_of(classes);
-  parallel_for(classes, [&](std::size_t b, std::size_t e) {
-    for (std::size_t c = b; c < e; ++c) {
-      if (!class_used[c]) continue;
-      row_of[c].resize(width);
-      for (std::size_t k = 0; k < width; ++k) row_of[c][k] = layer.patterns.test(layer.q[k], c) ? 1 : 0;
-    }
-  }, 64);
-  parallel_for(colclass.size(), [&](std::size_t b, std::size_t e) {
-    for (std::size_t j = b; j < e; ++j) std::memcpy(out + j * width, row_of[colclass[j]].data(), width);
+  std::vector<std::vector<std::uint32_t>> columns_of(classes);
+  for (std::size_t j = 0; j < colclass.size(); ++j) columns_of[colclass[j]].push_back(static_cast<std::uint32_t>(j));
+  // Units are split across threads, so every thread writes disjoint columns of `out`.
+  parallel_for(width, [&](std::size_t b, std::size_t e) {
+    for (std::size_t k = b; k < e; ++k)
+      layer.patterns.for_each_set(layer.q[k], [&](std::size_t c) {
+        for (auto j : columns_of[c]) out[j * width + k] = 1;
+      });
   }, 256);
 }
 
 // last[k, i] = output i contains pattern q[k].
 void write_output_mask(const LayerPlan& layer, std::size_t outputs, std::uint8_t* out) {
-  const std::size_t P = layer.reach.rows();
-  std::vector<std::vector<std::uint8_t>> row_of(P, std::vector<std::uint8_t>(outputs));
-  parallel_for(P, [&](std::size_t b, std::size_t e) {
-    for (std::size_t p = b; p < e; ++p) expand_bits(layer.reach.row(p), outputs, row_of[p].data());
-  }, 16);
   parallel_for(layer.q.size(), [&](std::size_t b, std::size_t e) {
-    for (std::size_t k = b; k < e; ++k) std::memcpy(out + k * outputs, row_of[layer.q[k]].data(), outputs);
+    for (std::size_t k = b; k < e; ++k) {
+      std::uint8_t* row = out + k * outputs;
+      layer.reach.for_each_set(layer.q[k], [&](std::size_t i) { row[i] = 1; });
+    }
   }, 256);
 }
 
