@@ -129,7 +129,7 @@ def triton_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
             loaded in the interpreter (TRITON_INTERPRET=1 before importing strnn_fast).
     """
     try:
-        from .kernels import masked_linear
+        from .kernels.masked_linear import masked_linear
     except ImportError as err:  # triton is an optional dependency
         raise RuntimeError("backend='triton' needs the triton package (pip install 'strnn_fast[gpu]'), "
                            "or use backend='dense'") from err

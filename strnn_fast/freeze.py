@@ -52,7 +52,7 @@ class FrozenLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.uses_triton(x):
-            from .kernels import masked_linear
+            from .kernels.masked_linear import masked_linear
 
             return masked_linear(x, self.weight, self.bias, None, self.layout, self.activation)
         return ACTIVATIONS[self.activation](F.linear(x, self.weight, self.bias))

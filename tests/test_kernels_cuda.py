@@ -65,7 +65,7 @@ def layer_problem(M, K, N, dtype, seed):
 @pytest.mark.parametrize("act", ["identity", "relu", "gelu"])
 @pytest.mark.parametrize("M, K, N", SHAPES)
 def test_forward_and_gradients(M, K, N, act, precision):
-    from strnn_fast.kernels import masked_linear
+    from strnn_fast.kernels.masked_linear import masked_linear
 
     dtype, tf32 = PRECISIONS[precision]
     x, w, b, mask = layer_problem(M, K, N, dtype, seed=M + N)

@@ -5,6 +5,7 @@ TRITON_INTERPRET=1 is set, and tests/test_kernels_cuda.py checks the compiled ke
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -19,8 +20,7 @@ from strnn_fast import FastStrNN
 from strnn_fast.activations import ACTIVATIONS
 from strnn_fast.dispatch import choose_backend, layer_layout, prepare
 from strnn_fast.freeze import freeze
-from strnn_fast.kernels import masked_linear
-from strnn_fast.kernels.masked_linear import is_interpreted
+from strnn_fast.kernels.masked_linear import is_interpreted, masked_linear
 from strnn_fast.layout import BlockLayout
 from strnn_fast.reorder import reorder_model
 
@@ -198,6 +198,6 @@ def test_triton_on_cpu_without_interpreter_raises():
         "net = FastStrNN(3, (8,), 3, adjacency=np.tril(np.ones((3, 3)), -1), backend='triton')\n"
         "try:\n    net(torch.randn(2, 3))\nexcept RuntimeError as e:\n    print('RuntimeError:', e)\n"
     )
-    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert "RuntimeError:" in out.stdout and "TRITON_INTERPRET=1" in out.stdout, out.stderr
