@@ -195,6 +195,9 @@ class FastStrNN(Savable, nn.Module):
         activation: "relu", "tanh", "softplus", "elu", "gelu" or "silu".
         backend: "auto", "dense", "sparse" or "triton" (see ``MaskedLinear.resolved_backend``).
         init: "masked" (default) or "kaiming" (the reference's nn.Linear default).
+        reorder: permute hidden units so that fewer weight tiles are nonzero (same function,
+            same variable order; see ``strnn_fast.reorder``). Default: only for backend="triton",
+            because afterwards hidden unit k no longer matches the reference's unit k.
 
     Example:
         >>> A = np.tril(np.ones((3, 3)), -1)
@@ -215,6 +218,7 @@ class FastStrNN(Savable, nn.Module):
         activation: str = "relu",
         backend: str = "auto",
         init: str = "masked",
+        reorder: bool | None = None,
     ):
         super().__init__()
         self.nin = as_positive_int(nin, "nin")
@@ -261,6 +265,15 @@ class FastStrNN(Savable, nn.Module):
                              init=init, backend=self.backend)
             )
         self.layers = nn.ModuleList(layers)
+        if reorder if reorder is not None else self.backend == "triton":
+            from .reorder import reorder_model
+
+            reorder_model(self)
+            # Rebuilding from the reordered masks keeps save/load consistent with the weights.
+            self.config["precomputed_masks"] = [m.tolist() for m in self.masks[:-1]] + [
+                self.masks[-1][:, : self.A.shape[0]].tolist()
+            ]
+        self.config["reorder"] = False
 
     def _masks(self, precomputed: Sequence[Any] | None) -> list[np.ndarray]:
         if precomputed is None:

@@ -154,3 +154,16 @@ def test_sparse_backend_is_inference_only() -> None:
         net(torch.randn(2, 3))
     with torch.no_grad():
         assert net.eval()(torch.randn(2, 3)).shape == (2, 3)
+
+
+def test_reorder_keeps_function_and_round_trips(tmp_path) -> None:
+    torch.manual_seed(0)
+    A = np.tril(np.random.default_rng(2).random((12, 12)) < 0.3, -1)
+    plain = FastStrNN(12, (48, 48), 24, adjacency=A, activation="tanh").double()
+    torch.manual_seed(0)
+    ordered = FastStrNN(12, (48, 48), 24, adjacency=A, activation="tanh", reorder=True).double()
+    x = torch.randn(7, 12, dtype=torch.float64)
+    torch.testing.assert_close(ordered(x), plain(x), rtol=1e-12, atol=1e-12)
+    assert check_masks(ordered.masks[:-1] + [ordered.masks[-1][:, :12]], A)
+    ordered.save(tmp_path / "o.pt")
+    torch.testing.assert_close(load(tmp_path / "o.pt").double()(x), ordered(x), rtol=0, atol=0)
