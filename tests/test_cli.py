@@ -128,6 +128,31 @@ def test_demo(tmp_path, capsys):
     assert run(capsys, *argv, "--force")[0] == 0
 
 
+def test_standardized_is_an_exact_change_of_variables(tmp_path):
+    from strnn_fast.flows import StrAF
+
+    torch.manual_seed(0)
+    base = StrAF([("a", "b")], hidden_sizes=(8,), flow_steps=2)
+    mean, std = np.array([3.0, -1.0]), np.array([0.5, 4.0])
+    model = Standardized(base, mean, std)
+    x = torch.randn(6, 2)
+    expected = base.log_prob((x - torch.tensor(mean, dtype=torch.float32)) / torch.tensor(std, dtype=torch.float32))
+    torch.testing.assert_close(model.log_prob(x), expected - float(np.log(std).sum()))
+    torch.manual_seed(1)
+    z = base.sample(5)
+    torch.manual_seed(1)
+    torch.testing.assert_close(model.sample(5), z * torch.tensor(std, dtype=torch.float32) + torch.tensor(mean,
+                               dtype=torch.float32))
+    model.save(tmp_path / "m.pt")
+    again = load(tmp_path / "m.pt")
+    assert again.names == ["a", "b"]
+    torch.testing.assert_close(again.log_prob(x), model.log_prob(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="std"):
+        Standardized(base, mean, [1.0, 0.0])
+    with pytest.raises(ValueError, match="one value per variable"):
+        Standardized(base, [0.0], [1.0])
+
+
 # ---------------------------------------------------------------- bad input: exit 2, one line
 
 

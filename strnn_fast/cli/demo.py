@@ -47,11 +47,16 @@ def _plot(test: np.ndarray, samples: dict[str, np.ndarray], edges: list[tuple[in
 
     columns = {"data (test)": test, **{f"{MODELS[k]} samples": v for k, v in samples.items()}}
     fig, axes = plt.subplots(len(edges), len(columns), figsize=(3.2 * len(columns), 3.0 * len(edges)),
-                             squeeze=False, sharex="row", sharey="row")
+                             squeeze=False)
+    # Axes span the data (plus a margin), so a few far-out samples cannot squash the picture.
+    low, high = test.min(axis=0), test.max(axis=0)
+    low, high = low - 0.15 * (high - low), high + 0.15 * (high - low)
     for r, (parent, child) in enumerate(edges):
         for c, (title, x) in enumerate(columns.items()):
             ax = axes[r, c]
             ax.scatter(x[:, parent], x[:, child], s=4, alpha=0.5, color="gray" if c == 0 else f"C{c - 1}")
+            ax.set_xlim(low[parent], high[parent])
+            ax.set_ylim(low[child], high[child])
             ax.set_xlabel(f"x{parent}")
             ax.set_ylabel(f"x{child}")
             if r == 0:
