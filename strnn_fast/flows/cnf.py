@@ -58,8 +58,10 @@ class StrCNF(Flow):
             :func:`strnn_fast.graph.as_adjacency`); a diagonal, if given, is accepted.
         hidden_sizes: hidden widths of each block's network.
         flow_steps: number of CNF blocks chained (each with its own network and end time).
-        divergence: "exact" (batched over basis vectors with ``torch.func``) or "hutchinson";
-            None picks exact up to d = 64 and Hutchinson beyond.
+        divergence: "exact" or "hutchinson"; None picks exact up to d = 64 and Hutchinson beyond.
+            Exact runs one vmapped backward (``torch.func``) over one probe per group of
+            variables whose Jacobian rows share no column in A + I: k groups instead of d basis
+            vectors, a handful for sparse graphs (:func:`~strnn_fast.flows.odefunc.probe_groups`).
         names: variable names in matrix order.
         prior: base distribution, "normal" or "laplace".
         noise: Hutchinson probes, "gaussian" or "rademacher" (one draw per solve, as FFJORD).
