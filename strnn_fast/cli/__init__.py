@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand modules, in the order `--help` lists them.
-COMMANDS = ("demo", "fit", "sample", "logprob", "factorize")
+COMMANDS = ("demo", "fit", "sample", "logprob", "intervene", "counterfactual", "factorize")
 
 
 def build_parser() -> argparse.ArgumentParser:
