@@ -30,13 +30,20 @@ on a random DAG with 1-3 parents per variable, hidden (max(64, 2d),) * 2, batch 
 * ``vmap groups``: the same with StrCNF's probes, one per group of structurally orthogonal
   Jacobian rows (k of them, in ``extra``), which is what StrCNF runs.
 
+Part 3 (group "fit multimodal"): test NLL after :func:`strnn_fast.train.fit` on the multimodal data
+(600/200/200 rows), StrCNF against FFJORD with the same widths, dopri5 atol = rtol = 1e-4, batch
+128, lr 1e-2, up to 100 epochs, patience 10; the time is the whole fit. Seeds (model init and batch
+order) come from STRNN_FAST_BENCH_SEEDS (default "0"; e.g. "0,1,2").
+
 Threads: bench/conftest.py pins torch to 1 thread (STRNN_FAST_BENCH_THREADS overrides).
 
-Run (about 2 minutes on 2 cores):
+Run (about 5 minutes on 2 cores with one seed):
     pytest bench/bench_cnf.py --benchmark-enable --benchmark-json=bench/results/cnf_cpu.json
     python bench/summarize.py bench/results/cnf_cpu.json > bench/results/cnf_cpu.md
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -45,7 +52,7 @@ import torch
 from strnn_fast.data import make_multimodal, random_dag
 from strnn_fast.flows import FFJORD, StrCNF
 from strnn_fast.flows.odefunc import CNFDynamics, exact_divergence
-from strnn_fast.train import fit
+from strnn_fast.train import evaluate_nll, fit
 
 ref_cnf = pytest.importorskip("strnn.models.continuous_flows.continuous_flow")
 ref_const = pytest.importorskip("strnn.models.config_constants")
@@ -186,3 +193,26 @@ def test_exact_divergence(benchmark, d: int, method: str) -> None:
     total = benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=1)
     benchmark.extra_info.update(probes=len(dyn.probes) if method == "vmap groups" else d, width=width,
                                 trace_sum=round(total, 3))
+
+
+SEEDS = [int(v) for v in os.environ.get("STRNN_FAST_BENCH_SEEDS", "0").split(",")]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("impl", ["strcnf", "ffjord"])
+def test_fit_multimodal(benchmark, impl: str, seed: int) -> None:
+    benchmark.group = f"fit multimodal d={D} hidden={HIDDEN} dopri5 tol=1e-4"
+    opts = dict(hidden_sizes=HIDDEN, atol=1e-4, rtol=1e-4)
+
+    def run() -> tuple[torch.nn.Module, object]:
+        torch.manual_seed(seed)
+        flow = StrCNF(DATA.adjacency, **opts) if impl == "strcnf" else FFJORD(D, **opts)
+        history = fit(flow, DATA.train, DATA.val, epochs=100, batch_size=BATCH, lr=1e-2, patience=10, seed=seed,
+                      progress=False)
+        return flow, history
+
+    flow, history = benchmark.pedantic(run, rounds=1, iterations=1)
+    weights = sum(int(layer.mask.sum()) for layer in flow.blocks[0].net.layers)
+    benchmark.extra_info.update(test_nll=round(evaluate_nll(flow, DATA.test), 4),
+                                val_nll=round(history.best_val_nll, 4), epochs=history.epochs,
+                                end_time=round(flow.end_times[0], 3), masked_weights=weights)

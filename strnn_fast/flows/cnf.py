@@ -1,7 +1,7 @@
 r"""StrCNF: an FFJORD continuous normalizing flow whose dynamics are a structured network; FFJORD.
 
 ``x`` (data, time 0) flows to ``z`` (base, time T) along ``dx/dt = f(t, x)``, and
-``log p(x) = log N(z; 0, I) + ∫₀ᵀ tr(∂f/∂x) dt``. In :class:`StrCNF`, f is a
+``log p(x) = log prior(z) + ∫₀ᵀ tr(∂f/∂x) dt``. In :class:`StrCNF`, f is a
 :class:`~strnn_fast.FastStrNN` on ``A + I``; :class:`FFJORD` is the same flow with dense dynamics.
 
 Graphs: a CNF is invertible for any Lipschitz dynamics (the ODE solution is unique and can be run
@@ -35,7 +35,7 @@ from torchdiffeq._impl.solvers import FixedGridODESolver
 from .._validate import as_positive_int, as_sizes
 from ..graph import as_adjacency, transitive_closure
 from .base import Flow
-from .odefunc import DIVERGENCES, CNFDynamics
+from .odefunc import CNFDynamics
 
 __all__ = ["FFJORD", "StrCNF"]
 
@@ -123,11 +123,10 @@ class StrCNF(Flow):
             divergence = "exact" if d <= EXACT_UP_TO else "hutchinson"
         self.kinetic_weight = _non_negative(kinetic_weight, "kinetic_weight")
         self.jacobian_weight = _non_negative(jacobian_weight, "jacobian_weight")
-        regularize = self.kinetic_weight > 0 or self.jacobian_weight > 0
         self.blocks = nn.ModuleList(
             CNFDynamics(self.A, self.hidden_sizes, time_conditioning=time_conditioning, activation=activation,
                         opt_type=opt_type, opt_args=opt_args, backend=backend, divergence=divergence, noise=noise,
-                        end_time=end_time, train_end_time=train_end_time, regularize=regularize)
+                        end_time=end_time, train_end_time=train_end_time)
             for _ in range(self.flow_steps)
         )
         first = self.blocks[0]
@@ -173,8 +172,9 @@ class StrCNF(Flow):
     def _set_solver(self, solver: Any, atol: Any, rtol: Any, step_size: Any, adjoint: Any) -> None:
         if not isinstance(solver, str):
             raise TypeError(f"solver must be a string, got {solver!r}")
-        if solver not in ADAPTIVE_SOLVERS + FIXED_STEP_SOLVERS:
-            raise ValueError(f"unknown solver {solver!r}; expected one of: {', '.join(ADAPTIVE_SOLVERS + FIXED_STEP_SOLVERS)}")
+        known = ADAPTIVE_SOLVERS + FIXED_STEP_SOLVERS
+        if solver not in known:
+            raise ValueError(f"unknown solver {solver!r}; expected one of: {', '.join(known)}")
         if solver in FIXED_STEP_SOLVERS:
             if step_size is None:
                 raise ValueError(f"solver {solver!r} takes fixed steps: pass step_size (in units of t)")
@@ -190,7 +190,10 @@ class StrCNF(Flow):
 
     @property
     def jacobian_pattern(self) -> np.ndarray:
-        """(d, d) bool: where ∂z/∂x may be nonzero, the transitive closure of A plus the diagonal."""
+        """(d, d) bool: where ∂z/∂x may be nonzero, the transitive closure of A plus the diagonal.
+
+        Exact for fixed-step solvers. Adaptive solvers pick step sizes from an error norm over all
+        variables, which adds entries of the order of the tolerance elsewhere."""
         return transitive_closure(self.A) | np.eye(self.d, dtype=bool)
 
     @property
@@ -209,10 +212,14 @@ class StrCNF(Flow):
         for b in self.blocks:
             b.nfe = 0
 
-    def _solve(self, x: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    @property
+    def regularized(self) -> bool:
+        """Whether a kinetic-energy or Jacobian penalty is on (then training solves carry 2 more states)."""
+        return self.kinetic_weight > 0 or self.jacobian_weight > 0
+
+    def _solve(self, x: torch.Tensor, reverse: bool, penalize: bool = False) -> tuple[torch.Tensor, ...]:
         zeros = x.new_zeros(x.shape[0])
-        logdet = zeros
-        penalties = [zeros, zeros]
+        totals = [zeros, zeros, zeros] if penalize else [zeros]
         blocks = list(self.blocks)[::-1] if reverse else list(self.blocks)
         span = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=x.dtype, device=x.device)
         integrate = odeint_adjoint if self.adjoint else odeint
@@ -221,26 +228,30 @@ class StrCNF(Flow):
             options = {}
             if self.step_size is not None:
                 options["grid_constructor"] = _uniform_grid(float(block.end_time.detach()) / self.step_size)
-            state = (x, zeros, zeros, zeros) if block.regularize else (x, zeros)
+            state = (x, *(zeros for _ in totals))
             final = [s[-1] for s in integrate(block, state, span, method=self.solver, atol=self.atol,
                                               rtol=self.rtol, options=options)]
-            x, logdet = final[0], logdet + final[1]
-            if block.regularize:
-                penalties = [penalties[0] + final[2], penalties[1] + final[3]]
-        return x, logdet, penalties
+            x = final[0]
+            totals = [total + f for total, f in zip(totals, final[1:])]
+        return (x, *totals)
 
     def transform(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Maps data to the base space.
+
+        In training mode with autograd on and a penalty weight set, the solve also integrates the
+        regularizers, which :meth:`extra_loss` then returns.
 
         Arguments:
             x: (B, d) data.
 
         Returns:
-            ``(z, log_abs_det)``: (B, d) and (B,) with ``log p(x) = log N(z) + log_abs_det``.
+            ``(z, log_abs_det)``: (B, d) and (B,) with ``log p(x) = log prior(z) + log_abs_det``.
         """
         x = self._check_input(x, "x")
-        z, logdet, (kinetic, frobenius) = self._solve(x, reverse=False)
-        if self.blocks[0].regularize and self.training and torch.is_grad_enabled():
+        penalize = self.regularized and self.training and torch.is_grad_enabled()
+        z, logdet, *penalties = self._solve(x, reverse=False, penalize=penalize)
+        if penalize:
+            kinetic, frobenius = penalties
             self._penalty = self.kinetic_weight * kinetic.mean() + self.jacobian_weight * frobenius.mean()
         return z, logdet
 
@@ -264,7 +275,7 @@ class StrCNF(Flow):
         Raises:
             RuntimeError: regularizers are on but no training-mode transform ran since the last call.
         """
-        if not self.blocks[0].regularize:
+        if not self.regularized:
             return torch.zeros((), dtype=self.blocks[0].raw_end_time.dtype, device=self.blocks[0].raw_end_time.device)
         if self._penalty is None:
             raise RuntimeError("extra_loss() needs a log_prob/transform in training mode with autograd enabled first")

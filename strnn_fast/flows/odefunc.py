@@ -137,8 +137,9 @@ class CNFDynamics(nn.Module):
     ``time_conditioning`` the time t is one more input connected to every output (time may change
     every variable's velocity) while the structure among the variables is kept.
 
-    State: ``(x, logdet)`` or ``(x, logdet, kinetic, frobenius)`` when regularizing; the extra
-    entries integrate ``||f||²`` and ``||df/dx||_F²`` along the path (RNODE, Finlay et al. 2020).
+    State: ``(x, logdet)``, or ``(x, logdet, kinetic, frobenius)`` to also integrate ``||f||²`` and
+    ``||df/dx||_F²`` along the path (the RNODE regularizers, Finlay et al. 2020); the length of the
+    state given to the solver selects which.
 
     Arguments:
         adjacency: (d, d) bool; ``adjacency[i, j]`` iff the velocity of i may depend on j. The
@@ -151,7 +152,6 @@ class CNFDynamics(nn.Module):
         noise: "gaussian" or "rademacher" probes for Hutchinson.
         end_time: initial end time T (> 0).
         train_end_time: learn T (kept positive through a softplus).
-        regularize: integrate the kinetic-energy and Frobenius terms as extra state.
 
     Example:
         >>> dyn = CNFDynamics(np.zeros((3, 3), dtype=bool), (6,), time_conditioning=True)
@@ -173,7 +173,6 @@ class CNFDynamics(nn.Module):
         noise: str = "gaussian",
         end_time: float = 1.0,
         train_end_time: bool = True,
-        regularize: bool = False,
     ):
         super().__init__()
         d = adjacency.shape[0]
@@ -181,7 +180,6 @@ class CNFDynamics(nn.Module):
         self.time_conditioning = bool(time_conditioning)
         self.divergence = choice(divergence, DIVERGENCES, "divergence")
         self.noise = choice(noise, NOISES, "noise")
-        self.regularize = bool(regularize)
         structure = adjacency.astype(bool) | np.eye(d, dtype=bool)
         if self.time_conditioning:
             structure = np.concatenate([structure, np.ones((d, 1), dtype=bool)], axis=1)
@@ -238,7 +236,7 @@ class CNFDynamics(nn.Module):
             if self._noise is None or self._noise.shape != x.shape:
                 raise RuntimeError("call begin(x) before solving with the Hutchinson divergence")
             dx, div, fro = hutchinson_divergence(f, x, self._noise)
-        if not self.regularize:
+        if len(state) == 2:
             return T * dx, T * div
         return T * dx, T * div, T * dx.pow(2).sum(-1), T * fro
 
