@@ -292,3 +292,15 @@ def test_unnamed_model_uses_indices_and_adopts_frame_names() -> None:
     framed = CausalFlow(np.array([[0, 0], [1, 0]]), hidden_sizes=(4,), flow_steps=1)
     framed.fit(pd.DataFrame(x.numpy(), columns=["u", "v"]), epochs=1, progress=False)
     assert framed.names == ["u", "v"] and framed.config["names"] == ["u", "v"]
+
+
+@pytest.mark.parametrize("normalizer", ["affine", "umnn"])
+def test_factual_do_reproduces_the_observation(normalizer: str) -> None:
+    # Setting b to the value it had changes nothing, whatever the weights: abduction and
+    # prediction must be exact inverses of each other (UMNN inverts numerically).
+    torch.manual_seed(1)
+    model = CausalFlow([("a", "b"), ("b", "c"), ("a", "c")], normalizer=normalizer, hidden_sizes=(8,), flow_steps=2)
+    x = torch.randn(200, 3, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    model.fit(x, epochs=1, progress=False)
+    cf = model.counterfactual(x[:20], {"b": x[:20, 1]}, output="tensor")
+    torch.testing.assert_close(cf, x[:20], atol=1e-4, rtol=1e-4)

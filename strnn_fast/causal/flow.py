@@ -36,6 +36,7 @@ from .._validate import choice
 from ..flows.straf import StrAF
 from ..graph import as_adjacency, check_dag, topological_order
 from ..serialization import Savable
+from ..train import fit as train_fit
 from .queries import affected, do_inverse
 
 __all__ = ["CausalFlow"]
@@ -161,11 +162,9 @@ class CausalFlow(Savable, nn.Module):
         Returns:
             The :class:`strnn_fast.train.History`.
         """
-        from ..train import fit
-
+        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
         x = self._rows(data, "data", adopt_names=True).cpu()
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
         n_val = int(round(val_fraction * len(x)))
         if len(x) - n_val < 2:
@@ -180,7 +179,7 @@ class CausalFlow(Savable, nn.Module):
             else:
                 self.loc.zero_()
                 self.scale.fill_(1.0)
-        history = fit(self, train, val, **fit_options)
+        history = train_fit(self, train, val, **fit_options)
         self.fitted.fill_(True)
         return history
 
