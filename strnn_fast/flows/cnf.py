@@ -67,7 +67,7 @@ class StrCNF(Flow):
         noise: Hutchinson probes, "gaussian" or "rademacher" (one draw per solve, as FFJORD).
         time_conditioning: feed t to the network as one more input, connected to every output.
         activation: hidden activation; smooth ones ("softplus", "tanh", ...) suit ODE solvers.
-        opt_type, opt_args, backend: how FastStrNN factorizes and runs the masks.
+        opt_type, opt_args: how FastStrNN factorizes A + I.
         end_time: initial integration time T of each block.
         train_end_time: learn T (kept positive through a softplus).
         solver: a torchdiffeq method: adaptive ("dopri5", "dopri8", "bosh3", "fehlberg2",
@@ -102,7 +102,6 @@ class StrCNF(Flow):
         activation: str = "softplus",
         opt_type: str = "greedy",
         opt_args: dict | None = None,
-        backend: str = "auto",
         end_time: float = 1.0,
         train_end_time: bool = True,
         solver: str = "dopri5",
@@ -125,7 +124,7 @@ class StrCNF(Flow):
         self.jacobian_weight = _non_negative(jacobian_weight, "jacobian_weight")
         self.blocks = nn.ModuleList(
             CNFDynamics(self.A, self.hidden_sizes, time_conditioning=time_conditioning, activation=activation,
-                        opt_type=opt_type, opt_args=opt_args, backend=backend, divergence=divergence, noise=noise,
+                        opt_type=opt_type, opt_args=opt_args, divergence=divergence, noise=noise,
                         end_time=end_time, train_end_time=train_end_time)
             for _ in range(self.flow_steps)
         )
@@ -137,7 +136,7 @@ class StrCNF(Flow):
             "prior": prior,
             "noise": first.noise, "time_conditioning": first.time_conditioning,
             "activation": first.net.activation, "opt_type": first.net.opt_type, "opt_args": first.net.opt_args,
-            "backend": first.net.backend, "end_time": float(end_time), "train_end_time": bool(train_end_time),
+            "end_time": float(end_time), "train_end_time": bool(train_end_time),
             "kinetic_weight": self.kinetic_weight, "jacobian_weight": self.jacobian_weight,
         }
         self._set_solver(solver, atol, rtol, step_size, adjoint)

@@ -137,6 +137,9 @@ class CNFDynamics(nn.Module):
     ``time_conditioning`` the time t is one more input connected to every output (time may change
     every variable's velocity) while the structure among the variables is kept.
 
+    The network runs on the dense backend: the divergence needs a vmap rule and its training
+    gradient a second derivative, and the Triton kernels' autograd.Function provides neither.
+
     State: ``(x, logdet)``, or ``(x, logdet, kinetic, frobenius)`` to also integrate ``||f||²`` and
     ``||df/dx||_F²`` along the path (the RNODE regularizers, Finlay et al. 2020); the length of the
     state given to the solver selects which.
@@ -147,7 +150,7 @@ class CNFDynamics(nn.Module):
         hidden_sizes: hidden widths of the network.
         time_conditioning: feed t to the network.
         activation: smooth activations ("softplus", "tanh", ...) keep the dynamics differentiable.
-        opt_type, opt_args, backend: passed to FastStrNN.
+        opt_type, opt_args: passed to FastStrNN.
         divergence: "exact" or "hutchinson".
         noise: "gaussian" or "rademacher" probes for Hutchinson.
         end_time: initial end time T (> 0).
@@ -168,7 +171,6 @@ class CNFDynamics(nn.Module):
         activation: str = "softplus",
         opt_type: str = "greedy",
         opt_args: dict | None = None,
-        backend: str = "auto",
         divergence: str = "exact",
         noise: str = "gaussian",
         end_time: float = 1.0,
@@ -184,7 +186,7 @@ class CNFDynamics(nn.Module):
         if self.time_conditioning:
             structure = np.concatenate([structure, np.ones((d, 1), dtype=bool)], axis=1)
         self.net = FastStrNN(structure.shape[1], hidden_sizes, d, opt_type=opt_type, opt_args=opt_args,
-                             adjacency=structure, activation=activation, backend=backend)
+                             adjacency=structure, activation=activation, backend="dense")
         # Only the outputs' rows of the Jacobian matter (t is not a state variable).
         self.register_buffer("probes", torch.from_numpy(probe_groups(structure[:, :d])).to(torch.get_default_dtype()))
         # A zero output layer makes the untrained flow the identity: training starts at the prior's
