@@ -82,8 +82,14 @@ def test_printed_nll_is_in_data_units_and_matches_logprob(tmp_path, files, capsy
 
 
 def test_same_seed_same_model(tmp_path, files, capsys):
-    for name in ("one.pt", "two.pt"):
-        assert run(capsys, "fit", files["data"], "-a", files["graph"], *SMALL, "-o", tmp_path / name)[0] == 0
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for name in ("one.pt", "two.pt"):
+            assert run(capsys, "fit", files["data"], "-a", files["graph"], *SMALL, "-o", tmp_path / name)[0] == 0
+        assert torch.get_num_threads() == 2  # --threads 1 held only while the command ran
+    finally:
+        torch.set_num_threads(before)
     one, two = load(tmp_path / "one.pt").state_dict(), load(tmp_path / "two.pt").state_dict()
     assert all(torch.equal(one[k], two[k]) for k in one)
 

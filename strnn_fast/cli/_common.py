@@ -13,12 +13,14 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from .._validate import as_sizes
@@ -26,7 +28,9 @@ from .._validate import as_sizes
 __all__ = [
     "MODEL_BUILDERS",
     "add_model_options",
+    "add_threads_option",
     "check_output",
+    "cpu_threads",
     "load_model",
     "order_columns",
     "positive_int",
@@ -59,13 +63,26 @@ def _gnf(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespac
                names=names)
 
 
+def _strcnf(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
+    from ..flows import StrCNF
+
+    return StrCNF(adjacency, hidden_sizes=args.hidden, flow_steps=args.flow_steps, names=names)
+
+
+def _ffjord(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
+    from ..flows import FFJORD
+
+    return FFJORD(adjacency.shape[0], hidden_sizes=args.hidden, flow_steps=args.flow_steps, names=names)
+
+
 def _density(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
     from ..density import StrNNDensityEstimator
 
     return StrNNDensityEstimator(adjacency, hidden_sizes=args.hidden, data_type=args.data_type, names=names)
 
 
-MODEL_BUILDERS: dict[str, Builder] = {"straf": _straf, "arf": _arf, "gnf": _gnf, "density": _density}
+MODEL_BUILDERS: dict[str, Builder] = {"straf": _straf, "arf": _arf, "gnf": _gnf, "density": _density,
+                                   "strcnf": _strcnf, "ffjord": _ffjord}
 
 
 def sizes(text: str) -> tuple[int, ...]:
@@ -94,6 +111,25 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flow-steps", type=positive_int, default=5, help="flow steps (default 5)")
     p.add_argument("--normalizer", choices=("affine", "umnn"), default="affine",
                    help="flow normalizer (default affine)")
+
+
+def add_threads_option(p: argparse.ArgumentParser) -> None:
+    """Adds --threads; commands run their work inside ``cpu_threads(args.threads)``."""
+    # Batches of a few hundred rows through 64-wide layers are too small to split: on 2 busy
+    # cores, 2 threads made a StrAF epoch 20x slower than 1 (spinning OpenMP workers).
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="CPU threads for torch (default 1; more pay off only for wide layers or large batches)")
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """Sets torch's intra-op thread count for the block and restores it (main() also runs in-process)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def check_output(path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = (), force: bool = False) -> Path:

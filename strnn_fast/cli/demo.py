@@ -19,7 +19,7 @@ import torch
 
 from ..data import make_multimodal
 from ..train import evaluate_nll, fit
-from ._common import MODEL_BUILDERS, add_model_options, check_output, positive_int
+from ._common import MODEL_BUILDERS, add_model_options, add_threads_option, check_output, cpu_threads, positive_int
 
 __all__ = ["pairs", "register", "run"]
 
@@ -67,6 +67,11 @@ def _plot(test: np.ndarray, samples: dict[str, np.ndarray], edges: list[tuple[in
 
 
 def run(args: argparse.Namespace) -> int:
+    with cpu_threads(args.threads):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder")
@@ -100,6 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     p.add_argument("--patience", type=positive_int, default=10, help="early-stopping patience (default 10)")
     add_model_options(p)
+    add_threads_option(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the data, initialization and batches (default 0)")
     p.add_argument("--out", default="strnn-fast-demo", help="folder for the models and the plot "
                    "(default ./strnn-fast-demo)")

@@ -22,7 +22,7 @@ from ..data import check_adjacency_matches, load_adjacency, load_table
 from ..data.dataset import split
 from ..standardize import Standardized
 from ..train import evaluate_nll, fit, is_main_process
-from ._common import MODEL_BUILDERS, add_model_options, check_output, positive_int
+from ._common import MODEL_BUILDERS, add_model_options, add_threads_option, check_output, cpu_threads, positive_int
 
 __all__ = ["register", "run"]
 
@@ -38,6 +38,11 @@ def _fractions(text: str) -> tuple[float, float, float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    with cpu_threads(args.threads):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     x, names = load_table(args.data)
     adjacency, graph_names = load_adjacency(args.adjacency, names=names)
     check_adjacency_matches(adjacency, x.shape[1], names, graph_names)
@@ -57,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model = MODEL_BUILDERS[args.model](adjacency, names, args)
     try:
-        history = fit(model, train, val, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, patience=args.patience, seed=args.seed, progress=not args.quiet)
+        history = fit(model, train, val, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      patience=args.patience, seed=args.seed, progress=not args.quiet)
     except FloatingPointError as err:
         raise ValueError(f"training diverged: {err}") from err
     if standardized:
@@ -89,6 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop after this many epochs without a better validation NLL (default 10)")
     p.add_argument("--split", type=_fractions, default=(0.6, 0.2, 0.2), metavar="TRAIN,VAL,TEST",
                    help="split fractions (default 0.6,0.2,0.2)")
+    add_threads_option(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the initialization and the batches")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--output", "-o", required=True, help="model file to write")
