@@ -404,6 +404,26 @@ def test_fit_trains_with_regularizers():
     assert history.val_nll[history.best_epoch] < history.val_nll[0] - 0.2
 
 
+@pytest.mark.parametrize("model", ["strcnf", "ffjord"])
+def test_cli_fit_sample_logprob(tmp_path, capsys, model):
+    from strnn_fast.cli import main
+    from strnn_fast.data import make_multimodal
+
+    ds = make_multimodal(n=80, d=3, seed=0)
+    data, graph, path = tmp_path / "x.csv", tmp_path / "a.csv", tmp_path / "m.pt"
+    np.savetxt(data, np.concatenate([ds.train, ds.val, ds.test]), delimiter=",")
+    np.savetxt(graph, ds.adjacency.astype(int), delimiter=",", fmt="%d")
+    assert main(["fit", str(data), "-a", str(graph), "--model", model, "--hidden", "8", "--flow-steps", "1",
+                 "--epochs", "2", "-q", "-o", str(path)]) == 0
+    fitted = load(path)
+    assert type(fitted.base) is (FFJORD if model == "ffjord" else StrCNF)
+    assert main(["sample", str(path), "-n", "5", "-o", str(tmp_path / "s.csv")]) == 0
+    assert np.isfinite(np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1)).all()
+    assert main(["logprob", str(path), str(data), "-o", str(tmp_path / "lp.csv")]) == 0
+    assert np.isfinite(np.loadtxt(tmp_path / "lp.csv", delimiter=",", skiprows=1)).all()
+    capsys.readouterr()
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs,error,match", [
