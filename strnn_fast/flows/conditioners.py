@@ -3,7 +3,9 @@ r"""Conditioners: networks mapping x (B, d) to per-variable normalizer parameter
 ``h[:, i]`` may depend only on the x_j with ``adjacency[i, j]``: that is what makes a flow step
 triangular and its log-determinant a sum of elementwise terms. Every conditioner counts its
 evaluations in ``passes`` (one batched call is one pass), so tests and benchmarks can check how
-many the inverse needs.
+many the inverse needs. The output layer starts at zero, so every step starts as a fixed
+elementwise map (the identity for the affine normalizer): a stack of randomly initialized
+steps multiplies scales and starts training at NLLs in the tens of thousands.
 
 * :class:`StrNNConditioner`: one masked MLP (:class:`~strnn_fast.FastStrNN`) on the adjacency;
   with ``opt_type="made"`` on the full triangle it is MADE.
@@ -88,6 +90,7 @@ class StrNNConditioner(Conditioner):
         self.net = FastStrNN(self.d, hidden_sizes, self.n_params * self.d, opt_type=opt_type, opt_args=opt_args,
                              precomputed_masks=precomputed_masks, adjacency=self.adjacency,
                              activation=activation, backend=backend)
+        _zero(self.net.layers[-1])
 
     @property
     def masks(self) -> list[np.ndarray]:
@@ -133,6 +136,7 @@ class GNFConditioner(Conditioner):
         self.hot_encoding = hot_encoding
         sizes = [2 * self.d if hot_encoding else self.d, *as_sizes(hidden_sizes), self.n_params]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        _zero(self.layers[-1])
         self.register_buffer("mask", torch.from_numpy(self.adjacency.astype(np.float32)), persistent=False)
         self.register_buffer("codes", torch.eye(self.d), persistent=False)
 
@@ -145,3 +149,9 @@ class GNFConditioner(Conditioner):
         for layer in self.layers[:-1]:
             u = act(layer(u))
         return self.layers[-1](u)
+
+
+def _zero(layer: nn.Linear) -> None:
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.zero_()
