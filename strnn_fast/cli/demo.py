@@ -98,7 +98,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train StrAF and ARF on built-in multimodal data and compare",
-                       description=__doc__.split("\n\nExample")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__.split("\n\nExample")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=positive_int, default=150, help="maximum epochs per model (default 150)")
     p.add_argument("--n", type=positive_int, default=1000, help="samples in the data set (default 1000)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")

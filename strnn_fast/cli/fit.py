@@ -81,7 +81,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a structured density model to a data file and save it",
-                       description=__doc__.split("\n\nExample")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__.split("\n\nExample")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", help="data table: .csv (optional header of names), .npy or .npz")
     p.add_argument("--adjacency", "-a", required=True,
                    help="graph over the data's columns: 0/1 matrix (.npy, .npz, .csv) or parent,child edge list")
