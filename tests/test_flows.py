@@ -145,20 +145,31 @@ def test_save_load_round_trip(name: str, tmp_path) -> None:
     assert torch.equal(loaded.sample(4), a)
 
 
+@pytest.mark.parametrize("cls", [ARF, GNF])
+def test_flows_from_a_variable_count(cls, tmp_path) -> None:
+    flow = cls(4, (8,), 2, names=["a", "b", "c", "d"])
+    assert flow.names == ["a", "b", "c", "d"] and flow.config["adjacency"] == 4
+    flow.save(tmp_path / "f.pt")
+    x = torch.randn(3, 4)
+    assert torch.equal(strnn_fast.load(tmp_path / "f.pt").log_prob(x), flow.log_prob(x))
+    with pytest.raises(ValueError, match="names"):
+        cls(4, (8,), 1, names=["a"])
+
+
 def test_graph_forms_agree_and_answers_are_in_user_order() -> None:
     edges = [("rain", "wet"), ("sprinkler", "wet"), ("wet", "slippery")]
     names = ["slippery", "wet", "rain", "sprinkler"]  # children first: not a topological order
     A = np.zeros((4, 4), dtype=int)
     A[1, 2] = A[1, 3] = A[0, 1] = 1
-    flows = [StrAF(A, (8,), 2, names=names), StrAF(edges, (8,), 2, names=names)]
+    flows = [StrAF(A, (32,), 2, names=names), StrAF(edges, (32,), 2, names=names)]
     G = nx.DiGraph(edges)
-    flows.append(StrAF(G, (8,), 2, names=names))
+    flows.append(StrAF(G, (32,), 2, names=names))
     for flow in flows:
         assert flow.names == names and np.array_equal(flow.adjacency, A.astype(bool))
     # The root 'rain' (column 2) maps to a latent that depends on it alone.
     torch.manual_seed(0)
     flow = perturb(flows[0].double())
-    J = forward_jacobian(flow, torch.randn(4, dtype=torch.float64))
+    J = forward_jacobian(flow, torch.tensor([0.3, -0.2, 0.5, 0.1], dtype=torch.float64))
     assert (J[2] != 0).tolist() == [False, False, True, False]
     assert (J[0] != 0).all()  # two steps: 'slippery' reads every variable through 'wet'
 

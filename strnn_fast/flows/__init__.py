@@ -2,6 +2,7 @@ r"""Normalizing flows with a torch-Distribution-like face.
 
 * :class:`StrAF`: structured autoregressive flow (affine or UMNN normalizer).
 * :class:`ARF`, :class:`GNF`: the MADE and input-masking baselines on the same API.
+* :class:`StrCNF`, :class:`FFJORD`: continuous flows (need torchdiffeq; imported on first use).
 * :class:`Flow`: the shared base (``log_prob``, ``sample``, ``rsample``, ``transform``, ``inverse``).
 
 Example:
@@ -32,7 +33,9 @@ __all__ = [
     "GNFConditioner",
     "Normalizer",
     "PRIORS",
+    "FFJORD",
     "StrAF",
+    "StrCNF",
     "StrNNConditioner",
     "UMNNNormalizer",
     "clenshaw_curtis",
@@ -43,3 +46,12 @@ __all__ = [
 from .cnf import FFJORD, StrCNF  # noqa: E402
 
 __all__ += ["FFJORD", "StrCNF"]
+
+
+def __getattr__(name: str):
+    # The CNFs need torchdiffeq (the "flows" extra): import them only when asked for.
+    if name in ("StrCNF", "FFJORD"):
+        from . import cnf
+
+        return getattr(cnf, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -74,9 +74,8 @@ class ARF(AutoregressiveFlow):
         self.steps = build_steps(flow_steps, normalizer, normalizer_options, conditioner,
                                  lambda k: reverse if permute and k % 2 == 1 else None)
         net = self.steps[0].conditioner.net
-        graph = int(adjacency) if isinstance(adjacency, (int, np.integer)) else self.adjacency.astype(int).tolist()
         self.config = {
-            "adjacency": graph, "hidden_sizes": list(net.hidden_sizes), "flow_steps": len(self.steps),
+            "adjacency": self.graph_config(), "hidden_sizes": list(net.hidden_sizes), "flow_steps": len(self.steps),
             "normalizer": normalizer, "permute": permute, "names": self.names, "prior": prior,
             "activation": net.activation, "backend": net.backend, **normalizer_options,
         }

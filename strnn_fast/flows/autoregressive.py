@@ -103,18 +103,24 @@ class AutoregressiveFlow(Flow):
     steps: nn.ModuleList
 
     def __init__(self, adjacency: Any, *, names: Sequence[str] | None = None, prior: str = "normal"):
-        if isinstance(adjacency, (int, np.integer)) and not isinstance(adjacency, bool):
-            if adjacency <= 0:
-                raise ValueError(f"adjacency given as a number of variables must be positive, got {adjacency}")
-            A, found = np.zeros((int(adjacency), int(adjacency)), dtype=bool), (list(names) if names else None)
+        self.from_count = isinstance(adjacency, (int, np.integer)) and not isinstance(adjacency, bool)
+        if self.from_count:
+            d = as_positive_int(adjacency, "adjacency (a number of variables)")
+            A, found = as_adjacency(np.zeros((d, d), dtype=bool), names)
         else:
             A, found = as_adjacency(adjacency, names)
         check_dag(A, found)
         super().__init__(A.shape[0], names=found, prior=prior)
         self.adjacency: np.ndarray = A
         order = topological_order(A)
+        # Sorted input (the common case) skips two gathers per call.
+        self.sorted_input = bool((order == np.arange(self.d)).all())
         self.register_buffer("order", torch.from_numpy(order), persistent=False)
         self.register_buffer("rank", torch.from_numpy(np.argsort(order)), persistent=False)
+
+    def graph_config(self) -> int | list[list[int]]:
+        """The adjacency as ``config`` records it: the int d, or the matrix as nested lists."""
+        return self.d if self.from_count else self.adjacency.astype(int).tolist()
 
     @property
     def sorted_adjacency(self) -> np.ndarray:
@@ -155,19 +161,21 @@ class AutoregressiveFlow(Flow):
         Returns:
             ``(z, log_abs_det)``: (B, d) latents in the user's order and (B,) log|det dz/dx|.
         """
-        u = self._check_input(x, "x")[:, self.order]
+        u = self._check_input(x, "x")
+        u = u if self.sorted_input else u[:, self.order]
         log_det = u.new_zeros(u.shape[0])
         for step in self.steps:
             u, step_log_det = step(u)
             log_det = log_det + step_log_det
-        return u[:, self.rank], log_det
+        return (u if self.sorted_input else u[:, self.rank]), log_det
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
         r"""Maps (B, d) latents (user order) to data, each step with ``depth + 1`` conditioner passes."""
-        u = self._check_input(z, "z")[:, self.order]
+        u = self._check_input(z, "z")
+        u = u if self.sorted_input else u[:, self.order]
         for step in reversed(self.steps):
             u = step.inverse(u)
-        return u[:, self.rank]
+        return u if self.sorted_input else u[:, self.rank]
 
 
 def build_steps(

@@ -20,6 +20,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -96,9 +97,9 @@ class Flow(Savable, nn.Module):
 
     def sample_latent(self, n: int) -> torch.Tensor:
         """(n, d) draws from the prior, in the flow's dtype and on its device."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
-        return self.prior.sample((n, self.d), self._like())
+        return self.prior.sample((int(n), self.d), self._like())
 
     def _like(self) -> torch.Tensor:
         # Parameters and float buffers carry the flow's dtype and device.

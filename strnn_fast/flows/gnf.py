@@ -57,7 +57,7 @@ class GNF(AutoregressiveFlow):
 
         self.steps = build_steps(flow_steps, normalizer, normalizer_options, conditioner)
         self.config = {
-            "adjacency": self.adjacency.astype(int).tolist() if not isinstance(adjacency, int) else adjacency,
+            "adjacency": self.graph_config(),
             "hidden_sizes": list(hidden_sizes), "flow_steps": len(self.steps), "normalizer": normalizer,
             "hot_encoding": hot_encoding, "names": self.names, "prior": prior, "activation": activation,
             **normalizer_options,

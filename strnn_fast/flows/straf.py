@@ -78,7 +78,7 @@ class StrAF(AutoregressiveFlow):
         self.steps = build_steps(flow_steps, normalizer, normalizer_options, conditioner)
         net = self.steps[0].conditioner.net
         self.config = {
-            "adjacency": self.adjacency.astype(int).tolist(), "hidden_sizes": list(net.hidden_sizes),
+            "adjacency": self.graph_config(), "hidden_sizes": list(net.hidden_sizes),
             "flow_steps": len(self.steps), "normalizer": normalizer, "names": self.names, "prior": prior,
             "activation": net.activation, "opt_type": net.opt_type, "opt_args": net.opt_args,
             "backend": net.backend, **normalizer_options,

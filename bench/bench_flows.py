@@ -1,0 +1,208 @@
+r"""StrAF against the reference's StrAF and zuko's MAF on the same graph, on CPU.
+
+Part 1 (speed, pytest-benchmark): one training step (forward, backward, Adam step; batch 256),
+``log_prob`` (no grad, batch 1024) and sampling (1024 draws) for
+
+* ``ours``: :class:`strnn_fast.flows.StrAF` (affine, 5 steps, hidden (64, 64), greedy masks);
+* ``reference``: strnn 0.2.0's flow built by its own ``AutoregressiveFlowFactory`` from the same
+  configuration (StrNN conditioner, affine normalizer, greedy, no permutation);
+* ``zuko``: ``zuko.flows.MAF(features=d, transforms=5, hidden_features=(64, 64), adjacency=A + I)``,
+
+on the paper's multimodal graph (d=15, depth 7) and a random sparse DAG (d=50, 1-3 parents,
+depth 12, hidden (128, 128)). torch is pinned to one thread (bench/conftest.py;
+STRNN_FAST_BENCH_THREADS overrides). The reference's sampler runs up to d + 1 conditioner passes
+per step (it stops once x stops changing); ours runs exactly depth + 1.
+
+Part 2 (NLL after the same budget, ``python bench/bench_flows.py``): StrAF, ARF, GNF (ours), the
+reference's StrAF and zuko's MAF, all trained by :func:`strnn_fast.train.fit` with the same
+optimizer, epochs, batch size, learning rate and early stopping on the multimodal data
+(n=1000: 600/200/200, standardized), test NLL over seeds. Writes bench/results/flows_nll.json/.md.
+
+Run (about 4 minutes on 2 cores):
+    pytest bench/bench_flows.py --benchmark-enable --benchmark-json=bench/results/flows_cpu.json
+    python bench/summarize.py bench/results/flows_cpu.json > bench/results/flows_cpu.md
+    python bench/bench_flows.py
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from strnn_fast.data import make_multimodal
+from strnn_fast.data.adjacency import random_dag
+from strnn_fast.flows import ARF, GNF, StrAF
+from strnn_fast.graph import depth
+
+RESULTS = Path(__file__).resolve().parent / "results"
+STEPS = 5
+CASES = {
+    "d15": (lambda: make_multimodal(n=10, seed=0).adjacency, (64, 64)),
+    "d50": (lambda: random_dag(50, parents=(1, 3), seed=0), (128, 128)),
+}
+
+
+class ReferenceStrAF(nn.Module):
+    """strnn 0.2.0's StrAF from its own factory, with ``log_prob`` and ``sample`` on top."""
+
+    def __init__(self, A: np.ndarray, hidden: tuple[int, ...], steps: int = STEPS):
+        super().__init__()
+        from strnn.models.config_constants import (
+            ADJ, COND_ACT, COND_HID, COND_TYPE, FLOW_PERMUTE, FLOW_STEPS, INPUT_DIM, N_PARAM_PER_VAR,
+            NORM_TYPE, OPT_ARGS, OPT_TYPE,
+        )
+        from strnn.models.discrete_flows import AutoregressiveFlowFactory
+
+        config = {
+            INPUT_DIM: A.shape[0], ADJ: A.astype(np.float64), FLOW_STEPS: steps, FLOW_PERMUTE: False,
+            COND_TYPE: "strnn", NORM_TYPE: "affine", COND_HID: hidden, COND_ACT: "relu", N_PARAM_PER_VAR: 2,
+            OPT_TYPE: "greedy", OPT_ARGS: {"var_penalty_weight": 0.0},
+        }
+        self.flow = AutoregressiveFlowFactory(config).build_flow()
+        self.d = A.shape[0]
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        from strnn.models.normalizing_flow import standard_normal_logprob
+
+        z, log_det = self.flow(x)
+        return standard_normal_logprob(z) + log_det
+
+    def sample(self, n: int) -> torch.Tensor:
+        return self.flow.invert(torch.randn(n, self.d))
+
+
+class ZukoMAF(nn.Module):
+    """zuko's MAF on the same graph (zuko wants the diagonal set)."""
+
+    def __init__(self, A: np.ndarray, hidden: tuple[int, ...], steps: int = STEPS):
+        super().__init__()
+        import zuko
+
+        adjacency = torch.from_numpy(A.astype(bool) | np.eye(A.shape[0], dtype=bool))
+        self.flow = zuko.flows.MAF(features=A.shape[0], transforms=steps, hidden_features=hidden, adjacency=adjacency)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.flow().log_prob(x)
+
+    def sample(self, n: int) -> torch.Tensor:
+        return self.flow().sample((n,))
+
+
+BUILDERS: dict[str, Callable[[np.ndarray, tuple[int, ...]], nn.Module]] = {
+    "ours": lambda A, h: StrAF(A, h, STEPS),
+    "reference": ReferenceStrAF,
+    "zuko": ZukoMAF,
+}
+_cache: dict[tuple[str, str], nn.Module] = {}
+
+
+def _model(impl: str, case: str) -> nn.Module:
+    if (impl, case) not in _cache:
+        make_adjacency, hidden = CASES[case]
+        torch.manual_seed(0)
+        _cache[impl, case] = BUILDERS[impl](make_adjacency(), hidden)
+    return _cache[impl, case]
+
+
+@pytest.mark.parametrize("impl", list(BUILDERS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_train_step(benchmark, impl: str, case: str) -> None:
+    model = _model(impl, case).train()
+    benchmark.group = f"train step {case} batch=256"
+    x = torch.randn(256, CASES[case][0]().shape[0])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        (-model.log_prob(x).mean()).backward()
+        opt.step()
+
+    benchmark(step)
+
+
+@pytest.mark.parametrize("impl", list(BUILDERS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_log_prob(benchmark, impl: str, case: str) -> None:
+    model = _model(impl, case).eval()
+    benchmark.group = f"log_prob {case} batch=1024"
+    x = torch.randn(1024, CASES[case][0]().shape[0])
+    with torch.no_grad():
+        benchmark(model.log_prob, x)
+
+
+@pytest.mark.parametrize("impl", list(BUILDERS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_sample(benchmark, impl: str, case: str) -> None:
+    model = _model(impl, case).eval()
+    A = CASES[case][0]()
+    benchmark.group = f"sample {case} n=1024 (depth {depth(A)})"
+    with torch.no_grad():
+        benchmark(model.sample, 1024)
+
+
+NLL_MODELS: dict[str, Callable[[np.ndarray], nn.Module]] = {
+    "StrAF (ours)": lambda A: StrAF(A, (64, 64), STEPS),
+    "ARF (ours, MADE)": lambda A: ARF(A, (64, 64), STEPS),
+    "GNF (ours)": lambda A: GNF(A, (64, 64), STEPS),
+    "StrAF (reference 0.2.0)": lambda A: ReferenceStrAF(A, (64, 64)),
+    "MAF (zuko, same graph)": lambda A: ZukoMAF(A, (64, 64)),
+}
+
+
+def nll_table(seeds: list[int], epochs: int) -> dict:
+    from strnn_fast.train import evaluate_nll, fit
+
+    rows: dict[str, dict[str, list[float]]] = {name: {"test_nll": [], "seconds": [], "epochs": []} for name in NLL_MODELS}
+    for seed in seeds:
+        data = make_multimodal(n=1000, seed=seed)
+        for name, build in NLL_MODELS.items():
+            torch.manual_seed(seed)
+            model = build(data.adjacency)
+            start = time.perf_counter()
+            history = fit(model, data.train, data.val, epochs=epochs, batch_size=256, lr=1e-3, patience=10,
+                          seed=seed, progress=False)
+            rows[name]["seconds"].append(time.perf_counter() - start)
+            rows[name]["epochs"].append(history.epochs)
+            rows[name]["test_nll"].append(evaluate_nll(model, data.test))
+            print(f"seed {seed} {name}: test NLL {rows[name]['test_nll'][-1]:.3f}", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=150)
+    args = parser.parse_args()
+    from conftest import THREADS  # bench/conftest.py pins the threads
+
+    rows = nll_table(list(range(args.seeds)), args.epochs)
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__, "threads": THREADS, "data": "make_multimodal(n=1000, seed=s), d=15, 600/200/200",
+        "budget": f"fit: Adam(W) lr 1e-3, batch 256, up to {args.epochs} epochs, patience 10 on validation NLL",
+        "models": "5 affine steps, hidden (64, 64)",
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "flows_nll.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = ["# Test NLL on the multimodal data (nats per sample, lower is better)", ""]
+    lines += [f"- {k}: {v}" for k, v in meta.items()]
+    lines += ["", "| model | test NLL (mean ± std over seeds) | epochs | fit time |", "|---|---:|---:|---:|"]
+    for name, r in rows.items():
+        nll = np.array(r["test_nll"])
+        lines.append(f"| {name} | {nll.mean():.3f} ± {nll.std():.3f} | {np.mean(r['epochs']):.0f} | "
+                     f"{np.mean(r['seconds']):.1f} s |")
+    (RESULTS / "flows_nll.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
