@@ -100,12 +100,31 @@ py::array_t<std::uint8_t> zeros_u8(std::size_t rows, std::size_t cols) {
   return zeros(py::make_tuple(rows, cols), "uint8").cast<py::array_t<std::uint8_t>>();
 }
 
-void check_budget(std::uint64_t& used, std::uint64_t rows, std::uint64_t cols, const std::string& what) {
-  const std::uint64_t n = rows * cols;
-  if (cols != 0 && n / cols != rows) throw py::value_error(what + ": mask size overflows");
-  used += n;
-  if (used > kMaxEntries)
-    throw py::value_error(what + ": the masks would hold more than 2**34 entries; use smaller hidden_sizes");
+MaskChain::MaskChain(std::size_t n_in, const std::vector<std::size_t>& widths, std::size_t n_out) {
+  std::vector<std::size_t> fan = {n_in};
+  fan.insert(fan.end(), widths.begin(), widths.end());
+  fan.push_back(n_out);
+  std::uint64_t used = 0;
+  for (std::size_t l = 0; l + 1 < fan.size(); ++l) {
+    const std::uint64_t n = static_cast<std::uint64_t>(fan[l]) * fan[l + 1];
+    if (n / fan[l + 1] != fan[l] || (used += n) > kMaxEntries)
+      throw py::value_error("hidden_sizes: the masks would hold more than 2**34 entries; use smaller hidden_sizes");
+  }
+  for (std::size_t l = 0; l + 1 < fan.size(); ++l) {
+    arrays.push_back(zeros_u8(fan[l], fan[l + 1]));
+    data.push_back(arrays.back().mutable_data());
+  }
+}
+
+py::list MaskChain::to_list() const {
+  py::list out;
+  for (const auto& a : arrays) out.append(a);
+  return out;
+}
+
+void write_transposed(const BitMatrix& m, std::uint8_t* out) {
+  const std::size_t rows = m.rows();
+  for (std::size_t i = 0; i < rows; ++i) m.for_each_set(i, [&](std::size_t j) { out[j * rows + i] = 1; });
 }
 
 }  // namespace strnn

@@ -31,7 +31,17 @@ std::vector<std::size_t> read_hidden_sizes(const py::handle& obj, const std::str
 // A zero-filled C-contiguous uint8 array (allocated with the GIL held).
 py::array_t<std::uint8_t> zeros_u8(std::size_t rows, std::size_t cols);
 
-// Throws ValueError if writing `entries` more bytes would pass kMaxEntries.
-void check_budget(std::uint64_t& used, std::uint64_t rows, std::uint64_t cols, const std::string& what);
+// Zeroed uint8 masks for the chain n_in -> widths... -> n_out, each (fan_in x fan_out), checked
+// against kMaxEntries; `data` points into them so they can be filled with the GIL released.
+struct MaskChain {
+  std::vector<py::array_t<std::uint8_t>> arrays;
+  std::vector<std::uint8_t*> data;
+
+  MaskChain(std::size_t n_in, const std::vector<std::size_t>& widths, std::size_t n_out);
+  py::list to_list() const;
+};
+
+// out (cols x rows) = the 0/1 transpose of m: the single mask of a network with no hidden layer.
+void write_transposed(const BitMatrix& m, std::uint8_t* out);
 
 }  // namespace strnn

@@ -154,34 +154,21 @@ py::tuple greedy_factorize(const py::handle& adjacency, const py::handle& hidden
   std::vector<std::size_t> widths = read_hidden_sizes(hidden_sizes, "hidden_sizes");
   const std::size_t n_out = A.rows(), n_in = A.cols();
 
-  std::vector<std::size_t> fan = {n_in};
-  fan.insert(fan.end(), widths.begin(), widths.end());
-  fan.push_back(n_out);
-  std::uint64_t used = 0;
-  for (std::size_t l = 0; l + 1 < fan.size(); ++l) check_budget(used, fan[l], fan[l + 1], "hidden_sizes");
+  MaskChain chain(n_in, widths, n_out);
+  py::dict info;
   if (widths.empty()) {
     // No hidden layer: the single mask is A itself (the reference crashes here).
-    py::array_t<std::uint8_t> m = zeros_u8(n_in, n_out);
-    auto* p = m.mutable_data();
-    for (std::size_t i = 0; i < n_out; ++i) A.for_each_set(i, [&](std::size_t j) { p[j * n_out + i] = 1; });
-    py::dict info;
-    info["paths"] = py::int_(0);
+    write_transposed(A, chain.data[0]);
     double paths = 0;
     for (std::size_t i = 0; i < n_out; ++i) paths += static_cast<double>(A.row_count(i));
     info["paths"] = paths;
     info["nonzero_rows"] = py::list();
     info["refined"] = false;
-    py::list masks;
-    masks.append(m);
-    return py::make_tuple(masks, info);
+    return py::make_tuple(chain.to_list(), info);
   }
 
   Plan plan;
   bool refined = false;
-  std::vector<py::array_t<std::uint8_t>> arrays;
-  for (std::size_t l = 0; l + 1 < fan.size(); ++l) arrays.push_back(zeros_u8(fan[l], fan[l + 1]));
-  std::vector<std::uint8_t*> ptrs;
-  for (auto& a : arrays) ptrs.push_back(a.mutable_data());
   {
     py::gil_scoped_release release;
     plan = plan_greedy(A, widths, false);
@@ -196,20 +183,17 @@ py::tuple greedy_factorize(const py::handle& adjacency, const py::handle& hidden
     std::vector<std::uint32_t> colclass(n_in);
     for (std::size_t j = 0; j < n_in; ++j) colclass[j] = static_cast<std::uint32_t>(j);
     for (std::size_t l = 0; l < plan.layers.size(); ++l) {
-      write_hidden_mask(plan.layers[l], colclass, ptrs[l]);
+      write_hidden_mask(plan.layers[l], colclass, chain.data[l]);
       colclass = plan.layers[l].q;
     }
-    write_output_mask(plan.layers.back(), n_out, ptrs.back());
+    write_output_mask(plan.layers.back(), n_out, chain.data.back());
   }
-  py::list masks;
-  for (auto& a : arrays) masks.append(a);
-  py::dict info;
   info["paths"] = plan.paths;
   py::list nz;
   for (auto n : plan.nonzero_rows) nz.append(n);
   info["nonzero_rows"] = nz;
   info["refined"] = refined;
-  return py::make_tuple(masks, info);
+  return py::make_tuple(chain.to_list(), info);
 }
 
 }  // namespace

@@ -19,15 +19,11 @@ py::list made_factorize(const py::handle& adjacency, const py::handle& hidden_si
       if (A.test(i, j) != (j < i))
         throw py::value_error("method='made' needs the full strictly lower-triangular adjacency "
                               "(A[i, j] = 1 iff j < i); use method='greedy' for other graphs");
+  MaskChain chain(d, widths, d);
   std::vector<std::size_t> fan = {d};
   fan.insert(fan.end(), widths.begin(), widths.end());
   fan.push_back(d);
-  std::uint64_t used = 0;
-  for (std::size_t l = 0; l + 1 < fan.size(); ++l) check_budget(used, fan[l], fan[l + 1], "hidden_sizes");
-  std::vector<py::array_t<std::uint8_t>> arrays;
-  for (std::size_t l = 0; l + 1 < fan.size(); ++l) arrays.push_back(zeros_u8(fan[l], fan[l + 1]));
-  std::vector<std::uint8_t*> out;
-  for (auto& a : arrays) out.push_back(a.mutable_data());
+  const std::vector<std::uint8_t*>& out = chain.data;
   {
     py::gil_scoped_release release;
     auto degree = [&](std::size_t layer, std::size_t k) -> std::size_t {
@@ -46,9 +42,7 @@ py::list made_factorize(const py::handle& adjacency, const py::handle& hidden_si
       }
     }
   }
-  py::list masks;
-  for (auto& a : arrays) masks.append(a);
-  return masks;
+  return chain.to_list();
 }
 
 }  // namespace

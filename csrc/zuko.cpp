@@ -27,19 +27,12 @@ py::list zuko_factorize(const py::handle& adjacency, const py::handle& hidden_si
   BitMatrix A = read_binary_matrix(adjacency, "adjacency");
   std::vector<std::size_t> widths = read_hidden_sizes(hidden_sizes, "hidden_sizes");
   const std::size_t n_out = A.rows(), n_in = A.cols();
-  std::vector<std::size_t> fan = {n_in};
-  fan.insert(fan.end(), widths.begin(), widths.end());
-  fan.push_back(n_out);
-  std::uint64_t used = 0;
-  for (std::size_t l = 0; l + 1 < fan.size(); ++l) check_budget(used, fan[l], fan[l + 1], "hidden_sizes");
+  MaskChain chain(n_in, widths, n_out);
   bool any = false;
   for (std::size_t i = 0; i < n_out && !any; ++i) any = A.row_any(i);
   if (!any) throw py::value_error("adjacency is all zero: it would yield a null Jacobian");
 
-  std::vector<py::array_t<std::uint8_t>> arrays;
-  for (std::size_t l = 0; l + 1 < fan.size(); ++l) arrays.push_back(zeros_u8(fan[l], fan[l + 1]));
-  std::vector<std::uint8_t*> out;
-  for (auto& a : arrays) out.push_back(a.mutable_data());
+  const std::vector<std::uint8_t*>& out = chain.data;
   {
     py::gil_scoped_release release;
     std::vector<std::size_t> order(n_out);
@@ -97,15 +90,13 @@ py::list zuko_factorize(const py::handle& adjacency, const py::handle& hidden_si
     }
     std::uint8_t* last = out.back();
     if (widths.empty()) {
-      for (std::size_t i = 0; i < n_out; ++i) A.for_each_set(i, [&](std::size_t j) { last[j * n_out + i] = 1; });
+      write_transposed(A, last);
     } else {
       for (std::size_t k = 0; k < indices.size(); ++k)
         for (std::size_t i = 0; i < n_out; ++i) last[k * n_out + i] = sup.test(indices[k], inv[i]) ? 1 : 0;
     }
   }
-  py::list masks;
-  for (auto& a : arrays) masks.append(a);
-  return masks;
+  return chain.to_list();
 }
 
 }  // namespace
