@@ -9,12 +9,15 @@ Part 1 (speed, pytest-benchmark): one training step (forward, backward, Adam ste
 * ``zuko``: ``zuko.flows.MAF(features=d, transforms=5, hidden_features=(64, 64), adjacency=A + I)``,
 
 on the paper's multimodal graph (d=15, depth 7) and a random sparse DAG (d=50, 1-3 parents,
-depth 12, hidden (128, 128)). torch is pinned to one thread (bench/conftest.py;
-STRNN_FAST_BENCH_THREADS overrides). The reference's sampler runs up to d + 1 conditioner passes
-per step (it stops once x stops changing); ours runs exactly depth + 1.
+depth 12, hidden (128, 128)). Before timing, every model is trained for a few epochs on
+multimodal data over its graph, so that sampling sees conditioners that actually depend on
+their inputs. torch is pinned to one thread (bench/conftest.py; STRNN_FAST_BENCH_THREADS
+overrides). The reference's sampler runs up to d + 1 conditioner passes per step and stops once
+x stops changing in floating point (one pass after the last change); ours runs exactly
+depth + 1. Both counts are recorded per step in ``extra_info``.
 
-Part 2 (NLL after the same budget, ``python bench/bench_flows.py``): StrAF, ARF, GNF (ours), the
-reference's StrAF and zuko's MAF, all trained by :func:`strnn_fast.train.fit` with the same
+Part 2 (NLL after the same budget, ``python bench/bench_flows.py``): StrAF (affine and UMNN), ARF,
+GNF (ours), the reference's StrAF and zuko's MAF, all trained by :func:`strnn_fast.train.fit` with the same
 optimizer, epochs, batch size, learning rate and early stopping on the multimodal data
 (n=1000: 600/200/200, standardized), test NLL over seeds. Writes bench/results/flows_nll.json/.md.
 
@@ -105,12 +108,41 @@ BUILDERS: dict[str, Callable[[np.ndarray, tuple[int, ...]], nn.Module]] = {
 _cache: dict[tuple[str, str], nn.Module] = {}
 
 
+WARMUP_EPOCHS = 10
+
+
 def _model(impl: str, case: str) -> nn.Module:
     if (impl, case) not in _cache:
+        from strnn_fast.train import fit
+
         make_adjacency, hidden = CASES[case]
+        A = make_adjacency()
         torch.manual_seed(0)
-        _cache[impl, case] = BUILDERS[impl](make_adjacency(), hidden)
+        model = BUILDERS[impl](A, hidden)
+        data = make_multimodal(n=1000, adjacency=A, seed=0)
+        fit(model, data.train, epochs=WARMUP_EPOCHS, batch_size=256, lr=1e-3, seed=0, progress=False)
+        _cache[impl, case] = model
     return _cache[impl, case]
+
+
+def _passes_per_step(model: nn.Module, n: int) -> list[int] | None:
+    """Conditioner passes of each step in one ``sample(n)`` (ours and the reference)."""
+    if isinstance(model, StrAF):
+        model.reset_passes()
+        model.sample(n)
+        return model.passes
+    if isinstance(model, ReferenceStrAF):
+        counts = []
+        for step in model.flow.steps:
+            calls = [0]
+            forward = step.conditioner.forward
+            step.conditioner.forward = lambda x, f=forward, c=calls: (c.__setitem__(0, c[0] + 1), f(x))[1]
+            counts.append(calls)
+        model.sample(n)
+        for step in model.flow.steps:
+            del step.conditioner.forward  # back to the class's method
+        return [c[0] for c in counts]
+    return None
 
 
 @pytest.mark.parametrize("impl", list(BUILDERS))
@@ -146,11 +178,15 @@ def test_sample(benchmark, impl: str, case: str) -> None:
     A = CASES[case][0]()
     benchmark.group = f"sample {case} n=1024 (depth {depth(A)})"
     with torch.no_grad():
+        passes = _passes_per_step(model, 1024)
+        if passes is not None:
+            benchmark.extra_info["passes_per_step"] = passes
         benchmark(model.sample, 1024)
 
 
 NLL_MODELS: dict[str, Callable[[np.ndarray], nn.Module]] = {
     "StrAF (ours)": lambda A: StrAF(A, (64, 64), STEPS),
+    "StrAF-UMNN (ours)": lambda A: StrAF(A, (64, 64), STEPS, normalizer="umnn"),
     "ARF (ours, MADE)": lambda A: ARF(A, (64, 64), STEPS),
     "GNF (ours)": lambda A: GNF(A, (64, 64), STEPS),
     "StrAF (reference 0.2.0)": lambda A: ReferenceStrAF(A, (64, 64)),
@@ -189,7 +225,7 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__, "threads": THREADS, "data": "make_multimodal(n=1000, seed=s), d=15, 600/200/200",
         "budget": f"fit: Adam(W) lr 1e-3, batch 256, up to {args.epochs} epochs, patience 10 on validation NLL",
-        "models": "5 affine steps, hidden (64, 64)",
+        "models": "5 steps, hidden (64, 64); affine unless marked UMNN (default UMNN options)",
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "flows_nll.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))

@@ -32,11 +32,11 @@ class ARF(AutoregressiveFlow):
         adjacency: an int d (variables in the given order), or a DAG in any form StrAF accepts,
             which fixes the variable order (a topological one) and the names; its edges are
             otherwise not used.
-        hidden_sizes: hidden widths of each MADE (at least d - 1 units each).
+        hidden_sizes: hidden widths of each MADE (at least d units each).
         flow_steps: number of steps.
         normalizer: "affine" or "umnn".
         permute: reverse the variable order in every other step.
-        names, prior, activation, backend, **normalizer_options: as in
+        names, prior, activation, backend, init, **normalizer_options: as in
             :class:`~strnn_fast.flows.StrAF`.
 
     Example:
@@ -56,6 +56,7 @@ class ARF(AutoregressiveFlow):
         prior: str = "normal",
         activation: str = "relu",
         backend: str = "auto",
+        init: str = "kaiming",
         **normalizer_options: Any,
     ):
         super().__init__(adjacency, names=names, prior=prior)
@@ -69,7 +70,7 @@ class ARF(AutoregressiveFlow):
         def conditioner(n_params: int, first: Conditioner | None) -> Conditioner:
             masks = first.masks if isinstance(first, StrNNConditioner) else None
             return StrNNConditioner(full, hidden_sizes, n_params, opt_type="made", activation=activation,
-                                    backend=backend, precomputed_masks=masks)
+                                    backend=backend, precomputed_masks=masks, init=init)
 
         self.steps = build_steps(flow_steps, normalizer, normalizer_options, conditioner,
                                  lambda k: reverse if permute and k % 2 == 1 else None)
@@ -77,5 +78,5 @@ class ARF(AutoregressiveFlow):
         self.config = {
             "adjacency": self.graph_config(), "hidden_sizes": list(net.hidden_sizes), "flow_steps": len(self.steps),
             "normalizer": normalizer, "permute": permute, "names": self.names, "prior": prior,
-            "activation": net.activation, "backend": net.backend, **normalizer_options,
+            "activation": net.activation, "backend": net.backend, "init": init, **normalizer_options,
         }

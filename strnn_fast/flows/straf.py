@@ -34,6 +34,8 @@ class StrAF(AutoregressiveFlow):
         prior: "normal" or "laplace".
         activation, opt_type, opt_args, backend: of the conditioner, as in
             :class:`~strnn_fast.FastStrNN`.
+        init: the conditioner's hidden-layer initialization (see
+            :class:`~strnn_fast.flows.StrNNConditioner`; "kaiming" trains better here).
         **normalizer_options: of :class:`~strnn_fast.flows.normalizers.AffineNormalizer`
             (``scale_bound``) or :class:`~strnn_fast.flows.normalizers.UMNNNormalizer`
             (``embedding_size``, ``integrand_hidden``, ``quadrature_intervals``, ``tol``, ...).
@@ -62,6 +64,7 @@ class StrAF(AutoregressiveFlow):
         opt_type: str = "greedy",
         opt_args: dict | None = None,
         backend: str = "auto",
+        init: str = "kaiming",
         **normalizer_options: Any,
     ):
         super().__init__(adjacency, names=names, prior=prior)
@@ -73,7 +76,7 @@ class StrAF(AutoregressiveFlow):
         def conditioner(n_params: int, first: Conditioner | None) -> Conditioner:
             masks = first.masks if isinstance(first, StrNNConditioner) else None
             return StrNNConditioner(A, hidden_sizes, n_params, opt_type=opt_type, opt_args=opt_args,
-                                    activation=activation, backend=backend, precomputed_masks=masks)
+                                    activation=activation, backend=backend, precomputed_masks=masks, init=init)
 
         self.steps = build_steps(flow_steps, normalizer, normalizer_options, conditioner)
         net = self.steps[0].conditioner.net
@@ -81,5 +84,5 @@ class StrAF(AutoregressiveFlow):
             "adjacency": self.graph_config(), "hidden_sizes": list(net.hidden_sizes),
             "flow_steps": len(self.steps), "normalizer": normalizer, "names": self.names, "prior": prior,
             "activation": net.activation, "opt_type": net.opt_type, "opt_args": net.opt_args,
-            "backend": net.backend, **normalizer_options,
+            "backend": net.backend, "init": init, **normalizer_options,
         }
