@@ -190,8 +190,8 @@ def markdown(report: dict) -> str:
         f"Machine: {m['cpu']} ({m['logical_cpus']} logical CPUs), torch {m['torch']} pinned to "
         f"{m['torch_threads']} thread(s), Python {m['python']}, {m['date']}; total {report['seconds']:.0f} s.", "",
         f"Nonlinear additive SEMs with Laplace noise (`random_sparse_sem(d, kind='nonlinear')`), "
-        f"{cfg['n_train']} training rows (80/20 train/val split), affine flow with {STEPS} steps (log-scale "
-        f"bound 1 per step, the CausalFlow default), hidden "
+        f"{cfg['n_train']} training rows (80/20 train/val split), affine flow with {STEPS} steps (StrAF's "
+        f"default log-scale bound of 3 per step), hidden "
         f"{list(HIDDEN)}, Laplace prior, up to {cfg['epochs']} epochs (patience 15). MSE in units of each "
         f"variable's observational std, over non-intervened variables; intervention truth: SEM Monte "
         f"Carlo ({TRUTH_DRAWS} draws), model: {cfg['n_mc']} draws; counterfactual truth exact, 500 held-out rows. "

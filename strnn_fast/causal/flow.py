@@ -60,8 +60,8 @@ class CausalFlow(Savable, nn.Module):
         standardize: fit on variables scaled to zero mean and unit variance (statistics of the
             training split); answers stay in the data's units.
         **flow_options: passed to :class:`strnn_fast.flows.StrAF` (``hidden_sizes``,
-            ``flow_steps``, ``scale_bound`` (1.0 here by default), ...). Must be JSON-friendly so
-            that ``save`` can record them.
+            ``flow_steps``, ``scale_bound``, ...). Must be JSON-friendly so that ``save`` can
+            record them.
 
     Raises:
         ValueError: the graph has a cycle (named in the message), or a bad option.
@@ -98,12 +98,6 @@ class CausalFlow(Savable, nn.Module):
             pos = np.empty(self.d, dtype=np.int64)
             pos[self.order] = np.arange(self.d)
             self.flow_adjacency = pos[None, :] < pos[:, None]
-        if isinstance(normalizer, str) and normalizer.lower() == "affine":
-            # Interventions and counterfactuals evaluate the flow off the data (do-values, tail
-            # rows); a log-scale bound of 1 per step (StrAF's default is 3) keeps the composed
-            # inverse from amplifying that extrapolation by up to e^(3 * steps). On the benchmark
-            # SEMs it also fitted better.
-            flow_options.setdefault("scale_bound", 1.0)
         self.flow = StrAF(self.flow_adjacency, normalizer=normalizer, prior=prior, **flow_options)
         self.register_buffer("loc", torch.zeros(self.d))
         self.register_buffer("scale", torch.ones(self.d))
