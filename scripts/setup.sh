@@ -9,4 +9,4 @@ PY=${PYTHON:-python3}
 $PY -m pip install -q "torch==2.13.0"
 # The reference implementation: conformance oracle and benchmark baseline (its own deps are ours).
 $PY -m pip install -q --no-deps "strnn==0.2.0"
-$PY -m pip install -q ".[test,gpu,flows]"
+$PY -m pip install -q ".[test,gpu,frames]"

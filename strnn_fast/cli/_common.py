@@ -81,8 +81,15 @@ def _density(adjacency: np.ndarray, names: list[str] | None, args: argparse.Name
     return StrNNDensityEstimator(adjacency, hidden_sizes=args.hidden, data_type=args.data_type, names=names)
 
 
+def _causal(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
+    from ..causal import CausalFlow
+
+    return CausalFlow(adjacency, names=names, structure=args.structure, normalizer=args.normalizer,
+                      prior=args.prior, hidden_sizes=args.hidden, flow_steps=args.flow_steps)
+
+
 MODEL_BUILDERS: dict[str, Builder] = {"straf": _straf, "arf": _arf, "gnf": _gnf, "density": _density,
-                                   "strcnf": _strcnf, "ffjord": _ffjord}
+                                   "strcnf": _strcnf, "ffjord": _ffjord, "causal": _causal}
 
 
 def sizes(text: str) -> tuple[int, ...]:
