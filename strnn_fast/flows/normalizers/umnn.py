@@ -4,7 +4,9 @@ The integrand is one small network shared by all variables, fed ``t`` and the va
 embedding ``e`` (conditioner output), so z is strictly increasing in x with ``dz/dx = g(x; e) > 0``
 and ``log|dz/dx| = log g(x; e)``. The integral is a Clenshaw–Curtis rule on ``t = x s``,
 ``s ∈ [0, 1]``; its last node is ``s = 1``, so g(x) comes for free. A smooth activation in the
-integrand keeps the quadrature error geometric in the number of nodes.
+integrand keeps the quadrature error geometric in the number of nodes. The map is the quadrature,
+so it is increasing only while the rule resolves g on [0, x]: with the default 16 intervals that
+holds for |x| up to a few tens (standardized data); raise ``quadrature_intervals`` for wider ranges.
 
 Inverse: F(x) = ∫_0^x g is monotone with F(0) = 0, so the root of ``F(x) = z - beta`` lies between 0
 and the first of ±1, ±2, ±4, ... where F crosses (vectorized bracketing; it exists because
@@ -63,7 +65,7 @@ class UMNNNormalizer(Normalizer):
         self,
         embedding_size: int = 8,
         integrand_hidden: Sequence[int] = (32, 32),
-        quadrature_intervals: int = 24,
+        quadrature_intervals: int = 16,
         integrand_activation: str = "silu",
         positive: str = "softplus",
         min_slope: float = 1e-3,
@@ -105,7 +107,7 @@ class UMNNNormalizer(Normalizer):
     def integrand(self, t: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         r"""g(t; e) > 0 for t of shape (B, d, Q) and e of shape (B, d, embedding_size); returns (B, d, Q)."""
         act = ACTIVATIONS[self.integrand_activation]
-        u = act(t.unsqueeze(-1) * self.t_weight + self.e_layer(e).unsqueeze(-2))
+        u = act(torch.addcmul(self.e_layer(e).unsqueeze(-2), t.unsqueeze(-1), self.t_weight))
         for layer in self.layers[:-1]:
             u = act(layer(u))
         u = self.layers[-1](u).squeeze(-1)
