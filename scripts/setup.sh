@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 PY=${PYTHON:-python3}
 $PY -m pip install -q "torch==2.13.0"
-# The reference implementation: conformance oracle and benchmark baseline (its own deps are ours).
-$PY -m pip install -q --no-deps "strnn==0.2.0"
+# The reference implementation: conformance oracle and benchmark baseline (its own deps are ours,
+# plus UMNN, without which its flow module does not import).
+$PY -m pip install -q --no-deps "strnn==0.2.0" "UMNN==1.71"
 $PY -m pip install -q ".[test,gpu,frames]"

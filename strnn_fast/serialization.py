@@ -45,6 +45,7 @@ class Savable:
             "class": f"{cls.__module__}:{cls.__qualname__}",
             "config": self.config,
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            "dtype": str(next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)),
             "extra": getattr(self, "extra_state_for_save", lambda: {})(),
         }
         tmp = path.with_name(path.name + ".tmp")
@@ -75,6 +76,10 @@ def load(path: str | os.PathLike, map_location: Any = "cpu") -> torch.nn.Module:
     for part in qualname.split("."):
         obj = getattr(obj, part)
     model = obj(**payload["config"])
+    # Rebuilt in the default dtype; cast first so that a float64 model loads bit for bit.
+    dtype = getattr(torch, str(payload.get("dtype", "torch.float32")).removeprefix("torch."), None)
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        model = model.to(dtype)
     model.load_state_dict(payload["state_dict"])
     if payload.get("extra") and hasattr(model, "load_extra_state_from_save"):
         model.load_extra_state_from_save(payload["extra"])

@@ -166,4 +166,4 @@ def test_reorder_keeps_function_and_round_trips(tmp_path) -> None:
     torch.testing.assert_close(ordered(x), plain(x), rtol=1e-12, atol=1e-12)
     assert check_masks(ordered.masks[:-1] + [ordered.masks[-1][:, :12]], A)
     ordered.save(tmp_path / "o.pt")
-    torch.testing.assert_close(load(tmp_path / "o.pt").double()(x), ordered(x), rtol=0, atol=0)
+    torch.testing.assert_close(load(tmp_path / "o.pt")(x), ordered(x), rtol=0, atol=0)
