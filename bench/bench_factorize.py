@@ -55,7 +55,7 @@ def test_zuko(benchmark, d: int, impl: str) -> None:
 def test_greedy_large_sparse(benchmark, d: int, improve: bool) -> None:
     benchmark.group = f"greedy sparse DAG (5 parents) d={d} hidden=({2 * d},{2 * d})"
     A = sparse_dag(d)
-    masks = benchmark.pedantic(lambda: factorize(A, (2 * d, 2 * d), improve=improve), rounds=1 if d > 5000 else 3)
+    masks = benchmark.pedantic(lambda: factorize(A, (2 * d, 2 * d), improve=improve), rounds=3)
     benchmark.extra_info["paths"] = connections(masks)
 
 

@@ -39,10 +39,9 @@ class Savable:
         path = Path(path)
         if path.exists() and not overwrite:
             raise ValueError(f"path {str(path)!r} exists; pass overwrite=True or choose another file")
-        cls = type(self)
         payload = {
             "format": FORMAT,
-            "class": f"{cls.__module__}:{cls.__qualname__}",
+            "class": class_path(self),
             "config": self.config,
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             "dtype": str(next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)),
@@ -51,6 +50,27 @@ class Savable:
         tmp = path.with_name(path.name + ".tmp")
         torch.save(payload, tmp)
         os.replace(tmp, path)
+
+
+def class_path(model: torch.nn.Module) -> str:
+    """``"module:QualName"`` of a model's class, as stored in model files."""
+    cls = type(model)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def build(path: str, config: dict[str, Any]) -> torch.nn.Module:
+    """Instantiates the strnn_fast class at ``"module:QualName"`` with ``config``.
+
+    Raises:
+        ValueError: a class from outside strnn_fast (model files must not run arbitrary code).
+    """
+    module_name, _, qualname = str(path).partition(":")
+    if not module_name.startswith("strnn_fast."):
+        raise ValueError(f"refusing to build class {path!r} from outside strnn_fast")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj(**config)
 
 
 def load(path: str | os.PathLike, map_location: Any = "cpu") -> torch.nn.Module:
@@ -69,13 +89,7 @@ def load(path: str | os.PathLike, map_location: Any = "cpu") -> torch.nn.Module:
         raise ValueError(f"{str(path)!r} is not a readable strnn_fast model file: {err}") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} is not a strnn_fast model file")
-    module_name, _, qualname = payload["class"].partition(":")
-    if not module_name.startswith("strnn_fast."):
-        raise ValueError(f"refusing to load class {payload['class']!r} from outside strnn_fast")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    model = obj(**payload["config"])
+    model = build(payload["class"], payload["config"])
     # Rebuilt in the default dtype; cast first so that a float64 model loads bit for bit.
     dtype = getattr(torch, str(payload.get("dtype", "torch.float32")).removeprefix("torch."), None)
     if isinstance(dtype, torch.dtype) and dtype.is_floating_point:

@@ -16,7 +16,6 @@ Example:
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,20 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .serialization import Savable
+from .serialization import Savable, build, class_path
 
 __all__ = ["Standardized"]
-
-
-def _build(spec: dict[str, Any]) -> nn.Module:
-    path = spec.get("class", "")
-    module_name, _, qualname = path.partition(":")
-    if not module_name.startswith("strnn_fast."):
-        raise ValueError(f"refusing to build class {path!r} from outside strnn_fast")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj(**spec["config"])
 
 
 class Standardized(Savable, nn.Module):
@@ -67,7 +55,7 @@ class Standardized(Savable, nn.Module):
     def __init__(self, base: nn.Module | dict[str, Any], mean: Sequence[float], std: Sequence[float],
                  names: Sequence[str] | None = None):
         super().__init__()
-        self.base = _build(base) if isinstance(base, dict) else base
+        self.base = build(base.get("class", ""), base.get("config", {})) if isinstance(base, dict) else base
         if not hasattr(self.base, "config"):
             raise TypeError(f"base must be a savable strnn_fast model, got {type(self.base).__name__}")
         mean_arr = np.asarray(mean, dtype=np.float64)
@@ -83,9 +71,8 @@ class Standardized(Savable, nn.Module):
         like = next(self.base.parameters(), torch.empty(0))
         self.register_buffer("mean", torch.tensor(mean_arr, dtype=like.dtype))
         self.register_buffer("std", torch.tensor(std_arr, dtype=like.dtype))
-        cls = type(self.base)
         self.config = {
-            "base": {"class": f"{cls.__module__}:{cls.__qualname__}", "config": self.base.config},
+            "base": {"class": class_path(self.base), "config": self.base.config},
             "mean": mean_arr.tolist(), "std": std_arr.tolist(), "names": self.names,
         }
 
