@@ -190,7 +190,7 @@ def test_bad_input(change, error):
         masked_linear(**args)
 
 
-def test_triton_on_cpu_without_interpreter_raises():
+def test_triton_on_cpu_without_interpreter_raises(tmp_path):
     code = (
         "import os, numpy as np, torch\n"
         "os.environ.pop('TRITON_INTERPRET', None)\n"
@@ -199,5 +199,8 @@ def test_triton_on_cpu_without_interpreter_raises():
         "try:\n    net(torch.randn(2, 3))\nexcept RuntimeError as e:\n    print('RuntimeError:', e)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    # cwd=tmp_path: `python -c` puts its cwd first on sys.path, and the repo root holds the
+    # source tree, which lacks the compiled _C of a non-editable install.
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=tmp_path)
     assert "RuntimeError:" in out.stdout and "TRITON_INTERPRET=1" in out.stdout, out.stderr
