@@ -11,3 +11,5 @@ $PY -m pip install -q "torch==2.13.0"
 # plus UMNN, without which its flow module does not import).
 $PY -m pip install -q --no-deps "strnn==0.2.0" "UMNN==1.71"
 $PY -m pip install -q ".[test,gpu,frames]"
+# pyenv only sees the new `strnn-fast` console script after a rehash.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
