@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._validate import choice
-from .graph import as_adjacency, check_dag, topological_order
+from .graph import as_dag, topological_order
 from .nn import FastStrNN
 from .serialization import Savable
 
@@ -71,8 +71,7 @@ class StrNNDensityEstimator(Savable, nn.Module):
         init: str = "kaiming",
     ):
         super().__init__()
-        A, found = as_adjacency(adjacency, names)
-        check_dag(A, found)
+        A, found = as_dag(adjacency, names)
         if not A.any():
             raise ValueError("adjacency has no edges; a density estimator on a graph needs at least one edge")
         self.data_type = choice(data_type, DATA_TYPES, "data_type")

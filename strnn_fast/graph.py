@@ -30,6 +30,7 @@ import numpy as np
 __all__ = [
     "ancestors",
     "as_adjacency",
+    "as_dag",
     "check_dag",
     "depth",
     "descendants",
@@ -194,6 +195,19 @@ def check_dag(A: Any, names: Sequence[str] | None = None) -> None:
         return
     labels = [str(names[i]) if names is not None else str(i) for i in cycle + cycle[:1]]
     raise ValueError(f"adjacency must be acyclic, found the cycle {' -> '.join(labels)}")
+
+
+def as_dag(adjacency: Any, names: Sequence[str] | None = None) -> tuple[np.ndarray, list[str] | None]:
+    r""":func:`as_adjacency` followed by :func:`check_dag`: the parsed DAG and its names.
+
+    Example:
+        >>> A, names = as_dag([("a", "b")])
+        >>> A.astype(int).tolist(), names
+        ([[0, 0], [1, 0]], ['a', 'b'])
+    """
+    A, found = as_adjacency(adjacency, names)
+    check_dag(A, found)
+    return A, found
 
 
 def transitive_closure(A: Any) -> np.ndarray:

@@ -6,7 +6,6 @@ activations, cached masked weights in inference, and a ``backend`` switch for th
 """
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 
 from ._validate import as_binary_matrix, as_positive_int, as_sizes, choice
 from .activations import ACTIVATIONS, GAINS
-from .factorize import METHODS, check_masks, factorize, required_width
+from .factorize import METHODS, check_masks, factorize
 from .serialization import Savable
 
 BACKENDS = ("auto", "dense", "sparse", "triton")

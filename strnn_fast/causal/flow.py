@@ -34,7 +34,7 @@ from torch import nn
 
 from .._validate import choice
 from ..flows.straf import StrAF
-from ..graph import as_adjacency, check_dag, topological_order
+from ..graph import as_dag, topological_order
 from ..serialization import Savable
 from ..train import fit as train_fit
 from .queries import affected, do_inverse
@@ -83,8 +83,7 @@ class CausalFlow(Savable, nn.Module):
         **flow_options: Any,
     ):
         super().__init__()
-        A, found = as_adjacency(adjacency, names)
-        check_dag(A, found)
+        A, found = as_dag(adjacency, names)
         self.graph: np.ndarray = A
         self.names: list[str] | None = list(found) if found is not None else None
         self.d = int(A.shape[0])

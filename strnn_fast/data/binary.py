@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .._validate import as_positive_int, choice
-from ..graph import as_adjacency, check_dag, topological_order
+from ..graph import as_adjacency, as_dag, check_dag, topological_order
 from .adjacency import random_dag
 from .dataset import Dataset, split
 
@@ -65,8 +65,7 @@ def make_binary_bn(
             raise ValueError("give d (number of variables) or an adjacency")
         A, names = random_dag(as_positive_int(d, "d"), parents=(0, 3), seed=rng), None
     else:
-        A, names = as_adjacency(adjacency)
-        check_dag(A, names)
+        A, names = as_dag(adjacency)
         if d is not None and d != A.shape[0]:
             raise ValueError(f"d={d} disagrees with the adjacency's {A.shape[0]} variables; leave d out")
     d = A.shape[0]

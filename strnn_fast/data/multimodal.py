@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .._validate import as_positive_int
-from ..graph import as_adjacency, check_dag, topological_order
+from ..graph import as_dag, topological_order
 from .dataset import Dataset, split, standardize
 
 __all__ = ["make_multimodal"]
@@ -75,8 +75,7 @@ def make_multimodal(
             raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
         A, names = np.tril(rng.random((d, d)) > threshold, k=-1), None
     else:
-        A, names = as_adjacency(adjacency)
-        check_dag(A, names)
+        A, names = as_dag(adjacency)
         if d is not None and d != A.shape[0]:
             raise ValueError(f"d={d} disagrees with the adjacency's {A.shape[0]} variables; leave d out")
         d = A.shape[0]

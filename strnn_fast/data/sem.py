@@ -22,7 +22,7 @@ from typing import Any, Union
 import numpy as np
 
 from .._validate import as_positive_int, choice
-from ..graph import as_adjacency, check_dag, descendants, topological_order
+from ..graph import as_adjacency, as_dag, descendants, topological_order
 from .adjacency import random_dag
 
 __all__ = ["LinearGaussianSEM", "LinearSEM", "SEM", "random_sparse_sem"]
@@ -62,8 +62,7 @@ class SEM:
         noise: str = "gaussian",
         names: Sequence[str] | None = None,
     ) -> None:
-        A, found = as_adjacency(adjacency, names)
-        check_dag(A, found)
+        A, found = as_dag(adjacency, names)
         self._A = A
         self._names = found
         self._order = topological_order(A)
