@@ -103,7 +103,9 @@ def choose_backend(layer: nn.Module, x: torch.Tensor) -> str:
     r"""Picks "dense" or "triton" for one call of a MaskedLinear.
 
     CPU inputs, dtypes the kernels lack and dtype mismatches go dense; otherwise the cost model
-    compares the two at this layer's tile density and the call's batch size.
+    compares the two at this layer's tile density and the call's batch size. While the cost model
+    is not fitted to GPU measurements (``"measured": false`` in cost_model.json) "auto" stays
+    dense: unfitted constants cannot promise never to be slower than cuBLAS.
 
     Arguments:
         layer: the MaskedLinear.
@@ -113,6 +115,8 @@ def choose_backend(layer: nn.Module, x: torch.Tensor) -> str:
         "dense" or "triton".
     """
     if not x.is_cuda or x.dtype not in _KERNEL_DTYPES or layer.weight.dtype != x.dtype:
+        return "dense"
+    if not COST_MODEL.get("measured", False):
         return "dense"
     layout, _ = layer_layout(layer, x.device)
     m = x.numel() // max(x.shape[-1], 1)

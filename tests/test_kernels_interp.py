@@ -170,6 +170,32 @@ def test_choose_backend_on_cpu_is_dense():
     assert all(choose_backend(layer, torch.randn(3, layer.in_features)) == "dense" for layer in net.layers)
 
 
+class _CudaLike:
+    """Stands in for a CUDA activation: choose_backend reads only these attributes."""
+
+    is_cuda = True
+    requires_grad = False
+    dtype = torch.float16
+    device = torch.device("cpu")  # where the layout gets built
+    shape = (4096, 2048)
+
+    def numel(self) -> int:
+        return 4096 * 2048
+
+
+def test_auto_stays_dense_until_the_cost_model_is_measured(monkeypatch):
+    import strnn_fast.dispatch as dispatch
+
+    mask = np.zeros((2048, 2048), dtype=np.uint8)
+    mask[:512, :512] = 1  # tile density 1/16 at 64x64: the model's clear case for the kernels
+    layer = FastStrNN(2048, (), 2048, adjacency=mask, backend="auto").layers[0].half()
+    assert dispatch.COST_MODEL["measured"] is False  # the committed model: no GPU run yet
+    assert choose_backend(layer, _CudaLike()) == "dense"
+    monkeypatch.setitem(dispatch.COST_MODEL, "measured", True)
+    monkeypatch.setattr(dispatch, "default_block", lambda device: (64, 64))
+    assert choose_backend(layer, _CudaLike()) == "triton"
+
+
 @pytest.mark.parametrize(
     "change, error",
     [
