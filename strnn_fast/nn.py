@@ -264,7 +264,11 @@ class FastStrNN(Savable, nn.Module):
                              init=init, backend=self.backend)
             )
         self.layers = nn.ModuleList(layers)
-        if reorder if reorder is not None else self.backend == "triton":
+        if reorder is None:
+            reorder = self.backend == "triton"
+        if not isinstance(reorder, bool):
+            raise TypeError(f"reorder must be True, False or None, got {reorder!r}")
+        if reorder:
             from .reorder import reorder_model
 
             reorder_model(self)
