@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tolerances import assert_close
 
-from strnn_fast import FastStrNN
+from strnn_fast import FastStrNN, data
 from strnn_fast.activations import ACTIVATIONS
 from strnn_fast.layout import BlockLayout
 
@@ -42,11 +42,8 @@ def compiled_kernels():
 
 
 def random_dag(d: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    A = np.zeros((d, d), dtype=np.uint8)
-    for i in range(1, d):
-        A[i, rng.choice(i, size=min(i, int(rng.integers(2, 6))), replace=False)] = 1
-    return A
+    """Adjacency with 2-5 parents per node (fewer for the first ones), from the library's generator."""
+    return data.random_dag(d, parents=(2, 5), seed=seed).astype(np.uint8)
 
 
 def layer_problem(M, K, N, dtype, seed):

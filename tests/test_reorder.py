@@ -5,18 +5,19 @@ import numpy as np
 import pytest
 import torch
 
-from strnn_fast import FastStrNN, check_masks, factorize, path_counts
+from strnn_fast import FastStrNN, check_masks, data, factorize, path_counts
 from strnn_fast.layout import BlockLayout
-from strnn_fast.reorder import permute_layers, permute_masks, reorder_masks, reorder_model
+from strnn_fast.reorder import (
+    permute_layers,
+    permute_masks,
+    reorder_masks,
+    reorder_model,
+)
 
 
 def random_dag(d: int, seed: int) -> np.ndarray:
-    """Strictly lower-triangular adjacency with 2-5 parents per node (fewer for the first ones)."""
-    rng = np.random.default_rng(seed)
-    A = np.zeros((d, d), dtype=np.uint8)
-    for i in range(1, d):
-        A[i, rng.choice(i, size=min(i, int(rng.integers(2, 6))), replace=False)] = 1
-    return A
+    """Adjacency with 2-5 parents per node (fewer for the first ones), from the library's generator."""
+    return data.random_dag(d, parents=(2, 5), seed=seed).astype(np.uint8)
 
 
 CASES = [
