@@ -15,6 +15,13 @@ namespace strnn {
 
 inline std::size_t words_for(std::size_t bits) { return (bits + 63) / 64; }
 
+// Set bits among `words` packed words.
+inline std::size_t popcount(const std::uint64_t* r, std::size_t words) {
+  std::size_t n = 0;
+  for (std::size_t w = 0; w < words; ++w) n += static_cast<std::size_t>(__builtin_popcountll(r[w]));
+  return n;
+}
+
 class BitMatrix {
  public:
   BitMatrix() = default;
@@ -38,12 +45,10 @@ class BitMatrix {
     return false;
   }
 
-  std::size_t row_count(std::size_t i) const {
-    const std::uint64_t* r = row(i);
-    std::size_t n = 0;
-    for (std::size_t w = 0; w < words_; ++w) n += static_cast<std::size_t>(__builtin_popcountll(r[w]));
-    return n;
-  }
+  std::size_t row_count(std::size_t i) const { return popcount(row(i), words_); }
+
+  // Set bits of the whole matrix.
+  std::size_t count() const { return popcount(data_.data(), data_.size()); }
 
   // Calls f(j) for every set bit j of row i, in increasing order.
   template <class F>
@@ -68,17 +73,5 @@ class BitMatrix {
   std::size_t rows_ = 0, cols_ = 0, words_ = 0;
   std::vector<std::uint64_t> data_;
 };
-
-// a ⊆ b for two rows of `words` words.
-inline bool is_subset(const std::uint64_t* a, const std::uint64_t* b, std::size_t words) {
-  for (std::size_t w = 0; w < words; ++w)
-    if (a[w] & ~b[w]) return false;
-  return true;
-}
-
-// Unpacks `bits` bits of a packed row into 0/1 bytes.
-inline void expand_bits(const std::uint64_t* row, std::size_t bits, std::uint8_t* out) {
-  for (std::size_t j = 0; j < bits; ++j) out[j] = static_cast<std::uint8_t>((row[j >> 6] >> (j & 63)) & 1u);
-}
 
 }  // namespace strnn

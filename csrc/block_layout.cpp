@@ -17,17 +17,7 @@
 namespace strnn {
 
 std::size_t read_block(const py::handle& obj, const std::string& name) {
-  if (py::isinstance<py::bool_>(obj) || !py::isinstance<py::int_>(obj))
-    throw py::type_error(name + " must be an int, got " + std::string(py::repr(obj)));
-  long long v;
-  try {
-    v = obj.cast<long long>();
-  } catch (const py::cast_error&) {
-    throw py::value_error(name + " is too large");
-  }
-  if (v < 1 || v > kMaxBlock)
-    throw py::value_error(name + " must be in [1, " + std::to_string(kMaxBlock) + "], got " + std::to_string(v));
-  return static_cast<std::size_t>(v);
+  return static_cast<std::size_t>(read_int(obj, name, 1, kMaxBlock));
 }
 
 namespace {

@@ -124,70 +124,64 @@ Plan plan_greedy(const BitMatrix& adjacency, const std::vector<std::size_t>& wid
   return plan;
 }
 
-// masks[l][j, k] = pattern q_l[k] contains the class of column j. Masks are sparse and the
-// output arrives zeroed, so only the ones are scattered: O(nnz), not O(rows x width).
-void write_hidden_mask(const LayerPlan& layer, const std::vector<std::uint32_t>& colclass, std::uint8_t* out) {
-  const std::size_t width = layer.q.size(), classes = layer.patterns.cols();
-  std::vector<std::vector<std::uint32_t>> columns_of(classes);
-  for (std::size_t j = 0; j < colclass.size(); ++j) columns_of[colclass[j]].push_back(static_cast<std::uint32_t>(j));
-  // Units are split across threads, so every thread writes disjoint columns of `out`.
-  parallel_for(width, [&](std::size_t b, std::size_t e) {
-    for (std::size_t k = b; k < e; ++k)
-      layer.patterns.for_each_set(layer.q[k], [&](std::size_t c) {
-        for (auto j : columns_of[c]) out[j * width + k] = 1;
-      });
-  }, 256);
+// Row j of hidden mask l (j = an input or a unit of the previous layer, of class colclass[j])
+// holds the units whose pattern contains that class. Rows of one class are identical, so the
+// unit lists are built once per class, in increasing unit order.
+std::vector<std::vector<std::uint32_t>> units_by_class(const LayerPlan& layer) {
+  std::vector<std::vector<std::uint32_t>> units(layer.patterns.cols());
+  for (std::size_t k = 0; k < layer.q.size(); ++k)
+    layer.patterns.for_each_set(layer.q[k], [&](std::size_t c) { units[c].push_back(static_cast<std::uint32_t>(k)); });
+  return units;
 }
 
-// last[k, i] = output i contains pattern q[k].
-void write_output_mask(const LayerPlan& layer, std::size_t outputs, std::uint8_t* out) {
-  parallel_for(layer.q.size(), [&](std::size_t b, std::size_t e) {
-    for (std::size_t k = b; k < e; ++k) {
-      std::uint8_t* row = out + k * outputs;
-      layer.reach.for_each_set(layer.q[k], [&](std::size_t i) { row[i] = 1; });
-    }
-  }, 256);
+void write_masks(const BitMatrix& A, const Plan& plan, MaskChain& chain) {
+  if (plan.layers.empty()) {
+    // No hidden layer: the single mask is A itself, transposed (the reference crashes here).
+    const BitMatrix At = A.transposed();
+    chain.write(0, [&](std::size_t j, auto&& emit) { At.for_each_set(j, emit); });
+    return;
+  }
+  std::vector<std::uint32_t> colclass(A.cols());
+  for (std::size_t j = 0; j < colclass.size(); ++j) colclass[j] = static_cast<std::uint32_t>(j);
+  for (std::size_t l = 0; l < plan.layers.size(); ++l) {
+    const auto units = units_by_class(plan.layers[l]);
+    chain.write(l, [&](std::size_t j, auto&& emit) {
+      for (auto k : units[colclass[j]]) emit(k);
+    });
+    colclass = plan.layers[l].q;
+  }
+  // Output mask: row k holds the outputs that contain pattern q[k].
+  const LayerPlan& last = plan.layers.back();
+  chain.write(plan.layers.size(), [&](std::size_t k, auto&& emit) { last.reach.for_each_set(last.q[k], emit); });
 }
 
-py::tuple greedy_factorize(const py::handle& adjacency, const py::handle& hidden_sizes, bool refine) {
+double adjacency_paths(const BitMatrix& A) { return static_cast<double>(A.count()); }
+
+py::tuple greedy_factorize(const py::handle& adjacency, const py::handle& hidden_sizes, bool refine, bool sparse,
+                           const py::handle& max_bytes) {
   BitMatrix A = read_binary_matrix(adjacency, "adjacency");
   std::vector<std::size_t> widths = read_hidden_sizes(hidden_sizes, "hidden_sizes");
-  const std::size_t n_out = A.rows(), n_in = A.cols();
-
-  MaskChain chain(n_in, widths, n_out);
-  py::dict info;
-  if (widths.empty()) {
-    // No hidden layer: the single mask is A itself (the reference crashes here).
-    write_transposed(A, chain.data[0]);
-    double paths = 0;
-    for (std::size_t i = 0; i < n_out; ++i) paths += static_cast<double>(A.row_count(i));
-    info["paths"] = paths;
-    info["nonzero_rows"] = py::list();
-    info["refined"] = false;
-    return py::make_tuple(chain.to_list(), info);
-  }
-
+  MaskChain chain(A.cols(), widths, A.rows(), sparse, read_max_bytes(max_bytes));
   Plan plan;
   bool refined = false;
   {
     py::gil_scoped_release release;
-    plan = plan_greedy(A, widths, false);
-    if (refine) {
-      Plan better = plan_greedy(A, widths, true);
-      // Kept only when it has at least as many paths: the refinement must never lose to greedy.
-      if (better.paths >= plan.paths) {
-        refined = better.paths > plan.paths;
-        plan = std::move(better);
+    if (widths.empty()) {
+      plan.paths = adjacency_paths(A);
+    } else {
+      plan = plan_greedy(A, widths, false);
+      if (refine) {
+        Plan better = plan_greedy(A, widths, true);
+        // Kept only when it has at least as many paths: the refinement must never lose to greedy.
+        if (better.paths >= plan.paths) {
+          refined = better.paths > plan.paths;
+          plan = std::move(better);
+        }
       }
     }
-    std::vector<std::uint32_t> colclass(n_in);
-    for (std::size_t j = 0; j < n_in; ++j) colclass[j] = static_cast<std::uint32_t>(j);
-    for (std::size_t l = 0; l < plan.layers.size(); ++l) {
-      write_hidden_mask(plan.layers[l], colclass, chain.data[l]);
-      colclass = plan.layers[l].q;
-    }
-    write_output_mask(plan.layers.back(), n_out, chain.data.back());
+    write_masks(A, plan, chain);
   }
+  py::dict info;
   info["paths"] = plan.paths;
   py::list nz;
   for (auto n : plan.nonzero_rows) nz.append(n);
@@ -200,8 +194,9 @@ py::tuple greedy_factorize(const py::handle& adjacency, const py::handle& hidden
 
 void bind_greedy(py::module_& m) {
   m.def("greedy_factorize", &greedy_factorize, py::arg("adjacency"), py::arg("hidden_sizes"),
-        py::arg("refine") = false,
-        "Greedy factorization (Algorithm 1). Returns (masks, info); masks are uint8, input side first.");
+        py::arg("refine") = false, py::arg("sparse") = false, py::arg("max_bytes") = 0,
+        "Greedy factorization (Algorithm 1). Returns (masks, info); masks are uint8 arrays, input side first,\n"
+        "or with sparse=True CSR triples (indptr, indices, shape) of ones. max_bytes > 0 caps the output size.");
 }
 
 }  // namespace strnn

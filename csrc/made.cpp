@@ -9,7 +9,8 @@ namespace strnn {
 
 namespace {
 
-py::list made_factorize(const py::handle& adjacency, const py::handle& hidden_sizes) {
+py::list made_factorize(const py::handle& adjacency, const py::handle& hidden_sizes, bool sparse,
+                        const py::handle& max_bytes) {
   BitMatrix A = read_binary_matrix(adjacency, "adjacency");
   std::vector<std::size_t> widths = read_hidden_sizes(hidden_sizes, "hidden_sizes");
   const std::size_t d = A.rows();
@@ -19,27 +20,23 @@ py::list made_factorize(const py::handle& adjacency, const py::handle& hidden_si
       if (A.test(i, j) != (j < i))
         throw py::value_error("method='made' needs the full strictly lower-triangular adjacency "
                               "(A[i, j] = 1 iff j < i); use method='greedy' for other graphs");
-  MaskChain chain(d, widths, d);
-  std::vector<std::size_t> fan = {d};
-  fan.insert(fan.end(), widths.begin(), widths.end());
-  fan.push_back(d);
-  const std::vector<std::uint8_t*>& out = chain.data;
+  MaskChain chain(d, widths, d, sparse, read_max_bytes(max_bytes));
   {
     py::gil_scoped_release release;
-    auto degree = [&](std::size_t layer, std::size_t k) -> std::size_t {
-      return layer == 0 ? k : d - 1 - (k % d);  // layer 0 = inputs
-    };
+    // Degrees: input j has degree j; hidden unit k of every layer d-1-(k mod d). Hidden units
+    // take inputs of degree <= theirs; outputs need a strictly smaller degree.
     const std::size_t L = widths.size();
     for (std::size_t l = 0; l <= L; ++l) {
-      const std::size_t rows = fan[l], cols = fan[l + 1];
-      std::uint8_t* m = out[l];
-      for (std::size_t a = 0; a < rows; ++a) {
-        const std::size_t da = degree(l, a);
-        for (std::size_t b = 0; b < cols; ++b) {
-          // Hidden units take inputs of degree <= theirs; outputs need strictly smaller degree.
-          m[a * cols + b] = l == L ? (da < b) : (da <= degree(l + 1, b));
+      const std::size_t cols = l == L ? d : widths[l];
+      chain.write(l, [&](std::size_t a, auto&& emit) {
+        const std::size_t da = l == 0 ? a : d - 1 - (a % d);
+        if (l == L) {
+          for (std::size_t b = da + 1; b < cols; ++b) emit(b);
+        } else {
+          for (std::size_t b = 0; b < cols; ++b)
+            if (da <= d - 1 - (b % d)) emit(b);
         }
-      }
+      });
     }
   }
   return chain.to_list();
@@ -48,8 +45,10 @@ py::list made_factorize(const py::handle& adjacency, const py::handle& hidden_si
 }  // namespace
 
 void bind_made(py::module_& m) {
-  m.def("made_factorize", &made_factorize, py::arg("adjacency"), py::arg("hidden_sizes"),
-        "MADE's factorization of the full lower triangle. Returns uint8 masks, input side first.");
+  m.def("made_factorize", &made_factorize, py::arg("adjacency"), py::arg("hidden_sizes"), py::arg("sparse") = false,
+        py::arg("max_bytes") = 0,
+        "MADE's factorization of the full lower triangle. Returns uint8 masks, input side first (CSR triples\n"
+        "with sparse=True).");
 }
 
 }  // namespace strnn

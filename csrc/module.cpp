@@ -3,7 +3,9 @@
 #include "bindings.hpp"
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "strnn_fast C++ core: factorizers, mask checks and path counts (numpy in, numpy out).";
+  m.doc() =
+      "strnn_fast C++ core (numpy or scipy CSR in, numpy out): greedy/zuko/MADE factorizers with dense or\n"
+      "CSR masks, mask checks and path counts, block-CSR layouts of masks, and hidden-unit reordering.";
   strnn::bind_greedy(m);
   strnn::bind_zuko(m);
   strnn::bind_made(m);

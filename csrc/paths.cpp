@@ -11,24 +11,6 @@ namespace strnn {
 
 namespace {
 
-std::vector<BitMatrix> read_chain(const py::handle& obj) {
-  if (!py::isinstance<py::sequence>(obj) || py::isinstance<py::str>(obj) || py::isinstance<py::array>(obj))
-    throw py::type_error("masks must be a list of 2-D arrays");
-  auto seq = py::reinterpret_borrow<py::sequence>(obj);
-  if (py::len(seq) == 0) throw py::value_error("masks must not be empty");
-  std::vector<BitMatrix> chain;
-  std::size_t idx = 0;
-  for (auto item : seq) {
-    chain.push_back(read_binary_matrix(item, "masks[" + std::to_string(idx) + "]"));
-    if (idx > 0 && chain[idx - 1].cols() != chain[idx].rows())
-      throw py::value_error("masks[" + std::to_string(idx - 1) + "] has " + std::to_string(chain[idx - 1].cols()) +
-                            " columns but masks[" + std::to_string(idx) + "] has " +
-                            std::to_string(chain[idx].rows()) + " rows; masks are (fan_in x fan_out), input first");
-    ++idx;
-  }
-  return chain;
-}
-
 // Calls f(j, reach) with the set of outputs reachable from input j, for every input.
 template <class F>
 void for_each_input_reach(const std::vector<BitMatrix>& chain, F&& f) {
@@ -56,7 +38,7 @@ void for_each_input_reach(const std::vector<BitMatrix>& chain, F&& f) {
 }
 
 bool check_masks(const py::handle& masks, const py::handle& adjacency) {
-  std::vector<BitMatrix> chain = read_chain(masks);
+  std::vector<BitMatrix> chain = read_mask_chain(masks);
   BitMatrix A = read_binary_matrix(adjacency, "adjacency");
   if (A.rows() != chain.back().cols() || A.cols() != chain.front().rows())
     throw py::value_error("adjacency has shape (" + std::to_string(A.rows()) + ", " + std::to_string(A.cols()) +
@@ -80,7 +62,7 @@ bool check_masks(const py::handle& masks, const py::handle& adjacency) {
 }
 
 py::array_t<std::int64_t> path_counts(const py::handle& masks) {
-  std::vector<BitMatrix> chain = read_chain(masks);
+  std::vector<BitMatrix> chain = read_mask_chain(masks);
   const std::size_t n_in = chain.front().rows(), n_out = chain.back().cols();
   py::array_t<std::int64_t> result({static_cast<py::ssize_t>(n_out), static_cast<py::ssize_t>(n_in)});
   std::int64_t* out = result.mutable_data();
@@ -117,7 +99,7 @@ py::array_t<std::int64_t> path_counts(const py::handle& masks) {
 
 // Total number of input->output paths (Eq. 2) without forming the n_out x n_in matrix.
 double connections(const py::handle& masks) {
-  std::vector<BitMatrix> chain = read_chain(masks);
+  std::vector<BitMatrix> chain = read_mask_chain(masks);
   std::vector<double> v(chain.front().rows(), 1.0);
   {
     py::gil_scoped_release release;

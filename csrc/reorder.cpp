@@ -27,22 +27,6 @@ namespace {
 
 using Order = std::vector<std::uint32_t>;  // new position -> original unit
 
-// Rows of packed bits with a fixed number of words per row.
-struct Bits {
-  std::size_t words = 0;
-  std::vector<std::uint64_t> data;
-  Bits(std::size_t rows, std::size_t bits) : words(words_for(bits)), data(rows * words_for(bits), 0) {}
-  std::uint64_t* row(std::size_t i) { return data.data() + i * words; }
-  const std::uint64_t* row(std::size_t i) const { return data.data() + i * words; }
-  void set(std::size_t i, std::size_t j) { row(i)[j >> 6] |= std::uint64_t{1} << (j & 63); }
-};
-
-std::size_t popcount(const std::uint64_t* r, std::size_t words) {
-  std::size_t n = 0;
-  for (std::size_t w = 0; w < words; ++w) n += static_cast<std::size_t>(__builtin_popcountll(r[w]));
-  return n;
-}
-
 // Lexicographic comparison reading the highest bit first, so that nested prefixes {0..i} (the
 // rows of a lower triangle) sort as a staircase.
 bool lex_less(const std::uint64_t* a, const std::uint64_t* b, std::size_t words) {
@@ -56,31 +40,31 @@ bool lex_less(const std::uint64_t* a, const std::uint64_t* b, std::size_t words)
 std::uint64_t count_tiles(const BitMatrix& m, const std::vector<std::uint32_t>& row_pos,
                           const std::vector<std::uint32_t>& col_pos, std::size_t bi, std::size_t bo) {
   const std::size_t n_rb = ceil_div(m.rows(), bi), n_cb = ceil_div(m.cols(), bo);
-  Bits tiles(n_rb, n_cb);
+  BitMatrix tiles(n_rb, n_cb);
   for (std::size_t r = 0; r < m.rows(); ++r)
     m.for_each_set(r, [&](std::size_t c) { tiles.set(row_pos[r] / bi, col_pos[c] / bo); });
-  return popcount(tiles.data.data(), tiles.data.size());
+  return tiles.count();
 }
 
 // The block signatures of the units of one hidden layer, given the orders of its neighbours.
 struct Layer {
   std::size_t units;
-  Bits in_sig, out_sig;  // tiles read in the previous layer / fed in the next layer
-  Bits in_pat;           // exact input pattern, in the previous layer's current positions
+  BitMatrix in_sig, out_sig;  // tiles read in the previous layer / fed in the next layer
+  BitMatrix in_pat;           // exact input pattern, in the previous layer's current positions
   std::size_t bo, bi;    // this layer is grouped by bo as an output and by bi as an input
 
   std::uint64_t cost(const Order& order) const {
     return chunk_cost(order, in_sig, bo) + chunk_cost(order, out_sig, bi);
   }
 
-  static std::uint64_t chunk_cost(const Order& order, const Bits& sig, std::size_t chunk) {
-    std::vector<std::uint64_t> acc(sig.words);
+  static std::uint64_t chunk_cost(const Order& order, const BitMatrix& sig, std::size_t chunk) {
+    std::vector<std::uint64_t> acc(sig.words());
     std::uint64_t total = 0;
     for (std::size_t s = 0; s < order.size(); s += chunk) {
       std::fill(acc.begin(), acc.end(), 0);
       for (std::size_t k = s; k < std::min(order.size(), s + chunk); ++k) {
         const std::uint64_t* r = sig.row(order[k]);
-        for (std::size_t w = 0; w < sig.words; ++w) acc[w] |= r[w];
+        for (std::size_t w = 0; w < sig.words(); ++w) acc[w] |= r[w];
       }
       total += popcount(acc.data(), acc.size());
     }
@@ -98,7 +82,7 @@ Order sorted_by(std::size_t n, const std::function<bool(std::uint32_t, std::uint
 // Greedy clustering: walk `seed_order`; each chunk starts from the first free unit and grows by
 // the unit, among the next `window` free ones, that adds the fewest new tiles to the chunk.
 Order cluster(const Layer& L, const Order& seed_order, std::size_t chunk, std::size_t window) {
-  const std::size_t n = seed_order.size(), wi = L.in_sig.words, wo = L.out_sig.words;
+  const std::size_t n = seed_order.size(), wi = L.in_sig.words(), wo = L.out_sig.words();
   std::vector<char> taken(n, 0);
   std::vector<std::uint64_t> acc_in(wi), acc_out(wo);
   Order out;
@@ -178,7 +162,8 @@ class Reorderer {
     const BitMatrix& prev = trans_[h - 1];  // unit -> its inputs in layer h-1
     const BitMatrix& next = chain_[h];      // unit -> its outputs in layer h+1
     const std::size_t n = next.rows();
-    Layer L{n, Bits(n, ceil_div(prev.cols(), bi_)), Bits(n, ceil_div(next.cols(), bo_)), Bits(n, prev.cols()), bo_, bi_};
+    Layer L{n, BitMatrix(n, ceil_div(prev.cols(), bi_)), BitMatrix(n, ceil_div(next.cols(), bo_)),
+            BitMatrix(n, prev.cols()), bo_, bi_};
     for (std::size_t u = 0; u < n; ++u) {
       prev.for_each_set(u, [&](std::size_t c) {
         L.in_sig.set(u, pos_[h - 1][c] / bi_);
@@ -193,18 +178,18 @@ class Reorderer {
     const Layer L = signatures(h);
     const std::size_t n = L.units;
     auto by_pattern = [&](std::uint32_t a, std::uint32_t b) {
-      if (lex_less(L.in_pat.row(a), L.in_pat.row(b), L.in_pat.words)) return true;
-      if (lex_less(L.in_pat.row(b), L.in_pat.row(a), L.in_pat.words)) return false;
-      return lex_less(L.out_sig.row(a), L.out_sig.row(b), L.out_sig.words);
+      if (lex_less(L.in_pat.row(a), L.in_pat.row(b), L.in_pat.words())) return true;
+      if (lex_less(L.in_pat.row(b), L.in_pat.row(a), L.in_pat.words())) return false;
+      return lex_less(L.out_sig.row(a), L.out_sig.row(b), L.out_sig.words());
     };
     auto by_degree = [&](std::uint32_t a, std::uint32_t b) {
-      const std::size_t da = popcount(L.in_pat.row(a), L.in_pat.words), db = popcount(L.in_pat.row(b), L.in_pat.words);
+      const std::size_t da = popcount(L.in_pat.row(a), L.in_pat.words()), db = popcount(L.in_pat.row(b), L.in_pat.words());
       return da != db ? da < db : by_pattern(a, b);
     };
     auto by_signature = [&](std::uint32_t a, std::uint32_t b) {
-      if (lex_less(L.in_sig.row(a), L.in_sig.row(b), L.in_sig.words)) return true;
-      if (lex_less(L.in_sig.row(b), L.in_sig.row(a), L.in_sig.words)) return false;
-      return lex_less(L.out_sig.row(a), L.out_sig.row(b), L.out_sig.words);
+      if (lex_less(L.in_sig.row(a), L.in_sig.row(b), L.in_sig.words())) return true;
+      if (lex_less(L.in_sig.row(b), L.in_sig.row(a), L.in_sig.words())) return false;
+      return lex_less(L.out_sig.row(a), L.out_sig.row(b), L.out_sig.words());
     };
     const Order pattern = sorted_by(n, by_pattern), signature = sorted_by(n, by_signature);
     const std::size_t window = 256;
@@ -237,33 +222,13 @@ class Reorderer {
   std::vector<std::string> methods_;
 };
 
-std::vector<BitMatrix> read_masks(const py::handle& obj) {
-  if (!py::isinstance<py::sequence>(obj) || py::isinstance<py::str>(obj) || py::isinstance<py::array>(obj))
-    throw py::type_error("masks must be a list of 2-D arrays");
-  std::vector<BitMatrix> chain;
-  std::size_t idx = 0;
-  for (auto item : py::reinterpret_borrow<py::sequence>(obj)) {
-    chain.push_back(read_binary_matrix(item, "masks[" + std::to_string(idx) + "]"));
-    if (idx > 0 && chain[idx - 1].cols() != chain[idx].rows())
-      throw py::value_error("masks[" + std::to_string(idx - 1) + "] has " + std::to_string(chain[idx - 1].cols()) +
-                            " columns but masks[" + std::to_string(idx) + "] has " + std::to_string(chain[idx].rows()) +
-                            " rows; masks are (fan_in x fan_out), input first");
-    ++idx;
-  }
-  if (chain.empty()) throw py::value_error("masks must not be empty");
-  for (const auto& m : chain)
-    if (m.rows() > 0xFFFFFFFFu || m.cols() > 0xFFFFFFFFu) throw py::value_error("masks are too large to reorder");
-  return chain;
-}
-
 py::dict reorder_hidden(const py::handle& masks, const py::handle& block_out, const py::handle& block_in,
                         const py::handle& sweeps) {
-  std::vector<BitMatrix> chain = read_masks(masks);
+  std::vector<BitMatrix> chain = read_mask_chain(masks);
+  for (const auto& m : chain)
+    if (m.rows() > 0xFFFFFFFFu || m.cols() > 0xFFFFFFFFu) throw py::value_error("masks are too large to reorder");
   const std::size_t bo = read_block(block_out, "block_out"), bi = read_block(block_in, "block_in");
-  if (py::isinstance<py::bool_>(sweeps) || !py::isinstance<py::int_>(sweeps))
-    throw py::type_error("sweeps must be an int, got " + std::string(py::repr(sweeps)));
-  const long long n_sweeps = sweeps.cast<long long>();
-  if (n_sweeps < 0 || n_sweeps > 100) throw py::value_error("sweeps must be in [0, 100], got " + std::to_string(n_sweeps));
+  const long long n_sweeps = read_int(sweeps, "sweeps", 0, 100);
   const std::size_t L = chain.size();
   std::vector<std::uint64_t> before, after;
   std::vector<Order> orders;

@@ -1,26 +1,40 @@
-"""Type stub for the C++ core (numpy in, numpy out; the GIL is released while it computes)."""
+"""Type stub for the C++ core (numpy or scipy CSR in, numpy out; the GIL is released while it computes).
+
+Every binary-matrix argument (adjacency, masks, mask) is a 2-D numpy array of 0/1 values or a
+scipy CSR matrix (``format == "csr"``) whose stored values are 0 or 1 (csrc/arrays.cpp).
+"""
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import numpy.typing as npt
 
-# --- factorizers (csrc/greedy.cpp, zuko.cpp, made.cpp) ---
+BinaryMatrix = Any  # numpy array or scipy.sparse CSR matrix/array of 0/1 values
+# With sparse=True each mask is a CSR triple (indptr, indices, (rows, cols)) of ones; indptr and
+# indices are int32, or int64 beyond 2**31 - 1 nonzeros.
+CsrTriple = tuple[npt.NDArray[Union[np.int32, np.int64]], npt.NDArray[Union[np.int32, np.int64]], tuple[int, int]]
+Mask = Union[npt.NDArray[np.uint8], CsrTriple]
+
+# --- factorizers (csrc/greedy.cpp, zuko.cpp, made.cpp); max_bytes > 0 caps the output's bytes ---
 def greedy_factorize(
-    adjacency: npt.NDArray[Any], hidden_sizes: Sequence[int], refine: bool = False
-) -> tuple[list[npt.NDArray[np.uint8]], dict[str, Any]]: ...
-def zuko_factorize(adjacency: npt.NDArray[Any], hidden_sizes: Sequence[int]) -> list[npt.NDArray[np.uint8]]: ...
-def made_factorize(adjacency: npt.NDArray[Any], hidden_sizes: Sequence[int]) -> list[npt.NDArray[np.uint8]]: ...
+    adjacency: BinaryMatrix, hidden_sizes: Sequence[int], refine: bool = False, sparse: bool = False, max_bytes: int = 0
+) -> tuple[list[Mask], dict[str, Any]]: ...
+def zuko_factorize(
+    adjacency: BinaryMatrix, hidden_sizes: Sequence[int], sparse: bool = False, max_bytes: int = 0
+) -> list[Mask]: ...
+def made_factorize(
+    adjacency: BinaryMatrix, hidden_sizes: Sequence[int], sparse: bool = False, max_bytes: int = 0
+) -> list[Mask]: ...
 
 # --- paths (csrc/paths.cpp) ---
-def check_masks(masks: Sequence[npt.NDArray[Any]], adjacency: npt.NDArray[Any]) -> bool: ...
-def path_counts(masks: Sequence[npt.NDArray[Any]]) -> npt.NDArray[np.int64]: ...
-def connections(masks: Sequence[npt.NDArray[Any]]) -> float: ...
+def check_masks(masks: Sequence[BinaryMatrix], adjacency: BinaryMatrix) -> bool: ...
+def path_counts(masks: Sequence[BinaryMatrix]) -> npt.NDArray[np.int64]: ...
+def connections(masks: Sequence[BinaryMatrix]) -> float: ...
 
 # --- block layouts (csrc/block_layout.cpp) ---
-def block_layout(mask: npt.NDArray[Any], block_out: int, block_in: int) -> dict[str, Any]:
+def block_layout(mask: BinaryMatrix, block_out: int, block_in: int) -> dict[str, Any]:
     """row_ptr, col_idx, tile_row, t_row_ptr, t_col_idx (int32 arrays) and grid (row blocks, column blocks)."""
 
 # --- hidden-unit reordering (csrc/reorder.cpp) ---
-def reorder_hidden(masks: Sequence[npt.NDArray[Any]], block_out: int, block_in: int, sweeps: int = 3) -> dict[str, Any]:
+def reorder_hidden(masks: Sequence[BinaryMatrix], block_out: int, block_in: int, sweeps: int = 3) -> dict[str, Any]:
     """perms (int64 arrays, new position -> old unit), tiles_before, tiles_after (lists of int), methods (list of str)."""

@@ -30,9 +30,10 @@ def as_binary_matrix(value: Any, name: str = "adjacency", *, allow_zero: bool = 
         raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
     if arr.dtype.kind == "f" and np.isnan(arr).any():
         raise ValueError(f"{name} contains NaN; it must be binary (0/1)")
-    if not np.isin(arr, (0, 1)).all():
-        bad = arr[~np.isin(arr, (0, 1))].flat[0]
-        raise ValueError(f"{name} must be binary (every entry 0 or 1), found {bad!r}")
+    if arr.dtype.kind != "b":  # bools are binary; two comparisons beat np.isin by ~10x at d=10,000
+        not_binary = (arr != 0) & (arr != 1)
+        if not_binary.any():
+            raise ValueError(f"{name} must be binary (every entry 0 or 1), found {arr[not_binary].flat[0]!r}")
     out = arr.astype(np.uint8, copy=False)
     if not allow_zero and not out.any():
         raise ValueError(f"{name} is all zero: no output may depend on any input, so there is nothing to learn")
@@ -72,3 +73,38 @@ def choice(value: Any, options: Sequence[str], name: str) -> str:
     if key not in options:
         raise ValueError(f"unknown {name} {value!r}; expected one of: {', '.join(options)}")
     return key
+
+
+def as_binary_sparse(value: Any, name: str = "adjacency", *, allow_zero: bool = False) -> Any:
+    """Returns a scipy sparse `value` as a canonical uint8 ``scipy.sparse.csr_array`` of ones.
+
+    The sparse twin of :func:`as_binary_matrix`: any scipy sparse format is accepted, duplicates
+    are summed (as scipy defines them) before the 0/1 check, and stored zeros are dropped. The
+    input is never modified.
+
+    Example:
+        >>> import scipy.sparse as sp
+        >>> as_binary_sparse(sp.coo_array(([1.0, 0.0], ([1, 0], [0, 1])), shape=(2, 2))).nnz
+        1
+    """
+    import scipy.sparse as sp
+
+    if value.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_out x n_in), got shape {value.shape}")
+    if value.dtype == object or value.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold bool, integer or float values, got dtype {value.dtype}")
+    if 0 in value.shape:
+        raise ValueError(f"{name} must not be empty, got shape {value.shape}")
+    out = sp.csr_array(value, copy=True)
+    out.sum_duplicates()
+    data = out.data
+    if data.dtype.kind == "f" and np.isnan(data).any():
+        raise ValueError(f"{name} contains NaN; it must be binary (0/1)")
+    if not np.isin(data, (0, 1)).all():
+        bad = data[~np.isin(data, (0, 1))][0]
+        raise ValueError(f"{name} must be binary (every entry 0 or 1), found {bad!r}")
+    out.eliminate_zeros()
+    out = out.astype(np.uint8, copy=False)
+    if not allow_zero and out.nnz == 0:
+        raise ValueError(f"{name} is all zero: no output may depend on any input, so there is nothing to learn")
+    return out
