@@ -240,7 +240,7 @@ MaskChain::MaskChain(std::size_t n_in, const std::vector<std::size_t>& widths, s
   }
   if (max_bytes_ && used > max_bytes_)
     throw py::value_error("hidden_sizes: the dense masks would take " + std::to_string(used) +
-                          " bytes, above max_bytes=" + std::to_string(max_bytes_));
+                          " bytes, above max_bytes=" + std::to_string(max_bytes_) + "; pass a larger max_bytes");
   for (std::size_t l = 0; l < size(); ++l) {
     dense_.push_back(zeros_u8(fan_[l], fan_[l + 1]));
     data_.push_back(dense_.back().mutable_data());
@@ -251,7 +251,7 @@ void MaskChain::account(std::size_t l, std::uint64_t bytes) {
   used_bytes_ += bytes;
   if (max_bytes_ && used_bytes_ > max_bytes_)
     throw py::value_error("hidden_sizes: the sparse masks up to masks[" + std::to_string(l) + "] would take " +
-                          std::to_string(used_bytes_) + " bytes, above max_bytes=" + std::to_string(max_bytes_));
+                          std::to_string(used_bytes_) + " bytes, above max_bytes=" + std::to_string(max_bytes_) + "; pass a larger max_bytes");
 }
 
 py::list MaskChain::to_list() {

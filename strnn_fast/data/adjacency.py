@@ -23,7 +23,8 @@ def random_dag(
     parents: int | tuple[int, int] | None = None,
     seed: Any = None,
     ordered: bool = True,
-) -> np.ndarray:
+    sparse: bool = False,
+) -> Any:
     r"""Random DAG on ``d`` variables, drawn over the order 0, 1, ..., d-1 and then optionally shuffled.
 
     Arguments:
@@ -35,9 +36,11 @@ def random_dag(
         seed: anything ``numpy.random.default_rng`` accepts.
         ordered: if False, relabel the variables with a random permutation, so index order is no
             longer a topological order.
+        sparse: return a ``scipy.sparse.csr_array`` (bool) instead, the same graph for the same
+            seed; with ``parents`` no dense (d, d) array is made, so d can be large.
 
     Returns:
-        (d, d) bool array.
+        (d, d) bool array, or a CSR array with ``sparse=True``.
 
     Example:
         >>> random_dag(4, parents=3).astype(int)
@@ -49,19 +52,36 @@ def random_dag(
     d = as_positive_int(d, "d")
     if (density is None) == (parents is None):
         raise ValueError("give exactly one of density and parents")
+    if not isinstance(sparse, bool):
+        raise TypeError(f"sparse must be a bool, got {sparse!r}")
     rng = np.random.default_rng(seed)
     if density is not None:
         _check_probability(density, "density")
         A = np.tril(rng.random((d, d)) < density, k=-1)
     else:
         lo, hi = _parent_range(parents)
-        A = np.zeros((d, d), dtype=bool)
+        rows, cols = [], []
         for i in range(1, d):
             k = min(int(rng.integers(lo, hi + 1)), i)
-            A[i, rng.choice(i, size=k, replace=False)] = True
+            cols.append(rng.choice(i, size=k, replace=False))
+            rows.append(np.full(k, i))
+        edges = (np.concatenate(rows or [[]]).astype(np.int64), np.concatenate(cols or [[]]).astype(np.int64))
+        if sparse:
+            import scipy.sparse
+
+            A = scipy.sparse.csr_array((np.ones(edges[0].size, dtype=bool), edges), shape=(d, d))
+        else:
+            A = np.zeros((d, d), dtype=bool)
+            A[edges] = True
+    if sparse and isinstance(A, np.ndarray):
+        import scipy.sparse
+
+        A = scipy.sparse.csr_array(A)
     if not ordered:
         perm = rng.permutation(d)
-        A = A[np.ix_(perm, perm)]
+        A = A[perm][:, perm] if sparse else A[np.ix_(perm, perm)]
+    if sparse:
+        A.sort_indices()
     return A
 
 
