@@ -45,6 +45,7 @@ def factorize(
     *,
     sparse: bool = False,
     max_bytes: int | None = None,
+    strict: bool = True,
     **options: Any,
 ) -> list[Any]:
     r"""Factorizes ``adjacency`` (n_out x n_in) into len(hidden_sizes)+1 uint8 masks.
@@ -60,6 +61,8 @@ def factorize(
             the environment variable ``STRNN_FAST_MAX_BYTES``, else 4 GiB. The estimate is
             exact for dense masks and a lower bound for sparse ones, whose exact size is checked
             again before their index arrays are allocated.
+        strict: raise when the hidden layers are too narrow to represent the adjacency exactly;
+            ``strict=False`` returns the (then invalid) masks as the reference's factorizers do.
         options: greedy: ``improve`` (bool). exact: ``var_penalty``, ``time_limit``.
 
     Returns:
@@ -77,8 +80,9 @@ def factorize(
         ('csr_array', dtype('uint8'), (3, 4))
     """
     method = choice(method, METHODS, "method")
-    if not isinstance(sparse, bool):
-        raise TypeError(f"sparse must be a bool, got {sparse!r}")
+    for flag, value in (("sparse", sparse), ("strict", strict)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be a bool, got {value!r}")
     A = _as_adjacency(adjacency, "adjacency")
     sizes = as_sizes(hidden_sizes)
     limit = memory_limit(max_bytes)
@@ -115,7 +119,7 @@ def factorize(
     need = _required_width(A, method)
     # Wide enough layers are valid by construction (every nonzero row gets a unit); narrower ones
     # may still work, so only they pay for the full check.
-    if min(sizes, default=need) < need and not _C.check_masks(masks, A):
+    if strict and min(sizes, default=need) < need and not _C.check_masks(masks, A):
         raise ValueError(
             f"hidden_sizes={sizes} is too narrow to represent the adjacency exactly with "
             f"method={method!r}: every hidden layer needs at least {need} units "

@@ -1,0 +1,292 @@
+"""strnn_fast.compat against the reference: its own unit tests, ported, and random conformance.
+
+The first block ports the factorizer and check_masks tests of the reference repository
+(rgklab/StructuredNNs, test/factorizers/test_factorizers.py, test_greedy.py, test_made.py,
+test_zuko.py and the factorization tests of test/models/test_strnn.py; the expected masks are
+theirs), run against our compat module instead of ``strnn``.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from strnn_fast import FastStrNN
+from strnn_fast.compat import GreedyFactorizer, MADEFactorizer, StrNN, ZukoFactorizer, check_masks
+
+# --- ported from rgklab/StructuredNNs (credit: the StrNN authors) ---
+
+strnn_adjacency = np.array([
+    [0, 0, 0, 0],
+    [1, 0, 0, 0],
+    [0, 0, 0, 0],
+    [0, 1, 1, 0],
+])
+
+greedy_mask_0 = np.array([
+    [1, 0, 1, 0, 1],
+    [0, 1, 0, 1, 0],
+    [0, 1, 0, 1, 0],
+    [0, 0, 0, 0, 0],
+])
+
+greedy_mask_1 = np.array([
+    [1, 0, 1, 0, 1],
+    [0, 1, 0, 1, 0],
+    [1, 0, 1, 0, 1],
+    [0, 1, 0, 1, 0],
+    [1, 0, 1, 0, 1],
+])
+
+greedy_mask_2 = np.array([
+    [0, 1, 0, 0],
+    [0, 0, 0, 1],
+    [0, 1, 0, 0],
+    [0, 0, 0, 1],
+    [0, 1, 0, 0],
+])
+
+greedy_factor_adjacency = np.array([
+    [0, 0, 0, 0, 0],
+    [1, 0, 0, 0, 0],
+    [1, 0, 0, 0, 0],
+    [0, 1, 0, 0, 0],
+    [0, 1, 1, 1, 0],
+])
+
+# M1 (n_out x n_hidden) and M2 (n_hidden x n_in) of one greedy layer with 7 hidden units.
+greedy_factor_mask_0 = np.array([
+    [0, 0, 0, 0, 0, 0, 0],
+    [1, 1, 0, 0, 1, 1, 0],
+    [1, 1, 0, 0, 1, 1, 0],
+    [0, 0, 1, 0, 0, 0, 1],
+    [0, 0, 1, 1, 0, 0, 1],
+])
+
+greedy_factor_mask_1 = np.array([
+    [1, 0, 0, 0, 0],
+    [1, 0, 0, 0, 0],
+    [0, 1, 0, 0, 0],
+    [0, 1, 1, 1, 0],
+    [1, 0, 0, 0, 0],
+    [1, 0, 0, 0, 0],
+    [0, 1, 0, 0, 0],
+])
+
+made_adjacency = np.tril(np.ones((4, 4), dtype=int), -1)
+
+made_mask_0 = np.array([
+    [1, 1, 1, 1],
+    [1, 1, 1, 0],
+    [1, 1, 0, 0],
+    [1, 0, 0, 0],
+])
+
+made_mask_1 = np.array([
+    [1, 0, 0, 0],
+    [1, 1, 0, 0],
+    [1, 1, 1, 0],
+    [1, 1, 1, 1],
+])
+
+made_mask_2 = np.array([
+    [0, 0, 0, 0],
+    [0, 0, 0, 1],
+    [0, 0, 1, 1],
+    [0, 1, 1, 1],
+])
+
+zuko_mask_0 = np.array([
+    [0, 1, 0, 1],
+    [1, 0, 1, 0],
+    [1, 0, 1, 0],
+    [0, 0, 0, 0],
+])
+
+zuko_mask_1 = np.array([
+    [1, 0, 1, 0],
+    [0, 1, 0, 1],
+    [1, 0, 1, 0],
+    [0, 1, 0, 1],
+])
+
+zuko_mask_2 = np.array([
+    [0, 0, 0, 1],
+    [0, 1, 0, 0],
+    [0, 0, 0, 1],
+    [0, 1, 0, 0],
+])
+
+
+def test_strnn_check_masks_valid():
+    """Valid masks give a positive check (the reference wraps the adjacency in a list)."""
+    masks = [greedy_mask_0, greedy_mask_1, greedy_mask_2]
+    assert check_masks(masks, [strnn_adjacency]) is True
+
+
+def test_strnn_check_masks_valid_subopt():
+    """Suboptimal but valid masks give a positive check."""
+    subopt_mask = greedy_mask_1.copy()
+    subopt_mask[0][0] = 0
+    assert check_masks([greedy_mask_0, subopt_mask, greedy_mask_2], [strnn_adjacency]) is True
+
+
+def test_strnn_check_masks_invalid():
+    """Invalid masks give a negative check."""
+    invalid_mask = greedy_mask_1.copy()
+    invalid_mask[0][1] = 1
+    assert check_masks([greedy_mask_0, invalid_mask, greedy_mask_2], [strnn_adjacency]) is False
+
+
+def test_greedy_fac_single_layer():
+    """One greedy layer. The reference tests its private _factorize_single_mask_greedy (M1, M2);
+    through the public API those are the transposed output and input masks of one hidden layer."""
+    masks = GreedyFactorizer(greedy_factor_adjacency).factorize([7])
+    assert np.all(masks[1].T == greedy_factor_mask_0)
+    assert np.all(masks[0].T == greedy_factor_mask_1)
+
+
+def test_greedy_fac():
+    """Multi-layer greedy factorization."""
+    masks = GreedyFactorizer(strnn_adjacency).factorize([5, 5])
+    assert np.all(masks[0] == greedy_mask_0)
+    assert np.all(masks[1] == greedy_mask_1)
+    assert np.all(masks[2] == greedy_mask_2)
+
+
+def test_strnn_factorization_made():
+    """MADE factorization."""
+    masks = MADEFactorizer(made_adjacency).factorize([4, 4])
+    assert np.all(masks[0] == made_mask_0)
+    assert np.all(masks[1] == made_mask_1)
+    assert np.all(masks[2] == made_mask_2)
+
+
+def test_strnn_factorization_zuko():
+    """Zuko factorization."""
+    masks = ZukoFactorizer(strnn_adjacency).factorize([4, 4])
+    assert np.all(masks[0] == zuko_mask_0)
+    assert np.all(masks[1] == zuko_mask_1)
+    assert np.all(masks[2] == zuko_mask_2)
+
+
+def test_strnn_empty_adjacency():
+    """Non-MADE factorization without an adjacency is refused."""
+    with pytest.raises(ValueError):
+        StrNN(4, [4, 4], 4, opt_type="greedy", adjacency=None)
+
+
+def test_strnn_empty_adjacency_made():
+    """Without an adjacency, MADE defaults to the full lower triangle."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        strnn = StrNN(4, [4, 4], 4, opt_type="MADE", adjacency=None)
+    assert np.all(strnn.A == np.tril(np.ones((4, 4)), -1))
+
+
+def test_strnn_precomputed_erroneous():
+    """Incorrect precomputed masks are refused (ValueError here; the reference asserts)."""
+    incorrect_masks = [np.ones_like(strnn_adjacency), np.ones_like(strnn_adjacency)]
+    with pytest.raises(ValueError):
+        StrNN(nin=4, hidden_sizes=[4, 4], nout=4, adjacency=strnn_adjacency, precomputed_masks=incorrect_masks)
+
+
+def test_strnn_masks_multiple_outputs():
+    """nout a multiple of the adjacency's side tiles the last mask."""
+    strnn = StrNN(4, [5, 5], 8, adjacency=strnn_adjacency)
+    assert np.all(strnn.masks[-1] == np.concatenate([greedy_mask_2] * 2, axis=1))
+
+
+@pytest.mark.parametrize(
+    "opt_type, hidden, expected",
+    [("greedy", [5, 5], (greedy_mask_0, greedy_mask_1, greedy_mask_2)),
+     ("MADE", [4, 4], (made_mask_0, made_mask_1, made_mask_2)),
+     ("Zuko", [4, 4], (zuko_mask_0, zuko_mask_1, zuko_mask_2))],
+)
+def test_strnn_factorization(opt_type, hidden, expected):
+    """StrNN's masks for each opt_type (the reference's test_strnn_factorization_*)."""
+    adjacency = made_adjacency if opt_type == "MADE" else strnn_adjacency
+    strnn = StrNN(4, hidden, 4, opt_type=opt_type, adjacency=adjacency)
+    for mask, want in zip(strnn.masks, expected):
+        assert np.all(mask == want)
+
+
+# --- ours: the compat module against the installed reference on random inputs ---
+
+ref = pytest.importorskip("strnn.factorizers", reason="install strnn==0.2.0 --no-deps")
+
+
+def _random_adjacency(rng: np.random.Generator) -> np.ndarray:
+    n_out, n_in = int(rng.integers(1, 25)), int(rng.integers(1, 25))
+    A = (rng.random((n_out, n_in)) < rng.random()).astype(rng.choice([np.float64, np.int64]))
+    if n_out > 2:
+        A[rng.integers(n_out)] = 0
+    if not A.any():
+        A[rng.integers(n_out), rng.integers(n_in)] = 1
+    return A
+
+
+@pytest.mark.parametrize("name", ["GreedyFactorizer", "ZukoFactorizer"])
+def test_same_masks_and_dtypes_as_reference(name: str) -> None:
+    """Values and dtypes equal the reference's, for wide and for too-narrow layers alike."""
+    rng = np.random.default_rng(len(name))
+    ours_cls, ref_cls = {"GreedyFactorizer": GreedyFactorizer, "ZukoFactorizer": ZukoFactorizer}[name], getattr(ref, name)
+    narrow = 0
+    for _ in range(80):
+        A = _random_adjacency(rng)
+        hidden = [int(h) for h in rng.integers(1, 2 * A.shape[0] + 4, size=rng.integers(1, 4))]
+        expected = ref_cls(A).factorize(hidden)
+        got = ours_cls(A, {"var_penalty_weight": 0.0}).factorize(hidden)
+        assert [m.dtype for m in got] == [m.dtype for m in expected]
+        for g, e in zip(got, expected):
+            np.testing.assert_array_equal(g, e)
+        assert check_masks(got, A) == ref.check_masks(expected, A)
+        narrow += not ref.check_masks(expected, A)
+    assert narrow > 0  # the too-narrow case was exercised
+
+
+@pytest.mark.parametrize("d, hidden", [(3, [3]), (2, [2, 5]), (5, [5]), (7, [20, 9, 7])])
+def test_made_same_as_reference(d: int, hidden: list[int]) -> None:
+    A = np.tril(np.ones((d, d)), -1)
+    expected = ref.MADEFactorizer(A).factorize(hidden)
+    got = MADEFactorizer(A).factorize(hidden)
+    assert [m.dtype for m in got] == [m.dtype for m in expected]
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_made_rejects_other_graphs_at_construction() -> None:
+    with pytest.raises(ValueError, match="lower-triangular"):
+        MADEFactorizer(strnn_adjacency)
+
+
+def test_check_masks_agrees_with_reference_on_broken_masks() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        A = _random_adjacency(rng)
+        masks = [m.copy() for m in ref.GreedyFactorizer(A).factorize([A.shape[0] + 2])]
+        layer = int(rng.integers(len(masks)))
+        i, j = rng.integers(masks[layer].shape[0]), rng.integers(masks[layer].shape[1])
+        masks[layer][i, j] = 1 - masks[layer][i, j]
+        assert check_masks(masks, A) == ref.check_masks(masks, A)
+
+
+def test_strnn_defaults_are_the_reference_ones() -> None:
+    """Kaiming (nn.Linear) initialization and the reference's opt_args, else FastStrNN itself."""
+    A = np.tril(np.ones((5, 5)), -1)
+    torch.manual_seed(0)
+    ours = StrNN(5, [9, 9], 5, adjacency=A)
+    torch.manual_seed(0)
+    plain = FastStrNN(5, [9, 9], 5, adjacency=A, init="kaiming")
+    assert ours.opt_args == {"var_penalty_weight": 0.0}
+    state, other = ours.state_dict(), plain.state_dict()
+    assert state.keys() == other.keys()
+    for key in state:
+        torch.testing.assert_close(state[key], other[key], rtol=0, atol=0)
+    x = torch.randn(4, 5)
+    torch.testing.assert_close(ours(x), plain(x), rtol=0, atol=0)
+    torch.manual_seed(0)
+    masked = FastStrNN(5, [9, 9], 5, adjacency=A)  # our default init differs
+    assert any(not torch.equal(state[k], masked.state_dict()[k]) for k in state if k.endswith("weight"))
