@@ -80,6 +80,10 @@ class MaskChain {
   std::vector<Csr> csr_;
 };
 
+// Rows per thread: writing a row costs little, so small masks stay on one thread (spawning
+// threads would cost more than the write).
+constexpr std::size_t kRowsPerThread = 1024;
+
 template <class RowFn>
 void MaskChain::write(std::size_t l, RowFn&& row_fn) {
   const std::size_t rows = fan_[l], cols = fan_[l + 1];
@@ -91,7 +95,7 @@ void MaskChain::write(std::size_t l, RowFn&& row_fn) {
         std::uint8_t* row = out + r * cols;
         row_fn(r, [row](std::size_t c) { row[c] = 1; });
       }
-    }, 64);
+    }, kRowsPerThread);
     return;
   }
   // Two passes (count, then fill) so that the index arrays are allocated once, at their size,
@@ -103,7 +107,7 @@ void MaskChain::write(std::size_t l, RowFn&& row_fn) {
       row_fn(r, [&n](std::size_t) { ++n; });
       start[r + 1] = n;
     }
-  }, 64);
+  }, kRowsPerThread);
   for (std::size_t r = 0; r < rows; ++r) start[r + 1] += start[r];
   const std::uint64_t nnz = start[rows];
   const auto i32max = static_cast<std::uint64_t>(std::numeric_limits<std::int32_t>::max());
@@ -121,7 +125,7 @@ void MaskChain::write(std::size_t l, RowFn&& row_fn) {
         I* dst = indices.data() + start[r];
         row_fn(r, [&dst](std::size_t c) { *dst++ = static_cast<I>(c); });
       }
-    }, 64);
+    }, kRowsPerThread);
   };
   if (csr.wide) fill(csr.indptr64, csr.indices64);
   else fill(csr.indptr32, csr.indices32);
