@@ -96,6 +96,32 @@ def test_odd_shapes_and_zero_rows(method: str, shape: tuple[int, int]) -> None:
     assert check_masks(sparse, A) and check_masks(sparse, sp.csr_array(A))
 
 
+def test_strict_false_returns_too_narrow_masks_with_empty_rows() -> None:
+    """strict=False hands back invalid masks (as the reference does), CSR with empty rows too."""
+    A = np.tril(np.ones((2, 2)), -1)
+    with pytest.raises(ValueError, match="too narrow"):
+        factorize(A, (1,), "made", sparse=True)
+    dense = factorize(A, (1,), "made", strict=False)
+    sparse = factorize(A, (1,), "made", sparse=True, strict=False)
+    assert_same_masks(sparse, dense)
+    assert sparse[1].nnz == 0 and not check_masks(sparse, A)
+    with pytest.raises(TypeError, match="strict"):
+        factorize(A, (2,), strict=1)
+
+
+@pytest.mark.parametrize("kwargs", [{"parents": (2, 5)}, {"parents": 1}, {"density": 0.3}])
+@pytest.mark.parametrize("ordered", [True, False])
+def test_random_dag_sparse_is_the_same_graph(kwargs, ordered) -> None:
+    from strnn_fast.data import random_dag
+
+    for d in (1, 2, 9, 40):
+        S = random_dag(d, seed=d, ordered=ordered, sparse=True, **kwargs)
+        assert isinstance(S, sp.csr_array) and S.dtype == bool and S.has_canonical_format
+        np.testing.assert_array_equal(S.toarray(), random_dag(d, seed=d, ordered=ordered, **kwargs))
+    with pytest.raises(TypeError, match="sparse"):
+        random_dag(3, parents=1, sparse="yes")
+
+
 def test_exact_method_sparse() -> None:
     A = np.tril(np.ones((4, 4)), -1)
     dense = factorize(A, (4,), "exact")
