@@ -109,17 +109,25 @@ def factorize(
     if improve and method != "greedy":
         raise ValueError("improve=True is only available for method='greedy'")
     cap = min(limit, 2**63 - 1)
-    if method == "greedy":
-        raw, _ = _C.greedy_factorize(A, sizes, improve, sparse, cap)
-    elif method == "zuko":
-        raw = _C.zuko_factorize(A, sizes, sparse, cap)
-    else:
-        raw = _C.made_factorize(A, sizes, sparse, cap)
+    try:
+        if method == "greedy":
+            raw, _ = _C.greedy_factorize(A, sizes, improve, sparse, cap)
+        elif method == "zuko":
+            raw = _C.zuko_factorize(A, sizes, sparse, cap)
+        else:
+            raw = _C.made_factorize(A, sizes, sparse, cap)
+    except ValueError as err:
+        if "above max_bytes" not in str(err):
+            raise
+        # The sparse estimate was a lower bound; the core counted the real size before allocating.
+        raise ValueError(f"hidden_sizes={sizes}: {err} (or set {MAX_BYTES_ENV})") from None
     masks = [_from_csr_triple(t) for t in raw] if sparse else list(raw)
+    if not strict:
+        return masks
     need = _required_width(A, method)
     # Wide enough layers are valid by construction (every nonzero row gets a unit); narrower ones
     # may still work, so only they pay for the full check.
-    if strict and min(sizes, default=need) < need and not _C.check_masks(masks, A):
+    if min(sizes, default=need) < need and not _C.check_masks(masks, A):
         raise ValueError(
             f"hidden_sizes={sizes} is too narrow to represent the adjacency exactly with "
             f"method={method!r}: every hidden layer needs at least {need} units "

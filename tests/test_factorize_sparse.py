@@ -280,7 +280,7 @@ def test_sparse_estimate_is_a_lower_bound_and_the_core_checks_the_rest(method: s
     assert estimate <= actual + 8 * sum(m.shape[0] + 1 for m in masks) + 4 * sum(hidden)
     assert estimate < actual
     # Between the estimate and the real size: the core refuses after counting, before filling.
-    with pytest.raises(ValueError, match="above max_bytes"):
+    with pytest.raises(ValueError, match=rf"hidden_sizes=\(80, 80\).*above max_bytes={estimate}.*{MAX_BYTES_ENV}"):
         factorize(A, hidden, method, sparse=True, max_bytes=estimate)
     assert len(factorize(A, hidden, method, sparse=True, max_bytes=actual)) == 3
 
