@@ -35,6 +35,7 @@ import importlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -184,7 +185,9 @@ def load(path: str | os.PathLike, map_location: Any = "cpu", *, trusted: bool = 
 
 def _read(path: Path, map_location: Any, trusted: bool, where: str) -> Any:
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "pickle protocol 4": the refusal below says enough
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure of a hostile file is "not readable"
         safe_err = err
     if trusted:
