@@ -136,7 +136,7 @@ def check_fits_dtype(x: Any, dtype: Any, what: str = "data", names: Sequence[str
         >>> check_fits_dtype(np.array([[1e40]]), torch.float32, "train")
         Traceback (most recent call last):
         ...
-        ValueError: train column 0 holds 1e+40 at row 0, beyond the range of the model's float32 (max 3.4e+38); rescale the data or use a float64 model
+        ValueError: train column 0 holds 1e+40 at row 0 (0-based), beyond the range of the model's float32 (max 3.4e+38); rescale the data or use a float64 model
     """
     import torch
 
@@ -155,7 +155,7 @@ def check_fits_dtype(x: Any, dtype: Any, what: str = "data", names: Sequence[str
         idx = tuple(int(i) for i in np.argwhere(big)[0])
         col = idx[-1] if arr.ndim >= 1 else 0
         label = repr(names[col]) if names is not None and col < len(names) else str(col)
-        raise ValueError(f"{what} column {label} holds {float(arr[idx]):g} at row {idx[0] if arr.ndim > 1 else 0}, "
+        raise ValueError(f"{what} column {label} holds {float(arr[idx]):g} at row {idx[0] if arr.ndim > 1 else 0} (0-based), "
                          f"beyond the range of the model's {name} (max {limit:.2g}); "
                          "rescale the data or use a float64 model")
 

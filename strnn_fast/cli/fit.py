@@ -62,10 +62,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.model == "density":
         args.data_type = "binary" if binary else "gaussian"
     rows = np.random.default_rng(args.seed).permutation(len(x))
-    parts = split(x[rows], args.split)
+    try:
+        parts = split(x[rows], args.split)
+    except ValueError as err:
+        raise ValueError(f"{args.data}: {err}") from None
     standardized = not (args.model == "density" and binary)
     if standardized:
-        mean, std = column_stats(parts[0], names, f"{args.data}: training")  # refuses constant columns
+        mean, std = column_stats(parts[0], names, str(args.data))  # refuses constant columns
     train, val = ((p - mean) / std for p in parts[:2]) if standardized else parts[:2]
 
     torch.manual_seed(args.seed)
