@@ -52,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     x, names = load_table(args.data)
     adjacency, graph_names = load_adjacency(args.adjacency, names=names)
-    check_adjacency_matches(adjacency, x.shape[1], names, graph_names)
+    try:
+        check_adjacency_matches(adjacency, x.shape[1], names, graph_names)
+    except ValueError as err:
+        raise ValueError(f"{args.data} and {args.adjacency}: {err}") from None
     names = names or graph_names
     out = check_output(args.output, inputs=[args.data, args.adjacency], force=args.force)
     # The saved model reads raw rows in its dtype: values it cannot hold are refused before training.
