@@ -357,3 +357,19 @@ def test_missing_file_and_bad_path_type(tmp_path) -> None:
         load(tmp_path / "nope.pt")
     with pytest.raises(TypeError, match="path"):
         load(3)
+
+
+def test_faststrnn_config_with_numpy_arrays_round_trips(tmp_path) -> None:
+    """FastStrNN's config may hold numpy arrays (adjacency, masks) instead of nested lists."""
+    net = FastStrNN(3, (7,), 6, adjacency=A3)
+    masks = [m.copy() for m in net.masks[:-1]] + [net.masks[-1][:, :3].copy()]
+    net.config["adjacency"] = net.A.copy()
+    net.config["precomputed_masks"] = masks
+    net.save(tmp_path / "m.pt")
+    header = json.loads(torch.load(tmp_path / "m.pt", weights_only=True)["header"])
+    assert header["config"]["adjacency"]["kind"] == "numpy"
+    assert all(m["kind"] == "numpy" for m in header["config"]["precomputed_masks"])
+    back = load(tmp_path / "m.pt")
+    x = torch.randn(4, 3)
+    assert torch.equal(back(x), net(x))
+    assert all(np.array_equal(a, b) for a, b in zip(back.masks, net.masks))
