@@ -100,6 +100,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False, inputs: Seq
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp
         if overwrite:
@@ -133,6 +134,7 @@ def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False, inputs: S
         yield out
         return
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         try:
@@ -155,3 +157,9 @@ def _link_new(tmp: Path, out: Path, what: str) -> None:
         if out.exists():
             raise FileExistsError(f"{what} {out} exists; pass --force (overwrite=True) to overwrite it") from None
         os.replace(tmp, out)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

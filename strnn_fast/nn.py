@@ -297,7 +297,7 @@ class FastStrNN(Savable, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Named errors for a numpy array or a wrong width; other float dtypes are cast to the model's.
-        x = as_input(x, self.nin, self.layers[0].weight, "x")
+        x = as_input(x, self.nin, next(self.parameters()), "x")
         for layer in self.layers:
             x = layer(x)
         return x

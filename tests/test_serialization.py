@@ -373,3 +373,12 @@ def test_faststrnn_config_with_numpy_arrays_round_trips(tmp_path) -> None:
     x = torch.randn(4, 3)
     assert torch.equal(back(x), net(x))
     assert all(np.array_equal(a, b) for a, b in zip(back.masks, net.masks))
+
+
+def test_written_files_get_the_usual_permissions(tmp_path) -> None:
+    old = os.umask(0o022)
+    try:
+        StrAF(A3, hidden_sizes=(4,), flow_steps=1).save(tmp_path / "m.pt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.pt").stat().st_mode & 0o777 == 0o644
