@@ -360,7 +360,11 @@ def _load_tensor(ref: dict[str, Any], tensors: dict[str, torch.Tensor], where: s
     if kind not in ("numpy", "list"):
         raise ValueError(f"{where}: unknown array kind {kind!r} for tensor {key!r}")
     try:
-        arr = t.numpy().astype(np.dtype(ref.get("dtype", str(t.numpy().dtype))), copy=True)
+        host = t.cpu().numpy()  # map_location may have put it on a GPU
+        dtype = np.dtype(ref.get("dtype", str(host.dtype)))
+        if dtype.kind not in "biuf":
+            raise TypeError(f"dtype {dtype} is not numeric")
+        arr = host.astype(dtype, copy=True)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: bad dtype {ref.get('dtype')!r} for tensor {key!r} ({err})") from None
     return arr.tolist() if kind == "list" else arr

@@ -382,3 +382,13 @@ def test_written_files_get_the_usual_permissions(tmp_path) -> None:
     finally:
         os.umask(old)
     assert (tmp_path / "m.pt").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.cuda
+def test_load_with_map_location_cuda(tmp_path) -> None:
+    net = FastStrNN(3, (7,), 3, adjacency=A3)
+    net.config["adjacency"] = net.A.copy()  # a numpy config array travels through the GPU and back
+    net.save(tmp_path / "m.pt")
+    back = load(tmp_path / "m.pt", map_location="cuda").cuda()
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(back(x.cuda()).cpu(), net(x))
