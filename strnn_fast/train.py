@@ -333,6 +333,8 @@ def fit(
     """
     _check_args(model, epochs, batch_size, lr, weight_decay, patience, seed, scheduler, max_grad_norm)
     dtype, model_device = _model_dtype_device(model)
+    if lr > torch.finfo(dtype).max:
+        raise ValueError(f"lr={lr} does not fit the model's {dtype}; learning rates are small positive numbers")
     names = getattr(model, "names", None)  # DataFrame columns are matched to these by name
     x_train = _as_data(train, "train", dtype, names)
     x_val = _as_data(val, "val", dtype, names) if val is not None else None

@@ -276,6 +276,7 @@ class CausalFlow(Savable, nn.Module):
         x = self._rows(x_obs, "x_obs", keep_precision=True)
         idx, values = self._do(do, len(x), dtype=x.dtype)
         model_dtype = self._device_dtype()[1]
+        check_fits_dtype(x, model_dtype, "x_obs", self.names)  # the flow itself runs in its own dtype
         with torch.no_grad():
             xm = x.to(model_dtype)
             cf = do_inverse(self.transform, self.inverse, self.flow_adjacency, self.transform(xm), idx,

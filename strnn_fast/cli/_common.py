@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -36,10 +37,12 @@ __all__ = [
     "check_output",
     "cpu_threads",
     "draw_samples",
+    "learning_rate",
     "load_model",
     "order_columns",
     "plain",
     "positive_int",
+    "seed_type",
     "sizes",
     "variable_names",
     "write_csv",
@@ -104,6 +107,28 @@ def sizes(text: str) -> tuple[int, ...]:
         return as_sizes([int(v) for v in text.split(",")], "--hidden")
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from err
+
+
+def seed_type(text: str) -> int:
+    """argparse type for a seed: an integer in [0, 2**32) (what numpy's and torch's generators take)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**32 - 1, got {text!r}")
+    return value
+
+
+def learning_rate(text: str) -> float:
+    """argparse type for a learning rate: a positive finite number no larger than 1e6."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1e6:
+        raise argparse.ArgumentTypeError(f"expected a positive number up to 1e6, got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:

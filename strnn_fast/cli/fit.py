@@ -28,8 +28,8 @@ from ..data import check_adjacency_matches, load_adjacency, load_table
 from ..data.dataset import split
 from ..standardize import Standardized
 from ..train import evaluate_nll, fit, is_main_process
-from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, check_output, cpu_threads, plain,
-                      positive_int)
+from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, check_output, cpu_threads,
+                      learning_rate, plain, positive_int, seed_type)
 
 __all__ = ["register", "run"]
 
@@ -112,7 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     p.add_argument("--epochs", type=positive_int, default=100, help="maximum epochs (default 100)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--lr", type=learning_rate, default=1e-3, help="AdamW learning rate (default 1e-3)")
     p.add_argument("--patience", type=positive_int, default=10,
                    help="stop after this many epochs without a better validation NLL (default 10)")
     p.add_argument("--split", type=_fractions, default=(0.6, 0.2, 0.2), metavar="TRAIN,VAL,TEST",
@@ -122,7 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--structure", choices=("graph", "full"), default="graph",
                    help="--model causal: the causal graph (StrAF) or its full ordering (CAREFL)")
     add_threads_option(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, the initialization and the batches")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed of the split, the initialization and the batches")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--output", "-o", required=True, help="model file to write")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import add_trust_option, check_output, positive_int, variable_names, write_csv
+from ._common import add_trust_option, check_output, positive_int, seed_type, variable_names, write_csv
 
 __all__ = ["load_causal", "parse_do", "register", "run"]
 
@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--do", action="append", default=[], metavar="VAR=VALUE",
                    help="intervention; repeat for several variables (indices when the model has no names)")
     p.add_argument("-n", type=positive_int, default=10_000, help="number of samples (default 10000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise draw (default 0)")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed of the noise draw (default 0)")
     p.add_argument("-o", "--output", help="write the samples to this CSV file")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     add_trust_option(p)

@@ -12,8 +12,8 @@ import argparse
 
 import torch
 
-from ._common import (add_trust_option, check_output, draw_samples, load_model, positive_int, variable_names,
-                      write_csv)
+from ._common import (add_trust_option, check_output, draw_samples, load_model, positive_int, seed_type,
+                      variable_names, write_csv)
 
 __all__ = ["register", "run"]
 
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model file written by `strnn-fast fit` or model.save(path)")
     p.add_argument("-n", type=positive_int, required=True, help="number of samples")
     p.add_argument("--output", "-o", required=True, help="CSV file to write")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed of the draw (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     add_trust_option(p)
     p.set_defaults(func=run)
