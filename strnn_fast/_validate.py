@@ -108,3 +108,111 @@ def as_binary_sparse(value: Any, name: str = "adjacency", *, allow_zero: bool = 
     if not allow_zero and out.nnz == 0:
         raise ValueError(f"{name} is all zero: no output may depend on any input, so there is nothing to learn")
     return out
+
+
+def as_sample_shape(value: Any, name: str = "sample_shape") -> tuple[int, ...]:
+    r"""Returns a tuple of non-negative ints: an int (numpy ints too) ``n`` means ``(n,)``.
+
+    Strings, floats and bools are refused (``"12"`` is not the shape (1, 2)).
+
+    Example:
+        >>> as_sample_shape(np.int64(3)), as_sample_shape((2, 3))
+        ((3,), (2, 3))
+    """
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        value = (value,)
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}")
+    out = []
+    for v in value:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}")
+        if v < 0:
+            raise ValueError(f"{name} must hold non-negative ints, got {value!r}")
+        out.append(int(v))
+    return tuple(out)
+
+
+def column_stats(x: np.ndarray, names: Sequence[str] | None = None,
+                 what: str = "data") -> tuple[np.ndarray, np.ndarray]:
+    r"""Per-column mean and standard deviation (float64) of training rows, for standardizing.
+
+    The policy for constant columns, shared by every place that standardizes (``strnn-fast fit``,
+    CausalFlow, :func:`strnn_fast.data.dataset.standardize`, :class:`strnn_fast.standardize.Standardized`):
+    a column with zero spread is refused with a ValueError naming it. A continuous density of a
+    constant is infinite, and scaling it by 1 instead would let the model spread it out and sample
+    values the data never take; drop such a column (it carries no information) and fit the rest.
+
+    Example:
+        >>> column_stats(np.array([[1.0, 7.0], [3.0, 7.0]]), ["a", "b"])
+        Traceback (most recent call last):
+        ...
+        ValueError: data column 'b' is constant (always 7) in the training rows; a density model cannot be fitted to a constant: drop that column
+    """
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise ValueError(f"{what} must be a non-empty 2-D array (rows x columns), got shape {arr.shape}")
+    mean, std = arr.mean(axis=0), arr.std(axis=0)
+    constant = np.flatnonzero(~(std > 0))
+    if constant.size:
+        labels = [repr(names[c]) if names is not None else str(int(c)) for c in constant]
+        noun = "column" if len(labels) == 1 else "columns"
+        values = ", ".join(f"{arr[0, c]:g}" for c in constant[:5])
+        raise ValueError(f"{what} {noun} {', '.join(labels[:10])}{' ...' if len(labels) > 10 else ''} "
+                         f"{'is' if len(labels) == 1 else 'are'} constant (always {values}) in the training rows; "
+                         f"a density model cannot be fitted to a constant: drop that {noun}")
+    return mean, std
+
+
+def check_fits_dtype(x: Any, dtype: Any, what: str = "data", names: Sequence[str] | None = None) -> None:
+    r"""Raises ValueError when finite values of ``x`` overflow the floating ``dtype`` (e.g. 1e40 in float32).
+
+    Example:
+        >>> import torch
+        >>> check_fits_dtype(np.array([[1e40]]), torch.float32, "train")
+        Traceback (most recent call last):
+        ...
+        ValueError: train column 0 holds 1e+40 at row 0 (0-based), beyond the range of the model's float32 (max 3.4e+38); rescale the data or use a float64 model
+    """
+    import torch
+
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        return
+    name, limit = str(dtype).removeprefix("torch."), float(torch.finfo(dtype).max)
+    if isinstance(x, torch.Tensor):
+        if x.is_floating_point() and float(torch.finfo(x.dtype).max) <= limit:
+            return  # cannot overflow: skip the copy
+        x = x.detach().cpu().double().numpy()
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiu" or (arr.dtype.kind == "f" and float(np.finfo(arr.dtype).max) <= limit):
+        return
+    big = np.isfinite(arr) & (np.abs(arr.astype(np.float64)) > limit)
+    if big.any():
+        idx = tuple(int(i) for i in np.argwhere(big)[0])
+        col = idx[-1] if arr.ndim >= 1 else 0
+        label = repr(names[col]) if names is not None and col < len(names) else str(col)
+        raise ValueError(f"{what} column {label} holds {float(arr[idx]):g} at row {idx[0] if arr.ndim > 1 else 0} (0-based), "
+                         f"beyond the range of the model's {name} (max {limit:.2g}); "
+                         "rescale the data or use a float64 model")
+
+
+def as_input(x: Any, width: int, like: Any, name: str = "x") -> Any:
+    r"""Returns tensor ``x`` of shape (..., width) cast to ``like``'s dtype and device, or raises.
+
+    Example:
+        >>> import torch
+        >>> as_input(torch.zeros(2, 3, dtype=torch.float64), 3, torch.zeros(1)).dtype
+        torch.float32
+    """
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (..., {width}), got {type(x).__name__}; "
+                        "convert it with torch.as_tensor(x)")
+    if x.ndim == 0 or x.shape[-1] != width:
+        raise ValueError(f"{name} must have shape (..., {width}), got {tuple(x.shape)}")
+    if x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+    if x.dtype != like.dtype or x.device != like.device:
+        x = x.to(dtype=like.dtype, device=like.device)
+    return x

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._validate import as_binary_matrix, as_positive_int, as_sizes, choice
+from ._validate import as_binary_matrix, as_input, as_positive_int, as_sizes, choice
 from .activations import ACTIVATIONS, GAINS
 from .factorize import METHODS, check_masks, factorize
 from .serialization import Savable
@@ -296,6 +296,8 @@ class FastStrNN(Savable, nn.Module):
         return masks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Named errors for a numpy array or a wrong width; other float dtypes are cast to the model's.
+        x = as_input(x, self.nin, next(self.parameters()), "x")
         for layer in self.layers:
             x = layer(x)
         return x

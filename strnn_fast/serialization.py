@@ -1,8 +1,24 @@
-r"""One-file model persistence: weights, adjacency, variable names and constructor configuration.
+r"""One-file model persistence that cannot run code: tensors plus a JSON header.
 
-A savable model keeps the keyword arguments that rebuild it in ``self.config`` (JSON-friendly:
-lists, numbers, strings; the adjacency as a nested list) and inherits ``save`` from
-:class:`Savable`. :func:`load` rebuilds any such model from its file.
+A savable model keeps the keyword arguments that rebuild it in ``self.config`` and inherits
+``save`` from :class:`Savable`; :func:`load` rebuilds it from its file.
+
+File format (``strnn_fast-model-v2``): one ``torch.save`` of a dict holding only strings and
+tensors, read back with ``torch.load(weights_only=True)``, whose unpickler refuses every other
+object, so a crafted file cannot execute anything:
+
+* ``"format"``: ``"strnn_fast-model-v2"``;
+* ``"header"``: a JSON string ``{"format_version", "class", "config", "dtype", "extra"}``;
+  ``class`` is a name from :data:`ALLOWED_CLASSES` (an explicit allow-list, never an import path);
+* ``"tensors"``: the state dict under ``state/<key>``, and every array found in the config
+  (numpy arrays, torch tensors, scipy.sparse arrays, rectangular nested lists of numbers such as
+  adjacency matrices and masks) under ``config/<k>``; the JSON config holds a reference
+  ``{"__tensor__": "config/<k>", "kind": ...}`` that loading turns back into the same type.
+
+Files written by earlier versions (``strnn_fast-model-v1``, a pickle) load only with
+``load(path, trusted=True)`` (CLI: ``--trust-legacy-file``), which runs the pickle: use it only
+for files you made yourself. A tampered, truncated or foreign file raises ValueError naming the
+file and what is wrong.
 
 Example:
     >>> import os, tempfile, numpy as np
@@ -16,13 +32,41 @@ Example:
 from __future__ import annotations
 
 import importlib
+import json
+import math
 import os
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-FORMAT = "strnn_fast-model-v1"
+from ._files import atomic_path
+
+__all__ = ["ALLOWED_CLASSES", "FORMAT", "Savable", "build", "class_path", "load"]
+
+FORMAT = "strnn_fast-model-v2"
+FORMAT_VERSION = 2
+LEGACY_FORMAT = "strnn_fast-model-v1"
+
+# The only classes a model file may name: short name -> (module, attribute). A new savable model
+# is one more entry; nothing else is ever imported on behalf of a file.
+ALLOWED_CLASSES: dict[str, tuple[str, str]] = {
+    "FastStrNN": ("strnn_fast.nn", "FastStrNN"),
+    "StrNNDensityEstimator": ("strnn_fast.density", "StrNNDensityEstimator"),
+    "StrAF": ("strnn_fast.flows.straf", "StrAF"),
+    "ARF": ("strnn_fast.flows.arf", "ARF"),
+    "GNF": ("strnn_fast.flows.gnf", "GNF"),
+    "StrCNF": ("strnn_fast.flows.cnf", "StrCNF"),
+    "FFJORD": ("strnn_fast.flows.cnf", "FFJORD"),
+    "CausalFlow": ("strnn_fast.causal.flow", "CausalFlow"),
+    "Standardized": ("strnn_fast.standardize", "Standardized"),
+}
+_HEADER_KEYS = ("format_version", "class", "config", "dtype")
+_FLOAT_DTYPES = {"torch.float16": torch.float16, "torch.bfloat16": torch.bfloat16,
+                 "torch.float32": torch.float32, "torch.float64": torch.float64}
 
 
 class Savable:
@@ -31,70 +75,353 @@ class Savable:
     config: dict[str, Any]
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> None:
-        """Writes the model to ``path`` atomically (a temporary file, then a rename)."""
+        r"""Writes the model to ``path`` atomically (a temporary file in the same folder, then a rename).
+
+        Arguments:
+            path: the model file.
+            overwrite: replace an existing file (FileExistsError otherwise).
+        """
         if not isinstance(self, torch.nn.Module):
             raise TypeError("Savable must be mixed into a torch.nn.Module")
         if not hasattr(self, "config"):
             raise TypeError(f"{type(self).__name__} has no config to save")
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise ValueError(f"path {str(path)!r} exists; pass overwrite=True or choose another file")
-        payload = {
-            "format": FORMAT,
-            "class": class_path(self),
-            "config": self.config,
-            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-            "dtype": str(next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)),
-            "extra": getattr(self, "extra_state_for_save", lambda: {})(),
-        }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        tensors: dict[str, torch.Tensor] = {}
+        config = _encode(self.config, tensors, "config")
+        extra = _encode(getattr(self, "extra_state_for_save", lambda: {})(), tensors, "extra")
+        for key, value in self.state_dict().items():
+            tensors[f"state/{key}"] = value.detach().cpu().contiguous()
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
+        header = {"format_version": FORMAT_VERSION, "class": class_path(self), "config": config,
+                  "dtype": str(dtype), "extra": extra}
+        payload = {"format": FORMAT, "header": json.dumps(header, allow_nan=False), "tensors": tensors}
+        with atomic_path(path, overwrite=overwrite, what="model file") as tmp:
+            torch.save(payload, tmp)
 
 
 def class_path(model: torch.nn.Module) -> str:
-    """``"module:QualName"`` of a model's class, as stored in model files."""
+    """The allow-list name of a model's class, as stored in model files (TypeError if not listed)."""
     cls = type(model)
-    return f"{cls.__module__}:{cls.__qualname__}"
+    for name, (module, attr) in ALLOWED_CLASSES.items():
+        if cls.__module__ == module and cls.__qualname__ == attr:
+            return name
+    raise TypeError(f"{cls.__module__}.{cls.__qualname__} is not a savable strnn_fast model "
+                    f"(allowed: {', '.join(ALLOWED_CLASSES)})")
 
 
-def build(path: str, config: dict[str, Any]) -> torch.nn.Module:
-    """Instantiates the strnn_fast class at ``"module:QualName"`` with ``config``.
+def build(name: str, config: Mapping[str, Any]) -> torch.nn.Module:
+    r"""Instantiates the allow-listed class ``name`` with ``config``.
+
+    ``name`` is a key of :data:`ALLOWED_CLASSES`; the ``"module:QualName"`` spelling of older
+    files is accepted when it denotes one of those classes.
 
     Raises:
-        ValueError: a class from outside strnn_fast (model files must not run arbitrary code).
+        ValueError: a class not on the allow-list (model files must not run arbitrary code).
+
+    Example:
+        >>> build("os:system", {})
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown model class 'os:system'; a model file may name only FastStrNN, StrNNDensityEstimator, StrAF, ARF, GNF, StrCNF, FFJORD, CausalFlow, Standardized
     """
-    module_name, _, qualname = str(path).partition(":")
-    if not module_name.startswith("strnn_fast."):
-        raise ValueError(f"refusing to build class {path!r} from outside strnn_fast")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj(**config)
+    key = _allowed_name(name)
+    if not isinstance(config, Mapping) or not all(isinstance(k, str) for k in config):
+        raise ValueError(f"the configuration of {key} must be a mapping of argument names, got {type(config).__name__}")
+    module, attr = ALLOWED_CLASSES[key]
+    cls = getattr(importlib.import_module(module), attr)
+    return cls(**config)
 
 
-def load(path: str | os.PathLike, map_location: Any = "cpu") -> torch.nn.Module:
-    """Rebuilds a model saved with ``save``.
+def load(path: str | os.PathLike, map_location: Any = "cpu", *, trusted: bool = False) -> torch.nn.Module:
+    r"""Rebuilds a model saved with ``save``.
+
+    Arguments:
+        path: the model file.
+        map_location: where tensors go (as for ``torch.load``).
+        trusted: also accept files in the old pickled format (``strnn_fast-model-v1``). Loading
+            those runs arbitrary code stored in the file: pass True only for files you trust.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a strnn_fast model file.
+        ValueError: the file is not a (safe) strnn_fast model file, or it is damaged; the message
+            names the file and what is wrong.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    if not isinstance(trusted, bool):
+        raise TypeError(f"trusted must be True or False, got {trusted!r}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    where = f"model file {str(path)!r}"
+    payload = _read(path, map_location, trusted, where)
+    if not isinstance(payload, dict) or not isinstance(payload.get("format"), str):
+        raise ValueError(f"{where} is not a strnn_fast model file (no format marker)")
+    if payload["format"] == LEGACY_FORMAT:
+        if not trusted:
+            raise ValueError(f"{where} is in the old pickled format {LEGACY_FORMAT}, which can run code when "
+                             "loaded; if you wrote it yourself, load it with load(path, trusted=True) "
+                             "(CLI: --trust-legacy-file) and save it again")
+        return _load_legacy(payload, where)
+    if payload["format"] != FORMAT:
+        raise ValueError(f"{where} has format {payload['format']!r}; this version reads {FORMAT!r}")
+    missing = [k for k in ("header", "tensors") if k not in payload]
+    if missing:
+        raise ValueError(f"{where} lacks the entries {missing}")
+    tensors = payload["tensors"]
+    if not isinstance(tensors, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in tensors.items()):
+        raise ValueError(f"{where}: 'tensors' must map names to tensors")
+    header = _header(payload["header"], where)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:
-        raise ValueError(f"{str(path)!r} is not a readable strnn_fast model file: {err}") from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{str(path)!r} is not a strnn_fast model file")
-    model = build(payload["class"], payload["config"])
+        config = _decode(header["config"], tensors, where)
+        extra = _decode(header.get("extra") or {}, tensors, where)
+    except RecursionError:
+        raise ValueError(f"{where}: the header is nested too deeply") from None
+    state = {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}
+    return _restore(header["class"], config, header["dtype"], state, extra, where)
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+def _read(path: Path, map_location: Any, trusted: bool, where: str) -> Any:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "pickle protocol 4": the refusal below says enough
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure of a hostile file is "not readable"
+        safe_err = err
+    if trusted:
+        try:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as err:  # noqa: BLE001
+            raise ValueError(f"{where} is not a readable model file: {type(err).__name__}: {err}") from None
+    if "weights_only" in str(safe_err) or "Unsupported global" in str(safe_err):
+        raise ValueError(f"{where} holds Python objects other than tensors and plain values; it may be an "
+                         "older strnn_fast file (then load(path, trusted=True) or --trust-legacy-file read it, "
+                         "running its code) or a foreign pickle, which is refused") from None
+    first = str(safe_err).strip().splitlines()[0][:200] if str(safe_err).strip() else type(safe_err).__name__
+    raise ValueError(f"{where} is not a readable model file (truncated or not a torch file): {first}") from None
+
+
+def _header(text: Any, where: str) -> dict[str, Any]:
+    if not isinstance(text, str):
+        raise ValueError(f"{where}: the header must be a JSON string, got {type(text).__name__}")
+    try:
+        header = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"{where}: the header is not valid JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{where}: the header must be a JSON object")
+    missing = [k for k in _HEADER_KEYS if k not in header]
+    if missing:
+        raise ValueError(f"{where}: the header lacks the keys {missing}")
+    if header["format_version"] != FORMAT_VERSION:
+        raise ValueError(f"{where}: format_version {header['format_version']!r} is not {FORMAT_VERSION}")
+    if not isinstance(header["class"], str):
+        raise ValueError(f"{where}: the header's class must be a string")
+    if not isinstance(header["config"], dict):
+        raise ValueError(f"{where}: the header's config must be a JSON object")
+    if header["dtype"] not in _FLOAT_DTYPES:
+        raise ValueError(f"{where}: unknown dtype {header['dtype']!r}; expected one of {sorted(_FLOAT_DTYPES)}")
+    return header
+
+
+def _restore(name: Any, config: Any, dtype: str, state: dict[str, torch.Tensor], extra: Any,
+             where: str) -> torch.nn.Module:
+    try:
+        key = _allowed_name(name)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    try:
+        model = build(key, config)
+    except Exception as err:  # noqa: BLE001 - a tampered config may fail anywhere in a constructor
+        raise ValueError(f"{where}: its configuration does not build a {key}: {type(err).__name__}: {err}") from None
     # Rebuilt in the default dtype; cast first so that a float64 model loads bit for bit.
-    dtype = getattr(torch, str(payload.get("dtype", "torch.float32")).removeprefix("torch."), None)
-    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
-        model = model.to(dtype)
-    model.load_state_dict(payload["state_dict"])
-    if payload.get("extra") and hasattr(model, "load_extra_state_from_save"):
-        model.load_extra_state_from_save(payload["extra"])
+    model = model.to(_FLOAT_DTYPES.get(dtype, torch.float32))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{where} does not match a {key} with its configuration: missing weights "
+                         f"{missing[:5]}{' ...' if len(missing) > 5 else ''}, unexpected weights "
+                         f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+    for k, ref in expected.items():
+        got = state[k]
+        if tuple(got.shape) != tuple(ref.shape):
+            raise ValueError(f"{where}: weight {k!r} has shape {tuple(got.shape)}, the model needs {tuple(ref.shape)}")
+        if got.is_floating_point() != ref.is_floating_point() or got.is_complex():
+            raise ValueError(f"{where}: weight {k!r} has dtype {got.dtype}, the model needs {ref.dtype}")
+    try:
+        model.load_state_dict(state)
+        if extra and hasattr(model, "load_extra_state_from_save"):
+            model.load_extra_state_from_save(extra)
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"{where}: its weights do not load into a {key}: {type(err).__name__}: {err}") from None
     return model
+
+
+def _load_legacy(payload: dict[str, Any], where: str) -> torch.nn.Module:
+    missing = [k for k in ("class", "config", "state_dict") if k not in payload]
+    if missing:
+        raise ValueError(f"{where} lacks the entries {missing}")
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{where}: its state_dict must map names to tensors")
+    dtype = str(payload.get("dtype", "torch.float32"))
+    # Old Standardized configs name their base "module:QualName"; build() maps that to the allow-list.
+    return _restore(payload["class"], payload["config"], dtype, state, payload.get("extra"), where)
+
+
+def _allowed_name(name: Any) -> str:
+    if isinstance(name, str):
+        if name in ALLOWED_CLASSES:
+            return name
+        module, _, attr = name.partition(":")
+        for key, spec in ALLOWED_CLASSES.items():
+            if spec == (module, attr):
+                return key
+    raise ValueError(f"unknown model class {name!r}; a model file may name only {', '.join(ALLOWED_CLASSES)}")
+
+
+# ------------------------------------------------------------------------- config <-> JSON + tensors
+
+def _encode(value: Any, tensors: dict[str, torch.Tensor], where: str) -> Any:
+    """JSON-friendly copy of ``value``; arrays go to ``tensors`` and are replaced by references."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} holds {float(value)}, which a model file cannot store")
+        return float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, torch.Tensor):
+        return _store(value.detach().cpu(), "torch", tensors, None)
+    if isinstance(value, np.ndarray):
+        return _store(_array_tensor(value, where), "numpy", tensors, str(value.dtype))
+    if _is_scipy_sparse(value):
+        coo = value.tocoo()
+        return {"__sparse__": value.format, "shape": list(coo.shape), "dtype": str(coo.dtype),
+                "matrix": type(value).__name__.endswith("_matrix"),
+                "row": _store(torch.from_numpy(np.asarray(coo.row, dtype=np.int64)), "numpy", tensors, "int64"),
+                "col": _store(torch.from_numpy(np.asarray(coo.col, dtype=np.int64)), "numpy", tensors, "int64"),
+                "data": _store(_array_tensor(np.asarray(coo.data), where), "numpy", tensors, str(coo.dtype))}
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"{where} has non-string keys; a model file stores string-keyed mappings only")
+        if "__tensor__" in value or "__sparse__" in value:
+            raise ValueError(f"{where} uses a reserved key (__tensor__ / __sparse__)")
+        return {k: _encode(v, tensors, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        matrix = _numeric_matrix(value)
+        if matrix is not None:  # adjacency / masks as nested lists: a tensor, not JSON numbers
+            return _store(torch.from_numpy(matrix), "list", tensors, str(matrix.dtype))
+        items = [_encode(v, tensors, f"{where}[{i}]") for i, v in enumerate(value)]
+        return {"__tuple__": items} if isinstance(value, tuple) else items
+    raise TypeError(f"{where} holds a {type(value).__name__}, which a model file cannot store "
+                    "(allowed: numbers, strings, bools, None, lists, dicts, arrays, tensors)")
+
+
+def _decode(value: Any, tensors: dict[str, torch.Tensor], where: str) -> Any:
+    if isinstance(value, list):
+        return [_decode(v, tensors, where) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__tensor__" in value:
+        return _load_tensor(value, tensors, where)
+    if "__tuple__" in value:
+        items = value["__tuple__"]
+        if not isinstance(items, list):
+            raise ValueError(f"{where}: a tuple entry must hold a list")
+        return tuple(_decode(v, tensors, where) for v in items)
+    if "__sparse__" in value:
+        return _load_sparse(value, tensors, where)
+    return {k: _decode(v, tensors, where) for k, v in value.items()}
+
+
+def _store(t: torch.Tensor, kind: str, tensors: dict[str, torch.Tensor], dtype: str | None) -> dict[str, Any]:
+    key = f"config/{len([k for k in tensors if k.startswith('config/')])}"
+    tensors[key] = t.contiguous()
+    ref: dict[str, Any] = {"__tensor__": key, "kind": kind}
+    if dtype is not None:
+        ref["dtype"] = dtype
+    return ref
+
+
+def _load_tensor(ref: dict[str, Any], tensors: dict[str, torch.Tensor], where: str) -> Any:
+    key, kind = ref.get("__tensor__"), ref.get("kind")
+    if not isinstance(key, str) or key not in tensors:
+        raise ValueError(f"{where}: the header refers to a missing tensor {key!r}")
+    t = tensors[key]
+    if kind == "torch":
+        return t.clone()
+    if kind not in ("numpy", "list"):
+        raise ValueError(f"{where}: unknown array kind {kind!r} for tensor {key!r}")
+    try:
+        host = t.cpu().numpy()  # map_location may have put it on a GPU
+        dtype = np.dtype(ref.get("dtype", str(host.dtype)))
+        if dtype.kind not in "biuf":
+            raise TypeError(f"dtype {dtype} is not numeric")
+        arr = host.astype(dtype, copy=True)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: bad dtype {ref.get('dtype')!r} for tensor {key!r} ({err})") from None
+    return arr.tolist() if kind == "list" else arr
+
+
+def _load_sparse(ref: dict[str, Any], tensors: dict[str, torch.Tensor], where: str) -> Any:
+    import scipy.sparse as sp
+
+    try:
+        shape = tuple(int(s) for s in ref["shape"])
+        row, col, data = (np.asarray(_load_tensor(ref[k], tensors, where)) for k in ("row", "col", "data"))
+        coo = (sp.coo_matrix if ref.get("matrix") else sp.coo_array)((data, (row, col)), shape=shape)
+        return coo.asformat(str(ref["__sparse__"]))
+    except ValueError as err:
+        raise ValueError(f"{where}: bad sparse array in the header ({err})") from None
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{where}: malformed sparse array entry ({type(err).__name__}: {err})") from None
+
+
+def _array_tensor(arr: np.ndarray, where: str) -> torch.Tensor:
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise TypeError(f"{where} holds an array of dtype {arr.dtype}, which a model file cannot store")
+    if arr.dtype.kind == "u" and arr.dtype != np.uint8:
+        arr = arr.astype(np.int64)  # torch serializes uint8 only among unsigned types; dtype kept in header
+    if arr.dtype == np.float16 or arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
+        arr = arr.astype(np.float64)
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def _numeric_matrix(value: list | tuple) -> np.ndarray | None:
+    """A rectangular list of lists of plain numbers (>= 2-D) as an array; None otherwise."""
+    if not value or not all(isinstance(row, (list, tuple)) for row in value):
+        return None
+    flat: list[Any] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        for v in item:
+            if isinstance(v, (list, tuple)):
+                stack.append(v)
+            elif isinstance(v, (bool, int, float)) and not isinstance(v, np.generic):
+                flat.append(v)
+            else:
+                return None
+    try:
+        arr = np.array(value)
+    except ValueError:  # ragged
+        return None
+    if arr.dtype.kind not in "biuf" or arr.ndim < 2 or arr.size != len(flat):
+        return None
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        return None
+    return arr
+
+
+def _is_scipy_sparse(value: Any) -> bool:
+    import sys
+
+    sp = sys.modules.get("scipy.sparse")
+    return sp is not None and sp.issparse(value)

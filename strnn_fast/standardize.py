@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._validate import as_input
 from .serialization import Savable, build, class_path
 
 __all__ = ["Standardized"]
@@ -56,7 +57,7 @@ class Standardized(Savable, nn.Module):
                  names: Sequence[str] | None = None):
         super().__init__()
         self.base = build(base.get("class", ""), base.get("config", {})) if isinstance(base, dict) else base
-        if not hasattr(self.base, "config"):
+        if not isinstance(self.base, nn.Module) or not hasattr(self.base, "config"):
             raise TypeError(f"base must be a savable strnn_fast model, got {type(self.base).__name__}")
         mean_arr = np.asarray(mean, dtype=np.float64)
         std_arr = np.asarray(std, dtype=np.float64)
@@ -64,8 +65,13 @@ class Standardized(Savable, nn.Module):
         if mean_arr.ndim != 1 or std_arr.shape != (d,) or getattr(self.base, "d", d) != d:
             raise ValueError(f"mean and std must each hold one value per variable "
                              f"(d={getattr(self.base, 'd', '?')}), got shapes {mean_arr.shape}, {std_arr.shape}")
-        if not (np.isfinite(mean_arr).all() and np.isfinite(std_arr).all() and (std_arr > 0).all()):
-            raise ValueError("mean must be finite and std finite and positive")
+        if not (np.isfinite(mean_arr).all() and np.isfinite(std_arr).all()):
+            raise ValueError("mean and std must be finite")
+        if not (std_arr > 0).all():
+            # The constant-column policy (see strnn_fast._validate.column_stats): refuse, never rescale by 1.
+            bad = [int(i) for i in np.flatnonzero(~(std_arr > 0))]
+            raise ValueError(f"std must be positive; variables {bad} have std {std_arr[bad].tolist()} "
+                             "(a constant column cannot be modelled: drop it)")
         self.d = d
         self.names = list(names) if names is not None else getattr(self.base, "names", None)
         like = next(self.base.parameters(), torch.empty(0))
@@ -78,6 +84,7 @@ class Standardized(Savable, nn.Module):
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Log-density of rows ``x`` (..., d) in data units."""
+        x = as_input(x, self.d, self.mean, "x")
         return self.base.log_prob((x - self.mean) / self.std) - self.std.log().sum()
 
     def sample(self, sample_shape: Sequence[int] | int | torch.Size = ()) -> torch.Tensor:

@@ -42,7 +42,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validate import as_positive_int
+from ._validate import as_positive_int, check_fits_dtype
 
 __all__ = ["History", "evaluate_nll", "fit", "is_main_process", "world"]
 
@@ -115,7 +115,9 @@ def is_main_process() -> bool:
     return world()[0] == 0
 
 
-def _as_data(value: Any, name: str, dtype: torch.dtype) -> torch.Tensor:
+def _as_data(value: Any, name: str, dtype: torch.dtype, names: Any = None) -> torch.Tensor:
+    if type(value).__name__ == "DataFrame" and hasattr(value, "columns"):
+        value = _frame_in_order(value, name, names)
     if isinstance(value, torch.Tensor):
         if value.is_complex():
             raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
@@ -129,11 +131,28 @@ def _as_data(value: Any, name: str, dtype: torch.dtype) -> torch.Tensor:
         raise ValueError(f"{name} must be 2-D (n samples x d variables), got shape {tuple(t.shape)}")
     if t.shape[0] == 0:
         raise ValueError(f"{name} has no rows")
+    check_fits_dtype(t, dtype, name, names)
     t = t.to(dtype)
     if not torch.isfinite(t).all():
         row = int((~torch.isfinite(t)).any(dim=1).nonzero()[0])
         raise ValueError(f"{name} contains NaN or infinite values (first in row {row}); drop or impute those rows")
     return t
+
+
+def _frame_in_order(frame: Any, name: str, names: Any) -> np.ndarray:
+    """A DataFrame's values with its columns in the model's variable order (matched by name)."""
+    columns = [str(c) for c in frame.columns]
+    if names is None or not all(isinstance(c, str) for c in frame.columns):
+        return frame.to_numpy()
+    names = [str(n) for n in names]
+    missing = [n for n in names if n not in columns]
+    extra = [c for c in columns if c not in names]
+    if missing or extra:
+        raise ValueError(f"{name} columns {columns} do not match the model's variables {names}: "
+                         f"missing {missing}, unknown {extra}")
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"{name} has duplicated column names: {columns}")
+    return frame[names].to_numpy()
 
 
 def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
@@ -188,7 +207,7 @@ def evaluate_nll(model: nn.Module, data: Any, batch_size: int = 1024) -> float:
         raise TypeError(f"model must define log_prob(x), got {type(model).__name__}")
     batch_size = as_positive_int(batch_size, "batch_size")
     dtype, device = _model_dtype_device(model)
-    x = _as_data(data, "data", dtype)
+    x = _as_data(data, "data", dtype, getattr(model, "names", None))
     return _nll_sum(model, x, batch_size, device) / len(x)
 
 
@@ -296,7 +315,9 @@ def fit(
 
     Raises:
         TypeError / ValueError: bad arguments or data (NaN, wrong shape, d mismatch).
-        FloatingPointError: the training loss became NaN or infinite.
+        FloatingPointError: the training NLL (or a weight) became NaN or infinite; the model is
+            restored first to its best weights (with ``val``), else to the last weights that ended
+            an epoch finitely, else to its initial weights: never to NaN.
 
     Example:
         >>> import torch
@@ -312,8 +333,11 @@ def fit(
     """
     _check_args(model, epochs, batch_size, lr, weight_decay, patience, seed, scheduler, max_grad_norm)
     dtype, model_device = _model_dtype_device(model)
-    x_train = _as_data(train, "train", dtype)
-    x_val = _as_data(val, "val", dtype) if val is not None else None
+    if lr > torch.finfo(dtype).max:
+        raise ValueError(f"lr={lr} does not fit the model's {dtype}; learning rates are small positive numbers")
+    names = getattr(model, "names", None)  # DataFrame columns are matched to these by name
+    x_train = _as_data(train, "train", dtype, names)
+    x_val = _as_data(val, "val", dtype, names) if val is not None else None
     if x_val is not None and x_val.shape[1] != x_train.shape[1]:
         raise ValueError(f"val has {x_val.shape[1]} columns but train has {x_train.shape[1]}; "
                          "both must hold the same variables")
@@ -359,7 +383,12 @@ def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, 
     val_shard = x_val[rank::size] if x_val is not None else None
 
     history = History()
+    # Copies (state_dict() tensors alias the parameters and would follow later updates): the best
+    # weights under validation, else the last weights that ended an epoch with a finite NLL; the
+    # initial weights until then, so that a failure never leaves NaN behind.
     best_state: dict[str, torch.Tensor] | None = None
+    safe_state = _snapshot(model)
+    finished = False
     bar = tqdm(range(epochs), desc="fit", unit="epoch", disable=not progress or not sys.stderr.isatty(),
                dynamic_ncols=True, leave=False)
     try:
@@ -378,9 +407,12 @@ def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, 
                 nll_sum += float(nll) * len(batch)
             # Checked on the reduced sum so that every rank raises together.
             train_sum, train_n = _all_sum([nll_sum, float(len(order))], device, distributed)
+            if math.isfinite(train_sum) and not all(bool(torch.isfinite(p).all()) for p in params):
+                train_sum = math.nan  # the last step broke the weights although its loss was finite
             if not math.isfinite(train_sum):
-                raise FloatingPointError(f"the training NLL became {train_sum} in epoch {epoch}; lower lr or set "
-                                         "max_grad_norm (the model keeps its best weights so far)")
+                raise FloatingPointError(f"the training NLL became {train_sum} in epoch {epoch}; standardize the "
+                                         "data, lower lr or set max_grad_norm (the model is restored to its "
+                                         f"{'best' if best_state is not None else 'last finite'} weights)")
             history.train_nll.append(train_sum / train_n)
             history.lr.append(optimizer.param_groups[0]["lr"])
             score = history.train_nll[-1]
@@ -396,17 +428,24 @@ def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, 
                 plateau.step(score)
             if x_val is None:
                 history.best_epoch = epoch
+                safe_state = _snapshot(model) if epoch + 1 < epochs else None  # the last epoch's are kept
             elif score < history.best_val_nll or (history.best_epoch < 0 and math.isfinite(score)):
                 history.best_epoch = epoch
-                # A copy: state_dict() tensors alias the parameters and would follow later updates.
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = _snapshot(model)
             elif patience is not None and epoch - max(history.best_epoch, 0) >= patience:
                 history.stopped_early = True
                 break
+        finished = True
     finally:
         bar.close()
         if best_state is not None:
             model.load_state_dict(best_state)
+        elif not finished and safe_state is not None:
+            model.load_state_dict(safe_state)
         model.train(was_training)
         history.seconds = time.perf_counter() - start
     return history
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -9,7 +9,8 @@ from strnn_fast.cli import main
 
 
 def test_builtin_example(tmp_path, capsys) -> None:
-    assert main(["factorize", "--methods", "greedy,greedy+improve,zuko", "-o", str(tmp_path)]) == 0
+    assert main(["factorize", "--methods", "greedy,greedy+improve,zuko", "-o", str(tmp_path / "out")]) == 0
+    tmp_path = tmp_path / "out"
     out = capsys.readouterr().out
     assert "built-in" in out and out.count("True") == 3
     saved = np.load(tmp_path / "masks_greedy.npz")
@@ -37,6 +38,8 @@ def test_bad_files(tmp_path, capsys) -> None:
     nan = tmp_path / "nan.npy"
     np.save(nan, np.array([[0.0, np.nan], [1.0, 0.0]]))
     assert main(["factorize", str(nan), "-o", str(tmp_path / "o")]) == 2
-    assert main(["factorize", "--hidden", "a,b", "-o", str(tmp_path / "o")]) == 2
+    with pytest.raises(SystemExit) as exc:  # an argparse usage error
+        main(["factorize", "--hidden", "a,b", "-o", str(tmp_path / "o")])
+    assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "does not exist" in err and "NaN" in err and "--hidden" in err
+    assert "not found" in err and "NaN" in err and "--hidden" in err

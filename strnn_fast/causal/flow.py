@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validate import choice
+from .._validate import check_fits_dtype, choice, column_stats
 from ..flows.straf import StrAF
 from ..graph import as_dag, topological_order
 from ..serialization import Savable
@@ -165,10 +165,10 @@ class CausalFlow(Savable, nn.Module):
         train, val = x[perm[n_val:]], (x[perm[:n_val]] if n_val else None)
         with torch.no_grad():
             if self.config["standardize"]:
-                self.loc.copy_(train.mean(0))
-                # A constant column would divide by zero; leave it unscaled.
-                std = train.std(0)
-                self.scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+                # Constant columns are refused (the policy of strnn_fast._validate.column_stats).
+                mean, std = column_stats(train.double().numpy(), self.names, "data")
+                self.loc.copy_(torch.from_numpy(mean))
+                self.scale.copy_(torch.from_numpy(train.double().std(0).numpy()))
             else:
                 self.loc.zero_()
                 self.scale.fill_(1.0)
@@ -276,6 +276,7 @@ class CausalFlow(Savable, nn.Module):
         x = self._rows(x_obs, "x_obs", keep_precision=True)
         idx, values = self._do(do, len(x), dtype=x.dtype)
         model_dtype = self._device_dtype()[1]
+        check_fits_dtype(x, model_dtype, "x_obs", self.names)  # the flow itself runs in its own dtype
         with torch.no_grad():
             xm = x.to(model_dtype)
             cf = do_inverse(self.transform, self.inverse, self.flow_adjacency, self.transform(xm), idx,
@@ -341,7 +342,9 @@ class CausalFlow(Savable, nn.Module):
             if i in idx:
                 raise ValueError(f"{what} sets variable {self._label(i)} twice")
             idx.append(i)
-            cols.append(self._do_column(value, n, f"{what}[{key!r}]").to(device=device, dtype=dtype))
+            column = self._do_column(value, n, f"{what}[{key!r}]")
+            check_fits_dtype(column, dtype, f"{what}[{key!r}]")
+            cols.append(column.to(device=device, dtype=dtype))
         values = torch.stack(cols, 1) if cols else torch.empty(n, 0, device=device, dtype=dtype)
         return idx, values
 
@@ -402,6 +405,7 @@ class CausalFlow(Savable, nn.Module):
         device, dtype = self._device_dtype()
         if keep_precision and t.is_floating_point():
             dtype = torch.promote_types(t.dtype, dtype)
+        check_fits_dtype(t, dtype, what, self.names)
         t = t.to(device=device, dtype=dtype)
         if not torch.isfinite(t).all():
             raise ValueError(f"{what} contains NaN or infinite values")

@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, TypeError, OSError) as err:  # OSError: missing, existing, unreadable files
         print(f"strnn-fast {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -3,8 +3,10 @@ r"""Helpers shared by the ``fit``, ``sample``, ``logprob`` and ``demo`` commands
 * :data:`MODEL_BUILDERS` maps ``--model`` names to builders ``(adjacency, names, args) -> model``;
   a new model family is one more entry.
 * :func:`check_output` refuses to write over an input file, and over an existing file unless
-  ``--force``; :func:`write_csv` writes through a temporary file, so a failed run leaves no
-  half-written output.
+  ``--force``; :func:`write_csv` writes through :func:`strnn_fast._files.atomic_path` (a
+  ``tempfile`` in the target folder, renamed at the end), so a failed run leaves no
+  half-written output and no temporary name can collide with an existing file.
+* :func:`load_model` reads only safe model files unless ``--trust-legacy-file`` is given.
 
 Example:
     >>> sizes("64,64")
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -23,17 +26,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._files import atomic_path, check_target
 from .._validate import as_sizes
 
 __all__ = [
     "MODEL_BUILDERS",
     "add_model_options",
     "add_threads_option",
+    "add_trust_option",
     "check_output",
     "cpu_threads",
+    "draw_samples",
+    "learning_rate",
     "load_model",
     "order_columns",
+    "plain",
     "positive_int",
+    "seed_type",
     "sizes",
     "variable_names",
     "write_csv",
@@ -100,6 +109,28 @@ def sizes(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from err
 
 
+def seed_type(text: str) -> int:
+    """argparse type for a seed: an integer in [0, 2**32) (what numpy's and torch's generators take)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**32 - 1, got {text!r}")
+    return value
+
+
+def learning_rate(text: str) -> float:
+    """argparse type for a learning rate: a positive finite number no larger than 1e6."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1e6:
+        raise argparse.ArgumentTypeError(f"expected a positive number up to 1e6, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type for a positive integer."""
     try:
@@ -140,7 +171,7 @@ def cpu_threads(n: int) -> Iterator[None]:
 
 
 def check_output(path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = (), force: bool = False) -> Path:
-    r"""Returns ``path`` if writing there is allowed.
+    r"""Returns ``path`` if writing there is allowed (see :func:`strnn_fast._files.check_target`).
 
     Raises:
         ValueError: ``path`` is one of ``inputs`` (never overwritten, even with force).
@@ -153,38 +184,73 @@ def check_output(path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike]
         ...
         ValueError: output x.csv is also an input file; choose another output path
     """
-    out = Path(path)
-    for item in inputs:
-        src = Path(item)
-        same = out.resolve() == src.resolve() or (out.exists() and src.exists() and os.path.samefile(out, src))
-        if same:
-            raise ValueError(f"output {out} is also an input file; choose another output path")
-    if out.is_dir():
-        raise ValueError(f"output {out} is a folder; give a file name")
-    if out.exists() and not force:
-        raise FileExistsError(f"output {out} exists; pass --force to overwrite it")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"folder {out.parent} of output {out} does not exist")
-    return out
+    return check_target(path, overwrite=force, inputs=inputs)
 
 
-def write_csv(path: Path, values: np.ndarray, names: Sequence[str]) -> None:
-    """Writes a table with a header row through a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    np.savetxt(tmp, np.asarray(values, dtype=np.float64).reshape(len(values), -1), delimiter=",",
-               header=",".join(names), comments="", fmt="%.10g")
-    os.replace(tmp, path)
+def write_csv(path: Path, values: np.ndarray, names: Sequence[str], *, force: bool = False,
+              inputs: Sequence[str | os.PathLike] = ()) -> None:
+    """Writes a table with a header row atomically; refuses non-finite values (nothing is written)."""
+    table = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    if not np.isfinite(table).all():
+        row = int(np.flatnonzero(~np.isfinite(table).all(axis=1))[0])
+        raise ValueError(f"the model produced non-finite values (first in row {row}); nothing was written to {path}. "
+                         "The model file may be damaged or was fitted on data it cannot represent")
+    with atomic_path(path, overwrite=force, inputs=inputs) as tmp:
+        np.savetxt(tmp, table, delimiter=",", header=",".join(names), comments="", fmt="%.10g")
 
 
-def load_model(path: str | os.PathLike) -> nn.Module:
+def add_trust_option(p: argparse.ArgumentParser) -> None:
+    """Adds --trust-legacy-file (loading an old pickled model file runs code stored in it)."""
+    p.add_argument("--trust-legacy-file", action="store_true",
+                   help="also read model files in the old pickled format (strnn_fast-model-v1); loading "
+                        "them runs code stored in the file, so use it only for files you wrote yourself")
+
+
+def load_model(path: str | os.PathLike, *, trusted: bool = False) -> nn.Module:
     """Loads a model file and checks that it is a density model (has ``log_prob``)."""
     from ..serialization import load
 
-    model = load(path)
+    model = load(path, trusted=trusted)
     if not callable(getattr(model, "log_prob", None)):
         raise ValueError(f"{path} holds a {type(model).__name__}, which has no log_prob; "
                          "give a model written by `strnn-fast fit`")
     return model.eval()
+
+
+def draw_samples(model: nn.Module, n: int) -> np.ndarray:
+    """(n, d) float64 samples of any saved density model (CausalFlow included), in chunks."""
+    from ..causal import CausalFlow
+
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, n, CHUNK):
+            m = min(CHUNK, n - start)
+            x = model.sample(m, output="tensor") if isinstance(model, CausalFlow) else model.sample(m)
+            chunks.append(x.detach().cpu().double().numpy().reshape(m, -1))
+    samples = np.concatenate(chunks)
+    bad = ~np.isfinite(samples)
+    if bad.any():
+        row = int(np.flatnonzero(bad.any(axis=1))[0])
+        raise ValueError(f"the model drew non-finite values (first in row {row}); nothing was written. "
+                         "The model file may be damaged or was fitted on data it cannot represent")
+    return samples
+
+
+CHUNK = 65_536  # rows per draw, to bound memory for large n
+
+
+def plain(doc: str | None) -> str:
+    r"""A module docstring as plain text for ``--help``: reST roles and literals unwrapped.
+
+    Example:
+        >>> plain("Uses :class:`strnn_fast.Standardized` and ``--force``.")
+        'Uses strnn_fast.Standardized and --force.'
+    """
+    import re
+
+    text = (doc or "").split("\n\nExample")[0]
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return re.sub(r"``([^`]+)``", r"\1", text)
 
 
 def variable_names(model: Any, d: int) -> list[str]:

@@ -13,7 +13,7 @@ import argparse
 import numpy as np
 
 from ..data import load_table
-from ._common import check_output, order_columns, positive_int, variable_names, write_csv
+from ._common import add_trust_option, check_output, order_columns, positive_int, variable_names, write_csv
 from .intervene import load_causal, parse_do
 
 __all__ = ["register", "run"]
@@ -21,14 +21,14 @@ __all__ = ["register", "run"]
 
 def run(args: argparse.Namespace) -> int:
     out = check_output(args.output, inputs=[args.model, args.data], force=args.force)
-    model = load_causal(args.model)
+    model = load_causal(args.model, trusted=args.trust_legacy_file)
     do = parse_do(args.do, model.names)
     x, names = load_table(args.data)
     x = order_columns(x, names, model.names, model.d, args.data)
     # Batches bound memory only: rows are independent given the model.
     cf = np.concatenate([model.counterfactual(x[s:s + args.batch_size], do, output="tensor").cpu().numpy()
                          for s in range(0, len(x), args.batch_size)])
-    write_csv(out, cf, variable_names(model, model.d))
+    write_csv(out, cf, variable_names(model, model.d), force=args.force, inputs=[args.model, args.data])
     label = ", ".join(f"{k}={v:g}" for k, v in do.items())
     print(f"wrote {len(cf)} counterfactual rows under do({label}) to {out}")
     return 0
@@ -43,4 +43,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="CSV file for the counterfactual rows")
     p.add_argument("--batch-size", type=positive_int, default=65_536, help="rows per pass (default 65536)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    add_trust_option(p)
     p.set_defaults(func=run)

@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._files import atomic_folder, atomic_path
 from ..data import make_multimodal
 from ..train import evaluate_nll, fit
-from ._common import MODEL_BUILDERS, add_model_options, add_threads_option, check_output, cpu_threads, positive_int
+from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, check_output, cpu_threads, plain,
+                      learning_rate, positive_int, seed_type)
 
 __all__ = ["pairs", "register", "run"]
 
@@ -62,7 +64,7 @@ def _plot(test: np.ndarray, samples: dict[str, np.ndarray], edges: list[tuple[in
             if r == 0:
                 ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, format="png")
     plt.close(fig)
 
 
@@ -75,8 +77,15 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    targets = [check_output(out / name, force=args.force) for name in FILES]
+    if out.is_dir():
+        for name in FILES:  # refuse before training, not after
+            check_output(out / name, force=args.force)
+    with atomic_folder(out, overwrite=True, what="--out folder") as folder:
+        return _demo(args, folder, out)
+
+
+def _demo(args: argparse.Namespace, folder: Path, out: Path) -> int:
+    targets = [folder / name for name in FILES]
 
     ds = make_multimodal(n=args.n, seed=args.seed)
     print(f"multimodal data: d={ds.d}, {int(ds.adjacency.sum())} edges, train/val/test = {ds.sizes}")
@@ -88,26 +97,27 @@ def _run(args: argparse.Namespace) -> int:
         history = fit(model, ds.train, ds.val, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       patience=args.patience, seed=args.seed, progress=not args.quiet)
         print(f"{MODELS[name]:<6} {evaluate_nll(model, ds.test):9.4f} {history.seconds:8.1f} {history.epochs:7d}")
-        model.save(target)
+        model.save(target, overwrite=args.force)
         torch.manual_seed(args.seed)
         samples[name] = model.sample(len(ds.test)).double().numpy()
-    _plot(ds.test, samples, pairs(ds.adjacency), targets[-1])
-    print(f"wrote {', '.join(str(t) for t in targets)}")
+    with atomic_path(targets[-1], overwrite=args.force) as tmp:
+        _plot(ds.test, samples, pairs(ds.adjacency), tmp)
+    print(f"wrote {', '.join(str(out / name) for name in FILES)}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train StrAF and ARF on built-in multimodal data and compare",
-                       description=__doc__.split("\n\nExample")[0],
+                       description=plain(__doc__),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=positive_int, default=150, help="maximum epochs per model (default 150)")
     p.add_argument("--n", type=positive_int, default=1000, help="samples in the data set (default 1000)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--lr", type=learning_rate, default=1e-3, help="AdamW learning rate (default 1e-3)")
     p.add_argument("--patience", type=positive_int, default=10, help="early-stopping patience (default 10)")
     add_model_options(p)
     add_threads_option(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the data, initialization and batches (default 0)")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed of the data, initialization and batches (default 0)")
     p.add_argument("--out", default="strnn-fast-demo", help="folder for the models and the plot "
                    "(default ./strnn-fast-demo)")
     p.add_argument("--force", action="store_true", help="overwrite earlier demo files in --out")

@@ -15,9 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import atomic_folder, atomic_path
+from .._validate import as_binary_matrix
+from ..data import load_adjacency
 from ..factorize import check_masks, connections, factorize
+from ._common import positive_int, sizes
 
 DEFAULT_METHODS = "greedy,greedy+improve,zuko,exact"
+KNOWN_METHODS = ("greedy", "greedy+improve", "zuko", "made", "exact")
 EXACT_MAX_VARIABLES = 12  # the MILP grows with n_out * n_in * width; beyond this it is skipped
 
 
@@ -28,19 +33,10 @@ def builtin_adjacency(d: int = 100, density: float = 0.2, seed: int = 0) -> np.n
 
 
 def read_adjacency(path: Path) -> np.ndarray:
-    """Reads a .npy or .csv (comma- or whitespace-separated 0/1 matrix) adjacency file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"adjacency file {str(path)!r} does not exist")
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if path.suffix in (".csv", ".txt"):
-        text = path.read_text().strip().splitlines()
-        delimiter = "," if "," in text[0] else None
-        try:
-            return np.loadtxt(path, delimiter=delimiter, ndmin=2)
-        except ValueError as err:
-            raise ValueError(f"adjacency file {str(path)!r} is not a numeric 0/1 matrix: {err}") from err
-    raise ValueError(f"adjacency file must be .npy or .csv, got {path.suffix!r}")
+    """Reads an adjacency file with the same rules as ``strnn-fast fit`` (matrix, headed matrix or
+    edge list; see :func:`strnn_fast.data.load_adjacency`); matrices may also be rectangular."""
+    A, _ = load_adjacency(path, square=False, allow_self_loops=True)
+    return A.astype(np.uint8)
 
 
 def tile_density(mask: np.ndarray, block: int) -> float:
@@ -66,7 +62,7 @@ def _plot(masks: list[np.ndarray], title: str, path: Path) -> None:
         ax.set_ylabel("out")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -89,48 +85,49 @@ def _run_method(name: str, A: np.ndarray, hidden: tuple[int, ...]) -> tuple[list
 def run(args: argparse.Namespace) -> int:
     A = builtin_adjacency() if args.adjacency is None else read_adjacency(Path(args.adjacency))
     source = "built-in random DAG (d=100, density 0.2, seed 0)" if args.adjacency is None else args.adjacency
-    A = np.asarray(A)
-    if args.hidden:
-        try:
-            hidden = tuple(int(h) for h in args.hidden.split(","))
-        except ValueError as err:
-            raise ValueError(f"--hidden must be comma-separated integers, got {args.hidden!r}") from err
-    else:
-        hidden = (2 * A.shape[0], 2 * A.shape[0])
+    A = as_binary_matrix(A, f"adjacency {source}")
+    hidden = args.hidden or (2 * A.shape[0], 2 * A.shape[0])
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output {str(out)!r} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-
-    print(f"adjacency: {source}, shape {A.shape}, {int(np.count_nonzero(A))} edges; hidden {hidden}")
-    print(f"{'method':<16} {'paths':>12} {'tiles%':>7} {'seconds':>9} {'valid':>6}  masks")
-    for name in methods:
-        if name == "made" and not np.array_equal(A != 0, np.tril(np.ones(A.shape, bool), -1)):
-            print(f"{name:<16} skipped: needs the full lower triangle")
-            continue
-        if name == "exact" and max(A.shape) > EXACT_MAX_VARIABLES:
-            print(f"{name:<16} skipped: the MILP is for small problems (<= {EXACT_MAX_VARIABLES} variables)")
-            continue
-        masks, seconds, note = _run_method(name, A, hidden)
-        density = np.mean([tile_density(m, args.block) for m in masks])
-        valid = check_masks(masks, A)
-        shapes = " ".join(f"{m.shape[0]}x{m.shape[1]}" for m in masks)
-        print(f"{name:<16} {connections(masks):>12d} {100 * density:>7.1f} {seconds:>9.4f} {str(valid):>6}  {shapes}")
-        if note:
-            print(f"{'':<16} {note}")
-        stem = name.replace("+", "_")
-        np.savez_compressed(out / f"masks_{stem}.npz", adjacency=A, **{f"mask_{i}": m for i, m in enumerate(masks)})
-        _plot(masks, f"{name}: {connections(masks)} paths", out / f"masks_{stem}.png")
-    print(f"saved masks (.npz) and pictures (.png) to {out}/")
+    unknown = [m for m in methods if m not in KNOWN_METHODS]
+    if not methods or unknown:
+        raise ValueError(f"--methods: unknown {unknown or 'empty list'}; choose from {', '.join(KNOWN_METHODS)}")
+    inputs = [args.adjacency] if args.adjacency is not None else []
+    with atomic_folder(args.output, overwrite=args.force, inputs=inputs, what="output folder") as out:
+        print(f"adjacency: {source}, shape {A.shape}, {int(np.count_nonzero(A))} edges; hidden {hidden}")
+        print(f"{'method':<16} {'paths':>12} {'tiles%':>7} {'seconds':>9} {'valid':>6}  masks")
+        for name in methods:
+            if name == "made" and not np.array_equal(A != 0, np.tril(np.ones(A.shape, bool), -1)):
+                print(f"{name:<16} skipped: needs the full lower triangle")
+                continue
+            if name == "exact" and max(A.shape) > EXACT_MAX_VARIABLES:
+                print(f"{name:<16} skipped: the MILP is for small problems (<= {EXACT_MAX_VARIABLES} variables)")
+                continue
+            masks, seconds, note = _run_method(name, A, hidden)
+            density = np.mean([tile_density(m, args.block) for m in masks])
+            valid = check_masks(masks, A)
+            shapes = " ".join(f"{m.shape[0]}x{m.shape[1]}" for m in masks)
+            print(f"{name:<16} {connections(masks):>12d} {100 * density:>7.1f} {seconds:>9.4f} {str(valid):>6}  "
+                  f"{shapes}")
+            if note:
+                print(f"{'':<16} {note}")
+            stem = name.replace("+", "_")
+            with atomic_path(out / f"masks_{stem}.npz", overwrite=True) as tmp, open(tmp, "wb") as f:
+                np.savez_compressed(f, adjacency=A, **{f"mask_{i}": m for i, m in enumerate(masks)})
+            with atomic_path(out / f"masks_{stem}.png", overwrite=True) as tmp:
+                _plot(masks, f"{name}: {connections(masks)} paths", tmp)
+    print(f"saved masks (.npz) and pictures (.png) to {args.output}/")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("factorize", help="factorize an adjacency into layer masks and compare methods")
-    p.add_argument("adjacency", nargs="?", help=".npy or .csv 0/1 matrix (n_out x n_in); default: built-in DAG")
-    p.add_argument("--hidden", help="comma-separated hidden widths (default: 2*n_out, 2*n_out)")
+    p.add_argument("adjacency", nargs="?",
+                   help="0/1 matrix (n_out x n_in; .npy, .npz, .csv, .txt, optionally with names) or parent,child "
+                        "edge list, read as `strnn-fast fit` reads --adjacency; default: built-in DAG")
+    p.add_argument("--hidden", type=sizes, metavar="H1,H2", help="comma-separated hidden widths (default: 2*n_out, 2*n_out)")
     p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated (default {DEFAULT_METHODS})")
-    p.add_argument("--block", type=int, default=32, help="tile size for the tile density (default 32)")
-    p.add_argument("-o", "--output", default="strnn_fast_out", help="output directory (default strnn_fast_out)")
+    p.add_argument("--block", type=positive_int, default=32, help="tile size for the tile density (default 32)")
+    p.add_argument("-o", "--output", default="strnn_fast_out",
+                   help="output folder, created whole at the end (default strnn_fast_out)")
+    p.add_argument("--force", action="store_true", help="write into an existing output folder, replacing its masks")
     p.set_defaults(func=run)

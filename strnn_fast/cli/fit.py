@@ -1,7 +1,8 @@
 r"""``strnn-fast fit``: fit a structured density model to a data file and save it.
 
 The rows are shuffled with ``--seed`` and split 0.6/0.2/0.2 into train/validation/test. Real
-valued data are standardized with the training split's mean and standard deviation; the saved
+valued data are standardized with the training split's mean and standard deviation (a constant
+column is refused: drop it, since a density of a constant cannot be fitted); the saved
 model holds these statistics (:class:`strnn_fast.standardize.Standardized`), so ``sample`` and
 ``logprob`` work in the data's own units, and the printed NLLs are in those units too. Binary
 data (every value 0 or 1) for ``--model density`` are used as they are.
@@ -22,11 +23,13 @@ import argparse
 import numpy as np
 import torch
 
+from .._validate import check_fits_dtype, column_stats
 from ..data import check_adjacency_matches, load_adjacency, load_table
 from ..data.dataset import split
 from ..standardize import Standardized
 from ..train import evaluate_nll, fit, is_main_process
-from ._common import MODEL_BUILDERS, add_model_options, add_threads_option, check_output, cpu_threads, positive_int
+from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, check_output, cpu_threads,
+                      learning_rate, plain, positive_int, seed_type)
 
 __all__ = ["register", "run"]
 
@@ -49,18 +52,26 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     x, names = load_table(args.data)
     adjacency, graph_names = load_adjacency(args.adjacency, names=names)
-    check_adjacency_matches(adjacency, x.shape[1], names, graph_names)
+    try:
+        check_adjacency_matches(adjacency, x.shape[1], names, graph_names)
+    except ValueError as err:
+        raise ValueError(f"{args.data} and {args.adjacency}: {err}") from None
     names = names or graph_names
     out = check_output(args.output, inputs=[args.data, args.adjacency], force=args.force)
+    # The saved model reads raw rows in its dtype: values it cannot hold are refused before training.
+    check_fits_dtype(x, torch.get_default_dtype(), args.data, names)
 
     binary = bool(np.isin(x, (0.0, 1.0)).all())
     if args.model == "density":
         args.data_type = "binary" if binary else "gaussian"
     rows = np.random.default_rng(args.seed).permutation(len(x))
-    parts = split(x[rows], args.split)
+    try:
+        parts = split(x[rows], args.split)
+    except ValueError as err:
+        raise ValueError(f"{args.data}: {err}") from None
     standardized = not (args.model == "density" and binary)
-    mean, std = parts[0].mean(axis=0), parts[0].std(axis=0)
-    std = np.where(std > 0, std, 1.0)  # a constant column is only centered
+    if standardized:
+        mean, std = column_stats(parts[0], names, str(args.data))  # refuses constant columns
     train, val = ((p - mean) / std for p in parts[:2]) if standardized else parts[:2]
 
     torch.manual_seed(args.seed)
@@ -81,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
         model = Standardized(model, mean, std, names=names)
     if not is_main_process():
         return 0
-    model.save(out)
+    model.save(out, overwrite=args.force)
     print(f"{args.model}: {history.epochs} epochs in {history.seconds:.1f} s, best epoch {history.best_epoch + 1}"
           f"{' (stopped early)' if history.stopped_early else ''}")
     for label, part in zip(("train", "val", "test"), parts):
@@ -92,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a structured density model to a data file and save it",
-                       description=__doc__.split("\n\nExample")[0],
+                       description=plain(__doc__),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", help="data table: .csv (optional header of names), .npy or .npz")
     p.add_argument("--adjacency", "-a", required=True,
@@ -101,7 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     p.add_argument("--epochs", type=positive_int, default=100, help="maximum epochs (default 100)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--lr", type=learning_rate, default=1e-3, help="AdamW learning rate (default 1e-3)")
     p.add_argument("--patience", type=positive_int, default=10,
                    help="stop after this many epochs without a better validation NLL (default 10)")
     p.add_argument("--split", type=_fractions, default=(0.6, 0.2, 0.2), metavar="TRAIN,VAL,TEST",
@@ -111,7 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--structure", choices=("graph", "full"), default="graph",
                    help="--model causal: the causal graph (StrAF) or its full ordering (CAREFL)")
     add_threads_option(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, the initialization and the batches")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed of the split, the initialization and the batches")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--output", "-o", required=True, help="model file to write")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")

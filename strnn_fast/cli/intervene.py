@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import check_output, positive_int, variable_names, write_csv
+from ._common import add_trust_option, check_output, positive_int, seed_type, variable_names, write_csv
 
 __all__ = ["load_causal", "parse_do", "register", "run"]
 
@@ -42,12 +42,12 @@ def parse_do(assignments: list[str], names: list[str] | None) -> dict[Any, float
     return do
 
 
-def load_causal(path: str) -> Any:
-    """Loads a saved model and checks that it is a CausalFlow."""
+def load_causal(path: str, *, trusted: bool = False) -> Any:
+    """Loads a saved model and checks that it is a CausalFlow (``trusted``: accept old pickled files)."""
     from ..causal import CausalFlow
     from ..serialization import load
 
-    model = load(path)
+    model = load(path, trusted=trusted)
     if not isinstance(model, CausalFlow):
         raise ValueError(f"{path!r} holds a {type(model).__name__}, not a CausalFlow; "
                          "fit one with strnn_fast.causal.CausalFlow(...).fit(data) and save it")
@@ -56,7 +56,7 @@ def load_causal(path: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     out = check_output(args.output, inputs=[args.model], force=args.force) if args.output else None
-    model = load_causal(args.model)
+    model = load_causal(args.model, trusted=args.trust_legacy_file)
     do = parse_do(args.do, model.names)
     samples = model.interventional_samples(do, args.n, seed=args.seed, output="tensor").cpu().double().numpy()
     names = variable_names(model, model.d)
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     for name, mean, std in zip(names, samples.mean(0), samples.std(0)):
         print(f"{name:<16} {mean:>12.5g} {std:>12.5g}")
     if out is not None:
-        write_csv(out, samples, names)
+        write_csv(out, samples, names, force=args.force, inputs=[args.model])
         print(f"wrote {len(samples)} samples to {out}")
     return 0
 
@@ -77,7 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--do", action="append", default=[], metavar="VAR=VALUE",
                    help="intervention; repeat for several variables (indices when the model has no names)")
     p.add_argument("-n", type=positive_int, default=10_000, help="number of samples (default 10000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise draw (default 0)")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed of the noise draw (default 0)")
     p.add_argument("-o", "--output", help="write the samples to this CSV file")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    add_trust_option(p)
     p.set_defaults(func=run)

@@ -1,7 +1,9 @@
 r"""``strnn-fast logprob``: log-likelihood of a data file under a saved model.
 
 Prints the mean log-likelihood per row (nats); ``-o`` also writes one ``log_prob`` per row. Named
-columns are matched to the model's variables by name, in any order.
+columns are matched to the model's variables by name, in any order. Values the model's dtype
+cannot hold (beyond float32's range) are refused; a NaN log-likelihood (a damaged model) is an
+error and nothing is written.
 
 Example:
     strnn-fast logprob model.pt data.csv -o loglik.csv
@@ -13,25 +15,30 @@ import argparse
 import numpy as np
 import torch
 
+from .._validate import check_fits_dtype
 from ..data import load_table
-from ._common import check_output, load_model, order_columns, positive_int, write_csv
+from ._common import add_trust_option, check_output, load_model, order_columns, positive_int, write_csv
 
 __all__ = ["register", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
     out = check_output(args.output, inputs=[args.model, args.data], force=args.force) if args.output else None
-    model = load_model(args.model)
+    model = load_model(args.model, trusted=args.trust_legacy_file)
     x, names = load_table(args.data)
     d = getattr(model, "d", x.shape[1])
     x = order_columns(x, names, getattr(model, "names", None), d, args.data)
     dtype = next(model.parameters()).dtype
+    check_fits_dtype(x, dtype, args.data, names)
     with torch.no_grad():
         values = np.concatenate([model.log_prob(torch.from_numpy(x[s:s + args.batch_size]).to(dtype)).double().numpy()
                                  for s in range(0, len(x), args.batch_size)])
+    if np.isnan(values).any():
+        raise ValueError(f"the model {args.model} gives NaN log-likelihoods (first at row "
+                         f"{int(np.flatnonzero(np.isnan(values))[0])}); the model file may be damaged")
     print(f"mean log-likelihood {values.mean():.6f} nats over {len(values)} rows")
     if out is not None:
-        write_csv(out, values, ["log_prob"])
+        write_csv(out, values, ["log_prob"], force=args.force, inputs=[args.model, args.data])
         print(f"wrote {out}")
     return 0
 
@@ -43,4 +50,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", help="CSV file for the per-row log-likelihoods")
     p.add_argument("--batch-size", type=positive_int, default=4096, help="rows per pass (default 4096)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    add_trust_option(p)
     p.set_defaults(func=run)

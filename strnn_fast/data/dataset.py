@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validate import column_stats
+
 __all__ = ["Dataset", "split", "standardize"]
 
 
@@ -91,7 +93,8 @@ def split(x: np.ndarray, fractions: Sequence[float]) -> list[np.ndarray]:
 def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     r"""Shifts and scales every array by the training set's per-column mean and standard deviation.
 
-    Constant training columns are only centered (their scale is taken as 1), so no division by zero.
+    A constant training column is refused (ValueError naming it; see
+    :func:`strnn_fast._validate.column_stats` for the policy).
 
     Arguments:
         train: (n, d) array whose statistics are used.
@@ -104,7 +107,5 @@ def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
         >>> [a.tolist() for a in standardize(np.array([[0.0], [2.0]]), np.array([[4.0]]))]
         [[[-1.0], [1.0]], [[3.0]]]
     """
-    mean = train.mean(axis=0)
-    std = train.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
+    mean, std = column_stats(train, what="train")
     return [(a - mean) / std for a in (train, *others)]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validate import as_binary_matrix
 from ..graph import as_adjacency
 
 __all__ = ["check_adjacency_matches", "load_adjacency", "load_table"]
@@ -54,12 +55,15 @@ def load_table(path: str | os.PathLike) -> tuple[np.ndarray, list[str] | None]:
     p = _existing(path, "table")
     suffix = p.suffix.lower()
     if suffix == ".csv":
-        rows = _read_rows(p)
+        rows, lines = _read_rows(p)
         header = rows[0] if rows and not all(_is_number(v) for v in rows[0]) else None
-        body = rows[1:] if header is not None else rows
-        return _numeric_rows(body, header, p), header
+        if header is not None:
+            rows, lines = rows[1:], lines[1:]
+            if len(set(header)) != len(header) or any(not h for h in header):
+                raise ValueError(f"table {p}: the header {header} has empty or repeated column names")
+        return _numeric_rows(rows, lines, header, p), header
     if suffix == ".npy":
-        return _checked_table(np.load(p, allow_pickle=False), None, p), None
+        return _checked_table(_np_load(p), None, p), None
     if suffix == ".npz":
         arr, names = _npz_array(p, _TABLE_KEYS)
         return _checked_table(arr, names, p), names
@@ -69,6 +73,9 @@ def load_table(path: str | os.PathLike) -> tuple[np.ndarray, list[str] | None]:
 def load_adjacency(
     path: str | os.PathLike,
     names: Sequence[str] | None = None,
+    *,
+    square: bool = True,
+    allow_self_loops: bool = False,
 ) -> tuple[np.ndarray, list[str] | None]:
     r"""Loads a square adjacency (``A[i, j]`` iff i depends on j) from a matrix or an edge-list file.
 
@@ -77,7 +84,7 @@ def load_adjacency(
       row labels (as ``pandas.DataFrame.to_csv`` writes), or an edge list of ``parent,child``
       lines (names or integer indices). A first line ``parent,child`` forces edge-list reading;
       without it, two numeric 0/1 lines of two fields read as a 2 x 2 matrix.
-    * .txt: an edge list, fields separated by a comma or whitespace.
+    * .txt: the same as .csv, with fields separated by a comma or whitespace.
 
     The graph is not checked for cycles here; use :func:`strnn_fast.graph.check_dag`.
 
@@ -85,6 +92,9 @@ def load_adjacency(
         path: the file.
         names: the variable order wanted (typically the data's column names). Named matrices are
             permuted into it, edge lists are laid out in it, unnamed matrices get it attached.
+        square: with False, an unnamed (n_out, n_in) 0/1 matrix of another shape is returned as
+            it is (what ``strnn-fast factorize`` reads).
+        allow_self_loops: accept ``A[i, i] = 1``.
 
     Returns:
         ``(A, names)``: (d, d) bool array and the variable names or None.
@@ -103,23 +113,40 @@ def load_adjacency(
     """
     p = _existing(path, "adjacency")
     suffix = p.suffix.lower()
+    try:
+        return _load_adjacency(p, names, square, allow_self_loops)
+    except (TypeError, ValueError) as err:
+        if str(p) in str(err):
+            raise ValueError(str(err)) from None
+        raise ValueError(f"adjacency file {p}: {err}") from None
+
+
+def _load_adjacency(p: Path, names: Sequence[str] | None, square: bool,
+                    allow_self_loops: bool) -> tuple[np.ndarray, list[str] | None]:
+    suffix = p.suffix.lower()
     if suffix == ".npy":
-        return as_adjacency(np.load(p, allow_pickle=False), names)
+        arr = _np_load(p)
+        if not square and arr.ndim == 2 and arr.shape[0] != arr.shape[1]:
+            return as_binary_matrix(arr, f"adjacency {p}").astype(bool), None
+        return as_adjacency(arr, names, allow_self_loops=allow_self_loops)
     if suffix == ".npz":
         arr, file_names = _npz_array(p, _ADJACENCY_KEYS)
-        return _named_matrix(arr, file_names, names, p)
+        if not square and arr.ndim == 2 and arr.shape[0] != arr.shape[1]:
+            return as_binary_matrix(arr, f"adjacency {p}").astype(bool), None
+        return _named_matrix(arr, file_names, names, p, allow_self_loops)
     if suffix not in (".csv", ".txt"):
         raise ValueError(f"cannot read adjacency {p}: extension {p.suffix!r} is not one of .npy, .npz, .csv, .txt")
-    rows = _read_rows(p, whitespace=suffix == ".txt")
+    rows, lines = _read_rows(p, whitespace=suffix == ".txt")
     if not rows:
         raise ValueError(f"adjacency file {p} is empty")
     if [v.lower() for v in rows[0]] == ["parent", "child"]:
-        return _edge_list(rows[1:], names, p, first_line=2)
-    if suffix == ".csv":
-        matrix = _csv_matrix(rows, p)
-        if matrix is not None:
-            return _named_matrix(*matrix, names, p)
-    return _edge_list(rows, names, p, first_line=1)
+        return _edge_list(rows[1:], lines[1:], names, p, allow_self_loops)
+    matrix = _csv_matrix(rows, p, square)
+    if matrix is not None:
+        if not square and matrix[0].shape[0] != matrix[0].shape[1]:
+            return as_binary_matrix(matrix[0], f"adjacency {p}").astype(bool), None
+        return _named_matrix(*matrix, names, p, allow_self_loops)
+    return _edge_list(rows, lines, names, p, allow_self_loops)
 
 
 def check_adjacency_matches(
@@ -171,13 +198,25 @@ def _existing(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
-def _read_rows(p: Path, whitespace: bool = False) -> list[list[str]]:
-    with open(p, newline="") as f:
-        lines = [line.strip() for line in f]
-    lines = [line for line in lines if line and not line.startswith("#")]
+def _read_rows(p: Path, whitespace: bool = False) -> tuple[list[list[str]], list[int]]:
+    """Non-blank, non-comment rows of a text file and their 1-based line numbers."""
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as f:
+            numbered = [(k + 1, line.strip()) for k, line in enumerate(f)]
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{p} is not a UTF-8 text file (byte {err.start}); give a .csv/.txt text table") from None
+    numbered = [(k, line) for k, line in numbered if line and not line.startswith("#")]
+    lines = [k for k, _ in numbered]
+    text = [line for _, line in numbered]
+    if any("\0" in line for line in text):
+        raise ValueError(f"{p} holds NUL bytes; it is not a text table")
     if whitespace:
-        return [line.split(",") if "," in line else line.split() for line in lines]
-    return [[v.strip() for v in row] for row in csv.reader(lines)]
+        return [line.split(",") if "," in line else line.split() for line in text], lines
+    try:
+        rows = [[v.strip() for v in next(csv.reader([line]), [])] for line in text]
+    except csv.Error as err:
+        raise ValueError(f"{p} is not a readable CSV file: {err}") from None
+    return rows, lines
 
 
 def _is_number(value: str) -> bool:
@@ -188,22 +227,25 @@ def _is_number(value: str) -> bool:
     return True
 
 
-def _numeric_rows(rows: list[list[str]], header: list[str] | None, p: Path) -> np.ndarray:
+def _numeric_rows(rows: list[list[str]], lines: list[int], header: list[str] | None, p: Path) -> np.ndarray:
+    # Text files report 1-based line numbers of the file (comments and blank lines counted).
     if not rows:
         raise ValueError(f"table {p} has no data rows")
     width = len(header) if header is not None else len(rows[0])
-    first = 2 if header is not None else 1
     out = np.empty((len(rows), width))
     for r, row in enumerate(rows):
         if len(row) != width:
-            raise ValueError(f"{p} line {r + first} has {len(row)} fields, expected {width}")
+            raise ValueError(f"{p} line {lines[r]} has {len(row)} fields, expected {width}")
         for c, value in enumerate(row):
+            column = header[c] if header is not None else c
             try:
                 out[r, c] = float(value)
             except ValueError:
-                column = header[c] if header is not None else c
                 raise ValueError(f"{p}: column {column!r} holds the non-numeric value {value!r} "
-                                 f"(line {r + first})") from None
+                                 f"(line {lines[r]})") from None
+            if not np.isfinite(out[r, c]):
+                raise ValueError(f"{p}: column {column!r} holds {value!r} (line {lines[r]}); "
+                                 "values must be finite")
     return _checked_table(out, header, p)
 
 
@@ -219,31 +261,56 @@ def _checked_table(arr: np.ndarray, names: list[str] | None, p: Path) -> np.ndar
     if bad.any():
         r, c = np.argwhere(bad)[0]
         column = names[c] if names is not None else int(c)
-        raise ValueError(f"table {p}: column {column!r} holds {arr[r, c]} at row {r}; values must be finite")
+        raise ValueError(f"table {p}: column {column!r} holds {arr[r, c]} at row {r} (0-based); "
+                         "values must be finite")
+    return arr
+
+
+def _np_load(p: Path) -> np.ndarray:
+    """``np.load`` of a .npy file without pickles; any failure is a ValueError naming the file."""
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except Exception as err:  # noqa: BLE001 - truncated or foreign bytes fail in many ways
+        raise ValueError(f"{p} is not a readable .npy array: {type(err).__name__}: {err}") from None
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{p} is not a .npy array file")
     return arr
 
 
 def _npz_array(p: Path, keys: Sequence[str]) -> tuple[np.ndarray, list[str] | None]:
-    with np.load(p, allow_pickle=False) as z:
-        files = list(z.files)
-        names = [str(n) for n in z["names"]] if "names" in files else None
-        arrays = [k for k in files if k != "names"]
-        chosen = next((k for k in keys if k in arrays), arrays[0] if len(arrays) == 1 else None)
-        if chosen is None:
-            raise ValueError(f"{p} holds {files}; expected one array, or one named {' or '.join(keys)}")
-        return np.asarray(z[chosen]), names
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            files = list(z.files)
+            names = None
+            if "names" in files:
+                raw = np.asarray(z["names"])
+                if raw.ndim != 1 or raw.dtype.kind not in "US":
+                    raise ValueError(f"{p}: 'names' must be a 1-D array of strings, got {raw.dtype} {raw.shape}")
+                names = [str(n) for n in raw]
+            arrays = [k for k in files if k != "names"]
+            chosen = next((k for k in keys if k in arrays), arrays[0] if len(arrays) == 1 else None)
+            if chosen is None:
+                raise ValueError(f"{p} holds {files}; expected one array, or one named {' or '.join(keys)}")
+            return np.asarray(z[chosen]), names
+    except ValueError as err:
+        if str(p) in str(err):
+            raise
+        raise ValueError(f"{p} is not a readable .npz archive: {err}") from None
+    except Exception as err:  # noqa: BLE001 - truncated zips fail in many ways
+        raise ValueError(f"{p} is not a readable .npz archive: {type(err).__name__}: {err}") from None
 
 
-def _csv_matrix(rows: list[list[str]], p: Path) -> tuple[np.ndarray, list[str] | None] | None:
+def _csv_matrix(rows: list[list[str]], p: Path, square: bool = True) -> tuple[np.ndarray, list[str] | None] | None:
     # Returns None when the rows do not form a 0/1 matrix, so the caller reads them as edges.
-    def numeric(block: list[list[str]]) -> np.ndarray | None:
-        if not block or any(len(r) != len(block) or not all(_is_number(v) for v in r) for r in block):
+    def numeric(block: list[list[str]], width: int | None = None) -> np.ndarray | None:
+        width = len(block) if width is None else width
+        if not block or any(len(r) != width or not all(_is_number(v) for v in r) for r in block):
             return None
         arr = np.array([[float(v) for v in r] for r in block])
         return arr if np.isin(arr, (0.0, 1.0)).all() else None
 
-    plain = numeric(rows)
-    if plain is not None:
+    plain = numeric(rows) if square else numeric(rows, len(rows[0]))
+    if plain is not None and (square or len(rows[0]) != 2 or plain.shape[0] != 1):
         return plain, None
     header, body = rows[0], rows[1:]
     if all(_is_number(v) for v in header if v):
@@ -263,11 +330,12 @@ def _csv_matrix(rows: list[list[str]], p: Path) -> tuple[np.ndarray, list[str] |
 
 
 def _named_matrix(
-    arr: np.ndarray, file_names: list[str] | None, names: Sequence[str] | None, p: Path
+    arr: np.ndarray, file_names: list[str] | None, names: Sequence[str] | None, p: Path,
+    allow_self_loops: bool = False,
 ) -> tuple[np.ndarray, list[str] | None]:
     if file_names is None or names is None:
-        return as_adjacency(arr, file_names if names is None else names)
-    A, file_names = as_adjacency(arr, file_names)
+        return as_adjacency(arr, file_names if names is None else names, allow_self_loops=allow_self_loops)
+    A, file_names = as_adjacency(arr, file_names, allow_self_loops=allow_self_loops)
     names = list(names)
     if sorted(names) != sorted(file_names):
         raise ValueError(f"names {names} do not match the variables of {p}: {file_names}")
@@ -276,14 +344,16 @@ def _named_matrix(
 
 
 def _edge_list(
-    rows: list[list[str]], names: Sequence[str] | None, p: Path, first_line: int
+    rows: list[list[str]], lines: list[int], names: Sequence[str] | None, p: Path, allow_self_loops: bool = False,
 ) -> tuple[np.ndarray, list[str] | None]:
     edges: list[tuple[str | int, str | int]] = []
     for k, row in enumerate(rows):
-        if len(row) != 2:
-            raise ValueError(f"{p} line {k + first_line}: expected 'parent,child', got {len(row)} fields "
-                             "(and the file is not a square 0/1 matrix either)")
-        edges.append(tuple(int(v) if v.lstrip("-").isdigit() else v for v in row))
+        if len(row) != 2 or not all(row):
+            raise ValueError(f"{p} line {lines[k]}: expected 'parent,child', got {len(row)} fields "
+                             "(and the file is not a 0/1 matrix either)")
+        edges.append(tuple(int(v) if v.isdigit() and len(v) < 10 else v for v in row))
     if not edges and names is None:
         raise ValueError(f"{p} has no edges; pass names to say how many variables there are")
-    return as_adjacency(edges, names)
+    if len({type(v) for e in edges for v in e}) > 1:
+        raise ValueError(f"{p}: edges mix variable names and integer indices; use one or the other")
+    return as_adjacency(edges, names, allow_self_loops=allow_self_loops)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .._validate import as_positive_int
+from .._validate import as_positive_int, as_sample_shape
 from ..serialization import Savable
 from .priors import make_prior
 
@@ -127,11 +127,4 @@ class Flow(Savable, nn.Module):
 
 
 def _sample_shape(sample_shape: Sequence[int] | int | torch.Size) -> tuple[int, ...]:
-    shape = (sample_shape,) if isinstance(sample_shape, int) and not isinstance(sample_shape, bool) else sample_shape
-    try:
-        out = tuple(int(s) for s in shape)
-    except TypeError as err:
-        raise TypeError(f"sample_shape must be an int or a sequence of ints, got {sample_shape!r}") from err
-    if any(s < 0 for s in out) or any(isinstance(s, bool) for s in shape):
-        raise ValueError(f"sample_shape must hold non-negative ints, got {sample_shape!r}")
-    return out
+    return as_sample_shape(sample_shape)

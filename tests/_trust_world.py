@@ -1,0 +1,116 @@
+"""A folder of good and hostile input files shared by the bad-input corpus and the fuzz tests.
+
+:func:`make_world` writes it once per module; :func:`digest` checksums every file in it so a test
+can assert that no input changed and no partial output was left.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from strnn_fast import FastStrNN
+from strnn_fast.causal import CausalFlow
+from strnn_fast.flows import StrAF
+from strnn_fast.standardize import Standardized
+
+A3 = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0]])
+
+
+class Payload:
+    """Pickles to a shell command that creates a marker file (it must never run)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``folder`` (hidden temporaries included)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _csv(rows: list[list[object]], header: str | None = "a,b,c") -> str:
+    lines = [header] if header is not None else []
+    return "\n".join(lines + [",".join(str(v) for v in r) for r in rows]) + "\n"
+
+
+def make_world(folder: Path) -> Path:
+    """Writes the input files; returns ``folder``."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3))
+    x[:, 1] += x[:, 0]
+    good = x.round(5).tolist()
+    w = folder
+    (w / "data.csv").write_text(_csv(good))
+    (w / "noheader.csv").write_text(_csv(good, None))
+    np.save(w / "data.npy", x)
+    np.savez(w / "data.npz", data=x, names=np.array(["a", "b", "c"]))
+    (w / "graph.csv").write_text("parent,child\na,b\nb,c\n")
+    (w / "graph.txt").write_text("a b\nb c\n")
+    # hostile tables
+    (w / "empty.csv").write_text("")
+    (w / "header_only.csv").write_text("a,b,c\n")
+    (w / "ragged.csv").write_text("a,b,c\n1,2,3\n4,5\n")
+    (w / "words.csv").write_text("a,b,c\n1,2,3\n4,oops,6\n")
+    (w / "nan.csv").write_text(_csv(good[:5] + [[1, "nan", 3]]))
+    (w / "inf.csv").write_text(_csv(good[:5] + [[1, 2, "-inf"]]))
+    (w / "huge.csv").write_text(_csv(good[:20] + [[1e40, 2, 3]] + good[20:]))
+    (w / "const.csv").write_text(_csv([[r[0], r[1], 7.0] for r in good]))
+    (w / "few.csv").write_text(_csv(good[:2]))
+    (w / "two_cols.csv").write_text("a,b\n1,2\n3,4\n")
+    (w / "other_names.csv").write_text(_csv(good, "a,b,zz"))
+    (w / "dup_names.csv").write_text(_csv(good, "a,a,c"))
+    (w / "binary.csv").write_bytes(b"\xff\xfe\x00\x01garbage\x00\n\x80\x81")
+    (w / "nul.csv").write_text("a,b\x00,c\n1,2,3\n")
+    (w / "table.xlsx").write_text("not really")
+    np.save(w / "cube.npy", np.zeros((2, 2, 2)))
+    np.save(w / "strings.npy", np.array([["a", "b"], ["c", "d"]]))
+    (w / "junk.npy").write_bytes(b"\x93NUMPY garbage")
+    np.savez(w / "two.npz", p=np.zeros((2, 3)), q=np.zeros((2, 3)))
+    np.savez(w / "badnames.npz", data=np.zeros((2, 3)), names=np.zeros(3))
+    (w / "junk.npz").write_bytes(b"PK\x03\x04 not a zip")
+    # hostile graphs
+    (w / "cycle.csv").write_text("parent,child\na,b\nb,c\nc,a\n")
+    (w / "selfloop.csv").write_text("parent,child\na,a\na,b\n")
+    (w / "unknown.csv").write_text("parent,child\na,b\nb,q\n")
+    (w / "two_by_two.csv").write_text("0,0\n1,0\n")
+    (w / "nonbinary.csv").write_text("0,0,0\n2,0,0\n1,1,0\n")
+    (w / "mixed.csv").write_text("parent,child\na,1\n")
+    (w / "three_fields.txt").write_text("a b c\n")
+    (w / "zeros.csv").write_text("0,0,0\n0,0,0\n0,0,0\n")
+    np.save(w / "rect.npy", np.array([[1, 0, 1], [0, 1, 1]]))
+    # models
+    flow = StrAF(A3, hidden_sizes=(6,), flow_steps=1, names=["a", "b", "c"])
+    Standardized(flow, mean=x.mean(0), std=x.std(0)).save(w / "straf.pt")
+    causal = CausalFlow([("a", "b"), ("b", "c")], hidden_sizes=(6,), flow_steps=1)
+    causal.fit(x, epochs=1, progress=False)
+    causal.save(w / "causal.pt")
+    FastStrNN(3, (6,), 3, adjacency=A3).save(w / "fast.pt")
+    nan_flow = StrAF(A3, hidden_sizes=(6,), flow_steps=1, names=["a", "b", "c"])
+    with torch.no_grad():
+        for p in nan_flow.parameters():
+            p.fill_(float("nan"))
+    nan_flow.save(w / "nanmodel.pt")
+    cls = type(flow)
+    torch.save({"format": "strnn_fast-model-v1", "class": f"{cls.__module__}:{cls.__qualname__}",
+                "config": flow.config, "state_dict": flow.state_dict(), "dtype": "torch.float32", "extra": {}},
+               w / "legacy.pt")
+    torch.save({"format": "strnn_fast-model-v1", "config": Payload(str(w.parent / "PWNED"))}, w / "crafted.pt")
+    (w / "crafted_raw.pt").write_bytes(pickle.dumps(Payload(str(w.parent / "PWNED"))))
+    data = (w / "straf.pt").read_bytes()
+    (w / "truncated.pt").write_bytes(data[: len(data) // 2])
+    (w / "empty.pt").write_bytes(b"")
+    torch.save({"weight": torch.zeros(3)}, w / "foreign.pt")
+    (w / "existing.csv").write_text("keep me\n")
+    (w / "existing_dir").mkdir()
+    (w / "existing_dir" / "keep.txt").write_text("keep me\n")
+    return w

@@ -1,0 +1,344 @@
+"""Bad-input corpus: careless and hostile inputs through the CLI and the Python API.
+
+Every case asserts the exception type (CLI: exit code 2 and a one-line message on stderr, no
+traceback), that the message names the argument or file, that no input file changed (checksums
+of the whole input folder) and that no partial output (nor temporary file) was left behind.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from _trust_world import A3, digest, make_world
+from strnn_fast import FastStrNN, factorize
+from strnn_fast.causal import CausalFlow
+from strnn_fast.cli import main
+from strnn_fast.data import load_adjacency, load_table
+from strnn_fast.data.dataset import split, standardize
+from strnn_fast.flows import StrAF
+from strnn_fast.serialization import load
+from strnn_fast.standardize import Standardized
+from strnn_fast.train import evaluate_nll, fit
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus") / "w"
+    folder.mkdir()
+    return make_world(folder)
+
+
+FIT = ["--epochs", "1", "--hidden", "4", "--flow-steps", "1", "-q"]
+W = "{w}"
+
+# (id, argv with {w} for the input folder, text the message must contain)
+CLI_CASES = [
+    # fit: data files
+    ("fit-missing-data", ["fit", "{w}/nope.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "nope.csv"),
+    ("fit-xlsx", ["fit", "{w}/table.xlsx", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "table.xlsx"),
+    ("fit-empty-csv", ["fit", "{w}/empty.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "empty.csv"),
+    ("fit-header-only", ["fit", "{w}/header_only.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "header_only.csv"),
+    ("fit-ragged", ["fit", "{w}/ragged.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "line 3"),
+    ("fit-words", ["fit", "{w}/words.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "'oops'"),
+    ("fit-nan", ["fit", "{w}/nan.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "nan.csv"),
+    ("fit-inf", ["fit", "{w}/inf.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "inf.csv"),
+    ("fit-beyond-float32", ["fit", "{w}/huge.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", *FIT], "float32"),
+    ("fit-constant", ["fit", "{w}/const.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", *FIT], "'c'"),
+    ("fit-constant-causal", ["fit", "{w}/const.csv", "-a", "{w}/graph.csv", "--model", "causal", "-o", "{w}/o.pt",
+                             *FIT], "'c'"),
+    ("fit-too-few-rows", ["fit", "{w}/few.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", *FIT], "few.csv"),
+    ("fit-dup-names", ["fit", "{w}/dup_names.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "dup_names.csv"),
+    ("fit-binary-bytes", ["fit", "{w}/binary.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "binary.csv"),
+    ("fit-nul", ["fit", "{w}/nul.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "nul.csv"),
+    ("fit-cube-npy", ["fit", "{w}/cube.npy", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "cube.npy"),
+    ("fit-strings-npy", ["fit", "{w}/strings.npy", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "strings.npy"),
+    ("fit-junk-npy", ["fit", "{w}/junk.npy", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "junk.npy"),
+    ("fit-two-arrays-npz", ["fit", "{w}/two.npz", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "two.npz"),
+    ("fit-bad-names-npz", ["fit", "{w}/badnames.npz", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "names"),
+    ("fit-junk-npz", ["fit", "{w}/junk.npz", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "junk.npz"),
+    # fit: graphs
+    ("fit-missing-graph", ["fit", "{w}/data.csv", "-a", "{w}/nograph.csv", "-o", "{w}/o.pt"], "nograph.csv"),
+    ("fit-cycle", ["fit", "{w}/data.csv", "-a", "{w}/cycle.csv", "-o", "{w}/o.pt", *FIT], "cycle"),
+    ("fit-self-loop", ["fit", "{w}/data.csv", "-a", "{w}/selfloop.csv", "-o", "{w}/o.pt"], "self-loop"),
+    ("fit-unknown-node", ["fit", "{w}/data.csv", "-a", "{w}/unknown.csv", "-o", "{w}/o.pt"], "'q'"),
+    ("fit-graph-size", ["fit", "{w}/noheader.csv", "-a", "{w}/two_by_two.csv", "-o", "{w}/o.pt"], "columns"),
+    ("fit-nonbinary-graph", ["fit", "{w}/noheader.csv", "-a", "{w}/nonbinary.csv", "-o", "{w}/o.pt"],
+     "nonbinary.csv"),
+    ("fit-mixed-edges", ["fit", "{w}/data.csv", "-a", "{w}/mixed.csv", "-o", "{w}/o.pt"], "mixed.csv"),
+    ("fit-three-fields", ["fit", "{w}/data.csv", "-a", "{w}/three_fields.txt", "-o", "{w}/o.pt"], "three_fields.txt"),
+    ("fit-names-vs-graph", ["fit", "{w}/other_names.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt"], "zz"),
+    # fit: outputs and options
+    ("fit-output-is-input", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/data.csv"], "input"),
+    ("fit-output-exists", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/existing.csv"], "--force"),
+    ("fit-output-folder-missing", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/no/o.pt"], "no"),
+    ("fit-output-is-dir", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/existing_dir"], "existing_dir"),
+    ("fit-epochs-0", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--epochs", "0"], "--epochs"),
+    ("fit-hidden-0", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--hidden", "0"], "--hidden"),
+    ("fit-hidden-words", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--hidden", "a,b"],
+     "--hidden"),
+    ("fit-split", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--split", "0.5,0.5"], "--split"),
+    ("fit-model", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--model", "maf"], "--model"),
+    ("fit-lr-nan", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--lr", "nan", *FIT], "lr"),
+    ("fit-lr-negative", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--lr", "-1", *FIT], "lr"),
+    ("fit-batch", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--batch-size", "-3"],
+     "--batch-size"),
+    ("fit-no-adjacency", ["fit", "{w}/data.csv", "-o", "{w}/o.pt"], "--adjacency"),
+    ("fit-seed-negative", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--seed", "-1"], "--seed"),
+    ("fit-lr-huge", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--lr", "1e300"], "--lr"),
+    ("cf-beyond-float32", ["counterfactual", "{w}/causal.pt", "{w}/huge.csv", "--do", "a=1", "-o", "{w}/o.csv"],
+     "float32"),
+    ("sample-seed-words", ["sample", "{w}/straf.pt", "-n", "3", "-o", "{w}/o.csv", "--seed", "x"], "--seed"),
+    ("sample-empty-output", ["sample", "{w}/straf.pt", "-n", "3", "-o", ""], "output"),
+    # sample
+    ("sample-missing", ["sample", "{w}/nope.pt", "-n", "3", "-o", "{w}/o.csv"], "nope.pt"),
+    ("sample-csv-as-model", ["sample", "{w}/data.csv", "-n", "3", "-o", "{w}/o.csv"], "data.csv"),
+    ("sample-crafted", ["sample", "{w}/crafted.pt", "-n", "3", "-o", "{w}/o.csv"], "crafted.pt"),
+    ("sample-crafted-raw", ["sample", "{w}/crafted_raw.pt", "-n", "3", "-o", "{w}/o.csv"], "crafted_raw.pt"),
+    ("sample-legacy", ["sample", "{w}/legacy.pt", "-n", "3", "-o", "{w}/o.csv"], "--trust-legacy-file"),
+    ("sample-not-density", ["sample", "{w}/fast.pt", "-n", "3", "-o", "{w}/o.csv"], "fast.pt"),
+    ("sample-n-0", ["sample", "{w}/straf.pt", "-n", "0", "-o", "{w}/o.csv"], "-n"),
+    ("sample-n-words", ["sample", "{w}/straf.pt", "-n", "ten", "-o", "{w}/o.csv"], "-n"),
+    ("sample-exists", ["sample", "{w}/straf.pt", "-n", "3", "-o", "{w}/existing.csv"], "--force"),
+    ("sample-into-model", ["sample", "{w}/straf.pt", "-n", "3", "-o", "{w}/straf.pt", "--force"], "input"),
+    ("sample-folder-missing", ["sample", "{w}/straf.pt", "-n", "3", "-o", "{w}/no/o.csv"], "no"),
+    ("sample-truncated", ["sample", "{w}/truncated.pt", "-n", "3", "-o", "{w}/o.csv"], "truncated.pt"),
+    ("sample-empty-model", ["sample", "{w}/empty.pt", "-n", "3", "-o", "{w}/o.csv"], "empty.pt"),
+    ("sample-foreign", ["sample", "{w}/foreign.pt", "-n", "3", "-o", "{w}/o.csv"], "foreign.pt"),
+    ("sample-nan-model", ["sample", "{w}/nanmodel.pt", "-n", "3", "-o", "{w}/o.csv"], "non-finite"),
+    ("sample-dir-as-model", ["sample", "{w}/existing_dir", "-n", "3", "-o", "{w}/o.csv"], "existing_dir"),
+    # logprob
+    ("logprob-missing-data", ["logprob", "{w}/straf.pt", "{w}/nope.csv"], "nope.csv"),
+    ("logprob-width", ["logprob", "{w}/straf.pt", "{w}/two_cols.csv"], "two_cols.csv"),
+    ("logprob-names", ["logprob", "{w}/straf.pt", "{w}/other_names.csv"], "'c'"),
+    ("logprob-float32", ["logprob", "{w}/straf.pt", "{w}/huge.csv"], "float32"),
+    ("logprob-nan-data", ["logprob", "{w}/straf.pt", "{w}/nan.csv"], "nan.csv"),
+    ("logprob-missing-model", ["logprob", "{w}/nope.pt", "{w}/data.csv"], "nope.pt"),
+    ("logprob-crafted", ["logprob", "{w}/crafted.pt", "{w}/data.csv"], "crafted.pt"),
+    ("logprob-exists", ["logprob", "{w}/straf.pt", "{w}/data.csv", "-o", "{w}/existing.csv"], "--force"),
+    ("logprob-into-data", ["logprob", "{w}/straf.pt", "{w}/data.csv", "-o", "{w}/data.csv", "--force"], "input"),
+    ("logprob-nan-model", ["logprob", "{w}/nanmodel.pt", "{w}/data.csv", "-o", "{w}/o.csv"], "NaN"),
+    ("logprob-batch-0", ["logprob", "{w}/straf.pt", "{w}/data.csv", "--batch-size", "0"], "--batch-size"),
+    # intervene
+    ("intervene-not-causal", ["intervene", "{w}/straf.pt", "--do", "a=1"], "CausalFlow"),
+    ("intervene-no-do", ["intervene", "{w}/causal.pt"], "--do"),
+    ("intervene-no-equals", ["intervene", "{w}/causal.pt", "--do", "a"], "--do"),
+    ("intervene-unknown", ["intervene", "{w}/causal.pt", "--do", "zz=1"], "'zz'"),
+    ("intervene-not-number", ["intervene", "{w}/causal.pt", "--do", "a=abc"], "'abc'"),
+    ("intervene-twice", ["intervene", "{w}/causal.pt", "--do", "a=1", "--do", "a=2"], "'a'"),
+    ("intervene-nan", ["intervene", "{w}/causal.pt", "--do", "a=nan"], "do['a']"),
+    ("intervene-float32", ["intervene", "{w}/causal.pt", "--do", "a=1e40"], "float32"),
+    ("intervene-n-0", ["intervene", "{w}/causal.pt", "--do", "a=1", "-n", "0"], "-n"),
+    ("intervene-exists", ["intervene", "{w}/causal.pt", "--do", "a=1", "-o", "{w}/existing.csv"], "--force"),
+    ("intervene-legacy", ["intervene", "{w}/legacy.pt", "--do", "a=1"], "--trust-legacy-file"),
+    # counterfactual
+    ("cf-missing-data", ["counterfactual", "{w}/causal.pt", "{w}/nope.csv", "--do", "a=1", "-o", "{w}/o.csv"],
+     "nope.csv"),
+    ("cf-width", ["counterfactual", "{w}/causal.pt", "{w}/two_cols.csv", "--do", "a=1", "-o", "{w}/o.csv"],
+     "two_cols.csv"),
+    ("cf-not-causal", ["counterfactual", "{w}/straf.pt", "{w}/data.csv", "--do", "a=1", "-o", "{w}/o.csv"],
+     "CausalFlow"),
+    ("cf-into-data", ["counterfactual", "{w}/causal.pt", "{w}/data.csv", "--do", "a=1", "-o", "{w}/data.csv"],
+     "input"),
+    ("cf-unknown", ["counterfactual", "{w}/causal.pt", "{w}/data.csv", "--do", "q=1", "-o", "{w}/o.csv"], "'q'"),
+    ("cf-no-output", ["counterfactual", "{w}/causal.pt", "{w}/data.csv", "--do", "a=1"], "--output"),
+    ("cf-crafted", ["counterfactual", "{w}/crafted.pt", "{w}/data.csv", "--do", "a=1", "-o", "{w}/o.csv"],
+     "crafted.pt"),
+    # factorize
+    ("factorize-empty", ["factorize", "{w}/empty.csv", "-o", "{w}/fo"], "empty.csv"),
+    ("factorize-block-0", ["factorize", "--block", "0", "-o", "{w}/fo"], "--block"),
+    ("factorize-hidden-0", ["factorize", "{w}/rect.npy", "--hidden", "0", "-o", "{w}/fo"], "--hidden"),
+    ("factorize-methods", ["factorize", "{w}/rect.npy", "--methods", "bogus", "-o", "{w}/fo"], "--methods"),
+    ("factorize-nonbinary", ["factorize", "{w}/nonbinary.csv", "-o", "{w}/fo"], "nonbinary.csv"),
+    ("factorize-missing", ["factorize", "{w}/nope.npy", "-o", "{w}/fo"], "nope.npy"),
+    ("factorize-existing-folder", ["factorize", "{w}/rect.npy", "-o", "{w}/existing_dir"], "--force"),
+    ("factorize-output-is-file", ["factorize", "{w}/rect.npy", "-o", "{w}/existing.csv"], "existing.csv"),
+    ("factorize-all-zero", ["factorize", "{w}/zeros.csv", "-o", "{w}/fo"], "zero"),
+    ("factorize-junk-npy", ["factorize", "{w}/junk.npy", "-o", "{w}/fo"], "junk.npy"),
+    ("factorize-xlsx", ["factorize", "{w}/table.xlsx", "-o", "{w}/fo"], "table.xlsx"),
+    ("factorize-cube", ["factorize", "{w}/cube.npy", "-o", "{w}/fo"], "cube.npy"),
+    # demo
+    ("demo-out-is-file", ["demo", "--out", "{w}/existing.csv", "--epochs", "1"], "existing.csv"),
+    ("demo-n-0", ["demo", "--n", "0", "--out", "{w}/demo"], "--n"),
+    ("unknown-command", ["frobnicate"], "frobnicate"),
+]
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,expected", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_cli_bad_input(world, capsys, argv, expected) -> None:
+    before = digest(world)
+    code, err = _run([a.replace(W, str(world)) for a in argv], capsys)
+    assert code == 2
+    assert "Traceback" not in err and err.strip()
+    assert expected in err, err
+    assert digest(world) == before  # no input changed, no output or temporary left
+    assert not (world.parent / "PWNED").exists()
+
+
+def test_cli_corpus_is_large_enough() -> None:
+    assert len(CLI_CASES) >= 69  # issue cases + at least 60 more
+
+
+# ---------------------------------------------------------------------------------------------- API
+
+def _flow() -> StrAF:
+    return StrAF(A3, hidden_sizes=(4,), flow_steps=1, names=["a", "b", "c"])
+
+
+def _causal(world) -> CausalFlow:
+    return load(world / "causal.pt")
+
+
+class _NoLogProb(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+
+X = np.random.default_rng(0).normal(size=(30, 3))
+
+# (id, callable(world), exception type, text the message must contain)
+API_CASES = [
+    # load
+    ("load-missing", lambda w: load(w / "nope.pt"), FileNotFoundError, "nope.pt"),
+    ("load-dir", lambda w: load(w / "existing_dir"), FileNotFoundError, "existing_dir"),
+    ("load-csv", lambda w: load(w / "data.csv"), ValueError, "data.csv"),
+    ("load-crafted", lambda w: load(w / "crafted.pt"), ValueError, "crafted.pt"),
+    ("load-crafted-raw", lambda w: load(w / "crafted_raw.pt"), ValueError, "crafted_raw.pt"),
+    ("load-legacy", lambda w: load(w / "legacy.pt"), ValueError, "trusted=True"),
+    ("load-truncated", lambda w: load(w / "truncated.pt"), ValueError, "truncated.pt"),
+    ("load-empty", lambda w: load(w / "empty.pt"), ValueError, "empty.pt"),
+    ("load-foreign", lambda w: load(w / "foreign.pt"), ValueError, "foreign.pt"),
+    ("load-int-path", lambda w: load(3), TypeError, "path"),
+    ("load-trusted-str", lambda w: load(w / "straf.pt", trusted="yes"), TypeError, "trusted"),
+    # load_table
+    ("table-missing", lambda w: load_table(w / "nope.csv"), FileNotFoundError, "nope.csv"),
+    ("table-xlsx", lambda w: load_table(w / "table.xlsx"), ValueError, "table.xlsx"),
+    ("table-empty", lambda w: load_table(w / "empty.csv"), ValueError, "empty.csv"),
+    ("table-header-only", lambda w: load_table(w / "header_only.csv"), ValueError, "header_only.csv"),
+    ("table-ragged", lambda w: load_table(w / "ragged.csv"), ValueError, "line 3"),
+    ("table-words", lambda w: load_table(w / "words.csv"), ValueError, "'b'"),
+    ("table-nan", lambda w: load_table(w / "nan.csv"), ValueError, "line 7"),
+    ("table-inf", lambda w: load_table(w / "inf.csv"), ValueError, "inf.csv"),
+    ("table-binary", lambda w: load_table(w / "binary.csv"), ValueError, "binary.csv"),
+    ("table-nul", lambda w: load_table(w / "nul.csv"), ValueError, "nul.csv"),
+    ("table-dup-names", lambda w: load_table(w / "dup_names.csv"), ValueError, "dup_names.csv"),
+    ("table-cube", lambda w: load_table(w / "cube.npy"), ValueError, "cube.npy"),
+    ("table-strings", lambda w: load_table(w / "strings.npy"), ValueError, "strings.npy"),
+    ("table-junk-npy", lambda w: load_table(w / "junk.npy"), ValueError, "junk.npy"),
+    ("table-two-npz", lambda w: load_table(w / "two.npz"), ValueError, "two.npz"),
+    ("table-badnames-npz", lambda w: load_table(w / "badnames.npz"), ValueError, "badnames.npz"),
+    ("table-junk-npz", lambda w: load_table(w / "junk.npz"), ValueError, "junk.npz"),
+    ("table-int-path", lambda w: load_table(5), TypeError, "path"),
+    # load_adjacency
+    ("adj-empty", lambda w: load_adjacency(w / "empty.csv"), ValueError, "empty.csv"),
+    ("adj-nonbinary", lambda w: load_adjacency(w / "nonbinary.csv"), ValueError, "nonbinary.csv"),
+    ("adj-selfloop", lambda w: load_adjacency(w / "selfloop.csv"), ValueError, "self-loop"),
+    ("adj-mixed", lambda w: load_adjacency(w / "mixed.csv"), ValueError, "mixed.csv"),
+    ("adj-three-fields", lambda w: load_adjacency(w / "three_fields.txt"), ValueError, "line 1"),
+    ("adj-rect", lambda w: load_adjacency(w / "rect.npy"), ValueError, "rect.npy"),
+    ("adj-unknown-name", lambda w: load_adjacency(w / "unknown.csv", names=["a", "b", "c"]), ValueError, "'q'"),
+    ("adj-junk-npy", lambda w: load_adjacency(w / "junk.npy"), ValueError, "junk.npy"),
+    # FastStrNN
+    ("fast-nin-0", lambda w: FastStrNN(0, (4,), 3, adjacency=A3), ValueError, "nin"),
+    ("fast-hidden-words", lambda w: FastStrNN(3, ("a",), 3, adjacency=A3), TypeError, "hidden_sizes"),
+    ("fast-nonbinary", lambda w: FastStrNN(3, (4,), 3, adjacency=A3 * 2), ValueError, "adjacency"),
+    ("fast-columns", lambda w: FastStrNN(4, (4,), 3, adjacency=A3), ValueError, "adjacency"),
+    ("fast-opt-type", lambda w: FastStrNN(3, (4,), 3, adjacency=A3, opt_type="magic"), ValueError, "opt_type"),
+    ("fast-activation", lambda w: FastStrNN(3, (4,), 3, adjacency=A3, activation="swish2"), ValueError, "activation"),
+    ("fast-nout", lambda w: FastStrNN(3, (4,), 5, adjacency=A3), ValueError, "nout"),
+    ("fast-forward-width", lambda w: FastStrNN(3, (4,), 3, adjacency=A3)(torch.zeros(2, 4)), ValueError, "x"),
+    ("fast-forward-numpy", lambda w: FastStrNN(3, (4,), 3, adjacency=A3)(np.zeros((2, 3))), TypeError, "x"),
+    ("fast-forward-complex", lambda w: FastStrNN(3, (4,), 3, adjacency=A3)(torch.zeros(2, 3, dtype=torch.cfloat)),
+     TypeError, "x"),
+    # flows
+    ("flow-cycle", lambda w: StrAF([[0, 1], [1, 0]], hidden_sizes=(4,)), ValueError, "cycle"),
+    ("flow-hidden", lambda w: StrAF(A3, hidden_sizes=(-1,)), ValueError, "hidden_sizes"),
+    ("flow-steps", lambda w: StrAF(A3, hidden_sizes=(4,), flow_steps=0), ValueError, "flow_steps"),
+    ("flow-logprob-numpy", lambda w: _flow().log_prob(np.zeros((2, 3))), TypeError, "x"),
+    ("flow-logprob-width", lambda w: _flow().log_prob(torch.zeros(2, 4)), ValueError, "x"),
+    ("flow-sample-str", lambda w: _flow().sample("12"), TypeError, "sample_shape"),
+    ("flow-sample-negative", lambda w: _flow().sample(-1), ValueError, "sample_shape"),
+    ("flow-sample-float", lambda w: _flow().sample(2.5), TypeError, "sample_shape"),
+    # fit / evaluate_nll
+    ("fit-no-logprob", lambda w: fit(_NoLogProb(), X, progress=False), TypeError, "log_prob"),
+    ("fit-epochs-0", lambda w: fit(_flow(), X, epochs=0, progress=False), ValueError, "epochs"),
+    ("fit-lr-negative", lambda w: fit(_flow(), X, lr=-1.0, progress=False), ValueError, "lr"),
+    ("fit-lr-nan", lambda w: fit(_flow(), X, lr=math.nan, progress=False), TypeError, "lr"),
+    ("fit-lr-huge", lambda w: fit(_flow(), X, lr=1e300, progress=False), ValueError, "lr"),
+    ("causal-cf-float32", lambda w: _causal(w).counterfactual(np.full((2, 3), 1e40), {"a": 1.0}), ValueError,
+     "x_obs"),
+    ("fit-batch-0", lambda w: fit(_flow(), X, batch_size=0, progress=False), ValueError, "batch_size"),
+    ("fit-1d", lambda w: fit(_flow(), X[:, 0], progress=False), ValueError, "train"),
+    ("fit-empty", lambda w: fit(_flow(), X[:0], progress=False), ValueError, "train"),
+    ("fit-nan", lambda w: fit(_flow(), np.where(X > 1, np.nan, X), progress=False), ValueError, "train"),
+    ("fit-strings", lambda w: fit(_flow(), np.array([["a", "b", "c"]]), progress=False), TypeError, "train"),
+    ("fit-float32-range", lambda w: fit(_flow(), X * 1e39, epochs=1, progress=False), ValueError, "float32"),
+    ("fit-val-width", lambda w: fit(_flow(), X, X[:, :2], progress=False), ValueError, "val"),
+    ("fit-d-mismatch", lambda w: fit(_flow(), X[:, :2], progress=False), ValueError, "train"),
+    ("fit-frame-names", lambda w: fit(_flow(), pd.DataFrame(X, columns=["a", "b", "z"]), progress=False),
+     ValueError, "'z'"),
+    ("fit-scheduler", lambda w: fit(_flow(), X, scheduler="cosine", progress=False), ValueError, "scheduler"),
+    ("fit-seed", lambda w: fit(_flow(), X, seed=1.5, progress=False), TypeError, "seed"),
+    ("fit-grad-norm", lambda w: fit(_flow(), X, max_grad_norm=-1, progress=False), ValueError, "max_grad_norm"),
+    ("nll-batch-0", lambda w: evaluate_nll(_flow(), X, batch_size=0), ValueError, "batch_size"),
+    ("nll-nan", lambda w: evaluate_nll(_flow(), np.full((2, 3), np.nan)), ValueError, "data"),
+    # CausalFlow
+    ("causal-cycle", lambda w: CausalFlow([("a", "b"), ("b", "a")]), ValueError, "cycle"),
+    ("causal-structure", lambda w: CausalFlow(A3, structure="dense"), ValueError, "structure"),
+    ("causal-constant", lambda w: CausalFlow(A3, hidden_sizes=(4,), flow_steps=1).fit(
+        np.c_[X[:, :2], np.full(30, 7.0)], epochs=1, progress=False), ValueError, "column 2"),
+    ("causal-val-fraction", lambda w: CausalFlow(A3).fit(X, val_fraction=1.5), ValueError, "val_fraction"),
+    ("causal-float32", lambda w: CausalFlow(A3).fit(X * 1e39, epochs=1, progress=False), ValueError, "float32"),
+    ("causal-do-unknown", lambda w: _causal(w).interventional_samples({"zz": 1.0}, 5), ValueError, "'zz'"),
+    ("causal-do-nan", lambda w: _causal(w).interventional_samples({"a": math.nan}, 5), ValueError, "do['a']"),
+    ("causal-do-length", lambda w: _causal(w).interventional_samples({"a": np.zeros(3)}, 5), ValueError, "do['a']"),
+    ("causal-do-not-mapping", lambda w: _causal(w).interventional_samples([("a", 1.0)], 5), TypeError, "do"),
+    ("causal-n-0", lambda w: _causal(w).sample(0), ValueError, "n"),
+    ("causal-n-str", lambda w: _causal(w).sample("3"), TypeError, "n"),
+    ("causal-seed", lambda w: _causal(w).sample(3, seed="x"), TypeError, "seed"),
+    ("causal-cf-width", lambda w: _causal(w).counterfactual(np.zeros((2, 4)), {"a": 1.0}), ValueError, "x_obs"),
+    ("causal-output", lambda w: _causal(w).sample(3, output="json"), ValueError, "output"),
+    # Standardized, standardize, split
+    ("std-mean-length", lambda w: Standardized(_flow(), mean=[0.0, 0.0], std=[1.0, 1.0]), ValueError, "mean"),
+    ("std-zero", lambda w: Standardized(_flow(), mean=[0.0] * 3, std=[1.0, 0.0, 1.0]), ValueError, "std"),
+    ("std-nan", lambda w: Standardized(_flow(), mean=[0.0, math.nan, 0.0], std=[1.0] * 3), ValueError, "mean"),
+    ("std-base", lambda w: Standardized(torch.nn.Linear(3, 3), mean=[0.0] * 3, std=[1.0] * 3), TypeError, "base"),
+    ("std-logprob-numpy", lambda w: load(w / "straf.pt").log_prob(np.zeros((2, 3))), TypeError, "x"),
+    ("std-logprob-width", lambda w: load(w / "straf.pt").log_prob(torch.zeros(2, 2)), ValueError, "x"),
+    ("standardize-constant", lambda w: standardize(np.c_[X[:, :2], np.ones(30)]), ValueError, "column 2"),
+    ("split-fractions", lambda w: split(X, (0.5, 0.6)), ValueError, "fractions"),
+    # save
+    ("save-no-clobber", lambda w: _flow().save(w / "existing.csv", overwrite=False), FileExistsError, "existing.csv"),
+    ("save-folder-missing", lambda w: _flow().save(w / "no" / "m.pt"), FileNotFoundError, "no"),
+    ("save-into-dir", lambda w: _flow().save(w / "existing_dir"), ValueError, "existing_dir"),
+    # factorize API
+    ("factorize-method", lambda w: factorize(A3, (4,), "magic"), ValueError, "method"),
+    ("factorize-hidden", lambda w: factorize(A3, (0,)), ValueError, "hidden"),
+]
+
+
+@pytest.mark.parametrize("call,error,expected", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+def test_api_bad_input(world, call, error, expected) -> None:
+    before = digest(world)
+    with pytest.raises(error) as exc:
+        call(world)
+    assert type(exc.value) is error, repr(exc.value)
+    assert expected in str(exc.value), str(exc.value)
+    assert digest(world) == before
+    assert not (world.parent / "PWNED").exists()
+
+
+def test_api_corpus_is_large_enough() -> None:
+    assert len(API_CASES) >= 60
