@@ -32,6 +32,7 @@ imported, and supports fp32 and fp16 only. :func:`compile_plan` lists every kern
 the ahead-of-time compile check (``strnn_fast.kernels.aot``).
 """
 import functools
+import os
 import weakref
 from typing import Any, Optional
 
@@ -356,10 +357,20 @@ def _m_key(m: int) -> int:
     return triton.next_power_of_2(max(m, 1))
 
 
+# One config per kernel, valid for every dtype and precision, used when STRNN_FAST_AUTOTUNE=0
+# (correctness tests on a GPU: one compile per variant instead of one per config).
+_FIXED = {"fwd": (128, 8, 3), "dx": (128, 8, 3), "dw": (64, 4, 3)}
+
+
 def _launch(kind: str, grid, cuda: bool, *args, **meta) -> None:
-    """Runs kernel `kind` on grid(BLOCK_M): autotuned on CUDA, a fixed small BLOCK_M in the interpreter."""
+    """Runs kernel `kind` on grid(BLOCK_M): autotuned on CUDA (or the fixed config when the
+    environment sets STRNN_FAST_AUTOTUNE=0), a small fixed BLOCK_M in the interpreter."""
     if cuda:
-        _tuned(kind)[lambda META: grid(META["BLOCK_M"])](*args, **meta)
+        if os.environ.get("STRNN_FAST_AUTOTUNE", "1") == "0":
+            bm, warps, stages = _FIXED[kind]
+            _KERNELS[kind][grid(bm)](*args, BLOCK_M=bm, num_warps=warps, num_stages=stages, **meta)
+        else:
+            _tuned(kind)[lambda META: grid(META["BLOCK_M"])](*args, **meta)
     else:
         _KERNELS[kind][grid(_INTERP_BLOCK_M)](*args, BLOCK_M=_INTERP_BLOCK_M, **meta)
 
