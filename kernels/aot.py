@@ -8,13 +8,12 @@ K loop is pipelined. This is how a CPU-only CI guards the GPU code between GPU r
 (``tests/test_kernels_compile.py``, table in ``bench/results/kernels_compile.md``).
 
 The kernels must be plain ``JITFunction`` objects: run this without ``TRITON_INTERPRET=1``
-(``python -m strnn_fast.kernels.aot`` strips it from its own environment only if started
-without it; the test runs it in a subprocess).
+(``python -m strnn_fast.kernels.aot`` refuses to run with it; the test runs it in a subprocess
+whose environment lacks it).
 
-Example:
-    >>> import os
-    >>> os.environ.get("TRITON_INTERPRET") == "1" or compile_stats is not None
-    True
+Command line (the table in ``bench/results/kernels_compile.md``)::
+
+    env -u TRITON_INTERPRET python -P -m strnn_fast.kernels.aot --jobs 2 --markdown table.md > rows.jsonl
 """
 from __future__ import annotations
 

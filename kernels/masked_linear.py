@@ -112,7 +112,7 @@ def _sparse_row_dot(a_rows, b_cols, idx_ptr, start, end, LAST, in_m, in_n, limit
     # no address in the loop depends on a load of the same iteration, and no load mask depends
     # on a loaded value, which is what Triton's pipeliner needs to overlap num_stages - 1 tiles.
     rk = tl.arange(0, BLOCK_K)
-    ragged = (limit % BLOCK_K != 0) & (end > start)
+    ragged = (end > start) & (limit % BLOCK_K != 0)  # tensor first: limit may be a specialized constant
     if ragged:
         ragged = tl.load(idx_ptr + end - 1) == LAST
     stop = end - ragged.to(tl.int32)
@@ -384,7 +384,7 @@ def dw_split(m: int, nnz: int, cuda: bool, sm_count: int = 132) -> tuple[int, in
 
     Example:
         >>> dw_split(4096, 64, cuda=True)
-        (5, 1024)
+        (4, 1024)
         >>> dw_split(4096, 1000, cuda=True)
         (1, 4096)
     """
@@ -619,6 +619,8 @@ def _check(x, weight, bias, keep, layout, activation) -> None:
         raise ValueError(f"unknown activation {activation!r}; expected one of: {', '.join(ACTIVATION_CODES)}")
     if weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"x (..., {weight.shape[-1]}) and weight (out, in) do not match: {tuple(x.shape)}, {tuple(weight.shape)}")
+    if weight.numel() >= 2**31:  # the weight's offsets are int32 inside the kernels
+        raise ValueError(f"weight has {weight.numel()} entries; the kernels index weights below 2**31 entries")
     if x.dtype not in _DTYPES or weight.dtype != x.dtype:
         raise TypeError(f"x and weight must share one dtype of float32/float16/bfloat16, got {x.dtype} and {weight.dtype}")
     if x.device.type == "cpu" and not is_interpreted():
