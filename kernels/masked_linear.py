@@ -695,7 +695,8 @@ def compile_plan(arch: int = 90, full: bool = False, block: tuple[int, int] = (6
     fwd, dX and dW once per dtype (bf16, fp16, fp32 as TF32, fp32 as tf32x3) with relu; every
     activation of the forward and of the activation-backward kernel in bf16, and gelu (the
     heaviest) in the other dtypes, with one config; dW's split variant and its reduction once
-    per dtype. sm_80: each kernel once per dtype (no tf32x3: cuBLAS runs exact fp32 there). ``full`` crosses every config, dtype and
+    per dtype. sm_80: fwd, dX and dW once in bf16 and TF32 (no tf32x3: cuBLAS runs exact fp32
+    there). ``full`` crosses every config, dtype and
     activation. Configs the autotuner prunes (:func:`config_fits`) are left out.
 
     Example:
@@ -707,8 +708,8 @@ def compile_plan(arch: int = 90, full: bool = False, block: tuple[int, int] = (6
     limit = _SHARED_LIMIT[arch // 10]
     plan = []
     for dtype, prec in _COMPILE_DTYPES:
-        if prec == "tf32x3" and arch < 90:
-            continue  # masked_linear runs exact fp32 through cuBLAS before Hopper
+        if arch < 90 and (prec == "tf32x3" or dtype == "float16"):
+            continue  # cuBLAS runs exact fp32 before Hopper; fp16 compiles as bf16 does there
         size = 4 if dtype == "float32" else 2
         base = {"PRECISION": prec, "BLOCK_N": bn, "BLOCK_K": bk}
         all_acts = full or dtype == "bfloat16"
@@ -732,8 +733,8 @@ def compile_plan(arch: int = 90, full: bool = False, block: tuple[int, int] = (6
                         plan.append(_variant(kind, dtype, prec, arch,
                                              {**const, "HAS_BIAS": True, "SAVE_Z": act in _NEEDS_Z, "ACT": act},
                                              warps, stages))
-        if prec == "tf32x3":
-            continue  # the elementwise kernels do not depend on the dot precision
+        if prec == "tf32x3" or arch < 90:
+            continue  # the elementwise kernels have no dot: precision and arch change nothing of note
         for act in acts if arch == 90 else [5]:
             plan.append(_variant("act", dtype, prec, arch, {"ACT": act, "NEED_DB": True,
                                                             "BLOCK_M": _ACT_TILE[True][0], "BLOCK_N": _ACT_TILE[True][1]},
