@@ -288,3 +288,22 @@ def test_triton_on_cpu_without_interpreter_raises(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
                          cwd=tmp_path)
     assert "RuntimeError:" in out.stdout and "TRITON_INTERPRET=1" in out.stdout, out.stderr
+
+
+def test_precision_and_config_rules():
+    """fp32 never takes the spilling FMA dot on CUDA; tf32x3 keeps only its non-spilling configs;
+    the dW split gives every SM work and keeps slices whole multiples of 256 rows."""
+    import strnn_fast.kernels.masked_linear as ml
+
+    assert ml.precision_of(torch.float32, cuda=True, allow_tf32=True) == "tf32"
+    assert ml.precision_of(torch.float32, cuda=True, allow_tf32=False) == "tf32x3"
+    assert ml.precision_of(torch.bfloat16, cuda=True) == "ieee"
+    assert ml.precision_of(torch.float32, cuda=False) == "ieee"
+    for kind, configs in ml.CONFIGS.items():
+        kept = [c for c in configs if ml.config_fits(kind, c, (64, 64), 4, "tf32x3", 232448)]
+        assert kept and set(kept) <= set(ml.TF32X3_CONFIGS[kind])
+        assert all(ml.config_fits(kind, c, (64, 64), 2, "ieee", 232448) for c in configs)
+    for m, nnz in [(4096, 64), (4096, 1000), (5000, 3), (1, 1), (300, 10)]:
+        slices, chunk = ml.dw_split(m, nnz, cuda=True, sm_count=132)
+        assert chunk % 256 == 0 and (slices - 1) * chunk < m <= slices * chunk
+        assert slices == 1 or nnz * (slices - 1) < 2 * 132
