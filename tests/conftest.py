@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import _interp  # noqa: F401  (first: selects the Triton interpreter before anything imports triton)
 import pytest
 import torch
 
