@@ -65,8 +65,9 @@ fi
 t=$(date +%s)
 test_limit=150
 if [ "$dry_run" = 1 ]; then test_limit=60; fi
-STRNN_FAST_AUTOTUNE=0 timeout "$test_limit" $python -P -m pytest -o addopts= -p no:cacheprovider -m cuda -q -rfEs \
-  tests/test_kernels_cuda.py > "$out/cuda_tests.txt" 2>&1
+# -v: one line per finished test, so a run killed at the limit still says which passed.
+STRNN_FAST_AUTOTUNE=0 timeout "$test_limit" $python -P -m pytest -o addopts= -p no:cacheprovider -m cuda -v -rfEs \
+  --durations=10 tests/test_kernels_cuda.py > "$out/cuda_tests.txt" 2>&1
 rc=$?
 status="ok"
 if [ $rc = 124 ]; then status="TIMED OUT after ${test_limit} s"; elif [ $rc != 0 ]; then status="FAILED (exit $rc)"; fi
