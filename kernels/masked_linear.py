@@ -1,25 +1,46 @@
-r"""Block-sparse masked linear layer: y = act(x @ (W ⊙ M)^T + b), touching only nonzero tiles.
+r"""Block-sparse masked linear layer: y = act(x @ W^T + b), touching only the layout's tiles.
 
 One file per op (Liger-Kernel style): the Triton kernels, their launchers, the torch.library
 custom ops (with fake implementations, so ``torch.compile`` traces through without graph
 breaks), the ``torch.autograd.Function`` and the functional alias :func:`masked_linear`.
 
-The tile shape of the kernels is the tile shape of the :class:`~strnn_fast.layout.BlockLayout`:
-BLOCK_N = block_out, BLOCK_K = block_in. The forward pass walks the nonzero tiles of each output
-block, dX the same tiles grouped by input block, and dW runs one program per nonzero tile and
-masks inside it. Accumulation is in fp32; fp32 inputs use TF32 when
-``torch.backends.cuda.matmul.allow_tf32`` is set (or ``allow_tf32=True``).
+Contract: the weight is masked at rest (zero wherever the mask is zero), so the forward and dX
+kernels never read the mask; dW stores only the entries the mask keeps (``keep``), so a masked
+weight stays masked under any optimizer step that maps a zero gradient to a zero update.
+
+Kernels (tile BLOCK_N x BLOCK_K = the :class:`~strnn_fast.layout.BlockLayout` block):
+
+- forward: one program per (batch block, output block), output blocks launched longest tile
+  list first; the K loop loads the next tile index one iteration ahead and peels the ragged
+  last input block, so it has no load that depends on a value loaded in the same iteration and
+  Triton's software pipeliner keeps ``num_stages - 1`` tiles in flight (the fused bias and
+  activation run in the epilogue);
+- activation backward + db: one elementwise pass writes dz = dy * act'(.) and per-batch-block
+  partial sums of dz (summed in a fixed order: deterministic);
+- dX: the forward's loop over the transposed lists;
+- dW: one program per (nonzero tile, batch slice); when the tiles are fewer than twice the
+  SMs the batch is split and a second pass adds the fp32 slices in a fixed order
+  (deterministic, no atomics) and applies ``keep`` as it stores.
+
+fp32 runs as TF32 when ``torch.backends.cuda.matmul.allow_tf32`` (or ``allow_tf32=True``), and
+otherwise as "tf32x3" (three TF32 products, about fp32 accuracy, tensor cores) on Hopper and
+through cuBLAS before it (tf32x3 spills with mma.sync), never as the FMA dot that spills. Autotuning keys on the next power of two of the batch, N and K.
 
 On CUDA the launch parameters are autotuned; on the CPU the kernels run in the Triton
 interpreter, which needs ``TRITON_INTERPRET=1`` in the environment before this module is
-imported, and supports fp32 and fp16 only.
+imported, and supports fp32 and fp16 only. :func:`compile_plan` lists every kernel variant for
+the ahead-of-time compile check (``strnn_fast.kernels.aot``).
 """
 import functools
-from typing import Optional
+import os
+import weakref
+from typing import Any, Optional
 
 import torch
 import triton
 import triton.language as tl
+
+from ..activations import ACTIVATIONS
 
 # Activation codes shared by the kernels and the launchers.
 ACTIVATION_CODES = {"identity": 0, "relu": 1, "tanh": 2, "softplus": 3, "elu": 4, "gelu": 5, "silu": 6}
@@ -28,6 +49,13 @@ _NEEDS_Z = (5, 6)
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Rows per program in the interpreter: tl.dot needs >= 16, and the interpreter is slow.
 _INTERP_BLOCK_M = 16
+# Tile of the elementwise activation-backward pass (rows, columns): (CUDA, interpreter).
+_ACT_TILE = {True: (64, 128), False: (16, 16)}
+# dW: aim for this many programs per SM, in batch slices of whole multiples of this many rows.
+_DW_WAVES = 2
+_DW_GRANULE = {True: 256, False: _INTERP_BLOCK_M}
+# Bytes of shared memory a block may use: A100 class (sm_80) and H100 class (sm_90).
+_SHARED_LIMIT = {8: 166912, 9: 232448}
 
 
 def is_interpreted() -> bool:
@@ -76,36 +104,55 @@ def _act_bwd(dy, a, ACT: tl.constexpr):
 
 
 @triton.jit
+def _sparse_row_dot(a_rows, b_cols, idx_ptr, start, end, LAST, in_m, in_n, limit,
+                    stride_ak, stride_bk, acc, PRECISION: tl.constexpr, BLOCK_K: tl.constexpr):
+    # acc += sum over the tile list [start, end) of A[:, blk] @ B[blk, :], blk = idx[t] * BLOCK_K.
+    # The next index is loaded one iteration ahead, and the ragged last block (index LAST, only
+    # when limit % BLOCK_K != 0; lists are ascending, so it can only come last) is peeled off:
+    # no address in the loop depends on a load of the same iteration, and no load mask depends
+    # on a loaded value, which is what Triton's pipeliner needs to overlap num_stages - 1 tiles.
+    rk = tl.arange(0, BLOCK_K)
+    ragged = (end > start) & (limit % BLOCK_K != 0)  # tensor first: limit may be a specialized constant
+    if ragged:
+        ragged = tl.load(idx_ptr + end - 1) == LAST
+    stop = end - ragged.to(tl.int32)
+    nxt = tl.load(idx_ptr + start, mask=start < stop, other=0)
+    for t in range(start, stop):
+        offs = nxt * BLOCK_K + rk
+        nxt = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
+        a = tl.load(a_rows + offs[None, :] * stride_ak, mask=in_m[:, None], other=0.0)
+        b = tl.load(b_cols + offs[:, None] * stride_bk, mask=in_n[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    if ragged:
+        offs = LAST * BLOCK_K + rk
+        inside = offs < limit
+        a = tl.load(a_rows + offs[None, :] * stride_ak, mask=in_m[:, None] & inside[None, :], other=0.0)
+        b = tl.load(b_cols + offs[:, None] * stride_bk, mask=inside[:, None] & in_n[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
 def _masked_linear_fwd_kernel(
-    x_ptr, w_ptr, m_ptr, b_ptr, y_ptr, z_ptr, row_ptr, col_idx,
-    M, N, K,
-    stride_xm, stride_xk, stride_wn, stride_wk, stride_mn, stride_mk, stride_ym, stride_yn,
-    HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, SAVE_Z: tl.constexpr, ACT: tl.constexpr,
+    x_ptr, w_ptr, b_ptr, y_ptr, z_ptr, row_ptr, col_idx, row_order,
+    M, N, K, M_KEY,
+    stride_xm, stride_xk, stride_wn, stride_wk, stride_ym, stride_yn,
+    HAS_BIAS: tl.constexpr, SAVE_Z: tl.constexpr, ACT: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    # M_KEY (next power of two of M) is only the autotuner's key.
     pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    rb = tl.load(row_order + tl.program_id(1))  # longest rows first
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
+    offs_n = rb * BLOCK_N + tl.arange(0, BLOCK_N)
     in_m = offs_m < M
     in_n = offs_n < N
     # 64-bit offsets: batch x width may pass 2**31 elements.
-    xm = offs_m.to(tl.int64)[:, None] * stride_xm
-    wn = offs_n.to(tl.int64)[None, :] * stride_wn
-    start = tl.load(row_ptr + pid_n)
-    end = tl.load(row_ptr + pid_n + 1)
+    x_rows = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
+    w_cols = w_ptr + offs_n.to(tl.int64)[None, :] * stride_wn
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for t in range(start, end):
-        offs_k = tl.load(col_idx + t) * BLOCK_K + rk
-        in_k = offs_k < K
-        x = tl.load(x_ptr + xm + offs_k[None, :] * stride_xk, mask=in_m[:, None] & in_k[None, :], other=0.0)
-        w_mask = in_k[:, None] & in_n[None, :]
-        w = tl.load(w_ptr + offs_k[:, None] * stride_wk + wn, mask=w_mask, other=0.0)
-        if HAS_MASK:
-            keep = tl.load(m_ptr + offs_k[:, None] * stride_mk + offs_n[None, :] * stride_mn, mask=w_mask, other=0)
-            w = tl.where(keep != 0, w, 0.0)
-        acc = tl.dot(x, w, acc, input_precision=PRECISION)
+    acc = _sparse_row_dot(x_rows, w_cols, col_idx, tl.load(row_ptr + rb), tl.load(row_ptr + rb + 1), K // BLOCK_K,
+                          in_m, in_n, K, stride_xk, stride_wk, acc, PRECISION, BLOCK_K)
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n, mask=in_n, other=0.0).to(tl.float32)[None, :]
     out_mask = in_m[:, None] & in_n[None, :]
@@ -116,77 +163,118 @@ def _masked_linear_fwd_kernel(
 
 
 @triton.jit
-def _masked_linear_bwd_act_kernel(dy_ptr, a_ptr, dz_ptr, numel, ACT: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = offs < numel
-    dy = tl.load(dy_ptr + offs, mask=inside, other=0.0).to(tl.float32)
-    a = tl.load(a_ptr + offs, mask=inside, other=0.0).to(tl.float32)
-    tl.store(dz_ptr + offs, _act_bwd(dy, a, ACT).to(dz_ptr.dtype.element_ty), mask=inside)
+def _masked_linear_bwd_act_kernel(
+    dy_ptr, a_ptr, dz_ptr, dbp_ptr,
+    M, N,
+    stride_dym, stride_dyn, stride_am, stride_an, stride_dzm, stride_dzn,
+    ACT: tl.constexpr, NEED_DB: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # dz = dy * act'(a), and partial db sums per batch block (dbp[pid_m, :], fp32).
+    pid_m = tl.program_id(0)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    inside = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+    om = offs_m.to(tl.int64)[:, None]
+    dz = tl.load(dy_ptr + om * stride_dym + offs_n[None, :] * stride_dyn, mask=inside, other=0.0).to(tl.float32)
+    if ACT != 0:
+        a = tl.load(a_ptr + om * stride_am + offs_n[None, :] * stride_an, mask=inside, other=0.0).to(tl.float32)
+        dz = tl.where(inside, _act_bwd(dz, a, ACT), 0.0)
+        dz_low = dz.to(dz_ptr.dtype.element_ty)
+        tl.store(dz_ptr + om * stride_dzm + offs_n[None, :] * stride_dzn, dz_low, mask=inside)
+        dz = dz_low.to(tl.float32)  # db of the dz that dX and dW see
+    if NEED_DB:
+        tl.store(dbp_ptr + pid_m.to(tl.int64) * N + offs_n, tl.sum(dz, axis=0), mask=offs_n < N)
 
 
 @triton.jit
 def _masked_linear_bwd_dx_kernel(
-    dz_ptr, w_ptr, m_ptr, dx_ptr, t_row_ptr, t_col_idx,
-    M, N, K,
-    stride_dzm, stride_dzn, stride_wn, stride_wk, stride_mn, stride_mk, stride_dxm, stride_dxk,
-    HAS_MASK: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    dz_ptr, w_ptr, dx_ptr, t_row_ptr, t_col_idx, t_row_order,
+    M, N, K, M_KEY,
+    stride_dzm, stride_dzn, stride_wn, stride_wk, stride_dxm, stride_dxk,
+    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
-    pid_k = tl.program_id(1)
+    cb = tl.load(t_row_order + tl.program_id(1))
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-    rn = tl.arange(0, BLOCK_N)
+    offs_k = cb * BLOCK_K + tl.arange(0, BLOCK_K)
     in_m = offs_m < M
     in_k = offs_k < K
-    dzm = offs_m.to(tl.int64)[:, None] * stride_dzm
-    start = tl.load(t_row_ptr + pid_k)
-    end = tl.load(t_row_ptr + pid_k + 1)
+    dz_rows = dz_ptr + offs_m.to(tl.int64)[:, None] * stride_dzm
+    w_cols = w_ptr + offs_k[None, :] * stride_wk
     acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
-    for t in range(start, end):
-        offs_n = tl.load(t_col_idx + t) * BLOCK_N + rn
-        in_n = offs_n < N
-        dz = tl.load(dz_ptr + dzm + offs_n[None, :] * stride_dzn, mask=in_m[:, None] & in_n[None, :], other=0.0)
-        w_mask = in_n[:, None] & in_k[None, :]
-        w = tl.load(w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn + offs_k[None, :] * stride_wk, mask=w_mask, other=0.0)
-        if HAS_MASK:
-            keep = tl.load(m_ptr + offs_n.to(tl.int64)[:, None] * stride_mn + offs_k[None, :] * stride_mk, mask=w_mask, other=0)
-            w = tl.where(keep != 0, w, 0.0)
-        acc = tl.dot(dz, w, acc, input_precision=PRECISION)
+    # dX[:, cb] = sum over the output blocks nb of column cb: dZ[:, nb] @ W[nb, cb].
+    acc = _sparse_row_dot(dz_rows, w_cols, t_col_idx, tl.load(t_row_ptr + cb), tl.load(t_row_ptr + cb + 1),
+                          N // BLOCK_N, in_m, in_k, N, stride_dzn, stride_wn, acc, PRECISION, BLOCK_N)
     out = offs_m.to(tl.int64)[:, None] * stride_dxm + offs_k[None, :] * stride_dxk
     tl.store(dx_ptr + out, acc.to(dx_ptr.dtype.element_ty), mask=in_m[:, None] & in_k[None, :])
 
 
 @triton.jit
 def _masked_linear_bwd_dw_kernel(
-    dz_ptr, x_ptr, m_ptr, dw_ptr, tile_row, col_idx,
-    M, N, K,
-    stride_dzm, stride_dzn, stride_xm, stride_xk, stride_mn, stride_mk, stride_dwn, stride_dwk,
-    HAS_MASK: tl.constexpr, PRECISION: tl.constexpr,
+    dz_ptr, x_ptr, keep_ptr, dw_ptr, ws_ptr, tile_row, col_idx,
+    M, N, K, M_KEY, CHUNK, NNZ,
+    stride_dzm, stride_dzn, stride_xm, stride_xk, stride_km, stride_kk, stride_dwn, stride_dwk,
+    HAS_KEEP: tl.constexpr, SPLIT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    # Program (t, s): tile t of the layout over batch rows [s * CHUNK, (s + 1) * CHUNK).
     t = tl.program_id(0)
+    s = tl.program_id(1)
     offs_n = tl.load(tile_row + t) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.load(col_idx + t) * BLOCK_K + tl.arange(0, BLOCK_K)
     rm = tl.arange(0, BLOCK_M)
     in_n = offs_n < N
     in_k = offs_k < K
+    m_lo = s * CHUNK
+    m_hi = tl.minimum(m_lo + CHUNK, M)
+    dz_cols = dz_ptr + offs_n[:, None] * stride_dzn
+    x_cols = x_ptr + offs_k[None, :] * stride_xk
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-    for m0 in range(0, M, BLOCK_M):
-        offs_m = m0 + rm
-        in_m = offs_m < M
-        om = offs_m.to(tl.int64)
-        dzt = tl.load(dz_ptr + om[None, :] * stride_dzm + offs_n[:, None] * stride_dzn,
-                      mask=in_n[:, None] & in_m[None, :], other=0.0)
-        x = tl.load(x_ptr + om[:, None] * stride_xm + offs_k[None, :] * stride_xk,
-                    mask=in_m[:, None] & in_k[None, :], other=0.0)
+    for m0 in range(m_lo, m_hi, BLOCK_M):
+        om = m0 + rm
+        in_m = om < m_hi
+        om = om.to(tl.int64)
+        dzt = tl.load(dz_cols + om[None, :] * stride_dzm, mask=in_n[:, None] & in_m[None, :], other=0.0)
+        x = tl.load(x_cols + om[:, None] * stride_xm, mask=in_m[:, None] & in_k[None, :], other=0.0)
         acc = tl.dot(dzt, x, acc, input_precision=PRECISION)
-    tile = in_n[:, None] & in_k[None, :]
+    if SPLIT:  # fp32 slice, added up by _masked_linear_bwd_dw_reduce_kernel
+        tile = tl.arange(0, BLOCK_N)[:, None] * BLOCK_K + tl.arange(0, BLOCK_K)[None, :]
+        tl.store(ws_ptr + (s.to(tl.int64) * NNZ + t) * (BLOCK_N * BLOCK_K) + tile, acc)
+    else:
+        inside = in_n[:, None] & in_k[None, :]
+        on = offs_n.to(tl.int64)[:, None]
+        if HAS_KEEP:
+            keep = tl.load(keep_ptr + on * stride_km + offs_k[None, :] * stride_kk, mask=inside, other=0)
+            acc = tl.where(keep != 0, acc, 0.0)
+        tl.store(dw_ptr + on * stride_dwn + offs_k[None, :] * stride_dwk, acc.to(dw_ptr.dtype.element_ty),
+                 mask=inside)
+
+
+@triton.jit
+def _masked_linear_bwd_dw_reduce_kernel(
+    ws_ptr, keep_ptr, dw_ptr, tile_row, col_idx,
+    N, K, NNZ, SLICES,
+    stride_km, stride_kk, stride_dwn, stride_dwk,
+    HAS_KEEP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # dW tile t = the sum of its batch slices, in slice order (deterministic), masked by keep.
+    t = tl.program_id(0)
+    offs_n = tl.load(tile_row + t) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.load(col_idx + t) * BLOCK_K + tl.arange(0, BLOCK_K)
+    tile = tl.arange(0, BLOCK_N)[:, None] * BLOCK_K + tl.arange(0, BLOCK_K)[None, :]
+    acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    t64 = t.to(tl.int64)
+    step = (t64 * 0 + NNZ) * (BLOCK_N * BLOCK_K)  # int64: the workspace may pass 2**31 elements
+    p = ws_ptr + t64 * (BLOCK_N * BLOCK_K) + tile
+    for _ in range(0, SLICES):
+        acc += tl.load(p)
+        p += step
+    inside = (offs_n < N)[:, None] & (offs_k < K)[None, :]
     on = offs_n.to(tl.int64)[:, None]
-    if HAS_MASK:
-        keep = tl.load(m_ptr + on * stride_mn + offs_k[None, :] * stride_mk, mask=tile, other=0)
+    if HAS_KEEP:
+        keep = tl.load(keep_ptr + on * stride_km + offs_k[None, :] * stride_kk, mask=inside, other=0)
         acc = tl.where(keep != 0, acc, 0.0)
-    tl.store(dw_ptr + on * stride_dwn + offs_k[None, :] * stride_dwk, acc.to(dw_ptr.dtype.element_ty), mask=tile)
+    tl.store(dw_ptr + on * stride_dwn + offs_k[None, :] * stride_dwk, acc.to(dw_ptr.dtype.element_ty), mask=inside)
 
 
 _KERNELS = {
@@ -194,40 +282,131 @@ _KERNELS = {
     "dx": _masked_linear_bwd_dx_kernel,
     "dw": _masked_linear_bwd_dw_kernel,
 }
+# (BLOCK_M, num_warps, num_stages), each compiling to a distinct cubin for every dtype on sm_90a
+# (tests/test_kernels_compile.py checks that and that none spills). For dW BLOCK_M is the
+# reduction chunk over the batch.
+CONFIGS = {
+    "fwd": ((64, 4, 3), (128, 4, 3), (128, 8, 3), (128, 4, 4), (256, 8, 3)),
+    "dx": ((64, 4, 3), (128, 4, 3), (128, 8, 3), (128, 4, 4), (256, 8, 3)),
+    "dw": ((32, 4, 3), (64, 4, 3), (64, 4, 4), (128, 8, 3)),
+}
+# tf32x3 splits each operand into two TF32 halves: only tiles with <= 32 fp32 accumulators per
+# thread and dW chunks of <= 64 rows stay within 255 registers without spilling.
+TF32X3_CONFIGS = {
+    "fwd": ((64, 4, 3), (128, 8, 3)),
+    "dx": ((64, 4, 3), (128, 8, 3)),
+    "dw": ((32, 4, 3), (64, 4, 3), (64, 4, 4)),
+}
+
+
+def shared_bytes(kind: str, block_m: int, num_stages: int, block: tuple[int, int], itemsize: int) -> int:
+    """Shared memory of the software pipeline's buffers (the operand tiles of every stage)."""
+    bn, bk = block
+    a, b = {"fwd": (block_m * bk, bk * bn), "dx": (block_m * bn, bn * bk), "dw": (bn * block_m, block_m * bk)}[kind]
+    return num_stages * (a + b) * itemsize
 
 
 def _configs(kind: str) -> list:
-    if kind == "dw":  # BLOCK_M is the reduction chunk over the batch
-        shapes = [(32, 4, 3), (64, 4, 3), (64, 8, 4), (128, 8, 3), (128, 4, 4)]
-    else:
-        shapes = [(64, 4, 3), (64, 4, 4), (128, 4, 3), (128, 8, 3), (128, 4, 4), (128, 8, 4), (256, 8, 3), (256, 8, 4)]
-    return [triton.Config({"BLOCK_M": m}, num_warps=w, num_stages=s) for m, w, s in shapes]
+    return [triton.Config({"BLOCK_M": m}, num_warps=w, num_stages=s) for m, w, s in CONFIGS[kind]]
+
+
+@functools.cache
+def _capability(index: int) -> int:
+    return torch.cuda.get_device_capability(index)[0]
+
+
+def _shared_limit(index: int) -> int:
+    return _SHARED_LIMIT.get(_capability(index), _SHARED_LIMIT[8])
+
+
+def config_fits(kind: str, config: tuple[int, int, int], block: tuple[int, int], itemsize: int,
+                precision: str, shared_limit: int) -> bool:
+    """Whether an autotune config (BLOCK_M, warps, stages) compiles without spills and fits in
+    shared memory (the autotuner prunes the others; the compile plan leaves them out)."""
+    if precision == "tf32x3" and config not in TF32X3_CONFIGS[kind]:
+        return False
+    return shared_bytes(kind, config[0], config[2], block, itemsize) <= shared_limit
+
+
+def _prune(kind: str):
+    def prune(configs, named_args, **kwargs):
+        args = {**named_args, **kwargs}
+        ref = args["x_ptr" if kind != "dx" else "dz_ptr"]
+        block = (args["BLOCK_N"], args["BLOCK_K"])
+        limit = _shared_limit(ref.device.index or 0)
+        fits = [c for c in configs if config_fits(kind, (c.kwargs["BLOCK_M"], c.num_warps, c.num_stages), block,
+                                                  ref.element_size(), args["PRECISION"], limit)]
+        return fits or configs[:1]
+
+    return prune
 
 
 @functools.cache
 def _tuned(kind: str):
-    # Created on first CUDA use only: the autotuner needs a GPU driver.
-    return triton.autotune(configs=_configs(kind), key=["M", "N", "K"])(_KERNELS[kind])
+    # Created on first CUDA use only: the autotuner needs a GPU driver. M_KEY buckets the batch.
+    return triton.autotune(configs=_configs(kind), key=["M_KEY", "N", "K"],
+                           prune_configs_by={"early_config_prune": _prune(kind)})(_KERNELS[kind])
 
 
-def _launch(kind: str, grid, device: torch.device, *args, **meta) -> None:
-    """Runs kernel `kind` on grid(BLOCK_M): autotuned on CUDA, a fixed small BLOCK_M in the interpreter."""
-    if device.type == "cuda":
-        _tuned(kind)[lambda META: grid(META["BLOCK_M"])](*args, **meta)
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _m_key(m: int) -> int:
+    return triton.next_power_of_2(max(m, 1))
+
+
+# One config per kernel, valid for every dtype and precision, used when STRNN_FAST_AUTOTUNE=0
+# (correctness tests on a GPU: one compile per variant instead of one per config).
+_FIXED = {"fwd": (128, 8, 3), "dx": (128, 8, 3), "dw": (64, 4, 3)}
+
+
+def _launch(kind: str, grid, cuda: bool, *args, **meta) -> None:
+    """Runs kernel `kind` on grid(BLOCK_M): autotuned on CUDA (or the fixed config when the
+    environment sets STRNN_FAST_AUTOTUNE=0), a small fixed BLOCK_M in the interpreter."""
+    if cuda:
+        if os.environ.get("STRNN_FAST_AUTOTUNE", "1") == "0":
+            bm, warps, stages = _FIXED[kind]
+            _KERNELS[kind][grid(bm)](*args, BLOCK_M=bm, num_warps=warps, num_stages=stages, **meta)
+        else:
+            _tuned(kind)[lambda META: grid(META["BLOCK_M"])](*args, **meta)
     else:
         _KERNELS[kind][grid(_INTERP_BLOCK_M)](*args, BLOCK_M=_INTERP_BLOCK_M, **meta)
 
 
-def _mask_strides(mask: Optional[torch.Tensor]) -> tuple[int, int]:
-    return (mask.stride(0), mask.stride(1)) if mask is not None else (0, 0)
+def dw_split(m: int, nnz: int, cuda: bool, sm_count: int = 132) -> tuple[int, int]:
+    r"""(slices, rows per slice) of the dW batch reduction.
+
+    Few nonzero tiles leave most SMs idle when each tile's program walks the whole batch; the
+    batch is then cut into slices (whole multiples of 256 rows on CUDA) so that there are about
+    ``2 * sm_count`` programs.
+
+    Example:
+        >>> dw_split(4096, 64, cuda=True)
+        (4, 1024)
+        >>> dw_split(4096, 1000, cuda=True)
+        (1, 4096)
+    """
+    granule = _DW_GRANULE[cuda]
+    want = -(-_DW_WAVES * sm_count // max(nnz, 1))
+    slices = max(1, min(want, -(-m // granule)))
+    chunk = -(-(-(-m // slices)) // granule) * granule
+    return -(-m // chunk), chunk
+
+
+# The interpreter has no SMs: a small count makes the tiny test problems take the split path.
+_INTERP_SM_COUNT = 4
 
 
 @torch.library.custom_op("strnn_fast::masked_linear_fwd", mutates_args=())
 def masked_linear_fwd(
-    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], mask: Optional[torch.Tensor],
-    row_ptr: torch.Tensor, col_idx: torch.Tensor, block_n: int, block_k: int, act: int, precision: str,
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+    row_ptr: torch.Tensor, col_idx: torch.Tensor, row_order: torch.Tensor,
+    block_n: int, block_k: int, act: int, precision: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward op on a 2-D x: returns (y, z), z the pre-activation for gelu/silu and empty otherwise."""
+    """Forward op on a 2-D x and a weight masked at rest: (y, z), z the pre-activation for
+    gelu/silu and empty otherwise."""
     M, K = x.shape
     N = weight.shape[0]
     y = torch.empty((M, N), device=x.device, dtype=x.dtype)
@@ -235,71 +414,94 @@ def masked_linear_fwd(
     z = torch.empty((M, N) if save_z else (0,), device=x.device, dtype=x.dtype)
     if M == 0:
         return y, z
-    ms = _mask_strides(mask)
+    rows = row_order.numel()
     _launch(
-        "fwd", lambda bm: (triton.cdiv(M, bm), row_ptr.numel() - 1), x.device,
-        x, weight, mask if mask is not None else weight, bias if bias is not None else weight, y, z if save_z else y,
-        row_ptr, col_idx, M, N, K,
-        x.stride(0), x.stride(1), weight.stride(0), weight.stride(1), ms[0], ms[1], y.stride(0), y.stride(1),
-        HAS_MASK=mask is not None, HAS_BIAS=bias is not None, SAVE_Z=save_z, ACT=act,
-        PRECISION=precision, BLOCK_N=block_n, BLOCK_K=block_k,
+        "fwd", lambda bm: (triton.cdiv(M, bm), rows), x.is_cuda,
+        x, weight, bias if bias is not None else weight, y, z if save_z else y, row_ptr, col_idx, row_order,
+        M, N, K, _m_key(M), x.stride(0), x.stride(1), weight.stride(0), weight.stride(1), y.stride(0), y.stride(1),
+        HAS_BIAS=bias is not None, SAVE_Z=save_z, ACT=act, PRECISION=precision, BLOCK_N=block_n, BLOCK_K=block_k,
     )
     return y, z
 
 
 @masked_linear_fwd.register_fake
-def _(x, weight, bias, mask, row_ptr, col_idx, block_n, block_k, act, precision):
+def _(x, weight, bias, row_ptr, col_idx, row_order, block_n, block_k, act, precision):
     M, N = x.shape[0], weight.shape[0]
     return x.new_empty((M, N)), x.new_empty((M, N) if act in _NEEDS_Z else (0,))
 
 
+def _act_backward(dy: torch.Tensor, saved: torch.Tensor, act: int, need_db: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """dz = dy * act'(.) and db = column sums of dz (fp32 partials per batch block, summed in order)."""
+    M, N = dy.shape
+    if act == 0 and not need_db:
+        return dy, dy.new_empty((0,))
+    bm, bn = _ACT_TILE[dy.is_cuda]
+    dz = torch.empty((M, N), device=dy.device, dtype=dy.dtype) if act != 0 else dy
+    parts = torch.empty((triton.cdiv(M, bm) if need_db else 0, N), device=dy.device, dtype=torch.float32)
+    if M and N:
+        _masked_linear_bwd_act_kernel[(triton.cdiv(M, bm), triton.cdiv(N, bn))](
+            dy, saved if act != 0 else dy, dz, parts, M, N,
+            dy.stride(0), dy.stride(1), *(saved.stride() if act != 0 else dy.stride()), dz.stride(0), dz.stride(1),
+            ACT=act, NEED_DB=need_db, BLOCK_M=bm, BLOCK_N=bn,
+        )
+    db = parts.sum(0).to(dy.dtype) if need_db else dy.new_empty((0,))
+    return dz, db
+
+
 @torch.library.custom_op("strnn_fast::masked_linear_bwd", mutates_args=())
 def masked_linear_bwd(
-    dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: Optional[torch.Tensor], saved: torch.Tensor,
+    dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, keep: Optional[torch.Tensor], saved: torch.Tensor,
     tile_row: torch.Tensor, col_idx: torch.Tensor, t_row_ptr: torch.Tensor, t_col_idx: torch.Tensor,
-    block_n: int, block_k: int, act: int, precision: str, need_dx: bool, need_dw: bool, need_db: bool,
+    t_row_order: torch.Tensor, block_n: int, block_k: int, act: int, precision: str,
+    need_dx: bool, need_dw: bool, need_db: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Backward op: (dx, dw, db), each empty when not needed; `saved` is z for gelu/silu, else y."""
+    """Backward op: (dx, dw, db), each empty when not needed; `saved` is z for gelu/silu, else y.
+    dW is nonzero only where `keep` (or, without it, the layout's tiles) allows."""
     M, K = x.shape
     N = weight.shape[0]
-    if act == 0:
-        dz = dy
-    else:
-        dz = torch.empty((M, N), device=x.device, dtype=x.dtype)
-        dy = dy.contiguous()
-        block = 1024
-        if M:
-            _masked_linear_bwd_act_kernel[(triton.cdiv(M * N, block),)](dy, saved, dz, M * N, ACT=act, BLOCK=block)
-    ms = _mask_strides(mask)
+    cuda = x.is_cuda
+    dz, db = _act_backward(dy, saved, act, need_db)
     # Unneeded outputs are distinct empty tensors: custom-op outputs may not alias each other.
     dx, dw = x.new_empty((0,)), x.new_empty((0,))
     if need_dx:
         dx = torch.empty_like(x)
         if M:
+            cols = t_row_order.numel()
             _launch(
-                "dx", lambda bm: (triton.cdiv(M, bm), t_row_ptr.numel() - 1), x.device,
-                dz, weight, mask if mask is not None else weight, dx, t_row_ptr, t_col_idx, M, N, K,
-                dz.stride(0), dz.stride(1), weight.stride(0), weight.stride(1), ms[0], ms[1],
-                dx.stride(0), dx.stride(1),
-                HAS_MASK=mask is not None, PRECISION=precision, BLOCK_N=block_n, BLOCK_K=block_k,
+                "dx", lambda bm: (triton.cdiv(M, bm), cols), cuda,
+                dz, weight, dx, t_row_ptr, t_col_idx, t_row_order, M, N, K, _m_key(M),
+                dz.stride(0), dz.stride(1), weight.stride(0), weight.stride(1), dx.stride(0), dx.stride(1),
+                PRECISION=precision, BLOCK_N=block_n, BLOCK_K=block_k,
             )
     if need_dw:
         # Tiles without a nonzero never get a gradient: they are not part of the layer.
         dw = torch.zeros_like(weight)
-        if M and col_idx.numel():
+        nnz = col_idx.numel()
+        if M and nnz:
+            sms = _sm_count(x.device.index or 0) if cuda else _INTERP_SM_COUNT
+            slices, chunk = dw_split(M, nnz, cuda, sms)
+            split = slices > 1
+            ws = (torch.empty((slices, nnz, block_n * block_k), device=x.device, dtype=torch.float32)
+                  if split else dw)
+            ref = keep if keep is not None else weight
+            ks = keep.stride() if keep is not None else (0, 0)
             _launch(
-                "dw", lambda bm: (col_idx.numel(),), x.device,
-                dz, x, mask if mask is not None else weight, dw, tile_row, col_idx, M, N, K,
-                dz.stride(0), dz.stride(1), x.stride(0), x.stride(1), ms[0], ms[1], dw.stride(0), dw.stride(1),
-                HAS_MASK=mask is not None, PRECISION=precision, BLOCK_N=block_n, BLOCK_K=block_k,
+                "dw", lambda bm: (nnz, slices), cuda,
+                dz, x, ref, dw, ws, tile_row, col_idx, M, N, K, _m_key(M), chunk, nnz,
+                dz.stride(0), dz.stride(1), x.stride(0), x.stride(1), ks[0], ks[1], dw.stride(0), dw.stride(1),
+                HAS_KEEP=keep is not None, SPLIT=split, PRECISION=precision, BLOCK_N=block_n, BLOCK_K=block_k,
             )
-    db = dz.sum(0, dtype=torch.float32).to(x.dtype) if need_db else x.new_empty((0,))
+            if split:
+                _masked_linear_bwd_dw_reduce_kernel[(nnz,)](
+                    ws, ref, dw, tile_row, col_idx, N, K, nnz, slices, ks[0], ks[1], dw.stride(0), dw.stride(1),
+                    HAS_KEEP=keep is not None, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4,
+                )
     return dx, dw, db
 
 
 @masked_linear_bwd.register_fake
-def _(dy, x, weight, mask, saved, tile_row, col_idx, t_row_ptr, t_col_idx, block_n, block_k, act, precision,
-      need_dx, need_dw, need_db):
+def _(dy, x, weight, keep, saved, tile_row, col_idx, t_row_ptr, t_col_idx, t_row_order, block_n, block_k, act,
+      precision, need_dx, need_dw, need_db):
     return (
         x.new_empty(x.shape if need_dx else (0,)),
         x.new_empty(weight.shape if need_dw else (0,)),
@@ -308,51 +510,75 @@ def _(dy, x, weight, mask, saved, tile_row, col_idx, t_row_ptr, t_col_idx, block
 
 
 class MaskedLinearFunction(torch.autograd.Function):
-    """Autograd of y = act(x @ (W ⊙ M)^T + b) on a 2-D x, over a block layout's index tensors."""
+    """Autograd of y = act(x @ W^T + b) on a 2-D x, W masked at rest, over a block layout's
+    index tensors (passed one by one: ``torch.compile`` traces tensors, not the container)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mask, row_ptr, col_idx, tile_row, t_row_ptr, t_col_idx,
-                block_n, block_k, act, precision):
-        y, z = torch.ops.strnn_fast.masked_linear_fwd(x, weight, bias, mask, row_ptr, col_idx,
+    def forward(ctx, x, weight, bias, keep, row_ptr, col_idx, row_order, tile_row, t_row_ptr, t_col_idx,
+                t_row_order, block_n, block_k, act, precision):
+        y, z = torch.ops.strnn_fast.masked_linear_fwd(x, weight, bias, row_ptr, col_idx, row_order,
                                                       block_n, block_k, act, precision)
         saved = z if act in _NEEDS_Z else y
-        ctx.save_for_backward(x, weight, mask, saved, tile_row, col_idx, t_row_ptr, t_col_idx)
+        ctx.save_for_backward(x, weight, keep, saved, tile_row, col_idx, t_row_ptr, t_col_idx, t_row_order)
         ctx.meta = (block_n, block_k, act, precision, bias is not None)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight, mask, saved, tile_row, col_idx, t_row_ptr, t_col_idx = ctx.saved_tensors
+        x, weight, keep, saved, tile_row, col_idx, t_row_ptr, t_col_idx, t_row_order = ctx.saved_tensors
         block_n, block_k, act, precision, has_bias = ctx.meta
         need_dx, need_dw, need_db = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         dx, dw, db = torch.ops.strnn_fast.masked_linear_bwd(
-            dy, x, weight, mask, saved, tile_row, col_idx, t_row_ptr, t_col_idx,
+            dy, x, weight, keep, saved, tile_row, col_idx, t_row_ptr, t_col_idx, t_row_order,
             block_n, block_k, act, precision, need_dx, need_dw, need_db and has_bias,
         )
         return (dx if need_dx else None, dw if need_dw else None, db if need_db and has_bias else None,
-                None, None, None, None, None, None, None, None, None, None)
+                *([None] * 12))
+
+
+# Layouts already validated for the kernels (checked once per layout, not per call).
+_CHECKED_LAYOUTS: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def precision_of(dtype: torch.dtype, cuda: bool, allow_tf32: Optional[bool] = None) -> str:
+    r"""``input_precision`` of the kernels' dots for `dtype`.
+
+    fp32 on CUDA is "tf32" when TF32 is allowed and "tf32x3" otherwise (never the fp32 FMA
+    dot, which spills); the interpreter and 16-bit types use "ieee".
+
+    Example:
+        >>> precision_of(torch.float32, cuda=True, allow_tf32=False)
+        'tf32x3'
+    """
+    if dtype != torch.float32 or not cuda:
+        return "ieee"
+    if allow_tf32 is None:
+        allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+    return "tf32" if allow_tf32 else "tf32x3"
 
 
 def masked_linear(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: Optional[torch.Tensor],
-    mask: Optional[torch.Tensor],
+    keep: Optional[torch.Tensor],
     layout,
     activation: str = "identity",
     allow_tf32: Optional[bool] = None,
 ) -> torch.Tensor:
-    r"""Block-sparse y = act(x @ (W ⊙ M)^T + b) with autograd.
+    r"""Block-sparse y = act(x @ W^T + b) with autograd, W masked at rest.
 
     Arguments:
         x: (..., in) input, fp32/fp16/bf16 (fp32/fp16 in the interpreter).
-        weight: (out, in) weight of x's dtype and device.
+        weight: (out, in) weight of x's dtype and device, **zero wherever the mask is zero**
+            (the kernels do not read the mask in the forward and dX passes).
         bias: (out,) bias or None.
-        mask: (out, in) bool/uint8 mask, or None when the weight is already masked (frozen
-            models); tiles absent from the layout count as zero either way.
+        keep: (out, in) bool/uint8 mask: the entries dW may write. None keeps every entry of
+            the layout's tiles (frozen models, or weights whose gradient needs no mask).
         layout: the :class:`~strnn_fast.layout.BlockLayout` of the mask, on x's device.
         activation: one of identity, relu, tanh, softplus, elu, gelu, silu.
-        allow_tf32: use TF32 for fp32 inputs; None follows ``torch.backends.cuda.matmul.allow_tf32``.
+        allow_tf32: use TF32 for fp32 inputs (else tf32x3); None follows
+            ``torch.backends.cuda.matmul.allow_tf32``.
 
     Returns:
         The (..., out) output in x's dtype.
@@ -360,32 +586,41 @@ def masked_linear(
     Example:
         >>> from strnn_fast.layout import BlockLayout
         >>> m = torch.tril(torch.ones(20, 20, dtype=torch.uint8))
-        >>> y = masked_linear(torch.randn(3, 20), torch.randn(20, 20), None, m, BlockLayout.from_mask(m, (16, 16)))
+        >>> w = torch.randn(20, 20) * m
+        >>> y = masked_linear(torch.randn(3, 20), w, None, m, BlockLayout.from_mask(m, (16, 16)))
         >>> y.shape
         torch.Size([3, 20])
     """
-    _check(x, weight, bias, mask, layout, activation)
+    if not torch.compiler.is_compiling():
+        _check(x, weight, bias, keep, layout, activation)
     N, K = weight.shape
-    if allow_tf32 is None:
-        allow_tf32 = torch.backends.cuda.matmul.allow_tf32
-    precision = "tf32" if allow_tf32 and x.dtype == torch.float32 and x.is_cuda else "ieee"
-    if mask is not None and mask.dtype == torch.bool:
-        mask = mask.view(torch.uint8)
+    precision = precision_of(x.dtype, x.is_cuda, allow_tf32)
+    if precision == "tf32x3" and _capability(x.device.index or 0) < 9:
+        # Before Hopper, tf32x3 needs more registers than the mma.sync layout leaves (it spills):
+        # exact fp32 goes to cuBLAS on the same masked weight (keep masks dW through autograd).
+        w = weight if keep is None else weight * keep.to(weight.dtype)
+        return ACTIVATIONS[activation](torch.nn.functional.linear(x, w, bias))
+    if keep is not None and keep.dtype == torch.bool:
+        keep = keep.view(torch.uint8)
     x2 = x.reshape(-1, K)
     y = MaskedLinearFunction.apply(
-        x2, weight, bias, mask, layout.row_ptr, layout.col_idx, layout.tile_row, layout.t_row_ptr, layout.t_col_idx,
-        layout.block[0], layout.block[1], ACTIVATION_CODES[activation], precision,
+        x2, weight, bias, keep, layout.row_ptr, layout.col_idx, layout.row_order, layout.tile_row,
+        layout.t_row_ptr, layout.t_col_idx, layout.t_row_order, layout.block[0], layout.block[1],
+        ACTIVATION_CODES[activation], precision,
     )
     return y.reshape(*x.shape[:-1], N)
 
 
-def _check(x, weight, bias, mask, layout, activation) -> None:
+def _check(x, weight, bias, keep, layout, activation) -> None:
+    """Per-call checks of the tensors (cheap attribute reads); the layout's own once per layout."""
     if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor):
         raise TypeError("x and weight must be torch tensors")
     if activation not in ACTIVATION_CODES:
         raise ValueError(f"unknown activation {activation!r}; expected one of: {', '.join(ACTIVATION_CODES)}")
     if weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"x (..., {weight.shape[-1]}) and weight (out, in) do not match: {tuple(x.shape)}, {tuple(weight.shape)}")
+    if weight.numel() >= 2**31:  # the weight's offsets are int32 inside the kernels
+        raise ValueError(f"weight has {weight.numel()} entries; the kernels index weights below 2**31 entries")
     if x.dtype not in _DTYPES or weight.dtype != x.dtype:
         raise TypeError(f"x and weight must share one dtype of float32/float16/bfloat16, got {x.dtype} and {weight.dtype}")
     if x.device.type == "cpu" and not is_interpreted():
@@ -397,11 +632,112 @@ def _check(x, weight, bias, mask, layout, activation) -> None:
         raise ValueError(f"x and weight must be on one CUDA device (or the CPU interpreter), got {x.device} and {weight.device}")
     if bias is not None and (bias.shape != (weight.shape[0],) or bias.dtype != x.dtype or bias.device != x.device):
         raise ValueError(f"bias must be ({weight.shape[0]},) of x's dtype and device, got {tuple(bias.shape)} {bias.dtype}")
-    if mask is not None and (mask.shape != weight.shape or mask.dtype not in (torch.bool, torch.uint8) or mask.device != x.device):
-        raise ValueError(f"mask must be a bool/uint8 tensor shaped like weight {tuple(weight.shape)} on x's device")
+    if keep is not None and (keep.shape != weight.shape or keep.dtype not in (torch.bool, torch.uint8)
+                             or keep.device != x.device):
+        raise ValueError(f"keep must be a bool/uint8 tensor shaped like weight {tuple(weight.shape)} on x's device")
     if tuple(layout.shape) != tuple(weight.shape):
         raise ValueError(f"layout is for a {layout.shape} mask but weight is {tuple(weight.shape)}")
     if layout.device != x.device:
         raise ValueError(f"layout is on {layout.device} but x is on {x.device}; use layout.to(x.device)")
-    if min(layout.block) < 16 or any(b & (b - 1) for b in layout.block):
-        raise ValueError(f"layout.block must be powers of two >= 16 for the kernels, got {layout.block}")
+    if layout not in _CHECKED_LAYOUTS:
+        if min(layout.block) < 16 or any(b & (b - 1) for b in layout.block):
+            raise ValueError(f"layout.block must be powers of two >= 16 for the kernels, got {layout.block}")
+        index = (layout.row_ptr, layout.col_idx, layout.row_order, layout.tile_row, layout.t_row_ptr,
+                 layout.t_col_idx, layout.t_row_order)
+        if any(t.dtype != torch.int32 or not t.is_contiguous() for t in index):
+            raise ValueError("layout index tensors must be contiguous int32 (build it with BlockLayout.from_mask)")
+        _CHECKED_LAYOUTS.add(layout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ahead-of-time compile plan (strnn_fast.kernels.aot): every kernel variant a GPU run can launch.
+
+_COMPILE_DTYPES = (("bfloat16", "ieee"), ("float16", "ieee"), ("float32", "tf32"), ("float32", "tf32x3"))
+# Runtime arguments: (name, kind), kind "p" = data pointer, "i" = int32 index pointer, "u" = uint8
+# pointer, "f" = fp32 pointer, "n" = int, "1" = unit stride (the JIT specializes 1 to a constant).
+_ARGS = {
+    "fwd": "x_ptr:p w_ptr:p b_ptr:p y_ptr:p z_ptr:p row_ptr:i col_idx:i row_order:i M:n N:n K:n M_KEY:n "
+           "stride_xm:n stride_xk:1 stride_wn:n stride_wk:1 stride_ym:n stride_yn:1",
+    "dx": "dz_ptr:p w_ptr:p dx_ptr:p t_row_ptr:i t_col_idx:i t_row_order:i M:n N:n K:n M_KEY:n "
+          "stride_dzm:n stride_dzn:1 stride_wn:n stride_wk:1 stride_dxm:n stride_dxk:1",
+    "dw": "dz_ptr:p x_ptr:p keep_ptr:u dw_ptr:p ws_ptr:f tile_row:i col_idx:i M:n N:n K:n M_KEY:n CHUNK:n NNZ:n "
+          "stride_dzm:n stride_dzn:1 stride_xm:n stride_xk:1 stride_km:n stride_kk:1 stride_dwn:n stride_dwk:1",
+    "dw_reduce": "ws_ptr:f keep_ptr:u dw_ptr:p tile_row:i col_idx:i N:n K:n NNZ:n SLICES:n "
+                 "stride_km:n stride_kk:1 stride_dwn:n stride_dwk:1",
+    "act": "dy_ptr:p a_ptr:p dz_ptr:p dbp_ptr:f M:n N:n stride_dym:n stride_dyn:1 stride_am:n stride_an:1 "
+           "stride_dzm:n stride_dzn:1",
+}
+_ALL_KERNELS = {**_KERNELS, "dw_reduce": _masked_linear_bwd_dw_reduce_kernel, "act": _masked_linear_bwd_act_kernel}
+
+
+def _variant(kind: str, dtype: str, precision: str, arch: int, const: dict, warps: int, stages: int) -> dict:
+    ptr = {"p": "*" + {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}[dtype], "i": "*i32", "u": "*u8",
+           "f": "*fp32"}
+    signature, constexprs, divisible = {}, dict(const), []
+    for item in _ARGS[kind].split():
+        name, k = item.split(":")
+        if k == "1":
+            constexprs[name] = 1
+            continue
+        signature[name] = ptr.get(k, "i32")
+        if k != "n" or name.startswith("stride") or name in ("N", "K", "M_KEY"):
+            divisible.append(name)  # aligned pointers, widths and row strides, as at d = 1024
+    return {"fn": _ALL_KERNELS[kind], "signature": signature, "constexprs": constexprs, "arch": arch,
+            "num_warps": warps, "num_stages": stages, "divisible": tuple(divisible),
+            "label": {"dtype": dtype, "precision": precision, "act": const.get("ACT", 0),
+                      "block_m": const.get("BLOCK_M", 0)}}
+
+
+def compile_plan(arch: int = 90, full: bool = False, block: tuple[int, int] = (64, 64)) -> list[dict]:
+    r"""Keyword arguments of :func:`strnn_fast.kernels.aot.compile_stats` for the kernel variants.
+
+    sm_90a (default, sized for a CI budget of two minutes on two cores): every autotune config of
+    fwd, dX and dW once per dtype (bf16, fp16, fp32 as TF32, fp32 as tf32x3) with relu; every
+    activation of the forward and of the activation-backward kernel in bf16, and gelu (the
+    heaviest) in the other dtypes, with one config; dW's split variant and its reduction once
+    per dtype. sm_80: fwd, dX and dW once in bf16 and TF32 (no tf32x3: cuBLAS runs exact fp32
+    there). ``full`` crosses every config, dtype and
+    activation. Configs the autotuner prunes (:func:`config_fits`) are left out.
+
+    Example:
+        >>> plan = compile_plan(90)
+        >>> sorted({p["fn"].__name__ for p in plan})[0]
+        '_masked_linear_bwd_act_kernel'
+    """
+    bn, bk = block
+    limit = _SHARED_LIMIT[arch // 10]
+    plan = []
+    for dtype, prec in _COMPILE_DTYPES:
+        if arch < 90 and (prec == "tf32x3" or dtype == "float16"):
+            continue  # cuBLAS runs exact fp32 before Hopper; fp16 compiles as bf16 does there
+        size = 4 if dtype == "float32" else 2
+        base = {"PRECISION": prec, "BLOCK_N": bn, "BLOCK_K": bk}
+        all_acts = full or dtype == "bfloat16"
+        acts = list(ACTIVATION_CODES.values()) if all_acts else [0, 5]
+        for kind in ("fwd", "dx", "dw"):
+            configs = [c for c in CONFIGS[kind] if config_fits(kind, c, block, size, prec, limit)]
+            if arch != 90:
+                configs = configs[1:2] or configs[:1]
+            for i, (bm, warps, stages) in enumerate(configs):
+                const = {**base, "BLOCK_M": bm}
+                if kind == "dx":
+                    plan.append(_variant(kind, dtype, prec, arch, const, warps, stages))
+                elif kind == "dw":
+                    for split in (False, True) if full or i == 1 else (False,):
+                        plan.append(_variant(kind, dtype, prec, arch, {**const, "HAS_KEEP": True, "SPLIT": split},
+                                             warps, stages))
+                else:
+                    for act in acts if (full or i == 1) and arch == 90 else [1]:
+                        if prec == "tf32x3" and act not in (1, 5):
+                            continue
+                        plan.append(_variant(kind, dtype, prec, arch,
+                                             {**const, "HAS_BIAS": True, "SAVE_Z": act in _NEEDS_Z, "ACT": act},
+                                             warps, stages))
+        if prec == "tf32x3" or arch < 90:
+            continue  # the elementwise kernels have no dot: precision and arch change nothing of note
+        for act in acts if arch == 90 else [5]:
+            plan.append(_variant("act", dtype, prec, arch, {"ACT": act, "NEED_DB": True,
+                                                            "BLOCK_M": _ACT_TILE[True][0], "BLOCK_N": _ACT_TILE[True][1]},
+                                 4, 1))
+        plan.append(_variant("dw_reduce", dtype, prec, arch, {"HAS_KEEP": True, "BLOCK_N": bn, "BLOCK_K": bk}, 4, 1))
+    return plan

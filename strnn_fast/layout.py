@@ -3,6 +3,8 @@ r"""Block-CSR layouts of layer masks: the index lists the block-sparse kernels w
 A layout is built once per mask and tile shape (in C++), validated, and kept in one container
 with both index lists, as in stk: the forward pass walks the nonzero tiles of each output block,
 the dX pass the same tiles grouped by input block, and the dW pass one program per tile.
+Both walks are scheduled longest list first (``row_order``, ``t_row_order``), so the GPU's last
+wave holds short rows instead of one long straggler.
 """
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ from . import _C
 from ._validate import as_binary_matrix
 
 
+_INDEX_FIELDS = ("row_ptr", "col_idx", "tile_row", "t_row_ptr", "t_col_idx", "row_order", "t_row_order")
+
+
 @dataclass(frozen=True, eq=False)
 class BlockLayout:
     r"""Nonzero (block_out x block_in) tiles of an (out x in) mask, as int32 index tensors.
@@ -27,6 +32,8 @@ class BlockLayout:
             column block col_idx[t].
         tile_row: row block of each tile.
         t_row_ptr, t_col_idx: the transposed lists, output blocks by input block.
+        row_order, t_row_order: output (input) blocks sorted by descending tile count, ties
+            in index order: the launch order of the forward (dX) programs.
 
     Example:
         >>> lay = BlockLayout.from_mask(np.eye(4), block=(2, 2))
@@ -41,6 +48,8 @@ class BlockLayout:
     tile_row: torch.Tensor
     t_row_ptr: torch.Tensor
     t_col_idx: torch.Tensor
+    row_order: torch.Tensor
+    t_row_order: torch.Tensor
 
     @classmethod
     def from_mask(cls, mask: Any, block: tuple[int, int] = (64, 64)) -> BlockLayout:
@@ -58,6 +67,8 @@ class BlockLayout:
             raise TypeError(f"block must be a pair (block_out, block_in), got {block!r}")
         raw = _C.block_layout(m, block[0], block[1])
         tensors = {k: torch.from_numpy(raw[k]) for k in ("row_ptr", "col_idx", "tile_row", "t_row_ptr", "t_col_idx")}
+        for name, ptr in (("row_order", raw["row_ptr"]), ("t_row_order", raw["t_row_ptr"])):
+            tensors[name] = torch.from_numpy(np.argsort(-np.diff(ptr), kind="stable").astype(np.int32))
         return cls(shape=tuple(m.shape), block=(int(block[0]), int(block[1])), **tensors)
 
     @property
@@ -82,7 +93,7 @@ class BlockLayout:
 
     def to(self, device: torch.device | str) -> BlockLayout:
         """The same layout with its index tensors on `device`."""
-        move = {k: getattr(self, k).to(device) for k in ("row_ptr", "col_idx", "tile_row", "t_row_ptr", "t_col_idx")}
+        move = {k: getattr(self, k).to(device) for k in _INDEX_FIELDS}
         return BlockLayout(shape=self.shape, block=self.block, **move)
 
     def tile_mask(self) -> np.ndarray:

@@ -39,7 +39,7 @@ def random_problem(M, K, N, block, dtype, seed, density=0.25):
     mask = torch.rand(N, K, generator=g) < density
     mask[: block[0], block[1]:] = False  # whole tiles of the first output block are empty
     x = torch.randn(M, K, generator=g).to(dtype)
-    w = torch.randn(N, K, generator=g).to(dtype)
+    w = (torch.randn(N, K, generator=g) * mask).to(dtype)  # masked at rest: the kernels' contract
     b = torch.randn(N, generator=g).to(dtype)
     return x, w, b, mask, BlockLayout.from_mask(mask, block)
 
@@ -83,14 +83,69 @@ def test_batch_dims_and_strided_input():
     assert masked_linear(x[:0], w, b, mask, layout).shape == (0, 20)
 
 
-def test_no_mask_means_premasked_weight_and_tile_sparsity():
+def test_without_keep_dw_covers_the_layouts_tiles_only():
     x, w, b, mask, layout = random_problem(9, 40, 36, (16, 16), torch.float32, seed=2)
-    wm = (w * mask).requires_grad_()
+    wm = w.clone().requires_grad_()
     y = masked_linear(x, wm, None, None, layout, "relu")
-    y.sum().backward()
-    assert_close(y, F.relu(F.linear(x.double(), wm.double())), torch.float32, 40)
-    # Without a mask, entries of tiles absent from the layout still get no gradient.
-    assert not wm.grad[~torch.from_numpy(layout.to_dense())].any()
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(3))
+    y.backward(dy)
+    xd, wd = x.double(), w.double().requires_grad_()
+    F.relu(F.linear(xd, wd)).backward(dy.double())
+    assert_close(y, F.relu(F.linear(xd, wd)), torch.float32, 40)
+    tiles = torch.from_numpy(layout.to_dense())
+    # Without keep, dW is the full gradient inside the layout's tiles and zero outside them.
+    assert_close(wm.grad[tiles], wd.grad[tiles], torch.float32, 9)
+    assert not wm.grad[~tiles].any()
+
+
+def test_empty_rows_and_columns_of_tiles():
+    """An output block with no tile gives bias + act only; an input block with none gives dX = 0."""
+    x, w, b, mask, _ = random_problem(21, 50, 40, (16, 16), torch.float32, seed=11, density=0.5)
+    mask[16:32, :] = False  # output block 1: no tile
+    mask[:, 32:48] = False  # input block 2: no tile
+    w = w * mask
+    layout = BlockLayout.from_mask(mask, (16, 16))
+    x.requires_grad_()
+    wg, bg = w.clone().requires_grad_(), b.clone().requires_grad_()
+    y = masked_linear(x, wg, bg, mask, layout, "tanh")
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(4))
+    y.backward(dy)
+    ry, rdx, rdw, rdb = reference(x, w, b, mask, "tanh", dy)
+    assert_close(y, ry, torch.float32, 50)
+    assert_close(x.grad, rdx, torch.float32, 40)
+    assert_close(wg.grad, rdw, torch.float32, 21)
+    assert_close(bg.grad, rdb, torch.float32, 21)
+    assert not x.grad[:, 32:48].any()
+
+
+@pytest.mark.parametrize("sm_count", [1, 64])
+def test_dw_batch_split_is_exact_and_deterministic(monkeypatch, sm_count):
+    """sm_count 64 splits the batch of this few-tile problem into slices (second pass adds
+    them in order); 1 keeps one program per tile. Both equal float64, bitwise reproducibly."""
+    import strnn_fast.kernels.masked_linear as ml
+
+    monkeypatch.setattr(ml, "_INTERP_SM_COUNT", sm_count)
+    x, w, b, mask, layout = random_problem(70, 33, 30, (16, 16), torch.float32, seed=6)
+    slices, _ = ml.dw_split(70, layout.nnz, cuda=False, sm_count=sm_count)
+    assert (slices > 1) == (sm_count > 1)
+    grads = []
+    for _ in range(2):
+        wg = w.clone().requires_grad_()
+        masked_linear(x, wg, b, mask, layout, "elu").backward(torch.ones(70, 30))
+        grads.append(wg.grad)
+    _, _, rdw, _ = reference(x, w, b, mask, "elu", torch.ones(70, 30))
+    assert_close(grads[0], rdw, torch.float32, 70)
+    assert torch.equal(grads[0], grads[1])
+    assert not grads[0][~mask].any()
+
+
+def mask_at_rest(net):
+    """Zeroes the weights where the masks are zero: the kernels' contract (the layers will keep
+    their weights masked at rest themselves; until then the tests do it)."""
+    with torch.no_grad():
+        for layer in net.layers:
+            layer.weight.mul_(layer.mask)
+    return net
 
 
 @pytest.mark.parametrize("act", ["relu", "gelu"])
@@ -98,7 +153,7 @@ def test_no_mask_means_premasked_weight_and_tile_sparsity():
 def test_faststrnn_triton_matches_dense(act, dtype):
     torch.manual_seed(0)
     A = np.tril(np.ones((20, 20)), -1)
-    tri = FastStrNN(20, (60, 60), 40, adjacency=A, activation=act, backend="triton").to(dtype)
+    tri = mask_at_rest(FastStrNN(20, (60, 60), 40, adjacency=A, activation=act, backend="triton")).to(dtype)
     dense = FastStrNN(20, (60, 60), 40, adjacency=A, activation=act, backend="dense").to(dtype)
     dense.load_state_dict(tri.state_dict())
     x = torch.randn(11, 20).to(dtype)
@@ -115,7 +170,7 @@ def test_faststrnn_triton_matches_dense(act, dtype):
 
 def test_reordered_triton_model_keeps_outputs():
     torch.manual_seed(1)
-    net = FastStrNN(24, (80, 80), 24, adjacency=np.tril(np.ones((24, 24)), -1), backend="triton")
+    net = mask_at_rest(FastStrNN(24, (80, 80), 24, adjacency=np.tril(np.ones((24, 24)), -1), backend="triton"))
     x = torch.randn(6, 24)
     before = net(x).detach()
     r = reorder_model(net, block=(16, 16))
@@ -133,6 +188,8 @@ def test_layout_cache_follows_the_mask():
     new = torch.zeros_like(layer.mask)
     new[:16, :3] = 1
     layer.set_mask(new)
+    with torch.no_grad():
+        layer.weight.mul_(new)
     assert layer_layout(layer, torch.device("cpu"))[0].nnz == 1
     x = torch.randn(4, 10)
     ref = F.relu(F.linear(x.double(), layer.weight.double() * new.double(), layer.bias.double()))
@@ -143,7 +200,7 @@ def test_layout_cache_follows_the_mask():
 def test_freeze_matches(dtype):
     torch.manual_seed(3)
     for backend in ("triton", "auto"):
-        net = FastStrNN(16, (48, 48), 16, adjacency=np.tril(np.ones((16, 16)), -1), backend=backend)
+        net = mask_at_rest(FastStrNN(16, (48, 48), 16, adjacency=np.tril(np.ones((16, 16)), -1), backend=backend))
         x = torch.randn(5, 16)
         frozen = freeze(net, dtype=dtype)
         out = frozen(x)
@@ -154,6 +211,7 @@ def test_freeze_matches(dtype):
 def test_compile_fullgraph_traces_the_custom_ops():
     torch.manual_seed(4)
     net = FastStrNN(12, (40, 40), 12, adjacency=np.tril(np.ones((12, 12)), -1), activation="silu", backend="triton")
+    mask_at_rest(net)
     prepare(net)
     compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
     x = torch.randn(5, 12, requires_grad=True)
@@ -203,15 +261,15 @@ def test_auto_stays_dense_until_the_cost_model_is_measured(monkeypatch):
         (lambda a: {**a, "x": a["x"].half()}, TypeError),
         (lambda a: {**a, "x": a["x"][:, :-1]}, ValueError),
         (lambda a: {**a, "bias": a["bias"][:-1]}, ValueError),
-        (lambda a: {**a, "mask": a["mask"].float()}, ValueError),
+        (lambda a: {**a, "keep": a["keep"].float()}, ValueError),
         (lambda a: {**a, "layout": BlockLayout.from_mask(np.ones((5, 5)), (16, 16))}, ValueError),
-        (lambda a: {**a, "layout": BlockLayout.from_mask(a["mask"], (8, 16))}, ValueError),
+        (lambda a: {**a, "layout": BlockLayout.from_mask(a["keep"], (8, 16))}, ValueError),
         (lambda a: {**a, "activation": "sigmoid"}, ValueError),
     ],
 )
 def test_bad_input(change, error):
     x, w, b, mask, layout = random_problem(4, 20, 18, (16, 16), torch.float32, seed=5)
-    args = change({"x": x, "weight": w, "bias": b, "mask": mask, "layout": layout, "activation": "relu"})
+    args = change({"x": x, "weight": w, "bias": b, "keep": mask, "layout": layout, "activation": "relu"})
     with pytest.raises(error):
         masked_linear(**args)
 
@@ -230,3 +288,22 @@ def test_triton_on_cpu_without_interpreter_raises(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
                          cwd=tmp_path)
     assert "RuntimeError:" in out.stdout and "TRITON_INTERPRET=1" in out.stdout, out.stderr
+
+
+def test_precision_and_config_rules():
+    """fp32 never takes the spilling FMA dot on CUDA; tf32x3 keeps only its non-spilling configs;
+    the dW split gives every SM work and keeps slices whole multiples of 256 rows."""
+    import strnn_fast.kernels.masked_linear as ml
+
+    assert ml.precision_of(torch.float32, cuda=True, allow_tf32=True) == "tf32"
+    assert ml.precision_of(torch.float32, cuda=True, allow_tf32=False) == "tf32x3"
+    assert ml.precision_of(torch.bfloat16, cuda=True) == "ieee"
+    assert ml.precision_of(torch.float32, cuda=False) == "ieee"
+    for kind, configs in ml.CONFIGS.items():
+        kept = [c for c in configs if ml.config_fits(kind, c, (64, 64), 4, "tf32x3", 232448)]
+        assert kept and set(kept) <= set(ml.TF32X3_CONFIGS[kind])
+        assert all(ml.config_fits(kind, c, (64, 64), 2, "ieee", 232448) for c in configs)
+    for m, nnz in [(4096, 64), (4096, 1000), (5000, 3), (1, 1), (300, 10)]:
+        slices, chunk = ml.dw_split(m, nnz, cuda=True, sm_count=132)
+        assert chunk % 256 == 0 and (slices - 1) * chunk < m <= slices * chunk
+        assert slices == 1 or nnz * (slices - 1) < 2 * 132

@@ -119,3 +119,18 @@ def test_bad_input(mask, block, error):
 def test_core_validates(args, error):
     with pytest.raises(error):
         _C.block_layout(*args)
+
+
+def test_launch_orders_are_longest_first_permutations() -> None:
+    rng = np.random.default_rng(3)
+    mask = rng.random((70, 90)) < 0.1
+    mask[:16] = True  # one full output block: must be launched first
+    lay = BlockLayout.from_mask(mask, (16, 16))
+    for order, ptr in ((lay.row_order, lay.row_ptr), (lay.t_row_order, lay.t_row_ptr)):
+        counts = np.diff(ptr.numpy())
+        assert order.dtype == torch.int32
+        assert sorted(order.tolist()) == list(range(len(counts)))
+        assert (np.diff(counts[order.numpy()]) <= 0).all()
+    assert lay.row_order[0] == 0
+    moved = lay.to("cpu")
+    assert torch.equal(moved.row_order, lay.row_order) and torch.equal(moved.t_row_order, lay.t_row_order)
