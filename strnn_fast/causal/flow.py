@@ -55,7 +55,7 @@ class CausalFlow(Savable, nn.Module):
         names: variable names in matrix order (taken from the edge list or graph otherwise).
         structure: "graph" (causal StrAF: the flow follows the graph) or "full" (CAREFL: the
             flow follows the full ordering of a topological sort of the graph).
-        normalizer: the flow's normalizer, "affine" or "umnn".
+        normalizer: the flow's normalizer, "affine", "spline" or "umnn".
         prior: latent (exogenous noise) distribution, "normal" or "laplace".
         standardize: fit on variables scaled to zero mean and unit variance (statistics of the
             training split); answers stay in the data's units.

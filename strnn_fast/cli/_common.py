@@ -116,7 +116,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=sizes, default=(64, 64), metavar="H1,H2",
                    help="hidden layer widths of each conditioner (default 64,64)")
     p.add_argument("--flow-steps", type=positive_int, default=5, help="flow steps (default 5)")
-    p.add_argument("--normalizer", choices=("affine", "umnn"), default="affine",
+    p.add_argument("--normalizer", choices=("affine", "spline", "umnn"), default="affine",
                    help="flow normalizer (default affine)")
 
 

@@ -1,6 +1,6 @@
 r"""Normalizing flows with a torch-Distribution-like face.
 
-* :class:`StrAF`: structured autoregressive flow (affine or UMNN normalizer).
+* :class:`StrAF`: structured autoregressive flow (affine, rational-quadratic spline or UMNN normalizer).
 * :class:`ARF`, :class:`GNF`: the MADE and input-masking baselines on the same API.
 * :class:`StrCNF`, :class:`FFJORD`: continuous flows (need torchdiffeq; imported on first use).
 * :class:`Flow`: the shared base (``log_prob``, ``sample``, ``rsample``, ``transform``, ``inverse``).
@@ -18,7 +18,7 @@ from .autoregressive import AutoregressiveFlow, FlowStep
 from .base import Flow
 from .conditioners import Conditioner, GNFConditioner, StrNNConditioner
 from .gnf import GNF
-from .normalizers import AffineNormalizer, Normalizer, UMNNNormalizer, clenshaw_curtis
+from .normalizers import AffineNormalizer, Normalizer, SplineNormalizer, UMNNNormalizer, clenshaw_curtis
 from .priors import PRIORS, make_prior
 from .straf import StrAF
 
@@ -33,6 +33,7 @@ __all__ = [
     "GNFConditioner",
     "Normalizer",
     "PRIORS",
+    "SplineNormalizer",
     "FFJORD",
     "StrAF",
     "StrCNF",
