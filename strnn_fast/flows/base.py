@@ -260,9 +260,9 @@ class FlowDistribution(Distribution):
         if not isinstance(flow, Flow):
             raise TypeError(f"flow must be a strnn_fast Flow, got {type(flow).__name__}")
         if context is not None:
-            flow._broadcast(torch.Size(), context)  # validates the context's type and last dimension
             if not flow.context_features:
                 flow._check_context(context, 1)  # raises: the flow takes no context
+            flow._broadcast(torch.Size(), context)  # validates the context's type and last dimension
         elif flow.context_features:
             flow._check_context(None, 1)  # raises: a context is required
         self.flow = flow
