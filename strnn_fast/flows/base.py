@@ -38,7 +38,8 @@ import torch.nn as nn
 
 from torch.distributions import Distribution, constraints
 
-from .._validate import as_binary_matrix, as_positive_int
+from .._context import as_context_adjacency, as_context_features, check_context
+from .._validate import as_positive_int
 from ..serialization import Savable
 from .priors import make_prior
 
@@ -64,10 +65,7 @@ class Flow(Savable, nn.Module):
             raise ValueError(f"names must have d={self.d} entries, got {len(names)}")
         self.names: list[str] | None = list(names) if names is not None else None
         self.prior = make_prior(prior)
-        if isinstance(context_features, bool) or not isinstance(context_features, (int, np.integer)) \
-                or context_features < 0:
-            raise ValueError(f"context_features must be a non-negative integer, got {context_features!r}")
-        self.context_features = int(context_features)
+        self.context_features = as_context_features(context_features)
         if context_names is not None and (isinstance(context_names, str) or len(context_names) != self.context_features):
             raise ValueError(f"context_names must have context_features={self.context_features} entries, "
                              f"got {context_names!r}")
@@ -75,16 +73,7 @@ class Flow(Savable, nn.Module):
 
     def _context_adjacency(self, context_adjacency: Any) -> np.ndarray:
         """The (d, C) bool context adjacency (all ones when None), or a ValueError naming it."""
-        C = self.context_features
-        if context_adjacency is None:
-            return np.ones((self.d, C), dtype=bool)
-        if not C:
-            raise ValueError("context_adjacency needs context_features > 0")
-        out = as_binary_matrix(context_adjacency, "context_adjacency", allow_zero=True).astype(bool)
-        if out.shape != (self.d, C):
-            raise ValueError(f"context_adjacency must have shape (d, context_features) = ({self.d}, {C}), "
-                             f"got {out.shape}")
-        return out
+        return as_context_adjacency(context_adjacency, self.d, self.context_features)
 
     def context_config(self) -> dict[str, Any]:
         """The context options as ``config`` records them (empty for an unconditional flow)."""
@@ -190,22 +179,7 @@ class Flow(Savable, nn.Module):
 
     def _check_context(self, context: Any, rows: int) -> torch.Tensor | None:
         """Returns ``context`` as (rows, C) in the flow's dtype and device (a (C,) one is repeated), or raises."""
-        C = self.context_features
-        if not C:
-            if context is not None:
-                raise ValueError("context must be None: this flow has no context features (context_features=0)")
-            return None
-        if context is None:
-            raise ValueError(f"context is required: this flow is conditioned on context_features={C} features")
-        if not isinstance(context, torch.Tensor):
-            raise TypeError(f"context must be a torch.Tensor of shape (batch, {C}) or ({C},), "
-                            f"got {type(context).__name__}")
-        if context.ndim == 1 and context.shape[0] == C:
-            context = context.expand(rows, C)
-        if context.ndim != 2 or context.shape != (rows, C):
-            raise ValueError(f"context must have shape ({rows}, {C}) or ({C},), got {tuple(context.shape)}")
-        like = self._like()
-        return context.to(dtype=like.dtype, device=like.device)
+        return check_context(context, rows, self.context_features, self._like())
 
     def _broadcast(self, batch: torch.Size, context: Any) -> torch.Size:
         # The broadcast of a batch shape and the context's leading shape, or a ValueError.
