@@ -216,3 +216,33 @@ def test_density_estimator_with_context_respects_both_adjacencies(data_type: str
     assert xs.shape == (6, 5) and model.log_prob(xs, c).shape == (6,)
     with pytest.raises(ValueError, match="context is required"):
         model.log_prob(xs)
+
+
+def test_causal_flow_with_a_covariate() -> None:
+    from strnn_fast.causal import CausalFlow
+
+    # c -> x0 -> x1 with x0 = 3 + c + noise, x1 = 2 x0 + noise; c is a covariate, never intervened.
+    g = torch.Generator().manual_seed(0)
+    c = 5 + 2 * torch.randn(1500, 1, generator=g)
+    x0 = 3 + c + 0.3 * torch.randn(1500, 1, generator=g)
+    x = torch.cat([x0, 2 * x0 + 0.3 * torch.randn(1500, 1, generator=g)], dim=1)
+    torch.manual_seed(0)
+    model = CausalFlow([("a", "b")], hidden_sizes=(16,), flow_steps=2, normalizer="spline",
+                       context_features=1, context_adjacency=[[1], [0]])
+    model.fit(x, context=c, epochs=60, lr=1e-2, progress=False)
+    # Observational: x0 | c = 7 is about 10; interventional: x1 | do(x0 = 9) is about 18 whatever c.
+    obs = model.sample(4000, seed=0, context=torch.tensor([7.0]), output="tensor")
+    assert obs[:, 0].mean().item() == pytest.approx(10.0, abs=0.4)
+    for cv in (3.0, 7.0):
+        mean = model.interventional_mean({"a": 9.0}, 4000, seed=1, context=torch.tensor([cv]))
+        assert mean["a"] == 9.0 and mean["b"] == pytest.approx(18.0, abs=0.6)
+    # Counterfactual with the observed covariates: b follows a, c stays as observed.
+    cf = model.counterfactual(x[:5], {"a": x[:5, 0] + 1.0}, context=c[:5], output="tensor")
+    assert torch.allclose(cf[:, 1] - x[:5, 1], torch.full((5,), 2.0), atol=0.5)
+    assert model.log_prob(x[:3], c[:3]).shape == (3,)
+    with pytest.raises(ValueError, match="context is required"):
+        model.sample(3)
+    with pytest.raises(ValueError, match="context is required"):
+        model.fit(x, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="context must be None"):
+        CausalFlow([("a", "b")], hidden_sizes=(4,), flow_steps=1).fit(x, context=c, epochs=1, progress=False)
