@@ -246,3 +246,36 @@ def test_causal_flow_with_a_covariate() -> None:
         model.fit(x, epochs=1, progress=False)
     with pytest.raises(ValueError, match="context must be None"):
         CausalFlow([("a", "b")], hidden_sizes=(4,), flow_steps=1).fit(x, context=c, epochs=1, progress=False)
+
+
+@pytest.mark.parametrize("model", ["straf", "gnf", "density"])
+def test_cli_fit_and_sample_with_context(tmp_path, capsys, model: str) -> None:
+    from strnn_fast.cli import main
+
+    g = np.random.default_rng(0)
+    age = g.normal(50, 10, size=(300, 1))
+    a = 0.1 * age + g.normal(size=(300, 1))
+    b = a + g.normal(size=(300, 1))
+    data = tmp_path / "data.csv"
+    np.savetxt(data, np.hstack([a, age, b]), delimiter=",", header="a,age,b", comments="")
+    graph = tmp_path / "graph.csv"
+    graph.write_text("parent,child\na,b\n")
+    out = tmp_path / "m.pt"
+    assert main(["fit", str(data), "-a", str(graph), "--model", model, "--normalizer", "spline", "--context", "age",
+                 "--epochs", "2", "--hidden", "8", "--flow-steps", "1", "--quiet", "-o", str(out)]) == 0
+    assert "test  NLL" in capsys.readouterr().out
+    loaded = strnn_fast.load(out)
+    assert loaded.names == ["a", "b"] and loaded.context_features == 1
+    one = tmp_path / "one.csv"
+    one.write_text("age\n70\n")
+    samples = tmp_path / "s.csv"
+    assert main(["sample", str(out), "--context", str(one), "-n", "7", "-o", str(samples)]) == 0
+    assert samples.read_text().splitlines()[0] == "a,b" and len(samples.read_text().splitlines()) == 8
+    per_row = tmp_path / "rows.npy"
+    np.save(per_row, np.linspace(30, 70, 5)[:, None])
+    assert main(["sample", str(out), "--context", str(per_row), "-o", str(samples), "--force"]) == 0
+    assert len(samples.read_text().splitlines()) == 6
+    assert main(["sample", str(out), "-n", "3", "-o", str(samples), "--force"]) != 0
+    assert "--context" in capsys.readouterr().err
+    assert main(["fit", str(data), "-a", str(graph), "--context", "height", "-o", str(tmp_path / "x.pt")]) != 0
+    assert "height" in capsys.readouterr().err

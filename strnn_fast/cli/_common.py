@@ -30,6 +30,7 @@ __all__ = [
     "add_model_options",
     "add_threads_option",
     "check_output",
+    "context_options",
     "cpu_threads",
     "load_model",
     "order_columns",
@@ -46,46 +47,58 @@ def _straf(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namesp
     from ..flows import StrAF
 
     return StrAF(adjacency, hidden_sizes=args.hidden, flow_steps=args.flow_steps, normalizer=args.normalizer,
-                 names=names)
+                 names=names, **context_options(args))
 
 
 def _arf(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
     from ..flows import ARF
 
     return ARF(adjacency.shape[0], hidden_sizes=args.hidden, flow_steps=args.flow_steps,
-               normalizer=args.normalizer, names=names)
+               normalizer=args.normalizer, names=names, **context_options(args))
 
 
 def _gnf(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
     from ..flows import GNF
 
     return GNF(adjacency, hidden_sizes=args.hidden, flow_steps=args.flow_steps, normalizer=args.normalizer,
-               names=names)
+               names=names, **context_options(args))
 
 
 def _strcnf(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
     from ..flows import StrCNF
 
-    return StrCNF(adjacency, hidden_sizes=args.hidden, flow_steps=args.flow_steps, names=names)
+    return StrCNF(adjacency, hidden_sizes=args.hidden, flow_steps=args.flow_steps, names=names,
+                  **context_options(args))
 
 
 def _ffjord(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
     from ..flows import FFJORD
 
-    return FFJORD(adjacency.shape[0], hidden_sizes=args.hidden, flow_steps=args.flow_steps, names=names)
+    return FFJORD(adjacency.shape[0], hidden_sizes=args.hidden, flow_steps=args.flow_steps, names=names,
+                  **context_options(args))
 
 
 def _density(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
     from ..density import StrNNDensityEstimator
 
-    return StrNNDensityEstimator(adjacency, hidden_sizes=args.hidden, data_type=args.data_type, names=names)
+    options = context_options(args)
+    options.pop("context_names", None)
+    return StrNNDensityEstimator(adjacency, hidden_sizes=args.hidden, data_type=args.data_type, names=names,
+                                 **options)
 
 
 def _causal(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
     from ..causal import CausalFlow
 
     return CausalFlow(adjacency, names=names, structure=args.structure, normalizer=args.normalizer,
-                      prior=args.prior, hidden_sizes=args.hidden, flow_steps=args.flow_steps)
+                      prior=args.prior, hidden_sizes=args.hidden, flow_steps=args.flow_steps,
+                      **context_options(args))
+
+
+def context_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``context_features``/``context_names`` of a conditional model (``args.context_names``), else none."""
+    names = getattr(args, "context_names", None)
+    return {"context_features": len(names), "context_names": list(names)} if names else {}
 
 
 MODEL_BUILDERS: dict[str, Builder] = {"straf": _straf, "arf": _arf, "gnf": _gnf, "density": _density,
