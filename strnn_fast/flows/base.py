@@ -28,6 +28,7 @@ Example:
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -163,7 +164,8 @@ class Flow(Savable, nn.Module):
 
     def _like(self) -> torch.Tensor:
         # Parameters and float buffers carry the flow's dtype and device.
-        for t in (*self.parameters(), *self.buffers()):
+        # Lazily: the first parameter answers, without listing them all on every call.
+        for t in itertools.chain(self.parameters(), self.buffers()):
             if t.is_floating_point():
                 return t
         return torch.empty(0)
@@ -179,6 +181,8 @@ class Flow(Savable, nn.Module):
 
     def _check_context(self, context: Any, rows: int) -> torch.Tensor | None:
         """Returns ``context`` as (rows, C) in the flow's dtype and device (a (C,) one is repeated), or raises."""
+        if context is None and not self.context_features:
+            return None
         return check_context(context, rows, self.context_features, self._like())
 
     def _broadcast(self, batch: torch.Size, context: Any) -> torch.Size:
