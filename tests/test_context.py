@@ -218,7 +218,7 @@ def test_density_estimator_with_context_respects_both_adjacencies(data_type: str
         model.log_prob(xs)
 
 
-def test_causal_flow_with_a_covariate() -> None:
+def test_causal_flow_with_a_covariate(tmp_path) -> None:
     from strnn_fast.causal import CausalFlow
 
     # c -> x0 -> x1 with x0 = 3 + c + noise, x1 = 2 x0 + noise; c is a covariate, never intervened.
@@ -240,6 +240,10 @@ def test_causal_flow_with_a_covariate() -> None:
     cf = model.counterfactual(x[:5], {"a": x[:5, 0] + 1.0}, context=c[:5], output="tensor")
     assert torch.allclose(cf[:, 1] - x[:5, 1], torch.full((5,), 2.0), atol=0.5)
     assert model.log_prob(x[:3], c[:3]).shape == (3,)
+    path = tmp_path / "causal.pt"
+    model.save(path)
+    loaded = strnn_fast.load(path)
+    assert torch.equal(loaded.log_prob(x[:20], c[:20]), model.log_prob(x[:20], c[:20]))
     with pytest.raises(ValueError, match="context is required"):
         model.sample(3)
     with pytest.raises(ValueError, match="context is required"):

@@ -159,6 +159,26 @@ def test_early_stop_ends_where_the_conditioner_stops_reading_far_ancestors() -> 
     assert flow.passes == [4]
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["straf-affine", "straf-spline", "arf-spline"])
+def test_cuda_sampling_has_no_host_sync_and_runs_all_passes(name: str) -> None:
+    # On CUDA the fixed-point check would synchronize every pass: it is skipped there, and each
+    # step runs exactly depth + 1 passes without one host synchronization.
+    flow = build(name, UNSORTED).cuda()
+    z = torch.randn(64, 5, dtype=torch.float64, device="cuda")
+    flow.reset_passes()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.no_grad():
+            x = flow.inverse(z)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    limit = depth(UNSORTED) + 1 if not name.startswith("arf") else len(UNSORTED)
+    assert flow.passes == [limit] * len(flow.steps)
+    assert (flow.transform(x)[0] - z).abs().max() < 1e-6
+
+
 @pytest.mark.parametrize("name", ["straf-affine", "straf-umnn", "arf-umnn"])
 def test_rsample_is_differentiable_and_inverse_jacobian_is_exact(name: str) -> None:
     flow = build(name, UNSORTED)
