@@ -56,6 +56,12 @@ class SplineNormalizer(Normalizer):
         bound: half-width B of the spline's interval (data beyond ±B pass unchanged).
         min_bin: smallest bin width and height, as a fraction of 2B (K * min_bin < 1).
         max_slope: largest knot slope (> 1); the smallest is its reciprocal.
+
+    Example:
+        >>> norm = SplineNormalizer(bins=8, bound=5.0)
+        >>> z, log_det = norm(torch.zeros(2, 3), torch.zeros(2, 3, norm.n_params))  # zero parameters: identity
+        >>> norm.n_params, z.abs().max().item(), log_det.abs().max().item() < 1e-6
+        (23, 0.0, True)
     """
 
     def __init__(self, bins: int = 8, bound: float = 5.0, min_bin: float = 1e-3, max_slope: float = 1e3):
