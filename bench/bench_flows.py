@@ -1,36 +1,44 @@
-r"""StrAF against the reference's StrAF and zuko's MAF on the same graph, on CPU.
+r"""StrAF against the reference's StrAF and zuko's MAF/NSF on the same graph, on CPU.
 
 Part 1 (speed, pytest-benchmark): one training step (forward, backward, Adam step; batch 256),
 ``log_prob`` (no grad, batch 1024) and sampling (1024 draws) for
 
-* ``ours``: :class:`strnn_fast.flows.StrAF` (affine, 5 steps, hidden (64, 64), greedy masks);
+* ``ours``: :class:`strnn_fast.flows.StrAF` (affine, 5 steps, greedy masks);
 * ``reference``: strnn 0.2.0's flow built by its own ``AutoregressiveFlowFactory`` from the same
   configuration (StrNN conditioner, affine normalizer, greedy, no permutation);
-* ``zuko``: ``zuko.flows.MAF(features=d, transforms=5, hidden_features=(64, 64), adjacency=A + I)``,
+* ``zuko``: ``zuko.flows.MAF(features=d, transforms=5, hidden_features=hidden, adjacency=A + I)``;
+* ``ours-spline`` and ``zuko-nsf``: StrAF with the spline normalizer (8 bins) and
+  ``zuko.flows.NSF(..., bins=8, adjacency=A + I)``, the spline pair (d <= 50 only),
 
-on the paper's multimodal graph (d=15, depth 7) and a random sparse DAG (d=50, 1-3 parents,
-depth 12, hidden (128, 128)). Before timing, every model is trained for a few epochs on
-multimodal data over its graph, so that sampling sees conditioners that actually depend on
-their inputs. torch is pinned to one thread (bench/conftest.py; STRNN_FAST_BENCH_THREADS
-overrides). The reference's sampler runs up to d + 1 conditioner passes per step and stops once
-x stops changing in floating point (one pass after the last change); ours runs exactly
-depth + 1. Both counts are recorded per step in ``extra_info``.
+on the paper's multimodal graph (d=15, depth 7, hidden (64, 64)) and random sparse DAGs (1-3
+parents; d=50, hidden (128, 128); d=200, hidden (512, 512)). Before timing, every model is
+trained for a few epochs on multimodal data over its graph, so that sampling sees conditioners
+that actually depend on their inputs. torch is pinned to one thread (bench/conftest.py;
+STRNN_FAST_BENCH_THREADS overrides). ``STRNN_FAST_BENCH_CASES`` (default ``d15,d50,d200``) and
+``STRNN_FAST_BENCH_IMPLS`` (default all five) pick a subset. The reference's sampler runs up
+to d + 1 conditioner passes per step and stops once x stops changing in floating point (one
+pass after the last change); ours stops at a bitwise fixed point too, after at most depth + 1
+passes. Both counts are recorded per step in ``extra_info``.
 
-Part 2 (NLL after the same budget, ``python bench/bench_flows.py``): StrAF (affine and UMNN), ARF,
-GNF (ours), the reference's StrAF and zuko's MAF, all trained by :func:`strnn_fast.train.fit` with the same
-optimizer, epochs, batch size, learning rate and early stopping on the multimodal data
-(n=1000: 600/200/200, standardized), test NLL over seeds. Writes bench/results/flows_nll.json/.md.
+Part 2 (NLL after the same budget, ``python bench/bench_flows.py``): StrAF (affine, spline and
+UMNN), ARF, GNF (ours), the reference's StrAF, zuko's MAF and NSF on the same graph, all trained
+by :func:`strnn_fast.train.fit` with the same optimizer, epochs, batch size, learning rate and
+early stopping on the multimodal data (n=1000: 600/200/200, standardized), test NLL and fit
+time over seeds. Writes bench/results/flows_nll.json/.md (``--models`` picks a subset, by
+substring; ``--seeds``, ``--epochs`` shrink it).
 
-Run (about 4 minutes on 2 cores):
-    pytest bench/bench_flows.py --benchmark-enable --benchmark-json=bench/results/flows_cpu.json
+Run (each under 3 minutes on a quiet 2-core machine, except the full NLL table with UMNN):
+    pytest bench/bench_flows.py --benchmark-enable --benchmark-max-time=0.5 --benchmark-min-rounds=5 \
+        --benchmark-json=bench/results/flows_cpu.json -k "log_prob or sample"
     python bench/summarize.py bench/results/flows_cpu.json > bench/results/flows_cpu.md
-    python bench/bench_flows.py
+    python bench/bench_flows.py --seeds 3 --models "spline,UMNN,StrAF (ours),NSF,reference"
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -48,10 +56,12 @@ from strnn_fast.graph import depth
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STEPS = 5
-CASES = {
+ALL_CASES = {
     "d15": (lambda: make_multimodal(n=10, seed=0).adjacency, (64, 64)),
     "d50": (lambda: random_dag(50, parents=(1, 3), seed=0), (128, 128)),
+    "d200": (lambda: random_dag(200, parents=(1, 3), seed=0), (512, 512)),
 }
+CASES = {k: ALL_CASES[k] for k in os.environ.get("STRNN_FAST_BENCH_CASES", ",".join(ALL_CASES)).split(",")}
 
 
 class ReferenceStrAF(nn.Module):
@@ -100,18 +110,38 @@ class ZukoMAF(nn.Module):
         return self.flow().sample((n,))
 
 
-BUILDERS: dict[str, Callable[[np.ndarray, tuple[int, ...]], nn.Module]] = {
+class ZukoNSF(ZukoMAF):
+    """zuko's NSF (rational-quadratic splines, 8 bins) on the same graph."""
+
+    def __init__(self, A: np.ndarray, hidden: tuple[int, ...], steps: int = STEPS):
+        nn.Module.__init__(self)
+        import zuko
+
+        adjacency = torch.from_numpy(A.astype(bool) | np.eye(A.shape[0], dtype=bool))
+        self.flow = zuko.flows.NSF(features=A.shape[0], transforms=steps, hidden_features=hidden, bins=8,
+                                   adjacency=adjacency)
+
+
+ALL_BUILDERS: dict[str, Callable[[np.ndarray, tuple[int, ...]], nn.Module]] = {
     "ours": lambda A, h: StrAF(A, h, STEPS),
     "reference": ReferenceStrAF,
     "zuko": ZukoMAF,
+    "ours-spline": lambda A, h: StrAF(A, h, STEPS, normalizer="spline", bins=8),
+    "zuko-nsf": ZukoNSF,
 }
+BUILDERS = {k: ALL_BUILDERS[k] for k in os.environ.get("STRNN_FAST_BENCH_IMPLS", ",".join(ALL_BUILDERS)).split(",")}
 _cache: dict[tuple[str, str], nn.Module] = {}
 
 
 WARMUP_EPOCHS = 10
 
 
+SPLINE_MAX_D = 50  # the spline pair at d=200 (4600 conditioner outputs) would take minutes per case
+
+
 def _model(impl: str, case: str) -> nn.Module:
+    if impl in ("ours-spline", "zuko-nsf") and CASES[case][0]().shape[0] > SPLINE_MAX_D:
+        pytest.skip(f"spline pair timed up to d={SPLINE_MAX_D}")
     if (impl, case) not in _cache:
         from strnn_fast.train import fit
 
@@ -186,21 +216,24 @@ def test_sample(benchmark, impl: str, case: str) -> None:
 
 NLL_MODELS: dict[str, Callable[[np.ndarray], nn.Module]] = {
     "StrAF (ours)": lambda A: StrAF(A, (64, 64), STEPS),
+    "StrAF-spline (ours)": lambda A: StrAF(A, (64, 64), STEPS, normalizer="spline", bins=8),
     "StrAF-UMNN (ours)": lambda A: StrAF(A, (64, 64), STEPS, normalizer="umnn"),
     "ARF (ours, MADE)": lambda A: ARF(A, (64, 64), STEPS),
     "GNF (ours)": lambda A: GNF(A, (64, 64), STEPS),
     "StrAF (reference 0.2.0)": lambda A: ReferenceStrAF(A, (64, 64)),
     "MAF (zuko, same graph)": lambda A: ZukoMAF(A, (64, 64)),
+    "NSF (zuko, same graph)": lambda A: ZukoNSF(A, (64, 64)),
 }
 
 
-def nll_table(seeds: list[int], epochs: int) -> dict:
+def nll_table(seeds: list[int], epochs: int, models: list[str]) -> dict:
     from strnn_fast.train import evaluate_nll, fit
 
-    rows: dict[str, dict[str, list[float]]] = {name: {"test_nll": [], "seconds": [], "epochs": []} for name in NLL_MODELS}
+    rows: dict[str, dict[str, list[float]]] = {name: {"test_nll": [], "seconds": [], "epochs": []} for name in models}
     for seed in seeds:
         data = make_multimodal(n=1000, seed=seed)
-        for name, build in NLL_MODELS.items():
+        for name in models:
+            build = NLL_MODELS[name]
             torch.manual_seed(seed)
             model = build(data.adjacency)
             start = time.perf_counter()
@@ -217,18 +250,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--models", default="", help="comma-separated substrings of model names (default: all)")
+    parser.add_argument("--output", default="flows_nll", help="results file stem in bench/results")
     args = parser.parse_args()
     from conftest import THREADS  # bench/conftest.py pins the threads
 
-    rows = nll_table(list(range(args.seeds)), args.epochs)
+    keys = [k.strip() for k in args.models.split(",") if k.strip()]
+    models = [m for m in NLL_MODELS if not keys or any(k in m for k in keys)]
+    rows = nll_table(list(range(args.seeds)), args.epochs, models)
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__, "threads": THREADS, "data": "make_multimodal(n=1000, seed=s), d=15, 600/200/200",
         "budget": f"fit: Adam(W) lr 1e-3, batch 256, up to {args.epochs} epochs, patience 10 on validation NLL",
-        "models": "5 steps, hidden (64, 64); affine unless marked UMNN (default UMNN options)",
+        "models": "5 steps, hidden (64, 64); affine unless marked UMNN (default options) or spline/NSF (8 bins)",
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "flows_nll.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    (RESULTS / f"{args.output}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = ["# Test NLL on the multimodal data (nats per sample, lower is better)", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items()]
     lines += ["", "| model | test NLL (mean ± std over seeds) | epochs | fit time |", "|---|---:|---:|---:|"]
@@ -236,7 +273,7 @@ def main() -> None:
         nll = np.array(r["test_nll"])
         lines.append(f"| {name} | {nll.mean():.3f} ± {nll.std():.3f} | {np.mean(r['epochs']):.0f} | "
                      f"{np.mean(r['seconds']):.1f} s |")
-    (RESULTS / "flows_nll.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.output}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -9,8 +9,11 @@ Where things are (two hops from here):
   ``strnn_fast.kernels``, backend choice in ``strnn_fast.dispatch``, inference in
   ``strnn_fast.freeze``);
 * models: :class:`StrAF`, :class:`ARF`, :class:`GNF`, :class:`StrCNF`, :class:`FFJORD`
-  (``strnn_fast.flows``), :class:`StrNNDensityEstimator` (``strnn_fast.density``),
-  :class:`CausalFlow` (``strnn_fast.causal``);
+  (``strnn_fast.flows``; normalizers affine, spline, UMNN in ``strnn_fast.flows.normalizers``;
+  ``flow(context)`` is a ``torch.distributions.Distribution``), :class:`StrNNDensityEstimator`
+  (``strnn_fast.density``), :class:`CausalFlow` (``strnn_fast.causal``); all of them
+  conditional on a context with ``context_features``/``context_adjacency``
+  (checks in ``strnn_fast._context``);
 * training and files: :func:`fit` (``strnn_fast.train``), :func:`load`;
 * graphs and data: ``strnn_fast.graph``, ``strnn_fast.data``; the command line ``strnn-fast``.
 

@@ -38,6 +38,9 @@ class Standardized(Savable, nn.Module):
         mean: per-variable shift (d values).
         std: per-variable positive scale (d values).
         names: optional variable names; defaults to the base model's.
+        context_mean, context_std: for a conditional base model, the statistics its context was
+            standardized with (C values each); ``log_prob``/``sample`` then take the context in
+            its own units.
 
     Example:
         >>> import math, torch
@@ -54,7 +57,8 @@ class Standardized(Savable, nn.Module):
     std: torch.Tensor
 
     def __init__(self, base: nn.Module | dict[str, Any], mean: Sequence[float], std: Sequence[float],
-                 names: Sequence[str] | None = None):
+                 names: Sequence[str] | None = None, context_mean: Sequence[float] | None = None,
+                 context_std: Sequence[float] | None = None):
         super().__init__()
         self.base = build(base.get("class", ""), base.get("config", {})) if isinstance(base, dict) else base
         if not isinstance(self.base, nn.Module) or not hasattr(self.base, "config"):
@@ -81,12 +85,35 @@ class Standardized(Savable, nn.Module):
             "base": {"class": class_path(self.base), "config": self.base.config},
             "mean": mean_arr.tolist(), "std": std_arr.tolist(), "names": self.names,
         }
+        self.context_features = int(getattr(self.base, "context_features", 0))
+        if context_mean is not None or context_std is not None:
+            c_mean = np.asarray(context_mean, dtype=np.float64)
+            c_std = np.asarray(context_std, dtype=np.float64)
+            if c_mean.shape != (self.context_features,) or c_std.shape != c_mean.shape or not self.context_features:
+                raise ValueError(f"context_mean and context_std must each hold context_features="
+                                 f"{self.context_features} values, got shapes {c_mean.shape}, {c_std.shape}")
+            if not (np.isfinite(c_mean).all() and np.isfinite(c_std).all() and (c_std > 0).all()):
+                raise ValueError("context_mean must be finite and context_std finite and positive")
+            self.register_buffer("context_mean", torch.tensor(c_mean, dtype=like.dtype))
+            self.register_buffer("context_std", torch.tensor(c_std, dtype=like.dtype))
+            self.config.update(context_mean=c_mean.tolist(), context_std=c_std.tolist())
+        else:
+            self.context_mean = self.context_std = None
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Log-density of rows ``x`` (..., d) in data units."""
+    def _context(self, context: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        # The keyword for the base model: none for an unconditional one (so any base model works).
+        if context is None:
+            return {}
+        if self.context_mean is not None:
+            context = (context.to(self.context_mean) - self.context_mean) / self.context_std
+        return {"context": context}
+
+    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-density of rows ``x`` (..., d) in data units (given ``context`` in its units)."""
         x = as_input(x, self.d, self.mean, "x")
-        return self.base.log_prob((x - self.mean) / self.std) - self.std.log().sum()
+        return self.base.log_prob((x - self.mean) / self.std, **self._context(context)) - self.std.log().sum()
 
-    def sample(self, sample_shape: Sequence[int] | int | torch.Size = ()) -> torch.Tensor:
+    def sample(self, sample_shape: Sequence[int] | int | torch.Size = (),
+               context: torch.Tensor | None = None) -> torch.Tensor:
         """Samples of shape (*sample_shape, d) in data units; an int n works for every base model."""
-        return self.base.sample(sample_shape) * self.std + self.mean
+        return self.base.sample(sample_shape, **self._context(context)) * self.std + self.mean

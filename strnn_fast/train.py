@@ -84,15 +84,23 @@ class History:
         return self.val_nll[self.best_epoch] if self.val_nll and self.best_epoch >= 0 else math.nan
 
 
+def _log_prob(model: nn.Module, x: torch.Tensor, context_columns: int) -> torch.Tensor:
+    # Conditional models get their context as the last columns of the batch (see fit's context=).
+    if not context_columns:
+        return model.log_prob(x)
+    return model.log_prob(x[:, :-context_columns], context=x[:, -context_columns:])
+
+
 class _NLL(nn.Module):
     """Puts the loss in ``forward`` so DistributedDataParallel's gradient hooks see it."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, context_columns: int = 0):
         super().__init__()
         self.model = model
+        self.context_columns = context_columns
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        nll = -self.model.log_prob(x).mean()
+        nll = -_log_prob(self.model, x, self.context_columns).mean()
         extra = getattr(self.model, "extra_loss", None)
         loss = nll + extra() if callable(extra) else nll
         return loss, nll.detach()
@@ -172,22 +180,34 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was)
 
 
-def _nll_sum(model: nn.Module, data: torch.Tensor, batch_size: int, device: torch.device) -> float:
+def _nll_sum(model: nn.Module, data: torch.Tensor, batch_size: int, device: torch.device,
+             context_columns: int = 0) -> float:
     total = 0.0
     with _eval_mode(model):
         for start in range(0, len(data), batch_size):
             batch = data[start:start + batch_size].to(device, non_blocking=True)
-            total -= float(model.log_prob(batch).double().sum())
+            total -= float(_log_prob(model, batch, context_columns).double().sum())
     return total
 
 
-def evaluate_nll(model: nn.Module, data: Any, batch_size: int = 1024) -> float:
+def _with_context(x: torch.Tensor, context: Any, name: str, dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+    # [x, c] as one tensor (so batching and DDP sharding keep rows together), and C.
+    if context is None:
+        return x, 0
+    c = _as_data(context, name, dtype)
+    if len(c) != len(x):
+        raise ValueError(f"{name} has {len(c)} rows but its data has {len(x)}; give one context row per data row")
+    return torch.cat([x, c], dim=1), c.shape[1]
+
+
+def evaluate_nll(model: nn.Module, data: Any, batch_size: int = 1024, context: Any = None) -> float:
     r"""Mean negative log-likelihood of the rows of ``data`` (nats per sample), in eval mode.
 
     Arguments:
         model: any module with ``log_prob``.
         data: (n, d) array or tensor.
         batch_size: rows per forward pass.
+        context: (n, C) context rows of a conditional model (``log_prob(x, context=c)``).
 
     Returns:
         The mean NLL as a Python float.
@@ -208,7 +228,8 @@ def evaluate_nll(model: nn.Module, data: Any, batch_size: int = 1024) -> float:
     batch_size = as_positive_int(batch_size, "batch_size")
     dtype, device = _model_dtype_device(model)
     x = _as_data(data, "data", dtype, getattr(model, "names", None))
-    return _nll_sum(model, x, batch_size, device) / len(x)
+    x, columns = _with_context(x, context, "context", dtype)
+    return _nll_sum(model, x, batch_size, device, columns) / len(x)
 
 
 def _check_args(model: nn.Module, epochs: Any, batch_size: Any, lr: Any, weight_decay: Any, patience: Any,
@@ -283,6 +304,8 @@ def fit(
     scheduler: str | None = "plateau",
     max_grad_norm: float | None = None,
     device: torch.device | str | None = None,
+    context: Any = None,
+    val_context: Any = None,
 ) -> History:
     r"""Trains ``model`` in place by maximum likelihood and returns the history.
 
@@ -309,6 +332,9 @@ def fit(
         max_grad_norm: clip the gradient norm to this value when given.
         device: where to train; defaults to the model's device (``cuda:LOCAL_RANK`` under
             torchrun when CUDA is available). The model is moved there.
+        context: (n, C) context rows for a conditional model: the loss is then
+            ``-model.log_prob(x, context=c)``; ``val_context`` is required with ``val``.
+        val_context: (m, C) context rows of ``val``.
 
     Returns:
         A :class:`History`.
@@ -344,6 +370,15 @@ def fit(
     d = getattr(model, "d", None)  # flows and density estimators know their number of variables
     if isinstance(d, int) and d != x_train.shape[1]:
         raise ValueError(f"train has {x_train.shape[1]} columns but the model has d={d} variables")
+    if val_context is not None and (context is None or x_val is None):
+        raise ValueError("val_context needs context (the training rows' context) and val")
+    if context is not None and x_val is not None and val_context is None:
+        raise ValueError("val_context is required: the model is fit with a context, so val needs one too")
+    x_train, columns = _with_context(x_train, context, "context", dtype)
+    if x_val is not None:
+        x_val, val_columns = _with_context(x_val, val_context, "val_context", dtype)
+        if val_columns != columns:
+            raise ValueError(f"val_context has {val_columns} columns but context has {columns}")
 
     created_group, device = _setup_distributed(device)
     device = device if device is not None else model_device
@@ -357,7 +392,7 @@ def fit(
             return _train(model, x_train, x_val, device, rank, size, distributed, epochs=int(epochs),
                           batch_size=int(batch_size), lr=float(lr), weight_decay=float(weight_decay),
                           patience=patience, seed=int(seed), progress=progress and rank == 0,
-                          scheduler=scheduler, max_grad_norm=max_grad_norm)
+                          scheduler=scheduler, max_grad_norm=max_grad_norm, context_columns=columns)
     finally:
         if created_group:
             dist.destroy_process_group()
@@ -366,10 +401,10 @@ def fit(
 def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, device: torch.device,
            rank: int, size: int, distributed: bool, *, epochs: int, batch_size: int, lr: float,
            weight_decay: float, patience: int | None, seed: int, progress: bool, scheduler: str | None,
-           max_grad_norm: float | None) -> History:
+           max_grad_norm: float | None, context_columns: int = 0) -> History:
     start = time.perf_counter()
     was_training = model.training
-    loss_module: nn.Module = _NLL(model)
+    loss_module: nn.Module = _NLL(model, context_columns)
     if distributed:
         ids = [device.index] if device.type == "cuda" else None
         # DDP broadcasts rank 0's weights here, so ranks start identical whatever their init.
@@ -417,7 +452,7 @@ def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, 
             history.lr.append(optimizer.param_groups[0]["lr"])
             score = history.train_nll[-1]
             if val_shard is not None:
-                val_sum, val_n = _all_sum([_nll_sum(model, val_shard, 4 * batch_size, device),
+                val_sum, val_n = _all_sum([_nll_sum(model, val_shard, 4 * batch_size, device, context_columns),
                                            float(len(val_shard))], device, distributed)
                 score = val_sum / val_n
                 history.val_nll.append(score)

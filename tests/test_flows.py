@@ -19,16 +19,20 @@ UNSORTED[0, 2] = UNSORTED[2, 3] = UNSORTED[1, 3] = UNSORTED[4, 0] = 1
 # Sorted, bipartite: 0, 1 -> 2, 3 (depth 1).
 BIPARTITE = np.array([[0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0]])
 UMNN = {"normalizer": "umnn", "embedding_size": 3, "integrand_hidden": (8,), "tol": 1e-10}
+SPLINE = {"normalizer": "spline", "bins": 5, "bound": 3.0}
 
 FLOWS = {
     "straf-affine": lambda A: StrAF(A, hidden_sizes=(12,), flow_steps=2),
     "straf-umnn": lambda A: StrAF(A, hidden_sizes=(12,), flow_steps=2, **UMNN),
+    "straf-spline": lambda A: StrAF(A, hidden_sizes=(12,), flow_steps=2, **SPLINE),
     "straf-laplace": lambda A: StrAF(A, hidden_sizes=(12,), flow_steps=2, prior="laplace"),
     "arf": lambda A: ARF(A, hidden_sizes=(12,), flow_steps=2),
     "arf-permute": lambda A: ARF(A, hidden_sizes=(12,), flow_steps=3, permute=True),
     "arf-umnn": lambda A: ARF(A, hidden_sizes=(12,), flow_steps=2, **UMNN),
+    "arf-spline": lambda A: ARF(A, hidden_sizes=(12,), flow_steps=3, permute=True, **SPLINE),
     "gnf-affine": lambda A: GNF(A, hidden_sizes=(12,), flow_steps=2),
     "gnf-umnn": lambda A: GNF(A, hidden_sizes=(12,), flow_steps=2, **UMNN),
+    "gnf-spline": lambda A: GNF(A, hidden_sizes=(12,), flow_steps=2, **SPLINE),
 }
 
 
@@ -98,23 +102,81 @@ def test_inverse_of_transform(name: str) -> None:
         assert (flow.transform(flow.inverse(z2))[0] - z2).abs().max() < 1e-6
 
 
+def full_passes(flow, on: bool) -> None:
+    for step in flow.steps:
+        step.early_stop = not on
+
+
 @pytest.mark.parametrize("name", FLOWS)
 @pytest.mark.parametrize("A", [UNSORTED, BIPARTITE], ids=["unsorted", "bipartite"])
 def test_sampling_uses_depth_plus_one_passes(name: str, A: np.ndarray) -> None:
     flow = build(name, A)
+    full_passes(flow, True)
     flow.reset_passes()
     flow.sample((3, 2))
     expected = depth(A) + 1 if not name.startswith("arf") else len(A)
     assert flow.passes == [expected] * len(flow.steps)
 
 
-def test_one_pass_fewer_is_not_enough() -> None:
-    flow = build("straf-affine", UNSORTED)
-    x = torch.randn(16, 5, dtype=torch.float64)
-    z, _ = flow.transform(x)
-    for step in flow.steps:
-        step.n_passes -= 1
-    assert (flow.inverse(z) - x).abs().max() > 1e-3
+@pytest.mark.parametrize("name", FLOWS)
+@pytest.mark.parametrize("perturbed", [True, False], ids=["perturbed", "zero-init"])
+def test_early_stop_equals_all_passes_bitwise(name: str, perturbed: bool) -> None:
+    torch.manual_seed(0)
+    flow = (build(name, UNSORTED) if perturbed else FLOWS[name](UNSORTED).double())
+    limit = depth(UNSORTED) + 1 if not name.startswith("arf") else len(UNSORTED)
+    z = 2 * torch.randn(64, 5, dtype=torch.float64)
+    full_passes(flow, True)
+    flow.reset_passes()
+    full = flow.inverse(z)
+    assert flow.passes == [limit] * len(flow.steps)
+    full_passes(flow, False)
+    flow.reset_passes()
+    early = flow.inverse(z)
+    assert torch.equal(early, full)
+    assert all(p <= limit for p in flow.passes)
+    if not perturbed:  # zero conditioners: one pass gives x, a second confirms it
+        assert flow.passes == [2] * len(flow.steps)
+
+
+def test_early_stop_ends_where_the_conditioner_stops_reading_far_ancestors() -> None:
+    # A chain 0 -> 1 -> 2 -> 3 -> 4 (depth 4: 5 passes). With the parameters of variables 1 and 4
+    # made constant, the longest chain that acts is 1 -> 2 -> 3: x is exact after 3 passes, the
+    # 4th confirms it, and the answer is still the full inverse bit for bit.
+    chain = np.diag(np.ones(4, dtype=int), -1)
+    torch.manual_seed(2)
+    flow = perturb(StrAF(chain, hidden_sizes=(12,), flow_steps=1).double())
+    z = torch.randn(32, 5, dtype=torch.float64)
+    full_passes(flow, True)
+    with torch.no_grad():
+        last = flow.steps[0].conditioner.net.layers[-1]
+        for p in range(2):
+            last.weight[p * 5 + 1].zero_()
+            last.weight[p * 5 + 4].zero_()
+    full = flow.inverse(z)
+    full_passes(flow, False)
+    flow.reset_passes()
+    assert torch.equal(flow.inverse(z), full)
+    assert flow.passes == [4]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["straf-affine", "straf-spline", "arf-spline"])
+def test_cuda_sampling_has_no_host_sync_and_runs_all_passes(name: str) -> None:
+    # On CUDA the fixed-point check would synchronize every pass: it is skipped there, and each
+    # step runs exactly depth + 1 passes without one host synchronization.
+    flow = build(name, UNSORTED).cuda()
+    z = torch.randn(64, 5, dtype=torch.float64, device="cuda")
+    flow.reset_passes()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.no_grad():
+            x = flow.inverse(z)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    limit = depth(UNSORTED) + 1 if not name.startswith("arf") else len(UNSORTED)
+    assert flow.passes == [limit] * len(flow.steps)
+    assert (flow.transform(x)[0] - z).abs().max() < 1e-6
 
 
 @pytest.mark.parametrize("name", ["straf-affine", "straf-umnn", "arf-umnn"])
@@ -184,7 +246,11 @@ def test_cycle_raises_naming_it() -> None:
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"normalizer": "spline"}, ValueError, "normalizer"),
+        ({"normalizer": "splines"}, ValueError, "normalizer"),
+        ({"normalizer": "spline", "bins": 0}, ValueError, "bins"),
+        ({"context_adjacency": [[1]] * 5}, ValueError, "context_adjacency"),
+        ({"context_features": 2, "context_adjacency": [[1]] * 5}, ValueError, "context_adjacency"),
+        ({"context_features": -1}, ValueError, "context_features"),
         ({"prior": "cauchy"}, ValueError, "prior"),
         ({"embedding_size": 3}, TypeError, "embedding_size"),
         ({"normalizer": "umnn", "tol": -1.0}, ValueError, "tol"),

@@ -55,13 +55,17 @@ class CausalFlow(Savable, nn.Module):
         names: variable names in matrix order (taken from the edge list or graph otherwise).
         structure: "graph" (causal StrAF: the flow follows the graph) or "full" (CAREFL: the
             flow follows the full ordering of a topological sort of the graph).
-        normalizer: the flow's normalizer, "affine" or "umnn".
+        normalizer: the flow's normalizer, "affine", "spline" or "umnn".
         prior: latent (exogenous noise) distribution, "normal" or "laplace".
         standardize: fit on variables scaled to zero mean and unit variance (statistics of the
             training split); answers stay in the data's units.
         **flow_options: passed to :class:`strnn_fast.flows.StrAF` (``hidden_sizes``,
-            ``flow_steps``, ``scale_bound``, ...). Must be JSON-friendly so that ``save`` can
-            record them.
+            ``flow_steps``, ``scale_bound``, ``bins``, ...). Must be JSON-friendly so that
+            ``save`` can record them. ``context_features=C`` (with an optional (d, C)
+            ``context_adjacency`` and ``context_names``) adds covariates: the model is
+            ``p(x | c)``, every method takes ``context=`` (one (C,) row for all, or one row per
+            sample), covariates are standardized like the variables and are conditioned on,
+            never intervened on.
 
     Raises:
         ValueError: the graph has a cycle (named in the message), or a bad option.
@@ -69,6 +73,12 @@ class CausalFlow(Savable, nn.Module):
     Example:
         >>> CausalFlow([[0, 0], [1, 0]], names=["a", "b"], structure="full").names
         ['a', 'b']
+        >>> c = torch.randn(200, 1)
+        >>> x = torch.cat([c + 0.1 * torch.randn(200, 1), torch.randn(200, 1)], 1)
+        >>> m = CausalFlow([[0, 0], [1, 0]], hidden_sizes=(8,), flow_steps=1, context_features=1)
+        >>> _ = m.fit(x, context=c, epochs=1, progress=False)
+        >>> m.interventional_samples({1: 0.5}, 3, context=torch.ones(1), output="tensor").shape
+        torch.Size([3, 2])
     """
 
     def __init__(
@@ -101,6 +111,10 @@ class CausalFlow(Savable, nn.Module):
         self.register_buffer("loc", torch.zeros(self.d))
         self.register_buffer("scale", torch.ones(self.d))
         self.register_buffer("fitted", torch.tensor(False))
+        self.context_features = self.flow.context_features
+        if self.context_features:  # only then, so that files of unconditional models keep their keys
+            self.register_buffer("context_loc", torch.zeros(self.context_features))
+            self.register_buffer("context_scale", torch.ones(self.context_features))
         self.config = {
             "adjacency": A.astype(int).tolist(), "names": self.names, "structure": self.structure,
             "normalizer": normalizer, "prior": prior, "standardize": standardize, **flow_options,
@@ -111,42 +125,57 @@ class CausalFlow(Savable, nn.Module):
     def _scaled(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.loc) / self.scale
 
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
+    def _scaled_context(self, context: Any, n: int) -> torch.Tensor | None:
+        # (n, C) standardized covariates in the model's dtype and device (None without context).
+        if context is None or not self.context_features:
+            return self.flow._check_context(context, n)  # None, or the flow's error
+        if not isinstance(context, torch.Tensor):
+            context = torch.as_tensor(np.asarray(context, dtype=np.float64))
+        c = self.flow._check_context(context, n).to(self.loc)
+        if not torch.isfinite(c).all():
+            raise ValueError("context contains NaN or infinite values")
+        return (c - self.context_loc) / self.context_scale
+
+    def transform(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
         """Latents (exogenous noise) of rows ``x`` in data units: (n, d) -> (n, d)."""
-        return self.flow.transform(self._scaled(x))[0]
+        return self.flow.transform(self._scaled(x), self._scaled_context(context, len(x)))[0]
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+    def inverse(self, z: torch.Tensor, context: Any = None) -> torch.Tensor:
         """Rows in data units generated from latents ``z``: (n, d) -> (n, d)."""
-        return self.flow.inverse(z) * self.scale + self.loc
+        return self.flow.inverse(z, self._scaled_context(context, len(z))) * self.scale + self.loc
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
         r"""Log-density of rows ``x`` (data units, model order), one value per row.
 
         Example:
             >>> CausalFlow([[0, 0], [1, 0]]).log_prob(torch.zeros(3, 2)).shape
             torch.Size([3])
         """
-        return self.flow.log_prob(self._scaled(x)) - self.scale.log().sum()
+        return self.flow.log_prob(self._scaled(x), self._scaled_context(context, len(x))) - self.scale.log().sum()
 
-    def sample(self, n: int, *, seed: int | None = None, output: str = "auto") -> Any:
-        r"""Draws ``n`` observational samples.
+    def sample(self, n: int, *, seed: int | None = None, output: str = "auto", context: Any = None) -> Any:
+        r"""Draws ``n`` observational samples (given ``context``: (n, C) or (C,) covariates).
 
         Returns:
             (n, d) tensor, or a dict of columns / DataFrame keyed by name (see ``output``).
         """
         self._check_fitted()
+        n = _count(n, "n")
         with self._rng(seed), torch.no_grad():
-            x = self.inverse(self._latents(_count(n, "n")))
+            x = self.inverse(self._latents(n), context)
         return self._keyed(x, output)
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, data: Any, *, val_fraction: float = 0.2, split_seed: int = 0, **fit_options: Any) -> Any:
+    def fit(self, data: Any, *, val_fraction: float = 0.2, split_seed: int = 0, context: Any = None,
+            **fit_options: Any) -> Any:
         r"""Fits the flow to observational data by maximum likelihood.
 
         Arguments:
             data: (n, d) array, tensor or DataFrame (columns matched to the model's names; their
                 names are adopted when the model has none).
+            context: (n, C) covariates of the rows (array or tensor), for a model with
+                ``context_features``.
             val_fraction: share of rows held out for early stopping (0 for none).
             split_seed: seed of the train/validation shuffle.
             **fit_options: passed to :func:`strnn_fast.train.fit` (epochs, batch_size, lr,
@@ -163,6 +192,24 @@ class CausalFlow(Savable, nn.Module):
         if len(x) - n_val < 2:
             raise ValueError(f"data has {len(x)} rows; need at least 2 training rows after the split")
         train, val = x[perm[n_val:]], (x[perm[:n_val]] if n_val else None)
+        if self.context_features:
+            if context is None:
+                raise ValueError(f"context is required: the model has context_features={self.context_features}")
+            c = torch.as_tensor(np.asarray(context.detach().cpu() if isinstance(context, torch.Tensor) else context,
+                                           dtype=np.float64)).to(x.dtype)
+            if c.ndim != 2 or c.shape != (len(x), self.context_features):
+                raise ValueError(f"context must have shape ({len(x)}, {self.context_features}) (one row per data "
+                                 f"row), got {tuple(c.shape)}")
+            with torch.no_grad():
+                self.context_loc.copy_(c.mean(0) if self.config["standardize"] else torch.zeros(c.shape[1]))
+                std = c.std(0) if self.config["standardize"] else torch.ones(c.shape[1])
+                self.context_scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+            c = (c - self.context_loc.cpu().to(c)) / self.context_scale.cpu().to(c)
+            fit_options["context"] = c[perm[n_val:]]
+            if n_val:
+                fit_options["val_context"] = c[perm[:n_val]]
+        elif context is not None:
+            raise ValueError("context must be None: this model has no context features (context_features=0)")
         with torch.no_grad():
             if self.config["standardize"]:
                 # Constant columns are refused (the policy of strnn_fast._validate.column_stats).
@@ -172,14 +219,14 @@ class CausalFlow(Savable, nn.Module):
             else:
                 self.loc.zero_()
                 self.scale.fill_(1.0)
-        history = train_fit(self, train, val, **fit_options)
+        history = train_fit(_Scaled(self) if self.context_features else self, train, val, **fit_options)
         self.fitted.fill_(True)
         return history
 
     # ------------------------------------------------------------------ queries
 
     def interventional_samples(self, do: Mapping[Any, Any], n: int, *, seed: int | None = None,
-                               output: str = "auto") -> Any:
+                               output: str = "auto", context: Any = None) -> Any:
         r"""Samples from the interventional distribution ``p(x | do(x_k = v_k, ...))``.
 
         Arguments:
@@ -189,6 +236,7 @@ class CausalFlow(Savable, nn.Module):
             seed: seeds the noise draw (the global RNG is left untouched).
             output: "auto" (dict of columns keyed by name when names are known, else a tensor),
                 "tensor", "dict" or "frame" (a pandas DataFrame).
+            context: covariates, (n, C) or (C,) (models with ``context_features`` only).
 
         Returns:
             (n, d) samples; intervened columns equal their values exactly.
@@ -202,23 +250,24 @@ class CausalFlow(Savable, nn.Module):
         self._check_fitted()
         n = _count(n, "n")
         idx, values = self._do(do, n)
+        forward, backward = self._maps(context, n)
         with self._rng(seed), torch.no_grad():
-            x = do_inverse(self.transform, self.inverse, self.flow_adjacency, self._latents(n), idx, values)
+            x = do_inverse(forward, backward, self.flow_adjacency, self._latents(n), idx, values)
         return self._keyed(x, output)
 
     def interventional_mean(self, do: Mapping[Any, Any], n: int = 10_000, *, seed: int | None = None,
-                            output: str = "auto") -> Any:
+                            output: str = "auto", context: Any = None) -> Any:
         r"""Monte Carlo estimate of ``E[x | do(...)]`` from ``n`` interventional samples.
 
         Returns:
             A dict name -> float when names are known (``output="auto"``), else a (d,) tensor;
             ``output="frame"`` gives a pandas Series.
         """
-        x = self.interventional_samples(do, n, seed=seed, output="tensor")
+        x = self.interventional_samples(do, n, seed=seed, output="tensor", context=context)
         return self._keyed_row(x.mean(0), output)
 
     def average_treatment_effect(self, target: Any, do_a: Mapping[Any, Any], do_b: Mapping[Any, Any],
-                                 n: int = 10_000, *, seed: int | None = None) -> float:
+                                 n: int = 10_000, *, seed: int | None = None, context: Any = None) -> float:
         r"""``E[x_target | do_a] - E[x_target | do_b]``, both worlds driven by the same noise
         draws so that the Monte Carlo error largely cancels.
 
@@ -227,6 +276,8 @@ class CausalFlow(Savable, nn.Module):
             do_a, do_b: treatment and control interventions (as in ``interventional_samples``).
             n: number of noise draws.
             seed: seeds the noise draw.
+            context: covariates, (n, C) or (C,) (models with ``context_features`` only): the
+                effect conditional on them.
 
         Example:
             >>> m = CausalFlow([("t", "y")], hidden_sizes=(4,), flow_steps=1)
@@ -239,14 +290,15 @@ class CausalFlow(Savable, nn.Module):
         t = self._index(target, "target")
         idx_a, val_a = self._do(do_a, n, "do_a")
         idx_b, val_b = self._do(do_b, n, "do_b")
+        forward, backward = self._maps(context, n)
         with self._rng(seed), torch.no_grad():
             z = self._latents(n)
-            x0 = self.inverse(z)
-            xa = do_inverse(self.transform, self.inverse, self.flow_adjacency, z, idx_a, val_a, x0)
-            xb = do_inverse(self.transform, self.inverse, self.flow_adjacency, z, idx_b, val_b, x0)
+            x0 = backward(z)
+            xa = do_inverse(forward, backward, self.flow_adjacency, z, idx_a, val_a, x0)
+            xb = do_inverse(forward, backward, self.flow_adjacency, z, idx_b, val_b, x0)
         return float((xa[:, t].double() - xb[:, t].double()).mean())
 
-    def counterfactual(self, x_obs: Any, do: Mapping[Any, Any], *, output: str = "auto") -> Any:
+    def counterfactual(self, x_obs: Any, do: Mapping[Any, Any], *, output: str = "auto", context: Any = None) -> Any:
         r"""Counterfactual rows: what each observed row would have been under ``do``.
 
         Abduction recovers each row's noise, action sets the intervened values, prediction
@@ -258,6 +310,8 @@ class CausalFlow(Savable, nn.Module):
             do: maps a variable to a number or to m values (one per row).
             output: "auto" (a DataFrame for DataFrame input, a dict keyed by name when names are
                 known, else a tensor), "tensor", "dict" or "frame".
+            context: the rows' covariates, (m, C) or (C,) (models with ``context_features``
+                only); they are held at their observed values.
 
         Returns:
             (m, d) counterfactual rows, on the model's device.
@@ -277,9 +331,10 @@ class CausalFlow(Savable, nn.Module):
         idx, values = self._do(do, len(x), dtype=x.dtype)
         model_dtype = self._device_dtype()[1]
         check_fits_dtype(x, model_dtype, "x_obs", self.names)  # the flow itself runs in its own dtype
+        forward, backward = self._maps(context, len(x))
         with torch.no_grad():
             xm = x.to(model_dtype)
-            cf = do_inverse(self.transform, self.inverse, self.flow_adjacency, self.transform(xm), idx,
+            cf = do_inverse(forward, backward, self.flow_adjacency, forward(xm), idx,
                             values.to(model_dtype), xm).to(x.dtype)
             cf[:, idx] = values
             keep = torch.from_numpy(~affected(self.flow_adjacency, idx)).to(x.device)
@@ -289,6 +344,21 @@ class CausalFlow(Savable, nn.Module):
         return self._keyed(cf, output)
 
     # ------------------------------------------------------------------ helpers
+
+    def _maps(self, context: Any, n: int) -> tuple[Any, Any]:
+        """transform and inverse with the covariates bound (checked once, here)."""
+        if not self.context_features:
+            self.flow._check_context(context, n)  # raises for a context given to an unconditional model
+            return self.transform, self.inverse
+        c = self._scaled_context(context, n)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return self.flow.transform(self._scaled(x), c)[0]
+
+        def backward(z: torch.Tensor) -> torch.Tensor:
+            return self.flow.inverse(z, c) * self.scale + self.loc
+
+        return forward, backward
 
     def _check_fitted(self) -> None:
         if not bool(self.fitted):
@@ -443,6 +513,18 @@ class CausalFlow(Savable, nn.Module):
         import pandas as pd
 
         return pd.DataFrame(x.detach().cpu().numpy(), columns=self._column_names(), index=index)
+
+
+class _Scaled(nn.Module):
+    """The training view of a CausalFlow with covariates: fit hands it already standardized context."""
+
+    def __init__(self, model: CausalFlow):
+        super().__init__()
+        self.model = model
+        self.d = model.d
+
+    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.flow.log_prob(self.model._scaled(x), context) - self.model.scale.log().sum()
 
 
 def _is_frame(value: Any) -> bool:

@@ -35,6 +35,7 @@ __all__ = [
     "add_threads_option",
     "add_trust_option",
     "check_output",
+    "context_options",
     "cpu_threads",
     "draw_samples",
     "learning_rate",
@@ -55,46 +56,58 @@ def _straf(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namesp
     from ..flows import StrAF
 
     return StrAF(adjacency, hidden_sizes=args.hidden, flow_steps=args.flow_steps, normalizer=args.normalizer,
-                 names=names)
+                 names=names, **context_options(args))
 
 
 def _arf(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
     from ..flows import ARF
 
     return ARF(adjacency.shape[0], hidden_sizes=args.hidden, flow_steps=args.flow_steps,
-               normalizer=args.normalizer, names=names)
+               normalizer=args.normalizer, names=names, **context_options(args))
 
 
 def _gnf(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
     from ..flows import GNF
 
     return GNF(adjacency, hidden_sizes=args.hidden, flow_steps=args.flow_steps, normalizer=args.normalizer,
-               names=names)
+               names=names, **context_options(args))
 
 
 def _strcnf(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
     from ..flows import StrCNF
 
-    return StrCNF(adjacency, hidden_sizes=args.hidden, flow_steps=args.flow_steps, names=names)
+    return StrCNF(adjacency, hidden_sizes=args.hidden, flow_steps=args.flow_steps, names=names,
+                  **context_options(args))
 
 
 def _ffjord(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
     from ..flows import FFJORD
 
-    return FFJORD(adjacency.shape[0], hidden_sizes=args.hidden, flow_steps=args.flow_steps, names=names)
+    return FFJORD(adjacency.shape[0], hidden_sizes=args.hidden, flow_steps=args.flow_steps, names=names,
+                  **context_options(args))
 
 
 def _density(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
     from ..density import StrNNDensityEstimator
 
-    return StrNNDensityEstimator(adjacency, hidden_sizes=args.hidden, data_type=args.data_type, names=names)
+    options = context_options(args)
+    options.pop("context_names", None)
+    return StrNNDensityEstimator(adjacency, hidden_sizes=args.hidden, data_type=args.data_type, names=names,
+                                 **options)
 
 
 def _causal(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
     from ..causal import CausalFlow
 
     return CausalFlow(adjacency, names=names, structure=args.structure, normalizer=args.normalizer,
-                      prior=args.prior, hidden_sizes=args.hidden, flow_steps=args.flow_steps)
+                      prior=args.prior, hidden_sizes=args.hidden, flow_steps=args.flow_steps,
+                      **context_options(args))
+
+
+def context_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``context_features``/``context_names`` of a conditional model (``args.context_names``), else none."""
+    names = getattr(args, "context_names", None)
+    return {"context_features": len(names), "context_names": list(names)} if names else {}
 
 
 MODEL_BUILDERS: dict[str, Builder] = {"straf": _straf, "arf": _arf, "gnf": _gnf, "density": _density,
@@ -147,7 +160,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=sizes, default=(64, 64), metavar="H1,H2",
                    help="hidden layer widths of each conditioner (default 64,64)")
     p.add_argument("--flow-steps", type=positive_int, default=5, help="flow steps (default 5)")
-    p.add_argument("--normalizer", choices=("affine", "umnn"), default="affine",
+    p.add_argument("--normalizer", choices=("affine", "spline", "umnn"), default="affine",
                    help="flow normalizer (default affine)")
 
 
@@ -217,15 +230,22 @@ def load_model(path: str | os.PathLike, *, trusted: bool = False) -> nn.Module:
     return model.eval()
 
 
-def draw_samples(model: nn.Module, n: int) -> np.ndarray:
-    """(n, d) float64 samples of any saved density model (CausalFlow included), in chunks."""
+def draw_samples(model: nn.Module, n: int, context: np.ndarray | None = None) -> np.ndarray:
+    """(n, d) float64 samples of any saved density model (CausalFlow included), in chunks.
+
+    ``context``: (n, C) context rows of a conditional model, one per sample.
+    """
     from ..causal import CausalFlow
 
+    dtype = next(model.parameters()).dtype
     chunks = []
     with torch.no_grad():
         for start in range(0, n, CHUNK):
             m = min(CHUNK, n - start)
-            x = model.sample(m, output="tensor") if isinstance(model, CausalFlow) else model.sample(m)
+            kwargs = {} if context is None else {"context": torch.tensor(context[start:start + m], dtype=dtype)}
+            if isinstance(model, CausalFlow):
+                kwargs["output"] = "tensor"
+            x = model.sample(m, **kwargs)
             chunks.append(x.detach().cpu().double().numpy().reshape(m, -1))
     samples = np.concatenate(chunks)
     bad = ~np.isfinite(samples)

@@ -11,10 +11,16 @@ data (every value 0 or 1) for ``--model density`` are used as they are.
 ``strnn-fast intervene`` and ``counterfactual``); it standardizes on its own, with the same
 training rows, and re-splits train+validation with the same validation share.
 
+``--context c1,c2`` fits a conditional model p(x | c): the named columns (or 0-based column
+indices) are context features, standardized like the data, and the adjacency describes the
+remaining columns; every variable reads every context feature. ``strnn-fast sample --context``
+then draws given context rows.
+
 Under ``torchrun`` the training runs data-parallel; only rank 0 prints and writes the model.
 
 Example:
     strnn-fast fit data.csv --adjacency graph.csv --model straf --epochs 100 -o model.pt
+    strnn-fast fit data.csv --adjacency graph.csv --normalizer spline --context age,dose -o model.pt
 """
 from __future__ import annotations
 
@@ -49,8 +55,32 @@ def run(args: argparse.Namespace) -> int:
         return _run(args)
 
 
+def _context_columns(spec: str, names: list[str] | None, n_columns: int) -> list[int]:
+    # --context: column names of the table's header, or 0-based indices.
+    keys = [k.strip() for k in spec.split(",") if k.strip()]
+    out = []
+    for key in keys:
+        if names is not None and key in names:
+            out.append(names.index(key))
+        elif key.isdigit() and int(key) < n_columns:
+            out.append(int(key))
+        else:
+            raise ValueError(f"--context names column {key!r}, which the data does not have; its columns are "
+                             f"{names if names is not None else list(range(n_columns))}")
+    if not out or len(set(out)) != len(out) or len(out) >= n_columns:
+        raise ValueError(f"--context must name distinct columns and leave at least one variable, got {spec!r}")
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
     x, names = load_table(args.data)
+    context = None
+    if args.context:
+        cols = _context_columns(args.context, names, x.shape[1])
+        rest = [i for i in range(x.shape[1]) if i not in cols]
+        context, x = x[:, cols], x[:, rest]
+        args.context_names = [names[i] for i in cols] if names is not None else [f"c{i}" for i in cols]
+        names = [names[i] for i in rest] if names is not None else None
     adjacency, graph_names = load_adjacency(args.adjacency, names=names)
     try:
         check_adjacency_matches(adjacency, x.shape[1], names, graph_names)
@@ -73,6 +103,13 @@ def _run(args: argparse.Namespace) -> int:
     if standardized:
         mean, std = column_stats(parts[0], names, str(args.data))  # refuses constant columns
     train, val = ((p - mean) / std for p in parts[:2]) if standardized else parts[:2]
+    c_parts: list = [None, None, None]
+    c_options: dict = {}
+    if context is not None:
+        c_parts = split(context[rows], args.split)
+        c_mean, c_std = c_parts[0].mean(axis=0), c_parts[0].std(axis=0)
+        c_std = np.where(c_std > 0, c_std, 1.0)
+        c_options = {"context_mean": c_mean, "context_std": c_std}
 
     torch.manual_seed(args.seed)
     model = MODEL_BUILDERS[args.model](adjacency, names, args)
@@ -81,22 +118,28 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.model == "causal":
             # CausalFlow keeps its own standardization and marks itself fitted; give it raw rows.
+            if context is not None:
+                options["context"] = np.concatenate(c_parts[:2])
             history = model.fit(np.concatenate(parts[:2]), val_fraction=len(parts[1]) / (len(parts[0]) + len(parts[1])),
                                 split_seed=args.seed, **options)
             standardized = False
         else:
+            if context is not None:
+                options["context"], options["val_context"] = ((c - c_mean) / c_std for c in c_parts[:2])
             history = fit(model, train, val, **options)
     except FloatingPointError as err:
         raise ValueError(f"training diverged: {err}") from err
     if standardized:
-        model = Standardized(model, mean, std, names=names)
+        model = Standardized(model, mean, std, names=names, **c_options)
+    elif context is not None and args.model != "causal":  # binary density data: context scaled all the same
+        model = Standardized(model, np.zeros(x.shape[1]), np.ones(x.shape[1]), names=names, **c_options)
     if not is_main_process():
         return 0
     model.save(out, overwrite=args.force)
     print(f"{args.model}: {history.epochs} epochs in {history.seconds:.1f} s, best epoch {history.best_epoch + 1}"
           f"{' (stopped early)' if history.stopped_early else ''}")
-    for label, part in zip(("train", "val", "test"), parts):
-        print(f"{label:<5} NLL {evaluate_nll(model, part):10.4f}  ({len(part)} rows)")
+    for label, part, c_part in zip(("train", "val", "test"), parts, c_parts):
+        print(f"{label:<5} NLL {evaluate_nll(model, part, context=c_part):10.4f}  ({len(part)} rows)")
     print(f"wrote {out}")
     return 0
 
@@ -110,6 +153,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="graph over the data's columns: 0/1 matrix (.npy, .npz, .csv) or parent,child edge list")
     p.add_argument("--model", choices=tuple(MODEL_BUILDERS), default="straf", help="model family (default straf)")
     add_model_options(p)
+    p.add_argument("--context", metavar="C1,C2",
+                   help="columns (names or 0-based indices) to condition on: fits p(x | c) on the other columns")
     p.add_argument("--epochs", type=positive_int, default=100, help="maximum epochs (default 100)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
     p.add_argument("--lr", type=learning_rate, default=1e-3, help="AdamW learning rate (default 1e-3)")

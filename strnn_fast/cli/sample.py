@@ -1,29 +1,56 @@
 r"""``strnn-fast sample``: draw samples from a saved model into a CSV file with a header of names.
 
 Works for every model ``strnn-fast fit`` writes (CausalFlow included). Non-finite samples (a
-damaged model) are refused and nothing is written.
+damaged model) are refused and nothing is written. A conditional model (``fit --context``) needs
+``--context FILE``: a table of context rows (named columns are matched to the model's context
+features), either one row for every sample or one row per sample (then ``-n`` may be left out).
 
 Example:
     strnn-fast sample model.pt -n 1000 -o samples.csv
+    strnn-fast sample conditional.pt --context contexts.csv -o samples.csv
 """
 from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import torch
 
-from ._common import (add_trust_option, check_output, draw_samples, load_model, positive_int, seed_type,
-                      variable_names, write_csv)
+from ..data import load_table
+from ._common import (add_trust_option, check_output, draw_samples, load_model, order_columns, positive_int,
+                      seed_type, variable_names, write_csv)
 
 __all__ = ["register", "run"]
 
 
+def _context_rows(args: argparse.Namespace, model: torch.nn.Module) -> tuple[np.ndarray | None, int]:
+    # The --context table in the model's context order, and the number of samples to draw.
+    C = int(getattr(model, "context_features", 0) or getattr(getattr(model, "base", None), "context_features", 0))
+    if not C:
+        if args.context:
+            raise ValueError(f"{args.model} is not a conditional model; drop --context")
+        if args.n is None:
+            raise ValueError("-n is required")
+        return None, args.n
+    if not args.context:
+        raise ValueError(f"{args.model} is conditional on {C} context features; give them with --context FILE")
+    c, names = load_table(args.context)
+    model_names = getattr(model, "context_names", None) or getattr(getattr(model, "base", None), "context_names", None)
+    c = order_columns(c, names, model_names, C, args.context)
+    n = args.n if args.n is not None else len(c)
+    if len(c) not in (1, n):
+        raise ValueError(f"{args.context} has {len(c)} rows; give one row (shared by all samples) or -n rows")
+    return np.broadcast_to(c, (n, C)), n
+
+
 def run(args: argparse.Namespace) -> int:
-    out = check_output(args.output, inputs=[args.model], force=args.force)
+    inputs = [args.model] + ([args.context] if args.context else [])
+    out = check_output(args.output, inputs=inputs, force=args.force)
     model = load_model(args.model, trusted=args.trust_legacy_file)
+    context, n = _context_rows(args, model)
     torch.manual_seed(args.seed)
-    samples = draw_samples(model, args.n)
-    write_csv(out, samples, variable_names(model, samples.shape[1]), force=args.force, inputs=[args.model])
+    samples = draw_samples(model, n, context)
+    write_csv(out, samples, variable_names(model, samples.shape[1]), force=args.force, inputs=inputs)
     print(f"wrote {len(samples)} samples of {samples.shape[1]} variables to {out}")
     return 0
 
@@ -31,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="draw samples from a saved model into a CSV file")
     p.add_argument("model", help="model file written by `strnn-fast fit` or model.save(path)")
-    p.add_argument("-n", type=positive_int, required=True, help="number of samples")
+    p.add_argument("-n", type=positive_int, help="number of samples (default with --context: one per context row)")
+    p.add_argument("--context", metavar="FILE", help="context rows of a conditional model (.csv, .npy, .npz)")
     p.add_argument("--output", "-o", required=True, help="CSV file to write")
     p.add_argument("--seed", type=seed_type, default=0, help="seed of the draw (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")

@@ -1,9 +1,11 @@
 r"""Normalizing flows with a torch-Distribution-like face.
 
-* :class:`StrAF`: structured autoregressive flow (affine or UMNN normalizer).
+* :class:`StrAF`: structured autoregressive flow (affine, rational-quadratic spline or UMNN normalizer).
 * :class:`ARF`, :class:`GNF`: the MADE and input-masking baselines on the same API.
 * :class:`StrCNF`, :class:`FFJORD`: continuous flows (need torchdiffeq; imported on first use).
-* :class:`Flow`: the shared base (``log_prob``, ``sample``, ``rsample``, ``transform``, ``inverse``).
+* :class:`Flow`: the shared base (``log_prob``, ``sample``, ``rsample``, ``transform``, ``inverse``, all
+  with an optional ``context``); ``flow(context)`` is a :class:`FlowDistribution`, a real
+  ``torch.distributions.Distribution``.
 
 Example:
     >>> import torch
@@ -15,10 +17,10 @@ Example:
 """
 from .arf import ARF
 from .autoregressive import AutoregressiveFlow, FlowStep
-from .base import Flow
+from .base import Flow, FlowDistribution
 from .conditioners import Conditioner, GNFConditioner, StrNNConditioner
 from .gnf import GNF
-from .normalizers import AffineNormalizer, Normalizer, UMNNNormalizer, clenshaw_curtis
+from .normalizers import AffineNormalizer, Normalizer, SplineNormalizer, UMNNNormalizer, clenshaw_curtis
 from .priors import PRIORS, make_prior
 from .straf import StrAF
 
@@ -28,11 +30,13 @@ __all__ = [
     "AutoregressiveFlow",
     "Conditioner",
     "Flow",
+    "FlowDistribution",
     "FlowStep",
     "GNF",
     "GNFConditioner",
     "Normalizer",
     "PRIORS",
+    "SplineNormalizer",
     "FFJORD",
     "StrAF",
     "StrCNF",

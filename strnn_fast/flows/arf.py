@@ -34,10 +34,14 @@ class ARF(AutoregressiveFlow):
             otherwise not used.
         hidden_sizes: hidden widths of each MADE (at least d units each).
         flow_steps: number of steps.
-        normalizer: "affine" or "umnn".
+        normalizer: "affine", "spline" or "umnn".
         permute: reverse the variable order in every other step.
         names, prior, activation, backend, init, **normalizer_options: as in
             :class:`~strnn_fast.flows.StrAF`.
+        context_features, context_adjacency, context_names: a conditional flow p(x | c) on C
+            context features, each variable reading the features its row of the (d, C)
+            ``context_adjacency`` allows (default all); see
+            :class:`~strnn_fast.flows.AutoregressiveFlow`.
 
     Example:
         >>> ARF([("x", "y")], hidden_sizes=(4,), flow_steps=1).names
@@ -57,9 +61,13 @@ class ARF(AutoregressiveFlow):
         activation: str = "relu",
         backend: str = "auto",
         init: str = "kaiming",
+        context_features: int = 0,
+        context_adjacency: Any = None,
+        context_names: Sequence[str] | None = None,
         **normalizer_options: Any,
     ):
-        super().__init__(adjacency, names=names, prior=prior)
+        super().__init__(adjacency, names=names, prior=prior, context_features=context_features,
+                         context_adjacency=context_adjacency, context_names=context_names)
         if not isinstance(permute, bool):
             raise TypeError(f"permute must be True or False, got {permute!r}")
         if self.d < 2:
@@ -67,10 +75,18 @@ class ARF(AutoregressiveFlow):
         full = np.tril(np.ones((self.d, self.d), dtype=bool), k=-1)
         reverse = np.arange(self.d)[::-1].copy()
 
-        def conditioner(n_params: int, first: Conditioner | None) -> Conditioner:
-            masks = first.masks if isinstance(first, StrNNConditioner) else None
-            return StrNNConditioner(full, hidden_sizes, n_params, opt_type="made", activation=activation,
-                                    backend=backend, precomputed_masks=masks, init=init)
+        Ac = self.sorted_context_adjacency if self.context_features else None
+
+        def conditioner(n_params: int, first: Conditioner | None, perm: Any) -> Conditioner:
+            if Ac is None:
+                masks = first.masks if isinstance(first, StrNNConditioner) else None
+                return StrNNConditioner(full, hidden_sizes, n_params, opt_type="made", activation=activation,
+                                        backend=backend, precomputed_masks=masks, init=init)
+            # MADE's masks on [x, c]: the context's rows follow the step's permutation; the masks
+            # differ between permuted and unpermuted steps, so each step factorizes its own.
+            rows = Ac if perm is None else Ac[np.asarray(perm)]
+            return StrNNConditioner(full, hidden_sizes, n_params, opt_type="greedy", activation=activation,
+                                    backend=backend, init=init, context_adjacency=rows)
 
         self.steps = build_steps(flow_steps, normalizer, normalizer_options, conditioner,
                                  lambda k: reverse if permute and k % 2 == 1 else None)
@@ -78,5 +94,6 @@ class ARF(AutoregressiveFlow):
         self.config = {
             "adjacency": self.graph_config(), "hidden_sizes": list(net.hidden_sizes), "flow_steps": len(self.steps),
             "normalizer": normalizer, "permute": permute, "names": self.names, "prior": prior,
-            "activation": net.activation, "backend": net.backend, "init": init, **normalizer_options,
+            "activation": net.activation, "backend": net.backend, "init": init, **self.context_config(),
+            **normalizer_options,
         }

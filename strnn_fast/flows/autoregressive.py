@@ -8,10 +8,21 @@ elementwise (normalizers); its Jacobian is triangular, with log-determinant ``Σ
 Inverse: start from x = 0 and repeat ``x <- τ^{-1}(z; c(x))``. After pass p every variable whose
 longest chain of ancestors has p edges or fewer is exact, so ``depth(A) + 1`` passes invert a step
 exactly (``depth`` is the longest path): d passes for a full triangle, 2 for a bipartite graph.
+On CPU a step also ends as soon as a pass leaves x bitwise unchanged: x is then a fixed point
+of the (deterministic) pass, so every further pass would return it again and the answer is the
+one of all ``depth + 1`` passes, bit for bit. Trained conditioners often stop reading far
+ancestors within rounding, which ends steps early. On other devices the check would cost a host
+synchronization per pass, so they always run ``depth + 1`` passes (:attr:`FlowStep.early_stop`).
+
+Conditional flows (``context_features=C``): every step's conditioner also reads the context
+c (B, C) through the (d, C) ``context_adjacency``; the context is fixed during the inverse.
 
 Example:
     >>> from strnn_fast.flows import StrAF
     >>> flow = StrAF([("a", "b"), ("b", "c")], hidden_sizes=(8,), flow_steps=2)
+    >>> flow.reset_passes(); _ = flow.sample(4); flow.passes  # zero-initialized: x is fixed after one pass
+    [2, 2]
+    >>> for step in flow.steps: step.early_stop = False
     >>> flow.reset_passes(); _ = flow.sample(4); flow.passes
     [3, 3]
 """
@@ -43,6 +54,9 @@ class FlowStep(nn.Module):
             (None: identity). The conditioner's adjacency is in the permuted coordinates.
     """
 
+    #: End the inverse at a bitwise fixed point (CPU only; see the module docstring).
+    early_stop: bool = True
+
     def __init__(self, conditioner: Conditioner, normalizer: Normalizer, permutation: Sequence[int] | None = None):
         super().__init__()
         if conditioner.n_params != normalizer.n_params:
@@ -67,20 +81,31 @@ class FlowStep(nn.Module):
         out[np.ix_(p, p)] = self.conditioner.adjacency
         return out
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def context_structure(self) -> np.ndarray:
+        """(d, C) bool: which context features each output's parameters may read, unpermuted rows."""
+        out = np.zeros_like(self.conditioner.context_adjacency)
+        out[self.perm.cpu().numpy()] = self.conditioner.context_adjacency
+        return out
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.permuted:
             x = x[:, self.perm]
-        z, log_det = self.normalizer(x, self.conditioner(x))
+        z, log_det = self.normalizer(x, self.conditioner(x, context))
         if self.permuted:
             z = z[:, self.unperm]
         return z, log_det.sum(-1)
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         if self.permuted:
             z = z[:, self.perm]
         x = torch.zeros_like(z)
+        check = self.early_stop and z.device.type == "cpu"
         for _ in range(self.n_passes):
-            x = self.normalizer.inverse(z, self.conditioner(x))
+            new = self.normalizer.inverse(z, self.conditioner(x, context))
+            if check and torch.equal(new, x):
+                break  # a fixed point: all further passes return it unchanged
+            x = new
         return x[:, self.unperm] if self.permuted else x
 
 
@@ -95,14 +120,22 @@ class AutoregressiveFlow(Flow):
             d for d variables without a graph.
         names: variable names (see :func:`strnn_fast.graph.as_adjacency`).
         prior: "normal" or "laplace".
+        context_features: number C of context features to condition on (0: an unconditional flow).
+        context_adjacency: (d, C) 0/1 matrix, rows in the user's variable order:
+            ``context_adjacency[i, j] = 1`` lets variable i's transforms read context feature j.
+            Default: every variable reads every feature.
+        context_names: optional names of the context features.
 
     Raises:
-        ValueError: the graph has a cycle (named in the message), or is malformed.
+        ValueError: the graph has a cycle (named in the message), or is malformed; a context
+            adjacency of the wrong shape or not 0/1.
     """
 
     steps: nn.ModuleList
 
-    def __init__(self, adjacency: Any, *, names: Sequence[str] | None = None, prior: str = "normal"):
+    def __init__(self, adjacency: Any, *, names: Sequence[str] | None = None, prior: str = "normal",
+                 context_features: int = 0, context_adjacency: Any = None,
+                 context_names: Sequence[str] | None = None):
         self.from_count = isinstance(adjacency, (int, np.integer)) and not isinstance(adjacency, bool)
         if self.from_count:
             d = as_positive_int(adjacency, "adjacency (a number of variables)")
@@ -110,8 +143,10 @@ class AutoregressiveFlow(Flow):
         else:
             A, found = as_adjacency(adjacency, names)
         check_dag(A, found)
-        super().__init__(A.shape[0], names=found, prior=prior)
+        super().__init__(A.shape[0], names=found, prior=prior, context_features=context_features,
+                         context_names=context_names)
         self.adjacency: np.ndarray = A
+        self.context_adjacency = self._context_adjacency(context_adjacency)
         order = topological_order(A)
         # Sorted input (the common case) skips two gathers per call.
         self.sorted_input = bool((order == np.arange(self.d)).all())
@@ -121,6 +156,11 @@ class AutoregressiveFlow(Flow):
     def graph_config(self) -> int | list[list[int]]:
         """The adjacency as ``config`` records it: the int d, or the matrix as nested lists."""
         return self.d if self.from_count else self.adjacency.astype(int).tolist()
+
+    @property
+    def sorted_context_adjacency(self) -> np.ndarray:
+        """The (d, C) context adjacency with rows in the internal (topological) order."""
+        return self.context_adjacency[self.order.cpu().numpy()]
 
     @property
     def sorted_adjacency(self) -> np.ndarray:
@@ -143,6 +183,20 @@ class AutoregressiveFlow(Flow):
         return out
 
     @property
+    def context_structure(self) -> np.ndarray:
+        r"""(d, C) bool, user order: union over steps of the context features each step's parameters read.
+
+        z_i can depend on c_j only if some ancestor-or-self k of i (in the closure of
+        :attr:`structure`) has ``context_structure[k, j]``.
+        """
+        inner = np.zeros((self.d, self.context_features), dtype=bool)
+        for step in self.steps:
+            inner |= step.context_structure
+        out = np.zeros_like(inner)
+        out[self.order.cpu().numpy()] = inner
+        return out
+
+    @property
     def passes(self) -> list[int]:
         """Conditioner passes of each step since the last :meth:`reset_passes`."""
         return [step.conditioner.passes for step in self.steps]
@@ -152,29 +206,32 @@ class AutoregressiveFlow(Flow):
         for step in self.steps:
             step.conditioner.passes = 0
 
-    def transform(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Maps data to the base space.
 
         Arguments:
             x: (B, d) data in the user's variable order (cast to the flow's dtype and device).
+            context: (B, C) or (C,) context of a conditional flow (None otherwise).
 
         Returns:
             ``(z, log_abs_det)``: (B, d) latents in the user's order and (B,) log|det dz/dx|.
         """
         u = self._check_input(x, "x")
+        c = self._check_context(context, u.shape[0])
         u = u if self.sorted_input else u[:, self.order]
         log_det = u.new_zeros(u.shape[0])
         for step in self.steps:
-            u, step_log_det = step(u)
+            u, step_log_det = step(u, c)
             log_det = log_det + step_log_det
         return (u if self.sorted_input else u[:, self.rank]), log_det
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        r"""Maps (B, d) latents (user order) to data, each step with ``depth + 1`` conditioner passes."""
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        r"""Maps (B, d) latents (user order) to data, each step with at most ``depth + 1`` conditioner passes."""
         u = self._check_input(z, "z")
+        c = self._check_context(context, u.shape[0])
         u = u if self.sorted_input else u[:, self.order]
         for step in reversed(self.steps):
-            u = step.inverse(u)
+            u = step.inverse(u, c)
         return u if self.sorted_input else u[:, self.rank]
 
 
@@ -182,23 +239,25 @@ def build_steps(
     flow_steps: int,
     normalizer: str,
     normalizer_options: dict[str, Any],
-    conditioner: Callable[[int, Conditioner | None], Conditioner],
+    conditioner: Callable[[int, Conditioner | None, Sequence[int] | None], Conditioner],
     permutation: Callable[[int], Sequence[int] | None] = lambda k: None,
 ) -> nn.ModuleList:
     r"""Builds ``flow_steps`` steps, each with its own normalizer and conditioner.
 
     Arguments:
         flow_steps: number of steps.
-        normalizer: "affine" or "umnn".
+        normalizer: "affine", "spline" or "umnn".
         normalizer_options: keyword options of the normalizer.
-        conditioner: ``(n_params, first) -> Conditioner``; ``first`` is the first step's
-            conditioner (None while building it), so later ones can share its factorization.
+        conditioner: ``(n_params, first, perm) -> Conditioner``; ``first`` is the first step's
+            conditioner (None while building it), so later ones can share its factorization;
+            ``perm`` is the step's permutation or None (rows of a context adjacency follow it).
         permutation: ``k -> permutation`` of step k, or None for none.
     """
     n = as_positive_int(flow_steps, "flow_steps")
     steps: list[FlowStep] = []
     for k in range(n):
         norm = make_normalizer(normalizer, **normalizer_options)
-        cond = conditioner(norm.n_params, steps[0].conditioner if steps else None)
-        steps.append(FlowStep(cond, norm, permutation(k)))
+        perm = permutation(k)
+        cond = conditioner(norm.n_params, steps[0].conditioner if steps else None, perm)
+        steps.append(FlowStep(cond, norm, perm))
     return nn.ModuleList(steps)

@@ -1,11 +1,17 @@
 r"""The distribution face shared by every flow: ``log_prob``, ``sample``, ``rsample``, ``transform``, ``inverse``.
 
-A subclass implements ``transform(x) -> (z, log_abs_det)`` and ``inverse(z)`` on (B, d) rows,
-calling :meth:`Flow._check_input` first, and sets ``self.config`` (the JSON-friendly keyword
-arguments that rebuild it) so that ``save``/:func:`strnn_fast.load` work. The base adds the
-distribution methods on any batch shape, the prior, ``d``, ``names`` and ``event_shape``.
+A subclass implements ``transform(x, context) -> (z, log_abs_det)`` and ``inverse(z, context)``
+on (B, d) rows (context: (B, C) rows or None), calling :meth:`Flow._check_input` and
+:meth:`Flow._check_context` first, and sets ``self.config`` (the JSON-friendly keyword arguments
+that rebuild it) so that ``save``/:func:`strnn_fast.load` work. The base adds the distribution
+methods on any batch shape, the prior, ``d``, ``names`` and ``event_shape``, and ``flow(context)``
+returns a real :class:`torch.distributions.Distribution` (:class:`FlowDistribution`).
 
-Density: ``log p(x) = log prior(z) + log|det dz/dx|`` with ``(z, log|det|) = transform(x)``.
+Density: ``log p(x | c) = log prior(z) + log|det dz/dx|`` with ``(z, log|det|) = transform(x, c)``.
+
+Contexts broadcast like batch dimensions: ``log_prob(x, c)`` takes x (..., d) and c (..., C) with
+broadcastable leading shapes, ``sample(shape, c)`` draws one sample per context row (c of shape
+(*shape, C)) or shares one context (c of shape (C,)).
 
 Example:
     >>> import numpy as np
@@ -13,9 +19,16 @@ Example:
     >>> flow = StrAF(np.tril(np.ones((3, 3)), -1), hidden_sizes=(8,), flow_steps=2)
     >>> flow.log_prob(torch.randn(4, 3)).shape, flow.sample((2, 5)).shape
     (torch.Size([4]), torch.Size([2, 5, 3]))
+    >>> cond = StrAF(np.tril(np.ones((3, 3)), -1), hidden_sizes=(8,), flow_steps=2, context_features=2)
+    >>> c = torch.randn(5, 2)
+    >>> cond.log_prob(torch.randn(5, 3), context=c).shape, cond.sample(5, context=c).shape
+    (torch.Size([5]), torch.Size([5, 3]))
+    >>> cond(c).sample((7,)).shape  # a torch Distribution with batch_shape (5,)
+    torch.Size([7, 5, 3])
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -24,11 +37,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from torch.distributions import Distribution, constraints
+
+from .._context import as_context_adjacency, as_context_features, check_context
 from .._validate import as_positive_int, as_sample_shape
 from ..serialization import Savable
 from .priors import make_prior
 
-__all__ = ["Flow"]
+__all__ = ["Flow", "FlowDistribution"]
 
 
 class Flow(Savable, nn.Module):
@@ -38,15 +54,35 @@ class Flow(Savable, nn.Module):
         d: number of variables.
         names: optional variable names (d distinct strings).
         prior: base distribution, "normal" or "laplace" (see :mod:`strnn_fast.flows.priors`).
+        context_features: number C of context features the flow is conditioned on (0: none).
+        context_names: optional names of the context features (C strings).
     """
 
-    def __init__(self, d: int, *, names: Sequence[str] | None = None, prior: str = "normal"):
+    def __init__(self, d: int, *, names: Sequence[str] | None = None, prior: str = "normal",
+                 context_features: int = 0, context_names: Sequence[str] | None = None):
         super().__init__()
         self.d = as_positive_int(d, "d")
         if names is not None and len(names) != self.d:
             raise ValueError(f"names must have d={self.d} entries, got {len(names)}")
         self.names: list[str] | None = list(names) if names is not None else None
         self.prior = make_prior(prior)
+        self.context_features = as_context_features(context_features)
+        if context_names is not None and (isinstance(context_names, str) or len(context_names) != self.context_features):
+            raise ValueError(f"context_names must have context_features={self.context_features} entries, "
+                             f"got {context_names!r}")
+        self.context_names: list[str] | None = list(context_names) if context_names is not None else None
+
+    def _context_adjacency(self, context_adjacency: Any) -> np.ndarray:
+        """The (d, C) bool context adjacency (all ones when None), or a ValueError naming it."""
+        return as_context_adjacency(context_adjacency, self.d, self.context_features)
+
+    def context_config(self) -> dict[str, Any]:
+        """The context options as ``config`` records them (empty for an unconditional flow)."""
+        if not self.context_features:
+            return {}
+        return {"context_features": self.context_features,
+                "context_adjacency": self.context_adjacency.astype(int).tolist(),
+                "context_names": self.context_names}
 
     @property
     def event_shape(self) -> torch.Size:
@@ -58,28 +94,49 @@ class Flow(Savable, nn.Module):
         """Empty: one distribution, as in ``torch.distributions``."""
         return torch.Size()
 
-    def transform(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, context: torch.Tensor | None = None) -> FlowDistribution:
+        r"""The flow as a :class:`torch.distributions.Distribution` (conditioned on ``context``).
+
+        Example:
+            >>> from strnn_fast.flows import StrAF
+            >>> dist = StrAF([[0, 0], [1, 0]], hidden_sizes=(4,), flow_steps=1)()
+            >>> isinstance(dist, torch.distributions.Distribution), dist.event_shape
+            (True, torch.Size([2]))
+        """
+        return FlowDistribution(self, context)
+
+    def transform(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps (B, d) data to the base space; returns ``(z, log|det dz/dx|)`` of shapes (B, d), (B,)."""
         raise NotImplementedError
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Maps (B, d) base-space points to data space."""
         raise NotImplementedError
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        r"""Log-density of ``x`` of shape (..., d); returns shape (...).
+    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        r"""Log-density of ``x`` of shape (..., d) (given ``context`` of shape (..., C)); returns shape (...).
 
         Example:
             >>> from strnn_fast.flows import StrAF
             >>> StrAF([[0, 0], [1, 0]], hidden_sizes=(4,), flow_steps=1).log_prob(torch.zeros(2)).shape
             torch.Size([])
         """
-        rows = self._rows(x, "x")
-        z, log_det = self.transform(rows)
-        return (self.prior.log_prob(z) + log_det).reshape(x.shape[:-1])
+        self._rows(x, "x")  # validates x before any broadcasting
+        batch = x.shape[:-1]
+        if context is not None and self.context_features:
+            batch = self._broadcast(batch, context)
+            x = x.expand(*batch, self.d)
+            context = context.expand(*batch, self.context_features).reshape(-1, self.context_features)
+        rows = x.reshape(-1, self.d)
+        z, log_det = self.transform(rows, context)
+        return (self.prior.log_prob(z) + log_det).reshape(batch)
 
-    def rsample(self, sample_shape: Sequence[int] | int | torch.Size = ()) -> torch.Tensor:
-        r"""Reparameterized samples of shape (*sample_shape, d), differentiable in the parameters.
+    def rsample(self, sample_shape: Sequence[int] | int | torch.Size = (),
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        r"""Reparameterized samples, differentiable in the parameters.
+
+        Without context the shape is (*sample_shape, d); with a context (..., C) it is the
+        broadcast of sample_shape and the context's leading shape, then d.
 
         Example:
             >>> from strnn_fast.flows import StrAF
@@ -87,13 +144,17 @@ class Flow(Savable, nn.Module):
             torch.Size([3, 2])
         """
         shape = _sample_shape(sample_shape)
-        x = self.inverse(self.sample_latent(math.prod(shape)))
+        if context is not None and self.context_features:
+            shape = tuple(self._broadcast(torch.Size(shape), context))
+            context = context.expand(*shape, self.context_features).reshape(-1, self.context_features)
+        x = self.inverse(self.sample_latent(math.prod(shape)), context)
         return x.reshape(*shape, self.d)
 
-    def sample(self, sample_shape: Sequence[int] | int | torch.Size = ()) -> torch.Tensor:
-        """Samples of shape (*sample_shape, d), without gradients."""
+    def sample(self, sample_shape: Sequence[int] | int | torch.Size = (),
+               context: torch.Tensor | None = None) -> torch.Tensor:
+        """Samples as :meth:`rsample` gives them, without gradients."""
         with torch.no_grad():
-            return self.rsample(sample_shape)
+            return self.rsample(sample_shape, context)
 
     def sample_latent(self, n: int) -> torch.Tensor:
         """(n, d) draws from the prior, in the flow's dtype and on its device."""
@@ -103,7 +164,8 @@ class Flow(Savable, nn.Module):
 
     def _like(self) -> torch.Tensor:
         # Parameters and float buffers carry the flow's dtype and device.
-        for t in (*self.parameters(), *self.buffers()):
+        # Lazily: the first parameter answers, without listing them all on every call.
+        for t in itertools.chain(self.parameters(), self.buffers()):
             if t.is_floating_point():
                 return t
         return torch.empty(0)
@@ -117,6 +179,25 @@ class Flow(Savable, nn.Module):
         like = self._like()
         return x.to(dtype=like.dtype, device=like.device)
 
+    def _check_context(self, context: Any, rows: int) -> torch.Tensor | None:
+        """Returns ``context`` as (rows, C) in the flow's dtype and device (a (C,) one is repeated), or raises."""
+        if context is None and not self.context_features:
+            return None
+        return check_context(context, rows, self.context_features, self._like())
+
+    def _broadcast(self, batch: torch.Size, context: Any) -> torch.Size:
+        # The broadcast of a batch shape and the context's leading shape, or a ValueError.
+        if not isinstance(context, torch.Tensor):
+            raise TypeError(f"context must be a torch.Tensor of shape (..., {self.context_features}), "
+                            f"got {type(context).__name__}")
+        if context.ndim == 0 or context.shape[-1] != self.context_features:
+            raise ValueError(f"context must have shape (..., {self.context_features}), got {tuple(context.shape)}")
+        try:
+            return torch.broadcast_shapes(batch, context.shape[:-1])
+        except RuntimeError as err:
+            raise ValueError(f"context of shape {tuple(context.shape)} does not broadcast with the batch shape "
+                             f"{tuple(batch)}") from err
+
     def _rows(self, x: Any, name: str) -> torch.Tensor:
         # (..., d) -> (B, d), so that subclasses only ever see rows.
         if not isinstance(x, torch.Tensor):
@@ -124,6 +205,72 @@ class Flow(Savable, nn.Module):
         if x.ndim == 0 or x.shape[-1] != self.d:
             raise ValueError(f"{name} must have shape (..., {self.d}), got {tuple(x.shape)}")
         return x.reshape(-1, self.d)
+
+
+class FlowDistribution(Distribution):
+    r"""A flow (conditioned on a context) as a :class:`torch.distributions.Distribution`.
+
+    ``batch_shape`` is the context's leading shape (empty without context), ``event_shape`` is
+    (d,), the support is all of R^d, and ``rsample`` is reparameterized. ``log_prob``, ``sample``
+    and ``rsample`` run the flow; gradients reach its parameters. Build it as ``flow(context)``.
+
+    Arguments:
+        flow: the flow.
+        context: (*batch_shape, C) context (None for an unconditional flow).
+        validate_args: as in torch (checks that ``log_prob``'s value has a compatible shape).
+
+    Example:
+        >>> from strnn_fast.flows import StrAF
+        >>> flow = StrAF([[0, 0], [1, 0]], hidden_sizes=(4,), flow_steps=1, context_features=1)
+        >>> dist = flow(torch.randn(3, 1))
+        >>> dist.batch_shape, dist.sample((2,)).shape, dist.log_prob(torch.zeros(3, 2)).shape
+        (torch.Size([3]), torch.Size([2, 3, 2]), torch.Size([3]))
+        >>> base = torch.distributions.Independent(dist, 1)
+        >>> base.event_shape
+        torch.Size([3, 2])
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, flow: Flow, context: torch.Tensor | None = None, validate_args: bool | None = None):
+        if not isinstance(flow, Flow):
+            raise TypeError(f"flow must be a strnn_fast Flow, got {type(flow).__name__}")
+        if context is not None:
+            if not flow.context_features:
+                flow._check_context(context, 1)  # raises: the flow takes no context
+            flow._broadcast(torch.Size(), context)  # validates the context's type and last dimension
+        elif flow.context_features:
+            flow._check_context(None, 1)  # raises: a context is required
+        self.flow = flow
+        self.context = context
+        batch_shape = context.shape[:-1] if context is not None else torch.Size()
+        super().__init__(batch_shape, torch.Size([flow.d]), validate_args=validate_args)
+
+    def expand(self, batch_shape: Sequence[int], _instance: FlowDistribution | None = None) -> FlowDistribution:
+        batch_shape = torch.Size(batch_shape)
+        new = self._get_checked_instance(FlowDistribution, _instance)
+        new.flow = self.flow
+        new.context = (self.context.expand(*batch_shape, self.flow.context_features)
+                       if self.context is not None else None)
+        super(FlowDistribution, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        out = self.flow.log_prob(value, self.context)
+        return out.expand(torch.broadcast_shapes(out.shape, self.batch_shape))
+
+    def rsample(self, sample_shape: Sequence[int] | torch.Size = torch.Size()) -> torch.Tensor:
+        shape = self._extended_shape(torch.Size(sample_shape))
+        return self.flow.rsample(shape[:-1], self.context)
+
+    def sample(self, sample_shape: Sequence[int] | torch.Size = torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
 
 
 def _sample_shape(sample_shape: Sequence[int] | int | torch.Size) -> tuple[int, ...]:

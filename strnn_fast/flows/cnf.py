@@ -81,11 +81,19 @@ class StrCNF(Flow):
         kinetic_weight: weight of the kinetic energy ``∫ ||f||² dt`` in :meth:`extra_loss`.
         jacobian_weight: weight of ``∫ ||∂f/∂x||_F² dt`` in :meth:`extra_loss` (exact with the
             exact divergence, Hutchinson-estimated otherwise).
+        context_features, context_adjacency, context_names: a conditional flow p(x | c): the
+            velocity of x_i also reads the context features its row of the (d, C)
+            ``context_adjacency`` allows (default all). With ``adjoint=True`` no gradient
+            reaches the context itself (the parameters still get theirs).
 
     Example:
         >>> flow = StrCNF(np.eye(3, k=-1), hidden_sizes=(8,), solver="rk4", step_size=0.25)
         >>> flow.sample((4,)).shape
         torch.Size([4, 3])
+        >>> cond = StrCNF(np.eye(3, k=-1), hidden_sizes=(8,), solver="rk4", step_size=0.25, context_features=1,
+        ...               context_adjacency=[[1], [0], [0]])
+        >>> cond.sample(4, context=torch.ones(1)).shape, cond.context_jacobian_pattern.astype(int).ravel().tolist()
+        (torch.Size([4, 3]), [1, 1, 1])
     """
 
     def __init__(
@@ -111,10 +119,15 @@ class StrCNF(Flow):
         adjoint: bool = False,
         kinetic_weight: float = 0.0,
         jacobian_weight: float = 0.0,
+        context_features: int = 0,
+        context_adjacency: Any = None,
+        context_names: Sequence[str] | None = None,
     ):
         A, found_names = as_adjacency(adjacency, names, allow_self_loops=True)
         d = A.shape[0]
-        super().__init__(d, names=found_names, prior=prior)
+        super().__init__(d, names=found_names, prior=prior, context_features=context_features,
+                         context_names=context_names)
+        self.context_adjacency = self._context_adjacency(context_adjacency)
         self.A = A & ~np.eye(d, dtype=bool)
         self.hidden_sizes = as_sizes(hidden_sizes)
         self.flow_steps = as_positive_int(flow_steps, "flow_steps")
@@ -125,7 +138,8 @@ class StrCNF(Flow):
         self.blocks = nn.ModuleList(
             CNFDynamics(self.A, self.hidden_sizes, time_conditioning=time_conditioning, activation=activation,
                         opt_type=opt_type, opt_args=opt_args, divergence=divergence, noise=noise,
-                        end_time=end_time, train_end_time=train_end_time)
+                        end_time=end_time, train_end_time=train_end_time,
+                        context_adjacency=self.context_adjacency if self.context_features else None)
             for _ in range(self.flow_steps)
         )
         first = self.blocks[0]
@@ -138,6 +152,7 @@ class StrCNF(Flow):
             "activation": first.net.activation, "opt_type": first.net.opt_type, "opt_args": first.net.opt_args,
             "end_time": float(end_time), "train_end_time": bool(train_end_time),
             "kinetic_weight": self.kinetic_weight, "jacobian_weight": self.jacobian_weight,
+            **self.context_config(),
         }
         self._set_solver(solver, atol, rtol, step_size, adjoint)
         self._penalty: torch.Tensor | None = None
@@ -196,6 +211,12 @@ class StrCNF(Flow):
         return transitive_closure(self.A) | np.eye(self.d, dtype=bool)
 
     @property
+    def context_jacobian_pattern(self) -> np.ndarray:
+        """(d, C) bool: where ∂z/∂c may be nonzero: z_i reads c_j through any ancestor-or-self k
+        of i (in :attr:`jacobian_pattern`) whose velocity reads c_j."""
+        return (self.jacobian_pattern.astype(np.int64) @ self.context_adjacency.astype(np.int64)) > 0
+
+    @property
     def end_times(self) -> list[float]:
         """Current integration time T of each block."""
         return [float(b.end_time.detach()) for b in self.blocks]
@@ -216,14 +237,15 @@ class StrCNF(Flow):
         """Whether a kinetic-energy or Jacobian penalty is on (then training solves carry 2 more states)."""
         return self.kinetic_weight > 0 or self.jacobian_weight > 0
 
-    def _solve(self, x: torch.Tensor, reverse: bool, penalize: bool = False) -> tuple[torch.Tensor, ...]:
+    def _solve(self, x: torch.Tensor, reverse: bool, penalize: bool = False,
+               context: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         zeros = x.new_zeros(x.shape[0])
         totals = [zeros, zeros, zeros] if penalize else [zeros]
         blocks = list(self.blocks)[::-1] if reverse else list(self.blocks)
         span = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=x.dtype, device=x.device)
         integrate = odeint_adjoint if self.adjoint else odeint
         for block in blocks:
-            block.begin(x)
+            block.begin(x, context)
             options = {}
             if self.step_size is not None:
                 options["grid_constructor"] = _uniform_grid(float(block.end_time.detach()) / self.step_size)
@@ -234,7 +256,7 @@ class StrCNF(Flow):
             totals = [total + f for total, f in zip(totals, final[1:])]
         return (x, *totals)
 
-    def transform(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Maps data to the base space.
 
         In training mode with autograd on and a penalty weight set, the solve also integrates the
@@ -242,28 +264,32 @@ class StrCNF(Flow):
 
         Arguments:
             x: (B, d) data.
+            context: (B, C) or (C,) context of a conditional flow (None otherwise).
 
         Returns:
             ``(z, log_abs_det)``: (B, d) and (B,) with ``log p(x) = log prior(z) + log_abs_det``.
         """
         x = self._check_input(x, "x")
+        c = self._check_context(context, x.shape[0])
         penalize = self.regularized and self.training and torch.is_grad_enabled()
-        z, logdet, *penalties = self._solve(x, reverse=False, penalize=penalize)
+        z, logdet, *penalties = self._solve(x, reverse=False, penalize=penalize, context=c)
         if penalize:
             kinetic, frobenius = penalties
             self._penalty = self.kinetic_weight * kinetic.mean() + self.jacobian_weight * frobenius.mean()
         return z, logdet
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         r"""Maps base samples to data space by solving the ODEs backwards in time.
 
         Arguments:
             z: (B, d) base-space points.
+            context: (B, C) or (C,) context of a conditional flow (None otherwise).
 
         Returns:
             (B, d) data-space points.
         """
-        return self._solve(self._check_input(z, "z"), reverse=True)[0]
+        z = self._check_input(z, "z")
+        return self._solve(z, reverse=True, context=self._check_context(context, z.shape[0]))[0]
 
     def extra_loss(self) -> torch.Tensor:
         r"""The RNODE penalty of the last training-mode :meth:`transform` (zero when both weights are 0).

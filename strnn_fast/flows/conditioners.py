@@ -12,6 +12,10 @@ steps multiplies scales and starts training at NLLs in the tens of thousands.
 * :class:`GNFConditioner`: the input-masking conditioner of graphical normalizing flows: one
   dense MLP applied to ``(x ⊙ A[i], onehot(i))`` for every variable i, batched as d rows.
 
+Conditional flows: with a (d, C) ``context_adjacency`` the conditioner reads ``[x, c]`` and
+``h[:, i]`` may also depend on the context features c_j with ``context_adjacency[i, j]``; the
+StrNN then runs on the d x (d + C) adjacency ``[A | A_c]``.
+
 Example:
     >>> import numpy as np
     >>> cond = StrNNConditioner(np.tril(np.ones((3, 3)), -1), (8,), n_params=2)
@@ -44,20 +48,34 @@ class Conditioner(nn.Module):
         n_params: parameters per variable.
     """
 
-    def __init__(self, adjacency: np.ndarray, n_params: int):
+    def __init__(self, adjacency: np.ndarray, n_params: int, context_adjacency: np.ndarray | None = None):
         super().__init__()
         self.adjacency = np.asarray(adjacency, dtype=bool)
         self.d = int(self.adjacency.shape[0])
         self.n_params = as_positive_int(n_params, "n_params")
+        if context_adjacency is None:
+            context_adjacency = np.zeros((self.d, 0), dtype=bool)
+        self.context_adjacency = np.asarray(context_adjacency, dtype=bool)
+        if self.context_adjacency.ndim != 2 or self.context_adjacency.shape[0] != self.d:
+            raise ValueError(f"context_adjacency must have shape ({self.d}, C), got {self.context_adjacency.shape}")
+        self.context_features = int(self.context_adjacency.shape[1])
         self.passes = 0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         self.passes += 1
-        return self.params(x)
+        return self.params(x, context)
 
-    def params(self, x: torch.Tensor) -> torch.Tensor:
-        """The (B, d, n_params) parameters, without counting a pass."""
+    def params(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """The (B, d, n_params) parameters from x (B, d) and the (B, C) context, without counting a pass."""
         raise NotImplementedError
+
+    def _with_context(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        # [x, c] for a conditional conditioner; x alone otherwise.
+        if not self.context_features:
+            return x
+        if context is None:
+            raise ValueError(f"context is required: this flow is conditional on {self.context_features} features")
+        return torch.cat([x, context], dim=-1)
 
 
 class StrNNConditioner(Conditioner):
@@ -75,6 +93,14 @@ class StrNNConditioner(Conditioner):
         init: hidden-layer initialization, as in :class:`~strnn_fast.FastStrNN`. "kaiming"
             (nn.Linear's, the smaller one) by default: on the multimodal data it trains StrAF to a
             test NLL 0.1-0.35 nats lower than "masked" (3 seeds, bench/bench_flows.py protocol).
+        context_adjacency: (d, C) bool matrix of the context features each variable may read
+            (None: no context). The network then has d + C inputs and the adjacency
+            ``[A | A_c]``, its rows repeated ``n_params`` times (one block per parameter).
+
+    Example:
+        >>> cond = StrNNConditioner(np.tril(np.ones((3, 3)), -1), (8,), 2, context_adjacency=np.ones((3, 2)))
+        >>> cond(torch.randn(4, 3), torch.randn(4, 2)).shape
+        torch.Size([4, 3, 2])
     """
 
     def __init__(
@@ -89,21 +115,30 @@ class StrNNConditioner(Conditioner):
         backend: str = "auto",
         precomputed_masks: Sequence[np.ndarray] | None = None,
         init: str = "kaiming",
+        context_adjacency: np.ndarray | None = None,
     ):
-        super().__init__(adjacency, n_params)
-        self.net = FastStrNN(self.d, hidden_sizes, self.n_params * self.d, opt_type=opt_type, opt_args=opt_args,
-                             precomputed_masks=precomputed_masks, adjacency=self.adjacency,
-                             activation=activation, backend=backend, init=init)
+        super().__init__(adjacency, n_params, context_adjacency)
+        if self.context_features:
+            # FastStrNN's k-outputs-per-variable shortcut needs a square adjacency; the rectangular
+            # [A | A_c] is given with its rows repeated k times instead (output p*d + i reads row i).
+            full = np.tile(np.concatenate([self.adjacency, self.context_adjacency], axis=1), (self.n_params, 1))
+        else:
+            full = self.adjacency
+        self.net = FastStrNN(self.d + self.context_features, hidden_sizes, self.n_params * self.d,
+                             opt_type=opt_type, opt_args=opt_args, precomputed_masks=precomputed_masks,
+                             adjacency=full, activation=activation, backend=backend, init=init)
         _zero(self.net.layers[-1])
 
     @property
     def masks(self) -> list[np.ndarray]:
         """The factorized masks (reference orientation, one output block), reusable as
         ``precomputed_masks`` by another conditioner on the same graph."""
+        if self.context_features:
+            return list(self.net.masks)
         return [*self.net.masks[:-1], self.net.masks[-1][:, : self.d]]
 
-    def params(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).view(x.shape[0], self.n_params, self.d).transpose(1, 2)
+    def params(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(self._with_context(x, context)).view(x.shape[0], self.n_params, self.d).transpose(1, 2)
 
 
 class GNFConditioner(Conditioner):
@@ -119,6 +154,7 @@ class GNFConditioner(Conditioner):
         activation: hidden activation.
         hot_encoding: append the one-hot code of i (otherwise variables with equal parent sets
             share their parameters).
+        context_adjacency: (d, C) bool matrix: row i also sees ``c ⊙ context_adjacency[i]``.
 
     References:
         Wehenkel & Louppe, "Graphical Normalizing Flows" (AISTATS 2021).
@@ -132,23 +168,30 @@ class GNFConditioner(Conditioner):
         *,
         activation: str = "relu",
         hot_encoding: bool = True,
+        context_adjacency: np.ndarray | None = None,
     ):
-        super().__init__(adjacency, n_params)
+        super().__init__(adjacency, n_params, context_adjacency)
         if not isinstance(hot_encoding, bool):
             raise TypeError(f"hot_encoding must be True or False, got {hot_encoding!r}")
         self.activation = choice(activation, _ACTIVATIONS, "activation")
         self.hot_encoding = hot_encoding
-        sizes = [2 * self.d if hot_encoding else self.d, *as_sizes(hidden_sizes), self.n_params]
+        sizes = [(2 * self.d if hot_encoding else self.d) + self.context_features, *as_sizes(hidden_sizes),
+                 self.n_params]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
         _zero(self.layers[-1])
         self.register_buffer("mask", torch.from_numpy(self.adjacency.astype(np.float32)), persistent=False)
         self.register_buffer("codes", torch.eye(self.d), persistent=False)
+        self.register_buffer("context_mask", torch.from_numpy(self.context_adjacency.astype(np.float32)),
+                             persistent=False)
 
-    def params(self, x: torch.Tensor) -> torch.Tensor:
+    def params(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         b = x.shape[0]
-        u = x.unsqueeze(1) * self.mask  # (B, d, d): row i keeps only variable i's parents
+        parts = [x.unsqueeze(1) * self.mask]  # (B, d, d): row i keeps only variable i's parents
         if self.hot_encoding:
-            u = torch.cat([u, self.codes.expand(b, -1, -1)], dim=-1)
+            parts.append(self.codes.expand(b, -1, -1))
+        if self.context_features:
+            parts.append(self._with_context(x, context)[:, self.d:].unsqueeze(1) * self.context_mask)
+        u = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
         act = ACTIVATIONS[self.activation]
         for layer in self.layers[:-1]:
             u = act(layer(u))

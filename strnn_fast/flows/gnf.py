@@ -27,9 +27,13 @@ class GNF(AutoregressiveFlow):
         adjacency: the DAG, in any form StrAF accepts (edgeless graphs allowed).
         hidden_sizes: hidden widths of each step's dense MLP.
         flow_steps: number of steps.
-        normalizer: "affine" or "umnn".
+        normalizer: "affine", "spline" or "umnn".
         hot_encoding: feed the one-hot code of the variable to the MLP.
         names, prior, activation, **normalizer_options: as in :class:`~strnn_fast.flows.StrAF`.
+        context_features, context_adjacency, context_names: a conditional flow p(x | c) on C
+            context features, each variable reading the features its row of the (d, C)
+            ``context_adjacency`` allows (default all); see
+            :class:`~strnn_fast.flows.AutoregressiveFlow`.
 
     Example:
         >>> GNF(3, hidden_sizes=(4,), flow_steps=1).sample(2).shape
@@ -47,18 +51,24 @@ class GNF(AutoregressiveFlow):
         names: Sequence[str] | None = None,
         prior: str = "normal",
         activation: str = "relu",
+        context_features: int = 0,
+        context_adjacency: Any = None,
+        context_names: Sequence[str] | None = None,
         **normalizer_options: Any,
     ):
-        super().__init__(adjacency, names=names, prior=prior)
+        super().__init__(adjacency, names=names, prior=prior, context_features=context_features,
+                         context_adjacency=context_adjacency, context_names=context_names)
         A = self.sorted_adjacency
+        Ac = self.sorted_context_adjacency if self.context_features else None
 
-        def conditioner(n_params: int, first: Conditioner | None) -> Conditioner:
-            return GNFConditioner(A, hidden_sizes, n_params, activation=activation, hot_encoding=hot_encoding)
+        def conditioner(n_params: int, first: Conditioner | None, perm: Any) -> Conditioner:
+            return GNFConditioner(A, hidden_sizes, n_params, activation=activation, hot_encoding=hot_encoding,
+                                  context_adjacency=Ac)
 
         self.steps = build_steps(flow_steps, normalizer, normalizer_options, conditioner)
         self.config = {
             "adjacency": self.graph_config(),
             "hidden_sizes": list(hidden_sizes), "flow_steps": len(self.steps), "normalizer": normalizer,
             "hot_encoding": hot_encoding, "names": self.names, "prior": prior, "activation": activation,
-            **normalizer_options,
+            **self.context_config(), **normalizer_options,
         }

@@ -155,6 +155,9 @@ class CNFDynamics(nn.Module):
         noise: "gaussian" or "rademacher" probes for Hutchinson.
         end_time: initial end time T (> 0).
         train_end_time: learn T (kept positive through a softplus).
+        context_adjacency: (d, C) bool: the velocity of x_i may also read context feature j
+            where ``context_adjacency[i, j]`` (None: no context). The context of a solve is set
+            by :meth:`begin` and is constant in time.
 
     Example:
         >>> dyn = CNFDynamics(np.zeros((3, 3), dtype=bool), (6,), time_conditioning=True)
@@ -175,6 +178,7 @@ class CNFDynamics(nn.Module):
         noise: str = "gaussian",
         end_time: float = 1.0,
         train_end_time: bool = True,
+        context_adjacency: np.ndarray | None = None,
     ):
         super().__init__()
         d = adjacency.shape[0]
@@ -183,6 +187,9 @@ class CNFDynamics(nn.Module):
         self.divergence = choice(divergence, DIVERGENCES, "divergence")
         self.noise = choice(noise, NOISES, "noise")
         structure = adjacency.astype(bool) | np.eye(d, dtype=bool)
+        self.context_features = 0 if context_adjacency is None else int(context_adjacency.shape[1])
+        if self.context_features:
+            structure = np.concatenate([structure, np.asarray(context_adjacency, dtype=bool)], axis=1)
         if self.time_conditioning:
             structure = np.concatenate([structure, np.ones((d, 1), dtype=bool)], axis=1)
         self.net = FastStrNN(structure.shape[1], hidden_sizes, d, opt_type=opt_type, opt_args=opt_args,
@@ -201,15 +208,21 @@ class CNFDynamics(nn.Module):
             self.register_buffer("raw_end_time", raw)
         self.nfe = 0
         self._noise: torch.Tensor | None = None
+        self._context: torch.Tensor | None = None
 
     @property
     def end_time(self) -> torch.Tensor:
         """The end time T > 0 (a differentiable 0-d tensor)."""
         return F.softplus(self.raw_end_time)
 
-    def begin(self, x: torch.Tensor) -> None:
+    def begin(self, x: torch.Tensor, context: torch.Tensor | None = None) -> None:
         """Draws the Hutchinson probe for the solve about to start: one probe per solve, as in FFJORD,
-        so that the solver integrates a smooth function and the adjoint pass sees the same one."""
+        so that the solver integrates a smooth function and the adjoint pass sees the same one;
+        and sets the solve's (B, C) context (required when the dynamics have context features)."""
+        if self.context_features and (context is None or context.shape != (x.shape[0], self.context_features)):
+            raise ValueError(f"context must have shape ({x.shape[0]}, {self.context_features}), "
+                             f"got {None if context is None else tuple(context.shape)}")
+        self._context = context if self.context_features else None
         if self.divergence == "exact":
             self._noise = None
         elif self.noise == "gaussian":
@@ -218,10 +231,15 @@ class CNFDynamics(nn.Module):
             self._noise = torch.randint(0, 2, x.shape, device=x.device).to(x.dtype).mul_(2).sub_(1)
 
     def velocity(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """f(t, x) in real time t (not s); (B, d) -> (B, d)."""
+        """f(t, x) in real time t (not s); (B, d) -> (B, d), reading the context set by :meth:`begin`."""
+        parts = [x]
+        if self.context_features:
+            if self._context is None or self._context.shape[0] != x.shape[0]:
+                raise RuntimeError("call begin(x, context) before solving conditional dynamics")
+            parts.append(self._context.to(x))
         if self.time_conditioning:
-            x = torch.cat([x, t.to(x).expand(x.shape[0], 1)], dim=1)
-        return self.net(x)
+            parts.append(t.to(x).expand(x.shape[0], 1))
+        return self.net(torch.cat(parts, dim=1) if len(parts) > 1 else x)
 
     def forward(self, s: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         self.nfe += 1

@@ -29,26 +29,38 @@ class StrAF(AutoregressiveFlow):
             j), edge list of (parent, child) pairs, or networkx DiGraph. Needs at least one edge.
         hidden_sizes: hidden widths of each step's conditioner.
         flow_steps: number of steps.
-        normalizer: "affine" (``z = x exp(s) + t``) or "umnn" (monotone integral).
+        normalizer: "affine" (``z = x exp(s) + t``), "spline" (rational-quadratic, analytic inverse) or
+            "umnn" (monotone integral).
         names: variable names (taken from an edge list or graph when omitted).
         prior: "normal" or "laplace".
         activation, opt_type, opt_args, backend: of the conditioner, as in
             :class:`~strnn_fast.FastStrNN`.
         init: the conditioner's hidden-layer initialization (see
             :class:`~strnn_fast.flows.StrNNConditioner`; "kaiming" trains better here).
+        context_features, context_adjacency, context_names: a conditional flow p(x | c) on C
+            context features, each variable reading the features its row of the (d, C)
+            ``context_adjacency`` allows (default all); see
+            :class:`~strnn_fast.flows.AutoregressiveFlow`.
         **normalizer_options: of :class:`~strnn_fast.flows.normalizers.AffineNormalizer`
             (``scale_bound``) or :class:`~strnn_fast.flows.normalizers.UMNNNormalizer`
             (``embedding_size``, ``integrand_hidden``, ``quadrature_intervals``, ``tol``, ...).
 
     Raises:
-        ValueError: a cycle (named), a graph without edges, too narrow hidden layers.
+        ValueError: a cycle (named), a graph without edges (and no context), too narrow hidden layers.
         TypeError: an option the normalizer does not take.
 
     Example:
-        >>> import numpy as np
+        >>> import numpy as np, torch
         >>> flow = StrAF(np.array([[0, 1], [0, 0]]), hidden_sizes=(4,), flow_steps=1, normalizer="umnn")
         >>> flow.sample(3).shape
         torch.Size([3, 2])
+        >>> spline = StrAF([("a", "b")], hidden_sizes=(8,), flow_steps=2, normalizer="spline", bins=6, bound=4.0,
+        ...                context_features=2, context_adjacency=[[1, 0], [0, 1]])
+        >>> c = torch.randn(5, 2)
+        >>> x = spline.sample(5, context=c)
+        >>> z, _ = spline.transform(x, context=c)
+        >>> bool(torch.allclose(spline.inverse(z, context=c), x, atol=1e-5))
+        True
     """
 
     def __init__(
@@ -65,18 +77,24 @@ class StrAF(AutoregressiveFlow):
         opt_args: dict | None = None,
         backend: str = "auto",
         init: str = "kaiming",
+        context_features: int = 0,
+        context_adjacency: Any = None,
+        context_names: Sequence[str] | None = None,
         **normalizer_options: Any,
     ):
-        super().__init__(adjacency, names=names, prior=prior)
+        super().__init__(adjacency, names=names, prior=prior, context_features=context_features,
+                         context_adjacency=context_adjacency, context_names=context_names)
         A = self.sorted_adjacency
-        if not A.any():
+        Ac = self.sorted_context_adjacency if self.context_features else None
+        if not A.any() and not (Ac is not None and Ac.any()):
             raise ValueError("adjacency has no edges, so the variables are independent; StrAF needs at least "
                              "one edge (use GNF, which accepts edgeless graphs, or model each variable alone)")
 
-        def conditioner(n_params: int, first: Conditioner | None) -> Conditioner:
+        def conditioner(n_params: int, first: Conditioner | None, perm: Any) -> Conditioner:
             masks = first.masks if isinstance(first, StrNNConditioner) else None
             return StrNNConditioner(A, hidden_sizes, n_params, opt_type=opt_type, opt_args=opt_args,
-                                    activation=activation, backend=backend, precomputed_masks=masks, init=init)
+                                    activation=activation, backend=backend, precomputed_masks=masks, init=init,
+                                    context_adjacency=Ac)
 
         self.steps = build_steps(flow_steps, normalizer, normalizer_options, conditioner)
         net = self.steps[0].conditioner.net
@@ -84,5 +102,5 @@ class StrAF(AutoregressiveFlow):
             "adjacency": self.graph_config(), "hidden_sizes": list(net.hidden_sizes),
             "flow_steps": len(self.steps), "normalizer": normalizer, "names": self.names, "prior": prior,
             "activation": net.activation, "opt_type": net.opt_type, "opt_args": net.opt_args,
-            "backend": net.backend, "init": init, **normalizer_options,
+            "backend": net.backend, "init": init, **self.context_config(), **normalizer_options,
         }

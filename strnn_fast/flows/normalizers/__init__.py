@@ -1,4 +1,4 @@
-r"""Elementwise normalizers of autoregressive flows, by name: "affine" and "umnn"."""
+r"""Elementwise normalizers of autoregressive flows, by name: "affine", "umnn" and "spline"."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,11 +7,17 @@ from ..._validate import choice
 from .affine import AffineNormalizer
 from .base import Normalizer
 from .quadrature import clenshaw_curtis
+from .spline import SplineNormalizer
 from .umnn import UMNNNormalizer
 
-__all__ = ["NORMALIZERS", "AffineNormalizer", "Normalizer", "UMNNNormalizer", "clenshaw_curtis", "make_normalizer"]
+__all__ = [
+    "NORMALIZERS", "AffineNormalizer", "Normalizer", "SplineNormalizer", "UMNNNormalizer", "clenshaw_curtis",
+    "make_normalizer",
+]
 
-NORMALIZERS: dict[str, type[Normalizer]] = {"affine": AffineNormalizer, "umnn": UMNNNormalizer}
+NORMALIZERS: dict[str, type[Normalizer]] = {
+    "affine": AffineNormalizer, "umnn": UMNNNormalizer, "spline": SplineNormalizer,
+}
 
 
 def make_normalizer(name: str, **options: Any) -> Normalizer:

@@ -37,7 +37,10 @@ class AffineNormalizer(Normalizer):
 
     def _shift_log_scale(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = self.scale_bound
-        return h[..., 0], b * torch.tanh(h[..., 1] / b)
+        # b tanh(u / b) written as 2b sigmoid(2u / b) - b: the same function (to rounding), and
+        # torch's CPU sigmoid is about twice as fast as its tanh on the conditioner's strided
+        # output, which made log_prob 10% slower than the reference's clamp at d=15.
+        return h[..., 0], torch.sigmoid(h[..., 1] * (2 / b)) * (2 * b) - b
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shift, log_scale = self._shift_log_scale(h)

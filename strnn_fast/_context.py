@@ -1,0 +1,61 @@
+r"""Context (conditioning features) checks shared by the conditional flows and density estimators.
+
+A conditional model of d variables on C context features reads a (d, C) 0/1 context adjacency
+(row i: the features variable i may read) and a context of one (C,) row or one row per sample.
+
+Example:
+    >>> as_context_adjacency(None, 3, 2).astype(int).tolist()
+    [[1, 1], [1, 1], [1, 1]]
+    >>> import torch
+    >>> check_context(torch.zeros(2), 4, 2, torch.zeros(1, dtype=torch.float64)).shape
+    torch.Size([4, 2])
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._validate import as_binary_matrix
+
+__all__ = ["as_context_adjacency", "as_context_features", "check_context"]
+
+
+def as_context_features(value: Any) -> int:
+    """Returns ``value`` as a non-negative int or raises ValueError naming context_features."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"context_features must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def as_context_adjacency(value: Any, d: int, C: int) -> np.ndarray:
+    """The (d, C) bool context adjacency (all ones when None), or a ValueError/TypeError naming it."""
+    if value is None:
+        return np.ones((d, C), dtype=bool)
+    if not C:
+        raise ValueError("context_adjacency needs context_features > 0")
+    out = as_binary_matrix(value, "context_adjacency", allow_zero=True).astype(bool)
+    if out.shape != (d, C):
+        raise ValueError(f"context_adjacency must have shape (d, context_features) = ({d}, {C}), got {out.shape}")
+    return out
+
+
+def check_context(context: Any, rows: int, C: int, like: torch.Tensor) -> torch.Tensor | None:
+    """Returns ``context`` as (rows, C) in ``like``'s dtype and device (a (C,) one is repeated), or raises.
+
+    None is returned (and required) when C = 0.
+    """
+    if not C:
+        if context is not None:
+            raise ValueError("context must be None: this model has no context features (context_features=0)")
+        return None
+    if context is None:
+        raise ValueError(f"context is required: this model is conditioned on context_features={C} features")
+    if not isinstance(context, torch.Tensor):
+        raise TypeError(f"context must be a torch.Tensor of shape (batch, {C}) or ({C},), got {type(context).__name__}")
+    if context.ndim == 1 and context.shape[0] == C:
+        context = context.expand(rows, C)
+    if context.ndim != 2 or context.shape != (rows, C):
+        raise ValueError(f"context must have shape ({rows}, {C}) or ({C},), got {tuple(context.shape)}")
+    return context.to(dtype=like.dtype, device=like.device)

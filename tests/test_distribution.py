@@ -1,0 +1,97 @@
+"""flow(context) as a torch.distributions.Distribution: validation, shapes, log_prob, rsample, Independent, KL."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Distribution, Independent, Normal, constraints
+
+from strnn_fast.flows import ARF, GNF, FlowDistribution, StrAF
+
+A = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0]])
+
+
+def perturbed(flow):
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for key, p in flow.named_parameters():
+            if "conditioner" in key:
+                p.add_(0.3 * torch.randn_like(p))
+    return flow.double()
+
+
+FLOWS = {
+    "straf-spline": lambda **k: StrAF(A, (8,), 2, normalizer="spline", bins=4, **k),
+    "straf-affine": lambda **k: StrAF(A, (8,), 2, **k),
+    "arf": lambda **k: ARF(A, (8,), 2, **k),
+    "gnf": lambda **k: GNF(A, (8,), 2, **k),
+}
+
+
+@pytest.mark.parametrize("name", FLOWS)
+@pytest.mark.parametrize("conditional", [False, True])
+def test_is_a_validated_torch_distribution(name: str, conditional: bool) -> None:
+    flow = perturbed(FLOWS[name](context_features=2 if conditional else 0))
+    context = torch.randn(4, 2, dtype=torch.float64) if conditional else None
+    batch = (4,) if conditional else ()
+    dist = flow(context)
+    assert isinstance(dist, Distribution) and isinstance(dist, FlowDistribution)
+    assert dist.has_rsample and dist.support is constraints.real_vector
+    assert dist.event_shape == (3,) and dist.batch_shape == batch
+    strict = FlowDistribution(flow, context, validate_args=True)
+    for shape in [(), (5,), (2, 3)]:
+        s = strict.sample(shape)
+        assert s.shape == (*shape, *batch, 3) and not s.requires_grad
+        r = strict.rsample(shape)
+        assert r.shape == (*shape, *batch, 3) and r.requires_grad
+        lp = strict.log_prob(s)
+        assert lp.shape == (*shape, *batch)
+        # The distribution's log_prob is the flow's (one context per batch entry).
+        expected = flow.log_prob(s, context) if conditional else flow.log_prob(s)
+        torch.testing.assert_close(lp, expected, atol=0, rtol=0)
+    with pytest.raises(ValueError):  # torch's own shape validation
+        strict.log_prob(torch.zeros(7, 2, dtype=torch.float64))
+    with pytest.raises(ValueError):  # torch's own support validation
+        strict.log_prob(torch.full((*batch, 3), float("nan"), dtype=torch.float64))
+
+
+def test_rsample_carries_gradients_to_the_flow() -> None:
+    flow = perturbed(FLOWS["straf-spline"]())
+    flow().rsample((16,)).square().sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in flow.parameters())
+
+
+def test_expand_independent_and_monte_carlo_kl() -> None:
+    flow = perturbed(FLOWS["straf-affine"](context_features=1))
+    dist = flow(torch.randn(1, 1, dtype=torch.float64))
+    wide = dist.expand((4,))
+    assert wide.batch_shape == (4,) and wide.sample((2,)).shape == (2, 4, 3)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    torch.testing.assert_close(wide.log_prob(x), dist.log_prob(x), atol=0, rtol=0)
+    unconditional = perturbed(FLOWS["gnf"]())().expand((2, 3))
+    assert unconditional.batch_shape == (2, 3) and unconditional.log_prob(torch.zeros(3, dtype=torch.float64)).shape == (2, 3)
+    joint = Independent(wide, 1)
+    assert joint.event_shape == (4, 3) and joint.log_prob(x).shape == ()
+    torch.testing.assert_close(joint.log_prob(x), dist.log_prob(x).sum(), atol=1e-12, rtol=0)
+    # Monte-Carlo KL(flow || N(0, I)) = E_flow[log q - log p], differentiable through rsample.
+    flow2 = perturbed(FLOWS["straf-spline"]())
+    q, p = flow2(), Independent(Normal(torch.zeros(3, dtype=torch.float64), 1.0), 1)
+    s = q.rsample((2000,))
+    kl = (q.log_prob(s) - p.log_prob(s)).mean()
+    kl.backward()
+    assert torch.isfinite(kl) and kl > 0
+    # The untrained (zero-conditioner) flow is the identity: KL to its own prior is zero.
+    identity = StrAF(A, (8,), 1).double()()
+    s = identity.sample((50,))
+    torch.testing.assert_close(identity.log_prob(s), p.log_prob(s), atol=1e-12, rtol=0)
+
+
+def test_bad_context() -> None:
+    with pytest.raises(ValueError, match="context is required"):
+        StrAF(A, (8,), 1, context_features=2)()
+    with pytest.raises(ValueError, match="context must be None"):
+        StrAF(A, (8,), 1)(torch.zeros(2))
+    with pytest.raises(ValueError, match=r"context must have shape \(\.\.\., 2\)"):
+        StrAF(A, (8,), 1, context_features=2)(torch.zeros(3))
+    with pytest.raises(TypeError, match="flow must be"):
+        FlowDistribution(torch.nn.Linear(2, 2))

@@ -1,0 +1,135 @@
+"""Rational-quadratic spline normalizer: inverse, log-det, monotonicity, tails, extremes, zuko cross-check."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from strnn_fast.flows.normalizers import SplineNormalizer, make_normalizer
+
+F64 = torch.float64
+
+
+def random_case(n: int, d: int, norm: SplineNormalizer, scale: float, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = 3 * norm.bound * torch.randn(n, d, generator=g, dtype=F64) / 2  # a third land in the tails
+    h = scale * torch.randn(n, d, norm.n_params, generator=g, dtype=F64)
+    return x, h
+
+
+@pytest.mark.parametrize("bins", [1, 2, 5, 8])
+@pytest.mark.parametrize("scale", [0.5, 3.0])
+def test_inverse_of_forward_float64(bins: int, scale: float) -> None:
+    norm = SplineNormalizer(bins=bins, bound=3.0)
+    x, h = random_case(2000, 3, norm, scale)
+    x[:4, 0] = torch.tensor([1e3, -1e3, 3.0, -3.0], dtype=F64)  # far tails and the bound itself
+    z, _ = norm(x, h)
+    assert (norm.inverse(z, h) - x).abs().max() < 1e-6
+    # And the other way round, on latents spread over the spline and both tails.
+    z2 = 4 * torch.randn(2000, 3, dtype=F64, generator=torch.Generator().manual_seed(1))
+    z2[:2, 1] = torch.tensor([1e3, -1e3], dtype=F64)
+    assert (norm(norm.inverse(z2, h), h)[0] - z2).abs().max() < 1e-6
+
+
+def test_tails_are_the_identity_and_interior_is_not() -> None:
+    norm = SplineNormalizer(bins=6, bound=2.0)
+    x, h = random_case(500, 2, norm, 2.0)
+    z, log_det = norm(x, h)
+    out = x.abs() >= 2.0
+    assert out.any() and (~out).any()
+    assert torch.equal(z[out], x[out]) and (log_det[out] == 0).all()
+    assert (z[~out].abs() <= 2.0).all() and ((z - x)[~out].abs() > 0).all()
+
+
+def test_log_det_is_autograd_slope() -> None:
+    norm = SplineNormalizer(bins=7, bound=2.5)
+    x, h = random_case(400, 3, norm, 2.0, seed=1)
+    x.requires_grad_(True)
+    z, log_det = norm(x, h)
+    (slope,) = torch.autograd.grad(z.sum(), x)
+    assert (slope > 0).all()
+    torch.testing.assert_close(log_det, slope.log(), atol=1e-10, rtol=0)
+
+
+def test_inverse_gradient_is_reciprocal_slope() -> None:
+    norm = SplineNormalizer(bins=5, bound=2.0)
+    x, h = random_case(300, 2, norm, 1.0, seed=2)
+    z = norm(x, h)[0].detach().requires_grad_(True)
+    (dx_dz,) = torch.autograd.grad(norm.inverse(z, h).sum(), z)
+    torch.testing.assert_close(dx_dz, (-norm(x, h)[1]).exp(), atol=1e-8, rtol=1e-8)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_monotone_and_continuous_on_a_fine_grid(seed: int) -> None:
+    norm = SplineNormalizer(bins=8, bound=3.0)
+    h = 2 * torch.randn(1, 4, norm.n_params, dtype=F64, generator=torch.Generator().manual_seed(seed))
+    x = torch.linspace(-5, 5, 20001, dtype=F64)[:, None].expand(-1, 4)
+    z, log_det = norm(x, h.expand(len(x), -1, -1))
+    steps = z.diff(dim=0)
+    assert (steps > 0).all()
+    # Continuous and C^1 at every knot, ±B included: the difference quotient across it is its slope.
+    table = norm._knots(h)
+    xk, dk = table[..., 0, :], table[..., 2, :]
+    knots, hk = xk[0].T, h.expand(xk.shape[-1], -1, -1)  # (K+1, 4): one knot of each variable per row
+    e = 1e-8
+    quotient = (norm(knots + e, hk)[0] - norm(knots - e, hk)[0]) / (2 * e)
+    torch.testing.assert_close(quotient, dk[0].T, rtol=1e-3, atol=0)  # a jump of j would give j / 2e
+
+
+def test_zero_parameters_give_the_identity() -> None:
+    norm = SplineNormalizer(bins=8)
+    x = 4 * torch.randn(50, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    z, log_det = norm(x, torch.zeros(50, 3, norm.n_params, dtype=F64))
+    torch.testing.assert_close(z, x, atol=1e-12, rtol=0)
+    assert log_det.abs().max() < 1e-12
+
+
+@given(
+    x=arrays(np.float64, (6, 2), elements=st.floats(-1e12, 1e12)),
+    h=arrays(np.float64, (6, 2, 3 * 4 - 1), elements=st.floats(-1e8, 1e8)),
+)
+def test_finite_on_extreme_inputs_and_parameters(x: np.ndarray, h: np.ndarray) -> None:
+    norm = SplineNormalizer(bins=4, bound=5.0)
+    for dtype in (torch.float32, torch.float64):
+        xt = torch.tensor(x, dtype=dtype, requires_grad=True)
+        ht = torch.tensor(h, dtype=dtype, requires_grad=True)
+        z, log_det = norm(xt, ht)
+        assert torch.isfinite(z).all() and torch.isfinite(log_det).all()
+        (z.sum() + log_det.sum()).backward()
+        assert torch.isfinite(xt.grad).all() and torch.isfinite(ht.grad).all()
+        back = norm.inverse(z.detach(), ht)
+        assert torch.isfinite(back).all()
+        if dtype == torch.float64:  # exact up to the conditioning of the steepest bin (slopes in [1e-3, 1e3])
+            assert ((back - xt).abs() <= 1e-6 * (1 + xt.abs()) * 1e3).all()
+
+
+def test_matches_zuko_on_the_same_knots() -> None:
+    zuko = pytest.importorskip("zuko")
+    norm = SplineNormalizer(bins=6, bound=4.0)
+    x, h = random_case(500, 3, norm, 1.5, seed=3)
+    xk, yk, dk = norm._knots(h).unbind(-2)
+    ref = zuko.transforms.MonotonicRQSTransform(
+        torch.zeros(500, 3, 6, dtype=F64), torch.zeros(500, 3, 6, dtype=F64), torch.zeros(500, 3, 5, dtype=F64),
+        bound=4.0)
+    ref.horizontal, ref.vertical, ref.derivatives = xk, yk, dk
+    z_ref, ladj_ref = ref.call_and_ladj(x)
+    z, log_det = norm(x, h)
+    torch.testing.assert_close(z, z_ref, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(log_det, ladj_ref, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("option", [{"bins": 0}, {"bins": 2.5}, {"bound": 0.0}, {"bound": float("inf")},
+                                    {"min_bin": 0.2, "bins": 5}, {"max_slope": 1.0}, {"min_bin": -1.0}])
+def test_rejects_bad_options(option: dict) -> None:
+    with pytest.raises((ValueError, TypeError), match=next(iter(option))):
+        SplineNormalizer(**option)
+
+
+def test_by_name() -> None:
+    norm = make_normalizer("spline", bins=3, bound=2.0)
+    assert isinstance(norm, SplineNormalizer) and norm.n_params == 8
+    with pytest.raises(TypeError, match="spline"):
+        make_normalizer("spline", scale_bound=2.0)
