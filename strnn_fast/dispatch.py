@@ -38,6 +38,8 @@ import torch.nn as nn
 from .layout import BlockLayout
 
 MARGIN = 1.1
+# Packed layers whose dense weight would exceed this are not timed (nor run) on the dense path.
+DENSE_PROBE_MAX_BYTES = 256 << 20
 PHASES = ("eval", "train")
 BACKENDS = ("dense", "sparse", "triton")
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -46,6 +48,9 @@ DEFAULT_FILE = Path(__file__).with_name("dispatch_decisions.json")
 # (out, in, density, batch bucket, dtype, phase, device) -> {"backend", "times_us", "source"}
 Case = tuple[int, int, float, int, str, str, str]
 DECISIONS: dict[Case, dict[str, Any]] = {}
+# Bumped at every change of DECISIONS made through this module: layers memoize their per-call
+# answers against it, which keeps the per-call dispatch cost to a dict lookup.
+GENERATION = [0]
 
 
 def default_block(device: torch.device) -> tuple[int, int]:
@@ -124,6 +129,7 @@ def record(case: Case, times_us: dict[str, float], source: str = "measured") -> 
     dense = times_us.get("dense", math.inf)
     backend = best if best == "dense" or dense >= MARGIN * times_us[best] else "dense"
     DECISIONS[case] = {"backend": backend, "times_us": dict(times_us), "source": source}
+    GENERATION[0] += 1
     return backend
 
 
@@ -139,6 +145,7 @@ def override(case: Case, backend: str) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     DECISIONS[case] = {"backend": backend, "times_us": {}, "source": "override"}
+    GENERATION[0] += 1
 
 
 def forget(case: Case | None = None) -> None:
@@ -147,6 +154,7 @@ def forget(case: Case | None = None) -> None:
         DECISIONS.clear()
     else:
         DECISIONS.pop(case, None)
+    GENERATION[0] += 1
 
 
 def _sync(device: Any) -> None:
@@ -154,35 +162,48 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_candidates(fns: dict[str, Callable[[], Any]], device: Any = None, min_total_s: float = 0.01,
-                    max_reps: int = 10) -> dict[str, float]:
+def time_candidates(fns: dict[str, Callable[[], Any]], device: Any = None, min_total_s: float = 0.02,
+                    max_rounds: int = 10) -> dict[str, float]:
     r"""Best-of-a-few wall time, in microseconds, of each zero-argument callable.
 
-    Each is warmed up (twice when cheap: first calls pay allocations and lazy initialization),
-    then timed at least twice and until `min_total_s` is spent, at most `max_reps` times; the
-    minimum is kept, as the least disturbed by other load. A candidate already 3x slower than
-    the best so far stops early (no noise turns that around), which keeps measuring big dense
-    layers cheap: list the likely winner first.
+    All are warmed up (twice when cheap: first calls pay allocations and lazy initialization),
+    then timed in interleaved rounds (one run of each per round, so that load from other
+    processes hits all alike), at least 3 rounds and until `min_total_s` is spent, at most
+    `max_rounds`; each keeps its minimum, the run least disturbed. A candidate over 10 ms and 3x
+    slower than the best drops out after its first timed run, and one whose warm-up alone is big (> 50 ms)
+    and 10x the best is not run again: measuring big dense layers stays cheap. List the likely
+    winner first.
     """
     times: dict[str, float] = {}
+    live = []
     for name, fn in fns.items():
         t0 = time.perf_counter()
         fn()
         _sync(device)
-        if time.perf_counter() - t0 < 0.01:
+        warm = time.perf_counter() - t0
+        times[name] = warm
+        if len(times) > 1 and warm > 0.05 and warm > 10 * min(times.values()):
+            continue
+        if warm < 0.01:
             fn()
             _sync(device)
-        best, spent = math.inf, 0.0
-        for rep in range(max_reps):
+        live.append(name)
+        times[name] = math.inf
+    spent = 0.0
+    for rnd in range(max_rounds):
+        for name in list(live):
             t0 = time.perf_counter()
-            fn()
+            fns[name]()
             _sync(device)
             dt = time.perf_counter() - t0
-            best, spent = min(best, dt), spent + dt
-            if (rep >= 1 and spent >= min_total_s) or (times and best > 3e-6 * min(times.values())):
-                break
-        times[name] = best * 1e6
-    return times
+            spent += dt
+            times[name] = min(times[name], dt)
+        best = min(times.values())
+        # Only big candidates drop out: a small one may just have been preempted once.
+        live = [n for n in live if times[n] <= 3 * best or times[n] < 0.01]
+        if len(live) <= 1 or (rnd >= 2 and spent >= min_total_s):
+            break
+    return {name: t * 1e6 for name, t in times.items()}
 
 
 def _layer_candidates(layer: nn.Module, batch: int, phase: str, dtype: torch.dtype, device: Any,
@@ -224,6 +245,11 @@ def measure_layer(layer: nn.Module, batch: int, phase: str, dtype: torch.dtype |
     device = torch.device(device) if device is not None else layer.param_device
     case = make_case((layer.out_features, layer.in_features), layer.density(), batch, dtype, phase, device)
     names = eligible(device, dtype)
+    dense_bytes = layer.out_features * layer.in_features * torch.tensor([], dtype=dtype).element_size()
+    if layer.packed and dense_bytes > DENSE_PROBE_MAX_BYTES:
+        # A packed layer this big must not materialize its dense weight (and gradient) just to be
+        # timed: memory is why it is packed. Its dense path is out of the running.
+        names = tuple(n for n in names if n != "dense")
     if "triton" in names:
         try:
             from .kernels import masked_linear  # noqa: F401 - only to see that triton is importable
@@ -235,10 +261,7 @@ def measure_layer(layer: nn.Module, batch: int, phase: str, dtype: torch.dtype |
 
 
 def _functorch_active() -> bool:
-    try:
-        return torch._C._functorch.maybe_current_level() is not None
-    except AttributeError:  # a torch without this probe: assume no transform
-        return False
+    return torch._C._are_functorch_transforms_active()
 
 
 def choose_backend(layer: nn.Module, x: torch.Tensor) -> str:
@@ -257,8 +280,18 @@ def choose_backend(layer: nn.Module, x: torch.Tensor) -> str:
     if _functorch_active():
         return "dense"  # torch.func transforms (vmap, jacrev, ...) need ops they can batch
     rows = x.numel() // max(x.shape[-1], 1)
-    phase = phase_of(x, layer.parameters())
+    phase = phase_of(x, [p for p in layer._parameters.values() if p is not None])  # not .parameters(): per-call cost
     dtype = x.dtype
+    memo = layer.dispatch_memo()
+    fast = (batch_bucket(rows), phase, dtype, x.device, bool(getattr(x, "is_cuda", False)), id(DECISIONS), GENERATION[0])
+    hit = memo.get(fast)
+    if hit is not None:
+        return hit
+    memo[fast] = backend = _choose(layer, x, rows, phase, dtype)
+    return backend
+
+
+def _choose(layer: nn.Module, x: torch.Tensor, rows: int, phase: str, dtype: torch.dtype) -> str:
     if getattr(x, "is_cuda", False):
         dev = device_key(x.device) if x.device.type == "cuda" else "cuda:unknown"  # a stand-in
     else:
@@ -270,6 +303,7 @@ def choose_backend(layer: nn.Module, x: torch.Tensor) -> str:
             measure_layer(layer, rows, phase, dtype, x.device)
         except Exception as err:  # e.g. parameters that cannot be cloned: stay on the baseline
             DECISIONS[case] = {"backend": "dense", "times_us": {}, "source": f"unmeasurable: {err}"}
+            GENERATION[0] += 1
     backend = decide((layer.out_features, layer.in_features), layer.density(), rows, dtype, phase, dev)
     if backend == "triton" and (x.dtype not in _KERNEL_DTYPES or layer.param_dtype != x.dtype):
         return "dense"
@@ -337,6 +371,7 @@ def load_decisions(path: str | os.PathLike) -> int:
                 str(e["phase"]), str(e["device"]))
         DECISIONS[case] = {"backend": e["backend"], "times_us": dict(e.get("times_us", {})),
                            "source": e.get("source", "file")}
+    GENERATION[0] += 1
     return len(data["entries"])
 
 

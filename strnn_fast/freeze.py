@@ -54,6 +54,10 @@ class FrozenLayer(nn.Module):
     def param_device(self) -> torch.device:
         return self.weight.device
 
+    def dispatch_memo(self) -> dict:
+        """Per-call dispatch answers (the frozen weights and mask never change)."""
+        return self.__dict__.setdefault("_memo", {})
+
     def density(self) -> float:
         """Fraction of weights the original layer's mask keeps."""
         return self._density

@@ -196,6 +196,52 @@ def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | No
     return y.reshape(*lead, s.shape[0])
 
 
+def is_transposed(x: torch.Tensor) -> bool:
+    """Whether a 2-D `x` is laid out column-major: a transposed contiguous (in, batch) tensor.
+
+    The CSR kernels want the batch on the columns and return their outputs that way; layers
+    keep such a layout instead of copying (elementwise ops between tensors of different layouts,
+    an activation and its gradient for instance, run several times slower).
+    """
+    return x.dim() == 2 and x.shape[0] > 1 and x.shape[1] > 1 and not x.is_contiguous() and x.T.is_contiguous()
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear`` that keeps a column-major input's layout in its output (and so in the gradients)."""
+    if not is_transposed(x):
+        return F.linear(x, weight, bias)
+    yt = weight @ x.T if bias is None else torch.addmm(bias.unsqueeze(1), weight, x.T)
+    return yt.T
+
+
+def _masked_dense_backward(ctx, g):
+    x, weight, mask = ctx.saved_tensors
+    gx = gw = gb = None
+    if ctx.needs_input_grad[0]:
+        gx = (weight.T @ g.T).T if ctx.transposed else g @ weight
+    g2 = g.reshape(-1, g.shape[-1])
+    if ctx.needs_input_grad[1]:
+        gw = (g2.T @ x.reshape(-1, x.shape[-1])) * mask
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        gb = g2.sum(0)
+    return gx, gw, gb, None
+
+
+class _MaskedDenseEager(torch.autograd.Function):
+    # The same op without setup_context: Function.apply then skips binding the arguments with
+    # inspect (about 0.1 ms a call), which small layers notice. Used outside torch.func transforms.
+    @staticmethod
+    def forward(ctx, x, weight, bias, mask):
+        ctx.save_for_backward(x, weight, mask)
+        ctx.has_bias = bias is not None
+        ctx.transposed = is_transposed(x)
+        return linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _masked_dense_backward(ctx, g)
+
+
 class _MaskedDense(torch.autograd.Function):
     # setup_context + generate_vmap_rule + jvp: usable under torch.func transforms (the CNFs' jacrev/vmap).
     generate_vmap_rule = True
@@ -210,19 +256,11 @@ class _MaskedDense(torch.autograd.Function):
         ctx.save_for_backward(x, weight, mask)
         ctx.save_for_forward(x, weight)
         ctx.has_bias = bias is not None
+        ctx.transposed = False
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, mask = ctx.saved_tensors
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            gx = g @ weight
-        g2 = g.reshape(-1, g.shape[-1])
-        if ctx.needs_input_grad[1]:
-            gw = (g2.T @ x.reshape(-1, x.shape[-1])) * mask
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = g2.sum(0)
-        return gx, gw, gb, None
+        return _masked_dense_backward(ctx, g)
 
     @staticmethod
     def jvp(ctx, dx, dw, db, dmask):
@@ -239,8 +277,10 @@ def masked_dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 
     The weight must already be zero off the mask (masked at rest): the forward is the plain dense
     matmul, and masked-out weights never receive gradient, so optimizers keep them at zero.
-    Without gradients this is exactly ``F.linear``.
+    Without gradients this is exactly ``F.linear`` (a column-major input keeps its layout).
     """
     if not (torch.is_grad_enabled() and weight.requires_grad):
-        return F.linear(x, weight, bias)
-    return _MaskedDense.apply(x, weight, bias, mask)
+        return linear(x, weight, bias)
+    if torch._C._are_functorch_transforms_active():
+        return _MaskedDense.apply(x, weight, bias, mask)
+    return _MaskedDenseEager.apply(x, weight, bias, mask)
