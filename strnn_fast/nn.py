@@ -42,6 +42,12 @@ def _is_scipy_sparse(value: Any) -> bool:
     return hasattr(value, "tocsr") and hasattr(value, "nnz") and not isinstance(value, (np.ndarray, torch.Tensor))
 
 
+def _is_binary_array(value: Any) -> bool:
+    """A 2-D uint8/bool numpy array holding only 0 and 1 (checked in one pass)."""
+    return (isinstance(value, np.ndarray) and value.ndim == 2 and value.size > 0
+            and value.dtype in (np.uint8, np.bool_) and int(value.max()) <= 1)
+
+
 def mask_structure(mask: Any, shape: tuple[int, int], name: str = "mask") -> MaskStructure:
     r"""The :class:`~strnn_fast.sparse_ops.MaskStructure` of an (out x in) mask, validated.
 
@@ -54,6 +60,10 @@ def mask_structure(mask: Any, shape: tuple[int, int], name: str = "mask") -> Mas
         >>> mask_structure([[1, 0], [1, 1]], (2, 2)).nnz
         3
     """
+    if _is_binary_array(mask):  # factorizer output: skip the general (slow at 10^8 entries) validation
+        if mask.shape != tuple(shape):
+            raise ValueError(f"{name} must have shape {tuple(shape)}, got {mask.shape}")
+        return MaskStructure.from_dense(mask)
     if _is_scipy_sparse(mask):
         if tuple(mask.shape) != tuple(shape):
             raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(mask.shape)}")
@@ -543,8 +553,8 @@ class FastStrNN(Savable, nn.Module):
         )
         self.config = {
             "nin": self.nin, "hidden_sizes": list(self.hidden_sizes), "nout": self.nout,
-            "opt_type": self.opt_type, "opt_args": self.opt_args, "adjacency": self.A.tolist(),
-            "precomputed_masks": [_as_list(m) for m in masks] if precomputed_masks is not None else None,
+            "opt_type": self.opt_type, "opt_args": self.opt_args, "adjacency": self.A,
+            "precomputed_masks": list(masks) if precomputed_masks is not None else None,
             "activation": self.activation, "backend": self.backend, "init": init,
         }
         if reorder is None:
@@ -557,8 +567,7 @@ class FastStrNN(Savable, nn.Module):
             reorder_model(self)
             # Rebuilding from the reordered masks keeps save/load consistent with the weights.
             masks = self.masks
-            self.config["precomputed_masks"] = [m.tolist() for m in masks[:-1]] + [
-                masks[-1][:, : self.A.shape[0]].tolist()]
+            self.config["precomputed_masks"] = masks[:-1] + [np.ascontiguousarray(masks[-1][:, : self.A.shape[0]])]
         self.config["reorder"] = False
 
     def _check_memory(self) -> None:
@@ -588,8 +597,8 @@ class FastStrNN(Savable, nn.Module):
             return self._factorize()
         if isinstance(precomputed, (str, bytes)) or not isinstance(precomputed, Sequence):
             raise TypeError("precomputed_masks must be a list of 2-D arrays")
-        masks = [m if _is_scipy_sparse(m) else as_binary_matrix(m, f"precomputed_masks[{i}]", allow_zero=True)
-                 for i, m in enumerate(precomputed)]
+        masks = [m if _is_scipy_sparse(m) or _is_binary_array(m)
+                 else as_binary_matrix(m, f"precomputed_masks[{i}]", allow_zero=True) for i, m in enumerate(precomputed)]
         sizes = [self.nin, *self.hidden_sizes, self.A.shape[0]]
         expected = list(zip(sizes, sizes[1:]))
         if [tuple(m.shape) for m in masks] != expected:
@@ -667,11 +676,7 @@ class FastStrNN(Savable, nn.Module):
 
 def _out_in(mask: Any) -> Any:
     """A reference-orientation (fan_in x fan_out) mask as (out, in), scipy masks staying sparse."""
-    return mask.T.tocsr() if _is_scipy_sparse(mask) else np.ascontiguousarray(np.asarray(mask).T)
-
-
-def _as_list(mask: Any) -> list:
-    return (mask.toarray() if _is_scipy_sparse(mask) else np.asarray(mask)).tolist()
+    return mask.T.tocsr() if _is_scipy_sparse(mask) else np.asarray(mask).T  # a view: the layer reads it once
 
 
 def _reference_keys(state_dict, prefix, *args) -> None:

@@ -76,13 +76,13 @@ class MaskStructure:
     @classmethod
     def from_dense(cls, mask: Any) -> MaskStructure:
         """Builds the structure of a dense (out x in) 0/1 array or tensor."""
-        m = torch.as_tensor(np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)) != 0
+        m = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
         if m.ndim != 2:
             raise ValueError(f"mask must be 2-D (out x in), got shape {tuple(m.shape)}")
-        crow = torch.zeros(m.shape[0] + 1, dtype=torch.int64)
-        crow[1:] = torch.cumsum(m.sum(1), 0)
-        col = m.nonzero()[:, 1].contiguous()
-        return cls.from_csr(tuple(m.shape), crow, col)
+        crow = np.zeros(m.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.count_nonzero(m, axis=1), out=crow[1:])
+        col = np.nonzero(m)[1].astype(np.int64, copy=False)
+        return cls.from_csr(tuple(m.shape), torch.from_numpy(crow), torch.from_numpy(col))
 
     @classmethod
     def from_scipy(cls, mask: Any) -> MaskStructure:
