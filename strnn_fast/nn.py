@@ -1,8 +1,11 @@
-r"""MaskedLinear and FastStrNN: the drop-in structured MLP.
+r"""MaskedLinear and FastStrNN: the drop-in structured MLP, trainable sparse.
 
 ``FastStrNN`` keeps the constructor of the reference's ``strnn.models.strNN.StrNN`` and gives the
-same outputs for the same masks and weights. Beyond it: a mask-aware initialization, more
-activations, cached masked weights in inference, and a ``backend`` switch for the Triton kernels.
+same outputs for the same masks and weights (it loads the reference's checkpoints). Beyond it: a
+mask-aware initialization, more activations, weights kept masked at rest (so the dense path is
+plain ``F.linear``), packed storage that grows with the masks' nonzeros, CSR training
+(``backend="sparse"``), the Triton kernels, and ``backend="auto"``, which runs each layer on the
+backend measured fastest for its case (:mod:`strnn_fast.dispatch`).
 """
 from __future__ import annotations
 
@@ -603,8 +606,7 @@ class FastStrNN(Savable, nn.Module):
         expected = list(zip(sizes, sizes[1:]))
         if [tuple(m.shape) for m in masks] != expected:
             raise ValueError(f"precomputed_masks must have shapes {expected}, got {[tuple(m.shape) for m in masks]}")
-        dense = [m.toarray() if _is_scipy_sparse(m) else m for m in masks]
-        if not check_masks(dense, self.A):
+        if not (_sparse_pattern_ok(masks, self.A) if any(map(_is_scipy_sparse, masks)) else check_masks(masks, self.A)):
             raise ValueError("precomputed_masks do not have the adjacency's sparsity pattern")
         return masks
 
@@ -672,6 +674,16 @@ class FastStrNN(Savable, nn.Module):
     def net(self) -> nn.ModuleList:
         """The masked layers (the reference calls its container ``net``)."""
         return self.layers
+
+
+def _sparse_pattern_ok(masks: Sequence[Any], A: np.ndarray) -> bool:
+    """check_masks for scipy.sparse masks: the boolean product, kept sparse, has exactly A's pattern."""
+    import scipy.sparse as sp
+
+    prod = sp.csr_array(masks[0], dtype=bool)
+    for m in masks[1:]:
+        prod = (prod.astype(np.int64) @ sp.csr_array(m, dtype=np.int64)).astype(bool)
+    return (sp.csr_array(prod.T) != sp.csr_array(A.astype(bool))).nnz == 0
 
 
 def _out_in(mask: Any) -> Any:

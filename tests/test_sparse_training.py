@@ -191,3 +191,21 @@ def test_packed_parameters_grow_with_the_nonzeros() -> None:
     x = torch.randn(4, 2000)
     layer(x).sum().backward()
     assert layer.values.grad.shape == (3000,)
+
+
+def test_scipy_precomputed_masks_give_the_dense_model() -> None:
+    from strnn_fast import factorize
+
+    A = np.tril(np.random.default_rng(2).random((8, 8)) < 0.4, -1).astype(np.uint8)
+    masks = factorize(A, (20, 20), "greedy")
+    a = FastStrNN(8, (20, 20), 16, adjacency=A, precomputed_masks=[sp.csr_array(m) for m in masks], backend="sparse")
+    b = FastStrNN(8, (20, 20), 16, adjacency=A, precomputed_masks=masks, backend="dense")
+    for x, y in zip(a.masks, b.masks):
+        np.testing.assert_array_equal(x, y)
+    b.load_state_dict(a.state_dict())
+    v = torch.randn(3, 8)
+    torch.testing.assert_close(a(v), b(v), rtol=0, atol=1e-6)
+    bad = [sp.csr_array(m) for m in masks]
+    bad[0] = sp.csr_array(np.ones_like(masks[0]))
+    with pytest.raises(ValueError, match="sparsity pattern"):
+        FastStrNN(8, (20, 20), 8, adjacency=A, precomputed_masks=bad)
