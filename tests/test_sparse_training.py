@@ -209,3 +209,19 @@ def test_scipy_precomputed_masks_give_the_dense_model() -> None:
     bad[0] = sp.csr_array(np.ones_like(masks[0]))
     with pytest.raises(ValueError, match="sparsity pattern"):
         FastStrNN(8, (20, 20), 8, adjacency=A, precomputed_masks=bad)
+
+
+def test_reorder_permutes_packed_layers_like_dense_ones() -> None:
+    from strnn_fast.reorder import reorder_model
+
+    A = np.tril(np.random.default_rng(6).random((10, 10)) < 0.3, -1)
+    dense = FastStrNN(10, (40, 40), 20, adjacency=A, activation="tanh", backend="dense").double()
+    sparse = FastStrNN(10, (40, 40), 20, adjacency=A, activation="tanh", backend="sparse").double()
+    sparse.load_state_dict(dense.state_dict())
+    x = torch.randn(6, 10, dtype=torch.float64)
+    before = dense(x).detach()
+    r1, r2 = reorder_model(dense, block=(8, 8)), reorder_model(sparse, block=(8, 8))
+    assert [p.tolist() for p in r1.perms] == [p.tolist() for p in r2.perms]
+    for a, b in zip(dense.layers, sparse.layers):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.mask, b.mask) and torch.equal(a.bias, b.bias)
+    torch.testing.assert_close(sparse(x), before, rtol=0, atol=1e-12)
