@@ -8,7 +8,8 @@ it, through :func:`case_of`, so a frozen layer and its original make the same ch
 On the CPU an unmeasured case is timed on its first call (:func:`time_candidates`, on clones of
 the layer, so autograd and the caller's tensors are untouched; never inside ``torch.compile``)
 and the winner recorded. Leaving dense needs a margin: another backend wins only when dense
-is at least ``MARGIN`` (1.1) times slower. CUDA cases are never timed implicitly: they stay
+is at least ``MARGIN`` (1.1) times slower (for a packed layer, whose own path is the sparse one,
+leaving sparse needs the same margin; see :func:`record`). CUDA cases are never timed implicitly: they stay
 dense until a measurement is loaded or made with :func:`measure_model` (the GPU benchmark
 does this and writes the table with :func:`save_decisions`; :func:`load_decisions` reads it
 back; the environment variable ``STRNN_FAST_DISPATCH_FILE`` names a file loaded at import,
@@ -120,15 +121,18 @@ def eligible(device: Any, dtype: torch.dtype) -> tuple[str, ...]:
     return ("sparse", "dense")
 
 
-def record(case: Case, times_us: dict[str, float], source: str = "measured") -> str:
+def record(case: Case, times_us: dict[str, float], source: str = "measured", native: str = "dense") -> str:
     r"""Stores the decision for `case` from measured times (microseconds per call); returns it.
 
-    The fastest backend wins only if dense is at least ``MARGIN`` times slower than it.
+    The fastest backend wins only if the layer's native path is at least ``MARGIN`` times slower
+    than it. The native path is dense, except for a packed layer (parameters stored as the
+    mask's nonzeros), whose dense path is not the plain ``F.linear`` baseline but a scatter of the
+    values first, and whose native path is therefore "sparse".
     """
     best = min(times_us, key=times_us.get)
-    dense = times_us.get("dense", math.inf)
-    backend = best if best == "dense" or dense >= MARGIN * times_us[best] else "dense"
-    DECISIONS[case] = {"backend": backend, "times_us": dict(times_us), "source": source}
+    base = times_us.get(native, math.inf)
+    backend = best if best == native or base >= MARGIN * times_us[best] else native
+    DECISIONS[case] = {"backend": backend, "times_us": dict(times_us), "source": source, "native": native}
     GENERATION[0] += 1
     return backend
 
@@ -257,7 +261,8 @@ def measure_layer(layer: nn.Module, batch: int, phase: str, dtype: torch.dtype |
             names = tuple(n for n in names if n != "triton")
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         times = time_candidates(_layer_candidates(layer, case[3], phase, dtype, device, names), device)
-    return record(case, times)
+    native = "sparse" if getattr(layer, "packed", False) and "sparse" in times else "dense"
+    return record(case, times, native=native)
 
 
 def _functorch_active() -> bool:

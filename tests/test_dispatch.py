@@ -65,6 +65,9 @@ def test_margin_before_leaving_dense(table) -> None:
     assert dispatch.record(case, {"dense": 105.0, "sparse": 100.0}) == "dense"
     assert dispatch.record(case, {"dense": 120.0, "sparse": 100.0}) == "sparse"
     assert dispatch.record(case, {"dense": 90.0, "sparse": 100.0}) == "dense"
+    # A packed layer's own path is the sparse one: leaving it needs the margin too.
+    assert dispatch.record(case, {"dense": 95.0, "sparse": 100.0}, native="sparse") == "sparse"
+    assert dispatch.record(case, {"dense": 80.0, "sparse": 100.0}, native="sparse") == "dense"
 
 
 def test_decisions_are_used_and_can_be_overridden(table) -> None:
