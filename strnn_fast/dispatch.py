@@ -284,6 +284,20 @@ def choose_backend(layer: nn.Module, x: torch.Tensor) -> str:
     """
     if _functorch_active():
         return "dense"  # torch.func transforms (vmap, jacrev, ...) need ops they can batch
+    # The common case, a call like the previous one, answered from a few cheap attributes. Any
+    # backend computes the same function, so a stale answer (after e.g. freezing the parameters)
+    # can only cost speed; mask changes clear it (MaskedLinear.invalidate).
+    last_key = (x.shape, x.dtype, bool(getattr(x, "is_cuda", False)), torch.is_grad_enabled(),
+                bool(getattr(x, "requires_grad", False)), GENERATION[0], id(DECISIONS))
+    last = layer.__dict__.get("_last_dispatch")
+    if last is not None and last[0] == last_key:
+        return last[1]
+    backend = _choose_memo(layer, x)
+    layer.__dict__["_last_dispatch"] = (last_key, backend)
+    return backend
+
+
+def _choose_memo(layer: nn.Module, x: torch.Tensor) -> str:
     rows = x.numel() // max(x.shape[-1], 1)
     phase = phase_of(x, [p for p in layer._parameters.values() if p is not None])  # not .parameters(): per-call cost
     dtype = x.dtype

@@ -204,6 +204,7 @@ class MaskedLinear(nn.Module):
     def invalidate(self, structure: MaskStructure | None = None) -> None:
         """Drops every derived structure; `structure` (CPU) seeds the new one when the caller has it."""
         self._derived.clear()
+        self.__dict__.pop("_last_dispatch", None)
         if structure is not None:
             self._derived["_key"] = self._mask_key()
             self._derived["structure", torch.device("cpu")] = structure
