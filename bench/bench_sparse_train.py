@@ -71,7 +71,8 @@ def _skip_big(case: str, impl: str) -> None:
 
 
 def _rounds(case: str) -> int:
-    return 3 if CASES[case] >= 4000 else 10
+    # Enough rounds that the median of the small cases survives a busy machine.
+    return {100: 50, 1000: 10}.get(CASES[case], 3)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

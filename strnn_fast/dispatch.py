@@ -211,13 +211,24 @@ def time_candidates(fns: dict[str, Callable[[], Any]], device: Any = None, min_t
 
 
 def _layer_candidates(layer: nn.Module, batch: int, phase: str, dtype: torch.dtype, device: Any,
-                      names: Iterable[str]) -> dict[str, Callable[[], Any]]:
-    """Zero-argument runs of a clone of `layer` on each backend (its parameters and grads untouched)."""
+                      names: Iterable[str], like: torch.Tensor | None = None) -> dict[str, Callable[[], Any]]:
+    """Zero-argument runs of a clone of `layer` on each backend (its parameters and grads untouched).
+
+    With `like` (the input of the call being decided) the probe's input copies its layout
+    (row- or column-major: sparse layers hand on column-major activations) and whether it needs
+    a gradient (a first layer's does not), which change what each backend costs.
+    """
+    from .sparse_ops import is_transposed
+
     probe = copy.deepcopy(layer).to(device=device, dtype=dtype)
     probe.train(phase == "train")
     for p in probe.parameters():
         p.requires_grad_(phase == "train")
-    x = torch.randn(batch, layer.in_features, device=device, dtype=dtype, requires_grad=phase == "train")
+    x_grad = phase == "train" and (like is None or bool(getattr(like, "requires_grad", False)))
+    if like is not None and isinstance(like, torch.Tensor) and is_transposed(like.reshape(-1, like.shape[-1])):
+        x = torch.randn(layer.in_features, batch, device=device, dtype=dtype).T.requires_grad_(x_grad)
+    else:
+        x = torch.randn(batch, layer.in_features, device=device, dtype=dtype, requires_grad=x_grad)
 
     def run(backend: str) -> Callable[[], Any]:
         def fn() -> None:
@@ -226,7 +237,8 @@ def _layer_candidates(layer: nn.Module, batch: int, phase: str, dtype: torch.dty
                     y = probe.run_backend(backend, x)
                     y.backward(torch.ones_like(y))
                 probe.zero_grad(set_to_none=True)
-                x.grad = None
+                if x.requires_grad:
+                    x.grad = None
             else:
                 with torch.no_grad():
                     probe.run_backend(backend, x)
@@ -236,7 +248,7 @@ def _layer_candidates(layer: nn.Module, batch: int, phase: str, dtype: torch.dty
 
 
 def measure_layer(layer: nn.Module, batch: int, phase: str, dtype: torch.dtype | None = None,
-                  device: Any = None) -> str:
+                  device: Any = None, like: torch.Tensor | None = None) -> str:
     r"""Times the eligible backends of `layer` for one case, records and returns the decision.
 
     Arguments:
@@ -244,6 +256,7 @@ def measure_layer(layer: nn.Module, batch: int, phase: str, dtype: torch.dtype |
         batch: input rows (the case uses its bucket, and so does the timing).
         phase: "eval" or "train".
         dtype, device: default to the layer's.
+        like: the input of the call being decided, if any (its layout and need of a gradient).
     """
     dtype = dtype or layer.param_dtype
     device = torch.device(device) if device is not None else layer.param_device
@@ -260,7 +273,7 @@ def measure_layer(layer: nn.Module, batch: int, phase: str, dtype: torch.dtype |
         except ImportError:
             names = tuple(n for n in names if n != "triton")
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        times = time_candidates(_layer_candidates(layer, case[3], phase, dtype, device, names), device)
+        times = time_candidates(_layer_candidates(layer, case[3], phase, dtype, device, names, like), device)
     native = "sparse" if getattr(layer, "packed", False) and "sparse" in times else "dense"
     return record(case, times, native=native)
 
@@ -319,7 +332,7 @@ def _choose(layer: nn.Module, x: torch.Tensor, rows: int, phase: str, dtype: tor
     layer.seen_cases.add(case)
     if case not in DECISIONS and dev == "cpu" and not torch.compiler.is_compiling() and dtype == layer.param_dtype:
         try:
-            measure_layer(layer, rows, phase, dtype, x.device)
+            measure_layer(layer, rows, phase, dtype, x.device, like=x)
         except Exception as err:  # e.g. parameters that cannot be cloned: stay on the baseline
             DECISIONS[case] = {"backend": "dense", "times_us": {}, "source": f"unmeasurable: {err}"}
             GENERATION[0] += 1
