@@ -342,6 +342,12 @@ def _choose(layer: nn.Module, x: torch.Tensor, rows: int, phase: str, dtype: tor
     return backend
 
 
+def is_masked_layer(module: nn.Module) -> bool:
+    """Whether `module` is a MaskedLinear (by its interface: this module does not import ``nn``)."""
+    return all(callable(getattr(type(module), name, None))
+               for name in ("run_backend", "structure", "block_layout", "dispatch_memo", "density"))
+
+
 def measure_model(model: nn.Module, batch: int | Iterable[int], phases: Iterable[str] = PHASES,
                   dtype: torch.dtype | None = None) -> list[tuple[Case, str]]:
     r"""Measures every MaskedLinear of `model` on its own device (CUDA included) and records the decisions.
@@ -365,12 +371,10 @@ def measure_model(model: nn.Module, batch: int | Iterable[int], phases: Iterable
         ...     net.layers[0].decision(2, "eval"), net.layers[1].decision(2, "eval")]
         True
     """
-    from .nn import MaskedLinear  # nn imports this module at the top: import here, once, lazily
-
     sizes = [batch] if isinstance(batch, int) else list(batch)
     done = []
     for layer in model.modules():
-        if isinstance(layer, MaskedLinear):
+        if is_masked_layer(layer):
             for b in sizes:
                 for phase in phases:
                     backend = measure_layer(layer, b, phase, dtype)
@@ -426,10 +430,8 @@ def prepare(model: nn.Module, device: torch.device | str | None = None) -> None:
         model: any module holding MaskedLinear layers.
         device: where the layouts go; defaults to each layer's weight device.
     """
-    from .nn import MaskedLinear
-
     for layer in model.modules():
-        if isinstance(layer, MaskedLinear):
+        if is_masked_layer(layer):
             dev = torch.device(device) if device is not None else layer.param_device
             layer.structure(dev)
             layer_layout(layer, dev)

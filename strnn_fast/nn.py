@@ -550,6 +550,7 @@ class FastStrNN(Savable, nn.Module):
 
         sizes = [self.nin, *self.hidden_sizes, self.nout]
         masks = self._masks(precomputed_masks)
+        self._check_memory(masks)
         self.layers = nn.ModuleList(
             MaskedLinear(fan_in, fan_out, _out_in(mask), activation="identity" if idx == len(sizes) - 2 else self.activation,
                          init=init, backend=self.backend)
@@ -574,10 +575,23 @@ class FastStrNN(Savable, nn.Module):
             self.config["precomputed_masks"] = masks[:-1] + [np.ascontiguousarray(masks[-1][:, : self.A.shape[0]])]
         self.config["reorder"] = False
 
-    def _check_memory(self) -> None:
+    def _check_memory(self, masks: list[Any] | None = None) -> None:
+        """Refuses a model whose dense-stored layers would need more than MAX_DENSE_BYTES.
+
+        Before factorizing only backend "dense"/"triton" is known to store every layer densely;
+        with the masks, "auto"'s layers that would stay dense (not sparse enough to pack) count too.
+        """
         sizes = [self.nin, *self.hidden_sizes, self.nout]
-        entries = sum(a * b for a, b in zip(sizes, sizes[1:]))
-        if self.backend in ("dense", "triton"):
+        shapes = list(zip(sizes, sizes[1:]))
+        if masks is None:
+            dense_layers = shapes if self.backend in ("dense", "triton") else []
+        elif self.backend == "auto":
+            dense_layers = [(a, b) for (a, b), m in zip(shapes, masks)
+                            if not (_density(m) <= PACK_MAX_DENSITY and a * b >= PACK_MIN_WEIGHTS)]
+        else:
+            dense_layers = []
+        entries = sum(a * b for a, b in dense_layers)
+        if entries:
             need = 4 * entries * torch.tensor([], dtype=torch.get_default_dtype()).element_size()
             if need > MAX_DENSE_BYTES:
                 raise ValueError(
@@ -675,6 +689,12 @@ class FastStrNN(Savable, nn.Module):
     def net(self) -> nn.ModuleList:
         """The masked layers (the reference calls its container ``net``)."""
         return self.layers
+
+
+def _density(mask: Any) -> float:
+    """Fraction of ones of a dense or scipy.sparse 0/1 mask."""
+    nnz = mask.nnz if _is_scipy_sparse(mask) else int(np.count_nonzero(mask))
+    return nnz / max(mask.shape[0] * mask.shape[1], 1)
 
 
 def _sparse_pattern_ok(masks: Sequence[Any], A: np.ndarray) -> bool:

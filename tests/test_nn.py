@@ -173,6 +173,9 @@ def test_memory_limit_refuses_clearly(monkeypatch) -> None:
     with pytest.raises(ValueError, match=r"hidden_sizes=\(64, 64\).*MAX_DENSE_BYTES"):
         FastStrNN(8, (64, 64), 8, adjacency=np.tril(np.ones((8, 8)), -1), backend="dense")
     FastStrNN(8, (64, 64), 8, adjacency=np.tril(np.ones((8, 8)), -1), backend="sparse")  # packed: allowed
+    # "auto" keeps MADE's half-full masks dense: counted once the masks are known.
+    with pytest.raises(ValueError, match="backend='auto'"):
+        FastStrNN(8, (64, 64), 8, opt_type="made", adjacency=np.tril(np.ones((8, 8)), -1), backend="auto")
 
 
 def test_update_masks_refactorizes_like_the_reference() -> None:
