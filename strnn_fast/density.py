@@ -152,7 +152,7 @@ class StrNNDensityEstimator(Savable, nn.Module):
         r"""Ancestral samples, (n, d), with ``depth + 1`` network passes; ``context``: (n, C) or (C,)."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
-        w = self.net.layers[0].weight
+        w = self.net.layers[0].bias  # dtype and device only: a packed layer's .weight is materialized
         x = torch.zeros(int(n), self.d, dtype=w.dtype, device=w.device)
         c = check_context(context, int(n), self.context_features, w)
         for lvl in range(self.depth + 1):
@@ -170,5 +170,5 @@ class StrNNDensityEstimator(Savable, nn.Module):
             raise TypeError(f"x must be a torch.Tensor of shape (batch, {self.d}), got {type(x).__name__}")
         if x.ndim != 2 or x.shape[1] != self.d:
             raise ValueError(f"x must have shape (batch, {self.d}), got {tuple(x.shape)}")
-        w = self.net.layers[0].weight
+        w = self.net.layers[0].bias  # dtype and device only: a packed layer's .weight is materialized
         return x.to(dtype=w.dtype, device=w.device)

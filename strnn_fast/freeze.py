@@ -1,6 +1,6 @@
 r"""Production inference: freeze a FastStrNN into precomputed masked weights, layouts and a CUDA graph.
 
-A frozen model holds W ⊙ M (so the kernels skip the mask), the block layouts on its device, an
+A frozen model holds the masked weights (dense, and packed for the CSR path), the block layouts on its device, an
 optional fp16/bf16 copy of the weights, and optionally one CUDA graph captured for a fixed batch
 size, which removes the per-layer launch overhead that dominates small batches. It has no
 gradients and does not follow later changes of the original model.
@@ -21,41 +21,69 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .activations import ACTIVATIONS
-from .dispatch import COST_MODEL, default_block, predicted_times
-from .layout import BlockLayout
+from .dispatch import choose_backend, default_block
+from .sparse_ops import sparse_linear
 
 _FROZEN_DTYPES = (None, torch.float32, torch.float16, torch.bfloat16)
 
 
 class FrozenLayer(nn.Module):
-    """One frozen MaskedLinear: y = act(x @ W_masked^T + b) on the dense or the Triton path."""
+    """One frozen MaskedLinear: y = act(x @ W^T + b) with W masked at rest, on the backend the
+    original layer would use for the same case (the same ``dispatch`` decision)."""
 
     def __init__(self, layer: nn.Module, dtype: torch.dtype):
         super().__init__()
+        device = layer.param_device
         with torch.no_grad():
-            self.register_buffer("weight", (layer.weight * layer.mask).to(dtype).contiguous())
+            self.register_buffer("weight", layer.dense_weight().detach().to(dtype).contiguous())
+            self.register_buffer("values", layer.packed_values().detach().to(dtype).contiguous())
             self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().to(dtype).clone())
+        self.in_features, self.out_features = layer.in_features, layer.out_features
         self.activation = layer.activation
         self.backend = layer.backend
-        self.layout = BlockLayout.from_mask(layer.mask.detach().cpu().numpy(), default_block(self.weight.device))
+        self._density = layer.density()
+        self.seen_cases: set = set()
+        self.structure = layer.structure(device)
+        self.layout = layer.block_layout(device, default_block(device))[0]
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        return self.weight.dtype
+
+    @property
+    def param_device(self) -> torch.device:
+        return self.weight.device
+
+    def dispatch_memo(self) -> dict:
+        """Per-call dispatch answers (the frozen weights and mask never change)."""
+        return self.__dict__.setdefault("_memo", {})
+
+    def density(self) -> float:
+        """Fraction of weights the original layer's mask keeps."""
+        return self._density
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        self.structure = self.structure.to(self.weight.device)
         self.layout = self.layout.to(self.weight.device)
+        return out
 
-    def uses_triton(self, x: torch.Tensor) -> bool:
-        """Whether this call runs the kernels: "auto" asks the cost model (CUDA only)."""
-        if self.backend != "auto":
-            return self.backend == "triton"
-        if not x.is_cuda:
-            return False
-        m = x.numel() // x.shape[-1]
-        dense, triton = predicted_times(self.layout.density, m, *self.weight.shape, x.dtype, train=False)
-        return dense >= COST_MODEL["margin"] * triton
+    def resolved_backend(self, x: torch.Tensor) -> str:
+        """The backend of this call: the fixed one, or "auto"'s decision for this case (as the original's)."""
+        return self.backend if self.backend != "auto" else choose_backend(self, x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.uses_triton(x):
+    def run_backend(self, backend: str, x: torch.Tensor) -> torch.Tensor:
+        """The output on a given backend."""
+        if backend == "triton":
             from .kernels.masked_linear import masked_linear
 
             return masked_linear(x, self.weight, self.bias, None, self.layout, self.activation)
+        if backend == "sparse":
+            return ACTIVATIONS[self.activation](sparse_linear(x, self.values, self.bias, self.structure))
         return ACTIVATIONS[self.activation](F.linear(x, self.weight, self.bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run_backend(self.resolved_backend(x), x)
 
 
 class FrozenStrNN(nn.Module):

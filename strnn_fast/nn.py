@@ -1,11 +1,16 @@
-r"""MaskedLinear and FastStrNN: the drop-in structured MLP.
+r"""MaskedLinear and FastStrNN: the drop-in structured MLP, trainable sparse.
 
 ``FastStrNN`` keeps the constructor of the reference's ``strnn.models.strNN.StrNN`` and gives the
-same outputs for the same masks and weights. Beyond it: a mask-aware initialization, more
-activations, cached masked weights in inference, and a ``backend`` switch for the Triton kernels.
+same outputs for the same masks and weights (it loads the reference's checkpoints). Beyond it: a
+mask-aware initialization, more activations, weights kept masked at rest (so the dense path is
+plain ``F.linear``), packed storage that grows with the masks' nonzeros, CSR training
+(``backend="sparse"``), the Triton kernels, and ``backend="auto"``, which runs each layer on the
+backend measured fastest for its case (:mod:`strnn_fast.dispatch`).
 """
 from __future__ import annotations
 
+import math
+import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -17,40 +22,100 @@ import torch.nn.functional as F
 
 from ._validate import as_binary_matrix, as_input, as_positive_int, as_sizes, choice
 from .activations import ACTIVATIONS, GAINS
+from .dispatch import choose_backend, decide
 from .factorize import METHODS, check_masks, factorize
+from .layout import BlockLayout
 from .serialization import Savable
+from .sparse_ops import MaskStructure, linear, masked_dense_linear, scatter_dense, sparse_linear
 
 BACKENDS = ("auto", "dense", "sparse", "triton")
-
-# CPU inference switches to a CSR weight below this mask density (and batch >= 8): measured on
-# 2 cores, 1 thread, at 500x500 and 2000x2000 layers, CSR addmm was 2-4x faster than dense at
-# density <= 0.1 and slower from about 0.2; at batch 1 it only wins below ~0.03.
-CSR_MAX_DENSITY = 0.1
-CSR_MIN_BATCH = 8
 INITS = ("masked", "kaiming")
+# backend="auto" stores a layer packed (only the mask's nonzeros) when its mask keeps at most this
+# fraction of a weight matrix of at least PACK_MIN_WEIGHTS entries: the values, their gradient and
+# the optimizer state then shrink with the nonzeros (the per-layer dispatch timings do not see the
+# optimizer step, which packing speeds up too), and the dense path, when the measured dispatch picks
+# it, pays one scatter of the values per call. Measured on 2 cores, 1 thread: at d=100, hidden
+# (200, 200), masks 1-4% dense, a packed train step (AdamW included) took 1.5 ms against 2.3 ms dense;
+# CSR kernels lose to dense from about 10-20% density (MADE's 50% masks stay dense).
+PACK_MAX_DENSITY = 0.1
+PACK_MIN_WEIGHTS = 1 << 12
 
 
-class MaskedLinear(nn.Linear):
-    r"""Linear layer whose weight is multiplied by a fixed binary mask, with a fused activation.
+def _is_scipy_sparse(value: Any) -> bool:
+    return hasattr(value, "tocsr") and hasattr(value, "nnz") and not isinstance(value, (np.ndarray, torch.Tensor))
 
-    The mask is stored like ``weight``: (out_features, in_features).
+
+def _is_binary_array(value: Any) -> bool:
+    """A 2-D uint8/bool numpy array holding only 0 and 1 (checked in one pass)."""
+    return (isinstance(value, np.ndarray) and value.ndim == 2 and value.size > 0
+            and value.dtype in (np.uint8, np.bool_) and int(value.max()) <= 1)
+
+
+def mask_structure(mask: Any, shape: tuple[int, int], name: str = "mask") -> MaskStructure:
+    r"""The :class:`~strnn_fast.sparse_ops.MaskStructure` of an (out x in) mask, validated.
+
+    Arguments:
+        mask: dense array/tensor/nested list of 0/1, or a scipy.sparse matrix/array (kept sparse).
+        shape: the expected (out, in).
+        name: the argument's name in error messages.
+
+    Example:
+        >>> mask_structure([[1, 0], [1, 1]], (2, 2)).nnz
+        3
+    """
+    if _is_binary_array(mask):  # factorizer output: skip the general (slow at 10^8 entries) validation
+        if mask.shape != tuple(shape):
+            raise ValueError(f"{name} must have shape {tuple(shape)}, got {mask.shape}")
+        return MaskStructure.from_dense(mask)
+    if _is_scipy_sparse(mask):
+        if tuple(mask.shape) != tuple(shape):
+            raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(mask.shape)}")
+        try:
+            return MaskStructure.from_scipy(mask)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
+    m = as_binary_matrix(mask, name, allow_zero=True)
+    if m.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {m.shape}")
+    return MaskStructure.from_dense(m)
+
+
+class MaskedLinear(nn.Module):
+    r"""Linear layer restricted to a fixed binary mask, with a fused activation.
+
+    The layer alone owns everything derived from its mask (CSR structure and its transpose,
+    block layouts, density); every change of the mask goes through :meth:`set_mask` (or loading,
+    or :meth:`permute_`), which invalidates all of it at once. Weights are kept masked at rest:
+    masked-out entries are exactly zero and never receive gradient, so no backend multiplies by
+    the mask per call and the dense path is plain ``F.linear``.
+
+    Storage is either dense (``weight`` (out, in) parameter and ``mask`` buffer, the reference's
+    state_dict keys) or packed (``values``: one parameter entry per kept weight, in CSR order,
+    with ``crow_indices``/``col_indices`` buffers): memory then grows with the mask's nonzeros.
+    Either way ``.weight`` and ``.mask`` read as dense (out, in) tensors (materialized when
+    packed; write through :meth:`set_weight`), and ``load_state_dict`` accepts both layouts.
 
     Arguments:
         in_features: input width.
         out_features: output width.
-        mask: optional (out, in) binary mask; all ones when omitted.
+        mask: optional (out, in) binary mask (dense, or scipy.sparse kept sparse); all ones when omitted.
+        bias: whether the layer has a bias.
         activation: name of the activation applied after the affine map ("identity" for none).
         init: "masked" (Kaiming uniform with fan-in counted from the mask) or "kaiming"
             (nn.Linear's default, for parity with the reference).
-        backend: "auto", "dense", "sparse" (CSR weight, inference only) or "triton".
+        backend: "dense" (``F.linear``), "sparse" (torch CSR SpMM/SDDMM, training included),
+            "triton" (block-sparse kernels) or "auto" (per call, the measured choice of
+            :mod:`strnn_fast.dispatch`; dense where nothing is measured).
+        packed: store only the mask's nonzeros. Default: for backend="sparse", and for "auto"
+            when the layer is large and sparse (see ``PACK_MAX_DENSITY``).
 
     Example:
         >>> layer = MaskedLinear(3, 2, mask=torch.tensor([[1, 0, 0], [1, 1, 0]]))
         >>> layer(torch.randn(5, 3)).shape
         torch.Size([5, 2])
+        >>> layer.weight[0, 1].item()  # masked out: zero at rest
+        0.0
     """
-
-    mask: torch.Tensor
 
     def __init__(
         self,
@@ -62,137 +127,375 @@ class MaskedLinear(nn.Linear):
         activation: str = "identity",
         init: str = "masked",
         backend: str = "auto",
+        packed: bool | None = None,
         device: Any = None,
         dtype: Any = None,
     ):
+        super().__init__()
+        self.in_features = as_positive_int(in_features, "in_features")
+        self.out_features = as_positive_int(out_features, "out_features")
         self.activation = choice(activation, tuple(ACTIVATIONS), "activation")
         self.init = choice(init, INITS, "init")
         self.backend = choice(backend, BACKENDS, "backend")
-        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        self.register_buffer("mask", torch.ones(out_features, in_features, device=device, dtype=self.weight.dtype))
-        self._cache: tuple[tuple, torch.Tensor] | None = None
-        self._csr_cache: tuple[tuple, torch.Tensor] | None = None
-        if mask is not None:
-            self.set_mask(mask)
+        shape = (self.out_features, self.in_features)
+        structure = (MaskStructure.from_dense(np.ones(shape, dtype=np.uint8)) if mask is None
+                     else mask_structure(mask, shape))
+        if packed is None:
+            packed = self.backend == "sparse" or (
+                self.backend == "auto" and structure.density <= PACK_MAX_DENSITY
+                and shape[0] * shape[1] >= PACK_MIN_WEIGHTS)
+        if not isinstance(packed, bool):
+            raise TypeError(f"packed must be True, False or None, got {packed!r}")
+        factory = {"device": device, "dtype": dtype}
+        self._derived: dict[Any, Any] = {}
+        self.seen_cases: set = set()  # dispatch cases this layer ran (for backend reports)
+        if packed:
+            self.values = nn.Parameter(torch.empty(structure.nnz, **factory))
+            self.register_buffer("crow_indices", structure.crow.to(device))
+            self.register_buffer("col_indices", structure.col.to(device))
+        else:
+            self.weight = nn.Parameter(torch.empty(shape, **factory))
+            self.register_buffer("mask", structure.dense(self.weight.dtype).to(device))
+        self.invalidate(structure)
+        self.bias = nn.Parameter(torch.empty(self.out_features, **factory)) if bias else None
         self.reset_parameters()
 
-    def set_mask(self, mask: Any) -> None:
-        """Stores a new (out, in) binary mask and re-initializes nothing."""
-        m = as_binary_matrix(mask, "mask", allow_zero=True)
-        if m.shape != (self.out_features, self.in_features):
-            raise ValueError(f"mask must have shape {(self.out_features, self.in_features)}, got {m.shape}")
-        with torch.no_grad():
-            self.mask.copy_(torch.from_numpy(m))
-        self._cache = self._csr_cache = None
+    # ------------------------------------------------------------------ storage views
+    @property
+    def packed(self) -> bool:
+        """Whether only the mask's nonzeros are stored."""
+        return "values" in self._parameters
 
-    def reset_parameters(self) -> None:
-        if getattr(self, "init", "kaiming") == "kaiming" or not hasattr(self, "mask"):
-            super().reset_parameters()
-            return
-        # Each unit sees only its unmasked inputs; scaling by the full width would shrink
-        # activations layer after layer in sparse masks.
-        fan_in = self.mask.sum(dim=1).clamp_min(1.0)
-        gain = nn.init.calculate_gain(GAINS[self.activation])
-        with torch.no_grad():
-            bound = (gain * torch.sqrt(3.0 / fan_in)).unsqueeze(1)
-            self.weight.uniform_(-1.0, 1.0).mul_(bound)
-            if self.bias is not None:
-                self.bias.uniform_(-1.0, 1.0).mul_(1.0 / torch.sqrt(fan_in))
-        self._cache = None
+    def __getattr__(self, name: str) -> Any:
+        if name in ("weight", "mask") and "values" in self.__dict__.get("_parameters", {}):
+            # Packed storage: dense views, materialized on request (grad flows to the values).
+            s = self.structure(self.values.device)
+            return scatter_dense(self.values, s) if name == "weight" else s.dense(self.values.dtype)
+        return super().__getattr__(name)
 
-    def inference(self) -> bool:
-        """True when no gradient can flow to the weights: eval mode under no_grad, or frozen weights."""
-        return not self.training and not (torch.is_grad_enabled() and self.weight.requires_grad)
+    @property
+    def param_dtype(self) -> torch.dtype:
+        return (self.values if self.packed else self.weight).dtype
 
-    def _weights_key(self) -> tuple:
-        return (self.weight._version, self.mask._version, self.weight.data_ptr(), self.mask.data_ptr(),
-                self.weight.dtype, self.weight.device)
+    @property
+    def param_device(self) -> torch.device:
+        return (self.values if self.packed else self.weight).device
 
-    def masked_weight(self) -> torch.Tensor:
-        """W ⊙ M; in inference computed once and reused until the weight or the mask change."""
-        if not self.inference():
-            return self.weight * self.mask
-        key = self._weights_key()
-        if self._cache is None or self._cache[0] != key:
-            with torch.no_grad():
-                self._cache = (key, self.weight * self.mask)
-        return self._cache[1]
+    def _mask_key(self) -> tuple:
+        # Dense storage also follows in-place edits of the mask buffer (eager mode only).
+        if self.packed or torch.compiler.is_compiling():
+            return ()
+        m = self._buffers["mask"]
+        return (m._version, m.data_ptr())
 
-    def csr_weight(self) -> torch.Tensor:
-        """W ⊙ M as a cached sparse CSR tensor (inference only)."""
-        key = self._weights_key()
-        if self._csr_cache is None or self._csr_cache[0] != key:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-                self._csr_cache = (key, self.masked_weight().to_sparse_csr())
-        return self._csr_cache[1]
+    def _get(self, what: Any, build):
+        # The one invalidation rule: everything derived was built at one mask key; a different key
+        # (set_mask, loading, permute_, .to(), an in-place edit of the mask buffer) drops it all.
+        if not torch.compiler.is_compiling():
+            key = self._mask_key()
+            if self._derived.get("_key", key) != key:
+                self._derived.clear()
+            self._derived["_key"] = key
+        hit = self._derived.get(what)
+        if hit is None:
+            hit = self._derived[what] = build()
+        return hit
 
-    def resolved_backend(self, x: torch.Tensor) -> str:
-        """The backend this call runs on.
+    def invalidate(self, structure: MaskStructure | None = None) -> None:
+        """Drops every derived structure; `structure` (CPU) seeds the new one when the caller has it."""
+        self._derived.clear()
+        self.__dict__.pop("_last_dispatch", None)
+        if structure is not None:
+            self._derived["_key"] = self._mask_key()
+            self._derived["structure", torch.device("cpu")] = structure
 
-        "auto": on CPU, dense while training and CSR in sparse inference; on CUDA, decided per
-        layer by the cost model in ``strnn_fast.dispatch``.
-        """
-        if self.backend == "sparse" and not self.inference():
-            raise ValueError("backend='sparse' is inference-only: call .eval() and run under torch.no_grad()")
-        if self.backend != "auto":
-            return self.backend
-        if x.is_cuda:
-            from .dispatch import choose_backend
+    def structure(self, device: torch.device | str | None = None) -> MaskStructure:
+        """The mask's CSR structure (and its transpose) on `device`, cached until the mask changes."""
+        device = torch.device(device) if device is not None else self.param_device
 
-            return choose_backend(self, x)
-        if self.inference() and x.numel() >= CSR_MIN_BATCH * self.in_features and self.density() <= CSR_MAX_DENSITY:
-            return "sparse"
-        return "dense"
+        def build() -> MaskStructure:
+            if device.type != "cpu":
+                return self.structure(torch.device("cpu")).to(device)
+            if self.packed:
+                return MaskStructure.from_csr((self.out_features, self.in_features), self.crow_indices.cpu(),
+                                              self.col_indices.cpu())
+            return MaskStructure.from_dense(self._buffers["mask"])
+
+        return self._get(("structure", device), build)
 
     def density(self) -> float:
-        """Fraction of weights the mask keeps (cached with the mask)."""
-        key = (self.mask._version, self.mask.data_ptr())
-        if getattr(self, "_density", (None, 0.0))[0] != key:
-            self._density = (key, float(self.mask.float().mean()) if self.mask.numel() else 0.0)
-        return self._density[1]
+        """Fraction of weights the mask keeps."""
+        return self._get("density", lambda: self.structure(torch.device("cpu")).density)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        backend = self.resolved_backend(x)
+    def dispatch_memo(self) -> dict:
+        """Per-call dispatch answers of this layer (owned here so that a mask change drops them)."""
+        return self._get("dispatch_memo", dict)
+
+    def keep_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """(out, in) uint8 keep-mask on `device` (materialized, cached)."""
+        device = torch.device(device) if device is not None else self.param_device
+        return self._get(("keep", device), lambda: self.structure(device).dense(torch.uint8).contiguous())
+
+    def block_layout(self, device: torch.device | str, block: tuple[int, int]) -> tuple[BlockLayout, torch.Tensor]:
+        """(BlockLayout of the mask in `block` tiles on `device`, uint8 keep-mask), cached."""
+        device = torch.device(device)
+
+        def build() -> BlockLayout:
+            return BlockLayout.from_mask(self.keep_mask("cpu").numpy(), block).to(device)
+
+        return self._get(("layout", device, tuple(block)), build), self.keep_mask(device)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The (out, in) weight, zero off the mask (a scatter of the values when packed)."""
+        return self.weight
+
+    def masked_weight(self) -> torch.Tensor:
+        """W ⊙ M: the weight itself, since weights are masked at rest."""
+        return self.dense_weight()
+
+    def packed_values(self) -> torch.Tensor:
+        """The kept weights in CSR order (a gather of the dense weight when not packed; differentiable)."""
+        if self.packed:
+            return self.values
+        return self.weight.reshape(-1)[self.structure(self.weight.device).flat]
+
+    # ------------------------------------------------------------------ mutation
+    @torch.no_grad()
+    def set_mask(self, mask: Any) -> None:
+        """Sets a new (out, in) binary mask (dense or scipy.sparse); weights off it become zero.
+
+        Kept weights keep their values; newly unmasked ones start at zero. A packed layer gets a
+        new ``values`` parameter when the number of nonzeros changes: create optimizers after.
+        """
+        new = mask_structure(mask, (self.out_features, self.in_features))
+        self._set_structure(new)
+
+    def _set_structure(self, new: MaskStructure) -> None:
+        if self.packed:
+            old = self.structure(torch.device("cpu"))
+            vals = self.values.detach()
+            out = vals.new_zeros(new.nnz)
+            if old.nnz:  # kept weights keep their values
+                pos = torch.searchsorted(old.flat, new.flat).clamp_max(old.nnz - 1)
+                hit = old.flat[pos] == new.flat
+                out[hit.to(out.device)] = vals[pos[hit].to(vals.device)]
+            if new.nnz == vals.numel():
+                self.values.copy_(out)
+            else:
+                self.values = nn.Parameter(out, requires_grad=self.values.requires_grad)
+            self.crow_indices = new.crow.to(self.crow_indices.device)
+            self.col_indices = new.col.to(self.col_indices.device)
+        else:
+            self._buffers["mask"].copy_(new.dense(self.weight.dtype))
+            self.weight.masked_fill_(self._buffers["mask"] == 0, 0.0)
+        self.invalidate(new)
+
+    @torch.no_grad()
+    def set_weight(self, weight: Any) -> None:
+        """Copies an (out, in) weight in, keeping only its entries on the mask."""
+        w = torch.as_tensor(weight)
+        if w.shape != (self.out_features, self.in_features):
+            raise ValueError(f"weight must have shape {(self.out_features, self.in_features)}, got {tuple(w.shape)}")
+        if self.packed:
+            s = self.structure(self.values.device)
+            self.values.copy_(w.to(self.values.device).reshape(-1)[s.flat])
+        else:
+            self.weight.copy_(w)
+            self.weight.masked_fill_(self._buffers["mask"] == 0, 0.0)
+
+    @torch.no_grad()
+    def apply_mask_(self) -> MaskedLinear:
+        """Zeroes the weights off the mask again, after editing ``weight`` in place by hand.
+
+        Optimizers never need it (masked-out weights get zero gradient); code that adds noise
+        to or copies into ``weight`` directly does. A packed layer has nothing off its mask.
+        """
+        if not self.packed:
+            self.weight.masked_fill_(self._buffers["mask"] == 0, 0.0)
+        return self
+
+    @torch.no_grad()
+    def zero_(self) -> MaskedLinear:
+        """Sets all weights and the bias to zero (e.g. an identity-initialized flow's last layer)."""
+        (self.values if self.packed else self.weight).zero_()
+        if self.bias is not None:
+            self.bias.zero_()
+        return self
+
+    @torch.no_grad()
+    def permute_(self, out_perm: Any = None, in_perm: Any = None) -> None:
+        """Reorders output units (rows) and/or input units (columns): new position k holds old unit perm[k]."""
+        dev = self.param_device
+        po = None if out_perm is None else torch.as_tensor(out_perm, dtype=torch.int64)
+        pi = None if in_perm is None else torch.as_tensor(in_perm, dtype=torch.int64)
+        if self.packed:
+            s = self.structure(torch.device("cpu"))
+            rows = torch.repeat_interleave(torch.arange(self.out_features), s.crow.diff())
+            cols = s.col
+            if po is not None:
+                rows = torch.argsort(po)[rows]
+            if pi is not None:
+                cols = torch.argsort(pi)[cols]
+            order = torch.argsort(rows * self.in_features + cols)
+            rows, cols = rows[order], cols[order]
+            crow = torch.zeros(self.out_features + 1, dtype=torch.int64)
+            crow[1:] = torch.cumsum(torch.bincount(rows, minlength=self.out_features), 0)
+            self.values.copy_(self.values[order.to(dev)])
+            new = MaskStructure.from_csr((self.out_features, self.in_features), crow, cols)
+            self.crow_indices = new.crow.to(dev)
+            self.col_indices = new.col.to(dev)
+            self.invalidate(new)
+        else:
+            for t, dim, p in ((self.weight, 0, po), (self._buffers["mask"], 0, po),
+                              (self.weight, 1, pi), (self._buffers["mask"], 1, pi)):
+                if p is not None:
+                    t.copy_(t.index_select(dim, p.to(t.device)))
+            self.invalidate()
+        if po is not None and self.bias is not None:
+            self.bias.copy_(self.bias[po.to(self.bias.device)])
+
+    def reset_parameters(self) -> None:
+        """Re-draws weights and bias ("masked": fan-in counted from the mask; "kaiming": nn.Linear's rule)."""
+        s = self.structure(torch.device("cpu"))
+        with torch.no_grad():
+            if self.init == "kaiming":  # nn.Linear's rule: U(-1/sqrt(in), 1/sqrt(in)) for both
+                bound_w = bound_b = torch.tensor(1.0 / math.sqrt(self.in_features), dtype=torch.float64)
+                if not self.packed:  # nn.Linear's exact draws, for parity with the reference
+                    nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+            else:
+                # Each unit sees only its unmasked inputs; scaling by the full width would shrink
+                # activations layer after layer in sparse masks.
+                fan_in = s.crow.diff().to(torch.float64).clamp_min(1.0)
+                gain = nn.init.calculate_gain(GAINS[self.activation])
+                bound_w = gain * torch.sqrt(3.0 / fan_in)
+                bound_b = 1.0 / torch.sqrt(fan_in)
+            if self.packed:
+                rows = torch.repeat_interleave(torch.arange(self.out_features), s.crow.diff())
+                bw = bound_w.expand(self.out_features)[rows] if bound_w.ndim else bound_w
+                self.values.uniform_(-1.0, 1.0).mul_(bw.to(self.values))
+            elif self.init != "kaiming":
+                self.weight.uniform_(-1.0, 1.0).mul_(bound_w.unsqueeze(1).to(self.weight))
+            if not self.packed:
+                self.weight.masked_fill_(self._buffers["mask"] == 0, 0.0)
+            if self.bias is not None and self.init == "kaiming":
+                self.bias.uniform_(-float(bound_b), float(bound_b))
+            elif self.bias is not None:
+                self.bias.uniform_(-1.0, 1.0).mul_(bound_b.to(self.bias))
+
+    # ------------------------------------------------------------------ compute
+    def inference(self) -> bool:
+        """True when no gradient can flow to the weights: eval mode under no_grad, or frozen weights."""
+        p = self.values if self.packed else self.weight
+        return not self.training and not (torch.is_grad_enabled() and p.requires_grad)
+
+    def decision(self, batch: int, phase: str, dtype: torch.dtype | None = None, device: Any = None) -> str:
+        """What backend="auto" runs for this case (the dispatch table's answer; no measuring)."""
+        return decide((self.out_features, self.in_features), self.density(), batch, dtype or self.param_dtype,
+                      phase, device if device is not None else self.param_device)
+
+    def resolved_backend(self, x: torch.Tensor) -> str:
+        """The backend this call runs on: the fixed one, or for "auto" the dispatch's measured choice."""
+        if self.backend != "auto":
+            return self.backend
+        return choose_backend(self, x)
+
+    def run_backend(self, backend: str, x: torch.Tensor) -> torch.Tensor:
+        """The layer's output on a given backend (all agree to rounding)."""
         if backend == "triton":
             from .dispatch import triton_forward
 
             return triton_forward(self, x)
         if backend == "sparse":
-            flat = x.reshape(-1, self.in_features)
-            bias = self.bias if self.bias is not None else torch.zeros(self.out_features, dtype=x.dtype, device=x.device)
-            # CSR @ dense wants the batch on the columns.
-            y = torch.addmm(bias.unsqueeze(1), self.csr_weight(), flat.T).T
-            return ACTIVATIONS[self.activation](y.reshape(*x.shape[:-1], self.out_features))
-        return ACTIVATIONS[self.activation](F.linear(x, self.masked_weight(), self.bias))
+            s = self.structure(x.device)
+            y = sparse_linear(x, self.packed_values(), self.bias, s)
+        elif self.packed:
+            y = linear(x, self.weight, self.bias)  # the scatter's gradient reaches only kept values
+        else:
+            y = masked_dense_linear(x, self.weight, self.bias, self._buffers["mask"])
+        return ACTIVATIONS[self.activation](y)
 
-    def _apply(self, fn, recurse=True):  # noqa: D401 - invalidate the caches on .to()/.half()
-        self._cache = self._csr_cache = None
-        return super()._apply(fn, recurse)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run_backend(self.resolved_backend(x), x)
+
+    # ------------------------------------------------------------------ state
+    def _apply(self, fn, recurse=True):  # .to()/.half(): derived tensors live on devices, rebuild them
+        structure = self._derived.get(("structure", torch.device("cpu")))
+        out = super()._apply(fn, recurse)
+        self.invalidate(structure)  # the CPU structure does not depend on device or dtype
+        return out
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        # Accepts dense (weight [+ mask], the reference's keys) and packed (values + CSR) checkpoints
+        # whatever this layer's storage, converting on the way in.
+        names = ("weight", "mask", "values", "crow_indices", "col_indices", "bias")
+        got = {n: state_dict[prefix + n] for n in names if prefix + n in state_dict}
+        for key in state_dict:
+            if key.startswith(prefix) and "." not in key[len(prefix):] and key[len(prefix):] not in names:
+                unexpected_keys.append(key)
+        shape = (self.out_features, self.in_features)
+        try:
+            with torch.no_grad():
+                if "crow_indices" in got and "col_indices" in got:
+                    self._set_structure(MaskStructure.from_csr(shape, got["crow_indices"], got["col_indices"]))
+                elif "mask" in got:
+                    self._set_structure(mask_structure(got["mask"], shape, prefix + "mask"))
+                else:
+                    missing_keys.append(prefix + ("crow_indices" if self.packed else "mask"))
+                if "values" in got:
+                    s = self.structure(torch.device("cpu"))
+                    if got["values"].shape != (s.nnz,):
+                        raise ValueError(f"{prefix}values must have shape ({s.nnz},), got {tuple(got['values'].shape)}")
+                    self.set_weight(scatter_dense(got["values"].detach().cpu(), s))
+                elif "weight" in got:
+                    self.set_weight(got["weight"].detach().cpu())
+                else:
+                    missing_keys.append(prefix + ("values" if self.packed else "weight"))
+                if self.bias is not None:
+                    if "bias" not in got:
+                        missing_keys.append(prefix + "bias")
+                    elif got["bias"].shape != self.bias.shape:
+                        raise ValueError(f"{prefix}bias must have shape {tuple(self.bias.shape)}, got {tuple(got['bias'].shape)}")
+                    else:
+                        self.bias.copy_(got["bias"])
+                elif "bias" in got:
+                    unexpected_keys.append(prefix + "bias")
+        except ValueError as err:
+            error_msgs.append(str(err))
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, activation={self.activation}, mask_density={self.density():.3f}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"activation={self.activation}, mask_density={self.density():.3g}, packed={self.packed}")
+
+
+# A dense-storage model whose parameters, gradients and AdamW state (4 copies of the weights)
+# would exceed this many bytes is refused before anything is allocated. Raise it with the
+# environment variable STRNN_FAST_MAX_DENSE_BYTES or by setting strnn_fast.nn.MAX_DENSE_BYTES.
+MAX_DENSE_BYTES = int(os.environ.get("STRNN_FAST_MAX_DENSE_BYTES", 8 << 30))
+# Above this many mask entries (sum of fan_in * fan_out) the factorizer is asked for sparse masks.
+SPARSE_FACTORIZE_MIN_ENTRIES = 1 << 26
 
 
 class FastStrNN(Savable, nn.Module):
     r"""Structured Neural Network: an MLP whose masks make output i depend only on inputs j with A[i, j] = 1.
 
-    Drop-in for ``strnn.models.strNN.StrNN`` (same arguments, ``.masks``, ``.A``, same outputs for
-    the same masks and weights).
+    Drop-in for ``strnn.models.strNN.StrNN`` (same arguments, ``.masks``, ``.A``, ``update_masks()``,
+    same outputs for the same masks and weights; ``load_state_dict`` also takes the reference's
+    checkpoints, keys ``net.0.weight``, ``net.0.mask``, ...).
 
     Arguments:
         nin: number of inputs.
         hidden_sizes: widths of the hidden layers.
-        nout: number of outputs; ``k * nin`` gives k outputs per variable, output ``p * nin + i``
-            being parameter p of variable i.
+        nout: number of outputs: ``A.shape[0]``, or ``k * A.shape[0]`` for k outputs per output
+            row of A, output ``p * A.shape[0] + i`` being parameter p of row i.
         opt_type: factorizer, one of "greedy", "zuko", "made", "exact".
         opt_args: options for the factorizer (e.g. ``{"improve": True}`` for greedy). The
             reference's ``var_penalty_weight`` is accepted and ignored except by "exact".
         precomputed_masks: masks to use instead of factorizing (reference orientation).
-        adjacency: (nout x nin) binary matrix, or (nin x nin) when nout = k * nin. Defaults to the
-            full lower triangle when opt_type="made".
+        adjacency: (n_out x nin) binary matrix. Defaults to the full lower triangle when opt_type="made".
         activation: "relu", "tanh", "softplus", "elu", "gelu" or "silu".
-        backend: "auto", "dense", "sparse" or "triton" (see ``MaskedLinear.resolved_backend``).
+        backend: "auto" (measured per layer and case, see :mod:`strnn_fast.dispatch`), "dense",
+            "sparse" (CSR, trains; parameters stored packed) or "triton".
         init: "masked" (default) or "kaiming" (the reference's nn.Linear default).
         reorder: permute hidden units so that fewer weight tiles are nonzero (same function,
             same variable order; see ``strnn_fast.reorder``). Default: only for backend="triton",
@@ -227,6 +530,8 @@ class FastStrNN(Savable, nn.Module):
         self.opt_args = dict(opt_args or {})
         self.activation = choice(activation, tuple(a for a in ACTIVATIONS if a != "identity"), "activation")
         self.backend = choice(backend, BACKENDS, "backend")
+        self.init = init
+        self._register_load_state_dict_pre_hook(_reference_keys)
 
         if adjacency is None:
             if self.opt_type != "made":
@@ -236,34 +541,27 @@ class FastStrNN(Savable, nn.Module):
         self.A = as_binary_matrix(adjacency, "adjacency")
         if self.A.shape[1] != self.nin:
             raise ValueError(f"adjacency must have nin={self.nin} columns, got shape {self.A.shape}")
-        if self.A.shape[0] == self.nout:
-            self.outputs_per_var = 1
-        elif self.nout % self.nin == 0 and self.A.shape[0] == self.nin:
-            self.outputs_per_var = self.nout // self.nin
-        else:
-            raise ValueError(
-                f"nout={self.nout} must equal adjacency.shape[0]={self.A.shape[0]}, or be a multiple "
-                f"k * nin of nin={self.nin} with a square adjacency (k outputs per variable)"
-            )
+        if self.nout % self.A.shape[0]:
+            raise ValueError(f"nout={self.nout} must be a multiple k * adjacency.shape[0] of adjacency.shape[0]="
+                             f"{self.A.shape[0]} (k outputs per row of the adjacency)")
+        self.outputs_per_var = self.nout // self.A.shape[0]
+        self._check_memory()
+        self.precomputed_masks = precomputed_masks
 
+        sizes = [self.nin, *self.hidden_sizes, self.nout]
         masks = self._masks(precomputed_masks)
+        self._check_memory(masks)
+        self.layers = nn.ModuleList(
+            MaskedLinear(fan_in, fan_out, _out_in(mask), activation="identity" if idx == len(sizes) - 2 else self.activation,
+                         init=init, backend=self.backend)
+            for idx, (fan_in, fan_out, mask) in enumerate(zip(sizes, sizes[1:], self._replicated(masks)))
+        )
         self.config = {
             "nin": self.nin, "hidden_sizes": list(self.hidden_sizes), "nout": self.nout,
-            "opt_type": self.opt_type, "opt_args": self.opt_args, "adjacency": self.A.tolist(),
-            "precomputed_masks": [m.tolist() for m in masks] if precomputed_masks is not None else None,
+            "opt_type": self.opt_type, "opt_args": self.opt_args, "adjacency": self.A,
+            "precomputed_masks": list(masks) if precomputed_masks is not None else None,
             "activation": self.activation, "backend": self.backend, "init": init,
         }
-        k = self.outputs_per_var
-        self.masks = masks[:-1] + [np.concatenate([masks[-1]] * k, axis=1)] if k > 1 else masks
-        sizes = [self.nin, *self.hidden_sizes, self.nout]
-        layers = []
-        for idx, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
-            last = idx == len(sizes) - 2
-            layers.append(
-                MaskedLinear(fan_in, fan_out, self.masks[idx].T, activation="identity" if last else self.activation,
-                             init=init, backend=self.backend)
-            )
-        self.layers = nn.ModuleList(layers)
         if reorder is None:
             reorder = self.backend == "triton"
         if not isinstance(reorder, bool):
@@ -273,27 +571,114 @@ class FastStrNN(Savable, nn.Module):
 
             reorder_model(self)
             # Rebuilding from the reordered masks keeps save/load consistent with the weights.
-            self.config["precomputed_masks"] = [m.tolist() for m in self.masks[:-1]] + [
-                self.masks[-1][:, : self.A.shape[0]].tolist()
-            ]
+            masks = self.masks
+            self.config["precomputed_masks"] = masks[:-1] + [np.ascontiguousarray(masks[-1][:, : self.A.shape[0]])]
         self.config["reorder"] = False
 
-    def _masks(self, precomputed: Sequence[Any] | None) -> list[np.ndarray]:
+    def _check_memory(self, masks: list[Any] | None = None) -> None:
+        """Refuses a model whose dense-stored layers would need more than MAX_DENSE_BYTES.
+
+        Before factorizing only backend "dense"/"triton" is known to store every layer densely;
+        with the masks, "auto"'s layers that would stay dense (not sparse enough to pack) count too.
+        """
+        sizes = [self.nin, *self.hidden_sizes, self.nout]
+        shapes = list(zip(sizes, sizes[1:]))
+        if masks is None:
+            dense_layers = shapes if self.backend in ("dense", "triton") else []
+        elif self.backend == "auto":
+            dense_layers = [(a, b) for (a, b), m in zip(shapes, masks)
+                            if not (_density(m) <= PACK_MAX_DENSITY and a * b >= PACK_MIN_WEIGHTS)]
+        else:
+            dense_layers = []
+        entries = sum(a * b for a, b in dense_layers)
+        if entries:
+            need = 4 * entries * torch.tensor([], dtype=torch.get_default_dtype()).element_size()
+            if need > MAX_DENSE_BYTES:
+                raise ValueError(
+                    f"hidden_sizes={self.hidden_sizes} with backend={self.backend!r} needs about {need / 2**30:.1f} GiB "
+                    f"for dense weights, gradients and AdamW state, above the limit MAX_DENSE_BYTES="
+                    f"{MAX_DENSE_BYTES / 2**30:.1f} GiB; use backend='sparse' (memory grows with the masks' "
+                    f"nonzeros), or raise the limit with STRNN_FAST_MAX_DENSE_BYTES or strnn_fast.nn.MAX_DENSE_BYTES")
+
+    def _factorize(self) -> list[Any]:
+        opts = {k: v for k, v in self.opt_args.items() if not (k == "var_penalty_weight" and self.opt_type != "exact")}
+        if self.opt_type == "exact" and "var_penalty_weight" in opts:
+            opts["var_penalty"] = opts.pop("var_penalty_weight")
+        sizes = [self.nin, *self.hidden_sizes, self.A.shape[0]]
+        if self.backend != "dense" and sum(a * b for a, b in zip(sizes, sizes[1:])) >= SPARSE_FACTORIZE_MIN_ENTRIES:
+            # Large models: scipy.sparse csr masks, never a dense (h x d) array.
+            return factorize(self.A, self.hidden_sizes, self.opt_type, sparse=True, **opts)
+        return factorize(self.A, self.hidden_sizes, self.opt_type, **opts)
+
+    def _masks(self, precomputed: Sequence[Any] | None) -> list[Any]:
         if precomputed is None:
-            opts = {k: v for k, v in self.opt_args.items() if not (k == "var_penalty_weight" and self.opt_type != "exact")}
-            if self.opt_type == "exact" and "var_penalty_weight" in opts:
-                opts["var_penalty"] = opts.pop("var_penalty_weight")
-            return factorize(self.A, self.hidden_sizes, self.opt_type, **opts)
+            return self._factorize()
         if isinstance(precomputed, (str, bytes)) or not isinstance(precomputed, Sequence):
             raise TypeError("precomputed_masks must be a list of 2-D arrays")
-        masks = [as_binary_matrix(m, f"precomputed_masks[{i}]", allow_zero=True) for i, m in enumerate(precomputed)]
+        masks = [m if _is_scipy_sparse(m) or _is_binary_array(m)
+                 else as_binary_matrix(m, f"precomputed_masks[{i}]", allow_zero=True) for i, m in enumerate(precomputed)]
         sizes = [self.nin, *self.hidden_sizes, self.A.shape[0]]
         expected = list(zip(sizes, sizes[1:]))
-        if [m.shape for m in masks] != expected:
-            raise ValueError(f"precomputed_masks must have shapes {expected}, got {[m.shape for m in masks]}")
-        if not check_masks(masks, self.A):
+        if [tuple(m.shape) for m in masks] != expected:
+            raise ValueError(f"precomputed_masks must have shapes {expected}, got {[tuple(m.shape) for m in masks]}")
+        if not (_sparse_pattern_ok(masks, self.A) if any(map(_is_scipy_sparse, masks)) else check_masks(masks, self.A)):
             raise ValueError("precomputed_masks do not have the adjacency's sparsity pattern")
         return masks
+
+    def _replicated(self, masks: list[Any]) -> list[Any]:
+        """The masks with the last one repeated k times along the outputs (k outputs per row of A)."""
+        k = self.outputs_per_var
+        if k == 1:
+            return list(masks)
+        last = masks[-1]
+        if _is_scipy_sparse(last):
+            import scipy.sparse as sp
+
+            return list(masks[:-1]) + [sp.hstack([last] * k, format="csr")]
+        return list(masks[:-1]) + [np.concatenate([last] * k, axis=1)]
+
+    def update_masks(self) -> None:
+        """Re-computes the masks (factorizing ``A``, or from ``precomputed_masks``) and sets them on the layers.
+
+        As the reference's method of the same name; weights off the new masks become zero.
+        """
+        masks = self._replicated(self._masks(self.precomputed_masks))
+        for layer, mask in zip(self.layers, masks):
+            layer.set_mask(_out_in(mask))
+
+    @property
+    def masks(self) -> list[np.ndarray]:
+        """The layers' masks in the reference orientation (fan_in x fan_out), materialized on access."""
+        return [np.ascontiguousarray(layer.keep_mask("cpu").numpy().T) for layer in self.layers]
+
+    def backend_report(self) -> list[dict[str, Any]]:
+        r"""What each layer ran (or would run) per dispatch case, and why.
+
+        One row per (layer, case seen): layer index, shape, density, batch bucket, dtype, phase,
+        device, the backend "auto" picks, the measured times in microseconds and the source
+        ("measured", "file", "override"). Pin a case with :func:`strnn_fast.dispatch.override`,
+        or fix a backend for every call with ``layer.backend = "sparse"``.
+
+        Example:
+            >>> net = FastStrNN(3, (8,), 3, adjacency=np.tril(np.ones((3, 3)), -1))
+            >>> _ = net(torch.randn(4, 3))
+            >>> sorted(net.backend_report()[0])[:4]
+            ['backend', 'batch_bucket', 'density', 'device']
+        """
+        from .dispatch import DECISIONS
+
+        rows = []
+        for idx, layer in enumerate(self.layers):
+            for case in sorted(layer.seen_cases, key=str):
+                entry = DECISIONS.get(case, {"backend": "dense", "times_us": {}, "source": "unmeasured"})
+                fixed = layer.backend != "auto"
+                rows.append({
+                    "layer": idx, "out": case[0], "in": case[1], "density": case[2], "batch_bucket": case[3],
+                    "dtype": case[4], "phase": case[5], "device": case[6],
+                    "backend": layer.backend if fixed else entry["backend"], "times_us": entry["times_us"],
+                    "source": "fixed by layer.backend" if fixed else entry["source"], "packed": layer.packed,
+                })
+        return rows
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Named errors for a numpy array or a wrong width; other float dtypes are cast to the model's.
@@ -306,3 +691,32 @@ class FastStrNN(Savable, nn.Module):
     def net(self) -> nn.ModuleList:
         """The masked layers (the reference calls its container ``net``)."""
         return self.layers
+
+
+def _density(mask: Any) -> float:
+    """Fraction of ones of a dense or scipy.sparse 0/1 mask."""
+    nnz = mask.nnz if _is_scipy_sparse(mask) else int(np.count_nonzero(mask))
+    return nnz / max(mask.shape[0] * mask.shape[1], 1)
+
+
+def _sparse_pattern_ok(masks: Sequence[Any], A: np.ndarray) -> bool:
+    """check_masks for scipy.sparse masks: the boolean product, kept sparse, has exactly A's pattern."""
+    import scipy.sparse as sp
+
+    prod = sp.csr_array(masks[0], dtype=bool)
+    for m in masks[1:]:
+        prod = (prod.astype(np.int64) @ sp.csr_array(m, dtype=np.int64)).astype(bool)
+    return (sp.csr_array(prod.T) != sp.csr_array(A.astype(bool))).nnz == 0
+
+
+def _out_in(mask: Any) -> Any:
+    """A reference-orientation (fan_in x fan_out) mask as (out, in), scipy masks staying sparse."""
+    return mask.T.tocsr() if _is_scipy_sparse(mask) else np.asarray(mask).T  # a view: the layer reads it once
+
+
+def _reference_keys(state_dict, prefix, *args) -> None:
+    """load_state_dict pre-hook: the reference's ``net.{2i}.*`` keys (Linear, activation, ...) -> ``layers.{i}.*``."""
+    for key in [k for k in state_dict if k.startswith(prefix + "net.")]:
+        idx, _, rest = key[len(prefix) + 4:].partition(".")
+        if idx.isdigit() and int(idx) % 2 == 0:
+            state_dict[f"{prefix}layers.{int(idx) // 2}.{rest}"] = state_dict.pop(key)

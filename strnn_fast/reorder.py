@@ -148,17 +148,9 @@ def permute_layers(layers: Sequence[nn.Module], perms: Sequence[Any]) -> None:
         perms: one permutation per hidden layer, new position -> original unit.
     """
     ps = _check_perms(perms, [layer.out_features for layer in layers[:-1]])
-    with torch.no_grad():
-        for h, p in enumerate(ps):
-            idx = torch.as_tensor(p, device=layers[h].weight.device)
-            for t in (layers[h].weight, layers[h].mask, layers[h].bias):
-                if t is not None:
-                    t.copy_(t.index_select(0, idx))
-            nxt = layers[h + 1]
-            for t in (nxt.weight, nxt.mask):
-                t.copy_(t.index_select(1, idx.to(t.device)))
-    for layer in layers:
-        layer._cache = None
+    for h, p in enumerate(ps):  # each layer permutes its own storage and drops its derived state
+        layers[h].permute_(out_perm=p)
+        layers[h + 1].permute_(in_perm=p)
 
 
 def reorder_model(model: nn.Module, block: tuple[int, int] = (64, 64), sweeps: int = 3) -> Reordering:
@@ -183,10 +175,10 @@ def reorder_model(model: nn.Module, block: tuple[int, int] = (64, 64), sweeps: i
         True
     """
     layers = getattr(model, "layers", None)
-    if not isinstance(layers, (nn.ModuleList, Sequence)) or not all(hasattr(m, "mask") for m in layers):
+    if not isinstance(layers, (nn.ModuleList, Sequence)) or not all(hasattr(m, "permute_") for m in layers):
         raise TypeError(f"model must have .layers, a sequence of MaskedLinear; got {type(model).__name__}")
-    result = reorder_masks([layer.mask.detach().cpu().numpy().T for layer in layers], block, sweeps)
+    result = reorder_masks([layer.keep_mask("cpu").numpy().T for layer in layers], block, sweeps)
     permute_layers(layers, result.perms)
-    if hasattr(model, "masks"):
-        model.masks = list(result.masks)
+    if hasattr(model, "masks") and not isinstance(getattr(type(model), "masks", None), property):
+        model.masks = list(result.masks)  # a plain attribute; FastStrNN reads its masks from the layers
     return result

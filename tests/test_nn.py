@@ -14,11 +14,8 @@ ref_models = pytest.importorskip("strnn.models.strNN", reason="install strnn==0.
 
 
 def _copy_weights_from_reference(ours: FastStrNN, theirs) -> None:
-    ref_layers = [m for m in theirs.net if isinstance(m, torch.nn.Linear)]
-    with torch.no_grad():
-        for mine, other in zip(ours.layers, ref_layers):
-            mine.weight.copy_(other.weight)
-            mine.bias.copy_(other.bias)
+    # The reference keeps unmasked weights at rest; loading its checkpoint masks them on the way in.
+    ours.load_state_dict(theirs.state_dict())
 
 
 @pytest.mark.parametrize("opt_type", ["greedy", "zuko", "made"])
@@ -78,18 +75,31 @@ def test_jacobian_blocks_for_several_outputs_per_variable() -> None:
     assert torch.all(J[~pattern] == 0) and torch.all(J[pattern] != 0)
 
 
-def test_eval_cache_reused_and_invalidated() -> None:
-    layer = MaskedLinear(4, 3, mask=np.tril(np.ones((3, 4))))
-    layer.eval()
+@pytest.mark.parametrize("packed", [False, True])
+def test_weights_masked_at_rest(packed: bool) -> None:
+    torch.manual_seed(0)
+    mask = np.tril(np.ones((5, 7)))
+    layer = MaskedLinear(7, 5, mask=mask, packed=packed)
+    off = torch.from_numpy(mask) == 0
+    assert torch.all(layer.weight[off] == 0) and torch.all(layer.weight[~off] != 0)
+    layer.set_weight(torch.randn(5, 7) + 3.0)  # a full matrix in: only the mask's entries kept
+    assert torch.all(layer.weight[off] == 0) and torch.all(layer.weight[~off] != 0)
+    new = np.triu(np.ones((5, 7)))
+    kept = layer.weight.detach().clone() * torch.from_numpy(new)
+    layer.set_mask(new)
+    torch.testing.assert_close(layer.weight, kept.float(), rtol=0, atol=0)
+    assert layer.masked_weight().equal(layer.weight)
+
+
+def test_derived_state_follows_the_mask() -> None:
+    layer = MaskedLinear(6, 4, mask=np.tril(np.ones((4, 6))))
+    first = layer.structure()
+    assert layer.structure() is first and layer.density() == first.density
+    layer.set_mask(np.eye(4, 6))
+    assert layer.structure() is not first and layer.structure().nnz == 4 and layer.density() == 4 / 24
     with torch.no_grad():
-        first = layer.masked_weight()
-        assert layer.masked_weight() is first
-        layer.weight.add_(1.0)
-        second = layer.masked_weight()
-    assert second is not first
-    torch.testing.assert_close(second, layer.weight * layer.mask)
-    layer.train()
-    assert layer.masked_weight() is not second
+        layer.mask[0, 5] = 1.0  # an in-place edit of the buffer is seen too (eager mode)
+    assert layer.structure().nnz == 5
 
 
 def test_eval_mode_with_grad_still_trains() -> None:
@@ -134,26 +144,49 @@ def test_cpu_sparse_inference_matches_dense() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     A = np.tril(rng.random((30, 30)) < 0.1, -1)
-    net = FastStrNN(30, (90, 90), 60, adjacency=A, activation="gelu").double().eval()
+    net = FastStrNN(30, (90, 90), 60, adjacency=A, activation="gelu", backend="sparse").double().eval()
     dense = FastStrNN(30, (90, 90), 60, adjacency=A, activation="gelu", backend="dense").double().eval()
     dense.load_state_dict(net.state_dict())
     x = torch.randn(3, 17, 30, dtype=torch.float64)
     with torch.no_grad():
-        assert [layer.resolved_backend(x) for layer in net.layers].count("sparse") >= 1
         torch.testing.assert_close(net(x), dense(x), rtol=1e-12, atol=1e-12)
-        net.layers[0].weight.mul_(2.0)  # in-place change invalidates the CSR cache
+        net.layers[0].values.mul_(2.0)  # in-place change of the packed values is seen
         dense.layers[0].weight.mul_(2.0)
         torch.testing.assert_close(net(x), dense(x), rtol=1e-12, atol=1e-12)
-    net.train()
-    assert all(layer.resolved_backend(x) == "dense" for layer in net.layers)
 
 
-def test_sparse_backend_is_inference_only() -> None:
-    net = FastStrNN(3, (6,), 3, adjacency=np.tril(np.ones((3, 3)), -1), backend="sparse")
-    with pytest.raises(ValueError, match="inference-only"):
-        net(torch.randn(2, 3))
-    with torch.no_grad():
-        assert net.eval()(torch.randn(2, 3)).shape == (2, 3)
+def test_rectangular_adjacency_with_several_outputs_per_row() -> None:
+    torch.manual_seed(0)
+    A = np.array([[1, 0, 0, 1], [0, 1, 1, 0], [1, 1, 0, 0]])  # 3 outputs of 4 inputs
+    net = FastStrNN(4, (10, 10), 6, adjacency=A, activation="tanh").double()
+    J = _jacobian(net, torch.randn(4, dtype=torch.float64))
+    pattern = torch.from_numpy(np.concatenate([A, A])) == 1
+    assert J.shape == (6, 4) and torch.all(J[~pattern] == 0) and torch.all(J[pattern] != 0)
+    with pytest.raises(ValueError, match="multiple"):
+        FastStrNN(4, (10,), 7, adjacency=A)
+
+
+def test_memory_limit_refuses_clearly(monkeypatch) -> None:
+    import strnn_fast.nn as nn_module
+
+    monkeypatch.setattr(nn_module, "MAX_DENSE_BYTES", 10_000)
+    with pytest.raises(ValueError, match=r"hidden_sizes=\(64, 64\).*MAX_DENSE_BYTES"):
+        FastStrNN(8, (64, 64), 8, adjacency=np.tril(np.ones((8, 8)), -1), backend="dense")
+    FastStrNN(8, (64, 64), 8, adjacency=np.tril(np.ones((8, 8)), -1), backend="sparse")  # packed: allowed
+    # "auto" keeps MADE's half-full masks dense: counted once the masks are known.
+    with pytest.raises(ValueError, match="backend='auto'"):
+        FastStrNN(8, (64, 64), 8, opt_type="made", adjacency=np.tril(np.ones((8, 8)), -1), backend="auto")
+
+
+def test_update_masks_refactorizes_like_the_reference() -> None:
+    A = np.tril(np.ones((5, 5)), -1)
+    net = FastStrNN(5, (12,), 5, adjacency=A)
+    before = net.masks
+    net.layers[0].set_mask(np.ones((12, 5)))
+    net.update_masks()
+    for a, b in zip(net.masks, before):
+        np.testing.assert_array_equal(a, b)
+    assert check_masks(net.masks, A)
 
 
 def test_reorder_keeps_function_and_round_trips(tmp_path) -> None:

@@ -1,0 +1,142 @@
+r"""Sparse training on CPU: FastStrNN "auto" / "dense" / "sparse" against the reference StrNN.
+
+One training step (forward + backward + AdamW step) and one eval forward (``no_grad``) at batch
+256, on random DAGs with 2-5 parents per variable (``strnn_fast.data.random_dag``, seed 0),
+hidden (2d, 2d), d in {100, 1000, 4000}, plus the MADE full triangle at d=100 (dense masks:
+"auto" must pick dense there). All models share the same greedy masks (the reference gets them
+as ``precomputed_masks``: its own greedy factorizer takes ~50 s at d=1000). Torch threads are
+pinned by bench/conftest.py (1 unless STRNN_FAST_BENCH_THREADS says otherwise).
+
+"auto" measures its dispatch decisions on the first call of each case; the benchmark's warm-up
+round pays that, the timed rounds do not. After a run, ``bench/results/sparse_train_decisions.json``
+holds what "auto" decided per layer (``FastStrNN.backend_report()``).
+
+Run (about 1 minute on 1 thread; the d=4000 dense and reference points take tens of seconds a
+step, one timed round each, and are only run with STRNN_FAST_BENCH_BIG=1: over 15 minutes on the
+shared 2-core dev machine):
+    pytest bench/bench_sparse_train.py --benchmark-enable --benchmark-json=bench/results/sparse_train.json
+Done-when ratios (auto vs reference >= 10x at d=1000; auto >= 0.95x dense everywhere):
+    python bench/bench_sparse_train.py bench/results/sparse_train.json
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from strnn_fast import FastStrNN, factorize
+from strnn_fast.data import random_dag
+
+BATCH = 256
+CASES = {"dag-100": 100, "dag-1000": 1000, "dag-4000": 4000, "made-100": 100}
+IMPLS = ("auto", "dense", "sparse", "reference")
+BIG = os.environ.get("STRNN_FAST_BENCH_BIG") == "1"
+RESULTS = Path(__file__).with_name("results")
+
+_models: dict[tuple[str, str], torch.nn.Module] = {}
+_inputs: dict[str, torch.Tensor] = {}
+
+
+def _adjacency(case: str) -> np.ndarray:
+    d = CASES[case]
+    if case.startswith("made"):
+        return np.tril(np.ones((d, d), dtype=np.uint8), -1)
+    return random_dag(d, parents=(2, 5), seed=0)
+
+
+def _model(case: str, impl: str) -> torch.nn.Module:
+    if (case, impl) not in _models:
+        d = CASES[case]
+        A = _adjacency(case)
+        hidden = (2 * d, 2 * d)
+        masks = factorize(A, hidden, "greedy")
+        torch.manual_seed(0)
+        if impl == "reference":
+            ref_models = pytest.importorskip("strnn.models.strNN")
+            model = ref_models.StrNN(d, hidden, d, adjacency=A.astype(np.float64), precomputed_masks=masks)
+        else:
+            model = FastStrNN(d, hidden, d, adjacency=A, precomputed_masks=masks, backend=impl)
+        _models[case, impl] = model
+        _inputs.setdefault(case, torch.randn(BATCH, d, generator=torch.Generator().manual_seed(1)))
+    return _models[case, impl]
+
+
+def _skip_big(case: str, impl: str) -> None:
+    if CASES[case] >= 4000 and impl in ("dense", "reference") and not BIG:
+        pytest.skip("d=4000 dense/reference take tens of seconds a step: set STRNN_FAST_BENCH_BIG=1")
+
+
+def _rounds(case: str, impl: str) -> dict[str, int]:
+    # Enough rounds that the median of the small cases survives a busy machine; one for the
+    # d=4000 dense-weight points, which run for tens of seconds.
+    if CASES[case] >= 4000:
+        return {"rounds": 1, "warmup_rounds": 0} if impl in ("dense", "reference") else {"rounds": 3, "warmup_rounds": 1}
+    return {"rounds": 50 if CASES[case] <= 100 else 10, "warmup_rounds": 1}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_train_step(benchmark, case: str, impl: str) -> None:
+    _skip_big(case, impl)
+    benchmark.group = f"train step {case} hidden=(2d, 2d) batch={BATCH}"
+    model = _model(case, impl).train()
+    x = _inputs[case]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        model(x).square().mean().backward()
+        opt.step()
+
+    benchmark.pedantic(step, **_rounds(case, impl))
+    _save_report(case, impl, model)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_eval_forward(benchmark, case: str, impl: str) -> None:
+    _skip_big(case, impl)
+    benchmark.group = f"eval forward {case} hidden=(2d, 2d) batch={BATCH}"
+    model = _model(case, impl).eval()
+    x = _inputs[case]
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    benchmark.pedantic(forward, **_rounds(case, impl))
+    _save_report(case, impl, model)
+
+
+def _save_report(case: str, impl: str, model: torch.nn.Module) -> None:
+    if impl != "auto":
+        return
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "sparse_train_decisions.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[case] = model.backend_report()
+    path.write_text(json.dumps(data, indent=1, default=str))
+
+
+def summarize(path: str) -> None:
+    """Prints, per group, each implementation's median and the done-when ratios."""
+    rows = json.loads(Path(path).read_text())["benchmarks"]
+    groups: dict[str, dict[str, float]] = {}
+    for b in rows:
+        groups.setdefault(b["group"], {})[b["params"]["impl"]] = b["stats"]["median"]
+    print(f"| group | {' | '.join(IMPLS)} | ref/auto | dense/auto |")
+    print("|---|" + "---|" * (len(IMPLS) + 2))
+    for group, t in groups.items():
+        cells = [f"{t[i] * 1e3:.2f} ms" if i in t else "-" for i in IMPLS]
+        ref = f"{t['reference'] / t['auto']:.1f}x" if "reference" in t and "auto" in t else "-"
+        dense = f"{t['dense'] / t['auto']:.2f}x" if "dense" in t and "auto" in t else "-"
+        print(f"| {group} | {' | '.join(cells)} | {ref} | {dense} |")
+
+
+if __name__ == "__main__":
+    summarize(sys.argv[1] if len(sys.argv) > 1 else str(RESULTS / "sparse_train.json"))
