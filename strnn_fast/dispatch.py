@@ -45,6 +45,10 @@ PHASES = ("eval", "train")
 BACKENDS = ("dense", "sparse", "triton")
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 DEFAULT_FILE = Path(__file__).with_name("dispatch_decisions.json")
+# Layers with fewer weights are never timed implicitly and run on their native path: their work is
+# microseconds, below the timing noise of a busy machine (a 20x16 layer was once "measured" faster
+# on the sparse path), and no backend beats one small GEMM there. measure_layer still times them.
+MIN_TIMED_WEIGHTS = 1 << 12
 
 # (out, in, density, batch bucket, dtype, phase, device) -> {"backend", "times_us", "source"}
 Case = tuple[int, int, float, int, str, str, str]
@@ -330,7 +334,9 @@ def _choose(layer: nn.Module, x: torch.Tensor, rows: int, phase: str, dtype: tor
         dev = device_key(x.device)
     case = make_case((layer.out_features, layer.in_features), layer.density(), rows, dtype, phase, dev)
     layer.seen_cases.add(case)
-    if case not in DECISIONS and dev == "cpu" and not torch.compiler.is_compiling() and dtype == layer.param_dtype:
+    small = layer.out_features * layer.in_features < MIN_TIMED_WEIGHTS
+    if (case not in DECISIONS and dev == "cpu" and not small and not torch.compiler.is_compiling()
+            and dtype == layer.param_dtype):
         try:
             measure_layer(layer, rows, phase, dtype, x.device, like=x)
         except Exception as err:  # e.g. parameters that cannot be cloned: stay on the baseline

@@ -33,19 +33,28 @@ def timings(monkeypatch) -> list:
 
 
 def _net(backend: str = "auto") -> FastStrNN:
+    # Every layer has at least dispatch.MIN_TIMED_WEIGHTS weights: smaller ones are never timed.
     torch.manual_seed(0)
-    A = np.tril(np.random.default_rng(0).random((12, 12)) < 0.2, -1)
-    return FastStrNN(12, (40, 40), 12, adjacency=A, backend=backend)
+    A = np.tril(np.random.default_rng(0).random((64, 64)) < 0.2, -1)
+    return FastStrNN(64, (80, 80), 64, adjacency=A, backend=backend)
+
+
+def test_small_layers_are_not_timed(table, timings) -> None:
+    A = np.tril(np.ones((12, 12)), -1)
+    net = FastStrNN(12, (40, 40), 12, adjacency=A)
+    net(torch.randn(30, 12))
+    assert timings == [] and table == {}
+    assert all(layer.resolved_backend(torch.randn(30, layer.in_features)) == "dense" for layer in net.layers)
 
 
 def test_cpu_cases_are_measured_once_and_cached(table, timings) -> None:
     net = _net()
-    x = torch.randn(30, 12)
+    x = torch.randn(30, 64)
     y = net(x)
     assert len(timings) == 3 and all(names == ["dense", "sparse"] for names in timings)
     assert len(table) == 3 and all(v["source"] == "measured" and set(v["times_us"]) == {"dense", "sparse"}
                                    for v in table.values())
-    net(torch.randn(25, 12))  # the same batch bucket (32) and phase: no new measurement
+    net(torch.randn(25, 64))  # the same batch bucket (32) and phase: no new measurement
     assert len(timings) == 3
     with torch.no_grad():
         net(x)  # the eval phase is a new case
@@ -86,7 +95,7 @@ def test_decisions_are_used_and_can_be_overridden(table) -> None:
 
 def test_frozen_and_unfrozen_make_the_same_decision(table, timings) -> None:
     net = _net().eval()
-    x = torch.randn(16, 12)
+    x = torch.randn(16, 64)
     with torch.no_grad():
         y = net(x)
     frozen = freeze(net)

@@ -8,16 +8,14 @@ from torch.distributions import Distribution, Independent, Normal, constraints
 
 from strnn_fast.flows import ARF, GNF, FlowDistribution, StrAF
 
+from _shake import shake
+
 A = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0]])
 
 
 def perturbed(flow):
     torch.manual_seed(1)
-    with torch.no_grad():
-        for key, p in flow.named_parameters():
-            if "conditioner" in key:
-                p.add_(0.3 * torch.randn_like(p))
-    return flow.double()
+    return shake(flow).double()
 
 
 FLOWS = {
