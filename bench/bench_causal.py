@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _machine import cpu_name
+
 from strnn_fast.causal import CausalFlow
 from strnn_fast.data.sem import random_sparse_sem
 from strnn_fast.graph import descendants
@@ -168,14 +170,7 @@ def speed(n_rows: int, n_reference: int, epochs: int) -> dict:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     import os
 
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),

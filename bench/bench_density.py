@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import datetime
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from _machine import cpu_name
 
 from strnn_fast import StrNNDensityEstimator
 from strnn_fast.data import load_reference_binary
@@ -39,13 +40,6 @@ class ReferenceBinary(torch.nn.Module):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.net(x)
         return -torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def main() -> None:
@@ -71,7 +65,7 @@ def main() -> None:
         rows[name] = {"test_nll": nll, "mean": float(np.mean(nll)), "std": float(np.std(nll)),
                       "fit_seconds": float(np.median(seconds))}
         print(f"{name:<26} {np.mean(nll):.4f} ± {np.std(nll):.4f}", file=sys.stderr)
-    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "cpu": _cpu(),
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_name(),
             "torch": torch.__version__, "threads": 1, "seeds": SEEDS,
             "data": "reference binary d=15 (train 1600 / val 400 / test 500)"}
     OUT.mkdir(exist_ok=True)

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._validate import as_binary_matrix, as_input, as_positive_int, as_sizes, choice
+from ._validate import as_binary_matrix, as_binary_sparse, as_input, as_positive_int, as_sizes, choice
 from .activations import ACTIVATIONS, GAINS
 from .dispatch import choose_backend, decide
 from .factorize import METHODS, check_masks, factorize
@@ -446,7 +446,10 @@ class MaskedLinear(nn.Module):
                     s = self.structure(torch.device("cpu"))
                     if got["values"].shape != (s.nnz,):
                         raise ValueError(f"{prefix}values must have shape ({s.nnz},), got {tuple(got['values'].shape)}")
-                    self.set_weight(scatter_dense(got["values"].detach().cpu(), s))
+                    if self.packed:  # packed to packed: never through a dense (out, in) weight
+                        self.values.copy_(got["values"].detach().to(self.values))
+                    else:
+                        self.set_weight(scatter_dense(got["values"].detach().cpu(), s))
                 elif "weight" in got:
                     self.set_weight(got["weight"].detach().cpu())
                 else:
@@ -538,7 +541,9 @@ class FastStrNN(Savable, nn.Module):
                 raise ValueError("adjacency must be given unless opt_type='made'")
             warnings.warn("adjacency is unspecified, defaulting to the fully autoregressive structure")
             adjacency = np.tril(np.ones((self.nin, self.nin), dtype=np.uint8), -1)
-        self.A = as_binary_matrix(adjacency, "adjacency")
+        # A scipy sparse adjacency stays sparse (a CSR array): large graphs never become dense.
+        self.A = (as_binary_sparse(adjacency, "adjacency") if _is_scipy_sparse(adjacency)
+                  else as_binary_matrix(adjacency, "adjacency"))
         if self.A.shape[1] != self.nin:
             raise ValueError(f"adjacency must have nin={self.nin} columns, got shape {self.A.shape}")
         if self.nout % self.A.shape[0]:
@@ -706,7 +711,7 @@ def _sparse_pattern_ok(masks: Sequence[Any], A: np.ndarray) -> bool:
     prod = sp.csr_array(masks[0], dtype=bool)
     for m in masks[1:]:
         prod = (prod.astype(np.int64) @ sp.csr_array(m, dtype=np.int64)).astype(bool)
-    return (sp.csr_array(prod.T) != sp.csr_array(A.astype(bool))).nnz == 0
+    return (sp.csr_array(prod.T) != sp.csr_array(A, dtype=bool)).nnz == 0
 
 
 def _out_in(mask: Any) -> Any:
