@@ -199,6 +199,12 @@ def run_point(net_cpu, info, structure, d, batch, dtype_name, device, bench) -> 
     point = {"structure": structure, "d": d, "hidden": [4 * d, 4 * d], "batch": batch, "dtype": dtype_name,
              "tile_density": info["tile_density"], "fwd_ms": {}, "fwd_bwd_ms": {}, "errors": {},
              "layer_tile_density": info["layer_tile_density"]}
+    try:  # "auto" on CUDA uses measured decisions only: measure this network's cases first
+        from strnn_fast import dispatch
+
+        dispatch.measure_model(net, batch, ("eval", "train"), dtype)
+    except Exception as err:  # noqa: BLE001
+        point["errors"]["dispatch"] = f"{type(err).__name__}: {err}"[:300]
     try:  # a fast wrong answer is worse than none: compare with the baseline once
         with torch.no_grad():
             ref = fns["baseline"](x).float()
@@ -391,6 +397,11 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps(doc, indent=1))
         tmp.replace(out / "kernels_gpu.json")
         (out / "kernels_gpu.md").write_text(markdown(env, points, all_notes, inference))
+        # The measured decisions "auto" used: load with strnn_fast.dispatch.load_decisions or
+        # STRNN_FAST_DISPATCH_FILE (committed as strnn_fast/dispatch_decisions.json after a GPU run).
+        from strnn_fast import dispatch
+
+        dispatch.save_decisions(out / "dispatch_decisions.json", device="cuda" if cuda else "cpu")
 
     write()
     for dtype, d, batch, structure in plan(args.dtypes, args.d, args.batch, args.structures):

@@ -179,15 +179,20 @@ def time_candidates(fns: dict[str, Callable[[], Any]], device: Any = None, min_t
     processes hits all alike), at least 3 rounds and until `min_total_s` is spent, at most
     `max_rounds`; each keeps its minimum, the run least disturbed. A candidate over 10 ms and 3x
     slower than the best drops out after its first timed run, and one whose warm-up alone is big (> 50 ms)
-    and 10x the best is not run again: measuring big dense layers stays cheap. List the likely
-    winner first.
+    and 10x the best is not run again: measuring big dense layers stays cheap. A candidate that
+    raises is left out of the result (RuntimeError if all do). List the likely winner first.
     """
     times: dict[str, float] = {}
     live = []
+    failed: dict[str, Exception] = {}
     for name, fn in fns.items():
         t0 = time.perf_counter()
-        fn()
-        _sync(device)
+        try:
+            fn()
+            _sync(device)
+        except Exception as err:  # e.g. a dtype torch's CUDA CSR kernels lack: out of the running
+            failed[name] = err
+            continue
         warm = time.perf_counter() - t0
         times[name] = warm
         if len(times) > 1 and warm > 0.05 and warm > 10 * min(times.values()):
@@ -197,6 +202,8 @@ def time_candidates(fns: dict[str, Callable[[], Any]], device: Any = None, min_t
             _sync(device)
         live.append(name)
         times[name] = math.inf
+    if not live:
+        raise RuntimeError(f"no backend could run: {failed}")
     spent = 0.0
     for rnd in range(max_rounds):
         for name in list(live):

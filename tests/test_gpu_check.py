@@ -44,3 +44,7 @@ def test_gpu_check_dry_run_writes_the_results(tmp_path):
     md = (tmp_path / "kernels_gpu.md").read_text()
     assert "| made | 32 | 16 | float32 |" in md and "Production inference" in md
     assert not (tmp_path / "not_used").exists()
+    # The decisions "auto" was measured with, in the file format dispatch.load_decisions reads.
+    decisions = json.loads((tmp_path / "dispatch_decisions.json").read_text())
+    assert decisions["version"] == 1 and decisions["entries"]
+    assert all(p["errors"].get("dispatch") is None for p in doc["points"]), doc["points"]
