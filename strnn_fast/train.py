@@ -43,6 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._validate import as_positive_int, check_fits_dtype
+from .variables import Variables
 
 __all__ = ["History", "evaluate_nll", "fit", "is_main_process", "world"]
 
@@ -148,19 +149,10 @@ def _as_data(value: Any, name: str, dtype: torch.dtype, names: Any = None) -> to
 
 
 def _frame_in_order(frame: Any, name: str, names: Any) -> np.ndarray:
-    """A DataFrame's values with its columns in the model's variable order (matched by name)."""
-    columns = [str(c) for c in frame.columns]
-    if names is None or not all(isinstance(c, str) for c in frame.columns):
-        return frame.to_numpy()
-    names = [str(n) for n in names]
-    missing = [n for n in names if n not in columns]
-    extra = [c for c in columns if c not in names]
-    if missing or extra:
-        raise ValueError(f"{name} columns {columns} do not match the model's variables {names}: "
-                         f"missing {missing}, unknown {extra}")
-    if len(set(columns)) != len(columns):
-        raise ValueError(f"{name} has duplicated column names: {columns}")
-    return frame[names].to_numpy()
+    """A DataFrame's values with its columns in the model's variable order (matched by name; every
+    column must be a variable)."""
+    order = None if names is None else Variables(names).column_order(list(frame.columns), name, allow_extra=False)
+    return frame.to_numpy() if order is None else frame.to_numpy()[:, order]
 
 
 def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:

@@ -32,11 +32,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validate import check_fits_dtype, choice, column_stats
+from .._validate import as_positive_int, check_fits_dtype, choice, column_stats
 from ..flows.straf import StrAF
 from ..graph import as_dag, topological_order
 from ..serialization import Savable
 from ..train import fit as train_fit
+from ..variables import Variables
 from .queries import affected, do_inverse
 
 __all__ = ["CausalFlow"]
@@ -160,7 +161,7 @@ class CausalFlow(Savable, nn.Module):
             (n, d) tensor, or a dict of columns / DataFrame keyed by name (see ``output``).
         """
         self._check_fitted()
-        n = _count(n, "n")
+        n = as_positive_int(n, "n")
         with self._rng(seed), torch.no_grad():
             x = self.inverse(self._latents(n), context)
         return self._keyed(x, output)
@@ -248,7 +249,7 @@ class CausalFlow(Savable, nn.Module):
             True
         """
         self._check_fitted()
-        n = _count(n, "n")
+        n = as_positive_int(n, "n")
         idx, values = self._do(do, n)
         forward, backward = self._maps(context, n)
         with self._rng(seed), torch.no_grad():
@@ -286,8 +287,8 @@ class CausalFlow(Savable, nn.Module):
             1.0
         """
         self._check_fitted()
-        n = _count(n, "n")
-        t = self._index(target, "target")
+        n = as_positive_int(n, "n")
+        t = self.variables.index(target, "target")
         idx_a, val_a = self._do(do_a, n, "do_a")
         idx_b, val_b = self._do(do_b, n, "do_b")
         forward, backward = self._maps(context, n)
@@ -383,34 +384,21 @@ class CausalFlow(Savable, nn.Module):
             torch.manual_seed(int(seed))
             yield
 
-    def _index(self, key: Any, what: str = "do") -> int:
-        if isinstance(key, str):
-            if self.names is None:
-                raise ValueError(f"{what} names variable {key!r} but the model has no variable names; "
-                                 f"use an index 0..{self.d - 1}")
-            if key not in self.names:
-                raise ValueError(f"{what} names unknown variable {key!r}; variables are {self.names}")
-            return self.names.index(key)
-        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-            if not 0 <= key < self.d:
-                raise ValueError(f"{what} index {int(key)} is out of range for {self.d} variables")
-            return int(key)
-        raise TypeError(f"{what} keys must be variable names (str) or indices (int), got {key!r}")
+    @property
+    def variables(self) -> Variables:
+        """The model's :class:`strnn_fast.variables.Variables` (names <-> indices)."""
+        return Variables(self.names, self.d)
 
     def _do(self, do: Any, n: int, what: str = "do", dtype: torch.dtype | None = None) -> tuple[list[int], torch.Tensor]:
         """Resolves ``do`` into variable indices and an (n, k) value tensor on the model's device
         (in ``dtype``, the model's by default)."""
-        if not isinstance(do, Mapping):
-            raise TypeError(f"{what} must be a mapping of variable -> value, e.g. {{'x': 1.5}}; "
-                            f"got {type(do).__name__}")
+        if do is None:  # None is "no intervention" for an SEM, but a CausalFlow query needs one
+            raise TypeError(f"{what} must be a mapping of variable -> value, e.g. {{'x': 1.5}}; got NoneType")
         device, model_dtype = self._device_dtype()
         dtype = dtype or model_dtype
         idx: list[int] = []
         cols: list[torch.Tensor] = []
-        for key, value in do.items():
-            i = self._index(key, what)
-            if i in idx:
-                raise ValueError(f"{what} sets variable {self._label(i)} twice")
+        for i, key, value in self.variables.do_items(do, what):
             idx.append(i)
             column = self._do_column(value, n, f"{what}[{key!r}]")
             check_fits_dtype(column, dtype, f"{what}[{key!r}]")
@@ -440,19 +428,14 @@ class CausalFlow(Savable, nn.Module):
             raise ValueError(f"{what} contains NaN or infinite values")
         return t
 
-    def _label(self, i: int) -> str:
-        return repr(self.names[i]) if self.names is not None else str(i)
-
     def _rows(self, data: Any, what: str, *, adopt_names: bool = False, keep_precision: bool = False) -> torch.Tensor:
         """(m, d) float tensor on the model's device, columns in model order, in the model's dtype
         (or, with ``keep_precision``, in the data's when that is more precise)."""
         if _is_frame(data):
             columns = [str(c) for c in data.columns]
             if self.names is not None:
-                missing = [nm for nm in self.names if nm not in columns]
-                if missing:
-                    raise ValueError(f"{what} lacks the columns {missing}; the model's variables are {self.names}")
-                data = data[self.names]
+                order = self.variables.column_order(columns, what)
+                data = data.iloc[:, order]
             elif data.shape[1] != self.d:
                 raise ValueError(f"{what} has {data.shape[1]} columns but the model has {self.d} variables")
             elif adopt_names and all(isinstance(c, str) for c in data.columns):
@@ -507,7 +490,7 @@ class CausalFlow(Savable, nn.Module):
         return kind
 
     def _column_names(self) -> list[str] | list[int]:
-        return self.names if self.names is not None else list(range(self.d))
+        return self.variables.labels()
 
     def _frame(self, x: torch.Tensor, index: Any) -> Any:
         import pandas as pd
@@ -530,10 +513,3 @@ class _Scaled(nn.Module):
 def _is_frame(value: Any) -> bool:
     return type(value).__name__ == "DataFrame" and hasattr(value, "columns")
 
-
-def _count(n: Any, what: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"{what} must be a positive integer, got {n!r}")
-    if n <= 0:
-        raise ValueError(f"{what} must be positive, got {int(n)}")
-    return int(n)

@@ -28,6 +28,7 @@ from torch import nn
 
 from .._files import atomic_path, check_target
 from .._validate import as_sizes
+from ..variables import Variables
 
 __all__ = [
     "MODEL_BUILDERS",
@@ -39,6 +40,7 @@ __all__ = [
     "cpu_threads",
     "draw_samples",
     "learning_rate",
+    "load_causal",
     "load_model",
     "order_columns",
     "plain",
@@ -230,6 +232,18 @@ def load_model(path: str | os.PathLike, *, trusted: bool = False) -> nn.Module:
     return model.eval()
 
 
+def load_causal(path: str | os.PathLike, *, trusted: bool = False) -> nn.Module:
+    """Loads a saved model and checks that it is a CausalFlow (``trusted``: accept old pickled files)."""
+    from ..causal import CausalFlow
+    from ..serialization import load
+
+    model = load(path, trusted=trusted)
+    if not isinstance(model, CausalFlow):
+        raise ValueError(f"{str(path)!r} holds a {type(model).__name__}, not a CausalFlow; "
+                         "fit one with strnn_fast.causal.CausalFlow(...).fit(data) and save it")
+    return model
+
+
 def draw_samples(model: nn.Module, n: int, context: np.ndarray | None = None) -> np.ndarray:
     """(n, d) float64 samples of any saved density model (CausalFlow included), in chunks.
 
@@ -291,9 +305,5 @@ def order_columns(x: np.ndarray, names: list[str] | None, model_names: list[str]
     """
     if x.shape[1] != d:
         raise ValueError(f"{path} has {x.shape[1]} columns but the model has {d} variables")
-    if names is None or model_names is None or list(names) == list(model_names):
-        return x
-    missing = [n for n in model_names if n not in names]
-    if missing:
-        raise ValueError(f"{path} lacks the model's variables {missing}; its columns are {list(names)}")
-    return x[:, [list(names).index(n) for n in model_names]]
+    order = Variables(model_names, d).column_order(list(names), path) if names is not None and model_names else None
+    return x if order is None else x[:, order]

@@ -13,8 +13,9 @@ import argparse
 import numpy as np
 
 from ..data import load_table
-from ._common import add_trust_option, check_output, order_columns, positive_int, variable_names, write_csv
-from .intervene import load_causal, parse_do
+from ..variables import parse_assignments
+from ._common import (add_trust_option, check_output, load_causal, order_columns, positive_int, variable_names,
+                      write_csv)
 
 __all__ = ["register", "run"]
 
@@ -22,7 +23,7 @@ __all__ = ["register", "run"]
 def run(args: argparse.Namespace) -> int:
     out = check_output(args.output, inputs=[args.model, args.data], force=args.force)
     model = load_causal(args.model, trusted=args.trust_legacy_file)
-    do = parse_do(args.do, model.names)
+    do = parse_assignments(args.do, model.names)
     x, names = load_table(args.data)
     x = order_columns(x, names, model.names, model.d, args.data)
     # Batches bound memory only: rows are independent given the model.

@@ -6,58 +6,17 @@ Example:
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from ..variables import parse_assignments
+from ._common import (add_trust_option, check_output, load_causal, positive_int, seed_type, variable_names,
+                      write_csv)
 
-from ._common import add_trust_option, check_output, positive_int, seed_type, variable_names, write_csv
-
-__all__ = ["load_causal", "parse_do", "register", "run"]
-
-
-def parse_do(assignments: list[str], names: list[str] | None) -> dict[Any, float]:
-    r"""Turns ``["x=1.5", "y=0"]`` into ``{"x": 1.5, "y": 0.0}``; bare integers address variables
-    by index when the model has no names.
-
-    Example:
-        >>> parse_do(["a=1.5", "b=-2"], ["a", "b"])
-        {'a': 1.5, 'b': -2.0}
-        >>> parse_do(["0=3"], None)
-        {0: 3.0}
-    """
-    if not assignments:
-        raise ValueError("give at least one intervention, e.g. --do x=1.5")
-    do: dict[Any, float] = {}
-    for item in assignments:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"--do expects VARIABLE=VALUE, got {item!r}")
-        try:
-            number = float(value)
-        except ValueError as err:
-            raise ValueError(f"--do {item!r}: {value.strip()!r} is not a number") from err
-        variable: Any = int(key) if names is None and key.isdigit() else key
-        if variable in do:
-            raise ValueError(f"--do sets {key!r} twice")
-        do[variable] = number
-    return do
-
-
-def load_causal(path: str, *, trusted: bool = False) -> Any:
-    """Loads a saved model and checks that it is a CausalFlow (``trusted``: accept old pickled files)."""
-    from ..causal import CausalFlow
-    from ..serialization import load
-
-    model = load(path, trusted=trusted)
-    if not isinstance(model, CausalFlow):
-        raise ValueError(f"{path!r} holds a {type(model).__name__}, not a CausalFlow; "
-                         "fit one with strnn_fast.causal.CausalFlow(...).fit(data) and save it")
-    return model
+__all__ = ["register", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
     out = check_output(args.output, inputs=[args.model], force=args.force) if args.output else None
     model = load_causal(args.model, trusted=args.trust_legacy_file)
-    do = parse_do(args.do, model.names)
+    do = parse_assignments(args.do, model.names)
     samples = model.interventional_samples(do, args.n, seed=args.seed, output="tensor").cpu().double().numpy()
     names = variable_names(model, model.d)
     label = ", ".join(f"{k}={v:g}" for k, v in do.items())
