@@ -114,7 +114,7 @@ class Variables:
             >>> Variables(["a", "b"]).column_order(["b", "z"], "x.csv")
             Traceback (most recent call last):
             ...
-            ValueError: x.csv columns ['b', 'z'] do not match the model's variables ['a', 'b']: lacks the columns ['a']
+            ValueError: x.csv lacks the columns of some variables: missing ['a']; its columns ['b', 'z'] do not match the model's variables ['a', 'b']
         """
         if self.names is None or not all(isinstance(c, str) for c in columns):
             return None
@@ -122,9 +122,10 @@ class Variables:
         missing = [n for n in self.names if n not in cols]
         extra = [] if allow_extra else [c for c in cols if c not in self.names]
         if missing or extra:
-            raise ValueError(f"{what} columns {cols} do not match the model's variables {self.names}: "
-                             + ", ".join(([f"lacks the columns {missing}"] if missing else [])
-                                         + ([f"unknown {extra}"] if extra else [])))
+            problems = ([f"missing {missing}"] if missing else []) + ([f"unknown {extra}"] if extra else [])
+            head = f"{what} lacks the columns of some variables" if missing else f"{what} has columns that are no variables"
+            raise ValueError(f"{head}: {', '.join(problems)}; its columns {cols} do not match the model's "
+                             f"variables {self.names}")
         if len(set(cols)) != len(cols):
             raise ValueError(f"{what} has duplicated column names: {cols}")
         return [cols.index(n) for n in self.names]

@@ -32,10 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validate import as_positive_int, check_fits_dtype, choice, column_stats
+from .._validate import as_positive_int, check_fits_dtype, choice
 from ..flows.straf import StrAF
 from ..graph import as_dag, topological_order
 from ..serialization import Savable
+from ..standardize import Standardizer
 from ..train import fit as train_fit
 from ..variables import Variables
 from .queries import affected, do_inverse
@@ -59,7 +60,8 @@ class CausalFlow(Savable, nn.Module):
         normalizer: the flow's normalizer, "affine", "spline" or "umnn".
         prior: latent (exogenous noise) distribution, "normal" or "laplace".
         standardize: fit on variables scaled to zero mean and unit variance (statistics of the
-            training split); answers stay in the data's units.
+            training split, by :class:`strnn_fast.standardize.Standardizer`); answers stay in
+            the data's units.
         **flow_options: passed to :class:`strnn_fast.flows.StrAF` (``hidden_sizes``,
             ``flow_steps``, ``scale_bound``, ``bins``, ...). Must be JSON-friendly so that
             ``save`` can record them. ``context_features=C`` (with an optional (d, C)
@@ -201,25 +203,24 @@ class CausalFlow(Savable, nn.Module):
             if c.ndim != 2 or c.shape != (len(x), self.context_features):
                 raise ValueError(f"context must have shape ({len(x)}, {self.context_features}) (one row per data "
                                  f"row), got {tuple(c.shape)}")
+            # Covariates are conditioned on, not modelled: a constant one is kept (scaled by 1).
+            scaler = (Standardizer.fit(c, None, "context", constant="keep")
+                      if self.config["standardize"] else Standardizer.identity(c.shape[1]))
             with torch.no_grad():
-                self.context_loc.copy_(c.mean(0) if self.config["standardize"] else torch.zeros(c.shape[1]))
-                std = c.std(0) if self.config["standardize"] else torch.ones(c.shape[1])
-                self.context_scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
-            c = (c - self.context_loc.cpu().to(c)) / self.context_scale.cpu().to(c)
+                self.context_loc.copy_(torch.from_numpy(scaler.mean))
+                self.context_scale.copy_(torch.from_numpy(scaler.std))
+            c = scaler.transform(c)
             fit_options["context"] = c[perm[n_val:]]
             if n_val:
                 fit_options["val_context"] = c[perm[:n_val]]
         elif context is not None:
             raise ValueError("context must be None: this model has no context features (context_features=0)")
         with torch.no_grad():
-            if self.config["standardize"]:
-                # Constant columns are refused (the policy of strnn_fast._validate.column_stats).
-                mean, std = column_stats(train.double().numpy(), self.names, "data")
-                self.loc.copy_(torch.from_numpy(mean))
-                self.scale.copy_(torch.from_numpy(train.double().std(0).numpy()))
-            else:
-                self.loc.zero_()
-                self.scale.fill_(1.0)
+            # Constant columns are refused (the policy of strnn_fast._validate.column_stats).
+            scaler = (Standardizer.fit(train, self.names, "data") if self.config["standardize"]
+                      else Standardizer.identity(self.d))
+            self.loc.copy_(torch.from_numpy(scaler.mean))
+            self.scale.copy_(torch.from_numpy(scaler.std))
         history = train_fit(_Scaled(self) if self.context_features else self, train, val, **fit_options)
         self.fitted.fill_(True)
         return history

@@ -29,10 +29,10 @@ import argparse
 import numpy as np
 import torch
 
-from .._validate import check_fits_dtype, column_stats
+from .._validate import check_fits_dtype
 from ..data import check_adjacency_matches, load_adjacency, load_table
 from ..data.dataset import split
-from ..standardize import Standardized
+from ..standardize import Standardized, Standardizer
 from ..train import evaluate_nll, fit, is_main_process
 from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, check_output, cpu_threads,
                       learning_rate, plain, positive_int, seed_type)
@@ -100,16 +100,15 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise ValueError(f"{args.data}: {err}") from None
     standardized = not (args.model == "density" and binary)
-    if standardized:
-        mean, std = column_stats(parts[0], names, str(args.data))  # refuses constant columns
-    train, val = ((p - mean) / std for p in parts[:2]) if standardized else parts[:2]
+    # Binary density data stay 0/1; constant columns are refused (the Standardizer policy).
+    scaler = Standardizer.fit(parts[0], names, str(args.data)) if standardized else Standardizer.identity(x.shape[1])
+    train, val = (scaler.transform(p) for p in parts[:2])
     c_parts: list = [None, None, None]
     c_options: dict = {}
     if context is not None:
         c_parts = split(context[rows], args.split)
-        c_mean, c_std = c_parts[0].mean(axis=0), c_parts[0].std(axis=0)
-        c_std = np.where(c_std > 0, c_std, 1.0)
-        c_options = {"context_mean": c_mean, "context_std": c_std}
+        c_scaler = Standardizer.fit(c_parts[0], args.context_names, "--context", constant="keep")
+        c_options = {"context_mean": c_scaler.mean, "context_std": c_scaler.std}
 
     torch.manual_seed(args.seed)
     model = MODEL_BUILDERS[args.model](adjacency, names, args)
@@ -125,14 +124,13 @@ def _run(args: argparse.Namespace) -> int:
             standardized = False
         else:
             if context is not None:
-                options["context"], options["val_context"] = ((c - c_mean) / c_std for c in c_parts[:2])
+                options["context"], options["val_context"] = (c_scaler.transform(c) for c in c_parts[:2])
             history = fit(model, train, val, **options)
     except FloatingPointError as err:
         raise ValueError(f"training diverged: {err}") from err
-    if standardized:
-        model = Standardized(model, mean, std, names=names, **c_options)
-    elif context is not None and args.model != "causal":  # binary density data: context scaled all the same
-        model = Standardized(model, np.zeros(x.shape[1]), np.ones(x.shape[1]), names=names, **c_options)
+    if standardized or (context is not None and args.model != "causal"):
+        # Binary density data with context: identity on x, the context still scaled.
+        model = Standardized(model, scaler.mean, scaler.std, names=names, **c_options)
     if not is_main_process():
         return 0
     model.save(out, overwrite=args.force)
