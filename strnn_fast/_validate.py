@@ -1,6 +1,7 @@
 """Argument checks shared by the public entry points (clear errors instead of crashes)."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,6 +64,51 @@ def as_positive_int(value: Any, name: str) -> int:
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {int(value)}")
     return int(value)
+
+
+def as_non_negative_int(value: Any, name: str) -> int:
+    """Returns `value` as an int >= 0 or raises (TypeError for a non-int, ValueError below 0)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a non-negative integer, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {int(value)}")
+    return int(value)
+
+
+def as_real(value: Any, name: str, *, positive: bool = False, non_negative: bool = False,
+            finite: bool = True) -> float:
+    r"""Returns a real number as a float or raises: a wrong type (bools, strings, arrays) is a
+    TypeError; NaN, an infinity (unless ``finite=False``) or a wrong sign is a ValueError.
+
+    Example:
+        >>> as_real(2, "tol", positive=True)
+        2.0
+        >>> as_real(float("inf"), "tol", positive=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: tol must be positive and finite, got inf
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    out = float(value)
+    sign = "positive" if positive else "non-negative" if non_negative else ""
+    if math.isnan(out) or (finite and math.isinf(out)) or (positive and not out > 0) or (non_negative and out < 0):
+        need = " and ".join(w for w in (sign, "finite" if finite else "not NaN") if w)
+        raise ValueError(f"{name} must be {need}, got {out}")
+    return out
+
+
+def as_block(value: Any, name: str = "block") -> tuple[Any, Any]:
+    r"""Returns a tile shape ``(block_out, block_in)`` given as a tuple or list of two, or raises
+    TypeError; the C++ core checks that both sides are ints in [1, 65536] (its own error).
+
+    Example:
+        >>> as_block([32, 64])
+        (32, 64)
+    """
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair (block_out, block_in), got {value!r}")
+    return value[0], value[1]
 
 
 def choice(value: Any, options: Sequence[str], name: str) -> str:

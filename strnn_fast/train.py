@@ -42,7 +42,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validate import as_positive_int, check_fits_dtype
+from ._validate import as_positive_int, as_real, check_fits_dtype
 from .variables import Variables
 
 __all__ = ["History", "evaluate_nll", "fit", "is_main_process", "world"]
@@ -234,16 +234,12 @@ def _check_args(model: nn.Module, epochs: Any, batch_size: Any, lr: Any, weight_
         as_positive_int(patience, "patience")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer, got {seed!r}")
-    for name, value, positive in (("lr", lr, True), ("weight_decay", weight_decay, False)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise TypeError(f"{name} must be a finite number, got {value!r}")
-        if value < 0 or (positive and value == 0):
-            raise ValueError(f"{name} must be {'positive' if positive else 'non-negative'}, got {value}")
+    as_real(lr, "lr", positive=True)
+    as_real(weight_decay, "weight_decay", non_negative=True)
     if scheduler not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {scheduler!r}; expected 'plateau' or None")
-    if max_grad_norm is not None and (isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, (int, float))
-                                      or not max_grad_norm > 0):
-        raise ValueError(f"max_grad_norm must be a positive number or None, got {max_grad_norm!r}")
+    if max_grad_norm is not None:
+        as_real(max_grad_norm, "max_grad_norm", positive=True, finite=False)  # inf: measure, never clip
 
 
 def _setup_distributed(device: torch.device | str | None) -> tuple[bool, torch.device | None]:

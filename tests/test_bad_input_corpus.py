@@ -275,7 +275,7 @@ API_CASES = [
     ("fit-no-logprob", lambda w: fit(_NoLogProb(), X, progress=False), TypeError, "log_prob"),
     ("fit-epochs-0", lambda w: fit(_flow(), X, epochs=0, progress=False), ValueError, "epochs"),
     ("fit-lr-negative", lambda w: fit(_flow(), X, lr=-1.0, progress=False), ValueError, "lr"),
-    ("fit-lr-nan", lambda w: fit(_flow(), X, lr=math.nan, progress=False), TypeError, "lr"),
+    ("fit-lr-nan", lambda w: fit(_flow(), X, lr=math.nan, progress=False), ValueError, "lr"),
     ("fit-lr-huge", lambda w: fit(_flow(), X, lr=1e300, progress=False), ValueError, "lr"),
     ("causal-cf-float32", lambda w: _causal(w).counterfactual(np.full((2, 3), 1e40), {"a": 1.0}), ValueError,
      "x_obs"),
