@@ -8,33 +8,46 @@ from typing import Any
 import numpy as np
 
 
-def as_binary_matrix(value: Any, name: str = "adjacency", *, allow_zero: bool = False) -> np.ndarray:
+def as_binary_matrix(value: Any, name: str = "adjacency", *, allow_zero: bool = False,
+                     square: bool = False) -> np.ndarray:
     """Returns `value` as a 2-D uint8 0/1 array or raises ValueError/TypeError naming `name`.
 
-    Accepts numpy arrays, torch tensors and nested lists of bool, integer or float entries.
+    Accepts numpy arrays, torch tensors and nested lists of bool, integer or float entries; the
+    one binary-matrix check, rectangular (masks, ``n_out x n_in``) or, with ``square``, a (d, d)
+    graph (:mod:`strnn_fast.graph`). ``allow_zero``: accept a matrix without any one.
 
     Example:
         >>> as_binary_matrix([[0, 1], [0, 0]]).dtype
         dtype('uint8')
+        >>> as_binary_matrix([[0, 1, 0]], square=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: adjacency must be a square (d, d) matrix, got shape (1, 3)
     """
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor, without importing torch
         value = value.detach().cpu().numpy()
     try:
         arr = np.asarray(value)
-    except Exception as err:  # ragged lists and the like
+    except ValueError as err:  # ragged nested lists: a shape error
+        raise ValueError(f"{name} must be a {'square ' if square else ''}2-D array of 0/1 values; "
+                         "its rows have different lengths") from err
+    except Exception as err:
         raise TypeError(f"{name} must be a 2-D array of 0/1 values, got {type(value).__name__}") from err
     if arr.dtype == object or arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold bool, integer or float values, got dtype {arr.dtype}")
+        raise TypeError(f"{name} must hold bool, integer or float 0/1 values, got dtype {arr.dtype}")
+    if square and (arr.ndim != 2 or arr.shape[0] != arr.shape[1]):
+        raise ValueError(f"{name} must be a square (d, d) matrix, got shape {arr.shape}")
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_out x n_in), got shape {arr.shape}")
     if arr.size == 0:
-        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+        raise ValueError(f"{name} must not be empty (at least one variable), got shape {arr.shape}")
     if arr.dtype.kind == "f" and np.isnan(arr).any():
         raise ValueError(f"{name} contains NaN; it must be binary (0/1)")
     if arr.dtype.kind != "b":  # bools are binary; two comparisons beat np.isin by ~10x at d=10,000
         not_binary = (arr != 0) & (arr != 1)
         if not_binary.any():
-            raise ValueError(f"{name} must be binary (every entry 0 or 1), found {arr[not_binary].flat[0]!r}")
+            i, j = np.argwhere(not_binary)[0]
+            raise ValueError(f"{name} must be binary (every entry 0 or 1), found {arr[i, j]!r} at [{i}, {j}]")
     out = arr.astype(np.uint8, copy=False)
     if not allow_zero and not out.any():
         raise ValueError(f"{name} is all zero: no output may depend on any input, so there is nothing to learn")
