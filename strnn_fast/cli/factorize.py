@@ -17,8 +17,9 @@ import numpy as np
 
 from .._files import atomic_folder, atomic_path
 from .._validate import as_binary_matrix
-from ..data import load_adjacency
+from ..data import load_adjacency, random_dag
 from ..factorize import check_masks, connections, factorize
+from ..layout import BlockLayout
 from ._common import positive_int, sizes
 
 DEFAULT_METHODS = "greedy,greedy+improve,zuko,exact"
@@ -27,9 +28,8 @@ EXACT_MAX_VARIABLES = 12  # the MILP grows with n_out * n_in * width; beyond thi
 
 
 def builtin_adjacency(d: int = 100, density: float = 0.2, seed: int = 0) -> np.ndarray:
-    """The paper's benchmark graph: a random strictly lower-triangular DAG."""
-    rng = np.random.default_rng(seed)
-    return np.tril(rng.random((d, d)) < density, -1).astype(np.uint8)
+    """The paper's benchmark graph: a random strictly lower-triangular DAG (:func:`strnn_fast.data.random_dag`)."""
+    return random_dag(d, density=density, seed=seed).astype(np.uint8)
 
 
 def read_adjacency(path: Path) -> np.ndarray:
@@ -40,12 +40,14 @@ def read_adjacency(path: Path) -> np.ndarray:
 
 
 def tile_density(mask: np.ndarray, block: int) -> float:
-    """Fraction of (block x block) tiles of the (out, in) weight mask that hold a nonzero."""
-    w = np.asarray(mask).T  # weight orientation: (fan_out, fan_in)
-    rows, cols = -(-w.shape[0] // block), -(-w.shape[1] // block)
-    padded = np.zeros((rows * block, cols * block), dtype=bool)
-    padded[: w.shape[0], : w.shape[1]] = w != 0
-    return float(padded.reshape(rows, block, cols, block).any(axis=(1, 3)).mean())
+    """Fraction of (block x block) tiles of a (fan_in, fan_out) factorizer mask that hold a nonzero,
+    in the weight orientation (fan_out, fan_in) the kernels tile (:class:`strnn_fast.layout.BlockLayout`).
+
+    Example:
+        >>> tile_density(np.eye(4, dtype=np.uint8), 2)
+        0.5
+    """
+    return BlockLayout.from_mask(np.asarray(mask).T, (block, block)).density
 
 
 def _plot(masks: list[np.ndarray], title: str, path: Path) -> None:
