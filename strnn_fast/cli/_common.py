@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -33,7 +32,9 @@ from ..variables import Variables
 __all__ = [
     "MODEL_BUILDERS",
     "add_model_options",
+    "add_output_options",
     "add_threads_option",
+    "add_training_options",
     "add_trust_option",
     "check_output",
     "context_options",
@@ -124,37 +125,50 @@ def sizes(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from err
 
 
-def seed_type(text: str) -> int:
-    """argparse type for a seed: an integer in [0, 2**32) (what numpy's and torch's generators take)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**32 - 1, got {text!r}")
-    return value
+def _number_type(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str,
+                 name: str, doc: str) -> Callable[[str], Any]:
+    # One argparse type per rule: parse with ``convert``, refuse what ``accept`` rejects.
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = parse.__qualname__ = name
+    parse.__doc__ = doc
+    return parse
 
 
-def learning_rate(text: str) -> float:
-    """argparse type for a learning rate: a positive finite number no larger than 1e6."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= 1e6:
-        raise argparse.ArgumentTypeError(f"expected a positive number up to 1e6, got {text!r}")
-    return value
+seed_type = _number_type(int, lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32 - 1", "seed_type",
+                         "argparse type for a seed: an integer in [0, 2**32) (what numpy's and torch's generators take).")
+learning_rate = _number_type(float, lambda v: 0 < v <= 1e6, "a positive number up to 1e6", "learning_rate",
+                             "argparse type for a learning rate: a positive finite number no larger than 1e6.")
+positive_int = _number_type(int, lambda v: v > 0, "a positive integer", "positive_int",
+                            "argparse type for a positive integer.")
 
 
-def positive_int(text: str) -> int:
-    """argparse type for a positive integer."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def add_training_options(p: argparse.ArgumentParser, *, epochs: int) -> None:
+    """Adds --epochs (default ``epochs``), --batch-size, --lr and --patience (fit and demo)."""
+    p.add_argument("--epochs", type=positive_int, default=epochs, help=f"maximum epochs (default {epochs})")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
+    p.add_argument("--lr", type=learning_rate, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--patience", type=positive_int, default=10,
+                   help="stop after this many epochs without a better validation NLL (default 10)")
+
+
+def add_output_options(p: argparse.ArgumentParser, help: str, *, required: bool = False,
+                       batch_size: int | None = None) -> None:
+    """Adds --output/-o, --batch-size (when given a default), --force and --trust-legacy-file:
+    the tail of every command that reads a saved model and writes a file."""
+    p.add_argument("--output", "-o", required=required, help=help)
+    if batch_size is not None:
+        p.add_argument("--batch-size", type=positive_int, default=batch_size,
+                       help=f"rows per pass (default {batch_size})")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    add_trust_option(p)
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:

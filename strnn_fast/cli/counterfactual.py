@@ -14,8 +14,7 @@ import numpy as np
 
 from ..data import load_table
 from ..variables import parse_assignments
-from ._common import (add_trust_option, check_output, load_causal, order_columns, positive_int, variable_names,
-                      write_csv)
+from ._common import add_output_options, check_output, load_causal, order_columns, variable_names, write_csv
 
 __all__ = ["register", "run"]
 
@@ -41,8 +40,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", help="observed rows: .csv (optional header of names), .npy or .npz")
     p.add_argument("--do", action="append", default=[], metavar="VAR=VALUE",
                    help="intervention; repeat for several variables (indices when the model has no names)")
-    p.add_argument("-o", "--output", required=True, help="CSV file for the counterfactual rows")
-    p.add_argument("--batch-size", type=positive_int, default=65_536, help="rows per pass (default 65536)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    add_trust_option(p)
+    add_output_options(p, "CSV file for the counterfactual rows", required=True, batch_size=65_536)
     p.set_defaults(func=run)

@@ -34,8 +34,8 @@ from ..data import check_adjacency_matches, load_adjacency, load_table
 from ..data.dataset import split
 from ..standardize import Standardized, Standardizer
 from ..train import evaluate_nll, fit, is_main_process
-from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, check_output, cpu_threads,
-                      learning_rate, plain, positive_int, seed_type)
+from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, add_training_options, check_output,
+                      cpu_threads, plain, seed_type)
 
 __all__ = ["register", "run"]
 
@@ -153,11 +153,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     p.add_argument("--context", metavar="C1,C2",
                    help="columns (names or 0-based indices) to condition on: fits p(x | c) on the other columns")
-    p.add_argument("--epochs", type=positive_int, default=100, help="maximum epochs (default 100)")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
-    p.add_argument("--lr", type=learning_rate, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    p.add_argument("--patience", type=positive_int, default=10,
-                   help="stop after this many epochs without a better validation NLL (default 10)")
+    add_training_options(p, epochs=100)
     p.add_argument("--split", type=_fractions, default=(0.6, 0.2, 0.2), metavar="TRAIN,VAL,TEST",
                    help="split fractions (default 0.6,0.2,0.2)")
     p.add_argument("--prior", choices=("normal", "laplace"), default="normal",

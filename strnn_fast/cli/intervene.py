@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 from ..variables import parse_assignments
-from ._common import (add_trust_option, check_output, load_causal, positive_int, seed_type, variable_names,
+from ._common import (add_output_options, check_output, load_causal, positive_int, seed_type, variable_names,
                       write_csv)
 
 __all__ = ["register", "run"]
@@ -37,7 +37,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="intervention; repeat for several variables (indices when the model has no names)")
     p.add_argument("-n", type=positive_int, default=10_000, help="number of samples (default 10000)")
     p.add_argument("--seed", type=seed_type, default=0, help="seed of the noise draw (default 0)")
-    p.add_argument("-o", "--output", help="write the samples to this CSV file")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    add_trust_option(p)
+    add_output_options(p, "write the samples to this CSV file")
     p.set_defaults(func=run)
