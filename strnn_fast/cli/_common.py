@@ -31,12 +31,14 @@ from ..variables import Variables
 
 __all__ = [
     "MODEL_BUILDERS",
+    "add_do_option",
     "add_model_options",
     "add_output_options",
     "add_threads_option",
     "add_training_options",
     "add_trust_option",
     "check_output",
+    "command_parser",
     "context_options",
     "cpu_threads",
     "draw_samples",
@@ -148,6 +150,20 @@ learning_rate = _number_type(float, lambda v: 0 < v <= 1e6, "a positive number u
                              "argparse type for a learning rate: a positive finite number no larger than 1e6.")
 positive_int = _number_type(int, lambda v: v > 0, "a positive integer", "positive_int",
                             "argparse type for a positive integer.")
+
+
+def command_parser(sub: argparse._SubParsersAction, name: str, help: str, doc: str | None,
+                   run: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """The subcommand ``name``: one-line ``help``, its module docstring ``doc`` as the --help text."""
+    p = sub.add_parser(name, help=help, description=plain(doc), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=run)
+    return p
+
+
+def add_do_option(p: argparse.ArgumentParser) -> None:
+    """Adds the repeatable --do VAR=VALUE (read with :func:`strnn_fast.variables.parse_assignments`)."""
+    p.add_argument("--do", action="append", default=[], metavar="VAR=VALUE",
+                   help="intervention; repeat for several variables (indices when the model has no names)")
 
 
 def add_training_options(p: argparse.ArgumentParser, *, epochs: int) -> None:

@@ -14,7 +14,8 @@ import numpy as np
 
 from ..data import load_table
 from ..variables import parse_assignments
-from ._common import add_output_options, check_output, load_causal, order_columns, variable_names, write_csv
+from ._common import (add_do_option, add_output_options, check_output, command_parser, load_causal,
+                      order_columns, variable_names, write_csv)
 
 __all__ = ["register", "run"]
 
@@ -35,10 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("counterfactual", help="counterfactual rows of a data file under do(...)")
+    p = command_parser(sub, "counterfactual", "counterfactual rows of a data file under do(...)", __doc__, run)
     p.add_argument("model", help="a CausalFlow saved with .save(path)")
     p.add_argument("data", help="observed rows: .csv (optional header of names), .npy or .npz")
-    p.add_argument("--do", action="append", default=[], metavar="VAR=VALUE",
-                   help="intervention; repeat for several variables (indices when the model has no names)")
+    add_do_option(p)
     add_output_options(p, "CSV file for the counterfactual rows", required=True, batch_size=65_536)
-    p.set_defaults(func=run)

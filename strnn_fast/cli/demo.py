@@ -20,8 +20,8 @@ import torch
 from .._files import atomic_folder, atomic_path
 from ..data import make_multimodal
 from ..train import evaluate_nll, fit
-from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, add_training_options, check_output,
-                      cpu_threads, plain, positive_int, seed_type)
+from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, add_training_options,
+                      check_output, command_parser, cpu_threads, positive_int, seed_type)
 
 __all__ = ["pairs", "register", "run"]
 
@@ -107,9 +107,7 @@ def _demo(args: argparse.Namespace, folder: Path, out: Path) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train StrAF and ARF on built-in multimodal data and compare",
-                       description=plain(__doc__),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(sub, "demo", "train StrAF and ARF on built-in multimodal data and compare", __doc__, run)
     add_training_options(p, epochs=150)
     p.add_argument("--n", type=positive_int, default=1000, help="samples in the data set (default 1000)")
     add_model_options(p)
@@ -119,4 +117,3 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default ./strnn-fast-demo)")
     p.add_argument("--force", action="store_true", help="overwrite earlier demo files in --out")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)

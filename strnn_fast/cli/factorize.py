@@ -20,7 +20,7 @@ from .._validate import as_binary_matrix
 from ..data import load_adjacency, random_dag
 from ..factorize import check_masks, connections, factorize
 from ..layout import BlockLayout
-from ._common import positive_int, sizes
+from ._common import command_parser, positive_int, sizes
 
 DEFAULT_METHODS = "greedy,greedy+improve,zuko,exact"
 KNOWN_METHODS = ("greedy", "greedy+improve", "zuko", "made", "exact")
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("factorize", help="factorize an adjacency into layer masks and compare methods")
+    p = command_parser(sub, "factorize", "factorize an adjacency into layer masks and compare methods", __doc__, run)
     p.add_argument("adjacency", nargs="?",
                    help="0/1 matrix (n_out x n_in; .npy, .npz, .csv, .txt, optionally with names) or parent,child "
                         "edge list, read as `strnn-fast fit` reads --adjacency; default: built-in DAG")
@@ -132,4 +132,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default="strnn_fast_out",
                    help="output folder, created whole at the end (default strnn_fast_out)")
     p.add_argument("--force", action="store_true", help="write into an existing output folder, replacing its masks")
-    p.set_defaults(func=run)

@@ -34,8 +34,8 @@ from ..data import check_adjacency_matches, load_adjacency, load_table
 from ..data.dataset import split
 from ..standardize import Standardized, Standardizer
 from ..train import evaluate_nll, fit, is_main_process
-from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, add_training_options, check_output,
-                      cpu_threads, plain, seed_type)
+from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, add_training_options,
+                      check_output, command_parser, cpu_threads, seed_type)
 
 __all__ = ["register", "run"]
 
@@ -143,9 +143,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fit", help="fit a structured density model to a data file and save it",
-                       description=plain(__doc__),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(sub, "fit", "fit a structured density model to a data file and save it", __doc__, run)
     p.add_argument("data", help="data table: .csv (optional header of names), .npy or .npz")
     p.add_argument("--adjacency", "-a", required=True,
                    help="graph over the data's columns: 0/1 matrix (.npy, .npz, .csv) or parent,child edge list")
@@ -165,4 +163,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--output", "-o", required=True, help="model file to write")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    p.set_defaults(func=run)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 from ..variables import parse_assignments
-from ._common import (add_output_options, check_output, load_causal, positive_int, seed_type, variable_names,
-                      write_csv)
+from ._common import (add_do_option, add_output_options, check_output, command_parser, load_causal,
+                      positive_int, seed_type, variable_names, write_csv)
 
 __all__ = ["register", "run"]
 
@@ -31,11 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("intervene", help="sample a fitted CausalFlow under do(...) and print the means")
+    p = command_parser(sub, "intervene", "sample a fitted CausalFlow under do(...) and print the means", __doc__, run)
     p.add_argument("model", help="a CausalFlow saved with .save(path)")
-    p.add_argument("--do", action="append", default=[], metavar="VAR=VALUE",
-                   help="intervention; repeat for several variables (indices when the model has no names)")
+    add_do_option(p)
     p.add_argument("-n", type=positive_int, default=10_000, help="number of samples (default 10000)")
     p.add_argument("--seed", type=seed_type, default=0, help="seed of the noise draw (default 0)")
     add_output_options(p, "write the samples to this CSV file")
-    p.set_defaults(func=run)

@@ -17,7 +17,7 @@ import torch
 
 from .._validate import check_fits_dtype
 from ..data import load_table
-from ._common import add_output_options, check_output, load_model, order_columns, write_csv
+from ._common import add_output_options, check_output, command_parser, load_model, order_columns, write_csv
 
 __all__ = ["register", "run"]
 
@@ -44,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("logprob", help="log-likelihood of a data file under a saved model")
+    p = command_parser(sub, "logprob", "log-likelihood of a data file under a saved model", __doc__, run)
     p.add_argument("model", help="model file written by `strnn-fast fit` or model.save(path)")
     p.add_argument("data", help="data table: .csv (optional header of names), .npy or .npz")
     add_output_options(p, "CSV file for the per-row log-likelihoods", batch_size=4096)
-    p.set_defaults(func=run)
