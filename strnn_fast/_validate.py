@@ -47,7 +47,7 @@ def as_binary_matrix(value: Any, name: str = "adjacency", *, allow_zero: bool = 
         not_binary = (arr != 0) & (arr != 1)
         if not_binary.any():
             i, j = np.argwhere(not_binary)[0]
-            raise ValueError(f"{name} must be binary (every entry 0 or 1), found {arr[i, j]!r} at [{i}, {j}]")
+            raise ValueError(f"{name} must be binary (every entry 0 or 1), found {arr[i, j].item()!r} at [{i}, {j}]")
     out = arr.astype(np.uint8, copy=False)
     if not allow_zero and not out.any():
         raise ValueError(f"{name} is all zero: no output may depend on any input, so there is nothing to learn")

@@ -170,15 +170,19 @@ class CausalFlow(Savable, nn.Module):
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, data: Any, *, val_fraction: float = 0.2, split_seed: int = 0, context: Any = None,
-            **fit_options: Any) -> Any:
+    def fit(self, data: Any, *, val: Any = None, val_fraction: float = 0.2, split_seed: int = 0,
+            context: Any = None, val_context: Any = None, **fit_options: Any) -> Any:
         r"""Fits the flow to observational data by maximum likelihood.
 
         Arguments:
             data: (n, d) array, tensor or DataFrame (columns matched to the model's names; their
                 names are adopted when the model has none).
+            val: validation rows for early stopping, like ``data``; when given, all of ``data``
+                is trained on and ``val_fraction``/``split_seed`` are unused (``strnn-fast fit``
+                passes its own split this way).
             context: (n, C) covariates of the rows (array or tensor), for a model with
                 ``context_features``.
+            val_context: covariates of the ``val`` rows.
             val_fraction: share of rows held out for early stopping (0 for none).
             split_seed: seed of the train/validation shuffle.
             **fit_options: passed to :func:`strnn_fast.train.fit` (epochs, batch_size, lr,
@@ -190,21 +194,31 @@ class CausalFlow(Savable, nn.Module):
         if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
         x = self._rows(data, "data", adopt_names=True).cpu()
-        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
-        n_val = int(round(val_fraction * len(x)))
+        if val is not None:  # the given split: validation rows first, then the training rows in order
+            v = self._rows(val, "val").cpu()
+            x, perm, n_val = torch.cat([v, x]), torch.arange(len(v) + len(x)), len(v)
+            if context is not None or val_context is not None:
+                if context is None or val_context is None:
+                    raise ValueError("give both context and val_context, or neither")
+                context = np.concatenate([_numpy(val_context), _numpy(context)])
+        elif val_context is not None:
+            raise ValueError("val_context needs val (the validation rows it belongs to)")
+        else:
+            perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
+            n_val = int(round(val_fraction * len(x)))
         if len(x) - n_val < 2:
             raise ValueError(f"data has {len(x)} rows; need at least 2 training rows after the split")
         train, val = x[perm[n_val:]], (x[perm[:n_val]] if n_val else None)
         if self.context_features:
             if context is None:
                 raise ValueError(f"context is required: the model has context_features={self.context_features}")
-            c = torch.as_tensor(np.asarray(context.detach().cpu() if isinstance(context, torch.Tensor) else context,
-                                           dtype=np.float64)).to(x.dtype)
+            c = torch.as_tensor(_numpy(context)).to(x.dtype)
             if c.ndim != 2 or c.shape != (len(x), self.context_features):
                 raise ValueError(f"context must have shape ({len(x)}, {self.context_features}) (one row per data "
                                  f"row), got {tuple(c.shape)}")
-            # Covariates are conditioned on, not modelled: a constant one is kept (scaled by 1).
-            scaler = (Standardizer.fit(c, None, "context", constant="keep")
+            # Training rows' statistics, like the variables'; covariates are conditioned on, not
+            # modelled, so a constant one is kept (scaled by 1).
+            scaler = (Standardizer.fit(c[perm[n_val:]], None, "context", constant="keep")
                       if self.config["standardize"] else Standardizer.identity(c.shape[1]))
             with torch.no_grad():
                 self.context_loc.copy_(torch.from_numpy(scaler.mean))
@@ -509,6 +523,11 @@ class _Scaled(nn.Module):
 
     def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         return self.model.flow.log_prob(self.model._scaled(x), context) - self.model.scale.log().sum()
+
+
+def _numpy(value: Any) -> np.ndarray:
+    # Covariates as a float64 array (tensors leave their device first).
+    return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
 
 
 def _is_frame(value: Any) -> bool:

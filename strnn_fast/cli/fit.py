@@ -116,11 +116,11 @@ def _run(args: argparse.Namespace) -> int:
                    seed=args.seed, progress=not args.quiet)
     try:
         if args.model == "causal":
-            # CausalFlow keeps its own standardization and marks itself fitted; give it raw rows.
+            # CausalFlow answers interventions in data units, so it holds the same Standardizer
+            # itself (fitted on the same training rows): give it raw rows and this split.
             if context is not None:
-                options["context"] = np.concatenate(c_parts[:2])
-            history = model.fit(np.concatenate(parts[:2]), val_fraction=len(parts[1]) / (len(parts[0]) + len(parts[1])),
-                                split_seed=args.seed, **options)
+                options["context"], options["val_context"] = c_parts[:2]
+            history = model.fit(parts[0], val=parts[1], **options)
             standardized = False
         else:
             if context is not None:
