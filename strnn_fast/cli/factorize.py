@@ -32,13 +32,6 @@ def builtin_adjacency(d: int = 100, density: float = 0.2, seed: int = 0) -> np.n
     return random_dag(d, density=density, seed=seed).astype(np.uint8)
 
 
-def read_adjacency(path: Path) -> np.ndarray:
-    """Reads an adjacency file with the same rules as ``strnn-fast fit`` (matrix, headed matrix or
-    edge list; see :func:`strnn_fast.data.load_adjacency`); matrices may also be rectangular."""
-    A, _ = load_adjacency(path, square=False, allow_self_loops=True)
-    return A.astype(np.uint8)
-
-
 def tile_density(mask: np.ndarray, block: int) -> float:
     """Fraction of (block x block) tiles of a (fan_in, fan_out) factorizer mask that hold a nonzero,
     in the weight orientation (fan_out, fan_in) the kernels tile (:class:`strnn_fast.layout.BlockLayout`).
@@ -85,7 +78,9 @@ def _run_method(name: str, A: np.ndarray, hidden: tuple[int, ...]) -> tuple[list
 
 
 def run(args: argparse.Namespace) -> int:
-    A = builtin_adjacency() if args.adjacency is None else read_adjacency(Path(args.adjacency))
+    # The file rules of `strnn-fast fit` (matrix, headed matrix or edge list); masks may be rectangular.
+    A = builtin_adjacency() if args.adjacency is None else load_adjacency(args.adjacency, square=False,
+                                                                         allow_self_loops=True)[0]
     source = "built-in random DAG (d=100, density 0.2, seed 0)" if args.adjacency is None else args.adjacency
     A = as_binary_matrix(A, f"adjacency {source}")
     hidden = args.hidden or (2 * A.shape[0], 2 * A.shape[0])
