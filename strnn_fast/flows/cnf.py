@@ -32,7 +32,7 @@ from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
-from .._validate import as_positive_int, as_real, as_sizes
+from .._validate import as_positive_int, as_real, as_sizes, choice
 from ..graph import as_adjacency, transitive_closure
 from .base import Flow
 from .odefunc import CNFDynamics
@@ -184,11 +184,7 @@ class StrCNF(Flow):
                          step_size, self.adjoint if adjoint is None else adjoint)
 
     def _set_solver(self, solver: Any, atol: Any, rtol: Any, step_size: Any, adjoint: Any) -> None:
-        if not isinstance(solver, str):
-            raise TypeError(f"solver must be a string, got {solver!r}")
-        known = ADAPTIVE_SOLVERS + FIXED_STEP_SOLVERS
-        if solver not in known:
-            raise ValueError(f"unknown solver {solver!r}; expected one of: {', '.join(known)}")
+        solver = choice(solver, ADAPTIVE_SOLVERS + FIXED_STEP_SOLVERS, "solver")
         if solver in FIXED_STEP_SOLVERS:
             if step_size is None:
                 raise ValueError(f"solver {solver!r} takes fixed steps: pass step_size (in units of t)")
