@@ -57,7 +57,7 @@ class Variables:
         """
         if isinstance(key, str):
             if self.names is None:
-                raise ValueError(f"{what}: variable {key!r} is a name, but the model has no variable names; "
+                raise ValueError(f"{what}: variable {key!r} is a name, but there are no variable names; "
                                  f"use an index 0..{self.d - 1}")
             if key not in self.names:
                 raise ValueError(f"unknown variable {key!r} in {what}; variables are {self.names}")

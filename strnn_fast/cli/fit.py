@@ -34,6 +34,7 @@ from ..data import check_adjacency_matches, load_adjacency, load_table
 from ..data.dataset import split
 from ..standardize import Standardized, Standardizer
 from ..train import evaluate_nll, fit, is_main_process
+from ..variables import Variables
 from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, add_training_options,
                       check_output, command_parser, cpu_threads, seed_type)
 
@@ -57,16 +58,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _context_columns(spec: str, names: list[str] | None, n_columns: int) -> list[int]:
     # --context: column names of the table's header, or 0-based indices.
+    columns = Variables(names, n_columns)
     keys = [k.strip() for k in spec.split(",") if k.strip()]
-    out = []
-    for key in keys:
-        if names is not None and key in names:
-            out.append(names.index(key))
-        elif key.isdigit() and int(key) < n_columns:
-            out.append(int(key))
-        else:
-            raise ValueError(f"--context names column {key!r}, which the data does not have; its columns are "
-                             f"{names if names is not None else list(range(n_columns))}")
+    out = [columns.index(int(k) if k.isdigit() and (names is None or k not in names) else k, "--context")
+           for k in keys]
     if not out or len(set(out)) != len(out) or len(out) >= n_columns:
         raise ValueError(f"--context must name distinct columns and leave at least one variable, got {spec!r}")
     return out
