@@ -79,6 +79,13 @@ def as_positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def as_int(value: Any, name: str) -> int:
+    """Returns `value` as an int (numpy ints too; bools refused) or raises TypeError, e.g. a seed."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
 def as_non_negative_int(value: Any, name: str) -> int:
     """Returns `value` as an int >= 0 or raises (TypeError for a non-int, ValueError below 0)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):

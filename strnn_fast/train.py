@@ -42,7 +42,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validate import as_positive_int, as_real, check_fits_dtype
+from ._validate import as_int, as_positive_int, as_real, check_fits_dtype
 from .variables import Variables
 
 __all__ = ["History", "evaluate_nll", "fit", "is_main_process", "world"]
@@ -232,8 +232,7 @@ def _check_args(model: nn.Module, epochs: Any, batch_size: Any, lr: Any, weight_
     as_positive_int(batch_size, "batch_size")
     if patience is not None:
         as_positive_int(patience, "patience")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    as_int(seed, "seed")
     as_real(lr, "lr", positive=True)
     as_real(weight_decay, "weight_decay", non_negative=True)
     if scheduler not in SCHEDULERS:

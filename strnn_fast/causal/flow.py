@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validate import as_positive_int, check_fits_dtype, choice
+from .._validate import as_int, as_positive_int, check_fits_dtype, choice
 from ..flows.straf import StrAF
 from ..graph import as_dag, topological_order
 from ..serialization import Savable
@@ -392,11 +392,10 @@ class CausalFlow(Savable, nn.Module):
         if seed is None:
             yield
             return
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an integer or None, got {seed!r}")
+        seed = as_int(seed, "seed")  # None is handled above
         device = self._device_dtype()[0]
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(int(seed))
+            torch.manual_seed(seed)
             yield
 
     @property
