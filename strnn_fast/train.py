@@ -206,14 +206,10 @@ def evaluate_nll(model: nn.Module, data: Any, batch_size: int = 1024, context: A
 
     Example:
         >>> import torch
-        >>> class Std(torch.nn.Module):
-        ...     def __init__(self):
-        ...         super().__init__()
-        ...         self.mu = torch.nn.Parameter(torch.zeros(1))
-        ...     def log_prob(self, x):
-        ...         return torch.distributions.Normal(self.mu, 1.0).log_prob(x).sum(-1)
-        >>> round(evaluate_nll(Std(), torch.zeros(4, 1)), 4)
-        0.9189
+        >>> from strnn_fast.flows import StrAF
+        >>> flow, x = StrAF([[0, 0], [1, 0]], hidden_sizes=(4,), flow_steps=1), torch.randn(8, 2)
+        >>> abs(evaluate_nll(flow, x, batch_size=3) + flow.log_prob(x).mean().item()) < 1e-5
+        True
     """
     if not callable(getattr(model, "log_prob", None)):
         raise TypeError(f"model must define log_prob(x), got {type(model).__name__}")
