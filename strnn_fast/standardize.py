@@ -32,7 +32,7 @@ __all__ = ["Standardized", "Standardizer"]
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: no elementwise ==
 class Standardizer:
     r"""Per-column shift and scale: ``z = (x - mean) / std``; the one standardization convention.
 

@@ -335,5 +335,5 @@ def order_columns(x: np.ndarray, names: list[str] | None, model_names: list[str]
     """
     if x.shape[1] != d:
         raise ValueError(f"{path} has {x.shape[1]} columns but the model has {d} variables")
-    order = Variables(model_names, d).column_order(list(names), path) if names is not None and model_names else None
+    order = Variables(model_names).column_order(list(names), path) if names is not None and model_names else None
     return x if order is None else x[:, order]
