@@ -46,7 +46,7 @@ class Variables:
             raise ValueError("give names or the number of variables d")
         self.d = len(self.names) if self.names is not None else int(d)  # type: ignore[arg-type]
 
-    def index(self, key: Any, what: str = "variable") -> int:
+    def index(self, key: Any, what: str | None = None) -> int:
         r"""0-based index of a variable given by name or index; ``what`` names the argument in errors.
 
         Example:
@@ -55,18 +55,19 @@ class Variables:
             ...
             ValueError: unknown variable 'c' in do; variables are ['a', 'b']
         """
+        label = what or "variable"
         if isinstance(key, str):
             if self.names is None:
-                raise ValueError(f"{what}: variable {key!r} is a name, but there are no variable names; "
+                raise ValueError(f"{what + ': ' if what else ''}variable {key!r} is a name, but there are no variable names; "
                                  f"use an index 0..{self.d - 1}")
             if key not in self.names:
-                raise ValueError(f"unknown variable {key!r} in {what}; variables are {self.names}")
+                raise ValueError(f"unknown variable {key!r}{f' in {what}' if what else ''}; variables are {self.names}")
             return self.names.index(key)
         if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
             if not 0 <= key < self.d:
-                raise ValueError(f"{what} index {int(key)} is out of range for {self.d} variables")
+                raise ValueError(f"{label} index {int(key)} is out of range for {self.d} variables")
             return int(key)
-        raise TypeError(f"{what} keys must be variable names (str) or indices (int), got {key!r}")
+        raise TypeError(f"{label} keys must be variable names (str) or indices (int), got {key!r}")
 
     def label(self, i: int) -> str:
         """The name of variable ``i`` when there are names, else its index, as text."""

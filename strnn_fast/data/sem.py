@@ -118,7 +118,7 @@ class SEM:
             >>> LinearSEM([("a", "b", 1.0)], 1.0).index("b")
             1
         """
-        return self._vars.index(variable, "variable")
+        return self._vars.index(variable)
 
     def parents(self, variable: Variable) -> np.ndarray:
         """Indices of the parents of ``variable``, increasing."""
