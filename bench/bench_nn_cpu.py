@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from strnn_fast import FastStrNN
+from strnn_fast.data import random_dag
 
 ref_models = pytest.importorskip("strnn.models.strNN")
 
@@ -20,8 +21,7 @@ D, HIDDEN, BATCH = 100, (500, 500), 256
 
 
 def _models() -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
-    rng = np.random.default_rng(0)
-    A = np.tril(rng.random((D, D)) < 0.2, -1).astype(np.float64)
+    A = random_dag(D, density=0.2, seed=0).astype(np.float64)
     torch.manual_seed(0)
     theirs = ref_models.StrNN(D, HIDDEN, D, adjacency=A)
     ours = FastStrNN(D, HIDDEN, D, adjacency=A)

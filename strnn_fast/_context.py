@@ -17,16 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validate import as_binary_matrix
+from ._validate import as_binary_matrix, as_non_negative_int
 
 __all__ = ["as_context_adjacency", "as_context_features", "check_context"]
 
 
 def as_context_features(value: Any) -> int:
-    """Returns ``value`` as a non-negative int or raises ValueError naming context_features."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"context_features must be a non-negative integer, got {value!r}")
-    return int(value)
+    """Returns ``value`` as a non-negative int or raises naming context_features."""
+    return as_non_negative_int(value, "context_features")
 
 
 def as_context_adjacency(value: Any, d: int, C: int) -> np.ndarray:

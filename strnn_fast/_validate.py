@@ -1,39 +1,53 @@
 """Argument checks shared by the public entry points (clear errors instead of crashes)."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 
-def as_binary_matrix(value: Any, name: str = "adjacency", *, allow_zero: bool = False) -> np.ndarray:
+def as_binary_matrix(value: Any, name: str = "adjacency", *, allow_zero: bool = False,
+                     square: bool = False) -> np.ndarray:
     """Returns `value` as a 2-D uint8 0/1 array or raises ValueError/TypeError naming `name`.
 
-    Accepts numpy arrays, torch tensors and nested lists of bool, integer or float entries.
+    Accepts numpy arrays, torch tensors and nested lists of bool, integer or float entries; the
+    one binary-matrix check, rectangular (masks, ``n_out x n_in``) or, with ``square``, a (d, d)
+    graph (:mod:`strnn_fast.graph`). ``allow_zero``: accept a matrix without any one.
 
     Example:
         >>> as_binary_matrix([[0, 1], [0, 0]]).dtype
         dtype('uint8')
+        >>> as_binary_matrix([[0, 1, 0]], square=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: adjacency must be a square (d, d) matrix, got shape (1, 3)
     """
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor, without importing torch
         value = value.detach().cpu().numpy()
     try:
         arr = np.asarray(value)
-    except Exception as err:  # ragged lists and the like
+    except ValueError as err:  # ragged nested lists: a shape error
+        raise ValueError(f"{name} must be a {'square ' if square else ''}2-D array of 0/1 values; "
+                         "its rows have different lengths") from err
+    except Exception as err:
         raise TypeError(f"{name} must be a 2-D array of 0/1 values, got {type(value).__name__}") from err
     if arr.dtype == object or arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold bool, integer or float values, got dtype {arr.dtype}")
+        raise TypeError(f"{name} must hold bool, integer or float 0/1 values, got dtype {arr.dtype}")
+    if square and (arr.ndim != 2 or arr.shape[0] != arr.shape[1]):
+        raise ValueError(f"{name} must be a square (d, d) matrix, got shape {arr.shape}")
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_out x n_in), got shape {arr.shape}")
     if arr.size == 0:
-        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+        raise ValueError(f"{name} must not be empty (at least one variable), got shape {arr.shape}")
     if arr.dtype.kind == "f" and np.isnan(arr).any():
         raise ValueError(f"{name} contains NaN; it must be binary (0/1)")
     if arr.dtype.kind != "b":  # bools are binary; two comparisons beat np.isin by ~10x at d=10,000
         not_binary = (arr != 0) & (arr != 1)
         if not_binary.any():
-            raise ValueError(f"{name} must be binary (every entry 0 or 1), found {arr[not_binary].flat[0]!r}")
+            i, j = np.argwhere(not_binary)[0]
+            raise ValueError(f"{name} must be binary (every entry 0 or 1), found {arr[i, j].item()!r} at [{i}, {j}]")
     out = arr.astype(np.uint8, copy=False)
     if not allow_zero and not out.any():
         raise ValueError(f"{name} is all zero: no output may depend on any input, so there is nothing to learn")
@@ -63,6 +77,58 @@ def as_positive_int(value: Any, name: str) -> int:
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {int(value)}")
     return int(value)
+
+
+def as_int(value: Any, name: str) -> int:
+    """Returns `value` as an int (numpy ints too; bools refused) or raises TypeError, e.g. a seed."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def as_non_negative_int(value: Any, name: str) -> int:
+    """Returns `value` as an int >= 0 or raises (TypeError for a non-int, ValueError below 0)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a non-negative integer, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {int(value)}")
+    return int(value)
+
+
+def as_real(value: Any, name: str, *, positive: bool = False, non_negative: bool = False,
+            finite: bool = True) -> float:
+    r"""Returns a real number as a float or raises: a wrong type (bools, strings, arrays) is a
+    TypeError; NaN, an infinity (unless ``finite=False``) or a wrong sign is a ValueError.
+
+    Example:
+        >>> as_real(2, "tol", positive=True)
+        2.0
+        >>> as_real(float("inf"), "tol", positive=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: tol must be positive and finite, got inf
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    out = float(value)
+    sign = "positive" if positive else "non-negative" if non_negative else ""
+    if math.isnan(out) or (finite and math.isinf(out)) or (positive and not out > 0) or (non_negative and out < 0):
+        need = " and ".join(w for w in (sign, "finite" if finite else "not NaN") if w)
+        raise ValueError(f"{name} must be {need}, got {out}")
+    return out
+
+
+def as_block(value: Any, name: str = "block") -> tuple[Any, Any]:
+    r"""Returns a tile shape ``(block_out, block_in)`` given as a tuple or list of two, or raises
+    TypeError; the C++ core checks that both sides are ints in [1, 65536] (its own error).
+
+    Example:
+        >>> as_block([32, 64])
+        (32, 64)
+    """
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair (block_out, block_in), got {value!r}")
+    return value[0], value[1]
 
 
 def choice(value: Any, options: Sequence[str], name: str) -> str:

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._context import as_context_adjacency, as_context_features, check_context
-from ._validate import choice
+from ._validate import as_non_negative_int, as_real, choice
 from .graph import as_dag, topological_order
 from .nn import FastStrNN
 from .serialization import Savable
@@ -87,9 +87,7 @@ class StrNNDensityEstimator(Savable, nn.Module):
         if not A.any() and not self.context_adjacency.any():
             raise ValueError("adjacency has no edges; a density estimator on a graph needs at least one edge")
         self.data_type = choice(data_type, DATA_TYPES, "data_type")
-        if isinstance(log_std_bound, bool) or not isinstance(log_std_bound, (int, float)) or not log_std_bound > 0:
-            raise ValueError(f"log_std_bound must be a positive number, got {log_std_bound!r}")
-        self.log_std_bound = float(log_std_bound)
+        self.log_std_bound = as_real(log_std_bound, "log_std_bound", positive=True)
         self.adjacency: np.ndarray = A
         self.names: list[str] | None = found
         self.d = int(A.shape[0])
@@ -150,8 +148,7 @@ class StrNNDensityEstimator(Savable, nn.Module):
     @torch.no_grad()
     def sample(self, n: int, context: torch.Tensor | None = None) -> torch.Tensor:
         r"""Ancestral samples, (n, d), with ``depth + 1`` network passes; ``context``: (n, C) or (C,)."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        n = as_non_negative_int(n, "n")
         w = self.net.layers[0].bias  # dtype and device only: a packed layer's .weight is materialized
         x = torch.zeros(int(n), self.d, dtype=w.dtype, device=w.device)
         c = check_context(context, int(n), self.context_features, w)

@@ -49,7 +49,7 @@ from scipy.optimize import LinearConstraint, milp
 from scipy.sparse import coo_array
 
 from . import _C
-from ._validate import as_binary_matrix, as_sizes
+from ._validate import as_binary_matrix, as_real, as_sizes
 
 MAX_VARIABLES = 50_000
 MAX_CUT_ROUNDS = 50
@@ -122,8 +122,8 @@ def factorize_exact(
     sizes = as_sizes(hidden_sizes)
     if not sizes:
         raise ValueError("hidden_sizes must name at least one hidden layer (with none, the only mask is adjacency.T)")
-    var_penalty = _finite(var_penalty, "var_penalty", positive=False)
-    time_limit = _finite(time_limit, "time_limit", positive=True)
+    var_penalty = as_real(var_penalty, "var_penalty", non_negative=True)
+    time_limit = as_real(time_limit, "time_limit", positive=True)
     if not isinstance(warm_start, bool):
         raise TypeError(f"warm_start must be a bool, got {warm_start!r}")
     needed = _n_variables(A, sizes, var_penalty > 0)
@@ -379,12 +379,3 @@ def _n_variables(A: np.ndarray, sizes: tuple[int, ...], penalized: bool) -> int:
     counts = sum(h * n_in for h in sizes[1:-1])
     paths = (sizes[-2] if len(sizes) > 1 else 1) * sizes[-1] * int(A.sum())
     return masks + terms + counts + paths + (n_out if penalized else 0)
-
-
-def _finite(value: Any, name: str, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be {'positive' if positive else 'non-negative'} and finite, got {value}")
-    return value

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ._validate import as_binary_matrix
+
 __all__ = [
     "ancestors",
     "as_adjacency",
@@ -326,25 +328,7 @@ def _square(A: Any) -> np.ndarray:
 
 
 def _from_matrix(value: Any) -> np.ndarray:
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor, without importing torch
-        value = value.detach().cpu().numpy()
-    try:
-        arr = np.asarray(value)
-    except ValueError as err:  # ragged nested lists
-        raise ValueError("adjacency must be a square matrix; its rows have different lengths") from err
-    if arr.dtype == object or arr.dtype.kind not in "biuf":
-        raise TypeError(f"adjacency must hold bool, integer or float 0/1 values, got dtype {arr.dtype}")
-    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
-        raise ValueError(f"adjacency must be a square (d, d) matrix, got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise ValueError("adjacency must have at least one variable, got shape (0, 0)")
-    if arr.dtype.kind == "f" and np.isnan(arr).any():
-        raise ValueError("adjacency contains NaN; entries must be 0 or 1")
-    binary = (arr == 0) | (arr == 1)
-    if not binary.all():
-        i, j = np.argwhere(~binary)[0]
-        raise ValueError(f"adjacency must be binary (0/1), found {arr[i, j]!r} at [{i}, {j}]")
-    return arr.astype(bool)
+    return as_binary_matrix(value, "adjacency", allow_zero=True, square=True).astype(bool)
 
 
 def _looks_like_edge_list(value: Any) -> bool:

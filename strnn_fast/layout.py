@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import _C
-from ._validate import as_binary_matrix
+from ._validate import as_binary_matrix, as_block
 
 
 _INDEX_FIELDS = ("row_ptr", "col_idx", "tile_row", "t_row_ptr", "t_col_idx", "row_order", "t_row_order")
@@ -63,8 +63,7 @@ class BlockLayout:
             The layout, on the CPU.
         """
         m = as_binary_matrix(mask, "mask", allow_zero=True)
-        if not isinstance(block, (tuple, list)) or len(block) != 2:
-            raise TypeError(f"block must be a pair (block_out, block_in), got {block!r}")
+        block = as_block(block)
         raw = _C.block_layout(m, block[0], block[1])
         tensors = {k: torch.from_numpy(raw[k]) for k in ("row_ptr", "col_idx", "tile_row", "t_row_ptr", "t_col_idx")}
         for name, ptr in (("row_order", raw["row_ptr"]), ("t_row_order", raw["t_row_ptr"])):

@@ -17,16 +17,110 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._validate import as_input
+from ._validate import as_input, column_stats
 from .serialization import Savable, build, class_path
 
-__all__ = ["Standardized"]
+__all__ = ["Standardized", "Standardizer"]
+
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
+
+
+@dataclass(frozen=True, eq=False)  # arrays: no elementwise ==
+class Standardizer:
+    r"""Per-column shift and scale: ``z = (x - mean) / std``; the one standardization convention.
+
+    Statistics come from training rows only, with ``ddof=0`` (divide by n): the maximum-likelihood
+    scale, what a Gaussian fitted to the column would use, defined for any n >= 1 and the same as
+    numpy's default (torch's ``Tensor.std`` defaults to ddof=1: never use it for this). The
+    difference to ddof=1 is a factor sqrt(n / (n - 1)), which the flow absorbs; what matters is one
+    convention everywhere, so that a model fitted by the CLI and by the library agree.
+
+    Constant columns follow the policy of :func:`strnn_fast._validate.column_stats`: modelled
+    variables are refused (ValueError naming the column); ``constant="keep"`` instead scales them
+    by 1, for context covariates, which are conditioned on rather than modelled.
+
+    Arguments:
+        mean: (d,) shifts.
+        std: (d,) positive finite scales.
+
+    Example:
+        >>> s = Standardizer.fit(np.array([[0.0, 1.0], [2.0, 5.0]]))
+        >>> s.mean.tolist(), s.std.tolist()
+        ([1.0, 3.0], [1.0, 2.0])
+        >>> s.transform(np.array([[1.0, 7.0]])).tolist(), s.inverse(np.array([[0.0, 1.0]])).tolist()
+        ([[0.0, 2.0]], [[1.0, 5.0]])
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def __post_init__(self) -> None:
+        mean, std = np.asarray(self.mean, dtype=np.float64), np.asarray(self.std, dtype=np.float64)
+        if mean.ndim != 1 or std.shape != mean.shape:
+            raise ValueError(f"mean and std must each hold one value per column, got shapes {mean.shape}, {std.shape}")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            raise ValueError("mean and std must be finite")
+        if not (std > 0).all():
+            # The constant-column policy (see strnn_fast._validate.column_stats): refuse, never rescale by 1.
+            bad = [int(i) for i in np.flatnonzero(~(std > 0))]
+            raise ValueError(f"std must be positive; variables {bad} have std {std[bad].tolist()} "
+                             "(a constant column cannot be modelled: drop it)")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+
+    @classmethod
+    def fit(cls, x: Any, names: Sequence[str] | None = None, what: str = "data", *,
+            constant: str = "refuse") -> Standardizer:
+        r"""Statistics of the (n, d) training rows ``x``; ``constant``: "refuse" or "keep" (scale 1).
+
+        Example:
+            >>> Standardizer.fit(np.array([[1.0, 7.0], [3.0, 7.0]]), constant="keep").std.tolist()
+            [1.0, 1.0]
+        """
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().double().numpy()
+        if constant == "refuse":
+            return cls(*column_stats(x, names, what))
+        if constant != "keep":
+            raise ValueError(f"constant must be 'refuse' or 'keep', got {constant!r}")
+        arr = np.asarray(x, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[0] == 0:
+            raise ValueError(f"{what} must be a non-empty 2-D array (rows x columns), got shape {arr.shape}")
+        std = arr.std(axis=0)
+        return cls(arr.mean(axis=0), np.where(std > 0, std, 1.0))
+
+    @classmethod
+    def identity(cls, d: int) -> Standardizer:
+        """The standardizer that changes nothing (mean 0, std 1): for data used as they are."""
+        return cls(np.zeros(d), np.ones(d))
+
+    def _stats(self, like: Any) -> tuple[Any, Any]:
+        if isinstance(like, torch.Tensor):
+            dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
+            return (torch.as_tensor(self.mean, dtype=dtype, device=like.device),
+                    torch.as_tensor(self.std, dtype=dtype, device=like.device))
+        return self.mean, self.std
+
+    def transform(self, x: Array) -> Array:
+        """``(x - mean) / std`` for an array or tensor of shape (..., d)."""
+        mean, std = self._stats(x)
+        return (x - mean) / std
+
+    def inverse(self, z: Array) -> Array:
+        """``mean + std * z``: back to data units."""
+        mean, std = self._stats(z)
+        return z * std + mean
+
+    def log_scale(self) -> float:
+        """``sum(log std)``: subtract it from a log-density of ``z`` to get one of ``x``."""
+        return float(np.log(self.std).sum())
 
 
 class Standardized(Savable, nn.Module):
@@ -69,13 +163,7 @@ class Standardized(Savable, nn.Module):
         if mean_arr.ndim != 1 or std_arr.shape != (d,) or getattr(self.base, "d", d) != d:
             raise ValueError(f"mean and std must each hold one value per variable "
                              f"(d={getattr(self.base, 'd', '?')}), got shapes {mean_arr.shape}, {std_arr.shape}")
-        if not (np.isfinite(mean_arr).all() and np.isfinite(std_arr).all()):
-            raise ValueError("mean and std must be finite")
-        if not (std_arr > 0).all():
-            # The constant-column policy (see strnn_fast._validate.column_stats): refuse, never rescale by 1.
-            bad = [int(i) for i in np.flatnonzero(~(std_arr > 0))]
-            raise ValueError(f"std must be positive; variables {bad} have std {std_arr[bad].tolist()} "
-                             "(a constant column cannot be modelled: drop it)")
+        Standardizer(mean_arr, std_arr)  # finite, and positive std (the constant-column policy)
         self.d = d
         self.names = list(names) if names is not None else getattr(self.base, "names", None)
         like = next(self.base.parameters(), torch.empty(0))

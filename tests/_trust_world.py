@@ -50,43 +50,48 @@ def make_world(folder: Path) -> Path:
     x[:, 1] += x[:, 0]
     good = x.round(5).tolist()
     w = folder
-    (w / "data.csv").write_text(_csv(good))
-    (w / "noheader.csv").write_text(_csv(good, None))
+    texts = {
+        "data.csv": _csv(good),
+        "noheader.csv": _csv(good, None),
+        "graph.csv": "parent,child\na,b\nb,c\n",
+        "graph.txt": "a b\nb c\n",
+        # hostile tables
+        "empty.csv": "",
+        "header_only.csv": "a,b,c\n",
+        "ragged.csv": "a,b,c\n1,2,3\n4,5\n",
+        "words.csv": "a,b,c\n1,2,3\n4,oops,6\n",
+        "nan.csv": _csv(good[:5] + [[1, "nan", 3]]),
+        "inf.csv": _csv(good[:5] + [[1, 2, "-inf"]]),
+        "huge.csv": _csv(good[:20] + [[1e40, 2, 3]] + good[20:]),
+        "const.csv": _csv([[r[0], r[1], 7.0] for r in good]),
+        "few.csv": _csv(good[:2]),
+        "two_cols.csv": "a,b\n1,2\n3,4\n",
+        "other_names.csv": _csv(good, "a,b,zz"),
+        "dup_names.csv": _csv(good, "a,a,c"),
+        "nul.csv": "a,b\x00,c\n1,2,3\n",
+        "table.xlsx": "not really",
+        # hostile graphs
+        "cycle.csv": "parent,child\na,b\nb,c\nc,a\n",
+        "selfloop.csv": "parent,child\na,a\na,b\n",
+        "unknown.csv": "parent,child\na,b\nb,q\n",
+        "two_by_two.csv": "0,0\n1,0\n",
+        "nonbinary.csv": "0,0,0\n2,0,0\n1,1,0\n",
+        "mixed.csv": "parent,child\na,1\n",
+        "three_fields.txt": "a b c\n",
+        "zeros.csv": "0,0,0\n0,0,0\n0,0,0\n",
+    }
+    for name, text in texts.items():
+        (w / name).write_text(text)
+    # arrays and binary files, good and hostile
     np.save(w / "data.npy", x)
     np.savez(w / "data.npz", data=x, names=np.array(["a", "b", "c"]))
-    (w / "graph.csv").write_text("parent,child\na,b\nb,c\n")
-    (w / "graph.txt").write_text("a b\nb c\n")
-    # hostile tables
-    (w / "empty.csv").write_text("")
-    (w / "header_only.csv").write_text("a,b,c\n")
-    (w / "ragged.csv").write_text("a,b,c\n1,2,3\n4,5\n")
-    (w / "words.csv").write_text("a,b,c\n1,2,3\n4,oops,6\n")
-    (w / "nan.csv").write_text(_csv(good[:5] + [[1, "nan", 3]]))
-    (w / "inf.csv").write_text(_csv(good[:5] + [[1, 2, "-inf"]]))
-    (w / "huge.csv").write_text(_csv(good[:20] + [[1e40, 2, 3]] + good[20:]))
-    (w / "const.csv").write_text(_csv([[r[0], r[1], 7.0] for r in good]))
-    (w / "few.csv").write_text(_csv(good[:2]))
-    (w / "two_cols.csv").write_text("a,b\n1,2\n3,4\n")
-    (w / "other_names.csv").write_text(_csv(good, "a,b,zz"))
-    (w / "dup_names.csv").write_text(_csv(good, "a,a,c"))
     (w / "binary.csv").write_bytes(b"\xff\xfe\x00\x01garbage\x00\n\x80\x81")
-    (w / "nul.csv").write_text("a,b\x00,c\n1,2,3\n")
-    (w / "table.xlsx").write_text("not really")
     np.save(w / "cube.npy", np.zeros((2, 2, 2)))
     np.save(w / "strings.npy", np.array([["a", "b"], ["c", "d"]]))
     (w / "junk.npy").write_bytes(b"\x93NUMPY garbage")
     np.savez(w / "two.npz", p=np.zeros((2, 3)), q=np.zeros((2, 3)))
     np.savez(w / "badnames.npz", data=np.zeros((2, 3)), names=np.zeros(3))
     (w / "junk.npz").write_bytes(b"PK\x03\x04 not a zip")
-    # hostile graphs
-    (w / "cycle.csv").write_text("parent,child\na,b\nb,c\nc,a\n")
-    (w / "selfloop.csv").write_text("parent,child\na,a\na,b\n")
-    (w / "unknown.csv").write_text("parent,child\na,b\nb,q\n")
-    (w / "two_by_two.csv").write_text("0,0\n1,0\n")
-    (w / "nonbinary.csv").write_text("0,0,0\n2,0,0\n1,1,0\n")
-    (w / "mixed.csv").write_text("parent,child\na,1\n")
-    (w / "three_fields.txt").write_text("a b c\n")
-    (w / "zeros.csv").write_text("0,0,0\n0,0,0\n0,0,0\n")
     np.save(w / "rect.npy", np.array([[1, 0, 1], [0, 1, 1]]))
     # models
     flow = StrAF(A3, hidden_sizes=(6,), flow_steps=1, names=["a", "b", "c"])

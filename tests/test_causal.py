@@ -285,7 +285,7 @@ def test_bad_rows_raise(fitted: CausalFlow) -> None:
 def test_unnamed_model_uses_indices_and_adopts_frame_names() -> None:
     model = CausalFlow(np.array([[0, 0], [1, 0]]), hidden_sizes=(4,), flow_steps=1)
     with pytest.raises(ValueError, match="no variable names"):
-        model._index("x")
+        model.variables.index("x")
     x = torch.randn(60, 2)
     model.fit(x, epochs=1, progress=False)
     assert isinstance(model.interventional_samples({0: 1.0}, 4), torch.Tensor)

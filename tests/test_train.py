@@ -181,7 +181,7 @@ GOOD = data(16, 2)
         ({"epochs": 2.5}, TypeError, "epochs"),
         ({"batch_size": -1}, ValueError, "batch_size"),
         ({"lr": 0.0}, ValueError, "lr"),
-        ({"lr": math.nan}, TypeError, "lr"),
+        ({"lr": math.nan}, ValueError, "lr"),
         ({"weight_decay": -0.1}, ValueError, "weight_decay"),
         ({"patience": 0}, ValueError, "patience"),
         ({"seed": "1"}, TypeError, "seed"),

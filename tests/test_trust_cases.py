@@ -4,13 +4,12 @@
 """
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from _trust_world import A3, digest
 from strnn_fast import FastStrNN
 from strnn_fast.causal import CausalFlow
 from strnn_fast.cli import build_parser, main
@@ -19,12 +18,6 @@ from strnn_fast.flows import StrAF
 from strnn_fast.standardize import Standardized
 from strnn_fast.train import fit
 
-A3 = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0]])
-
-
-def _digest(folder) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
@@ -154,9 +147,9 @@ def test_case6_factorize_refuses_an_existing_folder(tmp_path, capsys) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    before = _digest(out)
+    before = digest(out)
     assert main(["factorize", "--methods", "greedy", "-o", str(out)]) == 2
-    assert "--force" in capsys.readouterr().err and _digest(out) == before
+    assert "--force" in capsys.readouterr().err and digest(out) == before
     assert main(["factorize", "--methods", "greedy", "-o", str(out), "--force"]) == 0
     assert (out / "keep.txt").read_text() == "mine" and (out / "masks_greedy.npz").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -84,37 +84,32 @@ def _write(tmp_path_factory, suffix: str, content: bytes):
     return folder, path
 
 
+def _check_table(result) -> None:
+    x, names = result
+    assert x.ndim == 2 and np.isfinite(x).all() and x.dtype == np.float64
+    assert names is None or len(names) == x.shape[1]
+
+
+def _check_adjacency(result) -> None:
+    A, _ = result
+    assert A.dtype == bool and A.ndim == 2 and A.shape[0] == A.shape[1]
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".npy", ".npz"])
-def test_fuzz_load_table(tmp_path_factory, suffix) -> None:
+@pytest.mark.parametrize(("load", "check"), [(load_table, _check_table), (load_adjacency, _check_adjacency)],
+                         ids=["load_table", "load_adjacency"])
+def test_fuzz_loader(tmp_path_factory, suffix, load, check) -> None:
     @FUZZ
     @given(content=mutated(suffix))
     def run(content: bytes) -> None:
         _, path = _write(tmp_path_factory, suffix, content)
         with time_limit(20):
             try:
-                x, names = load_table(path)
+                result = load(path)
             except CLEAN as err:
                 assert "input" in str(err)
                 return
-        assert x.ndim == 2 and np.isfinite(x).all() and x.dtype == np.float64
-        assert names is None or len(names) == x.shape[1]
-
-    run()
-
-
-@pytest.mark.parametrize("suffix", [".csv", ".npy", ".npz"])
-def test_fuzz_load_adjacency(tmp_path_factory, suffix) -> None:
-    @FUZZ
-    @given(content=mutated(suffix))
-    def run(content: bytes) -> None:
-        _, path = _write(tmp_path_factory, suffix, content)
-        with time_limit(20):
-            try:
-                A, _ = load_adjacency(path)
-            except CLEAN as err:
-                assert "input" in str(err)
-                return
-        assert A.dtype == bool and A.ndim == 2 and A.shape[0] == A.shape[1]
+        check(result)
 
     run()
 

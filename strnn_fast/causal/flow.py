@@ -32,11 +32,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validate import check_fits_dtype, choice, column_stats
+from .._validate import as_int, as_positive_int, check_fits_dtype, choice
 from ..flows.straf import StrAF
 from ..graph import as_dag, topological_order
 from ..serialization import Savable
+from ..standardize import Standardizer
 from ..train import fit as train_fit
+from ..variables import Variables
 from .queries import affected, do_inverse
 
 __all__ = ["CausalFlow"]
@@ -58,7 +60,8 @@ class CausalFlow(Savable, nn.Module):
         normalizer: the flow's normalizer, "affine", "spline" or "umnn".
         prior: latent (exogenous noise) distribution, "normal" or "laplace".
         standardize: fit on variables scaled to zero mean and unit variance (statistics of the
-            training split); answers stay in the data's units.
+            training split, by :class:`strnn_fast.standardize.Standardizer`); answers stay in
+            the data's units.
         **flow_options: passed to :class:`strnn_fast.flows.StrAF` (``hidden_sizes``,
             ``flow_steps``, ``scale_bound``, ``bins``, ...). Must be JSON-friendly so that
             ``save`` can record them. ``context_features=C`` (with an optional (d, C)
@@ -160,22 +163,26 @@ class CausalFlow(Savable, nn.Module):
             (n, d) tensor, or a dict of columns / DataFrame keyed by name (see ``output``).
         """
         self._check_fitted()
-        n = _count(n, "n")
+        n = as_positive_int(n, "n")
         with self._rng(seed), torch.no_grad():
             x = self.inverse(self._latents(n), context)
         return self._keyed(x, output)
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, data: Any, *, val_fraction: float = 0.2, split_seed: int = 0, context: Any = None,
-            **fit_options: Any) -> Any:
+    def fit(self, data: Any, *, val: Any = None, val_fraction: float = 0.2, split_seed: int = 0,
+            context: Any = None, val_context: Any = None, **fit_options: Any) -> Any:
         r"""Fits the flow to observational data by maximum likelihood.
 
         Arguments:
             data: (n, d) array, tensor or DataFrame (columns matched to the model's names; their
                 names are adopted when the model has none).
+            val: validation rows for early stopping, like ``data``; when given, all of ``data``
+                is trained on and ``val_fraction``/``split_seed`` are unused (``strnn-fast fit``
+                passes its own split this way).
             context: (n, C) covariates of the rows (array or tensor), for a model with
                 ``context_features``.
+            val_context: covariates of the ``val`` rows.
             val_fraction: share of rows held out for early stopping (0 for none).
             split_seed: seed of the train/validation shuffle.
             **fit_options: passed to :func:`strnn_fast.train.fit` (epochs, batch_size, lr,
@@ -187,38 +194,47 @@ class CausalFlow(Savable, nn.Module):
         if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
         x = self._rows(data, "data", adopt_names=True).cpu()
-        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
-        n_val = int(round(val_fraction * len(x)))
+        if val is not None:  # the given split: validation rows first, then the training rows in order
+            v = self._rows(val, "val").cpu()
+            x, perm, n_val = torch.cat([v, x]), torch.arange(len(v) + len(x)), len(v)
+            if context is not None or val_context is not None:
+                if context is None or val_context is None:
+                    raise ValueError("give both context and val_context, or neither")
+                context = np.concatenate([_numpy(val_context), _numpy(context)])
+        elif val_context is not None:
+            raise ValueError("val_context needs val (the validation rows it belongs to)")
+        else:
+            perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
+            n_val = int(round(val_fraction * len(x)))
         if len(x) - n_val < 2:
             raise ValueError(f"data has {len(x)} rows; need at least 2 training rows after the split")
         train, val = x[perm[n_val:]], (x[perm[:n_val]] if n_val else None)
         if self.context_features:
             if context is None:
                 raise ValueError(f"context is required: the model has context_features={self.context_features}")
-            c = torch.as_tensor(np.asarray(context.detach().cpu() if isinstance(context, torch.Tensor) else context,
-                                           dtype=np.float64)).to(x.dtype)
+            c = torch.as_tensor(_numpy(context)).to(x.dtype)
             if c.ndim != 2 or c.shape != (len(x), self.context_features):
                 raise ValueError(f"context must have shape ({len(x)}, {self.context_features}) (one row per data "
                                  f"row), got {tuple(c.shape)}")
+            # Training rows' statistics, like the variables'; covariates are conditioned on, not
+            # modelled, so a constant one is kept (scaled by 1).
+            scaler = (Standardizer.fit(c[perm[n_val:]], None, "context", constant="keep")
+                      if self.config["standardize"] else Standardizer.identity(c.shape[1]))
             with torch.no_grad():
-                self.context_loc.copy_(c.mean(0) if self.config["standardize"] else torch.zeros(c.shape[1]))
-                std = c.std(0) if self.config["standardize"] else torch.ones(c.shape[1])
-                self.context_scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
-            c = (c - self.context_loc.cpu().to(c)) / self.context_scale.cpu().to(c)
+                self.context_loc.copy_(torch.from_numpy(scaler.mean))
+                self.context_scale.copy_(torch.from_numpy(scaler.std))
+            c = scaler.transform(c)
             fit_options["context"] = c[perm[n_val:]]
             if n_val:
                 fit_options["val_context"] = c[perm[:n_val]]
         elif context is not None:
             raise ValueError("context must be None: this model has no context features (context_features=0)")
         with torch.no_grad():
-            if self.config["standardize"]:
-                # Constant columns are refused (the policy of strnn_fast._validate.column_stats).
-                mean, std = column_stats(train.double().numpy(), self.names, "data")
-                self.loc.copy_(torch.from_numpy(mean))
-                self.scale.copy_(torch.from_numpy(train.double().std(0).numpy()))
-            else:
-                self.loc.zero_()
-                self.scale.fill_(1.0)
+            # Constant columns are refused (the policy of strnn_fast._validate.column_stats).
+            scaler = (Standardizer.fit(train, self.names, "data") if self.config["standardize"]
+                      else Standardizer.identity(self.d))
+            self.loc.copy_(torch.from_numpy(scaler.mean))
+            self.scale.copy_(torch.from_numpy(scaler.std))
         history = train_fit(_Scaled(self) if self.context_features else self, train, val, **fit_options)
         self.fitted.fill_(True)
         return history
@@ -248,7 +264,7 @@ class CausalFlow(Savable, nn.Module):
             True
         """
         self._check_fitted()
-        n = _count(n, "n")
+        n = as_positive_int(n, "n")
         idx, values = self._do(do, n)
         forward, backward = self._maps(context, n)
         with self._rng(seed), torch.no_grad():
@@ -286,8 +302,8 @@ class CausalFlow(Savable, nn.Module):
             1.0
         """
         self._check_fitted()
-        n = _count(n, "n")
-        t = self._index(target, "target")
+        n = as_positive_int(n, "n")
+        t = self.variables.index(target, "target")
         idx_a, val_a = self._do(do_a, n, "do_a")
         idx_b, val_b = self._do(do_b, n, "do_b")
         forward, backward = self._maps(context, n)
@@ -376,41 +392,27 @@ class CausalFlow(Savable, nn.Module):
         if seed is None:
             yield
             return
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an integer or None, got {seed!r}")
+        seed = as_int(seed, "seed")  # None is handled above
         device = self._device_dtype()[0]
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(int(seed))
+            torch.manual_seed(seed)
             yield
 
-    def _index(self, key: Any, what: str = "do") -> int:
-        if isinstance(key, str):
-            if self.names is None:
-                raise ValueError(f"{what} names variable {key!r} but the model has no variable names; "
-                                 f"use an index 0..{self.d - 1}")
-            if key not in self.names:
-                raise ValueError(f"{what} names unknown variable {key!r}; variables are {self.names}")
-            return self.names.index(key)
-        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-            if not 0 <= key < self.d:
-                raise ValueError(f"{what} index {int(key)} is out of range for {self.d} variables")
-            return int(key)
-        raise TypeError(f"{what} keys must be variable names (str) or indices (int), got {key!r}")
+    @property
+    def variables(self) -> Variables:
+        """The model's :class:`strnn_fast.variables.Variables` (names <-> indices)."""
+        return Variables(self.names, self.d)
 
     def _do(self, do: Any, n: int, what: str = "do", dtype: torch.dtype | None = None) -> tuple[list[int], torch.Tensor]:
         """Resolves ``do`` into variable indices and an (n, k) value tensor on the model's device
         (in ``dtype``, the model's by default)."""
-        if not isinstance(do, Mapping):
-            raise TypeError(f"{what} must be a mapping of variable -> value, e.g. {{'x': 1.5}}; "
-                            f"got {type(do).__name__}")
+        if do is None:  # None is "no intervention" for an SEM, but a CausalFlow query needs one
+            raise TypeError(f"{what} must be a mapping of variable -> value, e.g. {{'x': 1.5}}; got NoneType")
         device, model_dtype = self._device_dtype()
         dtype = dtype or model_dtype
         idx: list[int] = []
         cols: list[torch.Tensor] = []
-        for key, value in do.items():
-            i = self._index(key, what)
-            if i in idx:
-                raise ValueError(f"{what} sets variable {self._label(i)} twice")
+        for i, key, value in self.variables.do_items(do, what):
             idx.append(i)
             column = self._do_column(value, n, f"{what}[{key!r}]")
             check_fits_dtype(column, dtype, f"{what}[{key!r}]")
@@ -440,19 +442,14 @@ class CausalFlow(Savable, nn.Module):
             raise ValueError(f"{what} contains NaN or infinite values")
         return t
 
-    def _label(self, i: int) -> str:
-        return repr(self.names[i]) if self.names is not None else str(i)
-
     def _rows(self, data: Any, what: str, *, adopt_names: bool = False, keep_precision: bool = False) -> torch.Tensor:
         """(m, d) float tensor on the model's device, columns in model order, in the model's dtype
         (or, with ``keep_precision``, in the data's when that is more precise)."""
         if _is_frame(data):
             columns = [str(c) for c in data.columns]
             if self.names is not None:
-                missing = [nm for nm in self.names if nm not in columns]
-                if missing:
-                    raise ValueError(f"{what} lacks the columns {missing}; the model's variables are {self.names}")
-                data = data[self.names]
+                order = self.variables.column_order(columns, what)
+                data = data.iloc[:, order]
             elif data.shape[1] != self.d:
                 raise ValueError(f"{what} has {data.shape[1]} columns but the model has {self.d} variables")
             elif adopt_names and all(isinstance(c, str) for c in data.columns):
@@ -507,7 +504,7 @@ class CausalFlow(Savable, nn.Module):
         return kind
 
     def _column_names(self) -> list[str] | list[int]:
-        return self.names if self.names is not None else list(range(self.d))
+        return self.variables.labels()
 
     def _frame(self, x: torch.Tensor, index: Any) -> Any:
         import pandas as pd
@@ -527,13 +524,11 @@ class _Scaled(nn.Module):
         return self.model.flow.log_prob(self.model._scaled(x), context) - self.model.scale.log().sum()
 
 
+def _numpy(value: Any) -> np.ndarray:
+    # Covariates as a float64 array (tensors leave their device first).
+    return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
+
+
 def _is_frame(value: Any) -> bool:
     return type(value).__name__ == "DataFrame" and hasattr(value, "columns")
 
-
-def _count(n: Any, what: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"{what} must be a positive integer, got {n!r}")
-    if n <= 0:
-        raise ValueError(f"{what} must be positive, got {int(n)}")
-    return int(n)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -28,17 +27,23 @@ from torch import nn
 
 from .._files import atomic_path, check_target
 from .._validate import as_sizes
+from ..variables import Variables
 
 __all__ = [
     "MODEL_BUILDERS",
+    "add_do_option",
     "add_model_options",
+    "add_output_options",
     "add_threads_option",
+    "add_training_options",
     "add_trust_option",
     "check_output",
+    "command_parser",
     "context_options",
     "cpu_threads",
     "draw_samples",
     "learning_rate",
+    "load_causal",
     "load_model",
     "order_columns",
     "plain",
@@ -122,37 +127,64 @@ def sizes(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from err
 
 
-def seed_type(text: str) -> int:
-    """argparse type for a seed: an integer in [0, 2**32) (what numpy's and torch's generators take)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**32 - 1, got {text!r}")
-    return value
+def _number_type(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str,
+                 name: str, doc: str) -> Callable[[str], Any]:
+    # One argparse type per rule: parse with ``convert``, refuse what ``accept`` rejects.
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = parse.__qualname__ = name
+    parse.__doc__ = doc
+    return parse
 
 
-def learning_rate(text: str) -> float:
-    """argparse type for a learning rate: a positive finite number no larger than 1e6."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= 1e6:
-        raise argparse.ArgumentTypeError(f"expected a positive number up to 1e6, got {text!r}")
-    return value
+seed_type = _number_type(int, lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32 - 1", "seed_type",
+                         "argparse type for a seed: an integer in [0, 2**32) (what numpy's and torch's generators take).")
+learning_rate = _number_type(float, lambda v: 0 < v <= 1e6, "a positive number up to 1e6", "learning_rate",
+                             "argparse type for a learning rate: a positive finite number no larger than 1e6.")
+positive_int = _number_type(int, lambda v: v > 0, "a positive integer", "positive_int",
+                            "argparse type for a positive integer.")
 
 
-def positive_int(text: str) -> int:
-    """argparse type for a positive integer."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def command_parser(sub: argparse._SubParsersAction, name: str, help: str, doc: str | None,
+                   run: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """The subcommand ``name``: one-line ``help``, its module docstring ``doc`` as the --help text."""
+    p = sub.add_parser(name, help=help, description=plain(doc), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=run)
+    return p
+
+
+def add_do_option(p: argparse.ArgumentParser) -> None:
+    """Adds the repeatable --do VAR=VALUE (read with :func:`strnn_fast.variables.parse_assignments`)."""
+    p.add_argument("--do", action="append", default=[], metavar="VAR=VALUE",
+                   help="intervention; repeat for several variables (indices when the model has no names)")
+
+
+def add_training_options(p: argparse.ArgumentParser, *, epochs: int) -> None:
+    """Adds --epochs (default ``epochs``), --batch-size, --lr and --patience (fit and demo)."""
+    p.add_argument("--epochs", type=positive_int, default=epochs, help=f"maximum epochs (default {epochs})")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
+    p.add_argument("--lr", type=learning_rate, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--patience", type=positive_int, default=10,
+                   help="stop after this many epochs without a better validation NLL (default 10)")
+
+
+def add_output_options(p: argparse.ArgumentParser, help: str, *, required: bool = False,
+                       batch_size: int | None = None) -> None:
+    """Adds --output/-o, --batch-size (when given a default), --force and --trust-legacy-file:
+    the tail of every command that reads a saved model and writes a file."""
+    p.add_argument("--output", "-o", required=required, help=help)
+    if batch_size is not None:
+        p.add_argument("--batch-size", type=positive_int, default=batch_size,
+                       help=f"rows per pass (default {batch_size})")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    add_trust_option(p)
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -230,6 +262,18 @@ def load_model(path: str | os.PathLike, *, trusted: bool = False) -> nn.Module:
     return model.eval()
 
 
+def load_causal(path: str | os.PathLike, *, trusted: bool = False) -> nn.Module:
+    """Loads a saved model and checks that it is a CausalFlow (``trusted``: accept old pickled files)."""
+    from ..causal import CausalFlow
+    from ..serialization import load
+
+    model = load(path, trusted=trusted)
+    if not isinstance(model, CausalFlow):
+        raise ValueError(f"{str(path)!r} holds a {type(model).__name__}, not a CausalFlow; "
+                         "fit one with strnn_fast.causal.CausalFlow(...).fit(data) and save it")
+    return model
+
+
 def draw_samples(model: nn.Module, n: int, context: np.ndarray | None = None) -> np.ndarray:
     """(n, d) float64 samples of any saved density model (CausalFlow included), in chunks.
 
@@ -291,9 +335,5 @@ def order_columns(x: np.ndarray, names: list[str] | None, model_names: list[str]
     """
     if x.shape[1] != d:
         raise ValueError(f"{path} has {x.shape[1]} columns but the model has {d} variables")
-    if names is None or model_names is None or list(names) == list(model_names):
-        return x
-    missing = [n for n in model_names if n not in names]
-    if missing:
-        raise ValueError(f"{path} lacks the model's variables {missing}; its columns are {list(names)}")
-    return x[:, [list(names).index(n) for n in model_names]]
+    order = Variables(model_names).column_order(list(names), path) if names is not None and model_names else None
+    return x if order is None else x[:, order]

@@ -13,8 +13,9 @@ import argparse
 import numpy as np
 
 from ..data import load_table
-from ._common import add_trust_option, check_output, order_columns, positive_int, variable_names, write_csv
-from .intervene import load_causal, parse_do
+from ..variables import parse_assignments
+from ._common import (add_do_option, add_output_options, check_output, command_parser, load_causal,
+                      order_columns, variable_names, write_csv)
 
 __all__ = ["register", "run"]
 
@@ -22,7 +23,7 @@ __all__ = ["register", "run"]
 def run(args: argparse.Namespace) -> int:
     out = check_output(args.output, inputs=[args.model, args.data], force=args.force)
     model = load_causal(args.model, trusted=args.trust_legacy_file)
-    do = parse_do(args.do, model.names)
+    do = parse_assignments(args.do, model.names)
     x, names = load_table(args.data)
     x = order_columns(x, names, model.names, model.d, args.data)
     # Batches bound memory only: rows are independent given the model.
@@ -35,13 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("counterfactual", help="counterfactual rows of a data file under do(...)")
+    p = command_parser(sub, "counterfactual", "counterfactual rows of a data file under do(...)", __doc__, run)
     p.add_argument("model", help="a CausalFlow saved with .save(path)")
     p.add_argument("data", help="observed rows: .csv (optional header of names), .npy or .npz")
-    p.add_argument("--do", action="append", default=[], metavar="VAR=VALUE",
-                   help="intervention; repeat for several variables (indices when the model has no names)")
-    p.add_argument("-o", "--output", required=True, help="CSV file for the counterfactual rows")
-    p.add_argument("--batch-size", type=positive_int, default=65_536, help="rows per pass (default 65536)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    add_trust_option(p)
-    p.set_defaults(func=run)
+    add_do_option(p)
+    add_output_options(p, "CSV file for the counterfactual rows", required=True, batch_size=65_536)

@@ -20,8 +20,8 @@ import torch
 from .._files import atomic_folder, atomic_path
 from ..data import make_multimodal
 from ..train import evaluate_nll, fit
-from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, check_output, cpu_threads, plain,
-                      learning_rate, positive_int, seed_type)
+from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, add_training_options,
+                      check_output, command_parser, cpu_threads, positive_int, seed_type)
 
 __all__ = ["pairs", "register", "run"]
 
@@ -107,14 +107,9 @@ def _demo(args: argparse.Namespace, folder: Path, out: Path) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train StrAF and ARF on built-in multimodal data and compare",
-                       description=plain(__doc__),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=positive_int, default=150, help="maximum epochs per model (default 150)")
+    p = command_parser(sub, "demo", "train StrAF and ARF on built-in multimodal data and compare", __doc__, run)
+    add_training_options(p, epochs=150)
     p.add_argument("--n", type=positive_int, default=1000, help="samples in the data set (default 1000)")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
-    p.add_argument("--lr", type=learning_rate, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    p.add_argument("--patience", type=positive_int, default=10, help="early-stopping patience (default 10)")
     add_model_options(p)
     add_threads_option(p)
     p.add_argument("--seed", type=seed_type, default=0, help="seed of the data, initialization and batches (default 0)")
@@ -122,4 +117,3 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default ./strnn-fast-demo)")
     p.add_argument("--force", action="store_true", help="overwrite earlier demo files in --out")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)

@@ -17,9 +17,10 @@ import numpy as np
 
 from .._files import atomic_folder, atomic_path
 from .._validate import as_binary_matrix
-from ..data import load_adjacency
+from ..data import load_adjacency, random_dag
 from ..factorize import check_masks, connections, factorize
-from ._common import positive_int, sizes
+from ..layout import BlockLayout
+from ._common import command_parser, positive_int, sizes
 
 DEFAULT_METHODS = "greedy,greedy+improve,zuko,exact"
 KNOWN_METHODS = ("greedy", "greedy+improve", "zuko", "made", "exact")
@@ -27,25 +28,19 @@ EXACT_MAX_VARIABLES = 12  # the MILP grows with n_out * n_in * width; beyond thi
 
 
 def builtin_adjacency(d: int = 100, density: float = 0.2, seed: int = 0) -> np.ndarray:
-    """The paper's benchmark graph: a random strictly lower-triangular DAG."""
-    rng = np.random.default_rng(seed)
-    return np.tril(rng.random((d, d)) < density, -1).astype(np.uint8)
-
-
-def read_adjacency(path: Path) -> np.ndarray:
-    """Reads an adjacency file with the same rules as ``strnn-fast fit`` (matrix, headed matrix or
-    edge list; see :func:`strnn_fast.data.load_adjacency`); matrices may also be rectangular."""
-    A, _ = load_adjacency(path, square=False, allow_self_loops=True)
-    return A.astype(np.uint8)
+    """The paper's benchmark graph: a random strictly lower-triangular DAG (:func:`strnn_fast.data.random_dag`)."""
+    return random_dag(d, density=density, seed=seed).astype(np.uint8)
 
 
 def tile_density(mask: np.ndarray, block: int) -> float:
-    """Fraction of (block x block) tiles of the (out, in) weight mask that hold a nonzero."""
-    w = np.asarray(mask).T  # weight orientation: (fan_out, fan_in)
-    rows, cols = -(-w.shape[0] // block), -(-w.shape[1] // block)
-    padded = np.zeros((rows * block, cols * block), dtype=bool)
-    padded[: w.shape[0], : w.shape[1]] = w != 0
-    return float(padded.reshape(rows, block, cols, block).any(axis=(1, 3)).mean())
+    """Fraction of (block x block) tiles of a (fan_in, fan_out) factorizer mask that hold a nonzero,
+    in the weight orientation (fan_out, fan_in) the kernels tile (:class:`strnn_fast.layout.BlockLayout`).
+
+    Example:
+        >>> tile_density(np.eye(4, dtype=np.uint8), 2)
+        0.5
+    """
+    return BlockLayout.from_mask(np.asarray(mask).T, (block, block)).density
 
 
 def _plot(masks: list[np.ndarray], title: str, path: Path) -> None:
@@ -83,7 +78,9 @@ def _run_method(name: str, A: np.ndarray, hidden: tuple[int, ...]) -> tuple[list
 
 
 def run(args: argparse.Namespace) -> int:
-    A = builtin_adjacency() if args.adjacency is None else read_adjacency(Path(args.adjacency))
+    # The file rules of `strnn-fast fit` (matrix, headed matrix or edge list); masks may be rectangular.
+    A = builtin_adjacency() if args.adjacency is None else load_adjacency(args.adjacency, square=False,
+                                                                         allow_self_loops=True)[0]
     source = "built-in random DAG (d=100, density 0.2, seed 0)" if args.adjacency is None else args.adjacency
     A = as_binary_matrix(A, f"adjacency {source}")
     hidden = args.hidden or (2 * A.shape[0], 2 * A.shape[0])
@@ -120,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("factorize", help="factorize an adjacency into layer masks and compare methods")
+    p = command_parser(sub, "factorize", "factorize an adjacency into layer masks and compare methods", __doc__, run)
     p.add_argument("adjacency", nargs="?",
                    help="0/1 matrix (n_out x n_in; .npy, .npz, .csv, .txt, optionally with names) or parent,child "
                         "edge list, read as `strnn-fast fit` reads --adjacency; default: built-in DAG")
@@ -130,4 +127,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default="strnn_fast_out",
                    help="output folder, created whole at the end (default strnn_fast_out)")
     p.add_argument("--force", action="store_true", help="write into an existing output folder, replacing its masks")
-    p.set_defaults(func=run)

@@ -29,13 +29,14 @@ import argparse
 import numpy as np
 import torch
 
-from .._validate import check_fits_dtype, column_stats
+from .._validate import check_fits_dtype
 from ..data import check_adjacency_matches, load_adjacency, load_table
 from ..data.dataset import split
-from ..standardize import Standardized
+from ..standardize import Standardized, Standardizer
 from ..train import evaluate_nll, fit, is_main_process
-from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, check_output, cpu_threads,
-                      learning_rate, plain, positive_int, seed_type)
+from ..variables import Variables
+from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, add_training_options,
+                      check_output, command_parser, cpu_threads, seed_type)
 
 __all__ = ["register", "run"]
 
@@ -57,16 +58,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _context_columns(spec: str, names: list[str] | None, n_columns: int) -> list[int]:
     # --context: column names of the table's header, or 0-based indices.
+    columns = Variables(names, n_columns)
     keys = [k.strip() for k in spec.split(",") if k.strip()]
-    out = []
-    for key in keys:
-        if names is not None and key in names:
-            out.append(names.index(key))
-        elif key.isdigit() and int(key) < n_columns:
-            out.append(int(key))
-        else:
-            raise ValueError(f"--context names column {key!r}, which the data does not have; its columns are "
-                             f"{names if names is not None else list(range(n_columns))}")
+    out = [columns.index(int(k) if k.isdigit() and (names is None or k not in names) else k, "--context")
+           for k in keys]
     if not out or len(set(out)) != len(out) or len(out) >= n_columns:
         raise ValueError(f"--context must name distinct columns and leave at least one variable, got {spec!r}")
     return out
@@ -100,16 +95,15 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise ValueError(f"{args.data}: {err}") from None
     standardized = not (args.model == "density" and binary)
-    if standardized:
-        mean, std = column_stats(parts[0], names, str(args.data))  # refuses constant columns
-    train, val = ((p - mean) / std for p in parts[:2]) if standardized else parts[:2]
+    # Binary density data stay 0/1; constant columns are refused (the Standardizer policy).
+    scaler = Standardizer.fit(parts[0], names, str(args.data)) if standardized else Standardizer.identity(x.shape[1])
+    train, val = (scaler.transform(p) for p in parts[:2])
     c_parts: list = [None, None, None]
     c_options: dict = {}
     if context is not None:
         c_parts = split(context[rows], args.split)
-        c_mean, c_std = c_parts[0].mean(axis=0), c_parts[0].std(axis=0)
-        c_std = np.where(c_std > 0, c_std, 1.0)
-        c_options = {"context_mean": c_mean, "context_std": c_std}
+        c_scaler = Standardizer.fit(c_parts[0], args.context_names, "--context", constant="keep")
+        c_options = {"context_mean": c_scaler.mean, "context_std": c_scaler.std}
 
     torch.manual_seed(args.seed)
     model = MODEL_BUILDERS[args.model](adjacency, names, args)
@@ -117,22 +111,21 @@ def _run(args: argparse.Namespace) -> int:
                    seed=args.seed, progress=not args.quiet)
     try:
         if args.model == "causal":
-            # CausalFlow keeps its own standardization and marks itself fitted; give it raw rows.
+            # CausalFlow answers interventions in data units, so it holds the same Standardizer
+            # itself (fitted on the same training rows): give it raw rows and this split.
             if context is not None:
-                options["context"] = np.concatenate(c_parts[:2])
-            history = model.fit(np.concatenate(parts[:2]), val_fraction=len(parts[1]) / (len(parts[0]) + len(parts[1])),
-                                split_seed=args.seed, **options)
+                options["context"], options["val_context"] = c_parts[:2]
+            history = model.fit(parts[0], val=parts[1], **options)
             standardized = False
         else:
             if context is not None:
-                options["context"], options["val_context"] = ((c - c_mean) / c_std for c in c_parts[:2])
+                options["context"], options["val_context"] = (c_scaler.transform(c) for c in c_parts[:2])
             history = fit(model, train, val, **options)
     except FloatingPointError as err:
         raise ValueError(f"training diverged: {err}") from err
-    if standardized:
-        model = Standardized(model, mean, std, names=names, **c_options)
-    elif context is not None and args.model != "causal":  # binary density data: context scaled all the same
-        model = Standardized(model, np.zeros(x.shape[1]), np.ones(x.shape[1]), names=names, **c_options)
+    if standardized or (context is not None and args.model != "causal"):
+        # Binary density data with context: identity on x, the context still scaled.
+        model = Standardized(model, scaler.mean, scaler.std, names=names, **c_options)
     if not is_main_process():
         return 0
     model.save(out, overwrite=args.force)
@@ -145,9 +138,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fit", help="fit a structured density model to a data file and save it",
-                       description=plain(__doc__),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(sub, "fit", "fit a structured density model to a data file and save it", __doc__, run)
     p.add_argument("data", help="data table: .csv (optional header of names), .npy or .npz")
     p.add_argument("--adjacency", "-a", required=True,
                    help="graph over the data's columns: 0/1 matrix (.npy, .npz, .csv) or parent,child edge list")
@@ -155,11 +146,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     p.add_argument("--context", metavar="C1,C2",
                    help="columns (names or 0-based indices) to condition on: fits p(x | c) on the other columns")
-    p.add_argument("--epochs", type=positive_int, default=100, help="maximum epochs (default 100)")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
-    p.add_argument("--lr", type=learning_rate, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    p.add_argument("--patience", type=positive_int, default=10,
-                   help="stop after this many epochs without a better validation NLL (default 10)")
+    add_training_options(p, epochs=100)
     p.add_argument("--split", type=_fractions, default=(0.6, 0.2, 0.2), metavar="TRAIN,VAL,TEST",
                    help="split fractions (default 0.6,0.2,0.2)")
     p.add_argument("--prior", choices=("normal", "laplace"), default="normal",
@@ -171,4 +158,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--output", "-o", required=True, help="model file to write")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    p.set_defaults(func=run)

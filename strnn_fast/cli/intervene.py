@@ -6,58 +6,17 @@ Example:
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from ..variables import parse_assignments
+from ._common import (add_do_option, add_output_options, check_output, command_parser, load_causal,
+                      positive_int, seed_type, variable_names, write_csv)
 
-from ._common import add_trust_option, check_output, positive_int, seed_type, variable_names, write_csv
-
-__all__ = ["load_causal", "parse_do", "register", "run"]
-
-
-def parse_do(assignments: list[str], names: list[str] | None) -> dict[Any, float]:
-    r"""Turns ``["x=1.5", "y=0"]`` into ``{"x": 1.5, "y": 0.0}``; bare integers address variables
-    by index when the model has no names.
-
-    Example:
-        >>> parse_do(["a=1.5", "b=-2"], ["a", "b"])
-        {'a': 1.5, 'b': -2.0}
-        >>> parse_do(["0=3"], None)
-        {0: 3.0}
-    """
-    if not assignments:
-        raise ValueError("give at least one intervention, e.g. --do x=1.5")
-    do: dict[Any, float] = {}
-    for item in assignments:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"--do expects VARIABLE=VALUE, got {item!r}")
-        try:
-            number = float(value)
-        except ValueError as err:
-            raise ValueError(f"--do {item!r}: {value.strip()!r} is not a number") from err
-        variable: Any = int(key) if names is None and key.isdigit() else key
-        if variable in do:
-            raise ValueError(f"--do sets {key!r} twice")
-        do[variable] = number
-    return do
-
-
-def load_causal(path: str, *, trusted: bool = False) -> Any:
-    """Loads a saved model and checks that it is a CausalFlow (``trusted``: accept old pickled files)."""
-    from ..causal import CausalFlow
-    from ..serialization import load
-
-    model = load(path, trusted=trusted)
-    if not isinstance(model, CausalFlow):
-        raise ValueError(f"{path!r} holds a {type(model).__name__}, not a CausalFlow; "
-                         "fit one with strnn_fast.causal.CausalFlow(...).fit(data) and save it")
-    return model
+__all__ = ["register", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
     out = check_output(args.output, inputs=[args.model], force=args.force) if args.output else None
     model = load_causal(args.model, trusted=args.trust_legacy_file)
-    do = parse_do(args.do, model.names)
+    do = parse_assignments(args.do, model.names)
     samples = model.interventional_samples(do, args.n, seed=args.seed, output="tensor").cpu().double().numpy()
     names = variable_names(model, model.d)
     label = ", ".join(f"{k}={v:g}" for k, v in do.items())
@@ -72,13 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("intervene", help="sample a fitted CausalFlow under do(...) and print the means")
+    p = command_parser(sub, "intervene", "sample a fitted CausalFlow under do(...) and print the means", __doc__, run)
     p.add_argument("model", help="a CausalFlow saved with .save(path)")
-    p.add_argument("--do", action="append", default=[], metavar="VAR=VALUE",
-                   help="intervention; repeat for several variables (indices when the model has no names)")
+    add_do_option(p)
     p.add_argument("-n", type=positive_int, default=10_000, help="number of samples (default 10000)")
     p.add_argument("--seed", type=seed_type, default=0, help="seed of the noise draw (default 0)")
-    p.add_argument("-o", "--output", help="write the samples to this CSV file")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    add_trust_option(p)
-    p.set_defaults(func=run)
+    add_output_options(p, "write the samples to this CSV file")

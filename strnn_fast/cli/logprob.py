@@ -17,7 +17,7 @@ import torch
 
 from .._validate import check_fits_dtype
 from ..data import load_table
-from ._common import add_trust_option, check_output, load_model, order_columns, positive_int, write_csv
+from ._common import add_output_options, check_output, command_parser, load_model, order_columns, write_csv
 
 __all__ = ["register", "run"]
 
@@ -44,11 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("logprob", help="log-likelihood of a data file under a saved model")
+    p = command_parser(sub, "logprob", "log-likelihood of a data file under a saved model", __doc__, run)
     p.add_argument("model", help="model file written by `strnn-fast fit` or model.save(path)")
     p.add_argument("data", help="data table: .csv (optional header of names), .npy or .npz")
-    p.add_argument("--output", "-o", help="CSV file for the per-row log-likelihoods")
-    p.add_argument("--batch-size", type=positive_int, default=4096, help="rows per pass (default 4096)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    add_trust_option(p)
-    p.set_defaults(func=run)
+    add_output_options(p, "CSV file for the per-row log-likelihoods", batch_size=4096)

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from ..data import load_table
-from ._common import (add_trust_option, check_output, draw_samples, load_model, order_columns, positive_int,
-                      seed_type, variable_names, write_csv)
+from ._common import (add_output_options, check_output, command_parser, draw_samples, load_model,
+                      order_columns, positive_int, seed_type, variable_names, write_csv)
 
 __all__ = ["register", "run"]
 
@@ -56,12 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="draw samples from a saved model into a CSV file")
+    p = command_parser(sub, "sample", "draw samples from a saved model into a CSV file", __doc__, run)
     p.add_argument("model", help="model file written by `strnn-fast fit` or model.save(path)")
     p.add_argument("-n", type=positive_int, help="number of samples (default with --context: one per context row)")
     p.add_argument("--context", metavar="FILE", help="context rows of a conditional model (.csv, .npy, .npz)")
-    p.add_argument("--output", "-o", required=True, help="CSV file to write")
     p.add_argument("--seed", type=seed_type, default=0, help="seed of the draw (default 0)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    add_trust_option(p)
-    p.set_defaults(func=run)
+    add_output_options(p, "CSV file to write", required=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import column_stats
+from ..standardize import Standardizer
 
 __all__ = ["Dataset", "split", "standardize"]
 
@@ -94,7 +94,7 @@ def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     r"""Shifts and scales every array by the training set's per-column mean and standard deviation.
 
     A constant training column is refused (ValueError naming it; see
-    :func:`strnn_fast._validate.column_stats` for the policy).
+    :class:`strnn_fast.standardize.Standardizer` for the convention).
 
     Arguments:
         train: (n, d) array whose statistics are used.
@@ -107,5 +107,5 @@ def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
         >>> [a.tolist() for a in standardize(np.array([[0.0], [2.0]]), np.array([[4.0]]))]
         [[[-1.0], [1.0]], [[3.0]]]
     """
-    mean, std = column_stats(train, what="train")
-    return [(a - mean) / std for a in (train, *others)]
+    scaler = Standardizer.fit(train, what="train")
+    return [scaler.transform(np.asarray(a, dtype=np.float64)) for a in (train, *others)]

@@ -17,17 +17,17 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from .._validate import as_positive_int, choice
 from ..graph import as_adjacency, as_dag, descendants, topological_order
+from ..variables import Variable, Variables
 from .adjacency import random_dag
 
 __all__ = ["LinearGaussianSEM", "LinearSEM", "SEM", "random_sparse_sem"]
 
-Variable = Union[str, int]
 Mechanism = Callable[[np.ndarray], np.ndarray]
 NOISES = ("gaussian", "laplace")
 MONTE_CARLO_SAMPLES = 100_000
@@ -65,6 +65,7 @@ class SEM:
         A, found = as_dag(adjacency, names)
         self._A = A
         self._names = found
+        self._vars = Variables(found, A.shape[0])
         self._order = topological_order(A)
         self._parents = [np.flatnonzero(A[i]) for i in range(self.d)]
         if len(mechanisms) != self.d:
@@ -117,15 +118,7 @@ class SEM:
             >>> LinearSEM([("a", "b", 1.0)], 1.0).index("b")
             1
         """
-        if isinstance(variable, str):
-            if self._names is None or variable not in self._names:
-                raise ValueError(f"unknown variable {variable!r}; names are {self._names}")
-            return self._names.index(variable)
-        if isinstance(variable, bool) or not isinstance(variable, (int, np.integer)):
-            raise TypeError(f"variables are addressed by name (str) or index (int), got {variable!r}")
-        if not 0 <= variable < self.d:
-            raise ValueError(f"variable index {int(variable)} is out of range for {self.d} variables")
-        return int(variable)
+        return self._vars.index(variable)
 
     def parents(self, variable: Variable) -> np.ndarray:
         """Indices of the parents of ``variable``, increasing."""
@@ -243,7 +236,7 @@ class SEM:
         return value
 
     def _label(self, i: int) -> str:
-        return self._names[i] if self._names is not None else str(i)
+        return self._vars.label(i)
 
     def _rows(self, x: Any, name: str) -> np.ndarray:
         arr = np.asarray(x, dtype=np.float64)
@@ -254,15 +247,8 @@ class SEM:
         return arr
 
     def _parse_do(self, do: Mapping[Variable, Any] | None, n: int) -> dict[int, np.ndarray]:
-        if do is None:
-            return {}
-        if not isinstance(do, Mapping):
-            raise TypeError(f"do must be a mapping variable -> value, got {type(do).__name__}")
         fixed: dict[int, np.ndarray] = {}
-        for var, value in do.items():
-            i = self.index(var)
-            if i in fixed:
-                raise ValueError(f"do sets variable {self._label(i)!r} twice (by name and by index)")
+        for i, _, value in self._vars.do_items(do):
             v = np.asarray(value, dtype=np.float64)
             if v.ndim > 1 or (v.ndim == 1 and v.shape[0] != n):
                 raise ValueError(f"do value for {self._label(i)!r} must be a scalar or have shape ({n},), "

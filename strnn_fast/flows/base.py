@@ -40,7 +40,7 @@ import torch.nn as nn
 from torch.distributions import Distribution, constraints
 
 from .._context import as_context_adjacency, as_context_features, check_context
-from .._validate import as_positive_int, as_sample_shape
+from .._validate import as_non_negative_int, as_positive_int, as_sample_shape
 from ..serialization import Savable
 from .priors import make_prior
 
@@ -158,8 +158,7 @@ class Flow(Savable, nn.Module):
 
     def sample_latent(self, n: int) -> torch.Tensor:
         """(n, d) draws from the prior, in the flow's dtype and on its device."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        n = as_non_negative_int(n, "n")
         return self.prior.sample((int(n), self.d), self._like())
 
     def _like(self) -> torch.Tensor:

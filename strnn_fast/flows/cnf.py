@@ -32,7 +32,7 @@ from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
-from .._validate import as_positive_int, as_sizes
+from .._validate import as_positive_int, as_real, as_sizes, choice
 from ..graph import as_adjacency, transitive_closure
 from .base import Flow
 from .odefunc import CNFDynamics
@@ -133,8 +133,8 @@ class StrCNF(Flow):
         self.flow_steps = as_positive_int(flow_steps, "flow_steps")
         if divergence is None:
             divergence = "exact" if d <= EXACT_UP_TO else "hutchinson"
-        self.kinetic_weight = _non_negative(kinetic_weight, "kinetic_weight")
-        self.jacobian_weight = _non_negative(jacobian_weight, "jacobian_weight")
+        self.kinetic_weight = as_real(kinetic_weight, "kinetic_weight", non_negative=True)
+        self.jacobian_weight = as_real(jacobian_weight, "jacobian_weight", non_negative=True)
         self.blocks = nn.ModuleList(
             CNFDynamics(self.A, self.hidden_sizes, time_conditioning=time_conditioning, activation=activation,
                         opt_type=opt_type, opt_args=opt_args, divergence=divergence, noise=noise,
@@ -184,22 +184,18 @@ class StrCNF(Flow):
                          step_size, self.adjoint if adjoint is None else adjoint)
 
     def _set_solver(self, solver: Any, atol: Any, rtol: Any, step_size: Any, adjoint: Any) -> None:
-        if not isinstance(solver, str):
-            raise TypeError(f"solver must be a string, got {solver!r}")
-        known = ADAPTIVE_SOLVERS + FIXED_STEP_SOLVERS
-        if solver not in known:
-            raise ValueError(f"unknown solver {solver!r}; expected one of: {', '.join(known)}")
+        solver = choice(solver, ADAPTIVE_SOLVERS + FIXED_STEP_SOLVERS, "solver")
         if solver in FIXED_STEP_SOLVERS:
             if step_size is None:
                 raise ValueError(f"solver {solver!r} takes fixed steps: pass step_size (in units of t)")
-            step_size = _positive(step_size, "step_size")
+            step_size = as_real(step_size, "step_size", positive=True)
         elif step_size is not None:
             raise ValueError(f"step_size applies to fixed-step solvers ({', '.join(FIXED_STEP_SOLVERS)}); "
                              f"{solver!r} chooses its steps from atol and rtol")
         if not isinstance(adjoint, bool):
             raise TypeError(f"adjoint must be a bool, got {adjoint!r}")
         self.solver, self.step_size, self.adjoint = solver, step_size, adjoint
-        self.atol, self.rtol = _positive(atol, "atol"), _positive(rtol, "rtol")
+        self.atol, self.rtol = as_real(atol, "atol", positive=True), as_real(rtol, "rtol", positive=True)
         self.config.update(solver=solver, atol=self.atol, rtol=self.rtol, step_size=step_size, adjoint=adjoint)
 
     @property
@@ -341,19 +337,3 @@ def _uniform_grid(steps: float) -> Callable[[Any, Any, torch.Tensor], torch.Tens
         return torch.linspace(float(t[0]), float(t[-1]), n + 1, dtype=t.dtype, device=t.device)
 
     return grid
-
-
-def _positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive number, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
-    return float(value)
-
-
-def _non_negative(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a non-negative number, got {value!r}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be non-negative and finite, got {value!r}")
-    return float(value)

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import vjp, vmap
 
-from .._validate import choice
+from .._validate import as_real, choice
 from ..nn import FastStrNN
 
 DIVERGENCES = ("exact", "hutchinson")
@@ -262,7 +262,6 @@ class CNFDynamics(nn.Module):
 
 
 def _softplus_inverse(y: float) -> float:
-    if isinstance(y, bool) or not isinstance(y, (int, float)) or not math.isfinite(y) or y <= 0:
-        raise ValueError(f"end_time must be a positive finite number, got {y!r}")
+    y = as_real(y, "end_time", positive=True)
     # log(exp(y) - 1), written to stay finite for large y.
     return y + math.log(-math.expm1(-y))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from ..._validate import as_real
 from .base import Normalizer
 
 __all__ = ["AffineNormalizer"]
@@ -31,9 +32,7 @@ class AffineNormalizer(Normalizer):
 
     def __init__(self, scale_bound: float = 3.0):
         super().__init__()
-        if isinstance(scale_bound, bool) or not isinstance(scale_bound, (int, float)) or not scale_bound > 0:
-            raise ValueError(f"scale_bound must be a positive number, got {scale_bound!r}")
-        self.scale_bound = float(scale_bound)
+        self.scale_bound = as_real(scale_bound, "scale_bound", positive=True)
 
     def _shift_log_scale(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = self.scale_bound

@@ -32,7 +32,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..._validate import as_positive_int
+from ..._validate import as_positive_int, as_real
 from .base import Normalizer
 
 __all__ = ["SplineNormalizer"]
@@ -67,11 +67,11 @@ class SplineNormalizer(Normalizer):
     def __init__(self, bins: int = 8, bound: float = 5.0, min_bin: float = 1e-3, max_slope: float = 1e3):
         super().__init__()
         self.bins = as_positive_int(bins, "bins")
-        self.bound = _positive_float(bound, "bound")
-        self.min_bin = _positive_float(min_bin, "min_bin")
+        self.bound = as_real(bound, "bound", positive=True)
+        self.min_bin = as_real(min_bin, "min_bin", positive=True)
         if self.bins * self.min_bin >= 1:
             raise ValueError(f"min_bin must be below 1 / bins = {1 / self.bins:g}, got {min_bin!r}")
-        self.max_slope = _positive_float(max_slope, "max_slope")
+        self.max_slope = as_real(max_slope, "max_slope", positive=True)
         if not self.max_slope > 1:
             raise ValueError(f"max_slope must be greater than 1, got {max_slope!r}")
         self.n_params = 3 * self.bins - 1
@@ -149,9 +149,3 @@ class SplineNormalizer(Normalizer):
 
     def extra_repr(self) -> str:
         return f"bins={self.bins}, bound={self.bound}"
-
-
-def _positive_float(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..._validate import as_positive_int, as_sizes, choice
+from ..._validate import as_positive_int, as_real, as_sizes, choice
 from ...activations import ACTIVATIONS
 from .base import Normalizer
 from .quadrature import clenshaw_curtis
@@ -81,8 +81,8 @@ class UMNNNormalizer(Normalizer):
         self.integrand_activation = choice(integrand_activation, tuple(a for a in ACTIVATIONS if a != "identity"),
                                            "integrand_activation")
         self.positive = choice(positive, POSITIVES, "positive")
-        self.min_slope = _positive_float(min_slope, "min_slope")
-        self.tol = _positive_float(tol, "tol")
+        self.min_slope = as_real(min_slope, "min_slope", positive=True)
+        self.tol = as_real(tol, "tol", positive=True)
         self.max_iter = as_positive_int(max_iter, "max_iter")
         self.n_params = 1 + self.embedding_size
 
@@ -170,9 +170,3 @@ class UMNNNormalizer(Normalizer):
     def extra_repr(self) -> str:
         return (f"embedding_size={self.embedding_size}, integrand_hidden={self.integrand_hidden}, "
                 f"quadrature_intervals={self.quadrature_intervals}, tol={self.tol}")
-
-
-def _positive_float(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
