@@ -392,3 +392,60 @@ def test_load_with_map_location_cuda(tmp_path) -> None:
     back = load(tmp_path / "m.pt", map_location="cuda").cuda()
     x = torch.randn(4, 3)
     torch.testing.assert_close(back(x.cuda()).cpu(), net(x))
+
+
+# ------------------------------------------------------------- Savable records the constructor's arguments
+
+def test_config_records_every_constructor_argument_resolved() -> None:
+    import inspect
+
+    flow = StrAF([("a", "b"), ("a", "c")], hidden_sizes=(6,), flow_steps=1, normalizer="spline", bins=5)
+    params = [p for p in inspect.signature(StrAF).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    assert {p.name for p in params} | {"bins"} == set(flow.config)
+    # resolved by the hook: the edge list as a 0/1 matrix in the names' order, the names found in it
+    assert flow.config["adjacency"] == [[0, 0, 0], [1, 0, 0], [1, 0, 0]]
+    assert flow.config["names"] == ["a", "b", "c"] and flow.config["hidden_sizes"] == [6]
+    assert flow.config["bins"] == 5 and flow.config["prior"] == "normal"  # recorded, defaults included
+    assert flow.config is not flow.config  # a fresh dict: editing it changes nothing
+
+
+def test_config_follows_changes_after_construction(tmp_path) -> None:
+    from strnn_fast.flows import FFJORD, StrCNF
+
+    flow = StrCNF(A3, hidden_sizes=(4,), atol=1e-4, rtol=1e-4)
+    flow.set_solver("rk4", step_size=0.25)
+    assert (flow.config["solver"], flow.config["step_size"]) == ("rk4", 0.25)
+    flow.save(tmp_path / "cnf.pt")
+    back = load(tmp_path / "cnf.pt")
+    assert (back.solver, back.step_size, back.atol) == ("rk4", 0.25, 1e-4)
+    dense = FFJORD(3, hidden_sizes=(4,), end_time=0.5)
+    assert dense.config["d"] == 3 and "adjacency" not in dense.config and dense.config["end_time"] == 0.5
+    dense.config_overrides["names"] = ["x", "y", "z"]  # the hook for patches made from outside
+    assert dense.config["names"] == ["x", "y", "z"]
+
+
+def test_files_with_the_old_hand_written_config_still_load(tmp_path) -> None:
+    # A v2 header as the hand-written config dicts produced it: no unconditional context keys.
+    torch.manual_seed(0)
+    model = StrAF(A3, hidden_sizes=(6,), flow_steps=2)
+    old = {"adjacency": A3.tolist(), "hidden_sizes": [6], "flow_steps": 2, "normalizer": "affine", "names": None,
+           "prior": "normal", "activation": "relu", "opt_type": "greedy", "opt_args": model.config["opt_args"],
+           "backend": model.config["backend"], "init": "kaiming"}
+    tensors: dict[str, torch.Tensor] = {}
+    header = {"format_version": 2, "class": "StrAF", "config": _encode(old, tensors, "config"),
+              "dtype": "torch.float32", "extra": {}}
+    tensors.update({f"state/{k}": v.detach().clone() for k, v in model.state_dict().items()})
+    torch.save({"format": FORMAT, "header": json.dumps(header), "tensors": tensors}, tmp_path / "old.pt")
+    back = load(tmp_path / "old.pt")
+    x = torch.randn(4, 3)
+    assert torch.equal(back.log_prob(x), model.log_prob(x))
+    assert {k: back.config[k] for k in old} == old
+
+
+def test_savable_refuses_star_args() -> None:
+    from strnn_fast.serialization import Savable
+
+    with pytest.raises(TypeError, match=r"\*args"):
+        class Bad(Savable, torch.nn.Module):  # noqa: F841 - the class statement is what raises
+            def __init__(self, *sizes: int):
+                super().__init__()
