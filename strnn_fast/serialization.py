@@ -138,7 +138,7 @@ class Savable:
     def config(self) -> dict[str, Any]:
         """The keyword arguments that rebuild this model (a fresh dict on every access)."""
         explicit = self.__dict__.get("_explicit_config")
-        if explicit is not None:  # a class that still assigns self.config = {...} itself
+        if explicit is not None:  # a class that still assigns its config dict by hand (FastStrNN for now)
             return explicit
         recorded = self.__dict__.get("_savable_arguments")
         if recorded is None:
