@@ -449,3 +449,14 @@ def test_savable_refuses_star_args() -> None:
         class Bad(Savable, torch.nn.Module):  # noqa: F841 - the class statement is what raises
             def __init__(self, *sizes: int):
                 super().__init__()
+
+
+def test_round_trip_keeps_dtype_and_device(tmp_path, dtype, device) -> None:
+    # --dtype / --device (tests/conftest.py) choose the cases: float32 and float64 on cpu by default.
+    torch.manual_seed(0)
+    model = StrAF(A3, hidden_sizes=(5,), flow_steps=2, normalizer="spline").to(device, dtype)
+    model.save(tmp_path / "m.pt")
+    back = load(tmp_path / "m.pt", map_location=device).to(device)
+    x = torch.randn(4, 3, dtype=dtype, device=device)
+    assert next(back.parameters()).dtype == dtype
+    assert torch.equal(back.log_prob(x), model.log_prob(x))
