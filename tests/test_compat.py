@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from tolerances import tolerance
 
 from strnn_fast import FastStrNN
 from strnn_fast.compat import GreedyFactorizer, MADEFactorizer, StrNN, ZukoFactorizer, check_masks
@@ -284,9 +285,9 @@ def test_strnn_defaults_are_the_reference_ones() -> None:
     state, other = ours.state_dict(), plain.state_dict()
     assert state.keys() == other.keys()
     for key in state:
-        torch.testing.assert_close(state[key], other[key], rtol=0, atol=0)
+        torch.testing.assert_close(state[key], other[key], **tolerance("exact"))
     x = torch.randn(4, 5)
-    torch.testing.assert_close(ours(x), plain(x), rtol=0, atol=0)
+    torch.testing.assert_close(ours(x), plain(x), **tolerance("exact"))
     torch.manual_seed(0)
     masked = FastStrNN(5, [9, 9], 5, adjacency=A)  # our default init differs
     assert any(not torch.equal(state[k], masked.state_dict()[k]) for k in state if k.endswith("weight"))
