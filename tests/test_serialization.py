@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from _trust_world import Payload
 from tolerances import tolerance
 
 from strnn_fast import FastStrNN
@@ -26,16 +27,6 @@ from strnn_fast.serialization import ALLOWED_CLASSES, FORMAT, _decode, _encode, 
 from strnn_fast.standardize import Standardized
 
 A3 = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0]])
-
-
-class _Payload:
-    """Pickles to a call of os.system that creates a marker file."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def _models() -> dict[str, torch.nn.Module]:
@@ -144,12 +135,12 @@ def test_build_uses_the_allow_list_only() -> None:
 def _crafted_files(tmp_path, marker) -> dict[str, os.PathLike]:
     files = {}
     files["raw_pickle"] = tmp_path / "raw.pt"
-    files["raw_pickle"].write_bytes(pickle.dumps({"format": "strnn_fast-model-v1", "x": _Payload(marker)}))
+    files["raw_pickle"].write_bytes(pickle.dumps({"format": "strnn_fast-model-v1", "x": Payload(marker)}))
     files["torch_zip"] = tmp_path / "zip.pt"
     torch.save({"format": "strnn_fast-model-v1", "class": "strnn_fast.flows.straf:StrAF",
-                "config": _Payload(marker), "state_dict": {}}, files["torch_zip"])
+                "config": Payload(marker), "state_dict": {}}, files["torch_zip"])
     files["in_tensors"] = tmp_path / "tensors.pt"
-    torch.save({"format": FORMAT, "header": "{}", "tensors": {"x": _Payload(marker)}}, files["in_tensors"])
+    torch.save({"format": FORMAT, "header": "{}", "tensors": {"x": Payload(marker)}}, files["in_tensors"])
     return files
 
 

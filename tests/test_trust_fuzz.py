@@ -84,39 +84,38 @@ def _write(tmp_path_factory, suffix: str, content: bytes):
     return folder, path
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".npy", ".npz"])
-def test_fuzz_load_table(tmp_path_factory, suffix) -> None:
+def _fuzz_reader(tmp_path_factory, suffix: str, read, check) -> None:
+    """Mutated files through ``read``: a clean error naming the input, or a result ``check`` accepts."""
     @FUZZ
     @given(content=mutated(suffix))
     def run(content: bytes) -> None:
         _, path = _write(tmp_path_factory, suffix, content)
         with time_limit(20):
             try:
-                x, names = load_table(path)
+                result = read(path)
             except CLEAN as err:
                 assert "input" in str(err)
                 return
+        check(*result)
+
+    run()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npy", ".npz"])
+def test_fuzz_load_table(tmp_path_factory, suffix) -> None:
+    def check(x, names) -> None:
         assert x.ndim == 2 and np.isfinite(x).all() and x.dtype == np.float64
         assert names is None or len(names) == x.shape[1]
 
-    run()
+    _fuzz_reader(tmp_path_factory, suffix, load_table, check)
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".npy", ".npz"])
 def test_fuzz_load_adjacency(tmp_path_factory, suffix) -> None:
-    @FUZZ
-    @given(content=mutated(suffix))
-    def run(content: bytes) -> None:
-        _, path = _write(tmp_path_factory, suffix, content)
-        with time_limit(20):
-            try:
-                A, _ = load_adjacency(path)
-            except CLEAN as err:
-                assert "input" in str(err)
-                return
+    def check(A, _) -> None:
         assert A.dtype == bool and A.ndim == 2 and A.shape[0] == A.shape[1]
 
-    run()
+    _fuzz_reader(tmp_path_factory, suffix, load_adjacency, check)
 
 
 def test_fuzz_model_files(tmp_path_factory) -> None:
