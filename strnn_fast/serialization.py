@@ -12,6 +12,7 @@ object, so a crafted file cannot execute anything:
 * ``"format"``: ``"strnn_fast-model-v2"``;
 * ``"header"``: a JSON string ``{"format_version", "class", "config", "dtype", "extra"}``;
   ``class`` is a name from :data:`ALLOWED_CLASSES` (an explicit allow-list, never an import path);
+  ``extra`` is reserved and written empty;
 * ``"tensors"``: the state dict under ``state/<key>``, and every array found in the config
   (numpy arrays, torch tensors, scipy.sparse arrays, rectangular nested lists of numbers such as
   adjacency matrices and masks) under ``config/<k>``; the JSON config holds a reference
