@@ -1,21 +1,57 @@
 r"""strnn_fast: Structured Neural Networks with a C++ factorizer and Triton block-sparse kernels.
 
-Where things are (two hops from here):
+Where things are (every public feature is two hops from here: this map, then the file named).
+The repository holds ``csrc/`` (the C++ core, module ``strnn_fast._C``), ``strnn_fast/`` (this
+package), ``kernels/`` (Triton, installed as ``strnn_fast.kernels``), ``tests/`` and ``bench/``.
 
-* masks: :func:`factorize`, :func:`check_masks`, :func:`path_counts`, :func:`connections`
-  (``strnn_fast.factorize``; the exact MILP in ``strnn_fast.exact``; reordering for block-sparse
-  kernels in ``strnn_fast.reorder``);
-* networks: :class:`FastStrNN`, :class:`MaskedLinear` (``strnn_fast.nn``; CUDA kernels in
-  ``strnn_fast.kernels``, backend choice in ``strnn_fast.dispatch``, inference in
-  ``strnn_fast.freeze``);
-* models: :class:`StrAF`, :class:`ARF`, :class:`GNF`, :class:`StrCNF`, :class:`FFJORD`
-  (``strnn_fast.flows``; normalizers affine, spline, UMNN in ``strnn_fast.flows.normalizers``;
-  ``flow(context)`` is a ``torch.distributions.Distribution``), :class:`StrNNDensityEstimator`
-  (``strnn_fast.density``), :class:`CausalFlow` (``strnn_fast.causal``); all of them
-  conditional on a context with ``context_features``/``context_adjacency``
-  (checks in ``strnn_fast._context``);
-* training and files: :func:`fit` (``strnn_fast.train``), :func:`load`;
-* graphs and data: ``strnn_fast.graph``, ``strnn_fast.data``; the command line ``strnn-fast``.
+* Masks: :func:`factorize`, :func:`check_masks`, :func:`path_counts`, :func:`connections`,
+  :func:`required_width` in ``strnn_fast/factorize.py``, which calls the C++ core:
+
+  - ``csrc/greedy.cpp`` (the paper's greedy algorithm and its refinement; state between layers in
+    ``csrc/layer_state.cpp``, bit rows in ``csrc/bitmatrix.hpp``), ``csrc/zuko.cpp`` (Zuko's
+    factorizer), ``csrc/made.cpp`` (MADE degrees);
+  - ``csrc/paths.cpp`` (path counts, mask checks), ``csrc/arrays.cpp`` (reading untrusted numpy /
+    scipy CSR arguments, writing masks), ``csrc/module.cpp`` (the pybind11 module; one
+    ``bind_*`` per file, declared in ``csrc/bindings.hpp``);
+  - the exact MILP in ``strnn_fast/exact.py`` (:func:`strnn_fast.exact.factorize_exact`).
+
+* Networks: :class:`FastStrNN`, :class:`MaskedLinear` in ``strnn_fast/nn.py``; activations by
+  name in ``strnn_fast/activations.py``. Backends: ``strnn_fast/dispatch.py``
+  (``choose_backend``: dense cuBLAS or the block-sparse kernels) runs the Triton kernels of the
+  top-level ``kernels/masked_linear.py`` (installed as ``strnn_fast.kernels.masked_linear``;
+  ahead-of-time compile checks in ``kernels/aot.py``) on block layouts from
+  ``strnn_fast/layout.py`` (:class:`~strnn_fast.layout.BlockLayout`, built by
+  ``csrc/block_layout.cpp``); hidden-unit reordering for fewer tiles in ``strnn_fast/reorder.py``
+  (``csrc/reorder.cpp``); inference with precomputed weights and CUDA graphs in
+  ``strnn_fast/freeze.py``.
+
+* Models: :class:`StrAF`, :class:`ARF`, :class:`GNF` (``strnn_fast/flows/straf.py``, ``arf.py``,
+  ``gnf.py`` on ``flows/autoregressive.py``), :class:`StrCNF`, :class:`FFJORD`
+  (``strnn_fast/flows/cnf.py``, dynamics in ``flows/odefunc.py``); the normalizers affine, spline
+  and UMNN (with its inverse by bisection) in ``strnn_fast/flows/normalizers/affine.py``,
+  ``spline.py``, ``umnn.py``; the shared distribution face and ``flow(context)`` (a
+  ``torch.distributions.Distribution``) in ``strnn_fast/flows/base.py``.
+  :class:`StrNNDensityEstimator` in ``strnn_fast/density.py``; :class:`CausalFlow`
+  (interventions, counterfactuals) in ``strnn_fast/causal/flow.py`` and ``causal/queries.py``;
+  :class:`~strnn_fast.standardize.Standardized` (a model in data units) in
+  ``strnn_fast/standardize.py``. Context (conditioning features: ``context_features``,
+  ``context_adjacency``) is checked in ``strnn_fast/_context.py``.
+
+* Training and files: :func:`fit` in ``strnn_fast/train.py``; ``model.save`` and :func:`load` in
+  ``strnn_fast/serialization.py`` (tensors plus a JSON header, classes from an allow-list
+  ``ALLOWED_CLASSES``; ``Savable`` records constructor arguments); every file is written
+  atomically by ``strnn_fast/_files.py``. Argument checks: ``strnn_fast/_validate.py``.
+
+* Graphs and data: ``strnn_fast/graph.py`` (adjacency from matrices, edge lists, networkx);
+  ``strnn_fast/data/`` (random DAGs in ``adjacency.py``, data sets, SEMs in ``sem.py``, file
+  loaders in ``loaders.py``).
+
+* Command line ``strnn-fast`` (``strnn_fast/cli/__init__.py``), one file per command in
+  ``strnn_fast/cli/``: ``fit.py``, ``sample.py``, ``logprob.py``, ``intervene.py``,
+  ``counterfactual.py``, ``factorize.py``, ``demo.py`` (shared helpers in ``_common.py``).
+
+* Migrating from the reference package ``strnn``: ``strnn_fast.compat`` (``StrNN`` and the
+  factorizer classes under their old names), loaded on first use.
 
 Example:
     >>> import numpy as np, torch, strnn_fast
@@ -54,3 +90,12 @@ __all__ = [
     "required_width",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ``strnn_fast.compat`` without an explicit import (the module only renames; load it on demand).
+    if name == "compat":
+        import importlib
+
+        return importlib.import_module(".compat", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -104,15 +104,16 @@ class StrNNDensityEstimator(Savable, nn.Module):
                 level[i] = level[A[i]].max() + 1
         self.register_buffer("level", torch.from_numpy(level), persistent=False)
         self.passes = 0
-        self.config = {
-            "adjacency": A.astype(int).tolist(), "hidden_sizes": list(self.net.hidden_sizes),
-            "data_type": self.data_type, "names": found, "opt_type": self.net.opt_type,
-            "opt_args": self.net.opt_args, "activation": self.net.activation, "backend": self.net.backend,
-            "log_std_bound": self.log_std_bound, "init": init,
-        }
+
+    def _resolved_config(self) -> dict[str, Any]:
+        net = self.net
+        config = {"adjacency": self.adjacency.astype(int).tolist(), "hidden_sizes": list(net.hidden_sizes),
+                  "data_type": self.data_type, "names": self.names, "opt_type": net.opt_type,
+                  "opt_args": net.opt_args, "activation": net.activation, "backend": net.backend,
+                  "log_std_bound": self.log_std_bound}
         if self.context_features:
-            self.config.update(context_features=self.context_features,
-                               context_adjacency=self.context_adjacency.astype(int).tolist())
+            config["context_adjacency"] = self.context_adjacency.astype(int).tolist()
+        return config
 
     @property
     def depth(self) -> int:

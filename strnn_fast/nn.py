@@ -561,12 +561,8 @@ class FastStrNN(Savable, nn.Module):
                          init=init, backend=self.backend)
             for idx, (fan_in, fan_out, mask) in enumerate(zip(sizes, sizes[1:], self._replicated(masks)))
         )
-        self.config = {
-            "nin": self.nin, "hidden_sizes": list(self.hidden_sizes), "nout": self.nout,
-            "opt_type": self.opt_type, "opt_args": self.opt_args, "adjacency": self.A,
-            "precomputed_masks": list(masks) if precomputed_masks is not None else None,
-            "activation": self.activation, "backend": self.backend, "init": init,
-        }
+        # Masks a rebuild must reuse: the given ones, or after reordering the reordered ones.
+        self._saved_masks = list(masks) if precomputed_masks is not None else None
         if reorder is None:
             reorder = self.backend == "triton"
         if not isinstance(reorder, bool):
@@ -575,10 +571,17 @@ class FastStrNN(Savable, nn.Module):
             from .reorder import reorder_model
 
             reorder_model(self)
-            # Rebuilding from the reordered masks keeps save/load consistent with the weights.
+            # Rebuilding from the reordered masks keeps save/load (and update_masks) consistent
+            # with the weights.
             masks = self.masks
-            self.config["precomputed_masks"] = masks[:-1] + [np.ascontiguousarray(masks[-1][:, : self.A.shape[0]])]
-        self.config["reorder"] = False
+            self._saved_masks = masks[:-1] + [np.ascontiguousarray(masks[-1][:, : self.A.shape[0]])]
+            self.precomputed_masks = self._saved_masks
+
+    def _resolved_config(self) -> dict[str, Any]:
+        # Validated values; a rebuild never reorders again (the saved masks are already reordered).
+        return {"hidden_sizes": list(self.hidden_sizes), "opt_type": self.opt_type, "opt_args": self.opt_args,
+                "adjacency": self.A, "precomputed_masks": self._saved_masks, "activation": self.activation,
+                "backend": self.backend, "reorder": False}
 
     def _check_memory(self, masks: list[Any] | None = None) -> None:
         """Refuses a model whose dense-stored layers would need more than MAX_DENSE_BYTES.

@@ -1,7 +1,9 @@
 r"""One-file model persistence that cannot run code: tensors plus a JSON header.
 
-A savable model keeps the keyword arguments that rebuild it in ``self.config`` and inherits
-``save`` from :class:`Savable`; :func:`load` rebuilds it from its file.
+A savable model inherits from :class:`Savable`, which records the arguments of its constructor
+itself (``config``: every ``__init__`` argument, defaults included, overlaid with the resolved values
+the class returns from :meth:`Savable._resolved_config`), and ``save``; :func:`load` rebuilds the
+model from its file as ``cls(**config)``.
 
 File format (``strnn_fast-model-v2``): one ``torch.save`` of a dict holding only strings and
 tensors, read back with ``torch.load(weights_only=True)``, whose unpickler refuses every other
@@ -10,6 +12,7 @@ object, so a crafted file cannot execute anything:
 * ``"format"``: ``"strnn_fast-model-v2"``;
 * ``"header"``: a JSON string ``{"format_version", "class", "config", "dtype", "extra"}``;
   ``class`` is a name from :data:`ALLOWED_CLASSES` (an explicit allow-list, never an import path);
+  ``extra`` is reserved and written empty;
 * ``"tensors"``: the state dict under ``state/<key>``, and every array found in the config
   (numpy arrays, torch tensors, scipy.sparse arrays, rectangular nested lists of numbers such as
   adjacency matrices and masks) under ``config/<k>``; the JSON config holds a reference
@@ -31,7 +34,9 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import json
 import math
 import os
@@ -55,6 +60,7 @@ LEGACY_FORMAT = "strnn_fast-model-v1"
 # is one more entry; nothing else is ever imported on behalf of a file.
 ALLOWED_CLASSES: dict[str, tuple[str, str]] = {
     "FastStrNN": ("strnn_fast.nn", "FastStrNN"),
+    "StrNN": ("strnn_fast.compat", "StrNN"),
     "StrNNDensityEstimator": ("strnn_fast.density", "StrNNDensityEstimator"),
     "StrAF": ("strnn_fast.flows.straf", "StrAF"),
     "ARF": ("strnn_fast.flows.arf", "ARF"),
@@ -70,9 +76,78 @@ _FLOAT_DTYPES = {"torch.float16": torch.float16, "torch.bfloat16": torch.bfloat1
 
 
 class Savable:
-    """Mixin: ``save(path)`` for modules that define ``self.config``."""
+    r"""Mixin for ``torch.nn.Module`` models: records the constructor's arguments and adds ``save``.
 
-    config: dict[str, Any]
+    Every subclass's ``__init__`` is wrapped (in ``__init_subclass__``) so that the outermost call,
+    the one of the model's own class, binds its arguments to the signature (defaults included;
+    ``**kwargs`` flattened). :attr:`config` is that record overlaid with :meth:`_resolved_config`
+    (values the constructor resolved or that change later: a normalized adjacency, a fitted name
+    list, a solver chosen after construction) and with :attr:`config_overrides` (patches made from
+    outside, kept per instance). The JSON header of a model file is this ``config``.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> class Scaled(Savable, nn.Module):
+        ...     def __init__(self, d: int, scale: float = 1.0, *, names=None):
+        ...         super().__init__()
+        ...         self.names = list(names or [f"x{i}" for i in range(d)])
+        ...     def _resolved_config(self):
+        ...         return {"names": self.names}
+        >>> Scaled(2, names=("a", "b")).config
+        {'d': 2, 'scale': 1.0, 'names': ['a', 'b']}
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_records_arguments", False):
+            return
+        signature = inspect.signature(init)
+        if any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values()):
+            raise TypeError(f"{cls.__qualname__}.__init__ takes *args, which a model file cannot record")
+
+        @functools.wraps(init)
+        def __init__(self: Any, *args: Any, **kw: Any) -> None:
+            # Only the outermost __init__ (the instance's own class) records: super().__init__
+            # calls of base classes see the record already there.
+            if "_savable_arguments" not in self.__dict__:
+                bound = signature.bind(self, *args, **kw)
+                bound.apply_defaults()
+                record: dict[str, Any] = {}
+                for i, (name, value) in enumerate(bound.arguments.items()):
+                    if i == 0:
+                        continue  # self
+                    if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                        record.update(value)
+                    else:
+                        record[name] = value
+                self.__dict__["_savable_arguments"] = record
+            init(self, *args, **kw)
+
+        __init__._records_arguments = True  # type: ignore[attr-defined]
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
+    def _resolved_config(self) -> dict[str, Any]:
+        """Hook: config entries that replace the recorded arguments (resolved or updated values)."""
+        return {}
+
+    @property
+    def _init_arguments(self) -> dict[str, Any]:
+        """The constructor's arguments as recorded (read-only use: ``config`` is what is saved)."""
+        return self.__dict__["_savable_arguments"]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this model (a fresh dict on every access)."""
+        recorded = self.__dict__.get("_savable_arguments")
+        if recorded is None:
+            raise AttributeError(f"{type(self).__name__} has no recorded constructor arguments")
+        return {**recorded, **self._resolved_config(), **self.config_overrides}
+
+    @property
+    def config_overrides(self) -> dict[str, Any]:
+        """Per-instance patches of :attr:`config` (e.g. after reordering a network's inputs)."""
+        return self.__dict__.setdefault("_config_overrides", {})
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> None:
         r"""Writes the model to ``path`` atomically (a temporary file in the same folder, then a rename).
@@ -87,12 +162,11 @@ class Savable:
             raise TypeError(f"{type(self).__name__} has no config to save")
         tensors: dict[str, torch.Tensor] = {}
         config = _encode(self.config, tensors, "config")
-        extra = _encode(getattr(self, "extra_state_for_save", lambda: {})(), tensors, "extra")
         for key, value in self.state_dict().items():
             tensors[f"state/{key}"] = value.detach().cpu().contiguous()
         dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
         header = {"format_version": FORMAT_VERSION, "class": class_path(self), "config": config,
-                  "dtype": str(dtype), "extra": extra}
+                  "dtype": str(dtype), "extra": {}}
         payload = {"format": FORMAT, "header": json.dumps(header, allow_nan=False), "tensors": tensors}
         with atomic_path(path, overwrite=overwrite, what="model file") as tmp:
             torch.save(payload, tmp)
@@ -121,7 +195,7 @@ def build(name: str, config: Mapping[str, Any]) -> torch.nn.Module:
         >>> build("os:system", {})
         Traceback (most recent call last):
         ...
-        ValueError: unknown model class 'os:system'; a model file may name only FastStrNN, StrNNDensityEstimator, StrAF, ARF, GNF, StrCNF, FFJORD, CausalFlow, Standardized
+        ValueError: unknown model class 'os:system'; a model file may name only FastStrNN, StrNN, StrNNDensityEstimator, StrAF, ARF, GNF, StrCNF, FFJORD, CausalFlow, Standardized
     """
     key = _allowed_name(name)
     if not isinstance(config, Mapping) or not all(isinstance(k, str) for k in config):
@@ -174,11 +248,12 @@ def load(path: str | os.PathLike, map_location: Any = "cpu", *, trusted: bool = 
     header = _header(payload["header"], where)
     try:
         config = _decode(header["config"], tensors, where)
-        extra = _decode(header.get("extra") or {}, tensors, where)
+        # "extra" is reserved (always {} so far); decoded only so that a damaged entry is refused.
+        _decode(header.get("extra") or {}, tensors, where)
     except RecursionError:
         raise ValueError(f"{where}: the header is nested too deeply") from None
     state = {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}
-    return _restore(header["class"], config, header["dtype"], state, extra, where)
+    return _restore(header["class"], config, header["dtype"], state, where)
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -226,8 +301,7 @@ def _header(text: Any, where: str) -> dict[str, Any]:
     return header
 
 
-def _restore(name: Any, config: Any, dtype: str, state: dict[str, torch.Tensor], extra: Any,
-             where: str) -> torch.nn.Module:
+def _restore(name: Any, config: Any, dtype: str, state: dict[str, torch.Tensor], where: str) -> torch.nn.Module:
     try:
         key = _allowed_name(name)
     except ValueError as err:
@@ -253,8 +327,6 @@ def _restore(name: Any, config: Any, dtype: str, state: dict[str, torch.Tensor],
             raise ValueError(f"{where}: weight {k!r} has dtype {got.dtype}, the model needs {ref.dtype}")
     try:
         model.load_state_dict(state)
-        if extra and hasattr(model, "load_extra_state_from_save"):
-            model.load_extra_state_from_save(extra)
     except Exception as err:  # noqa: BLE001
         raise ValueError(f"{where}: its weights do not load into a {key}: {type(err).__name__}: {err}") from None
     return model
@@ -269,7 +341,7 @@ def _load_legacy(payload: dict[str, Any], where: str) -> torch.nn.Module:
         raise ValueError(f"{where}: its state_dict must map names to tensors")
     dtype = str(payload.get("dtype", "torch.float32"))
     # Old Standardized configs name their base "module:QualName"; build() maps that to the allow-list.
-    return _restore(payload["class"], payload["config"], dtype, state, payload.get("extra"), where)
+    return _restore(payload["class"], payload["config"], dtype, state, where)
 
 
 def _allowed_name(name: Any) -> str:

@@ -169,10 +169,6 @@ class Standardized(Savable, nn.Module):
         like = next(self.base.parameters(), torch.empty(0))
         self.register_buffer("mean", torch.tensor(mean_arr, dtype=like.dtype))
         self.register_buffer("std", torch.tensor(std_arr, dtype=like.dtype))
-        self.config = {
-            "base": {"class": class_path(self.base), "config": self.base.config},
-            "mean": mean_arr.tolist(), "std": std_arr.tolist(), "names": self.names,
-        }
         self.context_features = int(getattr(self.base, "context_features", 0))
         if context_mean is not None or context_std is not None:
             c_mean = np.asarray(context_mean, dtype=np.float64)
@@ -184,9 +180,18 @@ class Standardized(Savable, nn.Module):
                 raise ValueError("context_mean must be finite and context_std finite and positive")
             self.register_buffer("context_mean", torch.tensor(c_mean, dtype=like.dtype))
             self.register_buffer("context_std", torch.tensor(c_std, dtype=like.dtype))
-            self.config.update(context_mean=c_mean.tolist(), context_std=c_std.tolist())
         else:
             self.context_mean = self.context_std = None
+
+    def _resolved_config(self) -> dict[str, Any]:
+        # The base model as the {"class", "config"} spec that rebuilds it; statistics as float lists.
+        # (from the arguments, not the buffers, which may have been rounded to the base's dtype).
+        args = self._init_arguments
+        config = {"base": {"class": class_path(self.base), "config": self.base.config}, "names": self.names}
+        for key in ("mean", "std", "context_mean", "context_std"):
+            if args[key] is not None:
+                config[key] = np.asarray(args[key], dtype=np.float64).tolist()
+        return config
 
     def _context(self, context: torch.Tensor | None) -> dict[str, torch.Tensor]:
         # The keyword for the base model: none for an unconditional one (so any base model works).

@@ -1,9 +1,18 @@
-"""Shared test configuration: hypothesis profile, torch threads, device/dtype selection."""
+"""Shared test configuration: hypothesis profile, torch threads, the ``cuda`` gate, device/dtype selection.
+
+* ``cuda`` gate: mark a test (or a module, with ``pytestmark``) ``@pytest.mark.cuda``; without a
+  GPU it is skipped here, the one place that asks (through ``_interp.HAS_CUDA``). The default
+  ``addopts`` deselect ``cuda`` tests; run them with ``-o addopts= -m cuda``.
+* ``device`` and ``dtype`` fixtures (zuko style): a test taking ``device`` runs on every device
+  ``--device`` names (default ``auto``: cpu, plus cuda when there is a GPU; a device the machine
+  lacks is skipped), one taking ``dtype`` on every floating dtype ``--dtype`` names (default
+  ``float32,float64``). Example: ``pytest --device cpu --dtype float64 tests/test_serialization.py``.
+"""
 from __future__ import annotations
 
 import os
 
-import _interp  # noqa: F401  (first: selects the Triton interpreter before anything imports triton)
+import _interp  # first: selects the Triton interpreter before anything imports triton
 import pytest
 import torch
 
@@ -23,20 +32,58 @@ if settings is not None:
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
-def _devices() -> list[str]:
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+HAS_CUDA = _interp.HAS_CUDA
+needs_cuda = pytest.mark.skip(reason="needs a CUDA GPU")
+DEVICES = ("cpu", "cuda")
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 
 
-@pytest.fixture(params=_devices())
-def device(request: pytest.FixtureRequest) -> str:
-    """Every device this machine has."""
-    return request.param
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("strnn_fast")
+    group.addoption("--device", default="auto",
+                    help="devices for tests taking `device`: auto (cpu, plus cuda with a GPU) or a comma list of "
+                         f"{', '.join(DEVICES)}")
+    group.addoption("--dtype", default="float32,float64",
+                    help=f"floating dtypes for tests taking `dtype`: a comma list of {', '.join(DTYPES)}")
+
+
+def _option_list(config: pytest.Config, name: str, known: tuple[str, ...] | dict) -> list[str]:
+    values = [v.strip() for v in str(config.getoption(name)).split(",") if v.strip()]
+    unknown = [v for v in values if v not in known]
+    if unknown or not values:
+        raise pytest.UsageError(f"--{name} {config.getoption(name)!r}: expected a comma list of {', '.join(known)}")
+    return values
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Bad --device/--dtype values stop the run before collection.
+    if config.getoption("device") != "auto":
+        _option_list(config, "device", DEVICES)
+    _option_list(config, "dtype", DTYPES)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    config = metafunc.config
+    if "device" in metafunc.fixturenames:
+        option = config.getoption("device")
+        devices = ["cpu", "cuda"] if option == "auto" and HAS_CUDA else ["cpu"] if option == "auto" \
+            else _option_list(config, "device", DEVICES)
+        metafunc.parametrize("device", [pytest.param(d, marks=needs_cuda if d == "cuda" and not HAS_CUDA else ())
+                                        for d in devices])
+    if "dtype" in metafunc.fixturenames and not _parametrized(metafunc, "dtype"):
+        names = _option_list(config, "dtype", DTYPES)
+        metafunc.parametrize("dtype", [DTYPES[n] for n in names], ids=names)
+
+
+def _parametrized(metafunc: pytest.Metafunc, name: str) -> bool:
+    # A test's own @pytest.mark.parametrize("dtype", ...) wins over --dtype.
+    return any(name in [a.strip() for a in (m.args[0].split(",") if isinstance(m.args[0], str) else m.args[0])]
+               for m in metafunc.definition.iter_markers("parametrize"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if torch.cuda.is_available():
+    if HAS_CUDA:
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
         if "cuda" in item.keywords:
-            item.add_marker(skip)
+            item.add_marker(needs_cuda)

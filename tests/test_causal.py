@@ -208,6 +208,7 @@ def test_unordered_graph_matches_relabelled_graph(sem: LinearGaussianSEM) -> Non
     x_obs = sem.sample(40, seed=5)
     cf_o = ordered.counterfactual(x_obs, {"b": 0.5}, output="tensor")
     cf_s = scrambled.counterfactual(x_obs[:, perm], {"b": 0.5}, output="tensor")
+    # float32 flow through transform and inverse in two variable orders
     torch.testing.assert_close(cf_s, cf_o[:, perm], atol=1e-5, rtol=1e-5)
     m_o = ordered.interventional_mean({"b": 0.5, "d": -1.0}, 20_000, seed=0)
     m_s = scrambled.interventional_mean({"b": 0.5, "d": -1.0}, 20_000, seed=0)
@@ -303,4 +304,5 @@ def test_factual_do_reproduces_the_observation(normalizer: str) -> None:
     x = torch.randn(200, 3, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
     model.fit(x, epochs=1, progress=False)
     cf = model.counterfactual(x[:20], {"b": x[:20, 1]}, output="tensor")
+    # a fitted float64 flow inverted by fixed-point passes: the inversion error, not roundoff
     torch.testing.assert_close(cf, x[:20], atol=1e-4, rtol=1e-4)

@@ -97,6 +97,7 @@ def test_generator_errors(call, error, fragment) -> None:
 def test_multimodal_splits_and_standardization() -> None:
     ds = make_multimodal(seed=0)
     assert ds.sizes == (600, 200, 200) and ds.d == 15
+    # standardization by statistics computed in float64 over 600 rows
     np.testing.assert_allclose(ds.train.mean(axis=0), 0.0, atol=1e-10)
     np.testing.assert_allclose(ds.train.std(axis=0), 1.0, atol=1e-10)
     assert abs(ds.val.mean()) < 0.3  # same distribution, train statistics

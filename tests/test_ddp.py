@@ -75,5 +75,6 @@ def test_two_cpu_ranks_match_one_process(tmp_path: Path):
     assert history["best_epoch"] == r0["history"]["best_epoch"]
     assert history["val_nll"] == pytest.approx(r0["history"]["val_nll"], rel=1e-5)
     for k, v in single.state_dict().items():
+        # two processes average gradients in a different order than one: float32 training drift
         torch.testing.assert_close(r0["state"][k], v, rtol=1e-4, atol=1e-5)
     assert not torch.equal(single.mu.detach(), LinearGauss(3, 0).mu.detach())

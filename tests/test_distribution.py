@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from torch.distributions import Distribution, Independent, Normal, constraints
+from tolerances import tolerance
 
 from strnn_fast.flows import ARF, GNF, FlowDistribution, StrAF
 
@@ -46,7 +47,7 @@ def test_is_a_validated_torch_distribution(name: str, conditional: bool) -> None
         assert lp.shape == (*shape, *batch)
         # The distribution's log_prob is the flow's (one context per batch entry).
         expected = flow.log_prob(s, context) if conditional else flow.log_prob(s)
-        torch.testing.assert_close(lp, expected, atol=0, rtol=0)
+        torch.testing.assert_close(lp, expected, **tolerance("exact"))
     with pytest.raises(ValueError):  # torch's own shape validation
         strict.log_prob(torch.zeros(7, 2, dtype=torch.float64))
     with pytest.raises(ValueError):  # torch's own support validation
@@ -65,12 +66,12 @@ def test_expand_independent_and_monte_carlo_kl() -> None:
     wide = dist.expand((4,))
     assert wide.batch_shape == (4,) and wide.sample((2,)).shape == (2, 4, 3)
     x = torch.randn(4, 3, dtype=torch.float64)
-    torch.testing.assert_close(wide.log_prob(x), dist.log_prob(x), atol=0, rtol=0)
+    torch.testing.assert_close(wide.log_prob(x), dist.log_prob(x), **tolerance("exact"))
     unconditional = perturbed(FLOWS["gnf"]())().expand((2, 3))
     assert unconditional.batch_shape == (2, 3) and unconditional.log_prob(torch.zeros(3, dtype=torch.float64)).shape == (2, 3)
     joint = Independent(wide, 1)
     assert joint.event_shape == (4, 3) and joint.log_prob(x).shape == ()
-    torch.testing.assert_close(joint.log_prob(x), dist.log_prob(x).sum(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(joint.log_prob(x), dist.log_prob(x).sum(), **tolerance("float64"))
     # Monte-Carlo KL(flow || N(0, I)) = E_flow[log q - log p], differentiable through rsample.
     flow2 = perturbed(FLOWS["straf-spline"]())
     q, p = flow2(), Independent(Normal(torch.zeros(3, dtype=torch.float64), 1.0), 1)
@@ -81,7 +82,7 @@ def test_expand_independent_and_monte_carlo_kl() -> None:
     # The untrained (zero-conditioner) flow is the identity: KL to its own prior is zero.
     identity = StrAF(A, (8,), 1).double()()
     s = identity.sample((50,))
-    torch.testing.assert_close(identity.log_prob(s), p.log_prob(s), atol=1e-12, rtol=0)
+    torch.testing.assert_close(identity.log_prob(s), p.log_prob(s), **tolerance("float64"))
 
 
 def test_bad_context() -> None:

@@ -5,7 +5,7 @@
 (``bench/gpu_check.sh`` runs it so; STRNN_FAST_AUTOTUNE=0 compiles one config per kernel variant
 instead of autotuning every one, which keeps the file under two minutes.)
 
-Skipped without a GPU. Kernels are imported inside the tests so that collecting this module on
+Skipped without a GPU (the ``cuda`` marker; conftest.py gates it). Kernels are imported inside the tests so that collecting this module on
 a CPU machine does not load them before tests/_interp.py selects the interpreter.
 """
 from __future__ import annotations
@@ -20,10 +20,7 @@ from strnn_fast import FastStrNN, data
 from strnn_fast.activations import ACTIVATIONS
 from strnn_fast.layout import BlockLayout
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-]
+pytestmark = pytest.mark.cuda  # skipped without a GPU by the gate in conftest.py
 
 # dtype name -> (torch dtype, TF32 on); float32 without TF32 runs as tf32x3 (or cuBLAS before Hopper).
 PRECISIONS = {

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-import _interp  # noqa: F401  (before strnn_fast.kernels: selects the interpreter)
+import _interp  # before strnn_fast.kernels: selects the interpreter
 import numpy as np
 import pytest
 import torch
@@ -24,7 +24,7 @@ from strnn_fast.kernels.masked_linear import is_interpreted, masked_linear
 from strnn_fast.layout import BlockLayout
 from strnn_fast.reorder import reorder_model
 
-if not is_interpreted() and not torch.cuda.is_available():
+if not is_interpreted() and not _interp.HAS_CUDA:
     raise RuntimeError("strnn_fast.kernels was imported before tests/_interp.py set TRITON_INTERPRET=1")
 pytestmark = pytest.mark.skipif(not is_interpreted(), reason="kernels compiled for the GPU; see test_kernels_cuda.py")
 

@@ -53,6 +53,7 @@ def test_abduction_inverts_generation(kind: str) -> None:
 def test_noise_scale_and_family(noise: str) -> None:
     sem = LinearSEM([], [0.5, 2.0], noise=noise)
     e = sem.sample_noise(200_000, seed=0)
+    # Monte Carlo error of moments from 200,000 samples (not a dtype tolerance)
     np.testing.assert_allclose(e.std(axis=0), [0.5, 2.0], rtol=0.02)
     excess_kurtosis = ((e / e.std(axis=0)) ** 4).mean(axis=0) - 3.0
     np.testing.assert_allclose(excess_kurtosis, 0.0 if noise == "gaussian" else 3.0, atol=0.3)
@@ -87,6 +88,7 @@ def test_linear_gaussian_covariance_matches_samples() -> None:
     sem = _gaussian_chain()
     _, cov = sem.interventional_distribution({"b": 1.0})
     x = sem.interventional_samples({"b": 1.0}, 200_000, seed=2)
+    # Monte Carlo error of a covariance from 200,000 samples (not a dtype tolerance)
     np.testing.assert_allclose(np.cov(x, rowvar=False), cov, atol=0.05)
     assert cov[1, 1] == 0.0 and cov[0, 1] == 0.0
     # do(b) cuts the path a -> b -> c; only the direct a -> c (coefficient 0.5) remains.

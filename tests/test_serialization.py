@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-
 from _trust_world import A3, Payload
+from tolerances import tolerance
+
 from strnn_fast import FastStrNN
 from strnn_fast.causal import CausalFlow
 from strnn_fast.cli import main
@@ -56,7 +57,7 @@ def test_round_trip_is_exact(tmp_path, name) -> None:
     x = torch.randn(5, 3) + 0.3
     for a, b in zip(model.state_dict().values(), back.state_dict().values()):
         assert torch.equal(a, b)
-    torch.testing.assert_close(_out(back, x), _out(model, x), rtol=0, atol=0)
+    torch.testing.assert_close(_out(back, x), _out(model, x), **tolerance("exact"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]  # no temporary left behind
 
 
@@ -352,8 +353,8 @@ def test_faststrnn_config_with_numpy_arrays_round_trips(tmp_path) -> None:
     """FastStrNN's config may hold numpy arrays (adjacency, masks) instead of nested lists."""
     net = FastStrNN(3, (7,), 6, adjacency=A3)
     masks = [m.copy() for m in net.masks[:-1]] + [net.masks[-1][:, :3].copy()]
-    net.config["adjacency"] = net.A.copy()
-    net.config["precomputed_masks"] = masks
+    net.config_overrides["adjacency"] = net.A.copy()
+    net.config_overrides["precomputed_masks"] = masks
     net.save(tmp_path / "m.pt")
     header = json.loads(torch.load(tmp_path / "m.pt", weights_only=True)["header"])
     assert header["config"]["adjacency"]["kind"] == "numpy"
@@ -376,8 +377,76 @@ def test_written_files_get_the_usual_permissions(tmp_path) -> None:
 @pytest.mark.cuda
 def test_load_with_map_location_cuda(tmp_path) -> None:
     net = FastStrNN(3, (7,), 3, adjacency=A3)
-    net.config["adjacency"] = net.A.copy()  # a numpy config array travels through the GPU and back
+    net.config_overrides["adjacency"] = net.A.copy()  # a numpy config array travels through the GPU and back
     net.save(tmp_path / "m.pt")
     back = load(tmp_path / "m.pt", map_location="cuda").cuda()
     x = torch.randn(4, 3)
     torch.testing.assert_close(back(x.cuda()).cpu(), net(x))
+
+
+# ------------------------------------------------------------- Savable records the constructor's arguments
+
+def test_config_records_every_constructor_argument_resolved() -> None:
+    import inspect
+
+    flow = StrAF([("a", "b"), ("a", "c")], hidden_sizes=(6,), flow_steps=1, normalizer="spline", bins=5)
+    params = [p for p in inspect.signature(StrAF).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    assert {p.name for p in params} | {"bins"} == set(flow.config)
+    # resolved by the hook: the edge list as a 0/1 matrix in the names' order, the names found in it
+    assert flow.config["adjacency"] == [[0, 0, 0], [1, 0, 0], [1, 0, 0]]
+    assert flow.config["names"] == ["a", "b", "c"] and flow.config["hidden_sizes"] == [6]
+    assert flow.config["bins"] == 5 and flow.config["prior"] == "normal"  # recorded, defaults included
+    assert flow.config is not flow.config  # a fresh dict: editing it changes nothing
+
+
+def test_config_follows_changes_after_construction(tmp_path) -> None:
+    from strnn_fast.flows import FFJORD, StrCNF
+
+    flow = StrCNF(A3, hidden_sizes=(4,), atol=1e-4, rtol=1e-4)
+    flow.set_solver("rk4", step_size=0.25)
+    assert (flow.config["solver"], flow.config["step_size"]) == ("rk4", 0.25)
+    flow.save(tmp_path / "cnf.pt")
+    back = load(tmp_path / "cnf.pt")
+    assert (back.solver, back.step_size, back.atol) == ("rk4", 0.25, 1e-4)
+    dense = FFJORD(3, hidden_sizes=(4,), end_time=0.5)
+    assert dense.config["d"] == 3 and "adjacency" not in dense.config and dense.config["end_time"] == 0.5
+    dense.config_overrides["names"] = ["x", "y", "z"]  # the hook for patches made from outside
+    assert dense.config["names"] == ["x", "y", "z"]
+
+
+def test_files_with_the_old_hand_written_config_still_load(tmp_path) -> None:
+    # A v2 header as the hand-written config dicts produced it: no unconditional context keys.
+    torch.manual_seed(0)
+    model = StrAF(A3, hidden_sizes=(6,), flow_steps=2)
+    old = {"adjacency": A3.tolist(), "hidden_sizes": [6], "flow_steps": 2, "normalizer": "affine", "names": None,
+           "prior": "normal", "activation": "relu", "opt_type": "greedy", "opt_args": model.config["opt_args"],
+           "backend": model.config["backend"], "init": "kaiming"}
+    tensors: dict[str, torch.Tensor] = {}
+    header = {"format_version": 2, "class": "StrAF", "config": _encode(old, tensors, "config"),
+              "dtype": "torch.float32", "extra": {}}
+    tensors.update({f"state/{k}": v.detach().clone() for k, v in model.state_dict().items()})
+    torch.save({"format": FORMAT, "header": json.dumps(header), "tensors": tensors}, tmp_path / "old.pt")
+    back = load(tmp_path / "old.pt")
+    x = torch.randn(4, 3)
+    assert torch.equal(back.log_prob(x), model.log_prob(x))
+    assert {k: back.config[k] for k in old} == old
+
+
+def test_savable_refuses_star_args() -> None:
+    from strnn_fast.serialization import Savable
+
+    with pytest.raises(TypeError, match=r"\*args"):
+        class Bad(Savable, torch.nn.Module):  # noqa: F841 - the class statement is what raises
+            def __init__(self, *sizes: int):
+                super().__init__()
+
+
+def test_round_trip_keeps_dtype_and_device(tmp_path, dtype, device) -> None:
+    # --dtype / --device (tests/conftest.py) choose the cases: float32 and float64 on cpu by default.
+    torch.manual_seed(0)
+    model = StrAF(A3, hidden_sizes=(5,), flow_steps=2, normalizer="spline").to(device, dtype)
+    model.save(tmp_path / "m.pt")
+    back = load(tmp_path / "m.pt", map_location=device).to(device)
+    x = torch.randn(4, 3, dtype=dtype, device=device)
+    assert next(back.parameters()).dtype == dtype
+    assert torch.equal(back.log_prob(x), model.log_prob(x))

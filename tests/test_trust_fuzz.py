@@ -84,34 +84,38 @@ def _write(tmp_path_factory, suffix: str, content: bytes):
     return folder, path
 
 
-def _check_table(result) -> None:
-    x, names = result
-    assert x.ndim == 2 and np.isfinite(x).all() and x.dtype == np.float64
-    assert names is None or len(names) == x.shape[1]
-
-
-def _check_adjacency(result) -> None:
-    A, _ = result
-    assert A.dtype == bool and A.ndim == 2 and A.shape[0] == A.shape[1]
-
-
-@pytest.mark.parametrize("suffix", [".csv", ".npy", ".npz"])
-@pytest.mark.parametrize(("load", "check"), [(load_table, _check_table), (load_adjacency, _check_adjacency)],
-                         ids=["load_table", "load_adjacency"])
-def test_fuzz_loader(tmp_path_factory, suffix, load, check) -> None:
+def _fuzz_reader(tmp_path_factory, suffix: str, read, check, errors=CLEAN, named: str = "input") -> None:
+    """Mutated files through ``read``: an error of ``errors`` naming the file, or a result ``check`` accepts."""
     @FUZZ
     @given(content=mutated(suffix))
     def run(content: bytes) -> None:
         _, path = _write(tmp_path_factory, suffix, content)
         with time_limit(20):
             try:
-                result = load(path)
-            except CLEAN as err:
-                assert "input" in str(err)
+                result = read(path)
+            except errors as err:
+                assert named in str(err)
                 return
-        check(result)
+        check(*result)
 
     run()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npy", ".npz"])
+def test_fuzz_load_table(tmp_path_factory, suffix) -> None:
+    def check(x, names) -> None:
+        assert x.ndim == 2 and np.isfinite(x).all() and x.dtype == np.float64
+        assert names is None or len(names) == x.shape[1]
+
+    _fuzz_reader(tmp_path_factory, suffix, load_table, check)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npy", ".npz"])
+def test_fuzz_load_adjacency(tmp_path_factory, suffix) -> None:
+    def check(A, _) -> None:
+        assert A.dtype == bool and A.ndim == 2 and A.shape[0] == A.shape[1]
+
+    _fuzz_reader(tmp_path_factory, suffix, load_adjacency, check)
 
 
 def test_fuzz_model_files(tmp_path_factory) -> None:
@@ -119,19 +123,10 @@ def test_fuzz_model_files(tmp_path_factory) -> None:
     StrAF(A3, hidden_sizes=(4,), flow_steps=1).save(folder / "m.pt")
     SEEDS[".pt"] = (folder / "m.pt").read_bytes()  # mutate a real model file
 
-    @FUZZ
-    @given(content=mutated(".pt"))
-    def run(content: bytes) -> None:
-        _, path = _write(tmp_path_factory, ".pt", content)
-        with time_limit(20):
-            try:
-                model = load(path)
-            except ValueError as err:
-                assert "input.pt" in str(err)
-                return
+    def check(model) -> None:
         assert isinstance(model, StrAF)  # an unharmed byte range: the model must still load whole
 
-    run()
+    _fuzz_reader(tmp_path_factory, ".pt", lambda path: (load(path),), check, errors=ValueError, named="input.pt")
 
 
 def _cli(argv: list[str], capsys) -> tuple[int, str]:

@@ -118,10 +118,10 @@ class CausalFlow(Savable, nn.Module):
         if self.context_features:  # only then, so that files of unconditional models keep their keys
             self.register_buffer("context_loc", torch.zeros(self.context_features))
             self.register_buffer("context_scale", torch.ones(self.context_features))
-        self.config = {
-            "adjacency": A.astype(int).tolist(), "names": self.names, "structure": self.structure,
-            "normalizer": normalizer, "prior": prior, "standardize": standardize, **flow_options,
-        }
+
+    def _resolved_config(self) -> dict[str, Any]:
+        # The graph as a 0/1 matrix; names as found in the graph or adopted from a DataFrame by fit.
+        return {"adjacency": self.graph.astype(int).tolist(), "names": self.names, "structure": self.structure}
 
     # ------------------------------------------------------------------ density
 
@@ -453,8 +453,7 @@ class CausalFlow(Savable, nn.Module):
             elif data.shape[1] != self.d:
                 raise ValueError(f"{what} has {data.shape[1]} columns but the model has {self.d} variables")
             elif adopt_names and all(isinstance(c, str) for c in data.columns):
-                self.names = columns
-                self.config["names"] = columns
+                self.names = columns  # config reads it (see _resolved_config)
             data = data.to_numpy()
         if isinstance(data, torch.Tensor):
             t = data.detach()

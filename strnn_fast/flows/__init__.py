@@ -2,7 +2,8 @@ r"""Normalizing flows with a torch-Distribution-like face.
 
 * :class:`StrAF`: structured autoregressive flow (affine, rational-quadratic spline or UMNN normalizer).
 * :class:`ARF`, :class:`GNF`: the MADE and input-masking baselines on the same API.
-* :class:`StrCNF`, :class:`FFJORD`: continuous flows (need torchdiffeq; imported on first use).
+* :class:`StrCNF`, :class:`FFJORD`: continuous flows (``cnf.py``; ODEs solved by torchdiffeq, a
+  core dependency; dynamics in ``odefunc.py``).
 * :class:`Flow`: the shared base (``log_prob``, ``sample``, ``rsample``, ``transform``, ``inverse``, all
   with an optional ``context``); ``flow(context)`` is a :class:`FlowDistribution`, a real
   ``torch.distributions.Distribution``.
@@ -18,6 +19,7 @@ Example:
 from .arf import ARF
 from .autoregressive import AutoregressiveFlow, FlowStep
 from .base import Flow, FlowDistribution
+from .cnf import FFJORD, StrCNF
 from .conditioners import Conditioner, GNFConditioner, StrNNConditioner
 from .gnf import GNF
 from .normalizers import AffineNormalizer, Normalizer, SplineNormalizer, UMNNNormalizer, clenshaw_curtis
@@ -29,6 +31,7 @@ __all__ = [
     "AffineNormalizer",
     "AutoregressiveFlow",
     "Conditioner",
+    "FFJORD",
     "Flow",
     "FlowDistribution",
     "FlowStep",
@@ -37,7 +40,6 @@ __all__ = [
     "Normalizer",
     "PRIORS",
     "SplineNormalizer",
-    "FFJORD",
     "StrAF",
     "StrCNF",
     "StrNNConditioner",
@@ -46,16 +48,3 @@ __all__ = [
     "make_prior",
 ]
 
-# Continuous normalizing flows (StrCNF and the unstructured FFJORD baseline).
-from .cnf import FFJORD, StrCNF  # noqa: E402
-
-__all__ += ["FFJORD", "StrCNF"]
-
-
-def __getattr__(name: str):
-    # The CNFs need torchdiffeq (the "flows" extra): import them only when asked for.
-    if name in ("StrCNF", "FFJORD"):
-        from . import cnf
-
-        return getattr(cnf, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -90,10 +90,6 @@ class ARF(AutoregressiveFlow):
 
         self.steps = build_steps(flow_steps, normalizer, normalizer_options, conditioner,
                                  lambda k: reverse if permute and k % 2 == 1 else None)
-        net = self.steps[0].conditioner.net
-        self.config = {
-            "adjacency": self.graph_config(), "hidden_sizes": list(net.hidden_sizes), "flow_steps": len(self.steps),
-            "normalizer": normalizer, "permute": permute, "names": self.names, "prior": prior,
-            "activation": net.activation, "backend": net.backend, "init": init, **self.context_config(),
-            **normalizer_options,
-        }
+
+    def _resolved_config(self) -> dict[str, Any]:
+        return {**super()._resolved_config(), **self._net_config("hidden_sizes", "activation", "backend")}

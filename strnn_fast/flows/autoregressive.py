@@ -113,7 +113,7 @@ class AutoregressiveFlow(Flow):
     r"""Base of StrAF, ARF and GNF: a DAG, its internal topological order, and a stack of steps.
 
     Subclasses build ``self.steps`` (an ``nn.ModuleList`` of :class:`FlowStep`) on
-    :attr:`sorted_adjacency` and set ``self.config``.
+    :attr:`sorted_adjacency`; ``config`` records the graph as :meth:`graph_config` gives it.
 
     Arguments:
         adjacency: the DAG (matrix, edge list of (parent, child), or networkx DiGraph), or an int
@@ -156,6 +156,14 @@ class AutoregressiveFlow(Flow):
     def graph_config(self) -> int | list[list[int]]:
         """The adjacency as ``config`` records it: the int d, or the matrix as nested lists."""
         return self.d if self.from_count else self.adjacency.astype(int).tolist()
+
+    def _resolved_config(self) -> dict[str, Any]:
+        return {**super()._resolved_config(), "adjacency": self.graph_config(), "flow_steps": len(self.steps)}
+
+    def _net_config(self, *keys: str) -> dict[str, Any]:
+        # Options as the first step's FastStrNN resolved them (hidden sizes as a list, backend, ...).
+        net = self.steps[0].conditioner.net
+        return {k: list(net.hidden_sizes) if k == "hidden_sizes" else getattr(net, k) for k in keys}
 
     @property
     def sorted_context_adjacency(self) -> np.ndarray:

@@ -2,8 +2,9 @@ r"""The distribution face shared by every flow: ``log_prob``, ``sample``, ``rsam
 
 A subclass implements ``transform(x, context) -> (z, log_abs_det)`` and ``inverse(z, context)``
 on (B, d) rows (context: (B, C) rows or None), calling :meth:`Flow._check_input` and
-:meth:`Flow._check_context` first, and sets ``self.config`` (the JSON-friendly keyword arguments
-that rebuild it) so that ``save``/:func:`strnn_fast.load` work. The base adds the distribution
+:meth:`Flow._check_context` first; :class:`~strnn_fast.serialization.Savable` records its constructor
+arguments (``config``, JSON-friendly values resolved by ``_resolved_config``) so that
+``save``/:func:`strnn_fast.load` work. The base adds the distribution
 methods on any batch shape, the prior, ``d``, ``names`` and ``event_shape``, and ``flow(context)``
 returns a real :class:`torch.distributions.Distribution` (:class:`FlowDistribution`).
 
@@ -83,6 +84,10 @@ class Flow(Savable, nn.Module):
         return {"context_features": self.context_features,
                 "context_adjacency": self.context_adjacency.astype(int).tolist(),
                 "context_names": self.context_names}
+
+    def _resolved_config(self) -> dict[str, Any]:
+        # Names found in a graph or edge list, and the context adjacency as a 0/1 matrix.
+        return {"names": self.names, **self.context_config()}
 
     @property
     def event_shape(self) -> torch.Size:

@@ -144,16 +144,6 @@ class StrCNF(Flow):
         )
         first = self.blocks[0]
         self.divergence = first.divergence
-        self.config = {
-            "adjacency": self.A.astype(int).tolist(), "hidden_sizes": list(self.hidden_sizes),
-            "flow_steps": self.flow_steps, "divergence": first.divergence, "names": found_names,
-            "prior": prior,
-            "noise": first.noise, "time_conditioning": first.time_conditioning,
-            "activation": first.net.activation, "opt_type": first.net.opt_type, "opt_args": first.net.opt_args,
-            "end_time": float(end_time), "train_end_time": bool(train_end_time),
-            "kinetic_weight": self.kinetic_weight, "jacobian_weight": self.jacobian_weight,
-            **self.context_config(),
-        }
         self._set_solver(solver, atol, rtol, step_size, adjoint)
         self._penalty: torch.Tensor | None = None
 
@@ -196,7 +186,18 @@ class StrCNF(Flow):
             raise TypeError(f"adjoint must be a bool, got {adjoint!r}")
         self.solver, self.step_size, self.adjoint = solver, step_size, adjoint
         self.atol, self.rtol = as_real(atol, "atol", positive=True), as_real(rtol, "rtol", positive=True)
-        self.config.update(solver=solver, atol=self.atol, rtol=self.rtol, step_size=step_size, adjoint=adjoint)
+
+    def _resolved_config(self) -> dict[str, Any]:
+        # The solver settings are the current ones (set_solver changes them after construction).
+        first = self.blocks[0]
+        return {**super()._resolved_config(), "adjacency": self.A.astype(int).tolist(),
+                "hidden_sizes": list(self.hidden_sizes), "flow_steps": self.flow_steps,
+                "divergence": first.divergence, "noise": first.noise,
+                "time_conditioning": first.time_conditioning, "activation": first.net.activation,
+                "opt_type": first.net.opt_type, "opt_args": first.net.opt_args,
+                "kinetic_weight": self.kinetic_weight, "jacobian_weight": self.jacobian_weight,
+                "solver": self.solver, "atol": self.atol, "rtol": self.rtol, "step_size": self.step_size,
+                "adjoint": self.adjoint}
 
     @property
     def jacobian_pattern(self) -> np.ndarray:
@@ -325,7 +326,11 @@ class FFJORD(StrCNF):
         if "adjacency" in options:
             raise TypeError("FFJORD is unstructured and takes no adjacency; use StrCNF for a structured flow")
         super().__init__(np.ones((d, d), dtype=bool), hidden_sizes, flow_steps, divergence, **options)
-        self.config = {"d": d, **{k: v for k, v in self.config.items() if k != "adjacency"}}
+
+    def _resolved_config(self) -> dict[str, Any]:
+        config = super()._resolved_config()
+        del config["adjacency"]  # always dense: d rebuilds it
+        return {"d": self.d, **config}
 
 
 def _uniform_grid(steps: float) -> Callable[[Any, Any, torch.Tensor], torch.Tensor]:

@@ -66,9 +66,7 @@ class GNF(AutoregressiveFlow):
                                   context_adjacency=Ac)
 
         self.steps = build_steps(flow_steps, normalizer, normalizer_options, conditioner)
-        self.config = {
-            "adjacency": self.graph_config(),
-            "hidden_sizes": list(hidden_sizes), "flow_steps": len(self.steps), "normalizer": normalizer,
-            "hot_encoding": hot_encoding, "names": self.names, "prior": prior, "activation": activation,
-            **self.context_config(), **normalizer_options,
-        }
+        self.hidden_sizes = list(hidden_sizes)
+
+    def _resolved_config(self) -> dict[str, Any]:
+        return {**super()._resolved_config(), "hidden_sizes": self.hidden_sizes}

@@ -97,10 +97,7 @@ class StrAF(AutoregressiveFlow):
                                     context_adjacency=Ac)
 
         self.steps = build_steps(flow_steps, normalizer, normalizer_options, conditioner)
-        net = self.steps[0].conditioner.net
-        self.config = {
-            "adjacency": self.graph_config(), "hidden_sizes": list(net.hidden_sizes),
-            "flow_steps": len(self.steps), "normalizer": normalizer, "names": self.names, "prior": prior,
-            "activation": net.activation, "opt_type": net.opt_type, "opt_args": net.opt_args,
-            "backend": net.backend, "init": init, **self.context_config(), **normalizer_options,
-        }
+
+    def _resolved_config(self) -> dict[str, Any]:
+        return {**super()._resolved_config(),
+                **self._net_config("hidden_sizes", "activation", "opt_type", "opt_args", "backend")}
