@@ -693,7 +693,9 @@ class FastStrNN(Savable, nn.Module):
         x = as_input(x, self.nin, next(self.parameters()), "x")
         for layer in self.layers:
             x = layer(x)
-        return x
+        # Sparse layers hand column-major activations to each other (no transposes between
+        # them); callers get the usual row-major layout (a strided output slows what they do next).
+        return x.contiguous()
 
     @property
     def net(self) -> nn.ModuleList:
