@@ -153,6 +153,19 @@ def test_gradients_equal_autograd_through_zuko_on_the_same_knots(scale: float) -
     torch.testing.assert_close(gh, gh_ref, atol=1e-9, rtol=1e-9)
 
 
+def test_torch_func_transforms_take_the_autograd_path() -> None:
+    # jacrev/vmap cannot run the hand-written Function; the plain-autograd path gives the same map.
+    norm = SplineNormalizer(bins=5, bound=2.0)
+    x, h = random_case(6, 3, norm, 2.0, seed=7)
+    z, log_det = norm(x, h)
+    zf, log_det_f = norm._forward_autograd(x, h)
+    torch.testing.assert_close(zf, z, atol=1e-12, rtol=0)
+    torch.testing.assert_close(log_det_f, log_det, atol=1e-12, rtol=0)
+    jac = torch.func.vmap(torch.func.jacrev(lambda row, p: norm(row[None], p[None])[0][0]))(x, h)
+    torch.testing.assert_close(torch.diagonal(jac, dim1=-2, dim2=-1), log_det.exp(), atol=1e-10, rtol=0)
+    assert (jac - torch.diag_embed(torch.diagonal(jac, dim1=-2, dim2=-1))).abs().max() == 0
+
+
 @pytest.mark.parametrize("option", [{"bins": 0}, {"bins": 2.5}, {"bound": 0.0}, {"bound": float("inf")},
                                     {"min_bin": 0.2, "bins": 5}, {"max_slope": 1.0}, {"min_bin": -1.0}])
 def test_rejects_bad_options(option: dict) -> None:

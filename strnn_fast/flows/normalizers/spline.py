@@ -16,8 +16,9 @@ how every flow step starts.
 
 The forward map and its log-slope run as one autograd node with a hand-written backward
 (:class:`_RQSForward`): the gradient reaches only the two knots of each input's bin, instead of
-autograd replaying the ~60 small ops that build and gather the knot table (training steps about
-2x faster on CPU at d=15). The inverse keeps plain autograd (sampling with ``rsample``).
+autograd replaying the ~60 small ops that build and gather the knot table (the normalizer's
+forward + backward about 2x faster on CPU at d=15, batch 256). It is once-differentiable (no
+double backward); the inverse keeps plain autograd (``rsample`` differentiates through it).
 
 References:
     Durkan, Bekasov, Murray & Papamakarios, "Neural Spline Flows" (NeurIPS 2019).
@@ -112,7 +113,28 @@ class SplineNormalizer(Normalizer):
         return pair[..., 0], pair[..., 1]
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch._C._are_functorch_transforms_active():
+            return self._forward_autograd(x, h)
         return _RQSForward.apply(x, h, self.bins, self.bound, self.min_bin, math.log(self.max_slope))
+
+    def _forward_autograd(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # The same map through plain autograd ops: for torch.func transforms (vmap, jacrev, jvp),
+        # which a classic autograd.Function does not support.
+        table = self._knots(h)
+        inside = x.abs() < self.bound
+        u = x.clamp(-self.bound, self.bound)  # the spline branch never sees a far-out input
+        lo, hi = self._bin(table, 0, u)
+        x0, y0, d0 = lo.unbind(-1)
+        x1, y1, d1 = hi.unbind(-1)
+        w, hh = x1 - x0, y1 - y0
+        s = hh / w
+        xi = ((u - x0) / w).clamp(0, 1)
+        t = xi * (1 - xi)
+        denom = s + (d0 + d1 - 2 * s) * t
+        y = y0 + hh * (s * xi.square() + d0 * t) / denom
+        numer = d1 * xi.square() + 2 * s * t + d0 * (1 - xi).square()
+        log_slope = torch.log(s.square() * numer) - 2 * torch.log(denom)
+        return torch.where(inside, y, x), torch.where(inside, log_slope, torch.zeros_like(log_slope))
 
     def inverse(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         table = self._knots(h)
