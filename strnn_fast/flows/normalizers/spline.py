@@ -259,10 +259,11 @@ class _RQSForward(torch.autograd.Function):
         g_edge = torch.stack([-g_u, gy], -2).unsqueeze(-2)  # (..., 2, 1, d)
         g_size = torch.stack([g_w, g_hh], -2).unsqueeze(-2)
         ar = torch.arange(K, device=k.device).unsqueeze(-1)
-        # (Float masks: a broadcasting torch.where costs several times more on CPU.)
-        sel = g_edge * (ar < k).unsqueeze(-3).to(gz.dtype) + g_size * (ar == k).unsqueeze(-3).to(gz.dtype)
-        dot = g_edge * below + g_size * pk
-        g_logits = (sel - dot) * e * ((2 * B * c) / S) / a.square()  # (..., 2, K, d)
+        # g_j: the edge gradient for j < k (a float mask: a broadcasting torch.where costs several
+        # times more on CPU), plus the size gradient added at j = k; then in place.
+        g_logits = g_edge * (ar < k).unsqueeze(-3).to(gz.dtype)  # (..., 2, K, d)
+        g_logits.scatter_add_(-2, k.unsqueeze(-3).expand(*g_size.shape), g_size)
+        g_logits.sub_(g_edge * below + g_size * pk).mul_(e).mul_((2 * B * c) / S).div_(a.square())
         # Slopes: d = exp(L tanh(raw / L)), so dd/draw = d (1 - tanh²); raws at k, k+1 of the padded rows.
         g_raw = torch.stack([g_d0, g_d1], -2) * d01 * (1 - th.square())
         g_pad = torch.zeros(*k.shape[:-2], K + 1, k.shape[-1], dtype=gz.dtype, device=gz.device)
