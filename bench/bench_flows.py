@@ -24,14 +24,16 @@ Part 2 (NLL after the same budget, ``python bench/bench_flows.py``): StrAF (affi
 UMNN), ARF, GNF (ours), the reference's StrAF, zuko's MAF and NSF on the same graph, all trained
 by :func:`strnn_fast.train.fit` with the same optimizer, epochs, batch size, learning rate and
 early stopping on the multimodal data (n=1000: 600/200/200, standardized), test NLL and fit
-time over seeds. Writes bench/results/flows_nll.json/.md (``--models`` picks a subset, by
-substring; ``--seeds``, ``--epochs`` shrink it).
+time over seeds (the one-time torch._dynamo import of the process's first optimizer is paid
+before the clock starts). Writes bench/results/flows_nll.json/.md (``--models`` picks a subset, by
+substring; ``--seeds``, ``--epochs`` shrink it; ``--output`` renames the files).
 
 Run (each under 3 minutes on a quiet 2-core machine, except the full NLL table with UMNN):
     pytest bench/bench_flows.py --benchmark-enable --benchmark-max-time=0.5 --benchmark-min-rounds=5 \
         --benchmark-json=bench/results/flows_cpu.json -k "log_prob or sample"
     python bench/summarize.py bench/results/flows_cpu.json > bench/results/flows_cpu.md
     python bench/bench_flows.py --seeds 3 --models "spline,UMNN,StrAF (ours),NSF,reference"
+    python bench/bench_flows.py --seeds 3 --models "spline,UMNN,NSF" --output flows_nll_spline  # issue 10's pair
 """
 from __future__ import annotations
 
@@ -230,6 +232,9 @@ def nll_table(seeds: list[int], epochs: int, models: list[str]) -> dict:
     from strnn_fast.train import evaluate_nll, fit
 
     rows: dict[str, dict[str, list[float]]] = {name: {"test_nll": [], "seconds": [], "epochs": []} for name in models}
+    # The first optimizer a process builds imports torch._dynamo (~2 s): pay it here, not inside
+    # the first model's fit time.
+    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
     for seed in seeds:
         data = make_multimodal(n=1000, seed=seed)
         for name in models:

@@ -14,6 +14,12 @@ evaluated at the clamped input, so neither values nor gradients ever see an over
 far out the input is. Zero parameters give the identity (uniform bins, unit slopes), which is
 how every flow step starts.
 
+The forward map and its log-slope run as one autograd node with a hand-written backward
+(:class:`_RQSForward`): the gradient reaches only the two knots of each input's bin, instead of
+autograd replaying the ~60 small ops that build and gather the knot table (the normalizer's
+forward + backward about 3x faster on CPU at d=15, batch 256: 5.0 to 1.6 ms, contended machine). It is once-differentiable (no
+double backward); the inverse keeps plain autograd (``rsample`` differentiates through it).
+
 References:
     Durkan, Bekasov, Murray & Papamakarios, "Neural Spline Flows" (NeurIPS 2019).
 
@@ -31,6 +37,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from ..._validate import as_positive_int, as_real
 from .base import Normalizer
@@ -53,7 +60,9 @@ class SplineNormalizer(Normalizer):
 
     Arguments:
         bins: number of bins K.
-        bound: half-width B of the spline's interval (data beyond ±B pass unchanged).
+        bound: half-width B of the spline's interval (data beyond ±B pass unchanged). 6 by
+            default: on the standardized multimodal data (d=15, 5 steps, 3 seeds) its validation
+            NLL beat 4, 5, 7, 8 and 10 (bench/results/flows_nll_spline.md).
         min_bin: smallest bin width and height, as a fraction of 2B (K * min_bin < 1).
         max_slope: largest knot slope (> 1); the smallest is its reciprocal.
 
@@ -64,7 +73,7 @@ class SplineNormalizer(Normalizer):
         (23, 0.0, True)
     """
 
-    def __init__(self, bins: int = 8, bound: float = 5.0, min_bin: float = 1e-3, max_slope: float = 1e3):
+    def __init__(self, bins: int = 8, bound: float = 6.0, min_bin: float = 1e-3, max_slope: float = 1e3):
         super().__init__()
         self.bins = as_positive_int(bins, "bins")
         self.bound = as_real(bound, "bound", positive=True)
@@ -106,6 +115,13 @@ class SplineNormalizer(Normalizer):
         return pair[..., 0], pair[..., 1]
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch._C._are_functorch_transforms_active():
+            return self._forward_autograd(x, h)
+        return _RQSForward.apply(x, h, self.bins, self.bound, self.min_bin, math.log(self.max_slope))
+
+    def _forward_autograd(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # The same map through plain autograd ops: for torch.func transforms (vmap, jacrev, jvp),
+        # which a classic autograd.Function does not support.
         table = self._knots(h)
         inside = x.abs() < self.bound
         u = x.clamp(-self.bound, self.bound)  # the spline branch never sees a far-out input
@@ -149,3 +165,114 @@ class SplineNormalizer(Normalizer):
 
     def extra_repr(self) -> str:
         return f"bins={self.bins}, bound={self.bound}"
+
+
+class _RQSForward(torch.autograd.Function):
+    r"""The spline's forward map and log-slope in one pass, with a hand-written backward.
+
+    With ``p = softmax(q)`` and ``frac = m + (1 - K m) p`` (m = min_bin), a bin's left edge is
+    ``-B + 2B (k m + (1 - K m) Σ_{j<k} p_j)`` and its size ``2B frac_k``, from one cumsum of the
+    exponentials and two gathers. Only the two knot slopes of each input's bin are squashed
+    (their raw values gathered first). The backward touches the table
+    only for the softmax: ``∂/∂q_j = p_j (g_j - Σ p g) / a_j²``, with ``g_j`` the left-edge
+    gradient for j < k and the size gradient for j = k. Autograd through the knot table instead
+    records ~60 small ops per step. Checked by ``gradcheck`` and against autograd through zuko's
+    formulas in tests/test_spline.py.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, h: torch.Tensor, bins: int, bound: float, min_bin: float,
+                log_max_slope: float) -> tuple[torch.Tensor, torch.Tensor]:
+        K, B, L, m = bins, bound, log_max_slope, min_bin
+        c = 1 - K * m
+        # Parameter-major layout (..., P, d): conditioners hand h over as the transposed view of a
+        # contiguous (..., P, d) tensor, so this costs no copy (a transposing copy of h, and
+        # another of its gradient, took a quarter of the time), and the gradient goes back as a
+        # view of the same layout.
+        hT = h.transpose(-1, -2)
+        if not hT.is_contiguous():
+            hT = hT.contiguous()
+        logits = hT[..., : 2 * K, :].unflatten(-2, (2, K))  # (..., 2, K, d)
+        a = logits.abs().mul_(1 / LOGIT_BOUND).add_(1)
+        e = torch.exp(logits / a)  # squashed into (-LOGIT_BOUND, LOGIT_BOUND): no max shift needed
+        C = torch.cumsum(e, -2)
+        S = C[..., K - 1:, :]  # (..., 2, 1, d)
+        inside = x.abs() < B
+        u = x.clamp(-B, B)
+        # Bin of u: the number of interior x-knots (as fractions of 2B) at or below it.
+        ar = torch.arange(1, K, dtype=e.dtype, device=e.device).unsqueeze(-1)
+        knots = C[..., 0, : K - 1, :] * (c / S[..., 0, :, :]) + ar * m  # (..., K-1, d)
+        k = (((u + B) * (1 / (2 * B))).unsqueeze(-2) >= knots).sum(-2, keepdim=True)  # (..., 1, d)
+        idx = k.unsqueeze(-3).expand(*S.shape)
+        pk = e.gather(-2, idx) / S  # (..., 2, 1, d): p_k, widths and heights
+        below = C.gather(-2, idx) / S - pk  # Σ_{j<k} p_j
+        edge = (k.unsqueeze(-3).to(e.dtype) * m + c * below).squeeze(-2) * (2 * B) - B  # (..., 2, d)
+        size = (m + c * pk).squeeze(-2) * (2 * B)
+        # Slope raws at knots k and k+1, 0 (slope 1) at ±B.
+        raw = F.pad(hT[..., 2 * K:, :], (0, 0, 1, 1)).gather(-2, torch.cat([k, k + 1], -2))  # (..., 2, d)
+        th = torch.tanh(raw * (1 / L))
+        d01 = torch.exp(th * L)
+        x0, y0 = edge.unbind(-2)
+        w, hh = size.unbind(-2)
+        d0, d1 = d01.unbind(-2)
+        s = hh / w
+        xi = ((u - x0) / w).clamp(0, 1)
+        om = 1 - xi
+        t = xi * om
+        den = s + (d0 + d1 - 2 * s) * t
+        r = (s * xi.square() + d0 * t) / den
+        y = y0 + hh * r
+        numer = d1 * xi.square() + 2 * s * t + d0 * om.square()
+        log_slope = torch.log(s.square() * numer) - 2 * torch.log(den)
+        ctx.constants = (K, B, c)
+        ctx.save_for_backward(inside, k, e, a, S, below, pk, th, d01, xi, w, hh, s, den, r, numer)
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        return torch.where(inside, y, x), torch.where(inside, log_slope, zero)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gz: torch.Tensor, gld: torch.Tensor):
+        K, B, c = ctx.constants
+        inside, k, e, a, S, below, pk, th, d01, xi, w, hh, s, den, r, numer = ctx.saved_tensors
+        d0, d1 = d01.unbind(-2)
+        zero = torch.zeros((), dtype=gz.dtype, device=gz.device)
+        gy = torch.where(inside, gz, zero)
+        gl = torch.where(inside, gld, zero)
+        om = 1 - xi
+        t = xi * om
+        one_2xi = 1 - 2 * xi
+        # y = y0 + hh num / den, log_slope = log(s² numer) - 2 log den; num, den, numer in ξ, s, d0, d1.
+        g_num = gy * hh / den
+        g_den = -g_num * r - 2 * gl / den
+        g_numer = gl / numer
+        g_xi = (g_num * (2 * s * xi + d0 * one_2xi) + g_den * (d0 + d1 - 2 * s) * one_2xi
+                + g_numer * 2 * (d1 * xi + s * one_2xi - d0 * om))
+        g_s = g_num * xi.square() + g_den * (1 - 2 * t) + g_numer * 2 * t + gl * 2 / s
+        g_d0 = (g_num + g_den) * t + g_numer * om.square()
+        g_d1 = g_den * t + g_numer * xi.square()
+        # s = hh / w, ξ = (u - x0) / w, y = y0 + hh r.
+        g_u = g_xi / w
+        g_w = -(g_s * s + g_xi * xi) / w
+        g_hh = gy * r + g_s / w
+        gx = torch.where(inside, g_u, gz)
+        # Edge and size gradients (rows: x, y), then the softmax and the squash (dq/dl = 1 / a²).
+        g_edge = torch.stack([-g_u, gy], -2).unsqueeze(-2)  # (..., 2, 1, d)
+        g_size = torch.stack([g_w, g_hh], -2).unsqueeze(-2)
+        ar = torch.arange(K, device=k.device).unsqueeze(-1)
+        # g_j: the edge gradient for j < k (a float mask: a broadcasting torch.where costs several
+        # times more on CPU), plus the size gradient added at j = k; then in place.
+        g_logits = g_edge * (ar < k).unsqueeze(-3).to(gz.dtype)  # (..., 2, K, d)
+        g_logits.scatter_add_(-2, k.unsqueeze(-3).expand(*g_size.shape), g_size)
+        g_logits.sub_(g_edge * below + g_size * pk).mul_(e).mul_((2 * B * c) / S).div_(a.square())
+        # Slopes: d = exp(L tanh(raw / L)), so dd/draw = d (1 - tanh²); raws at k, k+1 of the padded rows.
+        g_raw = torch.stack([g_d0, g_d1], -2) * d01 * (1 - th.square())
+        g_pad = torch.zeros(*k.shape[:-2], K + 1, k.shape[-1], dtype=gz.dtype, device=gz.device)
+        g_pad.scatter_(-2, torch.cat([k, k + 1], -2), g_raw)
+        gh = torch.cat([g_logits.flatten(-3, -2), g_pad[..., 1:-1, :]], -2).transpose(-1, -2)
+        return gx, gh, None, None, None, None
+
+
+def _positive_float(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
