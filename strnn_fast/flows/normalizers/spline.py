@@ -270,9 +270,3 @@ class _RQSForward(torch.autograd.Function):
         g_pad.scatter_(-2, torch.cat([k, k + 1], -2), g_raw)
         gh = torch.cat([g_logits.flatten(-3, -2), g_pad[..., 1:-1, :]], -2).transpose(-1, -2)
         return gx, gh, None, None, None, None
-
-
-def _positive_float(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
