@@ -220,6 +220,16 @@ def evaluate_nll(model: nn.Module, data: Any, batch_size: int = 1024, context: A
     return _nll_sum(model, x, batch_size, device, columns) / len(x)
 
 
+def _adamw(params: list[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    # The fused kernel updates every parameter in one pass: flows have dozens of small tensors,
+    # and the per-tensor loop made whole fits of a spline StrAF 1.5x slower on the CPU (measured
+    # at d=15, 5 steps). Parameters it cannot take (mixed devices or dtypes) get the plain loop.
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
 def _check_args(model: nn.Module, epochs: Any, batch_size: Any, lr: Any, weight_decay: Any, patience: Any,
                 seed: Any, scheduler: Any, max_grad_norm: Any) -> None:
     if not callable(getattr(model, "log_prob", None)):
@@ -393,7 +403,7 @@ def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, 
         # DDP broadcasts rank 0's weights here, so ranks start identical whatever their init.
         loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=ids)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    optimizer = _adamw(params, lr, weight_decay)
     plateau = None
     if scheduler == "plateau":
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5,
