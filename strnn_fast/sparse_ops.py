@@ -214,62 +214,43 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
     return yt.T
 
 
-def _masked_dense_backward(ctx, g):
-    x, weight, mask = ctx.saved_tensors
-    gx = gw = gb = None
-    if ctx.needs_input_grad[0]:
-        gx = (weight.T @ g.T).T if ctx.transposed else g @ weight
-    g2 = g.reshape(-1, g.shape[-1])
-    if ctx.needs_input_grad[1]:
-        gw = (g2.T @ x.reshape(-1, x.shape[-1])) * mask
-    if ctx.has_bias and ctx.needs_input_grad[2]:
-        gb = g2.sum(0)
-    return gx, gw, gb, None
-
-
-class _MaskedDenseEager(torch.autograd.Function):
-    # The same op without setup_context: Function.apply then skips binding the arguments with
-    # inspect (about 0.1 ms a call), which small layers notice. Used outside torch.func transforms.
+class _MaskGradEager(torch.autograd.Function):
+    # Identity on the weight; its gradient is multiplied by the mask. The backward is made of
+    # differentiable ops, so gradients of gradients (a CNF's divergence, gradient penalties) are
+    # masked too: a hand-written backward of the whole linear map left the second-order weight
+    # gradient unmasked, which moved masked-out weights off zero. No setup_context: apply then
+    # skips binding the arguments with inspect (about 0.1 ms a call). Eager mode only.
     @staticmethod
-    def forward(ctx, x, weight, bias, mask):
-        ctx.save_for_backward(x, weight, mask)
-        ctx.has_bias = bias is not None
-        ctx.transposed = is_transposed(x)
-        return linear(x, weight, bias)
+    def forward(ctx, weight, mask):
+        ctx.save_for_backward(mask)
+        return weight.view_as(weight)
 
     @staticmethod
     def backward(ctx, g):
-        return _masked_dense_backward(ctx, g)
+        (mask,) = ctx.saved_tensors
+        return g * mask, None
 
 
-class _MaskedDense(torch.autograd.Function):
-    # setup_context + generate_vmap_rule + jvp: usable under torch.func transforms (the CNFs' jacrev/vmap).
+class _MaskGrad(torch.autograd.Function):
+    # The same for torch.func transforms (the CNFs' jacrev/vmap): setup_context, vmap rule, jvp.
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, weight, bias, mask):
-        return F.linear(x, weight, bias)
+    def forward(weight, mask):
+        return weight.view_as(weight)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, bias, mask = inputs
-        ctx.save_for_backward(x, weight, mask)
-        ctx.save_for_forward(x, weight)
-        ctx.has_bias = bias is not None
-        ctx.transposed = False
+        ctx.save_for_backward(inputs[1])
 
     @staticmethod
     def backward(ctx, g):
-        return _masked_dense_backward(ctx, g)
+        (mask,) = ctx.saved_tensors
+        return g * mask, None
 
     @staticmethod
-    def jvp(ctx, dx, dw, db, dmask):
-        x, weight = ctx.saved_tensors
-        out = None
-        for term in (None if dx is None else F.linear(dx, weight), None if dw is None else F.linear(x, dw), db):
-            if term is not None:
-                out = term if out is None else out + term
-        return out if out is not None else torch.zeros(*x.shape[:-1], weight.shape[0], dtype=x.dtype, device=x.device)
+    def jvp(ctx, dw, dmask):
+        return dw
 
 
 def masked_dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
@@ -281,6 +262,5 @@ def masked_dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     """
     if not (torch.is_grad_enabled() and weight.requires_grad):
         return linear(x, weight, bias)
-    if torch._C._are_functorch_transforms_active():
-        return _MaskedDense.apply(x, weight, bias, mask)
-    return _MaskedDenseEager.apply(x, weight, bias, mask)
+    masked = _MaskGrad if torch._C._are_functorch_transforms_active() else _MaskGradEager
+    return linear(x, masked.apply(weight, mask), bias)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 
 from strnn_fast import FastStrNN, MaskedLinear, load
 from strnn_fast.data import random_dag
@@ -225,3 +226,30 @@ def test_reorder_permutes_packed_layers_like_dense_ones() -> None:
     for a, b in zip(dense.layers, sparse.layers):
         assert torch.equal(a.weight, b.weight) and torch.equal(a.mask, b.mask) and torch.equal(a.bias, b.bias)
     torch.testing.assert_close(sparse(x), before, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("functorch", [False, True])
+def test_second_order_weight_gradients_stay_on_the_mask(functorch: bool) -> None:
+    # A loss made of input gradients (a CNF's divergence, a gradient penalty) must give the weight
+    # the gradient of F.linear(x, W * M): a hand-written backward of the whole map once left the
+    # second-order part unmasked, which moved masked-out weights off zero and broke StrCNF training.
+    from strnn_fast.sparse_ops import masked_dense_linear
+
+    torch.manual_seed(0)
+    mask = (torch.rand(7, 9) < 0.5).double()
+    w = (torch.randn(7, 9, dtype=torch.float64) * mask).requires_grad_()
+    b = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(5, 9, dtype=torch.float64, requires_grad=True)
+
+    def penalty(fn):
+        if functorch:
+            gx = torch.func.vmap(torch.func.grad(lambda r: torch.tanh(fn(r)).sum()))(x)
+        else:
+            gx, = torch.autograd.grad(torch.tanh(fn(x)).sum(), x, create_graph=True)
+        return torch.autograd.grad((gx ** 2).sum(), (w, b))
+
+    ours = penalty(lambda r: masked_dense_linear(r, w, b, mask))
+    ref = penalty(lambda r: F.linear(r, w * mask, b))
+    for a, r in zip(ours, ref):
+        torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
+    assert not ours[0][mask == 0].any()
