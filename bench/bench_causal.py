@@ -31,6 +31,7 @@ import argparse
 import datetime
 import importlib.util
 import json
+import os
 import platform
 import sys
 import time
@@ -171,8 +172,6 @@ def speed(n_rows: int, n_reference: int, epochs: int) -> dict:
 
 def machine() -> dict:
     cpu = cpu_name()
-    import os
-
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
 

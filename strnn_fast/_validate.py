@@ -141,6 +141,19 @@ def choice(value: Any, options: Sequence[str], name: str) -> str:
     return key
 
 
+def is_scipy_sparse(value: Any) -> bool:
+    """Whether `value` is a scipy.sparse array or matrix (scipy is not imported when not loaded).
+
+    Example:
+        >>> is_scipy_sparse(np.eye(2))
+        False
+    """
+    import sys
+
+    sp = sys.modules.get("scipy.sparse")
+    return sp is not None and sp.issparse(value)
+
+
 def as_binary_sparse(value: Any, name: str = "adjacency", *, allow_zero: bool = False) -> Any:
     """Returns a scipy sparse `value` as a canonical uint8 ``scipy.sparse.csr_array`` of ones.
 

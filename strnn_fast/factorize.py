@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import _C
-from ._validate import as_binary_matrix, as_binary_sparse, as_sizes, choice
+from ._validate import as_binary_matrix, as_binary_sparse, as_sizes, choice, is_scipy_sparse
 
 METHODS = ("greedy", "zuko", "made", "exact")
 
@@ -98,7 +98,7 @@ def factorize(
     if method == "exact":
         from .exact import factorize_exact
 
-        dense = A.toarray() if _is_sparse(A) else A
+        dense = A.toarray() if is_scipy_sparse(A) else A
         masks = factorize_exact(dense, sizes, **options).masks
         return [_sparse_module().csr_array(m) for m in masks] if sparse else masks
     improve = options.pop("improve", False)
@@ -211,7 +211,7 @@ def required_width(adjacency: Any, method: str = "greedy") -> int:
 def _required_width(A: Any, method: str) -> int:
     if method == "made":
         return int(A.shape[1])
-    if _is_sparse(A):
+    if is_scipy_sparse(A):
         if method == "zuko":
             rows = np.split(A.indices, A.indptr[1:-1])  # canonical CSR: sorted column lists
             return len({r.tobytes() for r in rows if r.size})
@@ -260,13 +260,8 @@ def _sparse_module() -> Any:
     return scipy.sparse
 
 
-def _is_sparse(value: Any) -> bool:
-    # scipy is imported only when a sparse object can be around (it is, if scipy is loaded).
-    return "scipy.sparse" in type(value).__module__ and _sparse_module().issparse(value)
-
-
 def _as_adjacency(value: Any, name: str, *, allow_zero: bool = False) -> Any:
-    if _is_sparse(value):
+    if is_scipy_sparse(value):
         return as_binary_sparse(value, name, allow_zero=allow_zero)
     return as_binary_matrix(value, name, allow_zero=allow_zero)
 
@@ -276,11 +271,11 @@ def _as_masks(masks: Any) -> Any:
     # and anything that is not a sequence is left for the core to reject with its message.
     if isinstance(masks, (str, bytes)) or not hasattr(masks, "__iter__"):
         return masks
-    if _is_sparse(masks):
+    if is_scipy_sparse(masks):
         raise TypeError("masks must be a list of 2-D arrays, got a single sparse matrix")
     out = []
     for i, m in enumerate(masks):
-        if _is_sparse(m):
+        if is_scipy_sparse(m):
             m = as_binary_sparse(m, f"masks[{i}]", allow_zero=True)
         elif hasattr(m, "detach") and hasattr(m, "cpu"):  # torch tensor, without importing torch
             m = m.detach().cpu().numpy()
@@ -291,7 +286,7 @@ def _as_masks(masks: Any) -> Any:
 
 
 def _row_counts(A: Any) -> np.ndarray:
-    if _is_sparse(A):
+    if is_scipy_sparse(A):
         return np.diff(A.indptr)
     return np.count_nonzero(A, axis=1)
 

@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._validate import as_binary_matrix, as_binary_sparse, as_input, as_positive_int, as_sizes, choice
+from ._validate import (as_binary_matrix, as_binary_sparse, as_input, as_positive_int, as_sizes, choice,
+                        is_scipy_sparse)
 from .activations import ACTIVATIONS, GAINS
 from .dispatch import choose_backend, decide
 from .factorize import METHODS, check_masks, factorize
@@ -39,10 +40,6 @@ INITS = ("masked", "kaiming")
 # CSR kernels lose to dense from about 10-20% density (MADE's 50% masks stay dense).
 PACK_MAX_DENSITY = 0.1
 PACK_MIN_WEIGHTS = 1 << 12
-
-
-def _is_scipy_sparse(value: Any) -> bool:
-    return hasattr(value, "tocsr") and hasattr(value, "nnz") and not isinstance(value, (np.ndarray, torch.Tensor))
 
 
 def _is_binary_array(value: Any) -> bool:
@@ -67,7 +64,7 @@ def mask_structure(mask: Any, shape: tuple[int, int], name: str = "mask") -> Mas
         if mask.shape != tuple(shape):
             raise ValueError(f"{name} must have shape {tuple(shape)}, got {mask.shape}")
         return MaskStructure.from_dense(mask)
-    if _is_scipy_sparse(mask):
+    if is_scipy_sparse(mask):
         if tuple(mask.shape) != tuple(shape):
             raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(mask.shape)}")
         try:
@@ -542,7 +539,7 @@ class FastStrNN(Savable, nn.Module):
             warnings.warn("adjacency is unspecified, defaulting to the fully autoregressive structure")
             adjacency = np.tril(np.ones((self.nin, self.nin), dtype=np.uint8), -1)
         # A scipy sparse adjacency stays sparse (a CSR array): large graphs never become dense.
-        self.A = (as_binary_sparse(adjacency, "adjacency") if _is_scipy_sparse(adjacency)
+        self.A = (as_binary_sparse(adjacency, "adjacency") if is_scipy_sparse(adjacency)
                   else as_binary_matrix(adjacency, "adjacency"))
         if self.A.shape[1] != self.nin:
             raise ValueError(f"adjacency must have nin={self.nin} columns, got shape {self.A.shape}")
@@ -623,13 +620,13 @@ class FastStrNN(Savable, nn.Module):
             return self._factorize()
         if isinstance(precomputed, (str, bytes)) or not isinstance(precomputed, Sequence):
             raise TypeError("precomputed_masks must be a list of 2-D arrays")
-        masks = [m if _is_scipy_sparse(m) or _is_binary_array(m)
+        masks = [m if is_scipy_sparse(m) or _is_binary_array(m)
                  else as_binary_matrix(m, f"precomputed_masks[{i}]", allow_zero=True) for i, m in enumerate(precomputed)]
         sizes = [self.nin, *self.hidden_sizes, self.A.shape[0]]
         expected = list(zip(sizes, sizes[1:]))
         if [tuple(m.shape) for m in masks] != expected:
             raise ValueError(f"precomputed_masks must have shapes {expected}, got {[tuple(m.shape) for m in masks]}")
-        if not (_sparse_pattern_ok(masks, self.A) if any(map(_is_scipy_sparse, masks)) else check_masks(masks, self.A)):
+        if not (_sparse_pattern_ok(masks, self.A) if any(map(is_scipy_sparse, masks)) else check_masks(masks, self.A)):
             raise ValueError("precomputed_masks do not have the adjacency's sparsity pattern")
         return masks
 
@@ -639,7 +636,7 @@ class FastStrNN(Savable, nn.Module):
         if k == 1:
             return list(masks)
         last = masks[-1]
-        if _is_scipy_sparse(last):
+        if is_scipy_sparse(last):
             import scipy.sparse as sp
 
             return list(masks[:-1]) + [sp.hstack([last] * k, format="csr")]
@@ -705,7 +702,7 @@ class FastStrNN(Savable, nn.Module):
 
 def _density(mask: Any) -> float:
     """Fraction of ones of a dense or scipy.sparse 0/1 mask."""
-    nnz = mask.nnz if _is_scipy_sparse(mask) else int(np.count_nonzero(mask))
+    nnz = mask.nnz if is_scipy_sparse(mask) else int(np.count_nonzero(mask))
     return nnz / max(mask.shape[0] * mask.shape[1], 1)
 
 
@@ -721,7 +718,7 @@ def _sparse_pattern_ok(masks: Sequence[Any], A: np.ndarray) -> bool:
 
 def _out_in(mask: Any) -> Any:
     """A reference-orientation (fan_in x fan_out) mask as (out, in), scipy masks staying sparse."""
-    return mask.T.tocsr() if _is_scipy_sparse(mask) else np.asarray(mask).T  # a view: the layer reads it once
+    return mask.T.tocsr() if is_scipy_sparse(mask) else np.asarray(mask).T  # a view: the layer reads it once
 
 
 def _reference_keys(state_dict, prefix, *args) -> None:

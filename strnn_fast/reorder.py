@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from . import _C
-from ._validate import as_binary_matrix
+from ._validate import as_binary_matrix, as_block
 
 
 @dataclass(frozen=True)
@@ -65,12 +65,6 @@ def _as_masks(masks: Sequence[Any]) -> list[np.ndarray]:
     return [as_binary_matrix(m, f"masks[{i}]", allow_zero=True) for i, m in enumerate(masks)]
 
 
-def _as_block(block: Any) -> tuple[int, int]:
-    if not isinstance(block, (tuple, list)) or len(block) != 2:
-        raise TypeError(f"block must be a pair (block_out, block_in), got {block!r}")
-    return block[0], block[1]  # the C++ core checks that both are ints in range
-
-
 def reorder_masks(masks: Sequence[Any], block: tuple[int, int] = (64, 64), sweeps: int = 3) -> Reordering:
     r"""Finds hidden-unit orders that minimize the nonzero tiles of all layers.
 
@@ -88,7 +82,7 @@ def reorder_masks(masks: Sequence[Any], block: tuple[int, int] = (64, 64), sweep
         ([0, 1, 2], (2, 2))
     """
     arrays = _as_masks(masks)
-    bo, bi = _as_block(block)
+    bo, bi = as_block(block)
     raw = _C.reorder_hidden(arrays, bo, bi, sweeps)
     perms = tuple(raw["perms"])
     total = tuple(-(-m.shape[0] // bi) * -(-m.shape[1] // bo) for m in arrays)

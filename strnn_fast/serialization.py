@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from ._files import atomic_path
+from ._validate import is_scipy_sparse
 
 __all__ = ["ALLOWED_CLASSES", "FORMAT", "Savable", "build", "class_path", "load"]
 
@@ -373,7 +374,7 @@ def _encode(value: Any, tensors: dict[str, torch.Tensor], where: str) -> Any:
         return _store(value.detach().cpu(), "torch", tensors, None)
     if isinstance(value, np.ndarray):
         return _store(_array_tensor(value, where), "numpy", tensors, str(value.dtype))
-    if _is_scipy_sparse(value):
+    if is_scipy_sparse(value):
         coo = value.tocoo()
         return {"__sparse__": value.format, "shape": list(coo.shape), "dtype": str(coo.dtype),
                 "matrix": type(value).__name__.endswith("_matrix"),
@@ -491,9 +492,3 @@ def _numeric_matrix(value: list | tuple) -> np.ndarray | None:
         return None
     return arr
 
-
-def _is_scipy_sparse(value: Any) -> bool:
-    import sys
-
-    sp = sys.modules.get("scipy.sparse")
-    return sp is not None and sp.issparse(value)

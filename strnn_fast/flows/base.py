@@ -148,7 +148,7 @@ class Flow(Savable, nn.Module):
             >>> StrAF([[0, 0], [1, 0]], hidden_sizes=(4,), flow_steps=1).rsample(3).shape
             torch.Size([3, 2])
         """
-        shape = _sample_shape(sample_shape)
+        shape = as_sample_shape(sample_shape)
         if context is not None and self.context_features:
             shape = tuple(self._broadcast(torch.Size(shape), context))
             context = context.expand(*shape, self.context_features).reshape(-1, self.context_features)
@@ -275,7 +275,3 @@ class FlowDistribution(Distribution):
     def sample(self, sample_shape: Sequence[int] | torch.Size = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
-
-
-def _sample_shape(sample_shape: Sequence[int] | int | torch.Size) -> tuple[int, ...]:
-    return as_sample_shape(sample_shape)
