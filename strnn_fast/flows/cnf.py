@@ -83,8 +83,8 @@ class StrCNF(Flow):
             exact divergence, Hutchinson-estimated otherwise).
         context_features, context_adjacency, context_names: a conditional flow p(x | c): the
             velocity of x_i also reads the context features its row of the (d, C)
-            ``context_adjacency`` allows (default all). With ``adjoint=True`` no gradient
-            reaches the context itself (the parameters still get theirs).
+            ``context_adjacency`` allows (default all). Gradients reach the context under
+            backpropagation and the adjoint method alike.
 
     Example:
         >>> flow = StrCNF(np.eye(3, k=-1), hidden_sizes=(8,), solver="rk4", step_size=0.25)
@@ -240,15 +240,21 @@ class StrCNF(Flow):
         totals = [zeros, zeros, zeros] if penalize else [zeros]
         blocks = list(self.blocks)[::-1] if reverse else list(self.blocks)
         span = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=x.dtype, device=x.device)
-        integrate = odeint_adjoint if self.adjoint else odeint
         for block in blocks:
             block.begin(x, context)
             options = {}
             if self.step_size is not None:
                 options["grid_constructor"] = _uniform_grid(float(block.end_time.detach()) / self.step_size)
             state = (x, *(zeros for _ in totals))
-            final = [s[-1] for s in integrate(block, state, span, method=self.solver, atol=self.atol,
-                                              rtol=self.rtol, options=options)]
+            settings = dict(method=self.solver, atol=self.atol, rtol=self.rtol, options=options)
+            if self.adjoint:
+                # The context is an input of the dynamics like the weights: as an adjoint parameter
+                # its gradient is integrated with theirs (torchdiffeq drops it if it needs none).
+                solution = odeint_adjoint(_Pinned(block), state, span, **settings,
+                                          adjoint_params=(*block.parameters(), *_context_of(block)))
+            else:
+                solution = odeint(block, state, span, **settings)
+            final = [s[-1] for s in solution]
             x = final[0]
             totals = [total + f for total, f in zip(totals, final[1:])]
         return (x, *totals)
@@ -331,6 +337,28 @@ class FFJORD(StrCNF):
         config = super()._resolved_config()
         del config["adjacency"]  # always dense: d rebuilds it
         return {"d": self.d, **config}
+
+
+class _Pinned:
+    r"""One block's dynamics pinned to the context and Hutchinson probe of one solve.
+
+    The adjoint method evaluates the dynamics again during backward, when a later solve (another
+    ``log_prob`` before ``backward``) may have re-begun the block with another context or probe:
+    each evaluation first restores this solve's, so the backward pass integrates the same function
+    as the forward pass.
+    """
+
+    def __init__(self, block: CNFDynamics):
+        self.block, self.context, self.noise = block, block._context, block._noise
+
+    def __call__(self, s: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        self.block._context, self.block._noise = self.context, self.noise
+        return self.block(s, state)
+
+
+def _context_of(block: CNFDynamics) -> tuple[torch.Tensor, ...]:
+    # The solve's (B, C) context as a tuple of adjoint parameters (empty without one).
+    return () if block._context is None else (block._context,)
 
 
 def _uniform_grid(steps: float) -> Callable[[Any, Any, torch.Tensor], torch.Tensor]:
