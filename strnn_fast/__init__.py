@@ -48,7 +48,8 @@ package), ``kernels/`` (Triton, installed as ``strnn_fast.kernels``), ``tests/``
 
 * Command line ``strnn-fast`` (``strnn_fast/cli/__init__.py``), one file per command in
   ``strnn_fast/cli/``: ``fit.py``, ``sample.py``, ``logprob.py``, ``intervene.py``,
-  ``counterfactual.py``, ``factorize.py``, ``demo.py`` (shared helpers in ``_common.py``).
+  ``counterfactual.py``, ``factorize.py``, ``demo.py`` (shared helpers in ``_common.py``; the
+  input tables, data rows and ``--context`` rows, in ``_tables.py``).
 
 * Migrating from the reference package ``strnn``: ``strnn_fast.compat`` (``StrNN`` and the
   factorizer classes under their old names), loaded on first use.

@@ -19,7 +19,7 @@ import torch
 
 from ._validate import as_binary_matrix, as_non_negative_int
 
-__all__ = ["as_context_adjacency", "as_context_features", "check_context"]
+__all__ = ["as_context_adjacency", "as_context_features", "as_context_names", "check_context"]
 
 
 def as_context_features(value: Any) -> int:
@@ -37,6 +37,24 @@ def as_context_adjacency(value: Any, d: int, C: int) -> np.ndarray:
     if out.shape != (d, C):
         raise ValueError(f"context_adjacency must have shape (d, context_features) = ({d}, {C}), got {out.shape}")
     return out
+
+
+def as_context_names(value: Any, C: int) -> list[str] | None:
+    r"""The C context feature names as a list (None stays None), or a ValueError naming context_names.
+
+    Example:
+        >>> as_context_names(("age", "dose"), 2)
+        ['age', 'dose']
+        >>> as_context_names(["age"], 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: context_names must have context_features=2 entries, got ['age']
+    """
+    if value is None:
+        return None
+    if isinstance(value, str) or len(value) != C:
+        raise ValueError(f"context_names must have context_features={C} entries, got {value!r}")
+    return [str(v) for v in value]
 
 
 def check_context(context: Any, rows: int, C: int, like: torch.Tensor) -> torch.Tensor | None:

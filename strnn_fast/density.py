@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._context import as_context_adjacency, as_context_features, check_context
+from ._context import as_context_adjacency, as_context_features, as_context_names, check_context
 from ._validate import as_non_negative_int, as_real, choice
 from .graph import as_dag, topological_order
 from .nn import FastStrNN
@@ -59,6 +59,8 @@ class StrNNDensityEstimator(Savable, nn.Module):
         context_features: number C of context features (0: an unconditional estimator).
         context_adjacency: (d, C) 0/1 matrix, rows in the variables' order: which features each
             conditional may read (default all).
+        context_names: optional names of the C context features (saved with the model; the
+            command line matches ``--context`` columns to them).
 
     Raises:
         ValueError: a cycle (named), no edges, an unknown data_type.
@@ -79,10 +81,12 @@ class StrNNDensityEstimator(Savable, nn.Module):
         init: str = "kaiming",
         context_features: int = 0,
         context_adjacency: Any = None,
+        context_names: Sequence[str] | None = None,
     ):
         super().__init__()
         A, found = as_dag(adjacency, names)
         self.context_features = as_context_features(context_features)
+        self.context_names = as_context_names(context_names, self.context_features)
         self.context_adjacency = as_context_adjacency(context_adjacency, A.shape[0], self.context_features)
         if not A.any() and not self.context_adjacency.any():
             raise ValueError("adjacency has no edges; a density estimator on a graph needs at least one edge")

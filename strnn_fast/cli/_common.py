@@ -8,6 +8,8 @@ r"""Helpers shared by the ``fit``, ``sample``, ``logprob`` and ``demo`` commands
   half-written output and no temporary name can collide with an existing file.
 * :func:`load_model` reads only safe model files unless ``--trust-legacy-file`` is given.
 
+Input tables (data rows, ``--context`` rows) are read in :mod:`strnn_fast.cli._tables`.
+
 Example:
     >>> sizes("64,64")
     (64, 64)
@@ -27,7 +29,6 @@ from torch import nn
 
 from .._files import atomic_path, check_target
 from .._validate import as_sizes
-from ..variables import Variables
 
 __all__ = [
     "MODEL_BUILDERS",
@@ -45,7 +46,6 @@ __all__ = [
     "learning_rate",
     "load_causal",
     "load_model",
-    "order_columns",
     "plain",
     "positive_int",
     "seed_type",
@@ -95,10 +95,8 @@ def _ffjord(adjacency: np.ndarray, names: list[str] | None, args: argparse.Names
 def _density(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
     from ..density import StrNNDensityEstimator
 
-    options = context_options(args)
-    options.pop("context_names", None)
     return StrNNDensityEstimator(adjacency, hidden_sizes=args.hidden, data_type=args.data_type, names=names,
-                                 **options)
+                                 **context_options(args))
 
 
 def _causal(adjacency: np.ndarray, names: list[str] | None, args: argparse.Namespace) -> nn.Module:
@@ -321,19 +319,3 @@ def variable_names(model: Any, d: int) -> list[str]:
     """The model's variable names, else ``x0 .. x{d-1}``."""
     names = getattr(model, "names", None)
     return list(names) if names is not None else [f"x{i}" for i in range(d)]
-
-
-def order_columns(x: np.ndarray, names: list[str] | None, model_names: list[str] | None, d: int,
-                  path: str) -> np.ndarray:
-    r"""Returns the data's columns in the model's variable order, or raises ValueError.
-
-    Named columns are matched by name (any order); unnamed ones must be d in the model's order.
-
-    Example:
-        >>> order_columns(np.array([[1.0, 2.0]]), ["b", "a"], ["a", "b"], 2, "x.csv").tolist()
-        [[2.0, 1.0]]
-    """
-    if x.shape[1] != d:
-        raise ValueError(f"{path} has {x.shape[1]} columns but the model has {d} variables")
-    order = Variables(model_names).column_order(list(names), path) if names is not None and model_names else None
-    return x if order is None else x[:, order]

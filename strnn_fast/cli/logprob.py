@@ -3,10 +3,13 @@ r"""``strnn-fast logprob``: log-likelihood of a data file under a saved model.
 Prints the mean log-likelihood per row (nats); ``-o`` also writes one ``log_prob`` per row. Named
 columns are matched to the model's variables by name, in any order. Values the model's dtype
 cannot hold (beyond float32's range) are refused; a NaN log-likelihood (a damaged model) is an
-error and nothing is written.
+error and nothing is written. A conditional model (``fit --context``) needs ``--context FILE``:
+its context rows (named columns are matched to the model's context features), one row for every
+data row or one row per data row, in the units of the data it was fitted on.
 
 Example:
     strnn-fast logprob model.pt data.csv -o loglik.csv
+    strnn-fast logprob conditional.pt data.csv --context contexts.csv
 """
 from __future__ import annotations
 
@@ -15,36 +18,37 @@ import argparse
 import numpy as np
 import torch
 
-from .._validate import check_fits_dtype
-from ..data import load_table
-from ._common import add_output_options, check_output, command_parser, load_model, order_columns, write_csv
+from ._common import add_output_options, check_output, command_parser, load_model, write_csv
+from ._tables import add_table_arguments, in_batches, read_context, read_rows
 
 __all__ = ["register", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
-    out = check_output(args.output, inputs=[args.model, args.data], force=args.force) if args.output else None
+    inputs = [args.model, args.data, *([args.context] if args.context else [])]
+    out = check_output(args.output, inputs=inputs, force=args.force) if args.output else None
     model = load_model(args.model, trusted=args.trust_legacy_file)
-    x, names = load_table(args.data)
-    d = getattr(model, "d", x.shape[1])
-    x = order_columns(x, names, getattr(model, "names", None), d, args.data)
+    x = read_rows(args.data, model)
+    context = read_context(args, model, len(x), "data row")
     dtype = next(model.parameters()).dtype
-    check_fits_dtype(x, dtype, args.data, names)
+
+    def log_prob(rows: np.ndarray, c: np.ndarray | None) -> np.ndarray:
+        kwargs = {} if c is None else {"context": torch.tensor(c, dtype=dtype)}
+        return model.log_prob(torch.tensor(rows, dtype=dtype), **kwargs).double().numpy()
+
     with torch.no_grad():
-        values = np.concatenate([model.log_prob(torch.from_numpy(x[s:s + args.batch_size]).to(dtype)).double().numpy()
-                                 for s in range(0, len(x), args.batch_size)])
+        values = in_batches(log_prob, args.batch_size, x, context)
     if np.isnan(values).any():
         raise ValueError(f"the model {args.model} gives NaN log-likelihoods (first at row "
                          f"{int(np.flatnonzero(np.isnan(values))[0])}); the model file may be damaged")
     print(f"mean log-likelihood {values.mean():.6f} nats over {len(values)} rows")
     if out is not None:
-        write_csv(out, values, ["log_prob"], force=args.force, inputs=[args.model, args.data])
+        write_csv(out, values, ["log_prob"], force=args.force, inputs=inputs)
         print(f"wrote {out}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = command_parser(sub, "logprob", "log-likelihood of a data file under a saved model", __doc__, run)
-    p.add_argument("model", help="model file written by `strnn-fast fit` or model.save(path)")
-    p.add_argument("data", help="data table: .csv (optional header of names), .npy or .npz")
+    add_table_arguments(p, "model file written by `strnn-fast fit` or model.save(path)", "data table", "data row")
     add_output_options(p, "CSV file for the per-row log-likelihoods", batch_size=4096)

@@ -13,41 +13,23 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
-from ..data import load_table
-from ._common import (add_output_options, check_output, command_parser, draw_samples, load_model,
-                      order_columns, positive_int, seed_type, variable_names, write_csv)
+from ._common import (add_output_options, check_output, command_parser, draw_samples, load_model, positive_int,
+                      seed_type, variable_names, write_csv)
+from ._tables import add_context_option, read_context
 
 __all__ = ["register", "run"]
 
 
-def _context_rows(args: argparse.Namespace, model: torch.nn.Module) -> tuple[np.ndarray | None, int]:
-    # The --context table in the model's context order, and the number of samples to draw.
-    C = int(getattr(model, "context_features", 0) or getattr(getattr(model, "base", None), "context_features", 0))
-    if not C:
-        if args.context:
-            raise ValueError(f"{args.model} is not a conditional model; drop --context")
-        if args.n is None:
-            raise ValueError("-n is required")
-        return None, args.n
-    if not args.context:
-        raise ValueError(f"{args.model} is conditional on {C} context features; give them with --context FILE")
-    c, names = load_table(args.context)
-    model_names = getattr(model, "context_names", None) or getattr(getattr(model, "base", None), "context_names", None)
-    c = order_columns(c, names, model_names, C, args.context)
-    n = args.n if args.n is not None else len(c)
-    if len(c) not in (1, n):
-        raise ValueError(f"{args.context} has {len(c)} rows; give one row (shared by all samples) or -n rows")
-    return np.broadcast_to(c, (n, C)), n
-
-
 def run(args: argparse.Namespace) -> int:
-    inputs = [args.model] + ([args.context] if args.context else [])
+    inputs = [args.model, *([args.context] if args.context else [])]
     out = check_output(args.output, inputs=inputs, force=args.force)
     model = load_model(args.model, trusted=args.trust_legacy_file)
-    context, n = _context_rows(args, model)
+    context = read_context(args, model, args.n, "sample")
+    if context is None and args.n is None:
+        raise ValueError("-n is required")
+    n = len(context) if context is not None else args.n
     torch.manual_seed(args.seed)
     samples = draw_samples(model, n, context)
     write_csv(out, samples, variable_names(model, samples.shape[1]), force=args.force, inputs=inputs)
@@ -59,6 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = command_parser(sub, "sample", "draw samples from a saved model into a CSV file", __doc__, run)
     p.add_argument("model", help="model file written by `strnn-fast fit` or model.save(path)")
     p.add_argument("-n", type=positive_int, help="number of samples (default with --context: one per context row)")
-    p.add_argument("--context", metavar="FILE", help="context rows of a conditional model (.csv, .npy, .npz)")
+    add_context_option(p, "sample")
     p.add_argument("--seed", type=seed_type, default=0, help="seed of the draw (default 0)")
     add_output_options(p, "CSV file to write", required=True)

@@ -40,7 +40,7 @@ import torch.nn as nn
 
 from torch.distributions import Distribution, constraints
 
-from .._context import as_context_adjacency, as_context_features, check_context
+from .._context import as_context_adjacency, as_context_features, as_context_names, check_context
 from .._validate import as_non_negative_int, as_positive_int, as_sample_shape
 from ..serialization import Savable
 from .priors import make_prior
@@ -68,10 +68,7 @@ class Flow(Savable, nn.Module):
         self.names: list[str] | None = list(names) if names is not None else None
         self.prior = make_prior(prior)
         self.context_features = as_context_features(context_features)
-        if context_names is not None and (isinstance(context_names, str) or len(context_names) != self.context_features):
-            raise ValueError(f"context_names must have context_features={self.context_features} entries, "
-                             f"got {context_names!r}")
-        self.context_names: list[str] | None = list(context_names) if context_names is not None else None
+        self.context_names: list[str] | None = as_context_names(context_names, self.context_features)
 
     def _context_adjacency(self, context_adjacency: Any) -> np.ndarray:
         """The (d, C) bool context adjacency (all ones when None), or a ValueError naming it."""
