@@ -117,6 +117,7 @@ class StrNNDensityEstimator(Savable, nn.Module):
                   "log_std_bound": self.log_std_bound}
         if self.context_features:
             config["context_adjacency"] = self.context_adjacency.astype(int).tolist()
+            config["context_names"] = self.context_names
         return config
 
     @property

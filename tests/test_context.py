@@ -216,6 +216,11 @@ def test_density_estimator_with_context_respects_both_adjacencies(data_type: str
     assert xs.shape == (6, 5) and model.log_prob(xs, c).shape == (6,)
     with pytest.raises(ValueError, match="context is required"):
         model.log_prob(xs)
+    # Context names are kept (the command line matches --context columns to them) and checked.
+    named = StrNNDensityEstimator(A, (8,), context_features=3, context_names=("u", "v", "w"))
+    assert named.context_names == ["u", "v", "w"] and named.config["context_names"] == ["u", "v", "w"]
+    with pytest.raises(ValueError, match="context_names"):
+        StrNNDensityEstimator(A, (8,), context_features=3, context_names=["u"])
 
 
 def test_causal_flow_with_a_covariate(tmp_path) -> None:

@@ -85,6 +85,28 @@ def test_expand_independent_and_monte_carlo_kl() -> None:
     torch.testing.assert_close(identity.log_prob(s), p.log_prob(s), **tolerance("float64"))
 
 
+def test_mixture_of_conditionals_and_a_conditional_cnf() -> None:
+    # p(x) = sum_k w_k p(x | c_k): torch's MixtureSameFamily over the batch of K contexts.
+    from torch.distributions import Categorical, MixtureSameFamily
+
+    from strnn_fast.flows import StrCNF
+
+    flow = perturbed(FLOWS["straf-spline"](context_features=2))
+    contexts = torch.randn(4, 2, dtype=torch.float64)
+    weights = Categorical(logits=torch.randn(4, dtype=torch.float64))
+    mixture = MixtureSameFamily(weights, flow(contexts), validate_args=True)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    per_context = torch.stack([flow.log_prob(x, c) for c in contexts], dim=-1)
+    want = torch.logsumexp(weights.logits.log_softmax(-1) + per_context, dim=-1)
+    torch.testing.assert_close(mixture.log_prob(x), want, **tolerance("float64"))
+    assert mixture.sample((5,)).shape == (5, 3)
+    # A StrCNF is a Flow too: flow(context) is its Distribution.
+    cnf = StrCNF(A, (8,), solver="rk4", step_size=0.25, context_features=2).double()
+    dist = FlowDistribution(cnf, contexts, validate_args=True)
+    assert dist.batch_shape == (4,) and dist.sample((2,)).shape == (2, 4, 3)
+    torch.testing.assert_close(dist.log_prob(x[:4]), cnf.log_prob(x[:4], contexts), **tolerance("exact"))
+
+
 def test_bad_context() -> None:
     with pytest.raises(ValueError, match="context is required"):
         StrAF(A, (8,), 1, context_features=2)()

@@ -156,6 +156,20 @@ def test_early_stop_ends_where_the_conditioner_stops_reading_far_ancestors() -> 
     assert flow.passes == [4]
 
 
+@pytest.mark.parametrize("name", ["straf-affine", "straf-spline", "gnf-umnn"])
+def test_ending_one_pass_early_would_be_wrong(name: str) -> None:
+    # What the bitwise equalities above guard against: with conditioners that read every ancestor,
+    # the early-ending inverse needs all depth + 1 passes, and a step cut one pass short is wrong.
+    flow = build(name, UNSORTED)
+    z = torch.randn(64, 5, dtype=torch.float64)
+    flow.reset_passes()
+    full = flow.inverse(z)
+    assert flow.passes == [depth(UNSORTED) + 1] * len(flow.steps)
+    for step in flow.steps:
+        step.n_passes -= 1
+    assert (flow.inverse(z) - full).abs().max() > 1e-3
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("name", ["straf-affine", "straf-spline", "arf-permute-spline"])
 def test_cuda_sampling_has_no_host_sync_and_runs_all_passes(name: str) -> None:
