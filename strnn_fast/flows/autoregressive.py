@@ -129,6 +129,20 @@ class AutoregressiveFlow(Flow):
     Raises:
         ValueError: the graph has a cycle (named in the message), or is malformed; a context
             adjacency of the wrong shape or not 0/1.
+
+    Example:
+        Conditional spline flows of each family, b (not a) reading the context feature:
+
+        >>> from strnn_fast.flows import ARF, GNF, StrAF
+        >>> c = torch.randn(4, 1)
+        >>> for family in (StrAF, ARF, GNF):
+        ...     flow = family([("a", "b")], hidden_sizes=(8,), flow_steps=1, normalizer="spline", bins=4,
+        ...                   context_features=1, context_adjacency=[[0], [1]])
+        ...     x = flow.sample(4, context=c)
+        ...     print(family.__name__, tuple(flow.log_prob(x, context=c).shape), flow.context_structure.ravel().tolist())
+        StrAF (4,) [False, True]
+        ARF (4,) [False, True]
+        GNF (4,) [False, True]
     """
 
     steps: nn.ModuleList
