@@ -94,6 +94,11 @@ class StrCNF(Flow):
         ...               context_adjacency=[[1], [0], [0]])
         >>> cond.sample(4, context=torch.ones(1)).shape, cond.context_jacobian_pattern.astype(int).ravel().tolist()
         (torch.Size([4, 3]), [1, 1, 1])
+        >>> cond.set_solver(adjoint=True)  # the context still gets its gradient
+        >>> c = torch.ones(4, 1, requires_grad=True)
+        >>> cond.log_prob(torch.randn(4, 3), context=c).sum().backward()
+        >>> c.grad.shape
+        torch.Size([4, 1])
     """
 
     def __init__(
