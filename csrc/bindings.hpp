@@ -10,4 +10,5 @@ void bind_made(pybind11::module_& m);
 void bind_paths(pybind11::module_& m);
 void bind_block_layout(pybind11::module_& m);
 void bind_reorder(pybind11::module_& m);
+void bind_spline(pybind11::module_& m);
 }  // namespace strnn

@@ -15,10 +15,11 @@ inline unsigned default_threads() {
   return n == 0 ? 1u : n;
 }
 
-// Runs f(begin, end) on disjoint chunks of [0, n); rethrows the first exception.
+// Runs f(begin, end) on disjoint chunks of [0, n) on at most `max_threads` threads (0: all
+// cores); rethrows the first exception.
 template <class F>
-void parallel_for(std::size_t n, F&& f, std::size_t min_chunk = 64) {
-  unsigned threads = default_threads();
+void parallel_for(std::size_t n, F&& f, std::size_t min_chunk = 64, unsigned max_threads = 0) {
+  unsigned threads = max_threads == 0 ? default_threads() : std::min(max_threads, default_threads());
   if (n == 0) return;
   std::size_t chunks = std::min<std::size_t>(threads, (n + min_chunk - 1) / min_chunk);
   if (chunks <= 1) {

@@ -1,0 +1,460 @@
+// Rational-quadratic spline (Durkan et al. 2019) on the CPU: forward map with its log-slope, the
+// backward of both, and the inverse, one element at a time.
+//
+// Why here: a spline flow step on a small batch is ~100 tiny tensor ops in torch (softmaxes over
+// 8 bins, gathers, the rational map and its hand-written backward), each costing more in dispatch
+// than in arithmetic. One pass over the elements touches each parameter once, and the backward
+// recomputes the cheap forward quantities instead of saving a dozen tensors. The math, layout and
+// parameterization are those of strnn_fast/flows/normalizers/spline.py, whose torch path (CUDA,
+// half precision, torch.func) stays the reference for these functions in tests/test_spline.py.
+//
+// Layout: parameters h are (N, P, d) C-contiguous (parameter-major, P = 3K - 1: K width logits,
+// K height logits, K - 1 interior slope raws), inputs and outputs (N, d).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include "bindings.hpp"
+#include "parallel.hpp"
+
+namespace py = pybind11;
+
+namespace strnn {
+namespace {
+
+// The row functions are compiled twice on x86-64 Linux with GCC, for AVX2 + FMA and for the
+// baseline, and picked at load time: 8 floats a vector instead of 4 in the element loops.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define SIMD_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define SIMD_CLONES
+#endif
+// Helpers are inlined into each clone, so they are compiled for its instruction set.
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+constexpr double kLogitBound = 10.0;  // spline.py LOGIT_BOUND: squash logits into (-10, 10)
+
+struct SplineOptions {
+  int K;
+  double B, m, L;  // bound, min_bin, log(max_slope)
+};
+
+// exp without a library call, so that the element loops below vectorize (libm's expf and tanhf
+// were 60% of the kernel): 2^n e^r with n = round(v / ln 2), |r| <= ln 2 / 2, e^r by its Taylor
+// polynomial (degree 7 in float, 13 in double: under one ulp), 2^n written into the exponent.
+// The input is clamped to the normal range; NaN stays NaN.
+template <class T>
+struct ExpConstants;
+template <>
+struct ExpConstants<float> {
+  using I = std::int32_t;
+  static constexpr float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  static constexpr float lo = -87.0f, hi = 88.0f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+  static constexpr int degree = 7, mantissa = 23;
+  static constexpr I bias = 127;
+  static constexpr float inv_factorial[] = {1.0f, 1.0f, 0.5f, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040};
+};
+template <>
+struct ExpConstants<double> {
+  using I = std::int64_t;
+  static constexpr double magic = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr double lo = -708.0, hi = 709.0, ln2_hi = 6.93147180369123816490e-01,
+                          ln2_lo = 1.90821492927058770002e-10;
+  static constexpr int degree = 13, mantissa = 52;
+  static constexpr I bias = 1023;
+  static constexpr double inv_factorial[] = {1.0, 1.0, 0.5, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040,
+                                             1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800,
+                                             1.0 / 479001600, 1.0 / 6227020800.0};
+};
+
+template <class T>
+ALWAYS_INLINE T fast_exp(T v) {
+  using C = ExpConstants<T>;
+  using I = typename C::I;
+  v = v < C::lo ? C::lo : v;
+  v = v > C::hi ? C::hi : v;
+  const T t = v * T(1.4426950408889634) + C::magic;
+  const T n = t - C::magic;
+  const T r = (v - n * C::ln2_hi) - n * C::ln2_lo;
+  // Horner on the Taylor coefficients 1 / k!, k = degree .. 0 (folded at compile time).
+  T p = T(0);
+#pragma GCC unroll 16
+  for (int k = C::degree; k >= 0; --k) p = p * r + C::inv_factorial[k];
+  I ti, mi;
+  const T magic = C::magic;
+  std::memcpy(&ti, &t, sizeof(T));
+  std::memcpy(&mi, &magic, sizeof(T));
+  const I bits = ((ti - mi) + C::bias) << C::mantissa;  // t's low bits hold n
+  T scale;
+  std::memcpy(&scale, &bits, sizeof(T));
+  return p * scale;
+}
+
+// std::clamp returns a reference, which keeps GCC from vectorizing the loops it stands in.
+template <class T>
+ALWAYS_INLINE T clamp_value(T v, T lo, T hi) {
+  v = v < lo ? lo : v;
+  return v > hi ? hi : v;
+}
+
+// tanh through fast_exp: absolute error of a few ulps, which is what the slope exp(L tanh) needs.
+template <class T>
+ALWAYS_INLINE T fast_tanh(T v) {
+  return T(1) - T(2) / (fast_exp(T(2) * v) + T(1));
+}
+
+// Per-thread scratch for one row of d elements: the phases below run as loops over the d
+// elements (vectorized), except the bin search, which is a short scalar loop per element.
+template <class T>
+struct Work {
+  Work(int K, std::size_t d)
+      : E(2 * K * d), A(2 * K * d), S(2 * d), k(d), below(2 * d), pk(2 * d), th(2 * d), g(6 * d) {}
+  std::vector<T> E, A;    // softmax numerators e_q and squash denominators a_q (2K x d)
+  std::vector<T> S;       // softmax sums (2 x d: rows x, y)
+  std::vector<T> k;       // bin index (as T: compared with T(j) in vector loops)
+  std::vector<T> below;   // mass below the bin (2 x d)
+  std::vector<T> pk;      // mass of the bin (2 x d)
+  std::vector<T> th;      // tanh(raw / L) at knots k, k + 1 (2 x d)
+  std::vector<T> g;       // backward: edge, size and slope-raw gradients (6 x d)
+};
+
+// Phase 1: e_q = exp(q / (1 + |q| / 10)) and the softmax sums of both rows.
+template <class T>
+ALWAYS_INLINE void softmax(const T* h, std::size_t d, int K, Work<T>& w) {
+  T* S = w.S.data();
+  for (std::size_t i = 0; i < 2 * d; ++i) S[i] = T(0);
+  for (int q = 0; q < 2 * K; ++q) {
+    const T* l = h + q * d;
+    T* E = w.E.data() + q * d;
+    T* A = w.A.data() + q * d;
+    T* Sr = S + (q < K ? 0 : d);
+    for (std::size_t i = 0; i < d; ++i) {
+      const T a = T(1) + std::abs(l[i]) * T(1.0 / kLogitBound);
+      const T e = fast_exp(l[i] / a);
+      A[i] = a;
+      E[i] = e;
+      Sr[i] += e;
+    }
+  }
+}
+
+// Phase 2: bin k of v (clamped to [-B, B]) among the interior knots of `row` (the number of knots
+// at or below v), the two rows' masses below and in the bin, and tanh of the bin's knot-slope raws
+// (0 at the end knots ±B, slope 1).
+template <class T>
+ALWAYS_INLINE void locate(const T* h, const T* v, std::size_t d, int row, const SplineOptions& o, Work<T>& w) {
+  const int K = o.K;
+  const T B = T(o.B), m = T(o.m), c = T(1) - T(K) * m, inv_L = T(1) / T(o.L);
+  for (std::size_t i = 0; i < d; ++i) {
+    const T vi = clamp_value(v[i], -B, B);
+    const T target = (vi + B) * (T(1) / (T(2) * B));
+    const T scale = c / w.S[row * d + i];
+    int k = 0;
+    T cum = 0;
+    for (int j = 1; j < K; ++j) {
+      cum += w.E[(row * K + j - 1) * d + i];
+      if (target >= cum * scale + T(j) * m) k = j;
+      else break;  // the knots increase
+    }
+    w.k[i] = T(k);
+    for (int r = 0; r < 2; ++r) {
+      T below = 0;
+      for (int j = 0; j < k; ++j) below += w.E[(r * K + j) * d + i];
+      w.below[r * d + i] = below / w.S[r * d + i];
+      w.pk[r * d + i] = w.E[(r * K + k) * d + i] / w.S[r * d + i];
+    }
+    w.th[i] = k > 0 ? h[(2 * K + k - 1) * d + i] * inv_L : T(0);
+    w.th[d + i] = k < K - 1 ? h[(2 * K + k) * d + i] * inv_L : T(0);
+  }
+  for (std::size_t i = 0; i < 2 * d; ++i) w.th[i] = fast_tanh(w.th[i]);
+}
+
+// The bin of element i: left knot (x0, y0), width, height and knot slopes.
+template <class T>
+struct Knots {
+  T x0, y0, w, hh, d0, d1;
+};
+
+template <class T>
+ALWAYS_INLINE Knots<T> knots(const Work<T>& w, std::size_t d, std::size_t i, const SplineOptions& o) {
+  const T B = T(o.B), m = T(o.m), c = T(1) - T(o.K) * m, L = T(o.L), k = w.k[i];
+  return Knots<T>{(k * m + c * w.below[i]) * (T(2) * B) - B, (k * m + c * w.below[d + i]) * (T(2) * B) - B,
+                  (m + c * w.pk[i]) * (T(2) * B), (m + c * w.pk[d + i]) * (T(2) * B),
+                  fast_exp(w.th[i] * L), fast_exp(w.th[d + i] * L)};
+}
+
+// One row of the forward map: y and log-slope of d elements.
+template <class T>
+SIMD_CLONES void forward_row(const T* hn, const T* xn, T* yn, T* ln, std::size_t d, const SplineOptions& o,
+                             Work<T>& w) {
+  softmax(hn, d, o.K, w);
+  locate(hn, xn, d, 0, o, w);
+  const T B = T(o.B);
+  for (std::size_t i = 0; i < d; ++i) {
+    const Knots<T> kn = knots(w, d, i, o);
+    const T u = clamp_value(xn[i], -B, B);
+    const T sl = kn.hh / kn.w;
+    const T xi = clamp_value((u - kn.x0) / kn.w, T(0), T(1));
+    const T om = T(1) - xi, t = xi * om;
+    const T den = sl + (kn.d0 + kn.d1 - T(2) * sl) * t;
+    const T y_in = kn.y0 + kn.hh * (sl * xi * xi + kn.d0 * t) / den;
+    const T numer = kn.d1 * xi * xi + T(2) * sl * t + kn.d0 * om * om;
+    const bool inside = std::abs(xn[i]) < B;  // false for NaN: it passes through
+    yn[i] = inside ? y_in : xn[i];
+    ln[i] = inside ? sl * sl * numer / (den * den) : T(1);  // the slope; its log below
+  }
+  for (std::size_t i = 0; i < d; ++i) ln[i] = std::log(ln[i]);
+}
+
+// One row of the backward: gradients of d elements' outputs to their inputs and parameters.
+template <class T>
+SIMD_CLONES void backward_row(const T* hn, const T* xn, const T* gzn, const T* gln, T* gxn, T* ghn, std::size_t d,
+                              std::size_t P, const SplineOptions& o, Work<T>& w) {
+  const int K = o.K;
+  softmax(hn, d, K, w);
+  locate(hn, xn, d, 0, o, w);
+  const T B = T(o.B);
+  T* g_edge = w.g.data();        // rows x, y
+  T* g_size = w.g.data() + 2 * d;
+  T* g_raw = w.g.data() + 4 * d;  // knots k, k + 1
+  for (std::size_t i = 0; i < d; ++i) {
+    const Knots<T> kn = knots(w, d, i, o);
+    const bool inside = std::abs(xn[i]) < B;
+    const T u = clamp_value(xn[i], -B, B);
+    // Outside the bound the map is the identity: nothing reaches the parameters.
+    const T gy = inside ? gzn[i] : T(0), gl = inside ? gln[i] : T(0);
+    const T sl = kn.hh / kn.w;
+    const T xi = clamp_value((u - kn.x0) / kn.w, T(0), T(1));
+    const T om = T(1) - xi, t = xi * om, one_2xi = T(1) - T(2) * xi;
+    const T mix = kn.d0 + kn.d1 - T(2) * sl;
+    const T den = sl + mix * t;
+    const T r = (sl * xi * xi + kn.d0 * t) / den;
+    const T numer = kn.d1 * xi * xi + T(2) * sl * t + kn.d0 * om * om;
+    // y = y0 + hh num / den, log_slope = log(s² numer) - 2 log den.
+    const T g_num = gy * kn.hh / den;
+    const T g_den = -g_num * r - T(2) * gl / den;
+    const T g_numer = gl / numer;
+    const T g_xi = g_num * (T(2) * sl * xi + kn.d0 * one_2xi) + g_den * mix * one_2xi +
+                   g_numer * T(2) * (kn.d1 * xi + sl * one_2xi - kn.d0 * om);
+    const T g_s = g_num * xi * xi + g_den * (T(1) - T(2) * t) + g_numer * T(2) * t + gl * T(2) / sl;
+    const T g_d0 = (g_num + g_den) * t + g_numer * om * om;
+    const T g_d1 = g_den * t + g_numer * xi * xi;
+    // s = hh / w, ξ = (x - x0) / w.
+    const T g_u = g_xi / kn.w;
+    gxn[i] = inside ? g_u : gzn[i];
+    g_edge[i] = -g_u;
+    g_edge[d + i] = gy;
+    g_size[i] = -(g_s * sl + g_xi * xi) / kn.w;
+    g_size[d + i] = gy * r + g_s / kn.w;
+    // d = exp(L tanh(raw / L)): dd/draw = d (1 - tanh²).
+    g_raw[i] = g_d0 * kn.d0 * (T(1) - w.th[i] * w.th[i]);
+    g_raw[d + i] = g_d1 * kn.d1 * (T(1) - w.th[d + i] * w.th[d + i]);
+  }
+  // Softmax and squash: ∂/∂q_j = (2B c / S) e_j (1[j<k] g_edge + 1[j=k] g_size - g_edge below
+  // - g_size p_k) / a_j².
+  const T two_Bc = T(2) * B * (T(1) - T(K) * T(o.m));
+  for (int row = 0; row < 2; ++row) {
+    for (int j = 0; j < K; ++j) {
+      const std::size_t q = static_cast<std::size_t>(row * K + j) * d;
+      const T jf = T(j);
+      for (std::size_t i = 0; i < d; ++i) {
+        const std::size_t ri = row * d + i;
+        const T gj = (jf < w.k[i] ? g_edge[ri] : T(0)) + (jf == w.k[i] ? g_size[ri] : T(0));
+        const T base = g_edge[ri] * w.below[ri] + g_size[ri] * w.pk[ri];
+        ghn[q + i] = (gj - base) * w.E[q + i] * (two_Bc / w.S[ri]) / (w.A[q + i] * w.A[q + i]);
+      }
+    }
+  }
+  // Slope raws: only knots k and k + 1 of each element's bin (the end knots have none).
+  for (std::size_t i = 2 * K * d; i < P * d; ++i) ghn[i] = T(0);
+  for (std::size_t i = 0; i < d; ++i) {
+    const int k = static_cast<int>(w.k[i]);
+    if (k > 0) ghn[(2 * K + k - 1) * d + i] = g_raw[i];
+    if (k < K - 1) ghn[(2 * K + k) * d + i] = g_raw[d + i];
+  }
+}
+
+// One row of the inverse map.
+template <class T>
+SIMD_CLONES void inverse_row(const T* hn, const T* zn, T* xn, std::size_t d, const SplineOptions& o, Work<T>& w) {
+  softmax(hn, d, o.K, w);
+  locate(hn, zn, d, 1, o, w);
+  const T B = T(o.B);
+  for (std::size_t i = 0; i < d; ++i) {
+    const Knots<T> kn = knots(w, d, i, o);
+    const T v = clamp_value(zn[i], -B, B);
+    const T sl = kn.hh / kn.w, dy = v - kn.y0, mix = kn.d0 + kn.d1 - T(2) * sl;
+    const T qa = kn.hh * (sl - kn.d0) + dy * mix;
+    const T qb = kn.hh * kn.d0 - dy * mix;
+    const T qc = -sl * dy;
+    const T sq = std::sqrt(std::max(qb * qb - T(4) * qa * qc, T(0)));
+    // The root in [0, 1], in the form that adds numbers of one sign (see spline.py); the
+    // guards only replace zero denominators of the form not taken.
+    const T dn = -qb - sq;
+    const T two_a = qa == T(0) ? T(1) : T(2) * qa;
+    const T xi = qb >= T(0) ? T(2) * qc / (dn == T(0) ? T(-1) : dn) : (sq - qb) / two_a;
+    const bool inside = std::abs(zn[i]) < B;
+    xn[i] = inside ? kn.x0 + clamp_value(xi, T(0), T(1)) * kn.w : zn[i];
+  }
+}
+
+template <class T>
+py::array_t<T, py::array::c_style> checked(const py::handle& obj, const char* name) {
+  // No conversion: outputs are written in place, so a converted copy would lose them.
+  if (!py::isinstance<py::array_t<T, py::array::c_style>>(obj))
+    throw std::invalid_argument(std::string(name) + " must be a C-contiguous array of the spline's dtype");
+  return py::reinterpret_borrow<py::array_t<T, py::array::c_style>>(obj);
+}
+
+struct Shapes {
+  std::size_t N, P, d;
+};
+
+Shapes check_shapes(const py::array& h, const py::array& x, int K) {
+  if (h.ndim() != 3 || x.ndim() != 2) throw std::invalid_argument("h must be (N, P, d) and x (N, d)");
+  Shapes s{static_cast<std::size_t>(h.shape(0)), static_cast<std::size_t>(h.shape(1)),
+           static_cast<std::size_t>(h.shape(2))};
+  if (K < 1 || s.P != static_cast<std::size_t>(3 * K - 1))
+    throw std::invalid_argument("h.shape[1] must be 3 * bins - 1");
+  if (static_cast<std::size_t>(x.shape(0)) != s.N || static_cast<std::size_t>(x.shape(1)) != s.d)
+    throw std::invalid_argument("x must be (N, d) with h (N, P, d)");
+  return s;
+}
+
+void check_like(const py::array& a, const py::array& x, const char* name) {
+  if (a.ndim() != 2 || a.shape(0) != x.shape(0) || a.shape(1) != x.shape(1))
+    throw std::invalid_argument(std::string(name) + " must have the shape of x");
+}
+
+// Runs row(n, work) for n in [0, N) on up to `threads` threads, one scratch per thread.
+template <class T, class F>
+void for_rows(const Shapes& s, int K, unsigned threads, F&& row) {
+  const std::size_t min_rows = std::max<std::size_t>(1, 4096 / std::max<std::size_t>(1, s.d));
+  parallel_for(
+      s.N,
+      [&](std::size_t n0, std::size_t n1) {
+        Work<T> w(K, s.d);
+        for (std::size_t n = n0; n < n1; ++n) row(n, w);
+      },
+      min_rows, threads);
+}
+
+template <class T>
+void forward_impl(py::handle h_obj, py::handle x_obj, py::handle y_obj, py::handle ld_obj, SplineOptions o,
+                  unsigned threads) {
+  auto h = checked<T>(h_obj, "h");
+  auto x = checked<T>(x_obj, "x");
+  auto y = checked<T>(y_obj, "y");
+  auto ld = checked<T>(ld_obj, "log_det");
+  const Shapes s = check_shapes(h, x, o.K);
+  check_like(y, x, "y");
+  check_like(ld, x, "log_det");
+  const T* hp = h.data();
+  const T* xp = x.data();
+  T* yp = y.mutable_data();
+  T* lp = ld.mutable_data();
+  py::gil_scoped_release release;
+  for_rows<T>(s, o.K, threads, [&](std::size_t n, Work<T>& w) {
+    forward_row(hp + n * s.P * s.d, xp + n * s.d, yp + n * s.d, lp + n * s.d, s.d, o, w);
+  });
+}
+
+template <class T>
+void backward_impl(py::handle h_obj, py::handle x_obj, py::handle gz_obj, py::handle gld_obj, py::handle gx_obj,
+                   py::handle gh_obj, SplineOptions o, unsigned threads) {
+  auto h = checked<T>(h_obj, "h");
+  auto x = checked<T>(x_obj, "x");
+  auto gz = checked<T>(gz_obj, "grad_z");
+  auto gld = checked<T>(gld_obj, "grad_log_det");
+  auto gx = checked<T>(gx_obj, "grad_x");
+  auto gh = checked<T>(gh_obj, "grad_h");
+  const Shapes s = check_shapes(h, x, o.K);
+  check_like(gz, x, "grad_z");
+  check_like(gld, x, "grad_log_det");
+  check_like(gx, x, "grad_x");
+  if (gh.ndim() != 3 || gh.shape(0) != h.shape(0) || gh.shape(1) != h.shape(1) || gh.shape(2) != h.shape(2))
+    throw std::invalid_argument("grad_h must have the shape of h");
+  const T* hp = h.data();
+  const T* xp = x.data();
+  const T* gzp = gz.data();
+  const T* glp = gld.data();
+  T* gxp = gx.mutable_data();
+  T* ghp = gh.mutable_data();
+  py::gil_scoped_release release;
+  for_rows<T>(s, o.K, threads, [&](std::size_t n, Work<T>& w) {
+    const std::size_t d = s.d;
+    backward_row(hp + n * s.P * d, xp + n * d, gzp + n * d, glp + n * d, gxp + n * d, ghp + n * s.P * d, d, s.P, o, w);
+  });
+}
+
+template <class T>
+void inverse_impl(py::handle h_obj, py::handle z_obj, py::handle x_obj, SplineOptions o, unsigned threads) {
+  auto h = checked<T>(h_obj, "h");
+  auto z = checked<T>(z_obj, "z");
+  auto x = checked<T>(x_obj, "x");
+  const Shapes s = check_shapes(h, z, o.K);
+  check_like(x, z, "x");
+  const T* hp = h.data();
+  const T* zp = z.data();
+  T* xp = x.mutable_data();
+  py::gil_scoped_release release;
+  for_rows<T>(s, o.K, threads, [&](std::size_t n, Work<T>& w) {
+    inverse_row(hp + n * s.P * s.d, zp + n * s.d, xp + n * s.d, s.d, o, w);
+  });
+}
+
+SplineOptions options(int bins, double bound, double min_bin, double log_max_slope) {
+  if (bins < 1) throw std::invalid_argument("bins must be positive");
+  if (!(bound > 0) || !(min_bin > 0) || !(bins * min_bin < 1) || !(log_max_slope > 0))
+    throw std::invalid_argument("spline options out of range");
+  return SplineOptions{bins, bound, min_bin, log_max_slope};
+}
+
+bool is_double(const py::handle& h) { return py::isinstance<py::array_t<double>>(h); }
+
+}  // namespace
+
+void bind_spline(py::module_& m) {
+  m.def(
+      "rqs_forward",
+      [](py::handle h, py::handle x, py::handle y, py::handle log_det, int bins, double bound, double min_bin,
+         double log_max_slope, unsigned threads) {
+        const SplineOptions o = options(bins, bound, min_bin, log_max_slope);
+        if (is_double(h)) forward_impl<double>(h, x, y, log_det, o, threads);
+        else forward_impl<float>(h, x, y, log_det, o, threads);
+      },
+      py::arg("h"), py::arg("x"), py::arg("y"), py::arg("log_det"), py::arg("bins"), py::arg("bound"),
+      py::arg("min_bin"), py::arg("log_max_slope"), py::arg("threads") = 0,
+      "Spline map of x (N, d) with parameters h (N, 3 bins - 1, d), written into y and log_det (float32 or\n"
+      "float64, all C-contiguous, one dtype).");
+  m.def(
+      "rqs_backward",
+      [](py::handle h, py::handle x, py::handle grad_z, py::handle grad_log_det, py::handle grad_x,
+         py::handle grad_h, int bins, double bound, double min_bin, double log_max_slope, unsigned threads) {
+        const SplineOptions o = options(bins, bound, min_bin, log_max_slope);
+        if (is_double(h)) backward_impl<double>(h, x, grad_z, grad_log_det, grad_x, grad_h, o, threads);
+        else backward_impl<float>(h, x, grad_z, grad_log_det, grad_x, grad_h, o, threads);
+      },
+      py::arg("h"), py::arg("x"), py::arg("grad_z"), py::arg("grad_log_det"), py::arg("grad_x"), py::arg("grad_h"),
+      py::arg("bins"), py::arg("bound"), py::arg("min_bin"), py::arg("log_max_slope"), py::arg("threads") = 0,
+      "Gradients of rqs_forward's outputs with respect to x and h, written into grad_x and grad_h.");
+  m.def(
+      "rqs_inverse",
+      [](py::handle h, py::handle z, py::handle x, int bins, double bound, double min_bin, double log_max_slope,
+         unsigned threads) {
+        const SplineOptions o = options(bins, bound, min_bin, log_max_slope);
+        if (is_double(h)) inverse_impl<double>(h, z, x, o, threads);
+        else inverse_impl<float>(h, z, x, o, threads);
+      },
+      py::arg("h"), py::arg("z"), py::arg("x"), py::arg("bins"), py::arg("bound"), py::arg("min_bin"),
+      py::arg("log_max_slope"), py::arg("threads") = 0, "Inverse spline map of z, written into x.");
+}
+
+}  // namespace strnn
