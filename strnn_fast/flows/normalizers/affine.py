@@ -43,7 +43,7 @@ class AffineNormalizer(Normalizer):
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shift, log_scale = self._shift_log_scale(h)
-        return x * torch.exp(log_scale) + shift, log_scale
+        return torch.addcmul(shift, x, torch.exp(log_scale)), log_scale  # one op fewer than x * e + t
 
     def inverse(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         shift, log_scale = self._shift_log_scale(h)
