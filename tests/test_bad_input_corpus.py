@@ -36,9 +36,20 @@ FIT = ["--epochs", "1", "--hidden", "4", "--flow-steps", "1", "-q"]
 W = "{w}"
 
 
-def _fit(data: str, graph: str = "graph.csv", *extra: str) -> list[str]:
-    """argv of ``strnn-fast fit`` on two files of the world, writing {w}/o.pt."""
-    return ["fit", f"{{w}}/{data}", "-a", f"{{w}}/{graph}", "-o", "{w}/o.pt", *extra]
+def _fit(data: str, graph: str = "graph.csv", *extra: str, output: str = "o.pt") -> list[str]:
+    """argv of ``strnn-fast fit`` on two files of the world, writing {w}/<output>."""
+    return ["fit", f"{{w}}/{data}", "-a", f"{{w}}/{graph}", "-o", f"{{w}}/{output}", *extra]
+
+
+def _sample(model: str = "straf.pt", *extra: str, n: str = "3", output: str = "o.csv") -> list[str]:
+    """argv of ``strnn-fast sample``: n draws from a model file of the world into {w}/<output>."""
+    return ["sample", f"{{w}}/{model}", "-n", n, "-o", f"{{w}}/{output}", *extra]
+
+
+def _cf(model: str = "causal.pt", data: str = "data.csv", *extra: str, do: str = "a=1",
+        output: str = "o.csv") -> list[str]:
+    """argv of ``strnn-fast counterfactual`` of a model and a data file of the world into {w}/<output>."""
+    return ["counterfactual", f"{{w}}/{model}", f"{{w}}/{data}", "--do", do, "-o", f"{{w}}/{output}", *extra]
 
 # (id, argv with {w} for the input folder, text the message must contain)
 CLI_CASES = [
@@ -53,8 +64,7 @@ CLI_CASES = [
     ("fit-inf", _fit("inf.csv"), "inf.csv"),
     ("fit-beyond-float32", _fit("huge.csv", "graph.csv", *FIT), "float32"),
     ("fit-constant", _fit("const.csv", "graph.csv", *FIT), "'c'"),
-    ("fit-constant-causal", ["fit", "{w}/const.csv", "-a", "{w}/graph.csv", "--model", "causal", "-o", "{w}/o.pt",
-                             *FIT], "'c'"),
+    ("fit-constant-causal", _fit("const.csv", "graph.csv", "--model", "causal", *FIT), "'c'"),
     ("fit-too-few-rows", _fit("few.csv", "graph.csv", *FIT), "few.csv"),
     ("fit-dup-names", _fit("dup_names.csv"), "dup_names.csv"),
     ("fit-binary-bytes", _fit("binary.csv"), "binary.csv"),
@@ -71,50 +81,46 @@ CLI_CASES = [
     ("fit-self-loop", _fit("data.csv", "selfloop.csv"), "self-loop"),
     ("fit-unknown-node", _fit("data.csv", "unknown.csv"), "'q'"),
     ("fit-graph-size", _fit("noheader.csv", "two_by_two.csv"), "columns"),
-    ("fit-nonbinary-graph", _fit("noheader.csv", "nonbinary.csv"),
-     "nonbinary.csv"),
+    ("fit-nonbinary-graph", _fit("noheader.csv", "nonbinary.csv"), "nonbinary.csv"),
     ("fit-mixed-edges", _fit("data.csv", "mixed.csv"), "mixed.csv"),
     ("fit-three-fields", _fit("data.csv", "three_fields.txt"), "three_fields.txt"),
     ("fit-names-vs-graph", _fit("other_names.csv"), "zz"),
     # fit: outputs and options
-    ("fit-output-is-input", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/data.csv"], "input"),
-    ("fit-output-exists", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/existing.csv"], "--force"),
-    ("fit-output-folder-missing", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/no/o.pt"], "no"),
-    ("fit-output-is-dir", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/existing_dir"], "existing_dir"),
-    ("fit-epochs-0", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--epochs", "0"], "--epochs"),
-    ("fit-hidden-0", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--hidden", "0"], "--hidden"),
-    ("fit-hidden-words", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--hidden", "a,b"],
-     "--hidden"),
-    ("fit-split", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--split", "0.5,0.5"], "--split"),
-    ("fit-model", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--model", "maf"], "--model"),
-    ("fit-lr-nan", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--lr", "nan", *FIT], "lr"),
-    ("fit-lr-negative", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--lr", "-1", *FIT], "lr"),
-    ("fit-batch", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--batch-size", "-3"],
-     "--batch-size"),
+    ("fit-output-is-input", _fit("data.csv", output="data.csv"), "input"),
+    ("fit-output-exists", _fit("data.csv", output="existing.csv"), "--force"),
+    ("fit-output-folder-missing", _fit("data.csv", output="no/o.pt"), "no"),
+    ("fit-output-is-dir", _fit("data.csv", output="existing_dir"), "existing_dir"),
+    ("fit-epochs-0", _fit("data.csv", "graph.csv", "--epochs", "0"), "--epochs"),
+    ("fit-hidden-0", _fit("data.csv", "graph.csv", "--hidden", "0"), "--hidden"),
+    ("fit-hidden-words", _fit("data.csv", "graph.csv", "--hidden", "a,b"), "--hidden"),
+    ("fit-split", _fit("data.csv", "graph.csv", "--split", "0.5,0.5"), "--split"),
+    ("fit-model", _fit("data.csv", "graph.csv", "--model", "maf"), "--model"),
+    ("fit-lr-nan", _fit("data.csv", "graph.csv", "--lr", "nan", *FIT), "lr"),
+    ("fit-lr-negative", _fit("data.csv", "graph.csv", "--lr", "-1", *FIT), "lr"),
+    ("fit-batch", _fit("data.csv", "graph.csv", "--batch-size", "-3"), "--batch-size"),
     ("fit-no-adjacency", ["fit", "{w}/data.csv", "-o", "{w}/o.pt"], "--adjacency"),
-    ("fit-seed-negative", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--seed", "-1"], "--seed"),
-    ("fit-lr-huge", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--lr", "1e300"], "--lr"),
-    ("cf-beyond-float32", ["counterfactual", "{w}/causal.pt", "{w}/huge.csv", "--do", "a=1", "-o", "{w}/o.csv"],
-     "float32"),
-    ("sample-seed-words", ["sample", "{w}/straf.pt", "-n", "3", "-o", "{w}/o.csv", "--seed", "x"], "--seed"),
+    ("fit-seed-negative", _fit("data.csv", "graph.csv", "--seed", "-1"), "--seed"),
+    ("fit-lr-huge", _fit("data.csv", "graph.csv", "--lr", "1e300"), "--lr"),
+    ("cf-beyond-float32", _cf("causal.pt", "huge.csv"), "float32"),
+    ("sample-seed-words", _sample("straf.pt", "--seed", "x"), "--seed"),
     ("sample-empty-output", ["sample", "{w}/straf.pt", "-n", "3", "-o", ""], "output"),
     # sample
-    ("sample-missing", ["sample", "{w}/nope.pt", "-n", "3", "-o", "{w}/o.csv"], "nope.pt"),
-    ("sample-csv-as-model", ["sample", "{w}/data.csv", "-n", "3", "-o", "{w}/o.csv"], "data.csv"),
-    ("sample-crafted", ["sample", "{w}/crafted.pt", "-n", "3", "-o", "{w}/o.csv"], "crafted.pt"),
-    ("sample-crafted-raw", ["sample", "{w}/crafted_raw.pt", "-n", "3", "-o", "{w}/o.csv"], "crafted_raw.pt"),
-    ("sample-legacy", ["sample", "{w}/legacy.pt", "-n", "3", "-o", "{w}/o.csv"], "--trust-legacy-file"),
-    ("sample-not-density", ["sample", "{w}/fast.pt", "-n", "3", "-o", "{w}/o.csv"], "fast.pt"),
-    ("sample-n-0", ["sample", "{w}/straf.pt", "-n", "0", "-o", "{w}/o.csv"], "-n"),
-    ("sample-n-words", ["sample", "{w}/straf.pt", "-n", "ten", "-o", "{w}/o.csv"], "-n"),
-    ("sample-exists", ["sample", "{w}/straf.pt", "-n", "3", "-o", "{w}/existing.csv"], "--force"),
-    ("sample-into-model", ["sample", "{w}/straf.pt", "-n", "3", "-o", "{w}/straf.pt", "--force"], "input"),
-    ("sample-folder-missing", ["sample", "{w}/straf.pt", "-n", "3", "-o", "{w}/no/o.csv"], "no"),
-    ("sample-truncated", ["sample", "{w}/truncated.pt", "-n", "3", "-o", "{w}/o.csv"], "truncated.pt"),
-    ("sample-empty-model", ["sample", "{w}/empty.pt", "-n", "3", "-o", "{w}/o.csv"], "empty.pt"),
-    ("sample-foreign", ["sample", "{w}/foreign.pt", "-n", "3", "-o", "{w}/o.csv"], "foreign.pt"),
-    ("sample-nan-model", ["sample", "{w}/nanmodel.pt", "-n", "3", "-o", "{w}/o.csv"], "non-finite"),
-    ("sample-dir-as-model", ["sample", "{w}/existing_dir", "-n", "3", "-o", "{w}/o.csv"], "existing_dir"),
+    ("sample-missing", _sample("nope.pt"), "nope.pt"),
+    ("sample-csv-as-model", _sample("data.csv"), "data.csv"),
+    ("sample-crafted", _sample("crafted.pt"), "crafted.pt"),
+    ("sample-crafted-raw", _sample("crafted_raw.pt"), "crafted_raw.pt"),
+    ("sample-legacy", _sample("legacy.pt"), "--trust-legacy-file"),
+    ("sample-not-density", _sample("fast.pt"), "fast.pt"),
+    ("sample-n-0", _sample("straf.pt", n="0"), "-n"),
+    ("sample-n-words", _sample("straf.pt", n="ten"), "-n"),
+    ("sample-exists", _sample("straf.pt", output="existing.csv"), "--force"),
+    ("sample-into-model", _sample("straf.pt", "--force", output="straf.pt"), "input"),
+    ("sample-folder-missing", _sample("straf.pt", output="no/o.csv"), "no"),
+    ("sample-truncated", _sample("truncated.pt"), "truncated.pt"),
+    ("sample-empty-model", _sample("empty.pt"), "empty.pt"),
+    ("sample-foreign", _sample("foreign.pt"), "foreign.pt"),
+    ("sample-nan-model", _sample("nanmodel.pt"), "non-finite"),
+    ("sample-dir-as-model", _sample("existing_dir"), "existing_dir"),
     # logprob
     ("logprob-missing-data", ["logprob", "{w}/straf.pt", "{w}/nope.csv"], "nope.csv"),
     ("logprob-width", ["logprob", "{w}/straf.pt", "{w}/two_cols.csv"], "two_cols.csv"),
@@ -140,18 +146,13 @@ CLI_CASES = [
     ("intervene-exists", ["intervene", "{w}/causal.pt", "--do", "a=1", "-o", "{w}/existing.csv"], "--force"),
     ("intervene-legacy", ["intervene", "{w}/legacy.pt", "--do", "a=1"], "--trust-legacy-file"),
     # counterfactual
-    ("cf-missing-data", ["counterfactual", "{w}/causal.pt", "{w}/nope.csv", "--do", "a=1", "-o", "{w}/o.csv"],
-     "nope.csv"),
-    ("cf-width", ["counterfactual", "{w}/causal.pt", "{w}/two_cols.csv", "--do", "a=1", "-o", "{w}/o.csv"],
-     "two_cols.csv"),
-    ("cf-not-causal", ["counterfactual", "{w}/straf.pt", "{w}/data.csv", "--do", "a=1", "-o", "{w}/o.csv"],
-     "CausalFlow"),
-    ("cf-into-data", ["counterfactual", "{w}/causal.pt", "{w}/data.csv", "--do", "a=1", "-o", "{w}/data.csv"],
-     "input"),
-    ("cf-unknown", ["counterfactual", "{w}/causal.pt", "{w}/data.csv", "--do", "q=1", "-o", "{w}/o.csv"], "'q'"),
+    ("cf-missing-data", _cf("causal.pt", "nope.csv"), "nope.csv"),
+    ("cf-width", _cf("causal.pt", "two_cols.csv"), "two_cols.csv"),
+    ("cf-not-causal", _cf("straf.pt", "data.csv"), "CausalFlow"),
+    ("cf-into-data", _cf("causal.pt", "data.csv", output="data.csv"), "input"),
+    ("cf-unknown", _cf("causal.pt", "data.csv", do="q=1"), "'q'"),
     ("cf-no-output", ["counterfactual", "{w}/causal.pt", "{w}/data.csv", "--do", "a=1"], "--output"),
-    ("cf-crafted", ["counterfactual", "{w}/crafted.pt", "{w}/data.csv", "--do", "a=1", "-o", "{w}/o.csv"],
-     "crafted.pt"),
+    ("cf-crafted", _cf("crafted.pt", "data.csv"), "crafted.pt"),
     # factorize
     ("factorize-empty", ["factorize", "{w}/empty.csv", "-o", "{w}/fo"], "empty.csv"),
     ("factorize-block-0", ["factorize", "--block", "0", "-o", "{w}/fo"], "--block"),
