@@ -129,6 +129,15 @@ class Reorderer {
     methods_.assign(chain_.size() + 1, "identity");
   }
 
+  // Nonzero tiles of each mask (fan_in x fan_out) in the current orders: inputs grouped by bi,
+  // outputs by bo, as the (out x in) weight's (bo x bi) tiles.
+  std::vector<std::uint64_t> tiles() const {
+    std::vector<std::uint64_t> t;
+    for (std::size_t l = 0; l < chain_.size(); ++l)
+      t.push_back(count_tiles(chain_[l], bi_, bo_, orders_[l].data(), pos_[l + 1].data()));
+    return t;
+  }
+
   void run(std::size_t sweeps) {
     for (std::size_t s = 0; s < sweeps; ++s) {
       bool improved = false;
@@ -213,12 +222,17 @@ py::dict reorder_hidden(const py::handle& masks, const py::handle& block_out, co
   const std::size_t bo = read_block(block_out, "block_out"), bi = read_block(block_in, "block_in");
   const long long n_sweeps = read_int(sweeps, "sweeps", 0, 100);
   const std::size_t L = chain.size();
+  std::vector<std::uint64_t> before, after, total;
+  for (const auto& m : chain)
+    total.push_back(static_cast<std::uint64_t>(ceil_div(m.rows(), bi)) * ceil_div(m.cols(), bo));
   std::vector<Order> orders;
   std::vector<std::string> methods;
   {
     py::gil_scoped_release release;
     Reorderer r(std::move(chain), bo, bi);
+    before = r.tiles();
     r.run(static_cast<std::size_t>(n_sweeps));
+    after = r.tiles();
     for (std::size_t h = 1; h < L; ++h) {
       orders.push_back(r.order(h));
       methods.push_back(r.method(h));
@@ -232,6 +246,9 @@ py::dict reorder_hidden(const py::handle& masks, const py::handle& block_out, co
   }
   py::dict out;
   out["perms"] = perms;
+  out["tiles_before"] = before;
+  out["tiles_after"] = after;
+  out["tiles_total"] = total;
   out["methods"] = methods;
   return out;
 }
@@ -243,8 +260,9 @@ void bind_reorder(py::module_& m) {
         py::arg("sweeps") = 3,
         "Permutes hidden units to minimize the nonzero (block_out x block_in) tiles of the layer weights.\n\n"
         "masks are in the reference orientation (fan_in x fan_out, input first); inputs and outputs keep\n"
-        "their order. Returns a dict: perms (one int64 array per hidden layer, new position -> old unit)\n"
-        "and methods (the order kept per hidden layer). Tiles are counted by block_layout.");
+        "their order. Returns a dict: perms (one int64 array per hidden layer, new position -> old unit),\n"
+        "tiles_before / tiles_after (nonzero tiles per mask, counted as block_layout counts them),\n"
+        "tiles_total (tiles of each mask's grid) and methods (the order kept per hidden layer).");
 }
 
 }  // namespace strnn

@@ -27,7 +27,6 @@ import torch.nn as nn
 
 from . import _C
 from ._validate import as_binary_matrix, as_block
-from .layout import BlockLayout
 
 
 @dataclass(frozen=True)
@@ -37,8 +36,8 @@ class Reordering:
     Attributes:
         perms: one int64 array per hidden layer; ``perm[k]`` is the original unit placed at k.
         masks: the permuted masks (reference orientation, fan_in x fan_out).
-        tiles_before / tiles_after: nonzero tiles of each mask (as an (out x in) weight), as
-            :class:`~strnn_fast.layout.BlockLayout` counts them.
+        tiles_before / tiles_after: nonzero tiles of each mask (as an (out x in) weight), counted
+            by the scan that builds :class:`~strnn_fast.layout.BlockLayout` (csrc/block_layout.cpp).
         tiles_total: tiles of each mask's full grid.
         methods: the order kept for each hidden layer ("identity" if none beat it).
     """
@@ -87,23 +86,14 @@ def reorder_masks(masks: Sequence[Any], block: tuple[int, int] = (64, 64), sweep
     bo, bi = as_block(block)
     raw = _C.reorder_hidden(arrays, bo, bi, sweeps)
     perms = tuple(raw["perms"])
-    permuted = tuple(permute_masks(arrays, perms))
-    before, total = _count_tiles(arrays, (bo, bi))
     return Reordering(
         perms=perms,
-        masks=permuted,
-        tiles_before=before,
-        tiles_after=_count_tiles(permuted, (bo, bi))[0],
-        tiles_total=total,
+        masks=tuple(permute_masks(arrays, perms)),
+        tiles_before=tuple(int(t) for t in raw["tiles_before"]),
+        tiles_after=tuple(int(t) for t in raw["tiles_after"]),
+        tiles_total=tuple(int(t) for t in raw["tiles_total"]),
         methods=tuple(raw["methods"]),
     )
-
-
-def _count_tiles(masks: Sequence[np.ndarray], block: tuple[int, int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    # BlockLayout (csrc/block_layout.cpp) is the one home of tile counting. A mask in the
-    # reference orientation is the transposed (out x in) weight the kernels tile.
-    layouts = [BlockLayout.from_mask(m.T, block) for m in masks]
-    return tuple(lay.nnz for lay in layouts), tuple(lay.grid[0] * lay.grid[1] for lay in layouts)
 
 
 def _check_perms(perms: Sequence[Any], widths: Sequence[int]) -> list[np.ndarray]:
