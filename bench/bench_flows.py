@@ -177,12 +177,19 @@ def _passes_per_step(model: nn.Module, n: int) -> list[int] | None:
     return None
 
 
-@pytest.mark.parametrize("impl", list(BUILDERS))
-@pytest.mark.parametrize("case", list(CASES))
+def _setup(impl: str, case: str, train: bool) -> tuple[nn.Module, np.ndarray]:
+    """The case's trained model, in train or eval mode, and the case's graph."""
+    return _model(impl, case).train(train), CASES[case][0]()
+
+
+# Every benchmark below runs for each case and implementation.
+pytestmark = [pytest.mark.parametrize("case", list(CASES)), pytest.mark.parametrize("impl", list(BUILDERS))]
+
+
 def test_train_step(benchmark, impl: str, case: str) -> None:
-    model = _model(impl, case).train()
+    model, A = _setup(impl, case, train=True)
     benchmark.group = f"train step {case} batch=256"
-    x = torch.randn(256, CASES[case][0]().shape[0])
+    x = torch.randn(256, A.shape[0])
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step() -> None:
@@ -193,21 +200,16 @@ def test_train_step(benchmark, impl: str, case: str) -> None:
     benchmark(step)
 
 
-@pytest.mark.parametrize("impl", list(BUILDERS))
-@pytest.mark.parametrize("case", list(CASES))
 def test_log_prob(benchmark, impl: str, case: str) -> None:
-    model = _model(impl, case).eval()
+    model, A = _setup(impl, case, train=False)
     benchmark.group = f"log_prob {case} batch=1024"
-    x = torch.randn(1024, CASES[case][0]().shape[0])
+    x = torch.randn(1024, A.shape[0])
     with torch.no_grad():
         benchmark(model.log_prob, x)
 
 
-@pytest.mark.parametrize("impl", list(BUILDERS))
-@pytest.mark.parametrize("case", list(CASES))
 def test_sample(benchmark, impl: str, case: str) -> None:
-    model = _model(impl, case).eval()
-    A = CASES[case][0]()
+    model, A = _setup(impl, case, train=False)
     benchmark.group = f"sample {case} n=1024 (depth {depth(A)})"
     with torch.no_grad():
         passes = _passes_per_step(model, 1024)

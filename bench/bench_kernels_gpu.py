@@ -90,10 +90,12 @@ def build(structure: str, d: int, block: tuple[int, int], cache: Path | None = N
                     backend="triton", reorder=False)
     t1 = time.perf_counter()
 
-    def tiles() -> list[int]:
-        return [BlockLayout.from_mask(l.mask.detach().cpu().numpy(), block).nnz for l in net.layers]
+    def layouts() -> list[BlockLayout]:
+        return [BlockLayout.from_mask(l.mask.detach().cpu().numpy(), block) for l in net.layers]
 
-    before = tiles()
+    first = layouts()
+    before = [lay.nnz for lay in first]
+    total = [lay.grid[0] * lay.grid[1] for lay in first]
     path = cache / f"{structure}_d{d}_{block[0]}x{block[1]}.npz" if cache is not None else None
     source = "reordered"
     if path is not None and path.exists():
@@ -107,20 +109,15 @@ def build(structure: str, d: int, block: tuple[int, int], cache: Path | None = N
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(path, tiles_before=np.array(before),
                                 **{f"perm{i}": p.astype(np.int32) for i, p in enumerate(r.perms)})
-    after = tiles()
+    after = [lay.nnz for lay in layouts()]
     t2 = time.perf_counter()
     with torch.no_grad():
         for layer in net.layers:
             layer.weight.mul_(layer.mask)  # the kernels' contract: masked at rest
-    total = [a * b for a, b in _grids(net, block)]
     info = {"tile_density": sum(after) / sum(total), "tile_density_unordered": sum(before) / sum(total),
             "layer_tile_density": [n / t for n, t in zip(after, total)], "order": source,
             "factorize_s": round(t1 - t0, 2), "reorder_s": round(t2 - t1, 2)}
     return net, info
-
-
-def _grids(net, block):
-    return [(-(-l.out_features // block[0]), -(-l.in_features // block[1])) for l in net.layers]
 
 
 def timer(cuda: bool):

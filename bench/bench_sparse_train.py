@@ -80,13 +80,22 @@ def _rounds(case: str, impl: str) -> dict[str, int]:
     return {"rounds": 50 if CASES[case] <= 100 else 10, "warmup_rounds": 1}
 
 
+def _setup(benchmark, what: str, case: str, impl: str, train: bool) -> tuple[torch.nn.Module, torch.Tensor]:
+    """Skips the big points not asked for, names the group; the model in train or eval mode and its batch."""
+    _skip_big(case, impl)
+    benchmark.group = f"{what} {case} hidden=(2d, 2d) batch={BATCH}"
+    return _model(case, impl).train(train), _inputs[case]
+
+
+def _measure(benchmark, case: str, impl: str, model: torch.nn.Module, fn) -> None:
+    benchmark.pedantic(fn, **_rounds(case, impl))
+    _save_report(case, impl, model)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("case", list(CASES))
 def test_train_step(benchmark, case: str, impl: str) -> None:
-    _skip_big(case, impl)
-    benchmark.group = f"train step {case} hidden=(2d, 2d) batch={BATCH}"
-    model = _model(case, impl).train()
-    x = _inputs[case]
+    model, x = _setup(benchmark, "train step", case, impl, train=True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
 
     def step() -> None:
@@ -94,24 +103,19 @@ def test_train_step(benchmark, case: str, impl: str) -> None:
         model(x).square().mean().backward()
         opt.step()
 
-    benchmark.pedantic(step, **_rounds(case, impl))
-    _save_report(case, impl, model)
+    _measure(benchmark, case, impl, model, step)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("case", list(CASES))
 def test_eval_forward(benchmark, case: str, impl: str) -> None:
-    _skip_big(case, impl)
-    benchmark.group = f"eval forward {case} hidden=(2d, 2d) batch={BATCH}"
-    model = _model(case, impl).eval()
-    x = _inputs[case]
+    model, x = _setup(benchmark, "eval forward", case, impl, train=False)
 
     def forward() -> None:
         with torch.no_grad():
             model(x)
 
-    benchmark.pedantic(forward, **_rounds(case, impl))
-    _save_report(case, impl, model)
+    _measure(benchmark, case, impl, model, forward)
 
 
 def _save_report(case: str, impl: str, model: torch.nn.Module) -> None:

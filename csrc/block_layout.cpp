@@ -5,6 +5,7 @@
 // (tile_row/col_idx). All index metadata is int32, as Triton indexes with int32 cheapest.
 #include "block_layout.hpp"
 
+#include <algorithm>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -18,6 +19,26 @@ namespace strnn {
 
 std::size_t read_block(const py::handle& obj, const std::string& name) {
   return static_cast<std::size_t>(read_int(obj, name, 1, kMaxBlock));
+}
+
+void mark_tile_row(const BitMatrix& m, std::size_t rb, std::size_t block_rows, std::size_t block_cols,
+                   const std::uint32_t* row_order, const std::uint32_t* col_pos, std::vector<char>& hit) {
+  for (std::size_t k = rb * block_rows; k < std::min(m.rows(), (rb + 1) * block_rows); ++k)
+    m.for_each_set(row_order ? row_order[k] : k,
+                   [&](std::size_t j) { hit[(col_pos ? col_pos[j] : j) / block_cols] = 1; });
+}
+
+std::uint64_t count_tiles(const BitMatrix& m, std::size_t block_rows, std::size_t block_cols,
+                          const std::uint32_t* row_order, const std::uint32_t* col_pos) {
+  const std::size_t n_rb = ceil_div(m.rows(), block_rows), n_cb = ceil_div(m.cols(), block_cols);
+  std::vector<char> hit(n_cb);
+  std::uint64_t tiles = 0;
+  for (std::size_t rb = 0; rb < n_rb; ++rb) {
+    std::fill(hit.begin(), hit.end(), 0);
+    mark_tile_row(m, rb, block_rows, block_cols, row_order, col_pos, hit);
+    tiles += static_cast<std::uint64_t>(std::count(hit.begin(), hit.end(), 1));
+  }
+  return tiles;
 }
 
 namespace {
@@ -45,8 +66,7 @@ py::dict block_layout(const py::handle& mask, const py::handle& block_out, const
       std::vector<char> hit(n_cb);
       for (std::size_t rb = b; rb < e; ++rb) {
         std::fill(hit.begin(), hit.end(), 0);
-        for (std::size_t i = rb * bo; i < std::min(M.rows(), (rb + 1) * bo); ++i)
-          M.for_each_set(i, [&](std::size_t j) { hit[j / bi] = 1; });
+        mark_tile_row(M, rb, bo, bi, nullptr, nullptr, hit);
         for (std::size_t cb = 0; cb < n_cb; ++cb)
           if (hit[cb]) per_row[rb].push_back(static_cast<std::int32_t>(cb));
       }

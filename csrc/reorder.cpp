@@ -35,17 +35,6 @@ bool lex_less(const std::uint64_t* a, const std::uint64_t* b, std::size_t words)
   return false;
 }
 
-// Number of nonzero tiles of mask (fan_in x fan_out) with rows placed by row_pos in blocks of
-// `bi` and columns by col_pos in blocks of `bo`.
-std::uint64_t count_tiles(const BitMatrix& m, const std::vector<std::uint32_t>& row_pos,
-                          const std::vector<std::uint32_t>& col_pos, std::size_t bi, std::size_t bo) {
-  const std::size_t n_rb = ceil_div(m.rows(), bi), n_cb = ceil_div(m.cols(), bo);
-  BitMatrix tiles(n_rb, n_cb);
-  for (std::size_t r = 0; r < m.rows(); ++r)
-    m.for_each_set(r, [&](std::size_t c) { tiles.set(row_pos[r] / bi, col_pos[c] / bo); });
-  return tiles.count();
-}
-
 // The block signatures of the units of one hidden layer, given the orders of its neighbours.
 struct Layer {
   std::size_t units;
@@ -140,9 +129,12 @@ class Reorderer {
     methods_.assign(chain_.size() + 1, "identity");
   }
 
+  // Nonzero tiles of each mask (fan_in x fan_out) in the current orders: inputs grouped by bi,
+  // outputs by bo, as the (out x in) weight's (bo x bi) tiles.
   std::vector<std::uint64_t> tiles() const {
     std::vector<std::uint64_t> t;
-    for (std::size_t l = 0; l < chain_.size(); ++l) t.push_back(count_tiles(chain_[l], pos_[l], pos_[l + 1], bi_, bo_));
+    for (std::size_t l = 0; l < chain_.size(); ++l)
+      t.push_back(count_tiles(chain_[l], bi_, bo_, orders_[l].data(), pos_[l + 1].data()));
     return t;
   }
 
@@ -230,7 +222,9 @@ py::dict reorder_hidden(const py::handle& masks, const py::handle& block_out, co
   const std::size_t bo = read_block(block_out, "block_out"), bi = read_block(block_in, "block_in");
   const long long n_sweeps = read_int(sweeps, "sweeps", 0, 100);
   const std::size_t L = chain.size();
-  std::vector<std::uint64_t> before, after;
+  std::vector<std::uint64_t> before, after, total;
+  for (const auto& m : chain)
+    total.push_back(static_cast<std::uint64_t>(ceil_div(m.rows(), bi)) * ceil_div(m.cols(), bo));
   std::vector<Order> orders;
   std::vector<std::string> methods;
   {
@@ -254,6 +248,7 @@ py::dict reorder_hidden(const py::handle& masks, const py::handle& block_out, co
   out["perms"] = perms;
   out["tiles_before"] = before;
   out["tiles_after"] = after;
+  out["tiles_total"] = total;
   out["methods"] = methods;
   return out;
 }
@@ -266,7 +261,8 @@ void bind_reorder(py::module_& m) {
         "Permutes hidden units to minimize the nonzero (block_out x block_in) tiles of the layer weights.\n\n"
         "masks are in the reference orientation (fan_in x fan_out, input first); inputs and outputs keep\n"
         "their order. Returns a dict: perms (one int64 array per hidden layer, new position -> old unit),\n"
-        "tiles_before / tiles_after (nonzero tiles per mask) and methods (the order kept per hidden layer).");
+        "tiles_before / tiles_after (nonzero tiles per mask, counted as block_layout counts them),\n"
+        "tiles_total (tiles of each mask's grid) and methods (the order kept per hidden layer).");
 }
 
 }  // namespace strnn

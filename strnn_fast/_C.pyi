@@ -37,4 +37,5 @@ def block_layout(mask: BinaryMatrix, block_out: int, block_in: int) -> dict[str,
 
 # --- hidden-unit reordering (csrc/reorder.cpp) ---
 def reorder_hidden(masks: Sequence[BinaryMatrix], block_out: int, block_in: int, sweeps: int = 3) -> dict[str, Any]:
-    """perms (int64 arrays, new position -> old unit), tiles_before, tiles_after (lists of int), methods (list of str)."""
+    """perms (int64 arrays, new position -> old unit), tiles_before, tiles_after, tiles_total (lists of int),
+    methods (list of str)."""

@@ -36,7 +36,8 @@ class Reordering:
     Attributes:
         perms: one int64 array per hidden layer; ``perm[k]`` is the original unit placed at k.
         masks: the permuted masks (reference orientation, fan_in x fan_out).
-        tiles_before / tiles_after: nonzero tiles of each mask (as an (out x in) weight).
+        tiles_before / tiles_after: nonzero tiles of each mask (as an (out x in) weight), counted
+            by the scan that builds :class:`~strnn_fast.layout.BlockLayout` (csrc/block_layout.cpp).
         tiles_total: tiles of each mask's full grid.
         methods: the order kept for each hidden layer ("identity" if none beat it).
     """
@@ -85,13 +86,12 @@ def reorder_masks(masks: Sequence[Any], block: tuple[int, int] = (64, 64), sweep
     bo, bi = as_block(block)
     raw = _C.reorder_hidden(arrays, bo, bi, sweeps)
     perms = tuple(raw["perms"])
-    total = tuple(-(-m.shape[0] // bi) * -(-m.shape[1] // bo) for m in arrays)
     return Reordering(
         perms=perms,
         masks=tuple(permute_masks(arrays, perms)),
         tiles_before=tuple(int(t) for t in raw["tiles_before"]),
         tiles_after=tuple(int(t) for t in raw["tiles_after"]),
-        tiles_total=total,
+        tiles_total=tuple(int(t) for t in raw["tiles_total"]),
         methods=tuple(raw["methods"]),
     )
 

@@ -7,6 +7,8 @@ of the whole input folder) and that no partial output (nor temporary file) was l
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,93 +38,87 @@ FIT = ["--epochs", "1", "--hidden", "4", "--flow-steps", "1", "-q"]
 W = "{w}"
 
 
-def _fit(data: str, graph: str = "graph.csv", *extra: str) -> list[str]:
-    """argv of ``strnn-fast fit`` on two files of the world, writing {w}/o.pt."""
-    return ["fit", f"{{w}}/{data}", "-a", f"{{w}}/{graph}", "-o", "{w}/o.pt", *extra]
+def _fit(data: str, graph: str = "graph.csv", *extra: str, output: str = "o.pt") -> list[str]:
+    """argv of ``strnn-fast fit`` on two files of the world, writing {w}/<output>."""
+    return ["fit", f"{{w}}/{data}", "-a", f"{{w}}/{graph}", "-o", f"{{w}}/{output}", *extra]
+
+
+def _sample(model: str = "straf.pt", *extra: str, n: str = "3", output: str = "o.csv") -> list[str]:
+    """argv of ``strnn-fast sample``: n draws from a model file of the world into {w}/<output>."""
+    return ["sample", f"{{w}}/{model}", "-n", n, "-o", f"{{w}}/{output}", *extra]
+
+
+def _cf(model: str = "causal.pt", data: str = "data.csv", *extra: str, do: str = "a=1",
+        output: str = "o.csv") -> list[str]:
+    """argv of ``strnn-fast counterfactual`` of a model and a data file of the world into {w}/<output>."""
+    return ["counterfactual", f"{{w}}/{model}", f"{{w}}/{data}", "--do", do, "-o", f"{{w}}/{output}", *extra]
+
+
+def _cli_refuses(command: str, argv: Callable[[str], list[str]], files: str) -> list[tuple[str, list[str], str]]:
+    """Cases of a command that must refuse each of the (space-separated) files, naming the file."""
+    return [(f"{command}-{name}", argv(name), name) for name in files.split()]
+
 
 # (id, argv with {w} for the input folder, text the message must contain)
 CLI_CASES = [
+    # bad files, each named in the message
+    *_cli_refuses("fit", _fit, "nope.csv table.xlsx empty.csv header_only.csv nan.csv inf.csv dup_names.csv "
+                               "binary.csv nul.csv cube.npy strings.npy junk.npy two.npz junk.npz"),
+    *_cli_refuses("fit-graph", lambda graph: _fit("data.csv", graph), "nograph.csv mixed.csv three_fields.txt"),
+    *_cli_refuses("sample", _sample, "nope.pt data.csv crafted.pt crafted_raw.pt fast.pt truncated.pt empty.pt "
+                                     "foreign.pt existing_dir"),
+    *_cli_refuses("logprob-data", lambda data: ["logprob", "{w}/straf.pt", f"{{w}}/{data}"],
+                  "nope.csv two_cols.csv nan.csv"),
+    *_cli_refuses("logprob-model", lambda model: ["logprob", f"{{w}}/{model}", "{w}/data.csv"], "nope.pt crafted.pt"),
+    *_cli_refuses("cf-data", lambda data: _cf("causal.pt", data), "nope.csv two_cols.csv"),
+    *_cli_refuses("cf-model", lambda model: _cf(model, "data.csv"), "crafted.pt"),
+    *_cli_refuses("factorize", lambda file: ["factorize", f"{{w}}/{file}", "-o", "{w}/fo"],
+                  "empty.csv nonbinary.csv nope.npy junk.npy table.xlsx cube.npy"),
     # fit: data files
-    ("fit-missing-data", _fit("nope.csv"), "nope.csv"),
-    ("fit-xlsx", _fit("table.xlsx"), "table.xlsx"),
-    ("fit-empty-csv", _fit("empty.csv"), "empty.csv"),
-    ("fit-header-only", _fit("header_only.csv"), "header_only.csv"),
     ("fit-ragged", _fit("ragged.csv"), "line 3"),
     ("fit-words", _fit("words.csv"), "'oops'"),
-    ("fit-nan", _fit("nan.csv"), "nan.csv"),
-    ("fit-inf", _fit("inf.csv"), "inf.csv"),
     ("fit-beyond-float32", _fit("huge.csv", "graph.csv", *FIT), "float32"),
     ("fit-constant", _fit("const.csv", "graph.csv", *FIT), "'c'"),
-    ("fit-constant-causal", ["fit", "{w}/const.csv", "-a", "{w}/graph.csv", "--model", "causal", "-o", "{w}/o.pt",
-                             *FIT], "'c'"),
+    ("fit-constant-causal", _fit("const.csv", "graph.csv", "--model", "causal", *FIT), "'c'"),
     ("fit-too-few-rows", _fit("few.csv", "graph.csv", *FIT), "few.csv"),
-    ("fit-dup-names", _fit("dup_names.csv"), "dup_names.csv"),
-    ("fit-binary-bytes", _fit("binary.csv"), "binary.csv"),
-    ("fit-nul", _fit("nul.csv"), "nul.csv"),
-    ("fit-cube-npy", _fit("cube.npy"), "cube.npy"),
-    ("fit-strings-npy", _fit("strings.npy"), "strings.npy"),
-    ("fit-junk-npy", _fit("junk.npy"), "junk.npy"),
-    ("fit-two-arrays-npz", _fit("two.npz"), "two.npz"),
     ("fit-bad-names-npz", _fit("badnames.npz"), "names"),
-    ("fit-junk-npz", _fit("junk.npz"), "junk.npz"),
     # fit: graphs
-    ("fit-missing-graph", _fit("data.csv", "nograph.csv"), "nograph.csv"),
     ("fit-cycle", _fit("data.csv", "cycle.csv", *FIT), "cycle"),
     ("fit-self-loop", _fit("data.csv", "selfloop.csv"), "self-loop"),
     ("fit-unknown-node", _fit("data.csv", "unknown.csv"), "'q'"),
     ("fit-graph-size", _fit("noheader.csv", "two_by_two.csv"), "columns"),
-    ("fit-nonbinary-graph", _fit("noheader.csv", "nonbinary.csv"),
-     "nonbinary.csv"),
-    ("fit-mixed-edges", _fit("data.csv", "mixed.csv"), "mixed.csv"),
-    ("fit-three-fields", _fit("data.csv", "three_fields.txt"), "three_fields.txt"),
+    ("fit-nonbinary-graph", _fit("noheader.csv", "nonbinary.csv"), "nonbinary.csv"),
     ("fit-names-vs-graph", _fit("other_names.csv"), "zz"),
     # fit: outputs and options
-    ("fit-output-is-input", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/data.csv"], "input"),
-    ("fit-output-exists", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/existing.csv"], "--force"),
-    ("fit-output-folder-missing", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/no/o.pt"], "no"),
-    ("fit-output-is-dir", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/existing_dir"], "existing_dir"),
-    ("fit-epochs-0", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--epochs", "0"], "--epochs"),
-    ("fit-hidden-0", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--hidden", "0"], "--hidden"),
-    ("fit-hidden-words", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--hidden", "a,b"],
-     "--hidden"),
-    ("fit-split", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--split", "0.5,0.5"], "--split"),
-    ("fit-model", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--model", "maf"], "--model"),
-    ("fit-lr-nan", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--lr", "nan", *FIT], "lr"),
-    ("fit-lr-negative", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--lr", "-1", *FIT], "lr"),
-    ("fit-batch", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--batch-size", "-3"],
-     "--batch-size"),
+    ("fit-output-is-input", _fit("data.csv", output="data.csv"), "input"),
+    ("fit-output-exists", _fit("data.csv", output="existing.csv"), "--force"),
+    ("fit-output-folder-missing", _fit("data.csv", output="no/o.pt"), "no"),
+    ("fit-output-is-dir", _fit("data.csv", output="existing_dir"), "existing_dir"),
+    ("fit-epochs-0", _fit("data.csv", "graph.csv", "--epochs", "0"), "--epochs"),
+    ("fit-hidden-0", _fit("data.csv", "graph.csv", "--hidden", "0"), "--hidden"),
+    ("fit-hidden-words", _fit("data.csv", "graph.csv", "--hidden", "a,b"), "--hidden"),
+    ("fit-split", _fit("data.csv", "graph.csv", "--split", "0.5,0.5"), "--split"),
+    ("fit-model", _fit("data.csv", "graph.csv", "--model", "maf"), "--model"),
+    ("fit-lr-nan", _fit("data.csv", "graph.csv", "--lr", "nan", *FIT), "lr"),
+    ("fit-lr-negative", _fit("data.csv", "graph.csv", "--lr", "-1", *FIT), "lr"),
+    ("fit-batch", _fit("data.csv", "graph.csv", "--batch-size", "-3"), "--batch-size"),
     ("fit-no-adjacency", ["fit", "{w}/data.csv", "-o", "{w}/o.pt"], "--adjacency"),
-    ("fit-seed-negative", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--seed", "-1"], "--seed"),
-    ("fit-lr-huge", ["fit", "{w}/data.csv", "-a", "{w}/graph.csv", "-o", "{w}/o.pt", "--lr", "1e300"], "--lr"),
-    ("cf-beyond-float32", ["counterfactual", "{w}/causal.pt", "{w}/huge.csv", "--do", "a=1", "-o", "{w}/o.csv"],
-     "float32"),
-    ("sample-seed-words", ["sample", "{w}/straf.pt", "-n", "3", "-o", "{w}/o.csv", "--seed", "x"], "--seed"),
+    ("fit-seed-negative", _fit("data.csv", "graph.csv", "--seed", "-1"), "--seed"),
+    ("fit-lr-huge", _fit("data.csv", "graph.csv", "--lr", "1e300"), "--lr"),
+    ("cf-beyond-float32", _cf("causal.pt", "huge.csv"), "float32"),
+    ("sample-seed-words", _sample("straf.pt", "--seed", "x"), "--seed"),
     ("sample-empty-output", ["sample", "{w}/straf.pt", "-n", "3", "-o", ""], "output"),
     # sample
-    ("sample-missing", ["sample", "{w}/nope.pt", "-n", "3", "-o", "{w}/o.csv"], "nope.pt"),
-    ("sample-csv-as-model", ["sample", "{w}/data.csv", "-n", "3", "-o", "{w}/o.csv"], "data.csv"),
-    ("sample-crafted", ["sample", "{w}/crafted.pt", "-n", "3", "-o", "{w}/o.csv"], "crafted.pt"),
-    ("sample-crafted-raw", ["sample", "{w}/crafted_raw.pt", "-n", "3", "-o", "{w}/o.csv"], "crafted_raw.pt"),
-    ("sample-legacy", ["sample", "{w}/legacy.pt", "-n", "3", "-o", "{w}/o.csv"], "--trust-legacy-file"),
-    ("sample-not-density", ["sample", "{w}/fast.pt", "-n", "3", "-o", "{w}/o.csv"], "fast.pt"),
-    ("sample-n-0", ["sample", "{w}/straf.pt", "-n", "0", "-o", "{w}/o.csv"], "-n"),
-    ("sample-n-words", ["sample", "{w}/straf.pt", "-n", "ten", "-o", "{w}/o.csv"], "-n"),
-    ("sample-exists", ["sample", "{w}/straf.pt", "-n", "3", "-o", "{w}/existing.csv"], "--force"),
-    ("sample-into-model", ["sample", "{w}/straf.pt", "-n", "3", "-o", "{w}/straf.pt", "--force"], "input"),
-    ("sample-folder-missing", ["sample", "{w}/straf.pt", "-n", "3", "-o", "{w}/no/o.csv"], "no"),
-    ("sample-truncated", ["sample", "{w}/truncated.pt", "-n", "3", "-o", "{w}/o.csv"], "truncated.pt"),
-    ("sample-empty-model", ["sample", "{w}/empty.pt", "-n", "3", "-o", "{w}/o.csv"], "empty.pt"),
-    ("sample-foreign", ["sample", "{w}/foreign.pt", "-n", "3", "-o", "{w}/o.csv"], "foreign.pt"),
-    ("sample-nan-model", ["sample", "{w}/nanmodel.pt", "-n", "3", "-o", "{w}/o.csv"], "non-finite"),
-    ("sample-dir-as-model", ["sample", "{w}/existing_dir", "-n", "3", "-o", "{w}/o.csv"], "existing_dir"),
+    ("sample-legacy", _sample("legacy.pt"), "--trust-legacy-file"),
+    ("sample-n-0", _sample("straf.pt", n="0"), "-n"),
+    ("sample-n-words", _sample("straf.pt", n="ten"), "-n"),
+    ("sample-exists", _sample("straf.pt", output="existing.csv"), "--force"),
+    ("sample-into-model", _sample("straf.pt", "--force", output="straf.pt"), "input"),
+    ("sample-folder-missing", _sample("straf.pt", output="no/o.csv"), "no"),
+    ("sample-nan-model", _sample("nanmodel.pt"), "non-finite"),
     # logprob
-    ("logprob-missing-data", ["logprob", "{w}/straf.pt", "{w}/nope.csv"], "nope.csv"),
-    ("logprob-width", ["logprob", "{w}/straf.pt", "{w}/two_cols.csv"], "two_cols.csv"),
     ("logprob-names", ["logprob", "{w}/straf.pt", "{w}/other_names.csv"], "'c'"),
     ("logprob-float32", ["logprob", "{w}/straf.pt", "{w}/huge.csv"], "float32"),
-    ("logprob-nan-data", ["logprob", "{w}/straf.pt", "{w}/nan.csv"], "nan.csv"),
-    ("logprob-missing-model", ["logprob", "{w}/nope.pt", "{w}/data.csv"], "nope.pt"),
-    ("logprob-crafted", ["logprob", "{w}/crafted.pt", "{w}/data.csv"], "crafted.pt"),
     ("logprob-exists", ["logprob", "{w}/straf.pt", "{w}/data.csv", "-o", "{w}/existing.csv"], "--force"),
     ("logprob-into-data", ["logprob", "{w}/straf.pt", "{w}/data.csv", "-o", "{w}/data.csv", "--force"], "input"),
     ("logprob-nan-model", ["logprob", "{w}/nanmodel.pt", "{w}/data.csv", "-o", "{w}/o.csv"], "NaN"),
@@ -140,31 +136,17 @@ CLI_CASES = [
     ("intervene-exists", ["intervene", "{w}/causal.pt", "--do", "a=1", "-o", "{w}/existing.csv"], "--force"),
     ("intervene-legacy", ["intervene", "{w}/legacy.pt", "--do", "a=1"], "--trust-legacy-file"),
     # counterfactual
-    ("cf-missing-data", ["counterfactual", "{w}/causal.pt", "{w}/nope.csv", "--do", "a=1", "-o", "{w}/o.csv"],
-     "nope.csv"),
-    ("cf-width", ["counterfactual", "{w}/causal.pt", "{w}/two_cols.csv", "--do", "a=1", "-o", "{w}/o.csv"],
-     "two_cols.csv"),
-    ("cf-not-causal", ["counterfactual", "{w}/straf.pt", "{w}/data.csv", "--do", "a=1", "-o", "{w}/o.csv"],
-     "CausalFlow"),
-    ("cf-into-data", ["counterfactual", "{w}/causal.pt", "{w}/data.csv", "--do", "a=1", "-o", "{w}/data.csv"],
-     "input"),
-    ("cf-unknown", ["counterfactual", "{w}/causal.pt", "{w}/data.csv", "--do", "q=1", "-o", "{w}/o.csv"], "'q'"),
+    ("cf-not-causal", _cf("straf.pt", "data.csv"), "CausalFlow"),
+    ("cf-into-data", _cf("causal.pt", "data.csv", output="data.csv"), "input"),
+    ("cf-unknown", _cf("causal.pt", "data.csv", do="q=1"), "'q'"),
     ("cf-no-output", ["counterfactual", "{w}/causal.pt", "{w}/data.csv", "--do", "a=1"], "--output"),
-    ("cf-crafted", ["counterfactual", "{w}/crafted.pt", "{w}/data.csv", "--do", "a=1", "-o", "{w}/o.csv"],
-     "crafted.pt"),
     # factorize
-    ("factorize-empty", ["factorize", "{w}/empty.csv", "-o", "{w}/fo"], "empty.csv"),
     ("factorize-block-0", ["factorize", "--block", "0", "-o", "{w}/fo"], "--block"),
     ("factorize-hidden-0", ["factorize", "{w}/rect.npy", "--hidden", "0", "-o", "{w}/fo"], "--hidden"),
     ("factorize-methods", ["factorize", "{w}/rect.npy", "--methods", "bogus", "-o", "{w}/fo"], "--methods"),
-    ("factorize-nonbinary", ["factorize", "{w}/nonbinary.csv", "-o", "{w}/fo"], "nonbinary.csv"),
-    ("factorize-missing", ["factorize", "{w}/nope.npy", "-o", "{w}/fo"], "nope.npy"),
     ("factorize-existing-folder", ["factorize", "{w}/rect.npy", "-o", "{w}/existing_dir"], "--force"),
     ("factorize-output-is-file", ["factorize", "{w}/rect.npy", "-o", "{w}/existing.csv"], "existing.csv"),
     ("factorize-all-zero", ["factorize", "{w}/zeros.csv", "-o", "{w}/fo"], "zero"),
-    ("factorize-junk-npy", ["factorize", "{w}/junk.npy", "-o", "{w}/fo"], "junk.npy"),
-    ("factorize-xlsx", ["factorize", "{w}/table.xlsx", "-o", "{w}/fo"], "table.xlsx"),
-    ("factorize-cube", ["factorize", "{w}/cube.npy", "-o", "{w}/fo"], "cube.npy"),
     # demo
     ("demo-out-is-file", ["demo", "--out", "{w}/existing.csv", "--epochs", "1"], "existing.csv"),
     ("demo-n-0", ["demo", "--n", "0", "--out", "{w}/demo"], "--n"),
@@ -213,48 +195,35 @@ class _NoLogProb(torch.nn.Module):
 
 X = np.random.default_rng(0).normal(size=(30, 3))
 
+
+def _api_refuses(prefix: str, reader: Callable[[Any], Any], error: type[Exception], files: str) -> list[tuple]:
+    """API cases: ``reader(world / file)`` raises ``error`` naming the file, for each (space-separated) file."""
+    return [(f"{prefix}-{name}", lambda w, name=name: reader(w / name), error, name) for name in files.split()]
+
+
 # (id, callable(world), exception type, text the message must contain)
 API_CASES = [
+    # bad files, each named in the message
+    *_api_refuses("load", load, FileNotFoundError, "nope.pt existing_dir"),
+    *_api_refuses("load", load, ValueError, "data.csv crafted.pt crafted_raw.pt truncated.pt empty.pt foreign.pt"),
+    *_api_refuses("table", load_table, FileNotFoundError, "nope.csv"),
+    *_api_refuses("table", load_table, ValueError, "table.xlsx empty.csv header_only.csv inf.csv binary.csv "
+                                                   "nul.csv dup_names.csv cube.npy strings.npy junk.npy two.npz "
+                                                   "badnames.npz junk.npz"),
+    *_api_refuses("adj", load_adjacency, ValueError, "empty.csv nonbinary.csv mixed.csv rect.npy junk.npy"),
     # load
-    ("load-missing", lambda w: load(w / "nope.pt"), FileNotFoundError, "nope.pt"),
-    ("load-dir", lambda w: load(w / "existing_dir"), FileNotFoundError, "existing_dir"),
-    ("load-csv", lambda w: load(w / "data.csv"), ValueError, "data.csv"),
-    ("load-crafted", lambda w: load(w / "crafted.pt"), ValueError, "crafted.pt"),
-    ("load-crafted-raw", lambda w: load(w / "crafted_raw.pt"), ValueError, "crafted_raw.pt"),
     ("load-legacy", lambda w: load(w / "legacy.pt"), ValueError, "trusted=True"),
-    ("load-truncated", lambda w: load(w / "truncated.pt"), ValueError, "truncated.pt"),
-    ("load-empty", lambda w: load(w / "empty.pt"), ValueError, "empty.pt"),
-    ("load-foreign", lambda w: load(w / "foreign.pt"), ValueError, "foreign.pt"),
     ("load-int-path", lambda w: load(3), TypeError, "path"),
     ("load-trusted-str", lambda w: load(w / "straf.pt", trusted="yes"), TypeError, "trusted"),
     # load_table
-    ("table-missing", lambda w: load_table(w / "nope.csv"), FileNotFoundError, "nope.csv"),
-    ("table-xlsx", lambda w: load_table(w / "table.xlsx"), ValueError, "table.xlsx"),
-    ("table-empty", lambda w: load_table(w / "empty.csv"), ValueError, "empty.csv"),
-    ("table-header-only", lambda w: load_table(w / "header_only.csv"), ValueError, "header_only.csv"),
     ("table-ragged", lambda w: load_table(w / "ragged.csv"), ValueError, "line 3"),
     ("table-words", lambda w: load_table(w / "words.csv"), ValueError, "'b'"),
     ("table-nan", lambda w: load_table(w / "nan.csv"), ValueError, "line 7"),
-    ("table-inf", lambda w: load_table(w / "inf.csv"), ValueError, "inf.csv"),
-    ("table-binary", lambda w: load_table(w / "binary.csv"), ValueError, "binary.csv"),
-    ("table-nul", lambda w: load_table(w / "nul.csv"), ValueError, "nul.csv"),
-    ("table-dup-names", lambda w: load_table(w / "dup_names.csv"), ValueError, "dup_names.csv"),
-    ("table-cube", lambda w: load_table(w / "cube.npy"), ValueError, "cube.npy"),
-    ("table-strings", lambda w: load_table(w / "strings.npy"), ValueError, "strings.npy"),
-    ("table-junk-npy", lambda w: load_table(w / "junk.npy"), ValueError, "junk.npy"),
-    ("table-two-npz", lambda w: load_table(w / "two.npz"), ValueError, "two.npz"),
-    ("table-badnames-npz", lambda w: load_table(w / "badnames.npz"), ValueError, "badnames.npz"),
-    ("table-junk-npz", lambda w: load_table(w / "junk.npz"), ValueError, "junk.npz"),
     ("table-int-path", lambda w: load_table(5), TypeError, "path"),
     # load_adjacency
-    ("adj-empty", lambda w: load_adjacency(w / "empty.csv"), ValueError, "empty.csv"),
-    ("adj-nonbinary", lambda w: load_adjacency(w / "nonbinary.csv"), ValueError, "nonbinary.csv"),
     ("adj-selfloop", lambda w: load_adjacency(w / "selfloop.csv"), ValueError, "self-loop"),
-    ("adj-mixed", lambda w: load_adjacency(w / "mixed.csv"), ValueError, "mixed.csv"),
     ("adj-three-fields", lambda w: load_adjacency(w / "three_fields.txt"), ValueError, "line 1"),
-    ("adj-rect", lambda w: load_adjacency(w / "rect.npy"), ValueError, "rect.npy"),
     ("adj-unknown-name", lambda w: load_adjacency(w / "unknown.csv", names=["a", "b", "c"]), ValueError, "'q'"),
-    ("adj-junk-npy", lambda w: load_adjacency(w / "junk.npy"), ValueError, "junk.npy"),
     # FastStrNN
     ("fast-nin-0", lambda w: FastStrNN(0, (4,), 3, adjacency=A3), ValueError, "nin"),
     ("fast-hidden-words", lambda w: FastStrNN(3, ("a",), 3, adjacency=A3), TypeError, "hidden_sizes"),

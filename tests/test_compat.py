@@ -149,28 +149,19 @@ def test_greedy_fac_single_layer():
     assert np.all(masks[0].T == greedy_factor_mask_1)
 
 
-def test_greedy_fac():
-    """Multi-layer greedy factorization."""
-    masks = GreedyFactorizer(strnn_adjacency).factorize([5, 5])
-    assert np.all(masks[0] == greedy_mask_0)
-    assert np.all(masks[1] == greedy_mask_1)
-    assert np.all(masks[2] == greedy_mask_2)
-
-
-def test_strnn_factorization_made():
-    """MADE factorization."""
-    masks = MADEFactorizer(made_adjacency).factorize([4, 4])
-    assert np.all(masks[0] == made_mask_0)
-    assert np.all(masks[1] == made_mask_1)
-    assert np.all(masks[2] == made_mask_2)
-
-
-def test_strnn_factorization_zuko():
-    """Zuko factorization."""
-    masks = ZukoFactorizer(strnn_adjacency).factorize([4, 4])
-    assert np.all(masks[0] == zuko_mask_0)
-    assert np.all(masks[1] == zuko_mask_1)
-    assert np.all(masks[2] == zuko_mask_2)
+@pytest.mark.parametrize(
+    "factorizer, adjacency, hidden, expected",
+    [(GreedyFactorizer, strnn_adjacency, [5, 5], (greedy_mask_0, greedy_mask_1, greedy_mask_2)),
+     (MADEFactorizer, made_adjacency, [4, 4], (made_mask_0, made_mask_1, made_mask_2)),
+     (ZukoFactorizer, strnn_adjacency, [4, 4], (zuko_mask_0, zuko_mask_1, zuko_mask_2))],
+    ids=["greedy", "made", "zuko"],
+)
+def test_factorizer_masks(factorizer, adjacency, hidden, expected):
+    """Multi-layer factorization (the reference's test_greedy_fac, test_strnn_factorization_made/_zuko)."""
+    masks = factorizer(adjacency).factorize(hidden)
+    assert len(masks) == len(expected)
+    for mask, want in zip(masks, expected):
+        assert np.all(mask == want)
 
 
 def test_strnn_empty_adjacency():

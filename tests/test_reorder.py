@@ -42,6 +42,8 @@ def test_reorder_keeps_structure(method, A, hidden, block):
         assert BlockLayout.from_mask(m.T, block).nnz == before
     assert tuple(BlockLayout.from_mask(m.T, block).nnz for m in r.masks) == r.tiles_after
     assert sum(r.tiles_after) <= sum(r.tiles_before)
+    # Grid sizes from the shapes (each mask is the transposed (out x in) weight, tiled block).
+    assert r.tiles_total == tuple(-(-m.shape[1] // block[0]) * -(-m.shape[0] // block[1]) for m in masks)
     assert r.density_after == sum(r.tiles_after) / sum(r.tiles_total)
 
 

@@ -33,6 +33,21 @@ NOISES = ("gaussian", "laplace")
 MONTE_CARLO_SAMPLES = 100_000
 
 
+def _copied(attr: str, doc: str) -> property:
+    """A read-only property that returns a copy of the array ``self.<attr>``.
+
+    A SEM's arrays are its ground truth: callers get copies, so editing what a property returned
+    never changes the model.
+
+    Example:
+        >>> sem = LinearSEM([("a", "b", 2.0)], 1.0)
+        >>> sem.coefficients[1, 0] = 5.0
+        >>> float(sem.coefficients[1, 0])
+        2.0
+    """
+    return property(lambda self: getattr(self, attr).copy(), doc=doc)
+
+
 class SEM:
     r"""Nonlinear additive-noise SEM ``x_i = f_i(x_parents(i)) + e_i``.
 
@@ -91,25 +106,15 @@ class SEM:
         """Variable names, or None."""
         return None if self._names is None else list(self._names)
 
-    @property
-    def adjacency(self) -> np.ndarray:
-        """(d, d) bool array, ``[i, j]`` True iff j is a parent of i."""
-        return self._A.copy()
-
-    @property
-    def order(self) -> np.ndarray:
-        """A topological order of the variables (ties by index)."""
-        return self._order.copy()
+    adjacency = _copied("_A", "(d, d) bool array, ``[i, j]`` True iff j is a parent of i.")
+    order = _copied("_order", "A topological order of the variables (ties by index).")
 
     @property
     def noise(self) -> str:
         """Noise family: "gaussian" or "laplace"."""
         return self._noise
 
-    @property
-    def noise_std(self) -> np.ndarray:
-        """(d,) standard deviations of the noise terms."""
-        return self._noise_std.copy()
+    noise_std = _copied("_noise_std", "(d,) standard deviations of the noise terms.")
 
     def index(self, variable: Variable) -> int:
         r"""Index of a variable given by name or index.
@@ -334,15 +339,8 @@ class LinearSEM(SEM):
         for f, b in zip(mechanisms, self._intercept):
             f.bias = float(b)
 
-    @property
-    def coefficients(self) -> np.ndarray:
-        """(d, d) weights, ``[i, j]`` the coefficient of parent j in the equation of i."""
-        return self._W.copy()
-
-    @property
-    def intercept(self) -> np.ndarray:
-        """(d,) constants of the equations."""
-        return self._intercept.copy()
+    coefficients = _copied("_W", "(d, d) weights, ``[i, j]`` the coefficient of parent j in the equation of i.")
+    intercept = _copied("_intercept", "(d,) constants of the equations.")
 
     def interventional_mean(self, do: Mapping[Variable, float], n: int | None = None, seed: Any = 0) -> np.ndarray:
         r"""E[x | do(...)]: exact when ``n`` is None (noise has mean zero), else a Monte-Carlo estimate.

@@ -75,10 +75,10 @@ class ARF(AutoregressiveFlow):
         full = np.tril(np.ones((self.d, self.d), dtype=bool), k=-1)
         reverse = np.arange(self.d)[::-1].copy()
 
-        Ac = self.sorted_context_adjacency if self.context_features else None
+        Ac = self.sorted_context_adjacency
 
         def conditioner(n_params: int, first: Conditioner | None, perm: Any) -> Conditioner:
-            if Ac is None:
+            if not self.context_features:
                 masks = first.masks if isinstance(first, StrNNConditioner) else None
                 return StrNNConditioner(full, hidden_sizes, n_params, opt_type="made", activation=activation,
                                         backend=backend, precomputed_masks=masks, init=init)

@@ -59,7 +59,7 @@ class GNF(AutoregressiveFlow):
         super().__init__(adjacency, names=names, prior=prior, context_features=context_features,
                          context_adjacency=context_adjacency, context_names=context_names)
         A = self.sorted_adjacency
-        Ac = self.sorted_context_adjacency if self.context_features else None
+        Ac = self.sorted_context_adjacency
 
         def conditioner(n_params: int, first: Conditioner | None, perm: Any) -> Conditioner:
             return GNFConditioner(A, hidden_sizes, n_params, activation=activation, hot_encoding=hot_encoding,

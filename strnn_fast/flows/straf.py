@@ -85,8 +85,8 @@ class StrAF(AutoregressiveFlow):
         super().__init__(adjacency, names=names, prior=prior, context_features=context_features,
                          context_adjacency=context_adjacency, context_names=context_names)
         A = self.sorted_adjacency
-        Ac = self.sorted_context_adjacency if self.context_features else None
-        if not A.any() and not (Ac is not None and Ac.any()):
+        Ac = self.sorted_context_adjacency  # (d, 0) without context: the conditioners then read x only
+        if not A.any() and not Ac.any():
             raise ValueError("adjacency has no edges, so the variables are independent; StrAF needs at least "
                              "one edge (use GNF, which accepts edgeless graphs, or model each variable alone)")
 
