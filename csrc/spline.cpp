@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "bindings.hpp"
@@ -115,10 +116,11 @@ ALWAYS_INLINE T fast_tanh(T v) {
 template <class T>
 struct Work {
   Work(int K, std::size_t d)
-      : E(2 * K * d), A(2 * K * d), S(2 * d), k(d), below(2 * d), pk(2 * d), th(2 * d), g(6 * d) {}
+      : E(2 * K * d), A(2 * K * d), S(2 * d), k(d), v(d), below(2 * d), pk(2 * d), th(2 * d), g(6 * d) {}
   std::vector<T> E, A;    // softmax numerators e_q and squash denominators a_q (2K x d)
   std::vector<T> S;       // softmax sums (2 x d: rows x, y)
   std::vector<T> k;       // bin index (as T: compared with T(j) in vector loops)
+  std::vector<T> v;       // the inputs clamped to [-B, B] (the spline branch never sees far-out values)
   std::vector<T> below;   // mass below the bin (2 x d)
   std::vector<T> pk;      // mass of the bin (2 x d)
   std::vector<T> th;      // tanh(raw / L) at knots k, k + 1 (2 x d)
@@ -145,15 +147,17 @@ ALWAYS_INLINE void softmax(const T* h, std::size_t d, int K, Work<T>& w) {
   }
 }
 
-// Phase 2: bin k of v (clamped to [-B, B]) among the interior knots of `row` (the number of knots
-// at or below v), the two rows' masses below and in the bin, and tanh of the bin's knot-slope raws
-// (0 at the end knots ±B, slope 1).
+// Phases 1 and 2: the softmax, then the bin k of v (clamped to [-B, B], kept in w.v) among the
+// interior knots of `row` (the number of knots at or below v), the two rows' masses below and in
+// the bin, and tanh of the bin's knot-slope raws (0 at the end knots ±B, slope 1).
 template <class T>
-ALWAYS_INLINE void locate(const T* h, const T* v, std::size_t d, int row, const SplineOptions& o, Work<T>& w) {
+ALWAYS_INLINE void bins(const T* h, const T* v, std::size_t d, int row, const SplineOptions& o, Work<T>& w) {
   const int K = o.K;
+  softmax(h, d, K, w);
   const T B = T(o.B), m = T(o.m), c = T(1) - T(K) * m, inv_L = T(1) / T(o.L);
   for (std::size_t i = 0; i < d; ++i) {
     const T vi = clamp_value(v[i], -B, B);
+    w.v[i] = vi;
     const T target = (vi + B) * (T(1) / (T(2) * B));
     const T scale = c / w.S[row * d + i];
     int k = 0;
@@ -194,14 +198,12 @@ ALWAYS_INLINE Knots<T> knots(const Work<T>& w, std::size_t d, std::size_t i, con
 template <class T>
 SIMD_CLONES void forward_row(const T* hn, const T* xn, T* yn, T* ln, std::size_t d, const SplineOptions& o,
                              Work<T>& w) {
-  softmax(hn, d, o.K, w);
-  locate(hn, xn, d, 0, o, w);
+  bins(hn, xn, d, 0, o, w);
   const T B = T(o.B);
   for (std::size_t i = 0; i < d; ++i) {
     const Knots<T> kn = knots(w, d, i, o);
-    const T u = clamp_value(xn[i], -B, B);
     const T sl = kn.hh / kn.w;
-    const T xi = clamp_value((u - kn.x0) / kn.w, T(0), T(1));
+    const T xi = clamp_value((w.v[i] - kn.x0) / kn.w, T(0), T(1));
     const T om = T(1) - xi, t = xi * om;
     const T den = sl + (kn.d0 + kn.d1 - T(2) * sl) * t;
     const T y_in = kn.y0 + kn.hh * (sl * xi * xi + kn.d0 * t) / den;
@@ -218,8 +220,7 @@ template <class T>
 SIMD_CLONES void backward_row(const T* hn, const T* xn, const T* gzn, const T* gln, T* gxn, T* ghn, std::size_t d,
                               std::size_t P, const SplineOptions& o, Work<T>& w) {
   const int K = o.K;
-  softmax(hn, d, K, w);
-  locate(hn, xn, d, 0, o, w);
+  bins(hn, xn, d, 0, o, w);
   const T B = T(o.B);
   T* g_edge = w.g.data();        // rows x, y
   T* g_size = w.g.data() + 2 * d;
@@ -227,11 +228,10 @@ SIMD_CLONES void backward_row(const T* hn, const T* xn, const T* gzn, const T* g
   for (std::size_t i = 0; i < d; ++i) {
     const Knots<T> kn = knots(w, d, i, o);
     const bool inside = std::abs(xn[i]) < B;
-    const T u = clamp_value(xn[i], -B, B);
     // Outside the bound the map is the identity: nothing reaches the parameters.
     const T gy = inside ? gzn[i] : T(0), gl = inside ? gln[i] : T(0);
     const T sl = kn.hh / kn.w;
-    const T xi = clamp_value((u - kn.x0) / kn.w, T(0), T(1));
+    const T xi = clamp_value((w.v[i] - kn.x0) / kn.w, T(0), T(1));
     const T om = T(1) - xi, t = xi * om, one_2xi = T(1) - T(2) * xi;
     const T mix = kn.d0 + kn.d1 - T(2) * sl;
     const T den = sl + mix * t;
@@ -284,13 +284,11 @@ SIMD_CLONES void backward_row(const T* hn, const T* xn, const T* gzn, const T* g
 // One row of the inverse map.
 template <class T>
 SIMD_CLONES void inverse_row(const T* hn, const T* zn, T* xn, std::size_t d, const SplineOptions& o, Work<T>& w) {
-  softmax(hn, d, o.K, w);
-  locate(hn, zn, d, 1, o, w);
+  bins(hn, zn, d, 1, o, w);
   const T B = T(o.B);
   for (std::size_t i = 0; i < d; ++i) {
     const Knots<T> kn = knots(w, d, i, o);
-    const T v = clamp_value(zn[i], -B, B);
-    const T sl = kn.hh / kn.w, dy = v - kn.y0, mix = kn.d0 + kn.d1 - T(2) * sl;
+    const T sl = kn.hh / kn.w, dy = w.v[i] - kn.y0, mix = kn.d0 + kn.d1 - T(2) * sl;
     const T qa = kn.hh * (sl - kn.d0) + dy * mix;
     const T qb = kn.hh * kn.d0 - dy * mix;
     const T qc = -sl * dy;
@@ -346,67 +344,73 @@ void for_rows(const Shapes& s, int K, unsigned threads, F&& row) {
       min_rows, threads);
 }
 
+// One call's arrays, checked once: h (N, P, d), element inputs and outputs (N, d), and for the
+// backward the (N, P, d) gradient of h. The pointers stay valid while the caller holds the arrays.
 template <class T>
-void forward_impl(py::handle h_obj, py::handle x_obj, py::handle y_obj, py::handle ld_obj, SplineOptions o,
-                  unsigned threads) {
+struct Call {
+  Shapes s;
+  const T* h;
+  std::vector<const T*> in;
+  std::vector<T*> out;
+  T* grad_h = nullptr;
+};
+
+using Named = std::vector<std::pair<py::handle, const char*>>;
+
+template <class T>
+Call<T> prepare(const py::handle& h_obj, const Named& ins, const Named& outs, int K,
+                const py::handle& grad_h = py::handle()) {
   auto h = checked<T>(h_obj, "h");
-  auto x = checked<T>(x_obj, "x");
-  auto y = checked<T>(y_obj, "y");
-  auto ld = checked<T>(ld_obj, "log_det");
-  const Shapes s = check_shapes(h, x, o.K);
-  check_like(y, x, "y");
-  check_like(ld, x, "log_det");
-  const T* hp = h.data();
-  const T* xp = x.data();
-  T* yp = y.mutable_data();
-  T* lp = ld.mutable_data();
+  auto first = checked<T>(ins.front().first, ins.front().second);
+  Call<T> c{check_shapes(h, first, K), h.data(), {}, {}};
+  for (const auto& [obj, name] : ins) {
+    auto a = checked<T>(obj, name);
+    check_like(a, first, name);
+    c.in.push_back(a.data());
+  }
+  for (const auto& [obj, name] : outs) {
+    auto a = checked<T>(obj, name);
+    check_like(a, first, name);
+    c.out.push_back(a.mutable_data());
+  }
+  if (grad_h) {
+    auto g = checked<T>(grad_h, "grad_h");
+    if (g.ndim() != 3 || g.shape(0) != h.shape(0) || g.shape(1) != h.shape(1) || g.shape(2) != h.shape(2))
+      throw std::invalid_argument("grad_h must have the shape of h");
+    c.grad_h = g.mutable_data();
+  }
+  return c;
+}
+
+template <class T>
+void forward_impl(py::handle h, py::handle x, py::handle y, py::handle ld, SplineOptions o, unsigned threads) {
+  const Call<T> c = prepare<T>(h, {{x, "x"}}, {{y, "y"}, {ld, "log_det"}}, o.K);
+  const std::size_t d = c.s.d, P = c.s.P;
   py::gil_scoped_release release;
-  for_rows<T>(s, o.K, threads, [&](std::size_t n, Work<T>& w) {
-    forward_row(hp + n * s.P * s.d, xp + n * s.d, yp + n * s.d, lp + n * s.d, s.d, o, w);
+  for_rows<T>(c.s, o.K, threads, [&](std::size_t n, Work<T>& w) {
+    forward_row(c.h + n * P * d, c.in[0] + n * d, c.out[0] + n * d, c.out[1] + n * d, d, o, w);
   });
 }
 
 template <class T>
-void backward_impl(py::handle h_obj, py::handle x_obj, py::handle gz_obj, py::handle gld_obj, py::handle gx_obj,
-                   py::handle gh_obj, SplineOptions o, unsigned threads) {
-  auto h = checked<T>(h_obj, "h");
-  auto x = checked<T>(x_obj, "x");
-  auto gz = checked<T>(gz_obj, "grad_z");
-  auto gld = checked<T>(gld_obj, "grad_log_det");
-  auto gx = checked<T>(gx_obj, "grad_x");
-  auto gh = checked<T>(gh_obj, "grad_h");
-  const Shapes s = check_shapes(h, x, o.K);
-  check_like(gz, x, "grad_z");
-  check_like(gld, x, "grad_log_det");
-  check_like(gx, x, "grad_x");
-  if (gh.ndim() != 3 || gh.shape(0) != h.shape(0) || gh.shape(1) != h.shape(1) || gh.shape(2) != h.shape(2))
-    throw std::invalid_argument("grad_h must have the shape of h");
-  const T* hp = h.data();
-  const T* xp = x.data();
-  const T* gzp = gz.data();
-  const T* glp = gld.data();
-  T* gxp = gx.mutable_data();
-  T* ghp = gh.mutable_data();
+void backward_impl(py::handle h, py::handle x, py::handle gz, py::handle gld, py::handle gx, py::handle gh,
+                   SplineOptions o, unsigned threads) {
+  const Call<T> c = prepare<T>(h, {{x, "x"}, {gz, "grad_z"}, {gld, "grad_log_det"}}, {{gx, "grad_x"}}, o.K, gh);
+  const std::size_t d = c.s.d, P = c.s.P;
   py::gil_scoped_release release;
-  for_rows<T>(s, o.K, threads, [&](std::size_t n, Work<T>& w) {
-    const std::size_t d = s.d;
-    backward_row(hp + n * s.P * d, xp + n * d, gzp + n * d, glp + n * d, gxp + n * d, ghp + n * s.P * d, d, s.P, o, w);
+  for_rows<T>(c.s, o.K, threads, [&](std::size_t n, Work<T>& w) {
+    backward_row(c.h + n * P * d, c.in[0] + n * d, c.in[1] + n * d, c.in[2] + n * d, c.out[0] + n * d,
+                 c.grad_h + n * P * d, d, P, o, w);
   });
 }
 
 template <class T>
-void inverse_impl(py::handle h_obj, py::handle z_obj, py::handle x_obj, SplineOptions o, unsigned threads) {
-  auto h = checked<T>(h_obj, "h");
-  auto z = checked<T>(z_obj, "z");
-  auto x = checked<T>(x_obj, "x");
-  const Shapes s = check_shapes(h, z, o.K);
-  check_like(x, z, "x");
-  const T* hp = h.data();
-  const T* zp = z.data();
-  T* xp = x.mutable_data();
+void inverse_impl(py::handle h, py::handle z, py::handle x, SplineOptions o, unsigned threads) {
+  const Call<T> c = prepare<T>(h, {{z, "z"}}, {{x, "x"}}, o.K);
+  const std::size_t d = c.s.d, P = c.s.P;
   py::gil_scoped_release release;
-  for_rows<T>(s, o.K, threads, [&](std::size_t n, Work<T>& w) {
-    inverse_row(hp + n * s.P * s.d, zp + n * s.d, xp + n * s.d, s.d, o, w);
+  for_rows<T>(c.s, o.K, threads, [&](std::size_t n, Work<T>& w) {
+    inverse_row(c.h + n * P * d, c.in[0] + n * d, c.out[0] + n * d, d, o, w);
   });
 }
 
