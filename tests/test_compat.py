@@ -7,7 +7,9 @@ theirs), run against our compat module instead of ``strnn``.
 """
 from __future__ import annotations
 
+import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,141 +21,48 @@ from strnn_fast.compat import GreedyFactorizer, MADEFactorizer, StrNN, ZukoFacto
 
 # --- ported from rgklab/StructuredNNs (credit: the StrNN authors) ---
 
-strnn_adjacency = np.array([
-    [0, 0, 0, 0],
-    [1, 0, 0, 0],
-    [0, 0, 0, 0],
-    [0, 1, 1, 0],
-])
+# The reference's adjacencies and expected masks, as 0/1 lists: tests/data/reference_masks.json.
+REF = {name: np.array(rows) for name, rows in
+       json.loads((Path(__file__).parent / "data" / "reference_masks.json").read_text()).items()}
 
-greedy_mask_0 = np.array([
-    [1, 0, 1, 0, 1],
-    [0, 1, 0, 1, 0],
-    [0, 1, 0, 1, 0],
-    [0, 0, 0, 0, 0],
-])
 
-greedy_mask_1 = np.array([
-    [1, 0, 1, 0, 1],
-    [0, 1, 0, 1, 0],
-    [1, 0, 1, 0, 1],
-    [0, 1, 0, 1, 0],
-    [1, 0, 1, 0, 1],
-])
-
-greedy_mask_2 = np.array([
-    [0, 1, 0, 0],
-    [0, 0, 0, 1],
-    [0, 1, 0, 0],
-    [0, 0, 0, 1],
-    [0, 1, 0, 0],
-])
-
-greedy_factor_adjacency = np.array([
-    [0, 0, 0, 0, 0],
-    [1, 0, 0, 0, 0],
-    [1, 0, 0, 0, 0],
-    [0, 1, 0, 0, 0],
-    [0, 1, 1, 1, 0],
-])
-
-# M1 (n_out x n_hidden) and M2 (n_hidden x n_in) of one greedy layer with 7 hidden units.
-greedy_factor_mask_0 = np.array([
-    [0, 0, 0, 0, 0, 0, 0],
-    [1, 1, 0, 0, 1, 1, 0],
-    [1, 1, 0, 0, 1, 1, 0],
-    [0, 0, 1, 0, 0, 0, 1],
-    [0, 0, 1, 1, 0, 0, 1],
-])
-
-greedy_factor_mask_1 = np.array([
-    [1, 0, 0, 0, 0],
-    [1, 0, 0, 0, 0],
-    [0, 1, 0, 0, 0],
-    [0, 1, 1, 1, 0],
-    [1, 0, 0, 0, 0],
-    [1, 0, 0, 0, 0],
-    [0, 1, 0, 0, 0],
-])
-
-made_adjacency = np.tril(np.ones((4, 4), dtype=int), -1)
-
-made_mask_0 = np.array([
-    [1, 1, 1, 1],
-    [1, 1, 1, 0],
-    [1, 1, 0, 0],
-    [1, 0, 0, 0],
-])
-
-made_mask_1 = np.array([
-    [1, 0, 0, 0],
-    [1, 1, 0, 0],
-    [1, 1, 1, 0],
-    [1, 1, 1, 1],
-])
-
-made_mask_2 = np.array([
-    [0, 0, 0, 0],
-    [0, 0, 0, 1],
-    [0, 0, 1, 1],
-    [0, 1, 1, 1],
-])
-
-zuko_mask_0 = np.array([
-    [0, 1, 0, 1],
-    [1, 0, 1, 0],
-    [1, 0, 1, 0],
-    [0, 0, 0, 0],
-])
-
-zuko_mask_1 = np.array([
-    [1, 0, 1, 0],
-    [0, 1, 0, 1],
-    [1, 0, 1, 0],
-    [0, 1, 0, 1],
-])
-
-zuko_mask_2 = np.array([
-    [0, 0, 0, 1],
-    [0, 1, 0, 0],
-    [0, 0, 0, 1],
-    [0, 1, 0, 0],
-])
-
+def _masks(kind: str) -> list[np.ndarray]:
+    """The reference's three expected masks of a factorizer ("greedy", "made", "zuko")."""
+    return [REF[f"{kind}_mask_{i}"] for i in range(3)]
 
 def test_strnn_check_masks_valid():
     """Valid masks give a positive check (the reference wraps the adjacency in a list)."""
-    masks = [greedy_mask_0, greedy_mask_1, greedy_mask_2]
-    assert check_masks(masks, [strnn_adjacency]) is True
+    masks = _masks("greedy")
+    assert check_masks(masks, [REF["strnn_adjacency"]]) is True
 
 
 def test_strnn_check_masks_valid_subopt():
     """Suboptimal but valid masks give a positive check."""
-    subopt_mask = greedy_mask_1.copy()
+    subopt_mask = REF["greedy_mask_1"].copy()
     subopt_mask[0][0] = 0
-    assert check_masks([greedy_mask_0, subopt_mask, greedy_mask_2], [strnn_adjacency]) is True
+    assert check_masks([REF["greedy_mask_0"], subopt_mask, REF["greedy_mask_2"]], [REF["strnn_adjacency"]]) is True
 
 
 def test_strnn_check_masks_invalid():
     """Invalid masks give a negative check."""
-    invalid_mask = greedy_mask_1.copy()
+    invalid_mask = REF["greedy_mask_1"].copy()
     invalid_mask[0][1] = 1
-    assert check_masks([greedy_mask_0, invalid_mask, greedy_mask_2], [strnn_adjacency]) is False
+    assert check_masks([REF["greedy_mask_0"], invalid_mask, REF["greedy_mask_2"]], [REF["strnn_adjacency"]]) is False
 
 
 def test_greedy_fac_single_layer():
     """One greedy layer. The reference tests its private _factorize_single_mask_greedy (M1, M2);
     through the public API those are the transposed output and input masks of one hidden layer."""
-    masks = GreedyFactorizer(greedy_factor_adjacency).factorize([7])
-    assert np.all(masks[1].T == greedy_factor_mask_0)
-    assert np.all(masks[0].T == greedy_factor_mask_1)
+    masks = GreedyFactorizer(REF["greedy_factor_adjacency"]).factorize([7])
+    assert np.all(masks[1].T == REF["greedy_factor_mask_0"])
+    assert np.all(masks[0].T == REF["greedy_factor_mask_1"])
 
 
 @pytest.mark.parametrize(
     "factorizer, adjacency, hidden, expected",
-    [(GreedyFactorizer, strnn_adjacency, [5, 5], (greedy_mask_0, greedy_mask_1, greedy_mask_2)),
-     (MADEFactorizer, made_adjacency, [4, 4], (made_mask_0, made_mask_1, made_mask_2)),
-     (ZukoFactorizer, strnn_adjacency, [4, 4], (zuko_mask_0, zuko_mask_1, zuko_mask_2))],
+    [(GreedyFactorizer, REF["strnn_adjacency"], [5, 5], _masks("greedy")),
+     (MADEFactorizer, REF["made_adjacency"], [4, 4], _masks("made")),
+     (ZukoFactorizer, REF["strnn_adjacency"], [4, 4], _masks("zuko"))],
     ids=["greedy", "made", "zuko"],
 )
 def test_factorizer_masks(factorizer, adjacency, hidden, expected):
@@ -180,26 +89,26 @@ def test_strnn_empty_adjacency_made():
 
 def test_strnn_precomputed_erroneous():
     """Incorrect precomputed masks are refused (ValueError here; the reference asserts)."""
-    incorrect_masks = [np.ones_like(strnn_adjacency), np.ones_like(strnn_adjacency)]
+    incorrect_masks = [np.ones_like(REF["strnn_adjacency"]), np.ones_like(REF["strnn_adjacency"])]
     with pytest.raises(ValueError):
-        StrNN(nin=4, hidden_sizes=[4, 4], nout=4, adjacency=strnn_adjacency, precomputed_masks=incorrect_masks)
+        StrNN(nin=4, hidden_sizes=[4, 4], nout=4, adjacency=REF["strnn_adjacency"], precomputed_masks=incorrect_masks)
 
 
 def test_strnn_masks_multiple_outputs():
     """nout a multiple of the adjacency's side tiles the last mask."""
-    strnn = StrNN(4, [5, 5], 8, adjacency=strnn_adjacency)
-    assert np.all(strnn.masks[-1] == np.concatenate([greedy_mask_2] * 2, axis=1))
+    strnn = StrNN(4, [5, 5], 8, adjacency=REF["strnn_adjacency"])
+    assert np.all(strnn.masks[-1] == np.concatenate([REF["greedy_mask_2"]] * 2, axis=1))
 
 
 @pytest.mark.parametrize(
     "opt_type, hidden, expected",
-    [("greedy", [5, 5], (greedy_mask_0, greedy_mask_1, greedy_mask_2)),
-     ("MADE", [4, 4], (made_mask_0, made_mask_1, made_mask_2)),
-     ("Zuko", [4, 4], (zuko_mask_0, zuko_mask_1, zuko_mask_2))],
+    [("greedy", [5, 5], _masks("greedy")),
+     ("MADE", [4, 4], _masks("made")),
+     ("Zuko", [4, 4], _masks("zuko"))],
 )
 def test_strnn_factorization(opt_type, hidden, expected):
     """StrNN's masks for each opt_type (the reference's test_strnn_factorization_*)."""
-    adjacency = made_adjacency if opt_type == "MADE" else strnn_adjacency
+    adjacency = REF["made_adjacency"] if opt_type == "MADE" else REF["strnn_adjacency"]
     strnn = StrNN(4, hidden, 4, opt_type=opt_type, adjacency=adjacency)
     for mask, want in zip(strnn.masks, expected):
         assert np.all(mask == want)
@@ -251,7 +160,7 @@ def test_made_same_as_reference(d: int, hidden: list[int]) -> None:
 
 def test_made_rejects_other_graphs_at_construction() -> None:
     with pytest.raises(ValueError, match="lower-triangular"):
-        MADEFactorizer(strnn_adjacency)
+        MADEFactorizer(REF["strnn_adjacency"])
 
 
 def test_check_masks_agrees_with_reference_on_broken_masks() -> None:
