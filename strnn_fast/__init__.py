@@ -33,7 +33,8 @@ package), ``kernels/`` (Triton, installed as ``strnn_fast.kernels``), ``tests/``
   :class:`StrCNF`, :class:`FFJORD` (``strnn_fast/flows/cnf.py``, dynamics in
   ``flows/odefunc.py``); the normalizers affine, spline and UMNN (with its inverse by bisection
   and its Clenshaw-Curtis quadrature in ``quadrature.py``) in
-  ``strnn_fast/flows/normalizers/affine.py``, ``spline.py``, ``umnn.py`` (their interface in
+  ``strnn_fast/flows/normalizers/affine.py``, ``spline.py`` (on the CPU its forward, backward and
+  inverse in ``csrc/spline.cpp``), ``umnn.py`` (their interface in
   ``flows/normalizers/base.py``); the priors (normal,
   Laplace) in ``flows/priors.py``; the shared distribution face and ``flow(context)`` (a
   ``torch.distributions.Distribution``) in ``strnn_fast/flows/base.py``.

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -149,8 +150,10 @@ class StrNN(FastStrNN):
     r"""``strnn.StrNN`` as a drop-in: :class:`strnn_fast.FastStrNN` with the reference's defaults.
 
     Arguments are the reference's (``nin, hidden_sizes, nout, opt_type, opt_args,
-    precomputed_masks, adjacency, activation``) plus FastStrNN's keyword-only ``backend``,
-    ``init`` (default "kaiming", as ``nn.Linear`` and the reference) and ``reorder``.
+    precomputed_masks, adjacency, activation``) plus FastStrNN's ``backend``, ``init`` and
+    ``reorder``; only the defaults differ: ``init`` "kaiming" (as ``nn.Linear`` and the reference)
+    and ``opt_args`` ``{"var_penalty_weight": 0.0}``, FastStrNN's own ``__init__`` reading them
+    from the two class attributes below.
 
     Example:
         >>> import torch
@@ -159,24 +162,5 @@ class StrNN(FastStrNN):
         torch.Size([2, 3])
     """
 
-    def __init__(
-        self,
-        nin: int,
-        hidden_sizes: Sequence[int],
-        nout: int,
-        opt_type: str = "greedy",
-        opt_args: dict | None = None,
-        precomputed_masks: Sequence[Any] | None = None,
-        adjacency: Any = None,
-        activation: str = "relu",
-        *,
-        backend: str = "auto",
-        init: str = "kaiming",
-        reorder: bool | None = None,
-    ):
-        super().__init__(
-            nin, hidden_sizes, nout, opt_type=opt_type,
-            opt_args={"var_penalty_weight": 0.0} if opt_args is None else opt_args,
-            precomputed_masks=precomputed_masks, adjacency=adjacency, activation=activation,
-            backend=backend, init=init, reorder=reorder,
-        )
+    default_init = "kaiming"
+    default_opt_args = MappingProxyType({"var_penalty_weight": 0.0})

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -490,13 +491,15 @@ class FastStrNN(Savable, nn.Module):
             row of A, output ``p * A.shape[0] + i`` being parameter p of row i.
         opt_type: factorizer, one of "greedy", "zuko", "made", "exact".
         opt_args: options for the factorizer (e.g. ``{"improve": True}`` for greedy). The
-            reference's ``var_penalty_weight`` is accepted and ignored except by "exact".
+            reference's ``var_penalty_weight`` is accepted and ignored except by "exact". None:
+            the class's ``default_opt_args`` (none here, the reference's in ``compat.StrNN``).
         precomputed_masks: masks to use instead of factorizing (reference orientation).
         adjacency: (n_out x nin) binary matrix. Defaults to the full lower triangle when opt_type="made".
         activation: "relu", "tanh", "softplus", "elu", "gelu" or "silu".
         backend: "auto" (measured per layer and case, see :mod:`strnn_fast.dispatch`), "dense",
             "sparse" (CSR, trains; parameters stored packed) or "triton".
-        init: "masked" (default) or "kaiming" (the reference's nn.Linear default).
+        init: "masked" or "kaiming" (the reference's nn.Linear default); None: the class's
+            ``default_init`` ("masked" here, "kaiming" in :class:`strnn_fast.compat.StrNN`).
         reorder: permute hidden units so that fewer weight tiles are nonzero (same function,
             same variable order; see ``strnn_fast.reorder``). Default: only for backend="triton",
             because afterwards hidden unit k no longer matches the reference's unit k.
@@ -507,6 +510,11 @@ class FastStrNN(Savable, nn.Module):
         >>> net(torch.randn(4, 3)).shape
         torch.Size([4, 3])
     """
+
+    # What init=None and opt_args=None mean: a subclass with other defaults (compat.StrNN, the
+    # reference's) sets these two instead of repeating the signature.
+    default_init: str = "masked"
+    default_opt_args: Mapping[str, Any] = MappingProxyType({})
 
     def __init__(
         self,
@@ -519,7 +527,7 @@ class FastStrNN(Savable, nn.Module):
         adjacency: Any = None,
         activation: str = "relu",
         backend: str = "auto",
-        init: str = "masked",
+        init: str | None = None,
         reorder: bool | None = None,
     ):
         super().__init__()
@@ -527,10 +535,10 @@ class FastStrNN(Savable, nn.Module):
         self.nout = as_positive_int(nout, "nout")
         self.hidden_sizes = as_sizes(hidden_sizes)
         self.opt_type = choice(opt_type, METHODS, "opt_type")
-        self.opt_args = dict(opt_args or {})
+        self.opt_args = dict(self.default_opt_args if opt_args is None else opt_args)
         self.activation = choice(activation, tuple(a for a in ACTIVATIONS if a != "identity"), "activation")
         self.backend = choice(backend, BACKENDS, "backend")
-        self.init = init
+        self.init = self.default_init if init is None else init
         self._register_load_state_dict_pre_hook(_reference_keys)
 
         if adjacency is None:
@@ -555,7 +563,7 @@ class FastStrNN(Savable, nn.Module):
         self._check_memory(masks)
         self.layers = nn.ModuleList(
             MaskedLinear(fan_in, fan_out, _out_in(mask), activation="identity" if idx == len(sizes) - 2 else self.activation,
-                         init=init, backend=self.backend)
+                         init=self.init, backend=self.backend)
             for idx, (fan_in, fan_out, mask) in enumerate(zip(sizes, sizes[1:], self._replicated(masks)))
         )
         # Masks a rebuild must reuse: the given ones, or after reordering the reordered ones.
@@ -578,7 +586,7 @@ class FastStrNN(Savable, nn.Module):
         # Validated values; a rebuild never reorders again (the saved masks are already reordered).
         return {"hidden_sizes": list(self.hidden_sizes), "opt_type": self.opt_type, "opt_args": self.opt_args,
                 "adjacency": self.A, "precomputed_masks": self._saved_masks, "activation": self.activation,
-                "backend": self.backend, "reorder": False}
+                "backend": self.backend, "init": self.init, "reorder": False}
 
     def _check_memory(self, masks: list[Any] | None = None) -> None:
         """Refuses a model whose dense-stored layers would need more than MAX_DENSE_BYTES.
