@@ -116,7 +116,7 @@ ALWAYS_INLINE T fast_tanh(T v) {
 template <class T>
 struct Work {
   Work(int K, std::size_t d)
-      : E(2 * K * d), A(2 * K * d), S(2 * d), k(d), v(d), below(2 * d), pk(2 * d), th(2 * d), g(6 * d) {}
+      : E(2 * K * d), A(2 * K * d), S(2 * d), k(d), v(d), below(2 * d), pk(2 * d), th(2 * d), g(8 * d) {}
   std::vector<T> E, A;    // softmax numerators e_q and squash denominators a_q (2K x d)
   std::vector<T> S;       // softmax sums (2 x d: rows x, y)
   std::vector<T> k;       // bin index (as T: compared with T(j) in vector loops)
@@ -124,7 +124,7 @@ struct Work {
   std::vector<T> below;   // mass below the bin (2 x d)
   std::vector<T> pk;      // mass of the bin (2 x d)
   std::vector<T> th;      // tanh(raw / L) at knots k, k + 1 (2 x d)
-  std::vector<T> g;       // backward: edge, size and slope-raw gradients (6 x d)
+  std::vector<T> g;       // backward: edge, size, slope-raw and output gradients (8 x d)
 };
 
 // Phase 1: e_q = exp(q / (1 + |q| / 10)) and the softmax sums of both rows.
@@ -186,52 +186,89 @@ struct Knots {
   T x0, y0, w, hh, d0, d1;
 };
 
+// The bins found by bins(), as restrict pointers, and the options as values: with them the element
+// loops vectorize (GCC gives up on the alias checks of a dozen streams through Work's vectors).
 template <class T>
-ALWAYS_INLINE Knots<T> knots(const Work<T>& w, std::size_t d, std::size_t i, const SplineOptions& o) {
-  const T B = T(o.B), m = T(o.m), c = T(1) - T(o.K) * m, L = T(o.L), k = w.k[i];
-  return Knots<T>{(k * m + c * w.below[i]) * (T(2) * B) - B, (k * m + c * w.below[d + i]) * (T(2) * B) - B,
-                  (m + c * w.pk[i]) * (T(2) * B), (m + c * w.pk[d + i]) * (T(2) * B),
-                  fast_exp(w.th[i] * L), fast_exp(w.th[d + i] * L)};
+struct Found {
+  const T* k;
+  const T* below;
+  const T* pk;
+  const T* th;
+  const T* v;
+  T B, m, c, L;
+};
+
+template <class T>
+Found<T> found(const Work<T>& w, const SplineOptions& o) {
+  return Found<T>{w.k.data(), w.below.data(), w.pk.data(), w.th.data(), w.v.data(),
+                  T(o.B), T(o.m), T(1) - T(o.K) * T(o.m), T(o.L)};
+}
+
+template <class T>
+ALWAYS_INLINE Knots<T> knots(const T* __restrict__ k, const T* __restrict__ below, const T* __restrict__ pk,
+                             const T* __restrict__ th, std::size_t d, std::size_t i, const Found<T>& f) {
+  const T two_B = T(2) * f.B;
+  return Knots<T>{(k[i] * f.m + f.c * below[i]) * two_B - f.B, (k[i] * f.m + f.c * below[d + i]) * two_B - f.B,
+                  (f.m + f.c * pk[i]) * two_B, (f.m + f.c * pk[d + i]) * two_B,
+                  fast_exp(th[i] * f.L), fast_exp(th[d + i] * f.L)};
 }
 
 // One row of the forward map: y and log-slope of d elements.
 template <class T>
-SIMD_CLONES void forward_row(const T* hn, const T* xn, T* yn, T* ln, std::size_t d, const SplineOptions& o,
-                             Work<T>& w) {
+SIMD_CLONES void forward_row(const T* hn, const T* __restrict__ xn, T* __restrict__ yn, T* __restrict__ ln,
+                             std::size_t d, const SplineOptions& o, Work<T>& w) {
   bins(hn, xn, d, 0, o, w);
-  const T B = T(o.B);
+  const Found<T> f = found(w, o);
+  const T *__restrict__ k = f.k, *__restrict__ below = f.below, *__restrict__ pk = f.pk, *__restrict__ th = f.th,
+                        *__restrict__ v = f.v;
+  const T B = f.B;
   for (std::size_t i = 0; i < d; ++i) {
-    const Knots<T> kn = knots(w, d, i, o);
+    const Knots<T> kn = knots(k, below, pk, th, d, i, f);
     const T sl = kn.hh / kn.w;
-    const T xi = clamp_value((w.v[i] - kn.x0) / kn.w, T(0), T(1));
+    const T xi = clamp_value((v[i] - kn.x0) / kn.w, T(0), T(1));
     const T om = T(1) - xi, t = xi * om;
     const T den = sl + (kn.d0 + kn.d1 - T(2) * sl) * t;
     const T y_in = kn.y0 + kn.hh * (sl * xi * xi + kn.d0 * t) / den;
     const T numer = kn.d1 * xi * xi + T(2) * sl * t + kn.d0 * om * om;
+    yn[i] = y_in;
+    ln[i] = sl * sl * numer / (den * den);  // the slope; its log below
+  }
+  // The tails in a loop of their own: selects in the loop above keep GCC from vectorizing it.
+  for (std::size_t i = 0; i < d; ++i) {
     const bool inside = std::abs(xn[i]) < B;  // false for NaN: it passes through
-    yn[i] = inside ? y_in : xn[i];
-    ln[i] = inside ? sl * sl * numer / (den * den) : T(1);  // the slope; its log below
+    yn[i] = inside ? yn[i] : xn[i];
+    ln[i] = inside ? ln[i] : T(1);
   }
   for (std::size_t i = 0; i < d; ++i) ln[i] = std::log(ln[i]);
 }
 
 // One row of the backward: gradients of d elements' outputs to their inputs and parameters.
 template <class T>
-SIMD_CLONES void backward_row(const T* hn, const T* xn, const T* gzn, const T* gln, T* gxn, T* ghn, std::size_t d,
+SIMD_CLONES void backward_row(const T* hn, const T* __restrict__ xn, const T* __restrict__ gzn,
+                              const T* __restrict__ gln, T* __restrict__ gxn, T* __restrict__ ghn, std::size_t d,
                               std::size_t P, const SplineOptions& o, Work<T>& w) {
   const int K = o.K;
   bins(hn, xn, d, 0, o, w);
-  const T B = T(o.B);
-  T* g_edge = w.g.data();        // rows x, y
-  T* g_size = w.g.data() + 2 * d;
-  T* g_raw = w.g.data() + 4 * d;  // knots k, k + 1
+  const Found<T> f = found(w, o);
+  const T *__restrict__ k = f.k, *__restrict__ below = f.below, *__restrict__ pk = f.pk, *__restrict__ th = f.th,
+                        *__restrict__ v = f.v;
+  const T B = f.B;
+  T* __restrict__ g_edge = w.g.data();        // rows x, y
+  T* __restrict__ g_size = w.g.data() + 2 * d;
+  T* __restrict__ g_raw = w.g.data() + 4 * d;  // knots k, k + 1
+  T* __restrict__ g_in = w.g.data() + 6 * d;   // the output gradients inside the bound (rows z, log_det)
+  // Outside the bound the map is the identity: nothing reaches the parameters. (Selects kept out
+  // of the main loop, which GCC then vectorizes.)
   for (std::size_t i = 0; i < d; ++i) {
-    const Knots<T> kn = knots(w, d, i, o);
     const bool inside = std::abs(xn[i]) < B;
-    // Outside the bound the map is the identity: nothing reaches the parameters.
-    const T gy = inside ? gzn[i] : T(0), gl = inside ? gln[i] : T(0);
+    g_in[i] = inside ? gzn[i] : T(0);
+    g_in[d + i] = inside ? gln[i] : T(0);
+  }
+  for (std::size_t i = 0; i < d; ++i) {
+    const Knots<T> kn = knots(k, below, pk, th, d, i, f);
+    const T gy = g_in[i], gl = g_in[d + i];
     const T sl = kn.hh / kn.w;
-    const T xi = clamp_value((w.v[i] - kn.x0) / kn.w, T(0), T(1));
+    const T xi = clamp_value((v[i] - kn.x0) / kn.w, T(0), T(1));
     const T om = T(1) - xi, t = xi * om, one_2xi = T(1) - T(2) * xi;
     const T mix = kn.d0 + kn.d1 - T(2) * sl;
     const T den = sl + mix * t;
@@ -248,47 +285,53 @@ SIMD_CLONES void backward_row(const T* hn, const T* xn, const T* gzn, const T* g
     const T g_d1 = g_den * t + g_numer * xi * xi;
     // s = hh / w, ξ = (x - x0) / w.
     const T g_u = g_xi / kn.w;
-    gxn[i] = inside ? g_u : gzn[i];
+    gxn[i] = g_u;
     g_edge[i] = -g_u;
     g_edge[d + i] = gy;
     g_size[i] = -(g_s * sl + g_xi * xi) / kn.w;
     g_size[d + i] = gy * r + g_s / kn.w;
     // d = exp(L tanh(raw / L)): dd/draw = d (1 - tanh²).
-    g_raw[i] = g_d0 * kn.d0 * (T(1) - w.th[i] * w.th[i]);
-    g_raw[d + i] = g_d1 * kn.d1 * (T(1) - w.th[d + i] * w.th[d + i]);
+    g_raw[i] = g_d0 * kn.d0 * (T(1) - th[i] * th[i]);
+    g_raw[d + i] = g_d1 * kn.d1 * (T(1) - th[d + i] * th[d + i]);
   }
+  for (std::size_t i = 0; i < d; ++i) gxn[i] = std::abs(xn[i]) < B ? gxn[i] : gzn[i];
   // Softmax and squash: ∂/∂q_j = (2B c / S) e_j (1[j<k] g_edge + 1[j=k] g_size - g_edge below
   // - g_size p_k) / a_j².
-  const T two_Bc = T(2) * B * (T(1) - T(K) * T(o.m));
+  const T two_Bc = T(2) * B * f.c;
+  const T *__restrict__ E = w.E.data(), *__restrict__ A = w.A.data(), *__restrict__ S = w.S.data();
   for (int row = 0; row < 2; ++row) {
     for (int j = 0; j < K; ++j) {
       const std::size_t q = static_cast<std::size_t>(row * K + j) * d;
       const T jf = T(j);
       for (std::size_t i = 0; i < d; ++i) {
         const std::size_t ri = row * d + i;
-        const T gj = (jf < w.k[i] ? g_edge[ri] : T(0)) + (jf == w.k[i] ? g_size[ri] : T(0));
-        const T base = g_edge[ri] * w.below[ri] + g_size[ri] * w.pk[ri];
-        ghn[q + i] = (gj - base) * w.E[q + i] * (two_Bc / w.S[ri]) / (w.A[q + i] * w.A[q + i]);
+        const T gj = (jf < k[i] ? g_edge[ri] : T(0)) + (jf == k[i] ? g_size[ri] : T(0));
+        const T base = g_edge[ri] * below[ri] + g_size[ri] * pk[ri];
+        ghn[q + i] = (gj - base) * E[q + i] * (two_Bc / S[ri]) / (A[q + i] * A[q + i]);
       }
     }
   }
   // Slope raws: only knots k and k + 1 of each element's bin (the end knots have none).
   for (std::size_t i = 2 * K * d; i < P * d; ++i) ghn[i] = T(0);
   for (std::size_t i = 0; i < d; ++i) {
-    const int k = static_cast<int>(w.k[i]);
-    if (k > 0) ghn[(2 * K + k - 1) * d + i] = g_raw[i];
-    if (k < K - 1) ghn[(2 * K + k) * d + i] = g_raw[d + i];
+    const int ki = static_cast<int>(k[i]);
+    if (ki > 0) ghn[(2 * K + ki - 1) * d + i] = g_raw[i];
+    if (ki < K - 1) ghn[(2 * K + ki) * d + i] = g_raw[d + i];
   }
 }
 
 // One row of the inverse map.
 template <class T>
-SIMD_CLONES void inverse_row(const T* hn, const T* zn, T* xn, std::size_t d, const SplineOptions& o, Work<T>& w) {
+SIMD_CLONES void inverse_row(const T* hn, const T* __restrict__ zn, T* __restrict__ xn, std::size_t d,
+                             const SplineOptions& o, Work<T>& w) {
   bins(hn, zn, d, 1, o, w);
-  const T B = T(o.B);
+  const Found<T> f = found(w, o);
+  const T *__restrict__ k = f.k, *__restrict__ below = f.below, *__restrict__ pk = f.pk, *__restrict__ th = f.th,
+                        *__restrict__ v = f.v;
+  const T B = f.B;
   for (std::size_t i = 0; i < d; ++i) {
-    const Knots<T> kn = knots(w, d, i, o);
-    const T sl = kn.hh / kn.w, dy = w.v[i] - kn.y0, mix = kn.d0 + kn.d1 - T(2) * sl;
+    const Knots<T> kn = knots(k, below, pk, th, d, i, f);
+    const T sl = kn.hh / kn.w, dy = v[i] - kn.y0, mix = kn.d0 + kn.d1 - T(2) * sl;
     const T qa = kn.hh * (sl - kn.d0) + dy * mix;
     const T qb = kn.hh * kn.d0 - dy * mix;
     const T qc = -sl * dy;
@@ -332,16 +375,38 @@ void check_like(const py::array& a, const py::array& x, const char* name) {
 }
 
 // Runs row(n, work) for n in [0, N) on up to `threads` threads, one scratch per thread.
+// Rows are processed R at a time (R d about 128 elements; more spills the scratch out of L1), a
+// block's parameters packed parameter-major, (P, R d): the element loops then run over R d
+// elements instead of d (at d = 15 an 8-wide loop spends half its time in its remainder). A
+// one-row block is already in that layout.
 template <class T, class F>
-void for_rows(const Shapes& s, int K, unsigned threads, F&& row) {
-  const std::size_t min_rows = std::max<std::size_t>(1, 4096 / std::max<std::size_t>(1, s.d));
+void for_blocks(const Shapes& s, int K, unsigned threads, const T* h, T* grad_h, F&& block) {
+  const std::size_t d = std::max<std::size_t>(1, s.d), R = std::max<std::size_t>(1, 128 / d);
+  const std::size_t blocks = (s.N + R - 1) / R, P = s.P;
   parallel_for(
-      s.N,
-      [&](std::size_t n0, std::size_t n1) {
-        Work<T> w(K, s.d);
-        for (std::size_t n = n0; n < n1; ++n) row(n, w);
+      blocks,
+      [&](std::size_t b0, std::size_t b1) {
+        Work<T> w(K, R * s.d);
+        std::vector<T> hb(R > 1 ? P * R * s.d : 0), gb(R > 1 && grad_h ? P * R * s.d : 0);
+        for (std::size_t b = b0; b < b1; ++b) {
+          const std::size_t n0 = b * R, rows = std::min(R, s.N - n0), m = rows * s.d;
+          const T* hp = h + n0 * P * s.d;
+          T* gp = grad_h ? grad_h + n0 * P * s.d : nullptr;
+          if (rows > 1) {
+            for (std::size_t q = 0; q < P; ++q)
+              for (std::size_t r = 0; r < rows; ++r)
+                std::memcpy(hb.data() + q * m + r * s.d, hp + r * P * s.d + q * s.d, s.d * sizeof(T));
+            hp = hb.data();
+            if (grad_h) gp = gb.data();
+          }
+          block(n0, m, hp, gp, w);
+          if (rows > 1 && grad_h)
+            for (std::size_t q = 0; q < P; ++q)
+              for (std::size_t r = 0; r < rows; ++r)
+                std::memcpy(grad_h + (n0 + r) * P * s.d + q * s.d, gb.data() + q * m + r * s.d, s.d * sizeof(T));
+        }
       },
-      min_rows, threads);
+      std::max<std::size_t>(1, 8192 / (R * d)), threads);
 }
 
 // One call's arrays, checked once: h (N, P, d), element inputs and outputs (N, d), and for the
@@ -387,8 +452,8 @@ void forward_impl(py::handle h, py::handle x, py::handle y, py::handle ld, Splin
   const Call<T> c = prepare<T>(h, {{x, "x"}}, {{y, "y"}, {ld, "log_det"}}, o.K);
   const std::size_t d = c.s.d, P = c.s.P;
   py::gil_scoped_release release;
-  for_rows<T>(c.s, o.K, threads, [&](std::size_t n, Work<T>& w) {
-    forward_row(c.h + n * P * d, c.in[0] + n * d, c.out[0] + n * d, c.out[1] + n * d, d, o, w);
+  for_blocks<T>(c.s, o.K, threads, c.h, nullptr, [&](std::size_t n, std::size_t m, const T* hb, T*, Work<T>& w) {
+    forward_row(hb, c.in[0] + n * d, c.out[0] + n * d, c.out[1] + n * d, m, o, w);
   });
 }
 
@@ -398,9 +463,8 @@ void backward_impl(py::handle h, py::handle x, py::handle gz, py::handle gld, py
   const Call<T> c = prepare<T>(h, {{x, "x"}, {gz, "grad_z"}, {gld, "grad_log_det"}}, {{gx, "grad_x"}}, o.K, gh);
   const std::size_t d = c.s.d, P = c.s.P;
   py::gil_scoped_release release;
-  for_rows<T>(c.s, o.K, threads, [&](std::size_t n, Work<T>& w) {
-    backward_row(c.h + n * P * d, c.in[0] + n * d, c.in[1] + n * d, c.in[2] + n * d, c.out[0] + n * d,
-                 c.grad_h + n * P * d, d, P, o, w);
+  for_blocks<T>(c.s, o.K, threads, c.h, c.grad_h, [&](std::size_t n, std::size_t m, const T* hb, T* gb, Work<T>& w) {
+    backward_row(hb, c.in[0] + n * d, c.in[1] + n * d, c.in[2] + n * d, c.out[0] + n * d, gb, m, P, o, w);
   });
 }
 
@@ -409,8 +473,8 @@ void inverse_impl(py::handle h, py::handle z, py::handle x, SplineOptions o, uns
   const Call<T> c = prepare<T>(h, {{z, "z"}}, {{x, "x"}}, o.K);
   const std::size_t d = c.s.d, P = c.s.P;
   py::gil_scoped_release release;
-  for_rows<T>(c.s, o.K, threads, [&](std::size_t n, Work<T>& w) {
-    inverse_row(c.h + n * P * d, c.in[0] + n * d, c.out[0] + n * d, d, o, w);
+  for_blocks<T>(c.s, o.K, threads, c.h, nullptr, [&](std::size_t n, std::size_t m, const T* hb, T*, Work<T>& w) {
+    inverse_row(hb, c.in[0] + n * d, c.out[0] + n * d, m, o, w);
   });
 }
 

@@ -215,6 +215,18 @@ def test_cpu_kernels_match_the_torch_path_float64(bins: int, scale: float) -> No
     torch.testing.assert_close(norm.inverse(z, h), x, atol=1e-8, rtol=1e-8)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (2, 131), (40, 3)])
+def test_cpu_kernels_match_the_torch_path_at_block_edges(shape: tuple[int, int]) -> None:
+    # The C++ side packs rows into blocks of about 128 elements: one row (d > 128), many rows with
+    # a partial last block, the smallest case.
+    norm = SplineNormalizer(bins=6, bound=2.0)
+    g = torch.Generator().manual_seed(shape[1])
+    x = 3 * torch.randn(*shape, generator=g, dtype=F64)
+    h = 2 * torch.randn(*shape, norm.n_params, generator=g, dtype=F64)
+    for a, b in zip(*_both_paths(norm, x, h, seed=1)):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+
+
 def test_cpu_kernels_match_the_torch_path_float32() -> None:
     norm = SplineNormalizer(bins=8, bound=3.0)
     g = torch.Generator().manual_seed(11)
