@@ -147,11 +147,29 @@ ALWAYS_INLINE void softmax(const T* h, std::size_t d, int K, Work<T>& w) {
   }
 }
 
+// What bins() found, as plain pointers into the scratch, and the options as values (loads of
+// SplineOptions fields inside the element loops keep them from vectorizing).
+template <class T>
+struct Found {
+  const T* k;
+  const T* below;
+  const T* pk;
+  const T* th;
+  const T* v;
+  T B, m, c, L;
+};
+
+template <class T>
+Found<T> found(const Work<T>& w, const SplineOptions& o) {
+  return Found<T>{w.k.data(), w.below.data(), w.pk.data(), w.th.data(), w.v.data(),
+                  T(o.B), T(o.m), T(1) - T(o.K) * T(o.m), T(o.L)};
+}
+
 // Phases 1 and 2: the softmax, then the bin k of v (clamped to [-B, B], kept in w.v) among the
 // interior knots of `row` (the number of knots at or below v), the two rows' masses below and in
 // the bin, and tanh of the bin's knot-slope raws (0 at the end knots ±B, slope 1).
 template <class T>
-ALWAYS_INLINE void bins(const T* h, const T* v, std::size_t d, int row, const SplineOptions& o, Work<T>& w) {
+ALWAYS_INLINE Found<T> bins(const T* h, const T* v, std::size_t d, int row, const SplineOptions& o, Work<T>& w) {
   const int K = o.K;
   softmax(h, d, K, w);
   const T B = T(o.B), m = T(o.m), c = T(1) - T(K) * m, inv_L = T(1) / T(o.L);
@@ -178,6 +196,7 @@ ALWAYS_INLINE void bins(const T* h, const T* v, std::size_t d, int row, const Sp
     w.th[d + i] = k < K - 1 ? h[(2 * K + k) * d + i] * inv_L : T(0);
   }
   for (std::size_t i = 0; i < 2 * d; ++i) w.th[i] = fast_tanh(w.th[i]);
+  return found(w, o);
 }
 
 // The bin of element i: left knot (x0, y0), width, height and knot slopes.
@@ -186,44 +205,22 @@ struct Knots {
   T x0, y0, w, hh, d0, d1;
 };
 
-// The bins found by bins(), as restrict pointers, and the options as values: with them the element
-// loops vectorize (GCC gives up on the alias checks of a dozen streams through Work's vectors).
 template <class T>
-struct Found {
-  const T* k;
-  const T* below;
-  const T* pk;
-  const T* th;
-  const T* v;
-  T B, m, c, L;
-};
-
-template <class T>
-Found<T> found(const Work<T>& w, const SplineOptions& o) {
-  return Found<T>{w.k.data(), w.below.data(), w.pk.data(), w.th.data(), w.v.data(),
-                  T(o.B), T(o.m), T(1) - T(o.K) * T(o.m), T(o.L)};
-}
-
-template <class T>
-ALWAYS_INLINE Knots<T> knots(const T* __restrict__ k, const T* __restrict__ below, const T* __restrict__ pk,
-                             const T* __restrict__ th, std::size_t d, std::size_t i, const Found<T>& f) {
-  const T two_B = T(2) * f.B;
-  return Knots<T>{(k[i] * f.m + f.c * below[i]) * two_B - f.B, (k[i] * f.m + f.c * below[d + i]) * two_B - f.B,
-                  (f.m + f.c * pk[i]) * two_B, (f.m + f.c * pk[d + i]) * two_B,
-                  fast_exp(th[i] * f.L), fast_exp(th[d + i] * f.L)};
+ALWAYS_INLINE Knots<T> knots(const Found<T>& f, std::size_t d, std::size_t i) {
+  const T two_B = T(2) * f.B, k = f.k[i];
+  return Knots<T>{(k * f.m + f.c * f.below[i]) * two_B - f.B, (k * f.m + f.c * f.below[d + i]) * two_B - f.B,
+                  (f.m + f.c * f.pk[i]) * two_B, (f.m + f.c * f.pk[d + i]) * two_B,
+                  fast_exp(f.th[i] * f.L), fast_exp(f.th[d + i] * f.L)};
 }
 
 // One row of the forward map: y and log-slope of d elements.
 template <class T>
 SIMD_CLONES void forward_row(const T* hn, const T* __restrict__ xn, T* __restrict__ yn, T* __restrict__ ln,
                              std::size_t d, const SplineOptions& o, Work<T>& w) {
-  bins(hn, xn, d, 0, o, w);
-  const Found<T> f = found(w, o);
-  const T *__restrict__ k = f.k, *__restrict__ below = f.below, *__restrict__ pk = f.pk, *__restrict__ th = f.th,
-                        *__restrict__ v = f.v;
-  const T B = f.B;
+  const Found<T> f = bins(hn, xn, d, 0, o, w);
+  const T *v = f.v, B = f.B;
   for (std::size_t i = 0; i < d; ++i) {
-    const Knots<T> kn = knots(k, below, pk, th, d, i, f);
+    const Knots<T> kn = knots(f, d, i);
     const T sl = kn.hh / kn.w;
     const T xi = clamp_value((v[i] - kn.x0) / kn.w, T(0), T(1));
     const T om = T(1) - xi, t = xi * om;
@@ -248,11 +245,8 @@ SIMD_CLONES void backward_row(const T* hn, const T* __restrict__ xn, const T* __
                               const T* __restrict__ gln, T* __restrict__ gxn, T* __restrict__ ghn, std::size_t d,
                               std::size_t P, const SplineOptions& o, Work<T>& w) {
   const int K = o.K;
-  bins(hn, xn, d, 0, o, w);
-  const Found<T> f = found(w, o);
-  const T *__restrict__ k = f.k, *__restrict__ below = f.below, *__restrict__ pk = f.pk, *__restrict__ th = f.th,
-                        *__restrict__ v = f.v;
-  const T B = f.B;
+  const Found<T> f = bins(hn, xn, d, 0, o, w);
+  const T *k = f.k, *below = f.below, *pk = f.pk, *th = f.th, *v = f.v, B = f.B;
   T* __restrict__ g_edge = w.g.data();        // rows x, y
   T* __restrict__ g_size = w.g.data() + 2 * d;
   T* __restrict__ g_raw = w.g.data() + 4 * d;  // knots k, k + 1
@@ -265,7 +259,7 @@ SIMD_CLONES void backward_row(const T* hn, const T* __restrict__ xn, const T* __
     g_in[d + i] = inside ? gln[i] : T(0);
   }
   for (std::size_t i = 0; i < d; ++i) {
-    const Knots<T> kn = knots(k, below, pk, th, d, i, f);
+    const Knots<T> kn = knots(f, d, i);
     const T gy = g_in[i], gl = g_in[d + i];
     const T sl = kn.hh / kn.w;
     const T xi = clamp_value((v[i] - kn.x0) / kn.w, T(0), T(1));
@@ -324,13 +318,10 @@ SIMD_CLONES void backward_row(const T* hn, const T* __restrict__ xn, const T* __
 template <class T>
 SIMD_CLONES void inverse_row(const T* hn, const T* __restrict__ zn, T* __restrict__ xn, std::size_t d,
                              const SplineOptions& o, Work<T>& w) {
-  bins(hn, zn, d, 1, o, w);
-  const Found<T> f = found(w, o);
-  const T *__restrict__ k = f.k, *__restrict__ below = f.below, *__restrict__ pk = f.pk, *__restrict__ th = f.th,
-                        *__restrict__ v = f.v;
-  const T B = f.B;
+  const Found<T> f = bins(hn, zn, d, 1, o, w);
+  const T *v = f.v, B = f.B;
   for (std::size_t i = 0; i < d; ++i) {
-    const Knots<T> kn = knots(k, below, pk, th, d, i, f);
+    const Knots<T> kn = knots(f, d, i);
     const T sl = kn.hh / kn.w, dy = v[i] - kn.y0, mix = kn.d0 + kn.d1 - T(2) * sl;
     const T qa = kn.hh * (sl - kn.d0) + dy * mix;
     const T qb = kn.hh * kn.d0 - dy * mix;
@@ -450,7 +441,7 @@ Call<T> prepare(const py::handle& h_obj, const Named& ins, const Named& outs, in
 template <class T>
 void forward_impl(py::handle h, py::handle x, py::handle y, py::handle ld, SplineOptions o, unsigned threads) {
   const Call<T> c = prepare<T>(h, {{x, "x"}}, {{y, "y"}, {ld, "log_det"}}, o.K);
-  const std::size_t d = c.s.d, P = c.s.P;
+  const std::size_t d = c.s.d;
   py::gil_scoped_release release;
   for_blocks<T>(c.s, o.K, threads, c.h, nullptr, [&](std::size_t n, std::size_t m, const T* hb, T*, Work<T>& w) {
     forward_row(hb, c.in[0] + n * d, c.out[0] + n * d, c.out[1] + n * d, m, o, w);
@@ -471,7 +462,7 @@ void backward_impl(py::handle h, py::handle x, py::handle gz, py::handle gld, py
 template <class T>
 void inverse_impl(py::handle h, py::handle z, py::handle x, SplineOptions o, unsigned threads) {
   const Call<T> c = prepare<T>(h, {{z, "z"}}, {{x, "x"}}, o.K);
-  const std::size_t d = c.s.d, P = c.s.P;
+  const std::size_t d = c.s.d;
   py::gil_scoped_release release;
   for_blocks<T>(c.s, o.K, threads, c.h, nullptr, [&](std::size_t n, std::size_t m, const T* hb, T*, Work<T>& w) {
     inverse_row(hb, c.in[0] + n * d, c.out[0] + n * d, m, o, w);
