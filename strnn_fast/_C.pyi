@@ -39,3 +39,14 @@ def block_layout(mask: BinaryMatrix, block_out: int, block_in: int) -> dict[str,
 def reorder_hidden(masks: Sequence[BinaryMatrix], block_out: int, block_in: int, sweeps: int = 3) -> dict[str, Any]:
     """perms (int64 arrays, new position -> old unit), tiles_before, tiles_after, tiles_total (lists of int),
     methods (list of str)."""
+
+# --- rational-quadratic spline on the CPU (csrc/spline.cpp) ---
+# h: (N, 3 bins - 1, d) parameters, parameter-major; x, z and every other array (N, d); one dtype,
+# float32 or float64, all C-contiguous; outputs are written in place (nothing is converted).
+Floats = npt.NDArray[Union[np.float32, np.float64]]
+def rqs_forward(h: Floats, x: Floats, y: Floats, log_det: Floats, bins: int, bound: float, min_bin: float,
+                log_max_slope: float, threads: int = 0) -> None: ...
+def rqs_backward(h: Floats, x: Floats, grad_z: Floats, grad_log_det: Floats, grad_x: Floats, grad_h: Floats,
+                 bins: int, bound: float, min_bin: float, log_max_slope: float, threads: int = 0) -> None: ...
+def rqs_inverse(h: Floats, z: Floats, x: Floats, bins: int, bound: float, min_bin: float, log_max_slope: float,
+                threads: int = 0) -> None: ...
