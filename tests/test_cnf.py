@@ -293,9 +293,11 @@ def test_adjoint_gradients_match_backprop(solver, step, divergence):
 CONTEXT_ADJACENCY = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, 0], [0, 1, 1]], dtype=bool)
 
 
-@pytest.mark.parametrize("solver,step", [("dopri5", None), ("rk4", 0.05)])
-@pytest.mark.parametrize("divergence", ["exact", "hutchinson"])
-@pytest.mark.parametrize("broadcast", [False, True])
+# Every pair of (solver, divergence, one context per row or one broadcast) once: the four cases
+# cover all pairs that the eight of the full product did.
+@pytest.mark.parametrize("solver,step,divergence,broadcast", [
+    ("dopri5", None, "exact", False), ("dopri5", None, "hutchinson", True),
+    ("rk4", 0.05, "exact", True), ("rk4", 0.05, "hutchinson", False)])
 def test_adjoint_gradients_reach_the_context(solver, step, divergence, broadcast):
     # d = 5, C = 3, B = 7, two blocks, t as an input: d/dc under the adjoint equals backprop's.
     flow = _flow(SPARSE, hidden_sizes=(8,), flow_steps=2, solver=solver, step_size=step, divergence=divergence,
