@@ -30,7 +30,8 @@ from .._validate import check_fits_dtype
 from ..data import load_table
 from ..variables import Variables
 
-__all__ = ["add_context_option", "add_table_arguments", "context_of", "in_batches", "order_columns", "read_context", "read_rows"]
+__all__ = ["add_context_option", "add_table_arguments", "context_of", "in_batches", "input_files", "order_columns",
+           "read_context", "read_rows"]
 
 
 def order_columns(x: np.ndarray, names: list[str] | None, model_names: list[str] | None, d: int,
@@ -115,6 +116,17 @@ def read_context(args: argparse.Namespace, model: nn.Module, rows: int | None, p
         raise ValueError(f"--context: {path} has {len(c)} rows; give one row (shared by every {per}) "
                          f"or {rows} rows (one per {per})")
     return np.broadcast_to(c, (rows, C)).copy()  # writable: torch refuses to share read-only arrays
+
+
+def input_files(args: argparse.Namespace) -> list[str]:
+    r"""The files a command reads: the model, the data table when it takes one, ``--context`` when
+    given. Outputs may not overwrite them.
+
+    Example:
+        >>> input_files(argparse.Namespace(model="m.pt", data="x.csv", context=None))
+        ['m.pt', 'x.csv']
+    """
+    return [f for f in (args.model, getattr(args, "data", None), getattr(args, "context", None)) if f]
 
 
 def in_batches(fn: Callable[[np.ndarray, np.ndarray | None], Any], batch_size: int, x: np.ndarray,

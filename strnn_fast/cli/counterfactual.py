@@ -17,13 +17,13 @@ import numpy as np
 from ..variables import parse_assignments
 from ._common import (add_do_option, add_output_options, check_output, command_parser, load_causal,
                       variable_names, write_csv)
-from ._tables import add_table_arguments, in_batches, read_context, read_rows
+from ._tables import add_table_arguments, in_batches, input_files, read_context, read_rows
 
 __all__ = ["register", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
-    inputs = [args.model, args.data, *([args.context] if args.context else [])]
+    inputs = input_files(args)
     out = check_output(args.output, inputs=inputs, force=args.force)
     model = load_causal(args.model, trusted=args.trust_legacy_file)
     do = parse_assignments(args.do, model.names)

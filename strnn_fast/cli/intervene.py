@@ -13,13 +13,13 @@ import argparse
 from ..variables import parse_assignments
 from ._common import (add_do_option, add_output_options, check_output, command_parser, load_causal,
                       positive_int, seed_type, variable_names, write_csv)
-from ._tables import add_context_option, read_context
+from ._tables import add_context_option, input_files, read_context
 
 __all__ = ["register", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
-    inputs = [args.model, *([args.context] if args.context else [])]
+    inputs = input_files(args)
     out = check_output(args.output, inputs=inputs, force=args.force) if args.output else None
     model = load_causal(args.model, trusted=args.trust_legacy_file)
     do = parse_assignments(args.do, model.names)

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from ._common import add_output_options, check_output, command_parser, load_model, write_csv
-from ._tables import add_table_arguments, in_batches, read_context, read_rows
+from ._tables import add_table_arguments, in_batches, input_files, read_context, read_rows
 
 __all__ = ["register", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
-    inputs = [args.model, args.data, *([args.context] if args.context else [])]
+    inputs = input_files(args)
     out = check_output(args.output, inputs=inputs, force=args.force) if args.output else None
     model = load_model(args.model, trusted=args.trust_legacy_file)
     x = read_rows(args.data, model)

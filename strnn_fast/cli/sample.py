@@ -17,13 +17,13 @@ import torch
 
 from ._common import (add_output_options, check_output, command_parser, draw_samples, load_model, positive_int,
                       seed_type, variable_names, write_csv)
-from ._tables import add_context_option, read_context
+from ._tables import add_context_option, input_files, read_context
 
 __all__ = ["register", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
-    inputs = [args.model, *([args.context] if args.context else [])]
+    inputs = input_files(args)
     out = check_output(args.output, inputs=inputs, force=args.force)
     model = load_model(args.model, trusted=args.trust_legacy_file)
     context = read_context(args, model, args.n, "sample")

@@ -222,7 +222,7 @@ class _RQSForward(torch.autograd.Function):
             log_det = torch.empty(x.shape, dtype=x.dtype)
             h_arr, x_arr, y_arr, ld_arr = _core_arrays(h, x, y, log_det)
             _C.rqs_forward(h_arr, x_arr, y_arr, ld_arr, bins, bound, min_bin, log_max_slope, torch.get_num_threads())
-            ctx.constants = (bins, bound, min_bin, log_max_slope)
+            ctx.options = (bins, bound, min_bin, log_max_slope)  # as the C++ backward takes them
             ctx.save_for_backward(x, h)
             return y, log_det
         K, B, L, m = bins, bound, log_max_slope, min_bin
@@ -281,7 +281,7 @@ class _RQSForward(torch.autograd.Function):
             ghT = torch.empty(*h.shape[:-2], h.shape[-1], h.shape[-2], dtype=h.dtype)
             h_arr, x_arr, gz_arr, gld_arr, gx_arr = _core_arrays(h, x, gz, gld, gx)
             gh_arr = ghT.view(h_arr.shape).numpy()
-            _C.rqs_backward(h_arr, x_arr, gz_arr, gld_arr, gx_arr, gh_arr, *ctx.constants, torch.get_num_threads())
+            _C.rqs_backward(h_arr, x_arr, gz_arr, gld_arr, gx_arr, gh_arr, *ctx.options, torch.get_num_threads())
             return gx, ghT.transpose(-1, -2), None, None, None, None, None
         K, B, c = ctx.constants
         inside, k, e, a, S, below, pk, th, d01, xi, w, hh, s, den, r, numer = ctx.saved_tensors
