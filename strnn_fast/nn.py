@@ -4,8 +4,9 @@ r"""MaskedLinear and FastStrNN: the drop-in structured MLP, trainable sparse.
 same outputs for the same masks and weights (it loads the reference's checkpoints). Beyond it: a
 mask-aware initialization, more activations, weights kept masked at rest (so the dense path is
 plain ``F.linear``), packed storage that grows with the masks' nonzeros, CSR training
-(``backend="sparse"``), the Triton kernels, and ``backend="auto"``, which runs each layer on the
-backend measured fastest for its case (:mod:`strnn_fast.dispatch`).
+(``backend="sparse"``), the C++ CSR kernels (``backend="cpu"``), the Triton kernels, and
+``backend="auto"``, which runs each layer on the backend measured fastest for its case
+(:mod:`strnn_fast.dispatch`). The backends themselves live in :mod:`strnn_fast.backends`.
 """
 from __future__ import annotations
 
@@ -23,14 +24,13 @@ import torch.nn.functional as F
 
 from ._validate import (as_binary_matrix, as_binary_sparse, as_input, as_positive_int, as_sizes, choice,
                         is_scipy_sparse)
+from . import backends, dispatch
 from .activations import ACTIVATIONS, GAINS
-from .dispatch import choose_backend, decide
 from .factorize import METHODS, check_masks, factorize
 from .layout import BlockLayout
 from .serialization import Savable
-from .sparse_ops import MaskStructure, linear, masked_dense_linear, scatter_dense, sparse_linear
+from .sparse_ops import MaskStructure, scatter_dense
 
-BACKENDS = ("auto", "dense", "sparse", "triton")
 INITS = ("masked", "kaiming")
 # backend="auto" stores a layer packed (only the mask's nonzeros) when its mask keeps at most this
 # fraction of a weight matrix of at least PACK_MIN_WEIGHTS entries: the values, their gradient and
@@ -102,8 +102,10 @@ class MaskedLinear(nn.Module):
         init: "masked" (Kaiming uniform with fan-in counted from the mask) or "kaiming"
             (nn.Linear's default, for parity with the reference).
         backend: "dense" (``F.linear``), "sparse" (torch CSR SpMM/SDDMM, training included),
+            "cpu" (the C++ CSR kernels: CPU, float32/float64, any order of derivatives),
             "triton" (block-sparse kernels) or "auto" (per call, the measured choice of
-            :mod:`strnn_fast.dispatch`; dense where nothing is measured).
+            :mod:`strnn_fast.dispatch`; dense where nothing is measured). The backend is a speed
+            choice only: the same seed gives the same initial weights on every backend.
         packed: store only the mask's nonzeros. Default: for backend="sparse", and for "auto"
             when the layer is large and sparse (see ``PACK_MAX_DENSITY``).
 
@@ -134,12 +136,12 @@ class MaskedLinear(nn.Module):
         self.out_features = as_positive_int(out_features, "out_features")
         self.activation = choice(activation, tuple(ACTIVATIONS), "activation")
         self.init = choice(init, INITS, "init")
-        self.backend = choice(backend, BACKENDS, "backend")
+        self.backend = choice(backend, backends.CHOICES, "backend")
         shape = (self.out_features, self.in_features)
         structure = (MaskStructure.from_dense(np.ones(shape, dtype=np.uint8)) if mask is None
                      else mask_structure(mask, shape))
         if packed is None:
-            packed = self.backend == "sparse" or (
+            packed = self.backend in ("sparse", "cpu") or (
                 self.backend == "auto" and structure.density <= PACK_MAX_DENSITY
                 and shape[0] * shape[1] >= PACK_MIN_WEIGHTS)
         if not isinstance(packed, bool):
@@ -202,7 +204,7 @@ class MaskedLinear(nn.Module):
     def invalidate(self, structure: MaskStructure | None = None) -> None:
         """Drops every derived structure; `structure` (CPU) seeds the new one when the caller has it."""
         self._derived.clear()
-        self.__dict__.pop("_last_dispatch", None)
+        self._last_dispatch = None
         if structure is not None:
             self._derived["_key"] = self._mask_key()
             self._derived["structure", torch.device("cpu")] = structure
@@ -247,9 +249,10 @@ class MaskedLinear(nn.Module):
         """The (out, in) weight, zero off the mask (a scatter of the values when packed)."""
         return self.weight
 
-    def masked_weight(self) -> torch.Tensor:
-        """W ⊙ M: the weight itself, since weights are masked at rest."""
-        return self.dense_weight()
+    def grad_mask(self) -> torch.Tensor | None:
+        """The mask a dense weight's gradient is restricted to; None when packed (a scatter's
+        gradient reaches only the kept values)."""
+        return None if self.packed else self._buffers["mask"]
 
     def packed_values(self) -> torch.Tensor:
         """The kept weights in CSR order (a gather of the dense weight when not packed; differentiable)."""
@@ -353,32 +356,56 @@ class MaskedLinear(nn.Module):
             self.bias.copy_(self.bias[po.to(self.bias.device)])
 
     def reset_parameters(self) -> None:
-        """Re-draws weights and bias ("masked": fan-in counted from the mask; "kaiming": nn.Linear's rule)."""
+        """Re-draws weights and bias ("masked": fan-in counted from the mask; "kaiming": nn.Linear's rule).
+
+        The random numbers drawn depend only on the mask, the init and the dtype, never on the
+        storage or backend: "masked" draws one number per kept weight in CSR (row-major) order,
+        "kaiming" draws the full (out, in) matrix as ``nn.Linear`` does (row blocks at a time when
+        packed) and keeps the entries on the mask. So the same seed gives bit-identical weights
+        packed or dense, on every backend.
+        """
         s = self.structure(torch.device("cpu"))
+        dtype, device = self.param_dtype, self.param_device
         with torch.no_grad():
             if self.init == "kaiming":  # nn.Linear's rule: U(-1/sqrt(in), 1/sqrt(in)) for both
-                bound_w = bound_b = torch.tensor(1.0 / math.sqrt(self.in_features), dtype=torch.float64)
-                if not self.packed:  # nn.Linear's exact draws, for parity with the reference
-                    nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+                bound_b = torch.tensor(1.0 / math.sqrt(self.in_features), dtype=torch.float64)
+                values = self._kaiming_values(s, dtype, device)
             else:
                 # Each unit sees only its unmasked inputs; scaling by the full width would shrink
                 # activations layer after layer in sparse masks.
                 fan_in = s.crow.diff().to(torch.float64).clamp_min(1.0)
                 gain = nn.init.calculate_gain(GAINS[self.activation])
-                bound_w = gain * torch.sqrt(3.0 / fan_in)
-                bound_b = 1.0 / torch.sqrt(fan_in)
-            if self.packed:
                 rows = torch.repeat_interleave(torch.arange(self.out_features), s.crow.diff())
-                bw = bound_w.expand(self.out_features)[rows] if bound_w.ndim else bound_w
-                self.values.uniform_(-1.0, 1.0).mul_(bw.to(self.values))
-            elif self.init != "kaiming":
-                self.weight.uniform_(-1.0, 1.0).mul_(bound_w.unsqueeze(1).to(self.weight))
-            if not self.packed:
-                self.weight.masked_fill_(self._buffers["mask"] == 0, 0.0)
+                bound_w = (gain * torch.sqrt(3.0 / fan_in))[rows]
+                bound_b = 1.0 / torch.sqrt(fan_in)
+                values = torch.empty(s.nnz, dtype=dtype, device=device).uniform_(-1.0, 1.0)
+                values.mul_(bound_w.to(values))
+            if self.packed:
+                self.values.copy_(values)
+            else:
+                self.weight.zero_()
+                self.weight.view(-1)[s.flat.to(device)] = values
             if self.bias is not None and self.init == "kaiming":
                 self.bias.uniform_(-float(bound_b), float(bound_b))
             elif self.bias is not None:
                 self.bias.uniform_(-1.0, 1.0).mul_(bound_b.to(self.bias))
+
+    def _kaiming_values(self, s: MaskStructure, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """nn.Linear's weight draws (kaiming_uniform_, a=sqrt(5)) at the kept entries, in CSR order.
+
+        The (out, in) matrix is drawn in row blocks of about 2^22 entries: the generator's stream
+        is the same as one draw of the whole matrix, and memory stays bounded for packed layers.
+        """
+        # nn.init.kaiming_uniform_'s arithmetic, step for step, so that the bound matches to the bit.
+        bound = math.sqrt(3.0) * (nn.init.calculate_gain("leaky_relu", math.sqrt(5)) / math.sqrt(self.in_features))
+        rows_per = max(1, (1 << 22) // self.in_features)
+        parts = []
+        for r0 in range(0, self.out_features, rows_per):
+            r1 = min(r0 + rows_per, self.out_features)
+            block = torch.empty((r1 - r0) * self.in_features, dtype=dtype, device=device).uniform_(-bound, bound)
+            lo, hi = int(s.crow[r0]), int(s.crow[r1])
+            parts.append(block[(s.flat[lo:hi] - r0 * self.in_features).to(device)])
+        return torch.cat(parts) if parts else torch.empty(0, dtype=dtype, device=device)
 
     # ------------------------------------------------------------------ compute
     def inference(self) -> bool:
@@ -388,32 +415,34 @@ class MaskedLinear(nn.Module):
 
     def decision(self, batch: int, phase: str, dtype: torch.dtype | None = None, device: Any = None) -> str:
         """What backend="auto" runs for this case (the dispatch table's answer; no measuring)."""
-        return decide((self.out_features, self.in_features), self.density(), batch, dtype or self.param_dtype,
-                      phase, device if device is not None else self.param_device)
+        return dispatch.decide((self.out_features, self.in_features), self.density(), batch,
+                               dtype or self.param_dtype, phase, device if device is not None else self.param_device)
 
     def resolved_backend(self, x: torch.Tensor) -> str:
         """The backend this call runs on: the fixed one, or for "auto" the dispatch's measured choice."""
         if self.backend != "auto":
             return self.backend
-        return choose_backend(self, x)
+        if torch.compiler.is_compiling():
+            return dispatch.choose_backend(self, x)
+        # The common case, a call like the previous one, answered from a few cheap attributes
+        # (the per-call cost of "auto"). Any backend computes the same function, so a stale answer
+        # (after e.g. freezing the parameters) can only cost speed; mask changes clear it
+        # (invalidate), table changes bump dispatch.GENERATION.
+        key = (x.shape, x.dtype, bool(getattr(x, "is_cuda", False)), torch.is_grad_enabled(),
+               bool(getattr(x, "requires_grad", False)), dispatch.GENERATION[0])
+        last = self._last_dispatch
+        if last is not None and last[0] == key:
+            return last[1]
+        backend = dispatch.choose_backend(self, x)
+        self._last_dispatch = (key, backend)
+        return backend
 
     def run_backend(self, backend: str, x: torch.Tensor) -> torch.Tensor:
-        """The layer's output on a given backend (all agree to rounding)."""
-        if backend == "triton":
-            from .dispatch import triton_forward
-
-            return triton_forward(self, x)
-        if backend == "sparse":
-            s = self.structure(x.device)
-            y = sparse_linear(x, self.packed_values(), self.bias, s)
-        elif self.packed:
-            y = linear(x, self.weight, self.bias)  # the scatter's gradient reaches only kept values
-        else:
-            y = masked_dense_linear(x, self.weight, self.bias, self._buffers["mask"])
-        return ACTIVATIONS[self.activation](y)
+        """The layer's output on a given backend (all agree to rounding; see :mod:`strnn_fast.backends`)."""
+        return backends.run(backend, self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.run_backend(self.resolved_backend(x), x)
+        return backends.run(self.resolved_backend(x), self, x)
 
     # ------------------------------------------------------------------ state
     def _apply(self, fn, recurse=True):  # .to()/.half(): derived tensors live on devices, rebuild them
@@ -472,7 +501,23 @@ class MaskedLinear(nn.Module):
 # A dense-storage model whose parameters, gradients and AdamW state (4 copies of the weights)
 # would exceed this many bytes is refused before anything is allocated. Raise it with the
 # environment variable STRNN_FAST_MAX_DENSE_BYTES or by setting strnn_fast.nn.MAX_DENSE_BYTES.
-MAX_DENSE_BYTES = int(os.environ.get("STRNN_FAST_MAX_DENSE_BYTES", 8 << 30))
+def _env_bytes(name: str, default: int) -> int:
+    """A positive byte count from the environment variable `name`; a bad value warns and keeps `default`
+    (it must not break ``import strnn_fast``)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(float(raw))
+        if value > 0:
+            return value
+    except (ValueError, OverflowError):
+        pass
+    warnings.warn(f"{name}={raw!r} is not a positive number of bytes; using {default}", RuntimeWarning, stacklevel=2)
+    return default
+
+
+MAX_DENSE_BYTES = _env_bytes("STRNN_FAST_MAX_DENSE_BYTES", 8 << 30)
 # Above this many mask entries (sum of fan_in * fan_out) the factorizer is asked for sparse masks.
 SPARSE_FACTORIZE_MIN_ENTRIES = 1 << 26
 
@@ -497,7 +542,9 @@ class FastStrNN(Savable, nn.Module):
         adjacency: (n_out x nin) binary matrix. Defaults to the full lower triangle when opt_type="made".
         activation: "relu", "tanh", "softplus", "elu", "gelu" or "silu".
         backend: "auto" (measured per layer and case, see :mod:`strnn_fast.dispatch`), "dense",
-            "sparse" (CSR, trains; parameters stored packed) or "triton".
+            "sparse" (torch CSR, trains; parameters stored packed), "cpu" (the C++ CSR kernels;
+            parameters stored packed) or "triton". A speed choice only: the initial weights for
+            a seed are the same on every backend.
         init: "masked" or "kaiming" (the reference's nn.Linear default); None: the class's
             ``default_init`` ("masked" here, "kaiming" in :class:`strnn_fast.compat.StrNN`).
         reorder: permute hidden units so that fewer weight tiles are nonzero (same function,
@@ -537,7 +584,7 @@ class FastStrNN(Savable, nn.Module):
         self.opt_type = choice(opt_type, METHODS, "opt_type")
         self.opt_args = dict(self.default_opt_args if opt_args is None else opt_args)
         self.activation = choice(activation, tuple(a for a in ACTIVATIONS if a != "identity"), "activation")
-        self.backend = choice(backend, BACKENDS, "backend")
+        self.backend = choice(backend, backends.CHOICES, "backend")
         self.init = self.default_init if init is None else init
         self._register_load_state_dict_pre_hook(_reference_keys)
 
@@ -678,12 +725,10 @@ class FastStrNN(Savable, nn.Module):
             >>> sorted(net.backend_report()[0])[:4]
             ['backend', 'batch_bucket', 'density', 'device']
         """
-        from .dispatch import DECISIONS
-
         rows = []
         for idx, layer in enumerate(self.layers):
             for case in sorted(layer.seen_cases, key=str):
-                entry = DECISIONS.get(case, {"backend": "dense", "times_us": {}, "source": "unmeasured"})
+                entry = dispatch.lookup(case) or {"backend": "dense", "times_us": {}, "source": "unmeasured"}
                 fixed = layer.backend != "auto"
                 rows.append({
                     "layer": idx, "out": case[0], "in": case[1], "density": case[2], "batch_bucket": case[3],

@@ -18,7 +18,8 @@ from tolerances import assert_close
 
 from strnn_fast import FastStrNN
 from strnn_fast.activations import ACTIVATIONS
-from strnn_fast.dispatch import choose_backend, layer_layout, prepare
+from strnn_fast.backends import layout as layer_layout
+from strnn_fast.dispatch import choose_backend, prepare
 from strnn_fast.freeze import freeze
 from strnn_fast.kernels.masked_linear import is_interpreted, masked_linear
 from strnn_fast.layout import BlockLayout
