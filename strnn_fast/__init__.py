@@ -17,8 +17,10 @@ package), ``kernels/`` (Triton, installed as ``strnn_fast.kernels``), ``tests/``
   - the exact MILP in ``strnn_fast/exact.py`` (:func:`strnn_fast.exact.factorize_exact`).
 
 * Networks: :class:`FastStrNN`, :class:`MaskedLinear` in ``strnn_fast/nn.py``; activations by
-  name in ``strnn_fast/activations.py``. Backends of a masked layer: "dense" (masked weights,
-  ``F.linear``), "sparse" (CSR SpMM / SDDMM that train, in ``strnn_fast/sparse_ops.py``) and
+  name in ``strnn_fast/activations.py``. Backends of a masked layer, run by name in one place,
+  ``strnn_fast/backends.py``: "dense" (masked weights, ``F.linear``), "sparse" (torch CSR SpMM /
+  SDDMM that train, in ``strnn_fast/sparse_ops.py``), "cpu" (the C++ CSR kernels of
+  ``csrc/masked_linear.cpp`` through the torch ops of ``strnn_fast/csr_ops.py``) and
   "triton" (the block-sparse kernels of the top-level ``kernels/masked_linear.py``, installed as
   ``strnn_fast.kernels.masked_linear``; ahead-of-time compile checks in ``kernels/aot.py``);
   "auto" picks per layer from measured timings in ``strnn_fast/dispatch.py``

@@ -68,7 +68,7 @@ def default_block(device: torch.device) -> tuple[int, int]:
 
 def _cpu_kernels_available() -> bool:
     try:
-        from . import csr_ops  # noqa: F401
+        from .csr_ops import csr_linear  # noqa: F401
     except ImportError:  # pragma: no cover - an extension built without the kernels
         return False
     return True
@@ -76,7 +76,7 @@ def _cpu_kernels_available() -> bool:
 
 def _triton_available() -> bool:
     try:
-        from .kernels import masked_linear  # noqa: F401
+        from .kernels.masked_linear import masked_linear  # noqa: F401
     except ImportError:  # triton is an optional dependency
         return False
     return True
