@@ -32,6 +32,7 @@ package), ``kernels/`` (Triton, installed as ``strnn_fast.kernels``), ``tests/``
 
 * Models: :class:`StrAF`, :class:`ARF`, :class:`GNF` (``strnn_fast/flows/straf.py``, ``arf.py``,
   ``gnf.py`` on ``flows/autoregressive.py``; their conditioners in ``flows/conditioners.py``),
+  sampling without gradients level by level, each conditioner unit once, in ``flows/levels.py``;
   :class:`StrCNF`, :class:`FFJORD` (``strnn_fast/flows/cnf.py``, dynamics in
   ``flows/odefunc.py``); the normalizers affine, spline and UMNN (with its inverse by bisection
   and its Clenshaw-Curtis quadrature in ``quadrature.py``) in
