@@ -16,9 +16,11 @@ package), ``kernels/`` (Triton, installed as ``strnn_fast.kernels``), ``tests/``
     parallel-for over rows);
   - the exact MILP in ``strnn_fast/exact.py`` (:func:`strnn_fast.exact.factorize_exact`).
 
-* Networks: :class:`FastStrNN`, :class:`MaskedLinear` in ``strnn_fast/nn.py``; activations by
+* Networks: :class:`FastStrNN` in ``strnn_fast/nn.py``, its layer :class:`MaskedLinear` in
+  ``strnn_fast/layer.py``; activations by
   name in ``strnn_fast/activations.py``. Backends of a masked layer, run by name in one place,
-  ``strnn_fast/backends.py``: "dense" (masked weights, ``F.linear``), "sparse" (torch CSR SpMM /
+  ``strnn_fast/backends.py``: "dense" (masked weights, ``F.linear``, in ``strnn_fast/dense_ops.py``),
+  "sparse" (torch CSR SpMM /
   SDDMM that train, in ``strnn_fast/sparse_ops.py``), "cpu" (the C++ CSR kernels of
   ``csrc/masked_linear.cpp`` through the torch ops of ``strnn_fast/csr_ops.py``) and
   "triton" (the block-sparse kernels of the top-level ``kernels/masked_linear.py``, installed as
@@ -82,7 +84,8 @@ from .causal import CausalFlow
 from .density import StrNNDensityEstimator
 from .factorize import check_masks, connections, factorize, path_counts, required_width
 from .flows import ARF, FFJORD, GNF, StrAF, StrCNF
-from .nn import FastStrNN, MaskedLinear
+from .layer import MaskedLinear
+from .nn import FastStrNN
 from .serialization import load
 from .train import fit
 

@@ -36,7 +36,8 @@ import torch
 
 from .activations import ACTIVATIONS
 from .layout import BlockLayout
-from .sparse_ops import MaskStructure, linear, masked_dense_linear, sparse_linear
+from .dense_ops import linear, masked_dense_linear
+from .sparse_ops import MaskStructure, sparse_linear
 
 # The backends a layer can run, and what a layer's ``backend`` argument may say.
 NAMES = ("dense", "sparse", "cpu", "triton")

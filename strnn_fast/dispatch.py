@@ -248,7 +248,7 @@ def _layer_candidates(layer: nn.Module, batch: int, phase: str, dtype: torch.dty
     (row- or column-major: sparse layers hand on column-major activations) and whether it needs
     a gradient (a first layer's does not), which change what each backend costs.
     """
-    from .sparse_ops import is_transposed
+    from .dense_ops import is_transposed
 
     probe = copy.deepcopy(layer).to(device=device, dtype=dtype)
     probe.train(phase == "train")

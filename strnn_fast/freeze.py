@@ -161,7 +161,7 @@ def freeze(model: nn.Module, dtype: torch.dtype | None = None, cuda_graph_batch:
         >>> freeze(FastStrNN(2, (4,), 2, adjacency=[[0, 0], [1, 0]]), dtype=torch.float16).dtype
         torch.float16
     """
-    from .nn import MaskedLinear
+    from .layer import MaskedLinear
 
     layers = getattr(model, "layers", None)
     if not isinstance(layers, nn.ModuleList) or not layers or not all(isinstance(m, MaskedLinear) for m in layers):

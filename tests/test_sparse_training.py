@@ -233,7 +233,7 @@ def test_second_order_weight_gradients_stay_on_the_mask(functorch: bool) -> None
     # A loss made of input gradients (a CNF's divergence, a gradient penalty) must give the weight
     # the gradient of F.linear(x, W * M): a hand-written backward of the whole map once left the
     # second-order part unmasked, which moved masked-out weights off zero and broke StrCNF training.
-    from strnn_fast.sparse_ops import masked_dense_linear
+    from strnn_fast.dense_ops import masked_dense_linear
 
     torch.manual_seed(0)
     mask = (torch.rand(7, 9) < 0.5).double()
