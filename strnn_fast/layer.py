@@ -16,12 +16,12 @@ import torch
 import torch.nn as nn
 
 from . import backends, dispatch
-from ._validate import as_binary_matrix, as_positive_int, choice, is_scipy_sparse
+from ._validate import as_positive_int, choice
 from .activations import ACTIVATIONS, GAINS
 from .layout import BlockLayout
 from .sparse_ops import MaskStructure, scatter_dense
 
-__all__ = ["MaskedLinear", "mask_structure", "INITS", "PACK_MAX_DENSITY", "PACK_MIN_WEIGHTS"]
+__all__ = ["MaskedLinear", "INITS", "PACK_MAX_DENSITY", "PACK_MIN_WEIGHTS"]
 
 INITS = ("masked", "kaiming")
 # backend="auto" stores a layer packed (only the mask's nonzeros) when its mask keeps at most this
@@ -33,41 +33,6 @@ INITS = ("masked", "kaiming")
 # CSR kernels lose to dense from about 10-20% density (MADE's 50% masks stay dense).
 PACK_MAX_DENSITY = 0.1
 PACK_MIN_WEIGHTS = 1 << 12
-
-
-def _is_binary_array(value: Any) -> bool:
-    """A 2-D uint8/bool numpy array holding only 0 and 1 (checked in one pass)."""
-    return (isinstance(value, np.ndarray) and value.ndim == 2 and value.size > 0
-            and value.dtype in (np.uint8, np.bool_) and int(value.max()) <= 1)
-
-
-def mask_structure(mask: Any, shape: tuple[int, int], name: str = "mask") -> MaskStructure:
-    r"""The :class:`~strnn_fast.sparse_ops.MaskStructure` of an (out x in) mask, validated.
-
-    Arguments:
-        mask: dense array/tensor/nested list of 0/1, or a scipy.sparse matrix/array (kept sparse).
-        shape: the expected (out, in).
-        name: the argument's name in error messages.
-
-    Example:
-        >>> mask_structure([[1, 0], [1, 1]], (2, 2)).nnz
-        3
-    """
-    if _is_binary_array(mask):  # factorizer output: skip the general (slow at 10^8 entries) validation
-        if mask.shape != tuple(shape):
-            raise ValueError(f"{name} must have shape {tuple(shape)}, got {mask.shape}")
-        return MaskStructure.from_dense(mask)
-    if is_scipy_sparse(mask):
-        if tuple(mask.shape) != tuple(shape):
-            raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(mask.shape)}")
-        try:
-            return MaskStructure.from_scipy(mask)
-        except ValueError as err:
-            raise ValueError(f"{name}: {err}") from None
-    m = as_binary_matrix(mask, name, allow_zero=True)
-    if m.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {m.shape}")
-    return MaskStructure.from_dense(m)
 
 
 class MaskedLinear(nn.Module):
@@ -98,7 +63,7 @@ class MaskedLinear(nn.Module):
             "triton" (block-sparse kernels) or "auto" (per call, the measured choice of
             :mod:`strnn_fast.dispatch`; dense where nothing is measured). The backend is a speed
             choice only: the same seed gives the same initial weights on every backend.
-        packed: store only the mask's nonzeros. Default: for backend="sparse", and for "auto"
+        packed: store only the mask's nonzeros. Default: for backend="sparse" or "cpu", and for "auto"
             when the layer is large and sparse (see ``PACK_MAX_DENSITY``).
 
     Example:
@@ -131,7 +96,7 @@ class MaskedLinear(nn.Module):
         self.backend = choice(backend, backends.CHOICES, "backend")
         shape = (self.out_features, self.in_features)
         structure = (MaskStructure.from_dense(np.ones(shape, dtype=np.uint8)) if mask is None
-                     else mask_structure(mask, shape))
+                     else MaskStructure.from_mask(mask, shape))
         if packed is None:
             packed = self.backend in ("sparse", "cpu") or (
                 self.backend == "auto" and structure.density <= PACK_MAX_DENSITY
@@ -260,7 +225,7 @@ class MaskedLinear(nn.Module):
         Kept weights keep their values; newly unmasked ones start at zero. A packed layer gets a
         new ``values`` parameter when the number of nonzeros changes: create optimizers after.
         """
-        new = mask_structure(mask, (self.out_features, self.in_features))
+        new = MaskStructure.from_mask(mask, (self.out_features, self.in_features))
         self._set_structure(new)
 
     def _set_structure(self, new: MaskStructure) -> None:
@@ -458,7 +423,7 @@ class MaskedLinear(nn.Module):
                 if "crow_indices" in got and "col_indices" in got:
                     self._set_structure(MaskStructure.from_csr(shape, got["crow_indices"], got["col_indices"]))
                 elif "mask" in got:
-                    self._set_structure(mask_structure(got["mask"], shape, prefix + "mask"))
+                    self._set_structure(MaskStructure.from_mask(got["mask"], shape, prefix + "mask"))
                 else:
                     missing_keys.append(prefix + ("crow_indices" if self.packed else "mask"))
                 if "values" in got:

@@ -21,10 +21,11 @@ import torch
 import torch.nn as nn
 
 from . import backends, dispatch
-from ._validate import as_binary_matrix, as_binary_sparse, as_input, as_positive_int, as_sizes, choice, is_scipy_sparse
+from ._validate import (as_binary_matrix, as_binary_sparse, as_input, as_positive_int, as_sizes, choice,
+                        is_binary_array, is_scipy_sparse)
 from .activations import ACTIVATIONS
 from .factorize import METHODS, check_masks, factorize
-from .layer import PACK_MAX_DENSITY, PACK_MIN_WEIGHTS, MaskedLinear, _is_binary_array
+from .layer import PACK_MAX_DENSITY, PACK_MIN_WEIGHTS, MaskedLinear
 from .serialization import Savable
 
 def _env_bytes(name: str, default: int) -> int:
@@ -204,7 +205,7 @@ class FastStrNN(Savable, nn.Module):
             return self._factorize()
         if isinstance(precomputed, (str, bytes)) or not isinstance(precomputed, Sequence):
             raise TypeError("precomputed_masks must be a list of 2-D arrays")
-        masks = [m if is_scipy_sparse(m) or _is_binary_array(m)
+        masks = [m if is_scipy_sparse(m) or is_binary_array(m)
                  else as_binary_matrix(m, f"precomputed_masks[{i}]", allow_zero=True) for i, m in enumerate(precomputed)]
         sizes = [self.nin, *self.hidden_sizes, self.A.shape[0]]
         expected = list(zip(sizes, sizes[1:]))

@@ -71,6 +71,37 @@ class MaskStructure:
         return cls((out, inn), crow, col, flat, t_crow, rows[t_perm], t_perm)
 
     @classmethod
+    def from_mask(cls, mask: Any, shape: tuple[int, int], name: str = "mask") -> MaskStructure:
+        r"""The structure of an (out x in) mask given in any form, validated.
+
+        Arguments:
+            mask: dense array/tensor/nested list of 0/1, or a scipy.sparse matrix/array (kept sparse).
+            shape: the expected (out, in).
+            name: the argument's name in error messages.
+
+        Example:
+            >>> MaskStructure.from_mask([[1, 0], [1, 1]], (2, 2)).nnz
+            3
+        """
+        from ._validate import as_binary_matrix, is_binary_array, is_scipy_sparse
+
+        if is_binary_array(mask):  # a factorizer's output: one pass suffices
+            if mask.shape != tuple(shape):
+                raise ValueError(f"{name} must have shape {tuple(shape)}, got {mask.shape}")
+            return cls.from_dense(mask)
+        if is_scipy_sparse(mask):
+            if tuple(mask.shape) != tuple(shape):
+                raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(mask.shape)}")
+            try:
+                return cls.from_scipy(mask)
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
+        m = as_binary_matrix(mask, name, allow_zero=True)
+        if m.shape != tuple(shape):
+            raise ValueError(f"{name} must have shape {tuple(shape)}, got {m.shape}")
+        return cls.from_dense(m)
+
+    @classmethod
     def from_dense(cls, mask: Any) -> MaskStructure:
         """Builds the structure of a dense (out x in) 0/1 array or tensor."""
         m = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
