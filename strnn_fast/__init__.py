@@ -25,7 +25,7 @@ package), ``kernels/`` (Triton, installed as ``strnn_fast.kernels``), ``tests/``
   ``csrc/masked_linear.cpp`` through the torch ops of ``strnn_fast/csr_ops.py``) and
   "triton" (the block-sparse kernels of the top-level ``kernels/masked_linear.py``, installed as
   ``strnn_fast.kernels.masked_linear``; ahead-of-time compile checks in ``kernels/aot.py``);
-  "auto" picks per layer from measured timings in ``strnn_fast/dispatch.py``
+  "auto" picks per layer from measured timings (``strnn_fast/timing.py``) in ``strnn_fast/dispatch.py``
   (``choose_backend``, ``measure_model``). The kernels walk block layouts from
   ``strnn_fast/layout.py`` (:class:`~strnn_fast.layout.BlockLayout`, built by
   ``csrc/block_layout.cpp``, the one place tiles are counted); hidden-unit reordering for fewer
