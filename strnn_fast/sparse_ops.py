@@ -40,6 +40,7 @@ class MaskStructure:
         flat: row * in + col of each nonzero, in CSR order (ascending).
         t_crow, t_col: CSR of the transposed (in x out) pattern.
         t_perm: CSR-order index of each nonzero of the transpose (values.T = values[t_perm]).
+        t_inv: the inverse permutation: the transpose's position of each nonzero (values = values.T[t_inv]).
     """
 
     shape: tuple[int, int]
@@ -49,13 +50,14 @@ class MaskStructure:
     t_crow: torch.Tensor
     t_col: torch.Tensor
     t_perm: torch.Tensor
+    t_inv: torch.Tensor
 
     @classmethod
     def from_csr(cls, shape: tuple[int, int], crow: Any, col: Any) -> MaskStructure:
         """Builds the structure from CSR row pointers and (per row sorted) column indices."""
         out, inn = int(shape[0]), int(shape[1])
-        crow = torch.as_tensor(crow, dtype=torch.int64).cpu()
-        col = torch.as_tensor(col, dtype=torch.int64).cpu()
+        crow = torch.as_tensor(crow, dtype=torch.int64).cpu().contiguous()
+        col = torch.as_tensor(col, dtype=torch.int64).cpu().contiguous()
         if crow.shape != (out + 1,) or int(crow[0]) != 0 or int(crow[-1]) != col.numel() or bool((crow.diff() < 0).any()):
             raise ValueError(f"crow_indices must be {out + 1} non-decreasing row pointers from 0 to nnz={col.numel()}")
         if col.numel() and (int(col.min()) < 0 or int(col.max()) >= inn):
@@ -68,7 +70,9 @@ class MaskStructure:
         t_perm = torch.argsort(col * out + rows)
         t_crow = torch.zeros(inn + 1, dtype=torch.int64)
         t_crow[1:] = torch.cumsum(torch.bincount(col, minlength=inn), 0)
-        return cls((out, inn), crow, col, flat, t_crow, rows[t_perm], t_perm)
+        t_inv = torch.empty_like(t_perm)
+        t_inv[t_perm] = torch.arange(t_perm.numel())
+        return cls((out, inn), crow, col, flat, t_crow, rows[t_perm], t_perm, t_inv)
 
     @classmethod
     def from_mask(cls, mask: Any, shape: tuple[int, int], name: str = "mask") -> MaskStructure:
@@ -139,7 +143,7 @@ class MaskStructure:
 
     def to(self, device: torch.device | str) -> MaskStructure:
         """The same structure with its index tensors on `device`."""
-        names = ("crow", "col", "flat", "t_crow", "t_col", "t_perm")
+        names = ("crow", "col", "flat", "t_crow", "t_col", "t_perm", "t_inv")
         return MaskStructure(self.shape, **{k: getattr(self, k).to(device) for k in names})
 
     def dense(self, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
@@ -178,7 +182,7 @@ def _spmm_t(a_csr: torch.Tensor, x2d: torch.Tensor) -> torch.Tensor:
 class _SparseLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x2d, values, bias, crow, col, t_crow, t_col, t_perm, shape):
-        s = MaskStructure(shape, crow, col, crow, t_crow, t_col, t_perm)  # flat unused here
+        s = MaskStructure(shape, crow, col, crow, t_crow, t_col, t_perm, t_perm)  # flat and t_inv unused here
         y = _spmm_t(s.csr(values), x2d)
         if bias is not None:
             y = y + bias
@@ -191,7 +195,7 @@ class _SparseLinear(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g):
         x2d, values, crow, col, t_crow, t_col, t_perm = ctx.saved_tensors
-        s = MaskStructure(ctx.shape, crow, col, crow, t_crow, t_col, t_perm)
+        s = MaskStructure(ctx.shape, crow, col, crow, t_crow, t_col, t_perm, t_perm)
         gx = gv = gb = None
         if ctx.needs_input_grad[0]:
             gx = _spmm_t(s.csr_t(values), g)  # g @ W = (W^T @ g^T)^T

@@ -51,8 +51,8 @@ def test_cpu_cases_are_measured_once_and_cached(table, timings) -> None:
     net = _net()
     x = torch.randn(30, 64)
     y = net(x)
-    assert len(timings) == 3 and all(names == ["dense", "sparse"] for names in timings)
-    assert len(table) == 3 and all(v["source"] == "measured" and set(v["times_us"]) == {"dense", "sparse"}
+    assert len(timings) == 3 and all(names == ["cpu", "dense", "sparse"] for names in timings)
+    assert len(table) == 3 and all(v["source"] == "measured" and set(v["times_us"]) == {"cpu", "dense", "sparse"}
                                    for v in table.values())
     net(torch.randn(25, 64))  # the same batch bucket (32) and phase: no new measurement
     assert len(timings) == 3

@@ -1,0 +1,166 @@
+r"""The C++ CSR kernels of a masked layer as torch ops: ``backend="cpu"``.
+
+Two kernels of ``csrc/masked_linear.cpp`` do all the work, on activations stored feature-major
+(``xt`` is (in, B): the batch contiguous, as the torch sparse path already hands them on):
+
+* ``csr_spmm(xt, values, pattern)`` = W xt, W (out x in) given by its CSR-order ``values``;
+* ``csr_sddmm(gt, xt, pattern)`` = the kept entries of gt xt^T, i.e. the weight gradient.
+
+They are registered as torch custom ops (``torch.ops.strnn_fast.csr_spmm`` / ``csr_sddmm``)
+with fake implementations, so ``torch.compile(fullgraph=True)`` traces through them, and with
+autograd formulas made of the same two ops (dX is ``csr_spmm`` on the transposed pattern, dW is
+``csr_sddmm``, and their gradients are again the two products), so derivatives of any order are
+exact: gradient penalties and exact divergences work on this backend.
+
+:func:`csr_linear` is the layer: ``act(x @ W^T + b)``. Where no gradient is needed it calls the
+kernel directly, with the bias and a relu fused (the per-call cost of a small layer is a few
+microseconds); otherwise it goes through the ops and torch's activation.
+
+Example:
+    >>> import torch
+    >>> from strnn_fast.sparse_ops import MaskStructure
+    >>> s = MaskStructure.from_dense(torch.tensor([[1, 0, 1], [0, 1, 0]]))
+    >>> csr_linear(torch.ones(2, 3), torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.5, -9.0]), s, "relu")
+    tensor([[3.5000, 0.0000],
+            [3.5000, 0.0000]])
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _C
+from .activations import ACTIVATIONS
+from .sparse_ops import MaskStructure
+
+__all__ = ["csr_linear", "csr_spmm", "csr_sddmm", "DTYPES"]
+
+DTYPES = (torch.float32, torch.float64)
+# Activations the kernel applies itself (the others run in torch after it).
+_FUSED = ("identity", "relu")
+
+
+def _np(t: Tensor):
+    return t.detach().contiguous().numpy()
+
+
+@torch.library.custom_op("strnn_fast::csr_spmm", mutates_args=())
+def csr_spmm(xt: Tensor, values: Tensor, crow: Tensor, col: Tensor, t_crow: Tensor, t_col: Tensor, t_perm: Tensor,
+             t_inv: Tensor) -> Tensor:
+    r"""``W @ xt`` for W (len(crow) - 1, xt.shape[0]) with CSR ``values``; the transposed pattern
+    (t_crow, t_col, t_perm: values.T = values[t_perm], t_inv its inverse) serves the gradient."""
+    yt = xt.new_empty(crow.shape[0] - 1, xt.shape[1])
+    _C.csr_spmm(_np(xt), _np(values), _np(crow), _np(col), None, False, yt.numpy(), torch.get_num_threads())
+    return yt
+
+
+@csr_spmm.register_fake
+def _(xt, values, crow, col, t_crow, t_col, t_perm, t_inv):
+    return xt.new_empty(crow.shape[0] - 1, xt.shape[1])
+
+
+@torch.library.custom_op("strnn_fast::csr_sddmm", mutates_args=())
+def csr_sddmm(gt: Tensor, xt: Tensor, crow: Tensor, col: Tensor, t_crow: Tensor, t_col: Tensor, t_perm: Tensor,
+              t_inv: Tensor) -> Tensor:
+    r"""``(gt @ xt.T)[row_k, col_k]`` for every kept entry k, in CSR order."""
+    dv = xt.new_empty(col.shape[0])
+    _C.csr_sddmm(_np(gt), _np(xt), _np(crow), _np(col), dv.numpy(), torch.get_num_threads())
+    return dv
+
+
+@csr_sddmm.register_fake
+def _(gt, xt, crow, col, t_crow, t_col, t_perm, t_inv):
+    return xt.new_empty(col.shape[0])
+
+
+def _save_all(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _spmm_backward(ctx, g: Tensor):
+    xt, values, crow, col, t_crow, t_col, t_perm, t_inv = ctx.saved_tensors
+    gx = gv = None
+    if ctx.needs_input_grad[0]:  # W^T g: the product on the transposed pattern (whose transpose is t_inv)
+        gx = csr_spmm(g, values[t_perm], t_crow, t_col, crow, col, t_inv, t_perm)
+    if ctx.needs_input_grad[1]:
+        gv = csr_sddmm(g, xt, crow, col, t_crow, t_col, t_perm, t_inv)
+    return gx, gv, None, None, None, None, None, None
+
+
+def _sddmm_backward(ctx, u: Tensor):
+    gt, xt, crow, col, t_crow, t_col, t_perm, t_inv = ctx.saved_tensors
+    dg = dx = None
+    if ctx.needs_input_grad[0]:  # d/dgt[r] = sum over row r of u_k xt[col_k]
+        dg = csr_spmm(xt, u, crow, col, t_crow, t_col, t_perm, t_inv)
+    if ctx.needs_input_grad[1]:  # d/dxt[c] = sum over column c of u_k gt[row_k]
+        dx = csr_spmm(gt, u[t_perm], t_crow, t_col, crow, col, t_inv, t_perm)
+    return dg, dx, None, None, None, None, None, None
+
+
+csr_spmm.register_autograd(_spmm_backward, setup_context=_save_all)
+csr_sddmm.register_autograd(_sddmm_backward, setup_context=_save_all)
+
+
+def _check(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure) -> None:
+    for name, t in (("x", x), ("values", values), ("bias", bias)):
+        if t is None:
+            continue
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.device.type != "cpu" or t.dtype not in DTYPES:
+            raise TypeError(f"backend 'cpu' runs float32/float64 tensors on the CPU; {name} is {t.dtype} on {t.device} "
+                            "(use backend='dense', 'sparse' or 'triton' there)")
+        if t.dtype != x.dtype:
+            raise TypeError(f"{name} must have x's dtype {x.dtype}, got {t.dtype}")
+    out, inn = structure.shape
+    if x.dim() == 0 or x.shape[-1] != inn:
+        raise ValueError(f"x must have shape (..., {inn}), got {tuple(x.shape)}")
+    if values.shape != (structure.nnz,):
+        raise ValueError(f"values must have shape ({structure.nnz},), got {tuple(values.shape)}")
+    if bias is not None and bias.shape != (out,):
+        raise ValueError(f"bias must have shape ({out},), got {tuple(bias.shape)}")
+    if structure.crow.device.type != "cpu":
+        raise ValueError("structure must be on the CPU")
+
+
+def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure,
+               activation: str = "identity") -> Tensor:
+    r"""``act(x @ W^T + b)`` with W given by its CSR-order `values` on `structure`, on the C++ kernels.
+
+    Arguments:
+        x: (..., in) float32/float64 CPU tensor, any strides (a column-major 2-D x, as the
+            previous masked layer returns it, is read without a copy).
+        values: (nnz,) weights in the structure's CSR order.
+        bias: (out,) or None.
+        structure: the mask's :class:`~strnn_fast.sparse_ops.MaskStructure` (on the CPU).
+        activation: a name of :data:`strnn_fast.activations.ACTIVATIONS`.
+
+    Returns:
+        (..., out); 2-D results are column-major (the next masked layer reads them as they are).
+
+    Raises:
+        TypeError: a tensor on another device or of another dtype.
+        ValueError: shapes that do not match the structure.
+    """
+    _check(x, values, bias, structure)
+    out, inn = structure.shape
+    lead = x.shape[:-1]
+    xt = x.reshape(-1, inn).T
+    if not xt.is_contiguous():
+        xt = xt.contiguous()
+    grad = torch.is_grad_enabled() and (x.requires_grad or values.requires_grad
+                                        or (bias is not None and bias.requires_grad))
+    if not grad and not torch.compiler.is_compiling():
+        yt = xt.new_empty(out, xt.shape[1])
+        _C.csr_spmm(xt.detach().numpy(), _np(values), structure.crow.numpy(), structure.col.numpy(),
+                    None if bias is None else _np(bias), activation == "relu", yt.numpy(), torch.get_num_threads())
+        y = yt.T
+        if activation not in _FUSED:
+            y = ACTIVATIONS[activation](y)
+    else:
+        s = structure
+        y = csr_spmm(xt, values, s.crow, s.col, s.t_crow, s.t_col, s.t_perm, s.t_inv).T
+        if bias is not None:
+            y = y + bias
+        y = ACTIVATIONS[activation](y)
+    return y.reshape(*lead, out)
