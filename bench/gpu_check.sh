@@ -16,8 +16,8 @@
 #   3. bench/bench_kernels_gpu.py in priority order (bf16 batch 4096 d=1024, 4096, 256; fp16; fp32;
 #      batch 256), then the frozen-model latency, with what is left of the budget. It exits non-zero,
 #      its last line saying "FAILED: n of m ...", when a point has a kernel error or no Triton time.
-# Triton's cache: $TRITON_CACHE_DIR if set, else a folder outside --out (see the note in
-# bench/results/gpu_stack.md on the ahead-built sm_90a cache).
+# Triton's cache is its own ($TRITON_CACHE_DIR, else ~/.triton/cache): an sm_90a cache built ahead
+# on CPU is not shipped, bench/results/gpu_stack.md says why.
 # Everything lands in --out (default: $OUT if set, else bench/results/gpu), at most 6 files, written
 # as they go (the GPU machine returns at most 8; a kill leaves no temporary file behind):
 #   gpu_check.log (install, nvidia-smi, benchmark output), cuda_tests.txt, kernels_gpu.json,
