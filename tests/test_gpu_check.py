@@ -42,7 +42,9 @@ if os.environ.get("TRITON_INTERPRET") == "1":
 def dry_run(out: Path, bindir: Path, **env: str) -> subprocess.CompletedProcess:
     """gpu_check.sh --dry-run where `python3` (this interpreter) is the only Python on PATH."""
     bindir.mkdir()
-    (bindir / "python3").symlink_to(sys.executable)
+    # A wrapper, not a symlink: a venv's interpreter finds its site-packages only by its own path.
+    (bindir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bindir / "python3").chmod(0o755)
     path = os.pathsep.join([str(bindir), "/usr/bin", "/bin"])
     base = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "PYTHONPATH")}
     return subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(out)],
