@@ -209,9 +209,17 @@ def test_freeze_matches(dtype):
         assert_close(out, net(x).double(), dtype, 48)
 
 
-def test_compile_fullgraph_traces_the_custom_ops():
+# "sparse": strnn_fast/sparse_ops.py's autograd.Function runs warnings.catch_warnings, which
+# Dynamo refuses (torch 2.11 and 2.13); strict, so the mark must go when that is fixed.
+SPARSE_BREAKS_GRAPH = pytest.mark.xfail(strict=True, reason="sparse_ops.py: warnings.catch_warnings in autograd.Function")
+
+
+@pytest.mark.parametrize("backend", ["triton", "auto", "dense", pytest.param("sparse", marks=SPARSE_BREAKS_GRAPH)])
+def test_compile_fullgraph_traces_the_custom_ops(backend):
+    """Every backend traces without a graph break (Dynamo of each supported torch: scripts/check_gpu_stack.sh
+    runs this on torch 2.11 too)."""
     torch.manual_seed(4)
-    net = FastStrNN(12, (40, 40), 12, adjacency=np.tril(np.ones((12, 12)), -1), activation="silu", backend="triton")
+    net = FastStrNN(12, (40, 40), 12, adjacency=np.tril(np.ones((12, 12)), -1), activation="silu", backend=backend)
     mask_at_rest(net)
     prepare(net)
     compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
