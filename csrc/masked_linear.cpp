@@ -103,17 +103,24 @@ ALWAYS_INLINE void spmm_block(const T* xs, const T* v, const std::int64_t* crow,
   }
 }
 
-// Small batches (fewer than kLanes / 4 columns): per row, the terms of each column in turn.
+// Small batches (fewer than kLanes / 4 columns): per row and column, the row's terms in four
+// interleaved partial sums (one chain of dependent adds would bound it by the add latency).
 template <class T>
 ALWAYS_INLINE void spmm_narrow(const T* xt, std::size_t ldx, const T* v, const std::int64_t* crow,
-                             const std::int64_t* col, const T* bias, bool relu, T* yt, std::size_t ldy, std::size_t r0,
-                             std::size_t r1, std::size_t c0, std::size_t n) {
-  for (std::size_t r = r0; r < r1; ++r)
+                               const std::int64_t* col, const T* bias, bool relu, T* yt, std::size_t ldy,
+                               std::size_t r0, std::size_t r1, std::size_t c0, std::size_t n) {
+  for (std::size_t r = r0; r < r1; ++r) {
+    const std::int64_t k0 = crow[r], k1 = crow[r + 1];
     for (std::size_t j = c0; j < c0 + n; ++j) {
-      T acc = bias ? bias[r] : T(0);
-      for (std::int64_t k = crow[r]; k < crow[r + 1]; ++k) acc += v[k] * xt[static_cast<std::size_t>(col[k]) * ldx + j];
+      T a[4] = {T(0), T(0), T(0), T(0)};
+      std::int64_t k = k0;
+      for (; k + 4 <= k1; k += 4)
+        for (int q = 0; q < 4; ++q) a[q] += v[k + q] * xt[static_cast<std::size_t>(col[k + q]) * ldx + j];
+      for (int q = 0; k < k1; ++k, ++q) a[q] += v[k] * xt[static_cast<std::size_t>(col[k]) * ldx + j];
+      const T acc = (bias ? bias[r] : T(0)) + ((a[0] + a[1]) + (a[2] + a[3]));
       yt[r * ldy + j] = relu && acc < T(0) ? T(0) : acc;
     }
+  }
 }
 
 // dv_k for the kept entries of rows [r0, r1): dots over the batch in kDotLanes fixed lanes.

@@ -26,6 +26,8 @@ Example:
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import Tensor
 
@@ -102,6 +104,15 @@ csr_sddmm.register_autograd(_sddmm_backward, setup_context=_save_all)
 
 
 def _check(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure) -> None:
+    """Raises a named error unless the arguments fit the kernels; the common case costs a few attribute reads."""
+    try:
+        if (x.is_cpu and values.is_cpu and x.dtype in DTYPES and values.dtype == x.dtype and x.dim() > 0
+                and x.shape[-1] == structure.shape[1] and values.shape == (structure.nnz,)
+                and (bias is None or (bias.is_cpu and bias.dtype == x.dtype and bias.shape == (structure.shape[0],)))
+                and structure.crow.is_cpu):
+            return
+    except AttributeError:
+        pass
     for name, t in (("x", x), ("values", values), ("bias", bias)):
         if t is None:
             continue
@@ -119,8 +130,32 @@ def _check(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStruct
         raise ValueError(f"values must have shape ({structure.nnz},), got {tuple(values.shape)}")
     if bias is not None and bias.shape != (out,):
         raise ValueError(f"bias must have shape ({out},), got {tuple(bias.shape)}")
-    if structure.crow.device.type != "cpu":
-        raise ValueError("structure must be on the CPU")
+    raise ValueError("structure must be on the CPU")
+
+
+# numpy views for the direct calls, made once: a structure's index arrays (immutable), and a
+# weight tensor's storage (a view follows in-place updates; a new storage makes a new view).
+_INDEX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_VIEWS: dict[int, tuple] = {}  # id(tensor) -> (weakref, data_ptr, view); tensors compare elementwise
+
+
+def _index_arrays(structure: MaskStructure):
+    hit = _INDEX.get(structure)
+    if hit is None:
+        hit = _INDEX[structure] = (structure.crow.numpy(), structure.col.numpy())
+    return hit
+
+
+def _view(t: Tensor):
+    key = id(t)
+    hit = _VIEWS.get(key)
+    if hit is not None and hit[0]() is t and hit[1] == t.data_ptr():
+        return hit[2]
+    if not t.is_contiguous():
+        return _np(t)
+    view = t.detach().numpy()
+    _VIEWS[key] = (weakref.ref(t, lambda _, k=key: _VIEWS.pop(k, None)), t.data_ptr(), view)
+    return view
 
 
 def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure,
@@ -145,15 +180,16 @@ def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
     _check(x, values, bias, structure)
     out, inn = structure.shape
     lead = x.shape[:-1]
-    xt = x.reshape(-1, inn).T
+    xt = x.T if x.dim() == 2 else x.reshape(-1, inn).T
     if not xt.is_contiguous():
         xt = xt.contiguous()
     grad = torch.is_grad_enabled() and (x.requires_grad or values.requires_grad
                                         or (bias is not None and bias.requires_grad))
     if not grad and not torch.compiler.is_compiling():
-        yt = xt.new_empty(out, xt.shape[1])
-        _C.csr_spmm(xt.detach().numpy(), _np(values), structure.crow.numpy(), structure.col.numpy(),
-                    None if bias is None else _np(bias), activation == "relu", yt.numpy(), torch.get_num_threads())
+        yt = torch.empty((out, xt.shape[1]), dtype=x.dtype)
+        crow, col = _index_arrays(structure)
+        _C.csr_spmm(xt.detach().numpy(), _view(values), crow, col, None if bias is None else _view(bias),
+                    activation == "relu", yt.numpy(), torch.get_num_threads())
         y = yt.T
         if activation not in _FUSED:
             y = ACTIVATIONS[activation](y)
@@ -163,4 +199,4 @@ def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
         if bias is not None:
             y = y + bias
         y = ACTIVATIONS[activation](y)
-    return y.reshape(*lead, out)
+    return y if len(lead) == 1 else y.reshape(*lead, out)
