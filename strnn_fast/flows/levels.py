@@ -17,8 +17,10 @@ inputs are final:
 
 So a step costs about one forward pass in all, instead of ``depth + 1``. The answer is the
 inverse the passes converge to (the same function, summed in another order: equal to rounding).
-The blocks are cut once from the weights and cached until a parameter changes; a model whose
-blocks would exceed :data:`MAX_BLOCK_ENTRIES` (very large layers) keeps the passes.
+The blocks are cut once from the weights and cached until a parameter changes. On the CPU
+(float32/float64) each stage's rows are a CSR block run by the C++ product of the "cpu" backend
+(``csrc/masked_linear.cpp``), writing its rows in place; elsewhere they are dense blocks, and a
+model whose dense blocks would exceed :data:`MAX_BLOCK_ENTRIES` keeps the passes.
 
 Example:
     >>> import torch
@@ -42,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .. import _C
 from ..activations import ACTIVATIONS
 from ..graph import levels
 
@@ -63,6 +66,10 @@ class _Layer:
     blocks: list[torch.Tensor]
     biases: list[torch.Tensor | None]
     activation: str
+    # On the CPU (float32/float64) each stage's rows as a CSR block over the prefix instead:
+    # (crow, col, values, bias) numpy arrays for the C++ product (csrc/masked_linear.cpp).
+    csr: list[tuple] | None = None
+    prefix: list[int] | None = None
 
 
 # A stage's block keeps only the prefix columns its rows read when that drops at least half of them
@@ -79,6 +86,7 @@ class LevelPlan:
 
     def __init__(self, conditioner: nn.Module, device: torch.device, dtype: torch.dtype):
         d, k, c = conditioner.d, conditioner.n_params, conditioner.context_features
+        self.on_cpu = device.type == "cpu" and dtype in (torch.float32, torch.float64)
         level = levels(conditioner.adjacency)
         self.n_stages = int(level.max(initial=0)) + 1
         # Inputs: [x (d), context (C)]; x_j is final after stage level_j (ready at level_j + 1).
@@ -115,23 +123,11 @@ class LevelPlan:
                 out_order = np.lexsort((rank[np.arange(k * d) % d], np.arange(k * d) // d, sched))
             starts = [int(np.searchsorted(sched[out_order], st)) for st in range(self.n_stages + 1)]
             prefix = [int(np.searchsorted(stage_of_input[order], st, side="right")) for st in range(self.n_stages)]
-            w = layer.dense_weight().detach().to(device=device, dtype=dtype)
-            keep = layer.keep_mask("cpu").bool()
-            b = None if layer.bias is None else layer.bias.detach().to(device=device, dtype=dtype)
-            rows_np, cols_np = out_order, order
-            blocks, biases, columns = [], [], []
-            for st in range(self.n_stages):
-                rows = torch.from_numpy(rows_np[starts[st]:starts[st + 1]])
-                cols = torch.from_numpy(cols_np[: prefix[st]])
-                read = keep.index_select(0, rows).index_select(1, cols).any(0).nonzero().flatten()
-                if read.numel() < _COMPACT_BELOW * prefix[st]:
-                    cols, used = cols[read], read.to(device)  # gather the columns read
-                else:
-                    used = prefix[st]
-                blocks.append(w.index_select(0, rows.to(device)).index_select(1, cols.to(device)).contiguous())
-                biases.append(None if b is None else b.index_select(0, rows.to(device)))
-                columns.append(used)
-            self.layers.append(_Layer(starts, columns, blocks, biases, layer.activation))
+            if self.on_cpu:
+                self.layers.append(_Layer(starts, [], [], [], layer.activation,
+                                          _csr_blocks(layer, out_order, order, starts, dtype), prefix))
+            else:
+                self.layers.append(_dense_blocks(layer, out_order, order, starts, prefix, device, dtype))
             ready, order = sched, out_order
         self.k, self.d, self.c = k, d, c
 
@@ -152,11 +148,23 @@ class LevelPlan:
             acts[0][: self.c] = context.to(z).T.index_select(0, self.context_index.to(z.device))
         var_order = self.var_order.to(z.device)
         last = len(self.layers) - 1
+        views = [a.numpy() for a in acts] if self.on_cpu else None
+        threads = torch.get_num_threads()
         for st in range(self.n_stages):
             h = None
             for idx, lay in enumerate(self.layers):
                 lo, hi = lay.starts[st], lay.starts[st + 1]
                 if hi == lo:
+                    continue
+                if views is not None:  # the C++ product of the stage's CSR block, written in place
+                    out = acts[idx + 1][lo:hi] if idx < last else z.new_empty(hi - lo, b)
+                    crow, col, vals, bias = lay.csr[st]
+                    _C.csr_spmm(views[idx][: lay.prefix[st]], vals, crow, col, bias, lay.activation == "relu",
+                                out.numpy(), threads)
+                    if lay.activation not in ("relu", "identity"):
+                        _activate_(out, lay.activation)
+                    if idx == last:
+                        h = out
                     continue
                 cols = lay.columns[st]
                 inp = acts[idx][:cols] if isinstance(cols, int) else acts[idx].index_select(0, cols)
@@ -187,6 +195,49 @@ def _activate_(y: torch.Tensor, name: str) -> None:
         y.copy_(ACTIVATIONS[name](y))
 
 
+def _dense_blocks(layer: nn.Module, out_order: np.ndarray, order: np.ndarray, starts: list[int], prefix: list[int],
+                  device: torch.device, dtype: torch.dtype) -> _Layer:
+    """Each stage's rows as a dense block against the columns they read (a prefix, or a gather)."""
+    w = layer.dense_weight().detach().to(device=device, dtype=dtype)
+    keep = layer.keep_mask("cpu").bool()
+    b = None if layer.bias is None else layer.bias.detach().to(device=device, dtype=dtype)
+    blocks, biases, columns = [], [], []
+    for st in range(len(prefix)):
+        rows = torch.from_numpy(out_order[starts[st]:starts[st + 1]])
+        cols = torch.from_numpy(order[: prefix[st]])
+        read = keep.index_select(0, rows).index_select(1, cols).any(0).nonzero().flatten()
+        if read.numel() < _COMPACT_BELOW * prefix[st]:
+            cols, used = cols[read], read.to(device)  # gather the columns read
+        else:
+            used = prefix[st]
+        blocks.append(w.index_select(0, rows.to(device)).index_select(1, cols.to(device)).contiguous())
+        biases.append(None if b is None else b.index_select(0, rows.to(device)))
+        columns.append(used)
+    return _Layer(starts, columns, blocks, biases, layer.activation)
+
+
+def _csr_blocks(layer: nn.Module, out_order: np.ndarray, order: np.ndarray, starts: list[int],
+                dtype: torch.dtype) -> list[tuple]:
+    """Each stage's rows as a CSR block whose columns index the previous layer's sorted units."""
+    s = layer.structure(torch.device("cpu"))
+    crow, col = s.crow.numpy(), s.col.numpy()
+    values = layer.packed_values().detach().to("cpu", dtype).numpy()
+    bias = None if layer.bias is None else layer.bias.detach().to("cpu", dtype).numpy()
+    position = np.empty_like(order)
+    position[order] = np.arange(order.size)
+    blocks = []
+    for st in range(len(starts) - 1):
+        rows = out_order[starts[st]:starts[st + 1]]
+        lens = crow[rows + 1] - crow[rows]
+        block_crow = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(lens, out=block_crow[1:])
+        # The kept entries of these rows, row after row: each row's run of CSR positions.
+        entries = np.repeat(crow[rows] - block_crow[:-1], lens) + np.arange(block_crow[-1])
+        blocks.append((block_crow, position[col[entries]].astype(np.int64), np.ascontiguousarray(values[entries]),
+                       None if bias is None else np.ascontiguousarray(bias[rows])))
+    return blocks
+
+
 def level_plan(step: nn.Module, z: torch.Tensor) -> LevelPlan | None:
     r"""The cached :class:`LevelPlan` of a flow step for `z`'s device and dtype, or None where it does not apply.
 
@@ -201,8 +252,8 @@ def level_plan(step: nn.Module, z: torch.Tensor) -> LevelPlan | None:
         return None
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return None
-    if LevelPlan.entries(cond) > MAX_BLOCK_ENTRIES:
-        return None
+    if not (z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64)) and LevelPlan.entries(cond) > MAX_BLOCK_ENTRIES:
+        return None  # dense blocks off the CPU: bounded
     # Any in-place update of a parameter (an optimizer step) bumps its version: a new plan.
     key = (z.device, z.dtype, tuple((p._version, p.data_ptr()) for p in cond.parameters()))
     cached = _PLANS.get(cond)
