@@ -214,7 +214,7 @@ def test_freeze_matches(dtype):
 SPARSE_BREAKS_GRAPH = pytest.mark.xfail(strict=True, reason="sparse_ops.py: warnings.catch_warnings in autograd.Function")
 
 
-@pytest.mark.parametrize("backend", ["triton", "auto", "dense", pytest.param("sparse", marks=SPARSE_BREAKS_GRAPH)])
+@pytest.mark.parametrize("backend", ["triton", "auto", "dense", "cpu", pytest.param("sparse", marks=SPARSE_BREAKS_GRAPH)])
 def test_compile_fullgraph_traces_the_custom_ops(backend):
     """Every backend traces without a graph break (Dynamo of each supported torch: scripts/check_gpu_stack.sh
     runs this on torch 2.11 too)."""
