@@ -35,7 +35,7 @@ from . import _C
 from .activations import ACTIVATIONS
 from .sparse_ops import MaskStructure
 
-__all__ = ["csr_linear", "csr_spmm", "csr_sddmm", "DTYPES"]
+__all__ = ["csr_linear", "csr_spmm", "csr_sddmm", "transposed", "DTYPES"]
 
 DTYPES = (torch.float32, torch.float64)
 # Activations the kernel applies itself (the others run in torch after it).
@@ -101,6 +101,80 @@ def _sddmm_backward(ctx, u: Tensor):
 
 csr_spmm.register_autograd(_spmm_backward, setup_context=_save_all)
 csr_sddmm.register_autograd(_sddmm_backward, setup_context=_save_all)
+
+
+# The eager path: the same products as autograd.Functions that call the kernels directly (a custom
+# op's dispatch costs tens of microseconds a call, which small layers feel); their backward is
+# made of the same Functions, so derivatives of any order stay exact. torch.compile uses the ops.
+
+def _spmm_now(xt: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure) -> Tensor:
+    xt = xt if xt.is_contiguous() else xt.contiguous()
+    yt = torch.empty((structure.shape[0], xt.shape[1]), dtype=xt.dtype)
+    crow, col = _index_arrays(structure)
+    _C.csr_spmm(xt.detach().numpy(), _view(values), crow, col, None if bias is None else _view(bias), False,
+                yt.numpy(), torch.get_num_threads())
+    return yt
+
+
+class _SpMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xt, values, bias, structure):
+        ctx.save_for_backward(xt, values)
+        ctx.structure = structure
+        ctx.has_bias = bias is not None
+        return _spmm_now(xt, values.detach().contiguous(), None if bias is None else bias.detach(), structure)
+
+    @staticmethod
+    def backward(ctx, g):
+        xt, values = ctx.saved_tensors
+        s = ctx.structure
+        gx = gv = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _SpMM.apply(g, values[s.t_perm], None, transposed(s))
+        if ctx.needs_input_grad[1]:
+            gv = _SDDMM.apply(g, xt, s)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g.sum(1)
+        return gx, gv, gb, None
+
+
+class _SDDMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gt, xt, structure):
+        ctx.save_for_backward(gt, xt)
+        ctx.structure = structure
+        dv = torch.empty(structure.nnz, dtype=xt.dtype)
+        g = gt.detach().contiguous()
+        x = xt.detach().contiguous()
+        crow, col = _index_arrays(structure)
+        _C.csr_sddmm(g.numpy(), x.numpy(), crow, col, dv.numpy(), torch.get_num_threads())
+        return dv
+
+    @staticmethod
+    def backward(ctx, u):
+        gt, xt = ctx.saved_tensors
+        s = ctx.structure
+        dg = dx = None
+        if ctx.needs_input_grad[0]:
+            dg = _SpMM.apply(xt, u, None, s)
+        if ctx.needs_input_grad[1]:
+            dx = _SpMM.apply(gt, u[s.t_perm], None, transposed(s))
+        return dg, dx, None
+
+
+_TRANSPOSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def transposed(structure: MaskStructure) -> MaskStructure:
+    """The (in x out) structure of the transposed mask (values in its order: ``values[structure.t_perm]``), cached."""
+    hit = _TRANSPOSED.get(structure)
+    if hit is None:
+        s = structure
+        rows_t = torch.repeat_interleave(torch.arange(s.shape[1]), s.t_crow.diff())
+        hit = MaskStructure((s.shape[1], s.shape[0]), s.t_crow, s.t_col, rows_t * s.shape[0] + s.t_col, s.crow, s.col,
+                            s.t_inv, s.t_perm)
+        _TRANSPOSED[structure] = hit
+    return hit
 
 
 def _check(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure) -> None:
@@ -193,6 +267,8 @@ def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
         y = yt.T
         if activation not in _FUSED:
             y = ACTIVATIONS[activation](y)
+    elif not torch.compiler.is_compiling():
+        y = ACTIVATIONS[activation](_SpMM.apply(xt, values, bias, structure).T)
     else:
         s = structure
         y = csr_spmm(xt, values, s.crow, s.col, s.t_crow, s.t_col, s.t_perm, s.t_inv).T
