@@ -87,17 +87,35 @@ def eligible(device_key: str, dtype: torch.dtype) -> tuple[str, ...]:
     r"""The backends that can run a case on `device_key` ("cpu" or "cuda:<name>") in `dtype`.
 
     Likely winners on sparse masks come first. "dense" and "sparse" run everywhere; "cpu" on
-    the CPU in float32/float64; "triton" on CUDA in its dtypes (when triton is installed).
+    the CPU in float32/float64, where it replaces "sparse" (torch's CSR kernels: slower there,
+    and first derivatives only, while "cpu" and "dense" take derivatives of any order, so that
+    "auto" never picks a path a gradient penalty cannot go through); "triton" on CUDA in its
+    dtypes (when triton is installed).
 
     Example:
         >>> eligible("cpu", torch.float32)
-        ('cpu', 'sparse', 'dense')
+        ('cpu', 'dense')
         >>> eligible("cpu", torch.float16)
         ('sparse', 'dense')
     """
     if device_key.startswith("cuda"):
         return ("triton", "sparse", "dense") if dtype in TRITON_DTYPES and _triton_available() else ("sparse", "dense")
-    return ("cpu", "sparse", "dense") if dtype in CPU_DTYPES and _cpu_kernels_available() else ("sparse", "dense")
+    return ("cpu", "dense") if dtype in CPU_DTYPES and _cpu_kernels_available() else ("sparse", "dense")
+
+
+def runnable(device_key: str, dtype: torch.dtype) -> tuple[str, ...]:
+    r"""The backends that can run at all on `device_key` in `dtype` (a table or a user may pin any of these).
+
+    Example:
+        >>> runnable("cpu", torch.float64)
+        ('dense', 'sparse', 'cpu')
+    """
+    extra = ()
+    if device_key.startswith("cuda"):
+        extra = ("triton",) if dtype in TRITON_DTYPES and _triton_available() else ()
+    elif dtype in CPU_DTYPES and _cpu_kernels_available():
+        extra = ("cpu",)
+    return ("dense", "sparse", *extra)
 
 
 def layout(layer: LayerLike, device: torch.device) -> tuple[BlockLayout, torch.Tensor | None]:

@@ -113,7 +113,7 @@ def decide(shape: tuple[int, int], density: float, batch: int, dtype: torch.dtyp
     """
     case = make_case(shape, density, batch, dtype, phase, device)
     entry = (DECISIONS if table is None else table).get(case)
-    if entry is None or entry["backend"] not in backends.eligible(case[6], dtype):
+    if entry is None or entry["backend"] not in backends.runnable(case[6], dtype):
         return "dense"
     return entry["backend"]
 
@@ -136,7 +136,7 @@ def record(case: Case, times_us: dict[str, float], source: str = "measured", nat
     The fastest backend wins only if the layer's native path is at least ``MARGIN`` times slower
     than it. The native path is dense, except for a packed layer (parameters stored as the
     mask's nonzeros), whose dense path is not the plain ``F.linear`` baseline but a scatter of the
-    values first, and whose native path is therefore "sparse".
+    values first, and whose native path is therefore its sparse kernel ("cpu", else "sparse").
     """
     best = min(times_us, key=times_us.get)
     base = times_us.get(native, math.inf)
@@ -246,7 +246,9 @@ def measure_layer(layer: nn.Module, batch: int, phase: str, dtype: torch.dtype |
         names = tuple(n for n in names if n != "dense")
     with _LOCK:  # one measurement at a time: concurrent timings would disturb each other
         times = time_candidates(_layer_candidates(layer, case[3], phase, dtype, device, names, like), device)
-        native = "sparse" if getattr(layer, "packed", False) and "sparse" in times else "dense"
+        # A packed layer's own path is its sparse kernel (its dense path scatters the values first).
+        packed_native = [n for n in ("cpu", "sparse") if n in times]
+        native = packed_native[0] if getattr(layer, "packed", False) and packed_native else "dense"
         return record(case, times, native=native)
 
 

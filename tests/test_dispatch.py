@@ -51,8 +51,8 @@ def test_cpu_cases_are_measured_once_and_cached(table, timings) -> None:
     net = _net()
     x = torch.randn(30, 64)
     y = net(x)
-    assert len(timings) == 3 and all(names == ["cpu", "dense", "sparse"] for names in timings)
-    assert len(table) == 3 and all(v["source"] == "measured" and set(v["times_us"]) == {"cpu", "dense", "sparse"}
+    assert len(timings) == 3 and all(names == ["cpu", "dense"] for names in timings)
+    assert len(table) == 3 and all(v["source"] == "measured" and set(v["times_us"]) == {"cpu", "dense"}
                                    for v in table.values())
     net(torch.randn(25, 64))  # the same batch bucket (32) and phase: no new measurement
     assert len(timings) == 3
@@ -236,3 +236,31 @@ def test_frozen_model_names_bad_input() -> None:
         frozen(torch.randn(3, 5))
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         frozen(np.zeros((3, 64)))
+
+
+@pytest.mark.parametrize("pinned", [None, "cpu", "dense"])
+def test_auto_takes_gradients_of_gradients(table, pinned) -> None:
+    """A gradient penalty through backend="auto": on the CPU "auto" chooses only among backends that
+    take derivatives of any order, and gives dense's answer."""
+    net = _net().double()
+    dense = _net("dense").double()
+    dense.load_state_dict(net.state_dict())
+    x = torch.randn(40, 64, dtype=torch.float64)
+    if pinned is not None:
+        for layer in net.layers:
+            dispatch.override(dispatch.make_case((layer.out_features, layer.in_features), layer.density(), 40,
+                                                 torch.float64, "train", "cpu"), pinned)
+
+    def penalty(model):
+        xi = x.clone().requires_grad_()
+        (gx,) = torch.autograd.grad(model(xi).square().sum(), xi, create_graph=True)
+        return torch.autograd.grad(gx.square().sum(), [layer.packed_values() if layer.packed else layer.weight
+                                                        for layer in model.layers])
+
+    got = penalty(net)
+    want = penalty(dense)
+    assert all(layer.resolved_backend(x.requires_grad_()) in ("cpu", "dense") for layer in net.layers)
+    for layer, g_got, g_want in zip(net.layers, got, want):
+        if layer.packed:
+            g_want = g_want.reshape(-1)[layer.structure().flat]
+        torch.testing.assert_close(g_got, g_want, rtol=1e-9, atol=1e-9)
