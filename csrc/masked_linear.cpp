@@ -106,7 +106,7 @@ ALWAYS_INLINE void spmm_block(const T* xs, const T* v, const std::int64_t* crow,
 // Small batches (fewer than kLanes / 4 columns): per row and column, the row's terms in four
 // interleaved partial sums (one chain of dependent adds would bound it by the add latency).
 template <class T>
-ALWAYS_INLINE void spmm_narrow(const T* xt, std::size_t ldx, const T* v, const std::int64_t* crow,
+ALWAYS_INLINE void spmm_narrow(const T* xt, std::size_t ldx, std::size_t ldb, const T* v, const std::int64_t* crow,
                                const std::int64_t* col, const T* bias, bool relu, T* yt, std::size_t ldy,
                                std::size_t r0, std::size_t r1, std::size_t c0, std::size_t n) {
   for (std::size_t r = r0; r < r1; ++r) {
@@ -115,8 +115,8 @@ ALWAYS_INLINE void spmm_narrow(const T* xt, std::size_t ldx, const T* v, const s
       T a[4] = {T(0), T(0), T(0), T(0)};
       std::int64_t k = k0;
       for (; k + 4 <= k1; k += 4)
-        for (int q = 0; q < 4; ++q) a[q] += v[k + q] * xt[static_cast<std::size_t>(col[k + q]) * ldx + j];
-      for (int q = 0; k < k1; ++k, ++q) a[q] += v[k] * xt[static_cast<std::size_t>(col[k]) * ldx + j];
+        for (int q = 0; q < 4; ++q) a[q] += v[k + q] * xt[static_cast<std::size_t>(col[k + q]) * ldx + j * ldb];
+      for (int q = 0; k < k1; ++k, ++q) a[q] += v[k] * xt[static_cast<std::size_t>(col[k]) * ldx + j * ldb];
       const T acc = (bias ? bias[r] : T(0)) + ((a[0] + a[1]) + (a[2] + a[3]));
       yt[r * ldy + j] = relu && acc < T(0) ? T(0) : acc;
     }
@@ -193,11 +193,14 @@ Pattern check_pattern(const Index& crow, const Index& col, std::size_t n_cols) {
 
 template <class T>
 void spmm_impl(const py::handle& xt_o, const py::handle& v_o, const Index& crow, const Index& col,
-               const py::handle& bias_o, bool relu, const py::handle& yt_o, unsigned threads) {
+               const py::handle& bias_o, bool relu, const py::handle& yt_o, unsigned threads, bool batch_major) {
   auto xt = as_array<T>(xt_o, "xt", 2);
   auto v = as_array<T>(v_o, "values", 1);
   auto yt = as_array<T>(yt_o, "yt", 2);
-  const std::size_t xt_rows = xt.shape(0), B = xt.shape(1);
+  // x is read as X^T (n_in, B), or, batch_major, as X (B, n_in) itself: packing the block
+  // transposes it, which saves the caller a transposed copy of the whole input.
+  const std::size_t xt_rows = xt.shape(batch_major ? 1 : 0), B = xt.shape(batch_major ? 0 : 1);
+  const std::size_t s_feat = batch_major ? 1 : B, s_batch = batch_major ? xt_rows : 1;
   const Pattern p = check_pattern(crow, col, xt_rows);
   if (static_cast<std::size_t>(v.shape(0)) != p.nnz) throw std::invalid_argument("values must have nnz entries");
   if (static_cast<std::size_t>(yt.shape(0)) != p.rows || static_cast<std::size_t>(yt.shape(1)) != B)
@@ -232,11 +235,17 @@ void spmm_impl(const py::handle& xt_o, const py::handle& v_o, const Index& crow,
           const std::size_t r0 = rc * rows_per, r1 = std::min(p.rows, r0 + rows_per);
           if (r0 >= r1) continue;
           if (n < kLanes / 4) {
-            run_spmm_narrow<T>(xp, B, vp, p.crow, p.col, bias, relu, yp, B, r0, r1, c0, n);
+            run_spmm_narrow<T>(xp, s_feat, s_batch, vp, p.crow, p.col, bias, relu, yp, B, r0, r1, c0, n);
             continue;
           }
           xs.assign(n_in * kLanes, T(0));  // packed block, zero lanes past the batch
-          for (std::size_t i = 0; i < n_in; ++i) std::copy(xp + i * B + c0, xp + i * B + c0 + n, xs.data() + i * kLanes);
+          if (batch_major)
+            for (std::size_t j = 0; j < n; ++j) {
+              const T* row = xp + (c0 + j) * n_in;
+              for (std::size_t i = 0; i < n_in; ++i) xs[i * kLanes + j] = row[i];
+            }
+          else
+            for (std::size_t i = 0; i < n_in; ++i) std::copy(xp + i * B + c0, xp + i * B + c0 + n, xs.data() + i * kLanes);
           run_spmm_block<T>(xs.data(), vp, p.crow, p.col, bias, relu, yp, B, r0, r1, c0, n);
         }
       },
@@ -272,15 +281,15 @@ void bind_masked_linear(py::module_& m) {
   m.def(
       "csr_spmm",
       [](py::handle xt, py::handle values, py::handle crow, py::handle col, py::handle bias, bool relu, py::handle yt,
-         unsigned threads) {
+         unsigned threads, bool batch_major) {
         const Index cr = as_index(crow, "crow"), cc = as_index(col, "col");
-        if (is_double(xt)) spmm_impl<double>(xt, values, cr, cc, bias, relu, yt, std::max(threads, 1u));
-        else spmm_impl<float>(xt, values, cr, cc, bias, relu, yt, std::max(threads, 1u));
+        if (is_double(xt)) spmm_impl<double>(xt, values, cr, cc, bias, relu, yt, std::max(threads, 1u), batch_major);
+        else spmm_impl<float>(xt, values, cr, cc, bias, relu, yt, std::max(threads, 1u), batch_major);
       },
       py::arg("xt"), py::arg("values"), py::arg("crow"), py::arg("col"), py::arg("bias"), py::arg("relu"),
-      py::arg("yt"), py::arg("threads") = 1,
-      "yt = W xt (+ bias, then relu if asked) for W (n_rows x n_in) given by its CSR values, xt (n_in, B) and\n"
-      "yt (n_rows, B) C-contiguous float32/float64 (one dtype), written in place.");
+      py::arg("yt"), py::arg("threads") = 1, py::arg("batch_major") = false,
+      "yt = W xt (+ bias, then relu if asked) for W (n_rows x n_in) given by its CSR values, xt (n_in, B) (or,\n"
+      "batch_major, x (B, n_in)) and yt (n_rows, B) C-contiguous float32/float64 (one dtype), written in place.");
   m.def(
       "csr_sddmm",
       [](py::handle gt, py::handle xt, py::handle crow, py::handle col, py::handle dv, unsigned threads) {

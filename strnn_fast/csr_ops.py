@@ -52,7 +52,7 @@ def csr_spmm(xt: Tensor, values: Tensor, crow: Tensor, col: Tensor, t_crow: Tens
     r"""``W @ xt`` for W (len(crow) - 1, xt.shape[0]) with CSR ``values``; the transposed pattern
     (t_crow, t_col, t_perm: values.T = values[t_perm], t_inv its inverse) serves the gradient."""
     yt = xt.new_empty(crow.shape[0] - 1, xt.shape[1])
-    _C.csr_spmm(_np(xt), _np(values), _np(crow), _np(col), None, False, yt.numpy(), torch.get_num_threads())
+    _C.csr_spmm(_np(xt), _np(values), _np(crow), _np(col), None, False, yt.numpy(), torch.get_num_threads(), False)
     return yt
 
 
@@ -107,58 +107,72 @@ csr_sddmm.register_autograd(_sddmm_backward, setup_context=_save_all)
 # op's dispatch costs tens of microseconds a call, which small layers feel); their backward is
 # made of the same Functions, so derivatives of any order stay exact. torch.compile uses the ops.
 
-def _spmm_now(xt: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure) -> Tensor:
-    xt = xt if xt.is_contiguous() else xt.contiguous()
-    yt = torch.empty((structure.shape[0], xt.shape[1]), dtype=xt.dtype)
+def _spmm_now(x2: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure, relu: bool = False) -> Tensor:
+    """yt = W x2^T (+ bias, relu) as an (out, B) tensor, for x2 (B, in) in either layout (no copy of x2
+    when it is row- or column-major: the kernel packs its blocks from either)."""
+    if x2.T.is_contiguous():
+        src, batch_major = x2.T, False
+    else:
+        src, batch_major = (x2 if x2.is_contiguous() else x2.contiguous()), True
+    yt = torch.empty((structure.shape[0], x2.shape[0]), dtype=x2.dtype)
     crow, col = _index_arrays(structure)
-    _C.csr_spmm(xt.detach().numpy(), _view(values), crow, col, None if bias is None else _view(bias), False,
-                yt.numpy(), torch.get_num_threads())
+    _C.csr_spmm(src.detach().numpy(), _view(values), crow, col, None if bias is None else _view(bias), relu,
+                yt.numpy(), torch.get_num_threads(), batch_major)
     return yt
 
 
+def _feature_major(x2: Tensor) -> Tensor:
+    """x2 (B, n) as a contiguous (n, B) array (a view when x2 is column-major)."""
+    xt = x2.detach().T
+    return xt if xt.is_contiguous() else xt.contiguous()
+
+
 class _SpMM(torch.autograd.Function):
+    """y = x2 W^T (+ b) for x2 (B, in); y (B, out) is column-major."""
+
     @staticmethod
-    def forward(ctx, xt, values, bias, structure):
-        ctx.save_for_backward(xt, values)
+    def forward(ctx, x2, values, bias, structure):
+        ctx.save_for_backward(x2, values)
         ctx.structure = structure
         ctx.has_bias = bias is not None
-        return _spmm_now(xt, values.detach().contiguous(), None if bias is None else bias.detach(), structure)
+        return _spmm_now(x2.detach(), values.detach(), None if bias is None else bias.detach(), structure).T
 
     @staticmethod
     def backward(ctx, g):
-        xt, values = ctx.saved_tensors
+        x2, values = ctx.saved_tensors
         s = ctx.structure
         gx = gv = gb = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0]:  # g W: the product on the transposed pattern
             gx = _SpMM.apply(g, values[s.t_perm], None, transposed(s))
         if ctx.needs_input_grad[1]:
-            gv = _SDDMM.apply(g, xt, s)
+            gv = _SDDMM.apply(g, x2, s)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = g.sum(1)
+            gb = g.sum(0)
         return gx, gv, gb, None
 
 
 class _SDDMM(torch.autograd.Function):
+    """dv_k = sum_b g[b, row_k] x2[b, col_k]: the kept entries of g^T x2."""
+
     @staticmethod
-    def forward(ctx, gt, xt, structure):
-        ctx.save_for_backward(gt, xt)
+    def forward(ctx, g, x2, structure):
+        ctx.save_for_backward(g, x2)
         ctx.structure = structure
-        dv = torch.empty(structure.nnz, dtype=xt.dtype)
-        g = gt.detach().contiguous()
-        x = xt.detach().contiguous()
+        dv = torch.empty(structure.nnz, dtype=x2.dtype)
         crow, col = _index_arrays(structure)
-        _C.csr_sddmm(g.numpy(), x.numpy(), crow, col, dv.numpy(), torch.get_num_threads())
+        _C.csr_sddmm(_feature_major(g).numpy(), _feature_major(x2).numpy(), crow, col, dv.numpy(),
+                     torch.get_num_threads())
         return dv
 
     @staticmethod
     def backward(ctx, u):
-        gt, xt = ctx.saved_tensors
+        g, x2 = ctx.saved_tensors
         s = ctx.structure
         dg = dx = None
-        if ctx.needs_input_grad[0]:
-            dg = _SpMM.apply(xt, u, None, s)
-        if ctx.needs_input_grad[1]:
-            dx = _SpMM.apply(gt, u[s.t_perm], None, transposed(s))
+        if ctx.needs_input_grad[0]:  # d/dg[b, r] = sum over row r of u_k x2[b, col_k]
+            dg = _SpMM.apply(x2, u, None, s)
+        if ctx.needs_input_grad[1]:  # d/dx2[b, c] = sum over column c of u_k g[b, row_k]
+            dx = _SpMM.apply(g, u[s.t_perm], None, transposed(s))
         return dg, dx, None
 
 
@@ -254,25 +268,19 @@ def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
     _check(x, values, bias, structure)
     out, inn = structure.shape
     lead = x.shape[:-1]
-    xt = x.T if x.dim() == 2 else x.reshape(-1, inn).T
-    if not xt.is_contiguous():
-        xt = xt.contiguous()
+    x2 = x if x.dim() == 2 else x.reshape(-1, inn)
     grad = torch.is_grad_enabled() and (x.requires_grad or values.requires_grad
                                         or (bias is not None and bias.requires_grad))
-    if not grad and not torch.compiler.is_compiling():
-        yt = torch.empty((out, xt.shape[1]), dtype=x.dtype)
-        crow, col = _index_arrays(structure)
-        _C.csr_spmm(xt.detach().numpy(), _view(values), crow, col, None if bias is None else _view(bias),
-                    activation == "relu", yt.numpy(), torch.get_num_threads())
-        y = yt.T
-        if activation not in _FUSED:
-            y = ACTIVATIONS[activation](y)
-    elif not torch.compiler.is_compiling():
-        y = ACTIVATIONS[activation](_SpMM.apply(xt, values, bias, structure).T)
-    else:
+    if torch.compiler.is_compiling():
         s = structure
-        y = csr_spmm(xt, values, s.crow, s.col, s.t_crow, s.t_col, s.t_perm, s.t_inv).T
+        y = csr_spmm(x2.T.contiguous(), values, s.crow, s.col, s.t_crow, s.t_col, s.t_perm, s.t_inv).T
         if bias is not None:
             y = y + bias
         y = ACTIVATIONS[activation](y)
+    elif not grad:
+        y = _spmm_now(x2, values, bias, structure, relu=activation == "relu").T
+        if activation not in _FUSED:
+            y = ACTIVATIONS[activation](y)
+    else:
+        y = ACTIVATIONS[activation](_SpMM.apply(x2, values, bias, structure))
     return y if len(lead) == 1 else y.reshape(*lead, out)
