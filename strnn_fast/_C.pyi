@@ -50,3 +50,14 @@ def rqs_backward(h: Floats, x: Floats, grad_z: Floats, grad_log_det: Floats, gra
                  bins: int, bound: float, min_bin: float, log_max_slope: float, threads: int = 0) -> None: ...
 def rqs_inverse(h: Floats, z: Floats, x: Floats, bins: int, bound: float, min_bin: float, log_max_slope: float,
                 threads: int = 0) -> None: ...
+
+# --- masked (CSR) layers on the CPU (csrc/masked_linear.cpp; torch face: strnn_fast/csr_ops.py) ---
+# One float dtype (float32 or float64) for the arrays, int64 indices, all C-contiguous; outputs
+# are written in place; the same bits for any thread count.
+Int64s = npt.NDArray[np.int64]
+def csr_spmm(xt: Floats, values: Floats, crow: Int64s, col: Int64s, bias: Floats | None, relu: bool, yt: Floats,
+             threads: int = 1, batch_major: bool = False) -> None:
+    """yt (rows, B) = W xt (+ bias, relu) for W (rows x n_in) in CSR; xt is (n_in, B), or x (B, n_in) when
+    batch_major."""
+def csr_sddmm(gt: Floats, xt: Floats, crow: Int64s, col: Int64s, dv: Floats, threads: int = 1) -> None:
+    """dv[k] = gt[row_k] . xt[col_k] on the kept entries k of the CSR pattern."""
