@@ -42,7 +42,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validate import as_int, as_positive_int, as_real, check_fits_dtype
+from ._validate import as_positive_int, as_real, as_seed, check_fits_dtype
 from .variables import Variables
 
 __all__ = ["History", "evaluate_nll", "fit", "is_main_process", "world"]
@@ -61,6 +61,9 @@ class History:
         best_epoch: index of the epoch whose weights the model holds at the end.
         stopped_early: whether patience ran out before ``epochs``.
         seconds: wall time of the whole fit.
+        interrupted: whether Ctrl-C (KeyboardInterrupt) stopped training after at least one epoch;
+            the model then holds its best weights so far (a Ctrl-C before the first epoch ended
+            propagates, with the model's weights as they were).
 
     Example:
         >>> History(train_nll=[2.0, 1.5], val_nll=[2.1, 1.7], best_epoch=1).best_val_nll
@@ -73,6 +76,7 @@ class History:
     best_epoch: int = -1
     stopped_early: bool = False
     seconds: float = 0.0
+    interrupted: bool = False
 
     @property
     def epochs(self) -> int:
@@ -238,7 +242,7 @@ def _check_args(model: nn.Module, epochs: Any, batch_size: Any, lr: Any, weight_
     as_positive_int(batch_size, "batch_size")
     if patience is not None:
         as_positive_int(patience, "patience")
-    as_int(seed, "seed")
+    as_seed(seed)
     as_real(lr, "lr", positive=True)
     as_real(weight_decay, "weight_decay", non_negative=True)
     if scheduler not in SCHEDULERS:
@@ -375,6 +379,11 @@ def fit(
 
     created_group, device = _setup_distributed(device)
     device = device if device is not None else model_device
+    # Checked before the model moves, so that a refused device leaves the model where it was.
+    if device.type == "meta":
+        raise ValueError("device='meta' holds no data and cannot train; give 'cpu' or 'cuda'")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but CUDA is not available here; give device='cpu'")
     model.to(device)
     rank, size = world()
     distributed = size > 1
@@ -464,6 +473,10 @@ def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, 
                 history.stopped_early = True
                 break
         finished = True
+    except KeyboardInterrupt:
+        if history.epochs == 0 or (x_val is not None and best_state is None):
+            raise  # nothing learnt yet: the finally below restores the weights it started with
+        history.interrupted = True  # keep the best weights so far (restored below) and report it
     finally:
         bar.close()
         if best_state is not None:
