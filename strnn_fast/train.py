@@ -32,6 +32,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -333,6 +334,10 @@ def fit(
             ``-model.log_prob(x, context=c)``; ``val_context`` is required with ``val``.
         val_context: (m, C) context rows of ``val``.
 
+    Training columns far from zero mean and unit variance give a UserWarning that points to
+    :class:`strnn_fast.standardize.Standardized` (the data are used as given). Ctrl-C after the
+    first epoch stops training and returns with ``History.interrupted`` set and the best weights.
+
     Returns:
         A :class:`History`.
 
@@ -371,6 +376,7 @@ def fit(
         raise ValueError("val_context needs context (the training rows' context) and val")
     if context is not None and x_val is not None and val_context is None:
         raise ValueError("val_context is required: the model is fit with a context, so val needs one too")
+    _warn_if_unstandardized(model, x_train)
     x_train, columns = _with_context(x_train, context, "context", dtype)
     if x_val is not None:
         x_val, val_columns = _with_context(x_val, val_context, "val_context", dtype)
@@ -486,6 +492,26 @@ def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, 
         model.train(was_training)
         history.seconds = time.perf_counter() - start
     return history
+
+
+def _warn_if_unstandardized(model: nn.Module, x: Any) -> None:
+    """Warns (once per call) when training columns are far from zero mean and unit variance.
+
+    The policy for Python fits: warn and point to Standardized, leaving the data as given (the
+    CLI and CausalFlow standardize themselves, so they never see this). Binary density data are
+    modelled as 0/1 and are exempt."""
+    if getattr(model, "data_type", None) == "binary" or not isinstance(x, torch.Tensor) or len(x) < 2:
+        return
+    x64 = x.detach().double()
+    mean, std = x64.mean(0), x64.std(0, correction=0)
+    far = ((mean.abs() > 3 * std.clamp(min=1)) | (std > 10) | (std < 0.1)).nonzero().flatten().tolist()
+    if far:
+        c = far[0]
+        warnings.warn(f"training columns {far[:10]} are far from standardized (column {c}: mean {float(mean[c]):.4g}, "
+                      f"std {float(std[c]):.4g}); a flow with a standard-normal base trains poorly in raw units. Fit "
+                      "on strnn_fast.standardize.Standardizer.fit(x).transform(x) and wrap the model in "
+                      "strnn_fast.standardize.Standardized (as strnn-fast fit and CausalFlow do)",
+                      UserWarning, stacklevel=3)
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:

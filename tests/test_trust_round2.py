@@ -354,3 +354,9 @@ def test_sigint_during_cli_fit_saves_the_best_weights(tmp_path):
         assert "interrupted after" in err and (tmp_path / "m.pt").exists()
     else:  # interrupted before one epoch ended: says so, writes nothing
         assert proc.returncode == 130 and "no output was written" in err and not (tmp_path / "m.pt").exists()
+
+
+def test_python_fit_on_raw_units_warns_and_points_to_standardized():
+    x = torch.randn(64, 2) * torch.tensor([1.0, 50.0]) + torch.tensor([1e4, 0.0])
+    with pytest.warns(UserWarning, match="Standardized"):
+        fit(StrAF(A2, hidden_sizes=(4,), flow_steps=1), x, epochs=1, progress=False)
