@@ -8,6 +8,12 @@ after the write succeeded. Without ``overwrite`` an existing target is refused b
 is written, and the final step links the file in place (which fails, rather than replaces, if
 the target appeared meanwhile).
 
+A target that exists but is not a regular file is never replaced, with or without ``overwrite``
+(``--force``): a character device (``/dev/null``, ``/dev/stdout``) or a FIFO is written in place,
+since renaming a file onto it would destroy the node; anything else (a socket, a block device) is
+refused. A path ending in a separator names a folder, and a file target given that way is refused
+rather than written under the folder's name.
+
 Example:
     >>> import tempfile, pathlib
     >>> folder = pathlib.Path(tempfile.mkdtemp())
@@ -21,11 +27,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["atomic_folder", "atomic_path", "check_target"]
+__all__ = ["atomic_folder", "atomic_path", "check_target", "is_stream"]
 
 
 def check_target(path: str | os.PathLike, *, overwrite: bool = False, inputs: Sequence[str | os.PathLike] = (),
@@ -52,6 +59,8 @@ def check_target(path: str | os.PathLike, *, overwrite: bool = False, inputs: Se
     """
     if not isinstance(path, (str, os.PathLike)) or str(path) == "":
         raise TypeError(f"{what} must be a non-empty path, got {path!r}")
+    if not folder and str(path).endswith((os.sep, "/")):
+        raise ValueError(f"{what} {path} ends with a path separator (a folder); give a file name")
     out = Path(path)
     for item in inputs:
         if item is None:
@@ -66,6 +75,11 @@ def check_target(path: str | os.PathLike, *, overwrite: bool = False, inputs: Se
         raise ValueError(f"{what} {out} is a file; give a folder")
     if not folder and out.is_dir():
         raise ValueError(f"{what} {out} is a folder; give a file name")
+    if not folder and out.exists() and not out.is_file():
+        if is_stream(out):
+            return out  # written in place (see the module docstring), --force or not
+        raise ValueError(f"{what} {out} exists and is not a regular file (nor a device or FIFO to write "
+                         "into); give a file path")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{what} {out} exists; pass --force (overwrite=True) to overwrite it")
     if not out.parent.is_dir():
@@ -97,6 +111,9 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False, inputs: Seq
         []
     """
     out = check_target(path, overwrite=overwrite, inputs=inputs, what=what)
+    if is_stream(out):
+        yield out  # a device or FIFO: no rename onto it, ever
+        return
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
@@ -144,6 +161,20 @@ def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False, inputs: S
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def is_stream(path: Path) -> bool:
+    """Whether ``path`` is an existing character device or FIFO: written in place, never replaced.
+
+    Example:
+        >>> is_stream(Path("/dev/null")), is_stream(Path(__file__))
+        (True, False)
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
 def _link_new(tmp: Path, out: Path, what: str) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +26,9 @@ def as_binary_matrix(value: Any, name: str = "adjacency", *, allow_zero: bool = 
         ValueError: adjacency must be a square (d, d) matrix, got shape (1, 3)
     """
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor, without importing torch
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        # Floats as float64 (0/1 and any other value exactly): bfloat16 has no numpy dtype.
+        value = (value.double() if value.is_floating_point() else value).numpy()
     try:
         arr = np.asarray(value)
     except ValueError as err:  # ragged nested lists: a shape error
@@ -84,6 +87,21 @@ def as_int(value: Any, name: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     return int(value)
+
+
+def as_seed(value: Any, name: str = "seed") -> int:
+    r"""Returns ``value`` as a seed torch's generators take (an int in [0, 2**64)) or raises naming it.
+
+    Example:
+        >>> as_seed(2**70)
+        Traceback (most recent call last):
+        ...
+        ValueError: seed must be an integer from 0 to 2**64 - 1, got 1180591620717411303424
+    """
+    value = as_int(value, name)
+    if not 0 <= value < 2**64:
+        raise ValueError(f"{name} must be an integer from 0 to 2**64 - 1, got {value}")
+    return value
 
 
 def as_non_negative_int(value: Any, name: str) -> int:
@@ -218,7 +236,10 @@ def column_stats(x: np.ndarray, names: Sequence[str] | None = None,
 
     The policy for constant columns, shared by every place that standardizes (``strnn-fast fit``,
     CausalFlow, :func:`strnn_fast.data.dataset.standardize`, :class:`strnn_fast.standardize.Standardized`):
-    a column with zero spread is refused with a ValueError naming it. A continuous density of a
+    a column with zero spread is refused with a ValueError naming it, and so is one whose spread
+    no model can represent (std below float32's smallest normal number, or at float64 rounding
+    level relative to its mean). Statistics are float64 and standardization happens in float64
+    (large offsets such as Unix timestamps keep their spread). A continuous density of a
     constant is infinite, and scaling it by 1 instead would let the model spread it out and sample
     values the data never take; drop such a column (it carries no information) and fit the rest.
 
@@ -232,6 +253,16 @@ def column_stats(x: np.ndarray, names: Sequence[str] | None = None,
     if arr.ndim != 2 or arr.shape[0] == 0:
         raise ValueError(f"{what} must be a non-empty 2-D array (rows x columns), got shape {arr.shape}")
     mean, std = arr.mean(axis=0), arr.std(axis=0)
+    # A spread at the level of float64 rounding is noise, not data; one below float32's smallest
+    # normal number cannot be represented by a float32 model (its values flush to 0).
+    unrepresentable = np.flatnonzero((std > 0) & ((std <= np.abs(mean) * 64 * np.finfo(np.float64).eps)
+                                                  | (std < np.finfo(np.float32).tiny)))
+    if unrepresentable.size:
+        c = int(unrepresentable[0])
+        label = repr(names[c]) if names is not None else str(c)
+        raise ValueError(f"{what} column {label} has mean {mean[c]:.17g} and std {std[c]:.3g}: a spread that small "
+                         f"cannot be represented (it is below float64 resolution relative to the mean, or below "
+                         f"float32's smallest number {np.finfo(np.float32).tiny:.3g}); rescale or re-centre that column")
     constant = np.flatnonzero(~(std > 0))
     if constant.size:
         labels = [repr(names[c]) if names is not None else str(int(c)) for c in constant]
@@ -241,6 +272,47 @@ def column_stats(x: np.ndarray, names: Sequence[str] | None = None,
                          f"{'is' if len(labels) == 1 else 'are'} constant (always {values}) in the training rows; "
                          f"a density model cannot be fitted to a constant: drop that {noun}")
     return mean, std
+
+
+MEMORY_LIMIT_ENV = "STRNN_FAST_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = 8 * 2**30
+
+
+def memory_limit() -> int:
+    r"""The one budget (bytes) that allocations sized by user input are checked against.
+
+    ``STRNN_FAST_MEMORY_LIMIT`` (bytes, e.g. ``4e9``) overrides the default of 8 GiB; a value that
+    is not a positive number is refused when a check runs (never at import).
+
+    Example:
+        >>> memory_limit() > 0
+        True
+    """
+    text = os.environ.get(MEMORY_LIMIT_ENV)
+    if text is None:
+        return DEFAULT_MEMORY_LIMIT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{MEMORY_LIMIT_ENV}={text!r} is not a positive number of bytes")
+    return int(value)
+
+
+def check_memory(nbytes: float, what: str, hint: str = "") -> None:
+    r"""Raises ValueError (naming ``what``) before allocating ``nbytes`` beyond :func:`memory_limit`.
+
+    Example:
+        >>> check_memory(1e13, "intervene -n 1e10", "write them with -o in chunks")
+        Traceback (most recent call last):
+        ...
+        ValueError: intervene -n 1e10 needs about 1e+13 bytes, more than the memory limit of 8.59e+09 bytes (STRNN_FAST_MEMORY_LIMIT); write them with -o in chunks
+    """
+    limit = memory_limit()
+    if nbytes > limit:
+        raise ValueError(f"{what} needs about {nbytes:.3g} bytes, more than the memory limit of {limit:.3g} bytes "
+                         f"({MEMORY_LIMIT_ENV}){'; ' + hint if hint else ''}")
 
 
 def check_fits_dtype(x: Any, dtype: Any, what: str = "data", names: Sequence[str] | None = None) -> None:

@@ -144,6 +144,11 @@ class StrNNDensityEstimator(Savable, nn.Module):
         Binary rows must hold 0/1 values. ``context``: (B, C) or (C,) for a conditional model.
         """
         x = self._check_input(x)
+        if self.data_type == "binary" and not bool(((x == 0) | (x == 1)).all()):
+            # A Bernoulli likelihood of 0.5 or 7 is a number, but a meaningless one: refuse it.
+            bad = x[~((x == 0) | (x == 1))][0].item()
+            raise ValueError(f"x must hold only 0 and 1 for a binary model (data_type='binary'), got {bad!r}; "
+                             "use data_type='gaussian' for real-valued data")
         out = self(x, check_context(context, x.shape[0], self.context_features, x))
         if self.data_type == "binary":
             return -F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)

@@ -224,7 +224,15 @@ def load(path: str | os.PathLike, map_location: Any = "cpu", *, trusted: bool = 
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     if not isinstance(trusted, bool):
         raise TypeError(f"trusted must be True or False, got {trusted!r}")
+    if isinstance(map_location, (str, torch.device)):
+        try:
+            torch.device(map_location)
+        except RuntimeError as err:  # blamed the file before: say it is the argument
+            raise ValueError(f"map_location={map_location!r} is not a device (e.g. 'cpu', 'cuda:0'): {err}") from None
     path = Path(path)
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        raise ValueError(f"model file {str(path)!r} is {'a folder' if path.is_dir() else 'not a regular file'}; "
+                         "give the file a model was saved to")
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
     where = f"model file {str(path)!r}"

@@ -3,6 +3,12 @@ r"""A density model fitted on standardized data, answering in the data's own uni
 Flows with a standard-normal base train best on data with zero mean and unit variance. Wrapping
 the fitted model with the training statistics keeps the change of variables exact:
 ``log p(x) = log p_base((x - mean) / std) - sum(log std)``, and samples are ``mean + std * z``.
+The statistics are kept in float64 whatever the base model's dtype, and standardization runs
+in float64 before the cast to the model's dtype: data far from zero (``1e6 + 0.01 * noise``, Unix
+timestamps) keep their spread, where float32 statistics quantized them. Samples are returned in
+float64 (data units), log-densities in the base model's dtype; ``.to(dtype)``, ``.float()``
+and loading cast the weights only (:class:`KeepsFloat64`).
+
 The wrapper saves and loads like any model (the inner model's class and configuration go into
 its configuration), so ``strnn-fast sample`` and ``logprob`` work in data units.
 
@@ -27,7 +33,7 @@ from torch import nn
 from ._validate import as_input, column_stats
 from .serialization import Savable, build, class_path
 
-__all__ = ["Standardized", "Standardizer"]
+__all__ = ["KeepsFloat64", "Standardized", "Standardizer"]
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
@@ -123,7 +129,33 @@ class Standardizer:
         return float(np.log(self.std).sum())
 
 
-class Standardized(Savable, nn.Module):
+class KeepsFloat64:
+    r"""Mixin for a module whose data-unit statistics (the buffers named in ``_float64_buffers``)
+    stay float64 through ``.to(dtype)``, ``.float()``, ``.half()`` and loading: only their device
+    follows the module. Casting them with the weights rounded data far from zero (1e6 + noise).
+
+    Example:
+        >>> from strnn_fast.flows import StrAF
+        >>> m = Standardized(StrAF([[0, 0], [1, 0]], (4,), 1), mean=[1e6, 0.0], std=[0.01, 1.0]).half()
+        >>> m.mean.dtype, next(m.base.parameters()).dtype
+        (torch.float64, torch.float16)
+    """
+
+    _float64_buffers: tuple[str, ...] = ()
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        buffers = self._buffers  # type: ignore[attr-defined]
+        kept = {n: buffers.pop(n) for n in self._float64_buffers if buffers.get(n) is not None}
+        try:
+            super()._apply(fn, recurse)  # type: ignore[misc]
+        finally:
+            like = next(self.parameters(), None)  # type: ignore[attr-defined]
+            for n, b in kept.items():
+                buffers[n] = b if like is None else b.to(like.device)
+        return self
+
+
+class Standardized(KeepsFloat64, Savable, nn.Module):
     r"""Density model on ``x`` given a model of ``(x - mean) / std``.
 
     Arguments:
@@ -149,6 +181,7 @@ class Standardized(Savable, nn.Module):
 
     mean: torch.Tensor
     std: torch.Tensor
+    _float64_buffers = ("mean", "std", "context_mean", "context_std")
 
     def __init__(self, base: nn.Module | dict[str, Any], mean: Sequence[float], std: Sequence[float],
                  names: Sequence[str] | None = None, context_mean: Sequence[float] | None = None,
@@ -167,8 +200,9 @@ class Standardized(Savable, nn.Module):
         self.d = d
         self.names = list(names) if names is not None else getattr(self.base, "names", None)
         like = next(self.base.parameters(), torch.empty(0))
-        self.register_buffer("mean", torch.tensor(mean_arr, dtype=like.dtype))
-        self.register_buffer("std", torch.tensor(std_arr, dtype=like.dtype))
+        # float64 on the base's device: standardizing in the model's float32 quantized large offsets.
+        self.register_buffer("mean", torch.tensor(mean_arr, dtype=torch.float64, device=like.device))
+        self.register_buffer("std", torch.tensor(std_arr, dtype=torch.float64, device=like.device))
         self.context_features = int(getattr(self.base, "context_features", 0))
         if context_mean is not None or context_std is not None:
             c_mean = np.asarray(context_mean, dtype=np.float64)
@@ -178,8 +212,8 @@ class Standardized(Savable, nn.Module):
                                  f"{self.context_features} values, got shapes {c_mean.shape}, {c_std.shape}")
             if not (np.isfinite(c_mean).all() and np.isfinite(c_std).all() and (c_std > 0).all()):
                 raise ValueError("context_mean must be finite and context_std finite and positive")
-            self.register_buffer("context_mean", torch.tensor(c_mean, dtype=like.dtype))
-            self.register_buffer("context_std", torch.tensor(c_std, dtype=like.dtype))
+            self.register_buffer("context_mean", torch.tensor(c_mean, dtype=torch.float64, device=like.device))
+            self.register_buffer("context_std", torch.tensor(c_std, dtype=torch.float64, device=like.device))
         else:
             self.context_mean = self.context_std = None
 
@@ -198,15 +232,21 @@ class Standardized(Savable, nn.Module):
         if context is None:
             return {}
         if self.context_mean is not None:
-            context = (context.to(self.context_mean) - self.context_mean) / self.context_std
+            context = ((context.to(self.context_mean) - self.context_mean) / self.context_std).to(self._dtype())
         return {"context": context}
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.base.parameters(), torch.empty(0)).dtype
 
     def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Log-density of rows ``x`` (..., d) in data units (given ``context`` in its units)."""
-        x = as_input(x, self.d, self.mean, "x")
-        return self.base.log_prob((x - self.mean) / self.std, **self._context(context)) - self.std.log().sum()
+        x = as_input(x, self.d, self.mean, "x")  # float64: standardized before the cast
+        if not bool(torch.isfinite(x).all()):  # a NaN row has no density: refuse, never answer NaN
+            raise ValueError("x contains NaN or infinite values")
+        z = ((x - self.mean) / self.std).to(self._dtype())
+        return self.base.log_prob(z, **self._context(context)) - self.std.log().sum().to(self._dtype())
 
     def sample(self, sample_shape: Sequence[int] | int | torch.Size = (),
                context: torch.Tensor | None = None) -> torch.Tensor:
-        """Samples of shape (*sample_shape, d) in data units; an int n works for every base model."""
-        return self.base.sample(sample_shape, **self._context(context)) * self.std + self.mean
+        """float64 samples of shape (*sample_shape, d) in data units; an int n works for every base model."""
+        return self.base.sample(sample_shape, **self._context(context)).to(self.std) * self.std + self.mean

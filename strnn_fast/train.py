@@ -32,6 +32,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validate import as_int, as_positive_int, as_real, check_fits_dtype
+from ._validate import as_positive_int, as_real, as_seed, check_fits_dtype
 from .variables import Variables
 
 __all__ = ["History", "evaluate_nll", "fit", "is_main_process", "world"]
@@ -61,6 +62,9 @@ class History:
         best_epoch: index of the epoch whose weights the model holds at the end.
         stopped_early: whether patience ran out before ``epochs``.
         seconds: wall time of the whole fit.
+        interrupted: whether Ctrl-C (KeyboardInterrupt) stopped training after at least one epoch;
+            the model then holds its best weights so far (a Ctrl-C before the first epoch ended
+            propagates, with the model's weights as they were).
 
     Example:
         >>> History(train_nll=[2.0, 1.5], val_nll=[2.1, 1.7], best_epoch=1).best_val_nll
@@ -73,6 +77,7 @@ class History:
     best_epoch: int = -1
     stopped_early: bool = False
     seconds: float = 0.0
+    interrupted: bool = False
 
     @property
     def epochs(self) -> int:
@@ -238,7 +243,7 @@ def _check_args(model: nn.Module, epochs: Any, batch_size: Any, lr: Any, weight_
     as_positive_int(batch_size, "batch_size")
     if patience is not None:
         as_positive_int(patience, "patience")
-    as_int(seed, "seed")
+    as_seed(seed)
     as_real(lr, "lr", positive=True)
     as_real(weight_decay, "weight_decay", non_negative=True)
     if scheduler not in SCHEDULERS:
@@ -329,6 +334,10 @@ def fit(
             ``-model.log_prob(x, context=c)``; ``val_context`` is required with ``val``.
         val_context: (m, C) context rows of ``val``.
 
+    Training columns far from zero mean and unit variance give a UserWarning that points to
+    :class:`strnn_fast.standardize.Standardized` (the data are used as given). Ctrl-C after the
+    first epoch stops training and returns with ``History.interrupted`` set and the best weights.
+
     Returns:
         A :class:`History`.
 
@@ -367,6 +376,7 @@ def fit(
         raise ValueError("val_context needs context (the training rows' context) and val")
     if context is not None and x_val is not None and val_context is None:
         raise ValueError("val_context is required: the model is fit with a context, so val needs one too")
+    _warn_if_unstandardized(model, x_train)
     x_train, columns = _with_context(x_train, context, "context", dtype)
     if x_val is not None:
         x_val, val_columns = _with_context(x_val, val_context, "val_context", dtype)
@@ -375,6 +385,11 @@ def fit(
 
     created_group, device = _setup_distributed(device)
     device = device if device is not None else model_device
+    # Checked before the model moves, so that a refused device leaves the model where it was.
+    if device.type == "meta":
+        raise ValueError("device='meta' holds no data and cannot train; give 'cpu' or 'cuda'")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but CUDA is not available here; give device='cpu'")
     model.to(device)
     rank, size = world()
     distributed = size > 1
@@ -464,6 +479,10 @@ def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, 
                 history.stopped_early = True
                 break
         finished = True
+    except KeyboardInterrupt:
+        if history.epochs == 0 or (x_val is not None and best_state is None):
+            raise  # nothing learnt yet: the finally below restores the weights it started with
+        history.interrupted = True  # keep the best weights so far (restored below) and report it
     finally:
         bar.close()
         if best_state is not None:
@@ -473,6 +492,26 @@ def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, 
         model.train(was_training)
         history.seconds = time.perf_counter() - start
     return history
+
+
+def _warn_if_unstandardized(model: nn.Module, x: Any) -> None:
+    """Warns (once per call) when training columns are far from zero mean and unit variance.
+
+    The policy for Python fits: warn and point to Standardized, leaving the data as given (the
+    CLI and CausalFlow standardize themselves, so they never see this). Binary density data are
+    modelled as 0/1 and are exempt."""
+    if getattr(model, "data_type", None) == "binary" or not isinstance(x, torch.Tensor) or len(x) < 2:
+        return
+    x64 = x.detach().double()
+    mean, std = x64.mean(0), x64.std(0, correction=0)
+    far = ((mean.abs() > 3 * std.clamp(min=1)) | (std > 10) | (std < 0.1)).nonzero().flatten().tolist()
+    if far:
+        c = far[0]
+        warnings.warn(f"training columns {far[:10]} are far from standardized (column {c}: mean {float(mean[c]):.4g}, "
+                      f"std {float(std[c]):.4g}); a flow with a standard-normal base trains poorly in raw units. Fit "
+                      "on strnn_fast.standardize.Standardizer.fit(x).transform(x) and wrap the model in "
+                      "strnn_fast.standardize.Standardized (as strnn-fast fit and CausalFlow do)",
+                      UserWarning, stacklevel=3)
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:

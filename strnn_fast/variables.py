@@ -56,6 +56,8 @@ class Variables:
             ValueError: unknown variable 'c' in do; variables are ['a', 'b']
         """
         label = what or "variable"
+        if isinstance(key, str) and self.names is None and key in self.default_names():
+            return self.default_names().index(key)  # the x0.. names the CLI writes for unnamed models
         if isinstance(key, str):
             if self.names is None:
                 raise ValueError(f"{what + ': ' if what else ''}variable {key!r} is a name, but there are no variable names; "
@@ -68,6 +70,10 @@ class Variables:
                 raise ValueError(f"{label} index {int(key)} is out of range for {self.d} variables")
             return int(key)
         raise TypeError(f"{label} keys must be variable names (str) or indices (int), got {key!r}")
+
+    def default_names(self) -> list[str]:
+        """``x0 .. x{d-1}``: the names an unnamed model's outputs carry (and its inputs may carry)."""
+        return [f"x{i}" for i in range(self.d)]
 
     def label(self, i: int) -> str:
         """The name of variable ``i`` when there are names, else its index, as text."""
@@ -107,8 +113,10 @@ class Variables:
     def column_order(self, columns: Sequence[Any], what: str, *, allow_extra: bool = True) -> list[int] | None:
         r"""Positions in ``columns`` of the model's variables, in model order (columns matched by name).
 
-        None when there is nothing to match (the model has no names, or the columns are not all
-        strings): then the columns are taken as they stand. ``allow_extra``: whether columns that
+        None when there is nothing to match (the columns are not all strings): then the columns
+        are taken as they stand. An unnamed model matches the ``x0 ..`` names it writes (see
+        :meth:`default_names`), in any order, and refuses any other header (it was read by
+        position before, so a reordered or renamed header gave a silently wrong answer). ``allow_extra``: whether columns that
         are not variables are ignored (else refused).
 
         Example:
@@ -117,19 +125,23 @@ class Variables:
             ...
             ValueError: x.csv lacks the columns of some variables: missing ['a']; its columns ['b', 'z'] do not match the model's variables ['a', 'b']
         """
-        if self.names is None or not all(isinstance(c, str) for c in columns):
+        if not all(isinstance(c, str) for c in columns):
             return None
         cols = list(columns)
-        missing = [n for n in self.names if n not in cols]
+        names = self.names if self.names is not None else self.default_names()
+        if self.names is None and sorted(cols) != sorted(names):
+            raise ValueError(f"{what} has the header {cols}, but the model has no variable names: give no header, "
+                             f"or the names its outputs use, {names}")
+        missing = [n for n in names if n not in cols]
         extra = [] if allow_extra else [c for c in cols if c not in self.names]
         if missing or extra:
             problems = ([f"missing {missing}"] if missing else []) + ([f"unknown {extra}"] if extra else [])
             head = f"{what} lacks the columns of some variables" if missing else f"{what} has columns that are no variables"
             raise ValueError(f"{head}: {', '.join(problems)}; its columns {cols} do not match the model's "
-                             f"variables {self.names}")
+                             f"variables {names}")
         if len(set(cols)) != len(cols):
             raise ValueError(f"{what} has duplicated column names: {cols}")
-        return [cols.index(n) for n in self.names]
+        return [cols.index(n) for n in names]
 
 
 def parse_assignments(assignments: Sequence[str], names: Sequence[str] | None) -> dict[Any, float]:
@@ -154,6 +166,7 @@ def parse_assignments(assignments: Sequence[str], names: Sequence[str] | None) -
             number = float(value)
         except ValueError as err:
             raise ValueError(f"--do {item!r}: {value.strip()!r} is not a number") from err
+        # Unnamed models: an index, or the x0.. name their outputs use (Variables.index takes both).
         variable: Any = int(key) if names is None and key.isdigit() else key
         if variable in do:
             raise ValueError(f"--do sets {key!r} twice")

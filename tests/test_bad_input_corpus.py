@@ -204,7 +204,8 @@ def _api_refuses(prefix: str, reader: Callable[[Any], Any], error: type[Exceptio
 # (id, callable(world), exception type, text the message must contain)
 API_CASES = [
     # bad files, each named in the message
-    *_api_refuses("load", load, FileNotFoundError, "nope.pt existing_dir"),
+    *_api_refuses("load", load, FileNotFoundError, "nope.pt"),
+    *_api_refuses("load", load, ValueError, "existing_dir"),  # "is a folder", not "does not exist"
     *_api_refuses("load", load, ValueError, "data.csv crafted.pt crafted_raw.pt truncated.pt empty.pt foreign.pt"),
     *_api_refuses("table", load_table, FileNotFoundError, "nope.csv"),
     *_api_refuses("table", load_table, ValueError, "table.xlsx empty.csv header_only.csv inf.csv binary.csv "

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -43,7 +45,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 
 
 def read(path: Path) -> tuple[list[str], np.ndarray]:
-    header = path.read_text().splitlines()[0].split(",")
+    header = next(csv.reader(path.read_text().splitlines()))
     return header, np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
 
 

@@ -281,7 +281,7 @@ def test_cli_fit_and_sample_with_context(tmp_path, capsys, model: str) -> None:
     one.write_text("age\n70\n")
     samples = tmp_path / "s.csv"
     assert main(["sample", str(out), "--context", str(one), "-n", "7", "-o", str(samples)]) == 0
-    assert samples.read_text().splitlines()[0] == "a,b" and len(samples.read_text().splitlines()) == 8
+    assert samples.read_text().splitlines()[0] == '"a","b"' and len(samples.read_text().splitlines()) == 8
     per_row = tmp_path / "rows.npy"
     np.save(per_row, np.linspace(30, 70, 5)[:, None])
     assert main(["sample", str(out), "--context", str(per_row), "-o", str(samples), "--force"]) == 0

@@ -45,7 +45,7 @@ def test_case2_sample_a_causal_model_written_by_fit(tmp_path, table, capsys) -> 
     out = tmp_path / "s.csv"
     assert main(["sample", str(model), "-n", "7", "-o", str(out)]) == 0
     lines = out.read_text().splitlines()
-    assert lines[0] == "a,b,c" and len(lines) == 8
+    assert lines[0] == '"a","b","c"' and len(lines) == 8
     assert np.isfinite(np.loadtxt(out, delimiter=",", skiprows=1)).all()
 
 

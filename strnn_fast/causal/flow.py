@@ -24,19 +24,18 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._validate import as_int, as_positive_int, check_fits_dtype, choice
+from .._validate import as_positive_int, as_seed, check_fits_dtype, check_memory, choice
 from ..flows.straf import StrAF
 from ..graph import as_dag, topological_order
 from ..serialization import Savable
-from ..standardize import Standardizer
+from ..standardize import KeepsFloat64, Standardizer
 from ..train import fit as train_fit
 from ..variables import Variables
 from .queries import affected, do_inverse
@@ -47,7 +46,7 @@ STRUCTURES = ("graph", "full")
 OUTPUTS = ("auto", "tensor", "dict", "frame")
 
 
-class CausalFlow(Savable, nn.Module):
+class CausalFlow(KeepsFloat64, Savable, nn.Module):
     r"""Structured autoregressive flow on a causal DAG, answering interventional and
     counterfactual queries.
 
@@ -84,6 +83,8 @@ class CausalFlow(Savable, nn.Module):
         torch.Size([3, 2])
     """
 
+    _float64_buffers = ("loc", "scale", "context_loc", "context_scale")
+
     def __init__(
         self,
         adjacency: Any,
@@ -111,13 +112,15 @@ class CausalFlow(Savable, nn.Module):
             pos[self.order] = np.arange(self.d)
             self.flow_adjacency = pos[None, :] < pos[:, None]
         self.flow = StrAF(self.flow_adjacency, normalizer=normalizer, prior=prior, **flow_options)
-        self.register_buffer("loc", torch.zeros(self.d))
-        self.register_buffer("scale", torch.ones(self.d))
+        # Data-unit statistics in float64 (standardization runs in float64, then casts to the flow's
+        # dtype): float32 ones quantized data with large offsets (1e6 + noise, Unix timestamps).
+        self.register_buffer("loc", torch.zeros(self.d, dtype=torch.float64))
+        self.register_buffer("scale", torch.ones(self.d, dtype=torch.float64))
         self.register_buffer("fitted", torch.tensor(False))
         self.context_features = self.flow.context_features
         if self.context_features:  # only then, so that files of unconditional models keep their keys
-            self.register_buffer("context_loc", torch.zeros(self.context_features))
-            self.register_buffer("context_scale", torch.ones(self.context_features))
+            self.register_buffer("context_loc", torch.zeros(self.context_features, dtype=torch.float64))
+            self.register_buffer("context_scale", torch.ones(self.context_features, dtype=torch.float64))
 
     def _resolved_config(self) -> dict[str, Any]:
         # The graph as a 0/1 matrix; names as found in the graph or adopted from a DataFrame by fit.
@@ -126,7 +129,7 @@ class CausalFlow(Savable, nn.Module):
     # ------------------------------------------------------------------ density
 
     def _scaled(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.loc) / self.scale
+        return ((x.to(self.loc) - self.loc) / self.scale).to(self._device_dtype()[1])
 
     def _scaled_context(self, context: Any, n: int) -> torch.Tensor | None:
         # (n, C) standardized covariates in the model's dtype and device (None without context).
@@ -137,15 +140,15 @@ class CausalFlow(Savable, nn.Module):
         c = self.flow._check_context(context, n).to(self.loc)
         if not torch.isfinite(c).all():
             raise ValueError("context contains NaN or infinite values")
-        return (c - self.context_loc) / self.context_scale
+        return ((c - self.context_loc) / self.context_scale).to(self._device_dtype()[1])
 
     def transform(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
         """Latents (exogenous noise) of rows ``x`` in data units: (n, d) -> (n, d)."""
         return self.flow.transform(self._scaled(x), self._scaled_context(context, len(x)))[0]
 
     def inverse(self, z: torch.Tensor, context: Any = None) -> torch.Tensor:
-        """Rows in data units generated from latents ``z``: (n, d) -> (n, d)."""
-        return self.flow.inverse(z, self._scaled_context(context, len(z))) * self.scale + self.loc
+        """float64 rows in data units generated from latents ``z``: (n, d) -> (n, d)."""
+        return self.flow.inverse(z, self._scaled_context(context, len(z))).to(self.loc) * self.scale + self.loc
 
     def log_prob(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
         r"""Log-density of rows ``x`` (data units, model order), one value per row.
@@ -154,7 +157,8 @@ class CausalFlow(Savable, nn.Module):
             >>> CausalFlow([[0, 0], [1, 0]]).log_prob(torch.zeros(3, 2)).shape
             torch.Size([3])
         """
-        return self.flow.log_prob(self._scaled(x), self._scaled_context(context, len(x))) - self.scale.log().sum()
+        log_scale = self.scale.log().sum().to(self._device_dtype()[1])
+        return self.flow.log_prob(self._scaled(x), self._scaled_context(context, len(x))) - log_scale
 
     def sample(self, n: int, *, seed: int | None = None, output: str = "auto", context: Any = None) -> Any:
         r"""Draws ``n`` observational samples (given ``context``: (n, C) or (C,) covariates).
@@ -164,8 +168,8 @@ class CausalFlow(Savable, nn.Module):
         """
         self._check_fitted()
         n = as_positive_int(n, "n")
-        with self._rng(seed), torch.no_grad():
-            x = self.inverse(self._latents(n), context)
+        with torch.no_grad():
+            x = self.inverse(self._latents(n, seed), context)
         return self._keyed(x, output)
 
     # ------------------------------------------------------------------ fitting
@@ -193,9 +197,24 @@ class CausalFlow(Savable, nn.Module):
         """
         if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
-        x = self._rows(data, "data", adopt_names=True).cpu()
+        # A failed fit leaves the model as it was: names (adopted from a DataFrame) and statistics
+        # are restored here, the weights by strnn_fast.train.fit.
+        before = (self.names, {k: v.clone() for k, v in self.state_dict().items() if k in _STATS})
+        try:
+            return self._fit(data, val, context, val_context, val_fraction, split_seed, fit_options)
+        except BaseException:
+            self.names = before[0]
+            self.load_state_dict(before[1], strict=False)
+            raise
+
+    def _fit(self, data: Any, val: Any, context: Any, val_context: Any, val_fraction: float, split_seed: int,
+             fit_options: dict[str, Any]) -> Any:
+        # Rows kept in float64: statistics and standardization in float64, before the cast.
+        x = self._rows(data, "data", adopt_names=True, keep_precision=True).cpu()
+        check_fits_dtype(x, self._device_dtype()[1], "data", self.names)  # queries read rows in the model's dtype
         if val is not None:  # the given split: validation rows first, then the training rows in order
-            v = self._rows(val, "val").cpu()
+            v = self._rows(val, "val", keep_precision=True).cpu().to(x.dtype)
+            x = x.to(torch.promote_types(x.dtype, v.dtype))
             x, perm, n_val = torch.cat([v, x]), torch.arange(len(v) + len(x)), len(v)
             if context is not None or val_context is not None:
                 if context is None or val_context is None:
@@ -235,7 +254,8 @@ class CausalFlow(Savable, nn.Module):
                       else Standardizer.identity(self.d))
             self.loc.copy_(torch.from_numpy(scaler.mean))
             self.scale.copy_(torch.from_numpy(scaler.std))
-        history = train_fit(_Scaled(self) if self.context_features else self, train, val, **fit_options)
+        train, val = scaler.transform(train), (scaler.transform(val) if val is not None else None)
+        history = train_fit(_Scaled(self), train, val, **fit_options)
         self.fitted.fill_(True)
         return history
 
@@ -249,7 +269,8 @@ class CausalFlow(Savable, nn.Module):
             do: maps a variable (name or index) to a value: a number (every sample) or a
                 length-``n`` tensor/array (one value per sample). Several variables at once.
             n: number of samples.
-            seed: seeds the noise draw (the global RNG is left untouched).
+            seed: seeds a private generator for the noise draw (the global RNG is left untouched,
+                so seeded calls from several threads give the serial result).
             output: "auto" (dict of columns keyed by name when names are known, else a tensor),
                 "tensor", "dict" or "frame" (a pandas DataFrame).
             context: covariates, (n, C) or (C,) (models with ``context_features`` only).
@@ -267,8 +288,8 @@ class CausalFlow(Savable, nn.Module):
         n = as_positive_int(n, "n")
         idx, values = self._do(do, n)
         forward, backward = self._maps(context, n)
-        with self._rng(seed), torch.no_grad():
-            x = do_inverse(forward, backward, self.flow_adjacency, self._latents(n), idx, values)
+        with torch.no_grad():
+            x = do_inverse(forward, backward, self.flow_adjacency, self._latents(n, seed), idx, values)
         return self._keyed(x, output)
 
     def interventional_mean(self, do: Mapping[Any, Any], n: int = 10_000, *, seed: int | None = None,
@@ -307,8 +328,8 @@ class CausalFlow(Savable, nn.Module):
         idx_a, val_a = self._do(do_a, n, "do_a")
         idx_b, val_b = self._do(do_b, n, "do_b")
         forward, backward = self._maps(context, n)
-        with self._rng(seed), torch.no_grad():
-            z = self._latents(n)
+        with torch.no_grad():
+            z = self._latents(n, seed)
             x0 = backward(z)
             xa = do_inverse(forward, backward, self.flow_adjacency, z, idx_a, val_a, x0)
             xb = do_inverse(forward, backward, self.flow_adjacency, z, idx_b, val_b, x0)
@@ -372,7 +393,7 @@ class CausalFlow(Savable, nn.Module):
             return self.flow.transform(self._scaled(x), c)[0]
 
         def backward(z: torch.Tensor) -> torch.Tensor:
-            return self.flow.inverse(z, c) * self.scale + self.loc
+            return self.flow.inverse(z, c).to(self.loc) * self.scale + self.loc
 
         return forward, backward
 
@@ -381,22 +402,18 @@ class CausalFlow(Savable, nn.Module):
             raise RuntimeError("the CausalFlow is not fitted yet; call fit(data) first (or load a fitted model)")
 
     def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
-        return self.loc.device, self.loc.dtype
+        # The flow's dtype (the statistics are float64 whatever it is).
+        return self.loc.device, self.flow._like().dtype
 
-    def _latents(self, n: int) -> torch.Tensor:
+    def _latents(self, n: int, seed: int | None = None) -> torch.Tensor:
+        # A seed means a private generator: the global RNG (other threads' draws) is never touched.
         device, dtype = self._device_dtype()
-        return self.flow.sample_latent(n).to(device=device, dtype=dtype)
-
-    @contextlib.contextmanager
-    def _rng(self, seed: int | None) -> Iterator[None]:
+        # Latents, samples and the intermediate worlds of a query: a few (n, d) float64 tables.
+        check_memory(4 * n * self.d * 8, f"{n} samples of {self.d} variables", "draw fewer, or in batches")
         if seed is None:
-            yield
-            return
-        seed = as_int(seed, "seed")  # None is handled above
-        device = self._device_dtype()[0]
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            yield
+            return self.flow.sample_latent(n).to(device=device, dtype=dtype)
+        generator = torch.Generator(device=device).manual_seed(as_seed(seed))
+        return self.flow.prior.sample((n, self.d), torch.empty(0, dtype=dtype, device=device), generator)
 
     @property
     def variables(self) -> Variables:
@@ -415,7 +432,9 @@ class CausalFlow(Savable, nn.Module):
         for i, key, value in self.variables.do_items(do, what):
             idx.append(i)
             column = self._do_column(value, n, f"{what}[{key!r}]")
-            check_fits_dtype(column, dtype, f"{what}[{key!r}]")
+            # Against the model's dtype even when the values are kept in float64: the flow reads
+            # them in its own dtype (do=1e39 became inf, then NaN, in a float32 model).
+            check_fits_dtype(column, model_dtype, f"{what}[{key!r}]")
             cols.append(column.to(device=device, dtype=dtype))
         values = torch.stack(cols, 1) if cols else torch.empty(n, 0, device=device, dtype=dtype)
         return idx, values
@@ -511,16 +530,21 @@ class CausalFlow(Savable, nn.Module):
         return pd.DataFrame(x.detach().cpu().numpy(), columns=self._column_names(), index=index)
 
 
+_STATS = ("loc", "scale", "context_loc", "context_scale", "fitted")
+
+
 class _Scaled(nn.Module):
-    """The training view of a CausalFlow with covariates: fit hands it already standardized context."""
+    """The training view of a CausalFlow: fit hands it rows and context already standardized (in
+    float64, before the cast to the flow's dtype); log-densities stay in data units."""
 
     def __init__(self, model: CausalFlow):
         super().__init__()
         self.model = model
         self.d = model.d
 
-    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model.flow.log_prob(self.model._scaled(x), context) - self.model.scale.log().sum()
+    def log_prob(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        log_scale = self.model.scale.log().sum().to(z.dtype)
+        return self.model.flow.log_prob(z, context) - log_scale
 
 
 def _numpy(value: Any) -> np.ndarray:

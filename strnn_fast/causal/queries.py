@@ -118,10 +118,10 @@ def do_inverse(
     if not idx:
         return x
     z = z.clone()
-    x[:, idx] = do_values
+    x[:, idx] = do_values.to(x.dtype)
     for _ in range(do_rounds(A, idx)):
         z[:, idx] = transform(x)[:, idx]
         x = inverse(z)
         # The inverse reproduces the values only up to rounding; set them exactly.
-        x[:, idx] = do_values
+        x[:, idx] = do_values.to(x.dtype)
     return x

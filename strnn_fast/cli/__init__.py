@@ -10,8 +10,12 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 # Subcommand modules, in the order `--help` lists them.
@@ -28,15 +32,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so that ``finally`` blocks remove temporary files."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _label(args: argparse.Namespace) -> str:
+    return f"strnn-fast {args.command}".strip()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 with a one-line message for bad input)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Entry point; returns the exit code.
+
+    2 with a one-line message for bad input, a full disk or an unwritable file; on SIGINT (130)
+    or SIGTERM (143) one line, after temporary files are removed (``fit`` first saves the best
+    weights so far, see :mod:`strnn_fast.cli.fit`); 0 when stdout is closed early (``| head``).
+    """
+    in_main = threading.current_thread() is threading.main_thread()  # signal handlers only there
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
+    args = argparse.Namespace(command="")
     try:
+        # Inside the try: a Ctrl-C while the subcommands import is one line too.
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except (ValueError, TypeError, OSError) as err:  # OSError: missing, existing, unreadable files
-        print(f"strnn-fast {args.command}: error: {err}", file=sys.stderr)
+        if isinstance(err, BrokenPipeError):  # the reader went away (`| head -1`): not an error here
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        print(f"{_label(args)}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{_label(args)}: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"{_label(args)}: terminated; no output was written", file=sys.stderr)
+        return 143
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

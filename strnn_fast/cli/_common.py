@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from torch import nn
 
 from .._files import atomic_path, check_target
 from .._validate import as_sizes
+from ..variables import Variables
 
 __all__ = [
     "MODEL_BUILDERS",
@@ -42,14 +44,15 @@ __all__ = [
     "command_parser",
     "context_options",
     "cpu_threads",
-    "draw_samples",
     "learning_rate",
     "load_causal",
     "load_model",
     "plain",
     "positive_int",
+    "sample_chunks",
     "seed_type",
     "sizes",
+    "stream_csv",
     "variable_names",
     "write_csv",
 ]
@@ -231,15 +234,45 @@ def check_output(path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike]
 
 
 def write_csv(path: Path, values: np.ndarray, names: Sequence[str], *, force: bool = False,
-              inputs: Sequence[str | os.PathLike] = ()) -> None:
-    """Writes a table with a header row atomically; refuses non-finite values (nothing is written)."""
+              inputs: Sequence[str | os.PathLike] = ()) -> int:
+    """Writes a table with a header row atomically (see :func:`stream_csv`); returns the row count."""
     table = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-    if not np.isfinite(table).all():
-        row = int(np.flatnonzero(~np.isfinite(table).all(axis=1))[0])
-        raise ValueError(f"the model produced non-finite values (first in row {row}); nothing was written to {path}. "
-                         "The model file may be damaged or was fitted on data it cannot represent")
-    with atomic_path(path, overwrite=force, inputs=inputs) as tmp:
-        np.savetxt(tmp, table, delimiter=",", header=",".join(names), comments="", fmt="%.10g")
+    return stream_csv(path, (table[s:s + CHUNK] for s in range(0, max(len(table), 1), CHUNK)), names,
+                      force=force, inputs=inputs)
+
+
+def stream_csv(path: Path, chunks: Iterable[np.ndarray], names: Sequence[str], *, force: bool = False,
+               inputs: Sequence[str | os.PathLike] = ()) -> int:
+    r"""Writes row blocks to a CSV file as they come (memory: one block); returns the row count.
+
+    The header quotes every name (a name with a comma or one that looks like a number reads back
+    as a name); each value is written as ``repr`` of its float64, the shortest text that reads
+    back to the same float (``%.10g`` lost digits). The file goes through
+    :func:`strnn_fast._files.atomic_path`: a non-finite value (ValueError), a full disk or an
+    interrupt leaves no file behind.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
+        >>> stream_csv(out, [np.array([[0.1, 1 / 3]]), np.array([[1e6 + 0.01, -2.0]])], ["a,b", "1"])
+        2
+        >>> print(out.read_text(), end="")
+        "a,b","1"
+        0.1,0.3333333333333333
+        1000000.01,-2.0
+    """
+    rows = 0
+    with atomic_path(path, overwrite=force, inputs=inputs) as tmp, open(tmp, "w", newline="") as f:
+        csv.writer(f, quoting=csv.QUOTE_ALL, lineterminator="\n").writerow(names)
+        for chunk in chunks:
+            table = np.asarray(chunk, dtype=np.float64).reshape(len(chunk), -1)
+            if not np.isfinite(table).all():
+                row = rows + int(np.flatnonzero(~np.isfinite(table).all(axis=1))[0])
+                raise ValueError(f"the model produced non-finite values (first in row {row}); nothing was written "
+                                 f"to {path}. The model file may be damaged or was fitted on data it cannot represent")
+            f.write("".join(",".join(map(repr, r)) + "\n" for r in table.tolist()))
+            rows += len(table)
+    return rows
 
 
 def add_trust_option(p: argparse.ArgumentParser) -> None:
@@ -272,30 +305,26 @@ def load_causal(path: str | os.PathLike, *, trusted: bool = False) -> nn.Module:
     return model
 
 
-def draw_samples(model: nn.Module, n: int, context: np.ndarray | None = None) -> np.ndarray:
-    """(n, d) float64 samples of any saved density model (CausalFlow included), in chunks.
+def sample_chunks(model: nn.Module, n: int, context: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """Yields (m, d) float64 blocks of ``n`` samples, :data:`CHUNK` rows at a time (for streaming).
 
-    ``context``: (n, C) context rows of a conditional model, one per sample.
-    """
+    Raises ValueError at the first non-finite sample (a damaged model)."""
     from ..causal import CausalFlow
 
     dtype = next(model.parameters()).dtype
-    chunks = []
     with torch.no_grad():
         for start in range(0, n, CHUNK):
             m = min(CHUNK, n - start)
             kwargs = {} if context is None else {"context": torch.tensor(context[start:start + m], dtype=dtype)}
             if isinstance(model, CausalFlow):
                 kwargs["output"] = "tensor"
-            x = model.sample(m, **kwargs)
-            chunks.append(x.detach().cpu().double().numpy().reshape(m, -1))
-    samples = np.concatenate(chunks)
-    bad = ~np.isfinite(samples)
-    if bad.any():
-        row = int(np.flatnonzero(bad.any(axis=1))[0])
-        raise ValueError(f"the model drew non-finite values (first in row {row}); nothing was written. "
-                         "The model file may be damaged or was fitted on data it cannot represent")
-    return samples
+            x = model.sample(m, **kwargs).detach().cpu().double().numpy().reshape(m, -1)
+            bad = ~np.isfinite(x)
+            if bad.any():
+                row = start + int(np.flatnonzero(bad.any(axis=1))[0])
+                raise ValueError(f"the model drew non-finite values (first in row {row}); nothing was written. "
+                                 "The model file may be damaged or was fitted on data it cannot represent")
+            yield x
 
 
 CHUNK = 65_536  # rows per draw, to bound memory for large n
@@ -318,4 +347,4 @@ def plain(doc: str | None) -> str:
 def variable_names(model: Any, d: int) -> list[str]:
     """The model's variable names, else ``x0 .. x{d-1}``."""
     names = getattr(model, "names", None)
-    return list(names) if names is not None else [f"x{i}" for i in range(d)]
+    return list(names) if names is not None else Variables(None, d).default_names()

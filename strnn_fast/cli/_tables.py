@@ -49,7 +49,7 @@ def order_columns(x: np.ndarray, names: list[str] | None, model_names: list[str]
     """
     if x.shape[1] != d:
         raise ValueError(f"{path} has {x.shape[1]} columns but the model has {d} {kind}")
-    order = Variables(model_names).column_order(list(names), path) if names is not None and model_names else None
+    order = Variables(model_names, None if model_names else d).column_order(list(names), path) if names else None
     return x if order is None else x[:, order]
 
 

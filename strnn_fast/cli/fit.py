@@ -16,6 +16,9 @@ indices) are context features, standardized like the data, and the adjacency des
 remaining columns; every variable reads every context feature. ``strnn-fast sample --context``
 then draws given context rows.
 
+Ctrl-C during training stops it and saves the best weights so far (a Ctrl-C before the first
+epoch ends writes nothing, and says so). The output folder is checked for writing before training.
+
 Under ``torchrun`` the training runs data-parallel; only rank 0 prints and writes the model.
 
 Example:
@@ -25,6 +28,8 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import numpy as np
 import torch
@@ -83,6 +88,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data} and {args.adjacency}: {err}") from None
     names = names or graph_names
     out = check_output(args.output, inputs=[args.data, args.adjacency], force=args.force)
+    if not os.access(out.parent, os.W_OK | os.X_OK):  # found now, not after the training
+        raise PermissionError(f"cannot write to the folder {out.parent} of the output {out}")
     # The saved model reads raw rows in its dtype: values it cannot hold are refused before training.
     check_fits_dtype(x, torch.get_default_dtype(), args.data, names)
 
@@ -128,6 +135,9 @@ def _run(args: argparse.Namespace) -> int:
         model = Standardized(model, scaler.mean, scaler.std, names=names, **c_options)
     if not is_main_process():
         return 0
+    if history.interrupted:
+        print(f"interrupted after {history.epochs} epochs; saving the best weights so far "
+              f"(epoch {history.best_epoch + 1}) to {out}", file=sys.stderr)
     model.save(out, overwrite=args.force)
     print(f"{args.model}: {history.epochs} epochs in {history.seconds:.1f} s, best epoch {history.best_epoch + 1}"
           f"{' (stopped early)' if history.stopped_early else ''}")

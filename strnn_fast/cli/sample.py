@@ -1,6 +1,7 @@
 r"""``strnn-fast sample``: draw samples from a saved model into a CSV file with a header of names.
 
-Works for every model ``strnn-fast fit`` writes (CausalFlow included). Non-finite samples (a
+Samples are drawn and written in blocks of 65,536 rows, so memory stays bounded for any ``-n``
+(an interrupt or a failure leaves no file). Works for every model ``strnn-fast fit`` writes (CausalFlow included). Non-finite samples (a
 damaged model) are refused and nothing is written. A conditional model (``fit --context``) needs
 ``--context FILE``: a table of context rows (named columns are matched to the model's context
 features), either one row for every sample or one row per sample (then ``-n`` may be left out).
@@ -15,8 +16,8 @@ import argparse
 
 import torch
 
-from ._common import (add_output_options, check_output, command_parser, draw_samples, load_model, positive_int,
-                      seed_type, variable_names, write_csv)
+from ._common import (add_output_options, check_output, command_parser, load_model, positive_int, sample_chunks,
+                      seed_type, stream_csv, variable_names)
 from ._tables import add_context_option, input_files, read_context
 
 __all__ = ["register", "run"]
@@ -31,9 +32,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("-n is required")
     n = len(context) if context is not None else args.n
     torch.manual_seed(args.seed)
-    samples = draw_samples(model, n, context)
-    write_csv(out, samples, variable_names(model, samples.shape[1]), force=args.force, inputs=inputs)
-    print(f"wrote {len(samples)} samples of {samples.shape[1]} variables to {out}")
+    d = int(model.d)
+    # Streamed: each block of samples is written as it is drawn, so memory does not grow with -n.
+    rows = stream_csv(out, sample_chunks(model, n, context), variable_names(model, d), force=args.force,
+                      inputs=inputs)
+    print(f"wrote {rows} samples of {d} variables to {out}")
     return 0
 
 

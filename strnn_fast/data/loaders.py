@@ -56,7 +56,9 @@ def load_table(path: str | os.PathLike) -> tuple[np.ndarray, list[str] | None]:
     suffix = p.suffix.lower()
     if suffix == ".csv":
         rows, lines = _read_rows(p)
-        header = rows[0] if rows and not all(_is_number(v) for v in rows[0]) else None
+        # A quoted first row is a header even when its names look like numbers (write_csv quotes them).
+        quoted = bool(rows) and _first_line(p, lines[0]).startswith('"')
+        header = rows[0] if rows and (quoted or not all(_is_number(v) for v in rows[0])) else None
         if header is not None:
             rows, lines = rows[1:], lines[1:]
             if len(set(header)) != len(header) or any(not h for h in header):
@@ -82,7 +84,8 @@ def load_adjacency(
     * .npy, or .npz with one array (or ``adjacency`` / ``A``, optionally ``names``): a 0/1 matrix.
     * .csv: a 0/1 matrix, optionally with a header row of names and optionally a first column of
       row labels (as ``pandas.DataFrame.to_csv`` writes), or an edge list of ``parent,child``
-      lines (names or integer indices). A first line ``parent,child`` forces edge-list reading;
+      lines (names or integer indices). A first line ``parent,child``, ``source,target`` or
+      ``from,to`` (any case) is a header and forces edge-list reading;
       without it, two numeric 0/1 lines of two fields read as a 2 x 2 matrix.
     * .txt: the same as .csv, with fields separated by a comma or whitespace.
 
@@ -139,7 +142,7 @@ def _load_adjacency(p: Path, names: Sequence[str] | None, square: bool,
     rows, lines = _read_rows(p, whitespace=suffix == ".txt")
     if not rows:
         raise ValueError(f"adjacency file {p} is empty")
-    if [v.lower() for v in rows[0]] == ["parent", "child"]:
+    if tuple(v.lower() for v in rows[0]) in _EDGE_HEADERS:
         return _edge_list(rows[1:], lines[1:], names, p, allow_self_loops)
     matrix = _csv_matrix(rows, p, square)
     if matrix is not None:
@@ -193,6 +196,11 @@ def _existing(path: str | os.PathLike, what: str) -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{what} {p} is a folder; give a file")
+    if p.exists() and not p.is_file():
+        # A FIFO or device: reading would block or never end, and its size cannot be checked first.
+        raise ValueError(f"{what} {p} is not a regular file (a FIFO, socket or device); give a file")
     if not p.is_file():
         raise FileNotFoundError(f"{what} file not found: {p}")
     return p
@@ -217,6 +225,18 @@ def _read_rows(p: Path, whitespace: bool = False) -> tuple[list[list[str]], list
     except csv.Error as err:
         raise ValueError(f"{p} is not a readable CSV file: {err}") from None
     return rows, lines
+
+
+def _first_line(p: Path, number: int) -> str:
+    """Line ``number`` (1-based) of the text file ``p``, stripped."""
+    with open(p, newline="", encoding="utf-8-sig") as f:
+        for k, line in enumerate(f, 1):
+            if k == number:
+                return line.strip()
+    return ""
+
+
+_EDGE_HEADERS = {("source", "target"), ("from", "to"), ("parent", "child")}
 
 
 def _is_number(value: str) -> bool:

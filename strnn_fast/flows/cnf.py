@@ -21,6 +21,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,9 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from torchdiffeq import odeint, odeint_adjoint
-from torchdiffeq._impl.odeint import SOLVERS
-from torchdiffeq._impl.solvers import FixedGridODESolver
 
 from .._validate import as_positive_int, as_real, as_sizes, choice
 from ..graph import as_adjacency, transitive_closure
@@ -39,9 +37,27 @@ from .odefunc import CNFDynamics
 
 __all__ = ["FFJORD", "StrCNF"]
 
-# scipy_solver is left out: it integrates outside autograd, so it cannot train a flow.
-FIXED_STEP_SOLVERS = tuple(k for k, v in SOLVERS.items() if isinstance(v, type) and issubclass(v, FixedGridODESolver))
-ADAPTIVE_SOLVERS = tuple(k for k in SOLVERS if k not in FIXED_STEP_SOLVERS and k != "scipy_solver")
+
+@functools.cache
+def _solvers() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(fixed-step, adaptive) solver names of torchdiffeq, imported on first use: torchdiffeq pulls
+    in scipy.integrate, which ``import strnn_fast`` should not pay for."""
+    from torchdiffeq._impl.odeint import SOLVERS
+    from torchdiffeq._impl.solvers import FixedGridODESolver
+
+    # scipy_solver is left out: it integrates outside autograd, so it cannot train a flow.
+    fixed = tuple(k for k, v in SOLVERS.items() if isinstance(v, type) and issubclass(v, FixedGridODESolver))
+    return fixed, tuple(k for k in SOLVERS if k not in fixed and k != "scipy_solver")
+
+
+def __getattr__(name: str) -> Any:
+    # FIXED_STEP_SOLVERS and ADAPTIVE_SOLVERS, computed lazily (see _solvers).
+    if name == "FIXED_STEP_SOLVERS":
+        return _solvers()[0]
+    if name == "ADAPTIVE_SOLVERS":
+        return _solvers()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 EXACT_UP_TO = 64
 
 
@@ -173,19 +189,20 @@ class StrCNF(Flow):
             ('euler', 0.1)
         """
         solver = self.solver if solver is None else solver
-        if step_size is None and solver in FIXED_STEP_SOLVERS:
+        if step_size is None and solver in _solvers()[0]:
             step_size = self.step_size
         self._set_solver(solver, self.atol if atol is None else atol, self.rtol if rtol is None else rtol,
                          step_size, self.adjoint if adjoint is None else adjoint)
 
     def _set_solver(self, solver: Any, atol: Any, rtol: Any, step_size: Any, adjoint: Any) -> None:
-        solver = choice(solver, ADAPTIVE_SOLVERS + FIXED_STEP_SOLVERS, "solver")
-        if solver in FIXED_STEP_SOLVERS:
+        fixed, adaptive = _solvers()
+        solver = choice(solver, adaptive + fixed, "solver")
+        if solver in fixed:
             if step_size is None:
                 raise ValueError(f"solver {solver!r} takes fixed steps: pass step_size (in units of t)")
             step_size = as_real(step_size, "step_size", positive=True)
         elif step_size is not None:
-            raise ValueError(f"step_size applies to fixed-step solvers ({', '.join(FIXED_STEP_SOLVERS)}); "
+            raise ValueError(f"step_size applies to fixed-step solvers ({', '.join(fixed)}); "
                              f"{solver!r} chooses its steps from atol and rtol")
         if not isinstance(adjoint, bool):
             raise TypeError(f"adjoint must be a bool, got {adjoint!r}")
@@ -252,17 +269,26 @@ class StrCNF(Flow):
                 options["grid_constructor"] = _uniform_grid(float(block.end_time.detach()) / self.step_size)
             state = (x, *(zeros for _ in totals))
             settings = dict(method=self.solver, atol=self.atol, rtol=self.rtol, options=options)
-            if self.adjoint:
-                # The context is an input of the dynamics like the weights: as an adjoint parameter
-                # its gradient is integrated with theirs (torchdiffeq drops it if it needs none).
-                solution = odeint_adjoint(_Pinned(block), state, span, **settings,
-                                          adjoint_params=(*block.parameters(), *_context_of(block)))
-            else:
-                solution = odeint(block, state, span, **settings)
+            from torchdiffeq import odeint, odeint_adjoint  # lazily: see _solvers
+
+            try:
+                solution = self._integrate(odeint, odeint_adjoint, block, state, span, settings)
+            except AssertionError as err:  # torchdiffeq's "underflow in dt": the step size collapsed
+                raise FloatingPointError(f"the ODE solver failed ({err}): the dynamics became too stiff; "
+                                         "lower lr, standardize the data or loosen atol/rtol") from None
             final = [s[-1] for s in solution]
             x = final[0]
             totals = [total + f for total, f in zip(totals, final[1:])]
         return (x, *totals)
+
+    def _integrate(self, odeint: Any, odeint_adjoint: Any, block: Any, state: Any, span: Any,
+                   settings: dict[str, Any]) -> Any:
+        if self.adjoint:
+            # The context is an input of the dynamics like the weights: as an adjoint parameter
+            # its gradient is integrated with theirs (torchdiffeq drops it if it needs none).
+            return odeint_adjoint(_Pinned(block), state, span, **settings,
+                                  adjoint_params=(*block.parameters(), *_context_of(block)))
+        return odeint(block, state, span, **settings)
 
     def transform(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Maps data to the base space.

@@ -28,8 +28,10 @@ class Prior(nn.Module):
         """Log-density of each row of ``z`` (summed over the last dimension)."""
         raise NotImplementedError
 
-    def sample(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        """Draws a tensor of ``shape`` with the dtype and device of ``like``."""
+    def sample(self, shape: tuple[int, ...], like: torch.Tensor,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draws a tensor of ``shape`` with the dtype and device of ``like``; from ``generator``
+        (on that device) when given, so that a seeded draw leaves the global RNG alone."""
         raise NotImplementedError
 
 
@@ -44,8 +46,9 @@ class StandardNormal(Prior):
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return -0.5 * (z.square() + math.log(2 * math.pi)).sum(-1)
 
-    def sample(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        return torch.randn(shape, dtype=like.dtype, device=like.device)
+    def sample(self, shape: tuple[int, ...], like: torch.Tensor,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(shape, dtype=like.dtype, device=like.device, generator=generator)
 
 
 class StandardLaplace(Prior):
@@ -59,7 +62,14 @@ class StandardLaplace(Prior):
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return -(z.abs() + math.log(2.0)).sum(-1)
 
-    def sample(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    def sample(self, shape: tuple[int, ...], like: torch.Tensor,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        if generator is not None:
+            # Inverse CDF of a uniform draw on (-1, 1), kept off the endpoints so samples are finite.
+            tiny = torch.finfo(like.dtype).eps
+            u = torch.rand(shape, dtype=like.dtype, device=like.device, generator=generator) * 2 - 1
+            u = u.clamp(-1 + tiny, 1 - tiny)
+            return -torch.sign(u) * torch.log1p(-u.abs())
         zero = torch.zeros((), dtype=like.dtype, device=like.device)
         # torch's Laplace keeps its uniform draw off the endpoints, so samples are finite.
         return torch.distributions.Laplace(zero, zero + 1).sample(shape)
