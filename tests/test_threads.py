@@ -75,6 +75,8 @@ def test_global_draws_of_another_thread_do_not_repeat_during_first_calls():
     # One thread draws from the global RNG while others make first calls of fresh models; a
     # save/restore of the global RNG (fork_rng) around backend timing repeated its draws.
     draws: list[torch.Tensor] = []
+    models = [_fresh_model("auto") for _ in range(4)]  # built first: _fresh_model seeds the global RNG
+    inputs = [torch.randn(33, 4, dtype=torch.float64) + 1 for _ in range(4)]
 
     def work(i: int) -> None:
         if i == 0:
@@ -82,11 +84,12 @@ def test_global_draws_of_another_thread_do_not_repeat_during_first_calls():
                 draws.append(torch.randn(64))
         else:
             with torch.no_grad():
-                _fresh_model("auto").log_prob(torch.randn(33, 4, dtype=torch.float64) + 1)
+                models[i].log_prob(inputs[i])
 
     _together(work, 4)
-    allv = torch.cat(draws)
-    assert len(torch.unique(allv)) == len(allv)
+    # Whole draws repeat after a rewind of the stream; single float32 values collide by chance.
+    rows = torch.stack(draws)
+    assert _duplicates(rows) == 0
 
 
 def test_log_prob_from_threads_equals_serial_on_first_calls():
