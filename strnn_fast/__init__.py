@@ -103,7 +103,7 @@ __all__ = [
     "path_counts",
     "required_width",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str):
