@@ -8,10 +8,10 @@ Part 1 (speed, pytest-benchmark): one training step (forward, backward, Adam ste
   configuration (StrNN conditioner, affine normalizer, greedy, no permutation);
 * ``zuko``: ``zuko.flows.MAF(features=d, transforms=5, hidden_features=hidden, adjacency=A + I)``;
 * ``ours-spline`` and ``zuko-nsf``: StrAF with the spline normalizer (8 bins) and
-  ``zuko.flows.NSF(..., bins=8, adjacency=A + I)``, the spline pair (d <= 50 only),
+  ``zuko.flows.NSF(..., bins=8, adjacency=A + I)``, the spline pair (up to d=STRNN_FAST_BENCH_SPLINE_MAX_D, 200),
 
 on the paper's multimodal graph (d=15, depth 7, hidden (64, 64)) and random sparse DAGs (1-3
-parents; d=50, hidden (128, 128); d=200, hidden (512, 512)). Before timing, every model is
+parents; d=50 and d=100, hidden (256, 256); d=200, hidden (512, 512)). Before timing, every model is
 trained for a few epochs on multimodal data over its graph, so that sampling sees conditioners
 that actually depend on their inputs. torch is pinned to one thread (bench/conftest.py;
 STRNN_FAST_BENCH_THREADS overrides). ``STRNN_FAST_BENCH_CASES`` (default ``d15,d50,d200``) and
@@ -60,8 +60,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 STEPS = 5
 ALL_CASES = {
     "d15": (lambda: make_multimodal(n=10, seed=0).adjacency, (64, 64)),
-    "d50": (lambda: random_dag(50, parents=(1, 3), seed=0), (128, 128)),
-    "d200": (lambda: random_dag(200, parents=(1, 3), seed=0), (512, 512)),
+    "d50": (lambda: random_dag(50, parents=(1, 3), seed=0), (256, 256)),
+    "d100": (lambda: random_dag(100, parents=(1, 3), seed=1), (256, 256)),
+    "d200": (lambda: random_dag(200, parents=(1, 3), seed=2), (512, 512)),
 }
 CASES = {k: ALL_CASES[k] for k in os.environ.get("STRNN_FAST_BENCH_CASES", ",".join(ALL_CASES)).split(",")}
 
@@ -138,7 +139,7 @@ _cache: dict[tuple[str, str], nn.Module] = {}
 WARMUP_EPOCHS = 10
 
 
-SPLINE_MAX_D = 50  # the spline pair at d=200 (4600 conditioner outputs) would take minutes per case
+SPLINE_MAX_D = int(os.environ.get("STRNN_FAST_BENCH_SPLINE_MAX_D", "200"))
 
 
 def _model(impl: str, case: str) -> nn.Module:

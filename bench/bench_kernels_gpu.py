@@ -36,6 +36,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -305,6 +306,35 @@ def checks(points: list[dict]) -> list[str]:
     return lines
 
 
+# Largest relative error (max |triton - baseline| / max |baseline|) of a correct network, by dtype:
+# an order of magnitude above the rounding of three layers, so only a wrong kernel passes it.
+REL_ERR_LIMIT = {"bfloat16": 5e-2, "float16": 5e-2, "float32": 1e-2}
+
+
+def failures(points: list[dict], inference: list[dict]) -> list[str]:
+    """What the run failed to measure of the kernels, one line each: a point with a kernel error
+    (the check, the dispatch measurement, triton or auto), no Triton time, or a wrong answer; an
+    inference row with an error; no point at all. Empty when the run is a success.
+
+    >>> failures([{"structure": "made", "d": 32, "batch": 16, "dtype": "float32", "errors": {},
+    ...            "fwd_ms": {"triton": 1.0}, "fwd_bwd_ms": {"triton": None}, "triton_rel_err": 0.0}], [])
+    ['made d=32 batch=16 float32: no triton time (fwd_bwd_ms)']
+    """
+    lines = [] if points else ["no point measured"]
+    for p in points:
+        where = f"{p['structure']} d={p['d']} batch={p['batch']} {p['dtype']}"
+        why = [f"{k}: {v}" for k, v in p["errors"].items()
+               if k in ("check", "dispatch") or k.endswith((".triton", ".auto"))]
+        why += [f"no triton time ({phase})" for phase in ("fwd_ms", "fwd_bwd_ms") if p[phase].get("triton") is None]
+        err = p.get("triton_rel_err")
+        if err is not None and not err <= REL_ERR_LIMIT[p["dtype"]]:
+            why.append(f"triton_rel_err {err:.3g} > {REL_ERR_LIMIT[p['dtype']]}")
+        lines += [f"{where}: {w}" for w in why]
+    for r in inference:
+        lines += [f"inference d={r['d']} batch={r['batch']} {k}: {v}" for k, v in r["errors"].items()]
+    return lines
+
+
 def markdown(env: dict, points: list[dict], notes: list[str], inference: list[dict]) -> str:
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
     ratio = lambda a, b: "—" if not a or not b else f"{a / b:.2f}x"  # noqa: E731
@@ -360,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
                 _, info = build(structure, d, (64, 64), CACHE)
                 print(f"{structure} d={d}: {info}", flush=True)
         return 0
+    # A kill by `timeout` (SIGTERM) unwinds like an exception: no kernels_gpu.json.tmp is left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
     start = time.monotonic()
     deadline = start + args.budget
     if args.dry_run:
@@ -384,15 +416,18 @@ def main(argv: list[str] | None = None) -> int:
     inference: list[dict] = []
 
     def write() -> None:
-        all_notes = checks(points) + notes
+        all_notes = [f"FAILED: {f}" for f in failures(points, inference) if points or inference] + checks(points) + notes
         if not cuda:
             all_notes.insert(0, "dry run: CPU interpreter timings check the plumbing, they measure nothing")
         doc = {**env, "points": points, "inference": inference, "notes": all_notes,
                "builds": {f"{s} d={d}": info for (s, d), (_, info) in builds.items()},
                "elapsed_s": round(time.monotonic() - start, 1), "budget_s": args.budget}
-        tmp = out / "kernels_gpu.json.tmp"
-        tmp.write_text(json.dumps(doc, indent=1))
-        tmp.replace(out / "kernels_gpu.json")
+        tmp = out / "kernels_gpu.json.tmp"  # gpu_check.sh removes it after a kill (at most 6 files in --out)
+        try:
+            tmp.write_text(json.dumps(doc, indent=1))
+            tmp.replace(out / "kernels_gpu.json")
+        finally:
+            tmp.unlink(missing_ok=True)
         (out / "kernels_gpu.md").write_text(markdown(env, points, all_notes, inference))
         # The measured decisions "auto" used: load with strnn_fast.dispatch.load_decisions or
         # STRNN_FAST_DISPATCH_FILE (committed as strnn_fast/dispatch_decisions.json after a GPU run).
@@ -440,7 +475,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             notes.append("inference step skipped: budget spent")
     write()
-    print(f"{len(points)} points, results in {out}")
+    failed = failures(points, inference)
+    if failed:  # the last line: gpu_check.sh copies it into its summary
+        print("\n".join(failed))
+        print(f"FAILED: {len(failed)} failure(s) in {len(points)} points and {len(inference)} inference rows, "
+              f"results in {out}")
+        return 1
+    print(f"{len(points)} points and {len(inference)} inference rows, results in {out}")
     return 0
 
 

@@ -34,7 +34,7 @@ from strnn_fast.data import random_dag
 
 BATCH = 256
 CASES = {"dag-100": 100, "dag-1000": 1000, "dag-4000": 4000, "made-100": 100}
-IMPLS = ("auto", "dense", "sparse", "reference")
+IMPLS = ("auto", "dense", "sparse", "cpu", "reference")
 # "1": the d=4000 dense and reference points; "dense": the dense one only (see the docstring).
 BIG = {"1": ("dense", "reference"), "dense": ("dense",)}.get(os.environ.get("STRNN_FAST_BENCH_BIG", ""), ())
 RESULTS = Path(__file__).with_name("results")

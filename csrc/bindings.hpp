@@ -11,4 +11,5 @@ void bind_paths(pybind11::module_& m);
 void bind_block_layout(pybind11::module_& m);
 void bind_reorder(pybind11::module_& m);
 void bind_spline(pybind11::module_& m);
+void bind_masked_linear(pybind11::module_& m);
 }  // namespace strnn

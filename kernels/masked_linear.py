@@ -65,6 +65,38 @@ def is_interpreted() -> bool:
     return isinstance(_masked_linear_fwd_kernel, InterpretedFunction)
 
 
+def _interpreter_scalar_index() -> bool:
+    """Makes the Triton interpreter turn a scalar loop bound into an int on every numpy; True if patched.
+
+    In the interpreter every scalar (``tl.program_id``, an int argument, a loaded index) is a
+    1-element numpy array, and Python's ``range`` over a runtime bound calls ``tensor.__index__``.
+    Triton 3.6's interpreter does ``int(data)`` there, which numpy >= 2.4 refuses for a 1-d array
+    ("only 0-dimensional arrays can be converted to Python scalars"); Triton 3.9 squeezes it
+    first. No kernel source avoids this: every runtime value is such an array there, and a
+    ``while`` loop instead of ``range`` would not be software-pipelined on the GPU. So the
+    interpreter's per-launch tensor patch is wrapped to index the one element (what 3.9 does);
+    compiled kernels never reach this code.
+
+    >>> is_interpreted() or not _interpreter_scalar_index()
+    True
+    """
+    if not is_interpreted():
+        return False
+    from triton.runtime import interpreter
+
+    patch = getattr(interpreter, "_patch_lang_tensor", None)
+    if patch is None or getattr(patch, "scalar_index", False):
+        return patch is not None
+
+    def patch_lang_tensor(tensor: Any, scope: Any) -> None:
+        patch(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patch_lang_tensor.scalar_index = True  # type: ignore[attr-defined]
+    interpreter._patch_lang_tensor = patch_lang_tensor
+    return True
+
+
 @triton.jit
 def _act_fwd(z, ACT: tl.constexpr):
     if ACT == 1:
@@ -282,6 +314,7 @@ _KERNELS = {
     "dx": _masked_linear_bwd_dx_kernel,
     "dw": _masked_linear_bwd_dw_kernel,
 }
+_interpreter_scalar_index()  # before any launch: loop bounds are 1-element arrays there
 # (BLOCK_M, num_warps, num_stages), each compiling to a distinct cubin for every dtype on sm_90a
 # (tests/test_kernels_compile.py checks that and that none spills). For dW BLOCK_M is the
 # reduction chunk over the batch.

@@ -16,12 +16,16 @@ package), ``kernels/`` (Triton, installed as ``strnn_fast.kernels``), ``tests/``
     parallel-for over rows);
   - the exact MILP in ``strnn_fast/exact.py`` (:func:`strnn_fast.exact.factorize_exact`).
 
-* Networks: :class:`FastStrNN`, :class:`MaskedLinear` in ``strnn_fast/nn.py``; activations by
-  name in ``strnn_fast/activations.py``. Backends of a masked layer: "dense" (masked weights,
-  ``F.linear``), "sparse" (CSR SpMM / SDDMM that train, in ``strnn_fast/sparse_ops.py``) and
+* Networks: :class:`FastStrNN` in ``strnn_fast/nn.py``, its layer :class:`MaskedLinear` in
+  ``strnn_fast/layer.py``; activations by
+  name in ``strnn_fast/activations.py``. Backends of a masked layer, run by name in one place,
+  ``strnn_fast/backends.py``: "dense" (masked weights, ``F.linear``, in ``strnn_fast/dense_ops.py``),
+  "sparse" (torch CSR SpMM /
+  SDDMM that train, in ``strnn_fast/sparse_ops.py``), "cpu" (the C++ CSR kernels of
+  ``csrc/masked_linear.cpp`` through the torch ops of ``strnn_fast/csr_ops.py``) and
   "triton" (the block-sparse kernels of the top-level ``kernels/masked_linear.py``, installed as
   ``strnn_fast.kernels.masked_linear``; ahead-of-time compile checks in ``kernels/aot.py``);
-  "auto" picks per layer from measured timings in ``strnn_fast/dispatch.py``
+  "auto" picks per layer from measured timings (``strnn_fast/timing.py``) in ``strnn_fast/dispatch.py``
   (``choose_backend``, ``measure_model``). The kernels walk block layouts from
   ``strnn_fast/layout.py`` (:class:`~strnn_fast.layout.BlockLayout`, built by
   ``csrc/block_layout.cpp``, the one place tiles are counted); hidden-unit reordering for fewer
@@ -30,6 +34,7 @@ package), ``kernels/`` (Triton, installed as ``strnn_fast.kernels``), ``tests/``
 
 * Models: :class:`StrAF`, :class:`ARF`, :class:`GNF` (``strnn_fast/flows/straf.py``, ``arf.py``,
   ``gnf.py`` on ``flows/autoregressive.py``; their conditioners in ``flows/conditioners.py``),
+  sampling without gradients level by level, each conditioner unit once, in ``flows/levels.py``;
   :class:`StrCNF`, :class:`FFJORD` (``strnn_fast/flows/cnf.py``, dynamics in
   ``flows/odefunc.py``); the normalizers affine, spline and UMNN (with its inverse by bisection
   and its Clenshaw-Curtis quadrature in ``quadrature.py``) in
@@ -79,7 +84,8 @@ from .causal import CausalFlow
 from .density import StrNNDensityEstimator
 from .factorize import check_masks, connections, factorize, path_counts, required_width
 from .flows import ARF, FFJORD, GNF, StrAF, StrCNF
-from .nn import FastStrNN, MaskedLinear
+from .layer import MaskedLinear
+from .nn import FastStrNN
 from .serialization import load
 from .train import fit
 

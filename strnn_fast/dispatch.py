@@ -1,9 +1,11 @@
 r"""Backend dispatch for masked layers: measured once per case, cached, never guessed.
 
+This module only decides: it answers a backend *name*; :mod:`strnn_fast.backends` runs it.
 A *case* is (layer shape, mask density, batch bucket, dtype, phase, device). :func:`decide` is
 the one pure decision: it looks the case up in a table of measured decisions and answers
-"dense" where nothing was measured. ``MaskedLinear`` (backend="auto") and ``freeze`` both call
-it, through :func:`case_of`, so a frozen layer and its original make the same choice.
+"dense" where nothing was measured (or where the recorded backend cannot run the case).
+``MaskedLinear`` (backend="auto") and ``freeze`` both call it, through :func:`choose_backend`,
+so a frozen layer and its original make the same choice.
 
 On the CPU an unmeasured case is timed on its first call (:func:`time_candidates`, on clones of
 the layer, so autograd and the caller's tensors are untouched; never inside ``torch.compile``)
@@ -15,6 +17,9 @@ does this and writes the table with :func:`save_decisions`; :func:`load_decision
 back; the environment variable ``STRNN_FAST_DISPATCH_FILE`` names a file loaded at import,
 and the package's own ``dispatch_decisions.json`` is always loaded first). :func:`override`
 pins a case to a backend by hand.
+
+Thread safety: a case is measured once, under a lock, and every thread then runs the backend
+recorded; timing draws its inputs from a private generator, never from the global RNG.
 
 Example:
     >>> import torch
@@ -28,7 +33,8 @@ import copy
 import json
 import math
 import os
-import time
+import threading
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -36,14 +42,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .layout import BlockLayout
+from . import backends
+from .timing import time_candidates
 
 MARGIN = 1.1
 # Packed layers whose dense weight would exceed this are not timed (nor run) on the dense path.
 DENSE_PROBE_MAX_BYTES = 256 << 20
 PHASES = ("eval", "train")
-BACKENDS = ("dense", "sparse", "triton")
-_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 DEFAULT_FILE = Path(__file__).with_name("dispatch_decisions.json")
 # Layers with fewer weights are never timed implicitly and run on their native path: their work is
 # microseconds, below the timing noise of a busy machine (a 20x16 layer was once "measured" faster
@@ -56,11 +61,9 @@ DECISIONS: dict[Case, dict[str, Any]] = {}
 # Bumped at every change of DECISIONS made through this module: layers memoize their per-call
 # answers against it, which keeps the per-call dispatch cost to a dict lookup.
 GENERATION = [0]
-
-
-def default_block(device: torch.device) -> tuple[int, int]:
-    """Tile shape (block_out, block_in) of the layouts on `device`: small in the CPU interpreter."""
-    return (64, 64) if device.type == "cuda" else (16, 16)
+# Held while a case is measured and recorded: concurrent first calls of one case measure it once
+# and all run the backend recorded (threads never disagree on a case).
+_LOCK = threading.RLock()
 
 
 def batch_bucket(rows: int) -> int:
@@ -92,6 +95,9 @@ def decide(shape: tuple[int, int], density: float, batch: int, dtype: torch.dtyp
            table: dict[Case, dict[str, Any]] | None = None) -> str:
     r"""The backend for one case: the measured (or overridden) choice, else "dense".
 
+    A recorded backend that cannot run the case (a table that pins "triton" on the CPU, "cpu"
+    on CUDA, or a dtype the kernels lack) answers "dense" instead.
+
     Arguments:
         shape: (out, in) of the layer.
         density: fraction of weights its mask keeps.
@@ -105,8 +111,11 @@ def decide(shape: tuple[int, int], density: float, batch: int, dtype: torch.dtyp
         >>> decide((8, 8), 0.5, 3, torch.float32, "train", "cpu", table={})
         'dense'
     """
-    entry = (DECISIONS if table is None else table).get(make_case(shape, density, batch, dtype, phase, device))
-    return "dense" if entry is None else entry["backend"]
+    case = make_case(shape, density, batch, dtype, phase, device)
+    entry = (DECISIONS if table is None else table).get(case)
+    if entry is None or entry["backend"] not in backends.eligible(case[6], dtype):
+        return "dense"
+    return entry["backend"]
 
 
 def phase_of(x: torch.Tensor, params: Iterable[torch.Tensor]) -> str:
@@ -117,12 +126,8 @@ def phase_of(x: torch.Tensor, params: Iterable[torch.Tensor]) -> str:
 
 
 def eligible(device: Any, dtype: torch.dtype) -> tuple[str, ...]:
-    """Backends that can run a case, likely winners of sparse masks first: torch-sparse and dense
-    everywhere, Triton on CUDA in its dtypes."""
-    key = device if isinstance(device, str) else device_key(device)
-    if key.startswith("cuda") and dtype in _KERNEL_DTYPES:
-        return ("triton", "sparse", "dense")
-    return ("sparse", "dense")
+    """Backends that can run a case (see :func:`strnn_fast.backends.eligible`), likely winners first."""
+    return backends.eligible(device if isinstance(device, str) else device_key(device), dtype)
 
 
 def record(case: Case, times_us: dict[str, float], source: str = "measured", native: str = "dense") -> str:
@@ -136,9 +141,21 @@ def record(case: Case, times_us: dict[str, float], source: str = "measured", nat
     best = min(times_us, key=times_us.get)
     base = times_us.get(native, math.inf)
     backend = best if best == native or base >= MARGIN * times_us[best] else native
-    DECISIONS[case] = {"backend": backend, "times_us": dict(times_us), "source": source, "native": native}
-    GENERATION[0] += 1
+    with _LOCK:
+        DECISIONS[case] = {"backend": backend, "times_us": dict(times_us), "source": source, "native": native}
+        GENERATION[0] += 1
     return backend
+
+
+def lookup(case: Case) -> dict[str, Any] | None:
+    r"""The recorded decision of `case` (a copy: backend, times_us, source), or None if unmeasured.
+
+    Example:
+        >>> lookup(make_case((3, 3), 0.5, 1, torch.float32, "eval", "cuda:never measured")) is None
+        True
+    """
+    entry = DECISIONS.get(case)
+    return None if entry is None else dict(entry)
 
 
 def override(case: Case, backend: str) -> None:
@@ -150,75 +167,21 @@ def override(case: Case, backend: str) -> None:
         'sparse'
         >>> forget(c)
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    DECISIONS[case] = {"backend": backend, "times_us": {}, "source": "override"}
-    GENERATION[0] += 1
+    if backend not in backends.NAMES:
+        raise ValueError(f"backend must be one of {backends.NAMES}, got {backend!r}")
+    with _LOCK:
+        DECISIONS[case] = {"backend": backend, "times_us": {}, "source": "override"}
+        GENERATION[0] += 1
 
 
 def forget(case: Case | None = None) -> None:
     """Drops one case's decision, or all of them when `case` is None."""
-    if case is None:
-        DECISIONS.clear()
-    else:
-        DECISIONS.pop(case, None)
-    GENERATION[0] += 1
-
-
-def _sync(device: Any) -> None:
-    if getattr(device, "type", None) == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_candidates(fns: dict[str, Callable[[], Any]], device: Any = None, min_total_s: float = 0.02,
-                    max_rounds: int = 10) -> dict[str, float]:
-    r"""Best-of-a-few wall time, in microseconds, of each zero-argument callable.
-
-    All are warmed up (twice when cheap: first calls pay allocations and lazy initialization),
-    then timed in interleaved rounds (one run of each per round, so that load from other
-    processes hits all alike), at least 3 rounds and until `min_total_s` is spent, at most
-    `max_rounds`; each keeps its minimum, the run least disturbed. A candidate over 10 ms and 3x
-    slower than the best drops out after its first timed run, and one whose warm-up alone is big (> 50 ms)
-    and 10x the best is not run again: measuring big dense layers stays cheap. A candidate that
-    raises is left out of the result (RuntimeError if all do). List the likely winner first.
-    """
-    times: dict[str, float] = {}
-    live = []
-    failed: dict[str, Exception] = {}
-    for name, fn in fns.items():
-        t0 = time.perf_counter()
-        try:
-            fn()
-            _sync(device)
-        except Exception as err:  # e.g. a dtype torch's CUDA CSR kernels lack: out of the running
-            failed[name] = err
-            continue
-        warm = time.perf_counter() - t0
-        times[name] = warm
-        if len(times) > 1 and warm > 0.05 and warm > 10 * min(times.values()):
-            continue
-        if warm < 0.01:
-            fn()
-            _sync(device)
-        live.append(name)
-        times[name] = math.inf
-    if not live:
-        raise RuntimeError(f"no backend could run: {failed}")
-    spent = 0.0
-    for rnd in range(max_rounds):
-        for name in list(live):
-            t0 = time.perf_counter()
-            fns[name]()
-            _sync(device)
-            dt = time.perf_counter() - t0
-            spent += dt
-            times[name] = min(times[name], dt)
-        best = min(times.values())
-        # Only big candidates drop out: a small one may just have been preempted once.
-        live = [n for n in live if times[n] <= 3 * best or times[n] < 0.01]
-        if len(live) <= 1 or (rnd >= 2 and spent >= min_total_s):
-            break
-    return {name: t * 1e6 for name, t in times.items()}
+    with _LOCK:
+        if case is None:
+            DECISIONS.clear()
+        else:
+            DECISIONS.pop(case, None)
+        GENERATION[0] += 1
 
 
 def _layer_candidates(layer: nn.Module, batch: int, phase: str, dtype: torch.dtype, device: Any,
@@ -229,30 +192,33 @@ def _layer_candidates(layer: nn.Module, batch: int, phase: str, dtype: torch.dty
     (row- or column-major: sparse layers hand on column-major activations) and whether it needs
     a gradient (a first layer's does not), which change what each backend costs.
     """
-    from .sparse_ops import is_transposed
+    from .dense_ops import is_transposed
 
     probe = copy.deepcopy(layer).to(device=device, dtype=dtype)
     probe.train(phase == "train")
     for p in probe.parameters():
         p.requires_grad_(phase == "train")
     x_grad = phase == "train" and (like is None or bool(getattr(like, "requires_grad", False)))
+    # A private generator: timing never draws from (or restores) the global RNG, which other
+    # threads may be drawing from at the same moment.
+    gen = torch.Generator(device=device).manual_seed(0)
     if like is not None and isinstance(like, torch.Tensor) and is_transposed(like.reshape(-1, like.shape[-1])):
-        x = torch.randn(layer.in_features, batch, device=device, dtype=dtype).T.requires_grad_(x_grad)
+        x = torch.randn(layer.in_features, batch, device=device, dtype=dtype, generator=gen).T.requires_grad_(x_grad)
     else:
-        x = torch.randn(batch, layer.in_features, device=device, dtype=dtype, requires_grad=x_grad)
+        x = torch.randn(batch, layer.in_features, device=device, dtype=dtype, generator=gen).requires_grad_(x_grad)
 
     def run(backend: str) -> Callable[[], Any]:
         def fn() -> None:
             if phase == "train":
                 with torch.enable_grad():
-                    y = probe.run_backend(backend, x)
+                    y = backends.run(backend, probe, x)
                     y.backward(torch.ones_like(y))
                 probe.zero_grad(set_to_none=True)
                 if x.requires_grad:
                     x.grad = None
             else:
                 with torch.no_grad():
-                    probe.run_backend(backend, x)
+                    backends.run(backend, probe, x)
         return fn
 
     return {name: run(name) for name in names}
@@ -278,15 +244,10 @@ def measure_layer(layer: nn.Module, batch: int, phase: str, dtype: torch.dtype |
         # A packed layer this big must not materialize its dense weight (and gradient) just to be
         # timed: memory is why it is packed. Its dense path is out of the running.
         names = tuple(n for n in names if n != "dense")
-    if "triton" in names:
-        try:
-            from .kernels import masked_linear  # noqa: F401 - only to see that triton is importable
-        except ImportError:
-            names = tuple(n for n in names if n != "triton")
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with _LOCK:  # one measurement at a time: concurrent timings would disturb each other
         times = time_candidates(_layer_candidates(layer, case[3], phase, dtype, device, names, like), device)
-    native = "sparse" if getattr(layer, "packed", False) and "sparse" in times else "dense"
-    return record(case, times, native=native)
+        native = "sparse" if getattr(layer, "packed", False) and "sparse" in times else "dense"
+        return record(case, times, native=native)
 
 
 def _functorch_active() -> bool:
@@ -294,63 +255,55 @@ def _functorch_active() -> bool:
 
 
 def choose_backend(layer: nn.Module, x: torch.Tensor) -> str:
-    r"""The backend of one "auto" call of a MaskedLinear: the table's choice for this case.
+    r"""The backend of one "auto" call of a MaskedLinear (or frozen layer): the table's choice for this case.
 
-    On the CPU an unmeasured case is measured first (outside ``torch.compile`` only); on CUDA,
-    and wherever measuring fails, an unmeasured case runs dense.
+    On the CPU an unmeasured case is measured first (outside ``torch.compile`` only, once per
+    case: concurrent first calls wait for one measurement); on CUDA, and wherever measuring
+    fails, an unmeasured case runs dense. Inside ``torch.compile`` this only reads the table.
+    The answer for the layer's next calls is memoized by the layer (``dispatch_memo``), keyed
+    by :data:`GENERATION`, so that any change of the table is seen.
 
     Arguments:
         layer: the MaskedLinear.
         x: its input.
 
     Returns:
-        "dense", "sparse" or "triton".
+        "dense", "sparse", "cpu" or "triton".
     """
     if _functorch_active():
         return "dense"  # torch.func transforms (vmap, jacrev, ...) need ops they can batch
-    # The common case, a call like the previous one, answered from a few cheap attributes. Any
-    # backend computes the same function, so a stale answer (after e.g. freezing the parameters)
-    # can only cost speed; mask changes clear it (MaskedLinear.invalidate).
-    last_key = (x.shape, x.dtype, bool(getattr(x, "is_cuda", False)), torch.is_grad_enabled(),
-                bool(getattr(x, "requires_grad", False)), GENERATION[0], id(DECISIONS))
-    last = layer.__dict__.get("_last_dispatch")
-    if last is not None and last[0] == last_key:
-        return last[1]
-    backend = _choose_memo(layer, x)
-    layer.__dict__["_last_dispatch"] = (last_key, backend)
-    return backend
-
-
-def _choose_memo(layer: nn.Module, x: torch.Tensor) -> str:
     rows = x.numel() // max(x.shape[-1], 1)
     phase = phase_of(x, [p for p in layer._parameters.values() if p is not None])  # not .parameters(): per-call cost
     dtype = x.dtype
+    cuda = bool(getattr(x, "is_cuda", False))
+    if torch.compiler.is_compiling():
+        return _answer(layer, x, rows, phase, dtype, cuda, measure=False)
     memo = layer.dispatch_memo()
-    fast = (batch_bucket(rows), phase, dtype, x.device, bool(getattr(x, "is_cuda", False)), id(DECISIONS), GENERATION[0])
+    fast = (batch_bucket(rows), phase, dtype, x.device, cuda, GENERATION[0])
     hit = memo.get(fast)
-    if hit is not None:
-        return hit
-    memo[fast] = backend = _choose(layer, x, rows, phase, dtype)
-    return backend
+    if hit is None:
+        hit = memo[fast] = _answer(layer, x, rows, phase, dtype, cuda, measure=True)
+    return hit
 
 
-def _choose(layer: nn.Module, x: torch.Tensor, rows: int, phase: str, dtype: torch.dtype) -> str:
-    if getattr(x, "is_cuda", False):
-        dev = device_key(x.device) if x.device.type == "cuda" else "cuda:unknown"  # a stand-in
-    else:
-        dev = device_key(x.device)
-    case = make_case((layer.out_features, layer.in_features), layer.density(), rows, dtype, phase, dev)
-    layer.seen_cases.add(case)
-    small = layer.out_features * layer.in_features < MIN_TIMED_WEIGHTS
-    if (case not in DECISIONS and dev == "cpu" and not small and not torch.compiler.is_compiling()
-            and dtype == layer.param_dtype):
-        try:
-            measure_layer(layer, rows, phase, dtype, x.device, like=x)
-        except Exception as err:  # e.g. parameters that cannot be cloned: stay on the baseline
-            DECISIONS[case] = {"backend": "dense", "times_us": {}, "source": f"unmeasurable: {err}"}
-            GENERATION[0] += 1
-    backend = decide((layer.out_features, layer.in_features), layer.density(), rows, dtype, phase, dev)
-    if backend == "triton" and (x.dtype not in _KERNEL_DTYPES or layer.param_dtype != x.dtype):
+def _answer(layer: nn.Module, x: torch.Tensor, rows: int, phase: str, dtype: torch.dtype, cuda: bool,
+            measure: bool) -> str:
+    dev = (device_key(x.device) if x.device.type == "cuda" else "cuda:unknown") if cuda else device_key(x.device)
+    shape = (layer.out_features, layer.in_features)
+    case = make_case(shape, layer.density(), rows, dtype, phase, dev)
+    if measure:
+        layer.seen_cases.add(case)
+        small = shape[0] * shape[1] < MIN_TIMED_WEIGHTS
+        if case not in DECISIONS and dev == "cpu" and not small and dtype == layer.param_dtype:
+            with _LOCK:
+                if case not in DECISIONS:  # another thread may have measured it meanwhile
+                    try:
+                        measure_layer(layer, rows, phase, dtype, x.device, like=x)
+                    except Exception as err:  # e.g. parameters that cannot be cloned: stay on the baseline
+                        DECISIONS[case] = {"backend": "dense", "times_us": {}, "source": f"unmeasurable: {err}"}
+                        GENERATION[0] += 1
+    backend = decide(shape, layer.density(), rows, dtype, phase, dev)
+    if backend in ("triton", "cpu") and layer.param_dtype != x.dtype:
         return "dense"
     return backend
 
@@ -409,28 +362,38 @@ def save_decisions(path: str | os.PathLike, device: str | None = None) -> None:
 
 
 def load_decisions(path: str | os.PathLike) -> int:
-    r"""Adds the decisions stored in a :func:`save_decisions` file; returns how many."""
-    data = json.loads(Path(path).read_text())
+    r"""Adds the decisions stored in a :func:`save_decisions` file; returns how many.
+
+    The file is checked whole before anything is added: a broken file changes nothing.
+
+    Raises:
+        ValueError: `path` is not a regular file, or not a dispatch file (JSON, version 1, valid entries).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"path {str(path)!r} is not a file" + ("" if p.exists() else " (it does not exist)"))
+    try:
+        data = json.loads(p.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"path {str(path)!r} is not a strnn_fast dispatch file (not JSON: {err})") from None
     if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("entries"), list):
         raise ValueError(f"path {str(path)!r} is not a strnn_fast dispatch file (version 1 with 'entries')")
+    new: dict[Case, dict[str, Any]] = {}
     for e in data["entries"]:
-        if e.get("backend") not in BACKENDS:
-            raise ValueError(f"path {str(path)!r}: entry {e} has no valid backend")
-        case = (int(e["out"]), int(e["in"]), float(e["density"]), int(e["batch_bucket"]), str(e["dtype"]),
-                str(e["phase"]), str(e["device"]))
-        DECISIONS[case] = {"backend": e["backend"], "times_us": dict(e.get("times_us", {})),
-                           "source": e.get("source", "file")}
-    GENERATION[0] += 1
-    return len(data["entries"])
-
-
-def layer_layout(layer: nn.Module, device: torch.device) -> tuple[BlockLayout, torch.Tensor]:
-    r"""The block layout and uint8 keep-mask of a MaskedLinear on `device` (owned and cached by the layer).
-
-    Returns:
-        (layout, mask as a contiguous uint8 tensor on `device`).
-    """
-    return layer.block_layout(device, default_block(device))
+        try:
+            if e.get("backend") not in backends.NAMES or e.get("phase") not in PHASES:
+                raise ValueError("backend or phase")
+            case = (int(e["out"]), int(e["in"]), float(e["density"]), int(e["batch_bucket"]), str(e["dtype"]),
+                    str(e["phase"]), str(e["device"]))
+            times = {str(k): float(v) for k, v in dict(e.get("times_us", {})).items()}
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise ValueError(f"path {str(path)!r}: entry {str(e)[:200]} is not a valid decision "
+                             f"(fields {_FIELDS} and a backend of {backends.NAMES})") from None
+        new[case] = {"backend": e["backend"], "times_us": times, "source": str(e.get("source", "file"))}
+    with _LOCK:
+        DECISIONS.update(new)
+        GENERATION[0] += 1
+    return len(new)
 
 
 def prepare(model: nn.Module, device: torch.device | str | None = None) -> None:
@@ -447,26 +410,21 @@ def prepare(model: nn.Module, device: torch.device | str | None = None) -> None:
         if is_masked_layer(layer):
             dev = torch.device(device) if device is not None else layer.param_device
             layer.structure(dev)
-            layer_layout(layer, dev)
+            backends.layout(layer, dev)
 
 
-def triton_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    r"""Runs a MaskedLinear through the Triton block-sparse kernels.
-
-    Raises:
-        RuntimeError: triton is not installed, or x is on the CPU and the kernels were not
-            loaded in the interpreter (TRITON_INTERPRET=1 before importing strnn_fast).
-    """
-    try:
-        from .kernels.masked_linear import masked_linear
-    except ImportError as err:  # triton is an optional dependency
-        raise RuntimeError("backend='triton' needs the triton package (pip install 'strnn_fast[gpu]'), "
-                           "or use backend='dense'") from err
-    layout, keep = layer_layout(layer, x.device)
-    return masked_linear(x, layer.dense_weight(), layer.bias, keep, layout, layer.activation)
+def _load_at_import() -> None:
+    # The package's own table, then the user's file. A missing or broken user file must not break
+    # `import strnn_fast` (nor every CLI command's --help): it is reported and skipped.
+    if DEFAULT_FILE.exists():
+        load_decisions(DEFAULT_FILE)
+    path = os.environ.get("STRNN_FAST_DISPATCH_FILE")
+    if path:
+        try:
+            load_decisions(path)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            warnings.warn(f"STRNN_FAST_DISPATCH_FILE={path!r} was not loaded ({type(err).__name__}: {err}); "
+                          "backend='auto' measures instead", RuntimeWarning, stacklevel=2)
 
 
-if DEFAULT_FILE.exists():
-    load_decisions(DEFAULT_FILE)
-if os.environ.get("STRNN_FAST_DISPATCH_FILE"):
-    load_decisions(os.environ["STRNN_FAST_DISPATCH_FILE"])
+_load_at_import()

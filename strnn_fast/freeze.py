@@ -16,20 +16,22 @@ Example:
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .activations import ACTIVATIONS
-from .dispatch import choose_backend, default_block
-from .sparse_ops import sparse_linear
-
-_FROZEN_DTYPES = (None, torch.float32, torch.float16, torch.bfloat16)
+from . import backends
+from ._validate import as_input
+from .dispatch import choose_backend
+from .layout import BlockLayout
+from .sparse_ops import MaskStructure
 
 
 class FrozenLayer(nn.Module):
     """One frozen MaskedLinear: y = act(x @ W^T + b) with W masked at rest, on the backend the
-    original layer would use for the same case (the same ``dispatch`` decision)."""
+    original layer would use for the same case (the same ``dispatch`` decision), run by
+    :func:`strnn_fast.backends.run` like the original."""
 
     def __init__(self, layer: nn.Module, dtype: torch.dtype):
         super().__init__()
@@ -43,9 +45,10 @@ class FrozenLayer(nn.Module):
         self.backend = layer.backend
         self._density = layer.density()
         self.seen_cases: set = set()
-        self.structure = layer.structure(device)
-        self.layout = layer.block_layout(device, default_block(device))[0]
+        self._csr = layer.structure(device)
+        self._layout = backends.layout(layer, device)[0]
 
+    # The backend interface (strnn_fast.backends.LayerLike): precomputed, never re-derived.
     @property
     def param_dtype(self) -> torch.dtype:
         return self.weight.dtype
@@ -53,6 +56,21 @@ class FrozenLayer(nn.Module):
     @property
     def param_device(self) -> torch.device:
         return self.weight.device
+
+    def dense_weight(self) -> torch.Tensor:
+        return self.weight
+
+    def packed_values(self) -> torch.Tensor:
+        return self.values
+
+    def grad_mask(self) -> None:
+        return None  # no gradients
+
+    def structure(self, device: Any = None) -> MaskStructure:
+        return self._csr
+
+    def block_layout(self, device: Any, block: tuple[int, int]) -> tuple[BlockLayout, None]:
+        return self._layout, None  # masked at rest: the kernels need no keep-mask without gradients
 
     def dispatch_memo(self) -> dict:
         """Per-call dispatch answers (the frozen weights and mask never change)."""
@@ -64,8 +82,8 @@ class FrozenLayer(nn.Module):
 
     def _apply(self, fn, recurse=True):
         out = super()._apply(fn, recurse)
-        self.structure = self.structure.to(self.weight.device)
-        self.layout = self.layout.to(self.weight.device)
+        self._csr = self._csr.to(self.weight.device)
+        self._layout = self._layout.to(self.weight.device)
         return out
 
     def resolved_backend(self, x: torch.Tensor) -> str:
@@ -74,16 +92,10 @@ class FrozenLayer(nn.Module):
 
     def run_backend(self, backend: str, x: torch.Tensor) -> torch.Tensor:
         """The output on a given backend."""
-        if backend == "triton":
-            from .kernels.masked_linear import masked_linear
-
-            return masked_linear(x, self.weight, self.bias, None, self.layout, self.activation)
-        if backend == "sparse":
-            return ACTIVATIONS[self.activation](sparse_linear(x, self.values, self.bias, self.structure))
-        return ACTIVATIONS[self.activation](F.linear(x, self.weight, self.bias))
+        return backends.run(backend, self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.run_backend(self.resolved_backend(x), x)
+        return backends.run(self.resolved_backend(x), self, x)
 
 
 class FrozenStrNN(nn.Module):
@@ -102,7 +114,7 @@ class FrozenStrNN(nn.Module):
     def _eager(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
             x = layer(x)
-        return x
+        return x.contiguous()  # sparse layers hand on column-major activations
 
     @torch.no_grad()
     def capture(self, batch: int) -> None:
@@ -122,7 +134,7 @@ class FrozenStrNN(nn.Module):
         self._graph = (graph, static_in, static_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.dtype)
+        x = as_input(x, self.layers[0].in_features, self.layers[0].weight, "x")
         if self._graph is not None and x.shape == self._graph[1].shape and x.device == self._graph[1].device:
             graph, static_in, static_out = self._graph
             static_in.copy_(x)
@@ -149,12 +161,12 @@ def freeze(model: nn.Module, dtype: torch.dtype | None = None, cuda_graph_batch:
         >>> freeze(FastStrNN(2, (4,), 2, adjacency=[[0, 0], [1, 0]]), dtype=torch.float16).dtype
         torch.float16
     """
-    from .nn import MaskedLinear
+    from .layer import MaskedLinear
 
     layers = getattr(model, "layers", None)
     if not isinstance(layers, nn.ModuleList) or not layers or not all(isinstance(m, MaskedLinear) for m in layers):
         raise TypeError(f"model must have .layers, a ModuleList of MaskedLinear (a FastStrNN); got {type(model).__name__}")
-    if dtype not in _FROZEN_DTYPES:
+    if dtype is not None and dtype not in backends.TRITON_DTYPES:
         raise TypeError(f"dtype must be None, torch.float32, torch.float16 or torch.bfloat16; got {dtype!r}")
     dtype = dtype or layers[0].weight.dtype
     frozen = FrozenStrNN([FrozenLayer(layer, dtype) for layer in layers], dtype)

@@ -35,6 +35,7 @@ __all__ = [
     "as_dag",
     "check_dag",
     "depth",
+    "levels",
     "descendants",
     "find_cycle",
     "topological_order",
@@ -237,6 +238,28 @@ def transitive_closure(A: Any) -> np.ndarray:
     return R
 
 
+def levels(A: Any) -> np.ndarray:
+    r"""Each variable's level: the length in edges of the longest directed path ending at it (roots: 0).
+
+    Arguments:
+        A: (d, d) adjacency of a DAG (``A[i, j] = 1``: j is a parent of i).
+
+    Raises:
+        ValueError: the graph has a cycle.
+
+    Example:
+        >>> levels(np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0]])).tolist()
+        [0, 1, 2]
+    """
+    A = _square(A)
+    level = np.zeros(A.shape[0], dtype=np.int64)
+    for i in topological_order(A):
+        parents = A[i]
+        if parents.any():
+            level[i] = level[parents].max() + 1
+    return level
+
+
 def depth(A: Any) -> int:
     r"""Length in edges of the longest directed path (0 when there are no edges).
 
@@ -250,13 +273,7 @@ def depth(A: Any) -> int:
         >>> depth(np.tril(np.ones((4, 4)), -1))
         3
     """
-    A = _square(A)
-    level = np.zeros(A.shape[0], dtype=np.int64)
-    for i in topological_order(A):
-        parents = A[i]
-        if parents.any():
-            level[i] = level[parents].max() + 1
-    return int(level.max(initial=0))
+    return int(levels(A).max(initial=0))
 
 
 def descendants(A: Any, nodes: int | Iterable[int]) -> np.ndarray:

@@ -1,15 +1,15 @@
-r"""MaskedLinear and FastStrNN: the drop-in structured MLP, trainable sparse.
+r"""FastStrNN: the drop-in structured MLP, trainable sparse (its layers: :mod:`strnn_fast.layer`).
 
 ``FastStrNN`` keeps the constructor of the reference's ``strnn.models.strNN.StrNN`` and gives the
 same outputs for the same masks and weights (it loads the reference's checkpoints). Beyond it: a
 mask-aware initialization, more activations, weights kept masked at rest (so the dense path is
 plain ``F.linear``), packed storage that grows with the masks' nonzeros, CSR training
-(``backend="sparse"``), the Triton kernels, and ``backend="auto"``, which runs each layer on the
-backend measured fastest for its case (:mod:`strnn_fast.dispatch`).
+(``backend="sparse"``), the C++ CSR kernels (``backend="cpu"``), the Triton kernels, and
+``backend="auto"``, which runs each layer on the backend measured fastest for its case
+(:mod:`strnn_fast.dispatch`). The backends themselves live in :mod:`strnn_fast.backends`.
 """
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -19,460 +19,35 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from . import backends, dispatch
 from ._validate import (as_binary_matrix, as_binary_sparse, as_input, as_positive_int, as_sizes, choice,
-                        is_scipy_sparse)
-from .activations import ACTIVATIONS, GAINS
-from .dispatch import choose_backend, decide
+                        is_binary_array, is_scipy_sparse)
+from .activations import ACTIVATIONS
 from .factorize import METHODS, check_masks, factorize
-from .layout import BlockLayout
+from .layer import PACK_MAX_DENSITY, PACK_MIN_WEIGHTS, MaskedLinear
 from .serialization import Savable
-from .sparse_ops import MaskStructure, linear, masked_dense_linear, scatter_dense, sparse_linear
 
-BACKENDS = ("auto", "dense", "sparse", "triton")
-INITS = ("masked", "kaiming")
-# backend="auto" stores a layer packed (only the mask's nonzeros) when its mask keeps at most this
-# fraction of a weight matrix of at least PACK_MIN_WEIGHTS entries: the values, their gradient and
-# the optimizer state then shrink with the nonzeros (the per-layer dispatch timings do not see the
-# optimizer step, which packing speeds up too), and the dense path, when the measured dispatch picks
-# it, pays one scatter of the values per call. Measured on 2 cores, 1 thread: at d=100, hidden
-# (200, 200), masks 1-4% dense, a packed train step (AdamW included) took 1.5 ms against 2.3 ms dense;
-# CSR kernels lose to dense from about 10-20% density (MADE's 50% masks stay dense).
-PACK_MAX_DENSITY = 0.1
-PACK_MIN_WEIGHTS = 1 << 12
-
-
-def _is_binary_array(value: Any) -> bool:
-    """A 2-D uint8/bool numpy array holding only 0 and 1 (checked in one pass)."""
-    return (isinstance(value, np.ndarray) and value.ndim == 2 and value.size > 0
-            and value.dtype in (np.uint8, np.bool_) and int(value.max()) <= 1)
-
-
-def mask_structure(mask: Any, shape: tuple[int, int], name: str = "mask") -> MaskStructure:
-    r"""The :class:`~strnn_fast.sparse_ops.MaskStructure` of an (out x in) mask, validated.
-
-    Arguments:
-        mask: dense array/tensor/nested list of 0/1, or a scipy.sparse matrix/array (kept sparse).
-        shape: the expected (out, in).
-        name: the argument's name in error messages.
-
-    Example:
-        >>> mask_structure([[1, 0], [1, 1]], (2, 2)).nnz
-        3
-    """
-    if _is_binary_array(mask):  # factorizer output: skip the general (slow at 10^8 entries) validation
-        if mask.shape != tuple(shape):
-            raise ValueError(f"{name} must have shape {tuple(shape)}, got {mask.shape}")
-        return MaskStructure.from_dense(mask)
-    if is_scipy_sparse(mask):
-        if tuple(mask.shape) != tuple(shape):
-            raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(mask.shape)}")
-        try:
-            return MaskStructure.from_scipy(mask)
-        except ValueError as err:
-            raise ValueError(f"{name}: {err}") from None
-    m = as_binary_matrix(mask, name, allow_zero=True)
-    if m.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {m.shape}")
-    return MaskStructure.from_dense(m)
-
-
-class MaskedLinear(nn.Module):
-    r"""Linear layer restricted to a fixed binary mask, with a fused activation.
-
-    The layer alone owns everything derived from its mask (CSR structure and its transpose,
-    block layouts, density); every change of the mask goes through :meth:`set_mask` (or loading,
-    or :meth:`permute_`), which invalidates all of it at once. Weights are kept masked at rest:
-    masked-out entries are exactly zero and never receive gradient, so no backend multiplies by
-    the mask per call and the dense path is plain ``F.linear``.
-
-    Storage is either dense (``weight`` (out, in) parameter and ``mask`` buffer, the reference's
-    state_dict keys) or packed (``values``: one parameter entry per kept weight, in CSR order,
-    with ``crow_indices``/``col_indices`` buffers): memory then grows with the mask's nonzeros.
-    Either way ``.weight`` and ``.mask`` read as dense (out, in) tensors (materialized when
-    packed; write through :meth:`set_weight`), and ``load_state_dict`` accepts both layouts.
-
-    Arguments:
-        in_features: input width.
-        out_features: output width.
-        mask: optional (out, in) binary mask (dense, or scipy.sparse kept sparse); all ones when omitted.
-        bias: whether the layer has a bias.
-        activation: name of the activation applied after the affine map ("identity" for none).
-        init: "masked" (Kaiming uniform with fan-in counted from the mask) or "kaiming"
-            (nn.Linear's default, for parity with the reference).
-        backend: "dense" (``F.linear``), "sparse" (torch CSR SpMM/SDDMM, training included),
-            "triton" (block-sparse kernels) or "auto" (per call, the measured choice of
-            :mod:`strnn_fast.dispatch`; dense where nothing is measured).
-        packed: store only the mask's nonzeros. Default: for backend="sparse", and for "auto"
-            when the layer is large and sparse (see ``PACK_MAX_DENSITY``).
-
-    Example:
-        >>> layer = MaskedLinear(3, 2, mask=torch.tensor([[1, 0, 0], [1, 1, 0]]))
-        >>> layer(torch.randn(5, 3)).shape
-        torch.Size([5, 2])
-        >>> layer.weight[0, 1].item()  # masked out: zero at rest
-        0.0
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        mask: Any = None,
-        *,
-        bias: bool = True,
-        activation: str = "identity",
-        init: str = "masked",
-        backend: str = "auto",
-        packed: bool | None = None,
-        device: Any = None,
-        dtype: Any = None,
-    ):
-        super().__init__()
-        self.in_features = as_positive_int(in_features, "in_features")
-        self.out_features = as_positive_int(out_features, "out_features")
-        self.activation = choice(activation, tuple(ACTIVATIONS), "activation")
-        self.init = choice(init, INITS, "init")
-        self.backend = choice(backend, BACKENDS, "backend")
-        shape = (self.out_features, self.in_features)
-        structure = (MaskStructure.from_dense(np.ones(shape, dtype=np.uint8)) if mask is None
-                     else mask_structure(mask, shape))
-        if packed is None:
-            packed = self.backend == "sparse" or (
-                self.backend == "auto" and structure.density <= PACK_MAX_DENSITY
-                and shape[0] * shape[1] >= PACK_MIN_WEIGHTS)
-        if not isinstance(packed, bool):
-            raise TypeError(f"packed must be True, False or None, got {packed!r}")
-        factory = {"device": device, "dtype": dtype}
-        self._derived: dict[Any, Any] = {}
-        self.seen_cases: set = set()  # dispatch cases this layer ran (for backend reports)
-        if packed:
-            self.values = nn.Parameter(torch.empty(structure.nnz, **factory))
-            self.register_buffer("crow_indices", structure.crow.to(device))
-            self.register_buffer("col_indices", structure.col.to(device))
-        else:
-            self.weight = nn.Parameter(torch.empty(shape, **factory))
-            self.register_buffer("mask", structure.dense(self.weight.dtype).to(device))
-        self.invalidate(structure)
-        self.bias = nn.Parameter(torch.empty(self.out_features, **factory)) if bias else None
-        self.reset_parameters()
-
-    # ------------------------------------------------------------------ storage views
-    @property
-    def packed(self) -> bool:
-        """Whether only the mask's nonzeros are stored."""
-        return "values" in self._parameters
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("weight", "mask") and "values" in self.__dict__.get("_parameters", {}):
-            # Packed storage: dense views, materialized on request (grad flows to the values).
-            s = self.structure(self.values.device)
-            return scatter_dense(self.values, s) if name == "weight" else s.dense(self.values.dtype)
-        return super().__getattr__(name)
-
-    @property
-    def param_dtype(self) -> torch.dtype:
-        return (self.values if self.packed else self.weight).dtype
-
-    @property
-    def param_device(self) -> torch.device:
-        return (self.values if self.packed else self.weight).device
-
-    def _mask_key(self) -> tuple:
-        # Dense storage also follows in-place edits of the mask buffer (eager mode only).
-        if self.packed or torch.compiler.is_compiling():
-            return ()
-        m = self._buffers["mask"]
-        return (m._version, m.data_ptr())
-
-    def _get(self, what: Any, build):
-        # The one invalidation rule: everything derived was built at one mask key; a different key
-        # (set_mask, loading, permute_, .to(), an in-place edit of the mask buffer) drops it all.
-        if not torch.compiler.is_compiling():
-            key = self._mask_key()
-            if self._derived.get("_key", key) != key:
-                self._derived.clear()
-            self._derived["_key"] = key
-        hit = self._derived.get(what)
-        if hit is None:
-            hit = self._derived[what] = build()
-        return hit
-
-    def invalidate(self, structure: MaskStructure | None = None) -> None:
-        """Drops every derived structure; `structure` (CPU) seeds the new one when the caller has it."""
-        self._derived.clear()
-        self.__dict__.pop("_last_dispatch", None)
-        if structure is not None:
-            self._derived["_key"] = self._mask_key()
-            self._derived["structure", torch.device("cpu")] = structure
-
-    def structure(self, device: torch.device | str | None = None) -> MaskStructure:
-        """The mask's CSR structure (and its transpose) on `device`, cached until the mask changes."""
-        device = torch.device(device) if device is not None else self.param_device
-
-        def build() -> MaskStructure:
-            if device.type != "cpu":
-                return self.structure(torch.device("cpu")).to(device)
-            if self.packed:
-                return MaskStructure.from_csr((self.out_features, self.in_features), self.crow_indices.cpu(),
-                                              self.col_indices.cpu())
-            return MaskStructure.from_dense(self._buffers["mask"])
-
-        return self._get(("structure", device), build)
-
-    def density(self) -> float:
-        """Fraction of weights the mask keeps."""
-        return self._get("density", lambda: self.structure(torch.device("cpu")).density)
-
-    def dispatch_memo(self) -> dict:
-        """Per-call dispatch answers of this layer (owned here so that a mask change drops them)."""
-        return self._get("dispatch_memo", dict)
-
-    def keep_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """(out, in) uint8 keep-mask on `device` (materialized, cached)."""
-        device = torch.device(device) if device is not None else self.param_device
-        return self._get(("keep", device), lambda: self.structure(device).dense(torch.uint8).contiguous())
-
-    def block_layout(self, device: torch.device | str, block: tuple[int, int]) -> tuple[BlockLayout, torch.Tensor]:
-        """(BlockLayout of the mask in `block` tiles on `device`, uint8 keep-mask), cached."""
-        device = torch.device(device)
-
-        def build() -> BlockLayout:
-            return BlockLayout.from_mask(self.keep_mask("cpu").numpy(), block).to(device)
-
-        return self._get(("layout", device, tuple(block)), build), self.keep_mask(device)
-
-    def dense_weight(self) -> torch.Tensor:
-        """The (out, in) weight, zero off the mask (a scatter of the values when packed)."""
-        return self.weight
-
-    def masked_weight(self) -> torch.Tensor:
-        """W ⊙ M: the weight itself, since weights are masked at rest."""
-        return self.dense_weight()
-
-    def packed_values(self) -> torch.Tensor:
-        """The kept weights in CSR order (a gather of the dense weight when not packed; differentiable)."""
-        if self.packed:
-            return self.values
-        return self.weight.reshape(-1)[self.structure(self.weight.device).flat]
-
-    # ------------------------------------------------------------------ mutation
-    @torch.no_grad()
-    def set_mask(self, mask: Any) -> None:
-        """Sets a new (out, in) binary mask (dense or scipy.sparse); weights off it become zero.
-
-        Kept weights keep their values; newly unmasked ones start at zero. A packed layer gets a
-        new ``values`` parameter when the number of nonzeros changes: create optimizers after.
-        """
-        new = mask_structure(mask, (self.out_features, self.in_features))
-        self._set_structure(new)
-
-    def _set_structure(self, new: MaskStructure) -> None:
-        if self.packed:
-            old = self.structure(torch.device("cpu"))
-            vals = self.values.detach()
-            out = vals.new_zeros(new.nnz)
-            if old.nnz:  # kept weights keep their values
-                pos = torch.searchsorted(old.flat, new.flat).clamp_max(old.nnz - 1)
-                hit = old.flat[pos] == new.flat
-                out[hit.to(out.device)] = vals[pos[hit].to(vals.device)]
-            if new.nnz == vals.numel():
-                self.values.copy_(out)
-            else:
-                self.values = nn.Parameter(out, requires_grad=self.values.requires_grad)
-            self.crow_indices = new.crow.to(self.crow_indices.device)
-            self.col_indices = new.col.to(self.col_indices.device)
-        else:
-            self._buffers["mask"].copy_(new.dense(self.weight.dtype))
-            self.weight.masked_fill_(self._buffers["mask"] == 0, 0.0)
-        self.invalidate(new)
-
-    @torch.no_grad()
-    def set_weight(self, weight: Any) -> None:
-        """Copies an (out, in) weight in, keeping only its entries on the mask."""
-        w = torch.as_tensor(weight)
-        if w.shape != (self.out_features, self.in_features):
-            raise ValueError(f"weight must have shape {(self.out_features, self.in_features)}, got {tuple(w.shape)}")
-        if self.packed:
-            s = self.structure(self.values.device)
-            self.values.copy_(w.to(self.values.device).reshape(-1)[s.flat])
-        else:
-            self.weight.copy_(w)
-            self.weight.masked_fill_(self._buffers["mask"] == 0, 0.0)
-
-    @torch.no_grad()
-    def apply_mask_(self) -> MaskedLinear:
-        """Zeroes the weights off the mask again, after editing ``weight`` in place by hand.
-
-        Optimizers never need it (masked-out weights get zero gradient); code that adds noise
-        to or copies into ``weight`` directly does. A packed layer has nothing off its mask.
-        """
-        if not self.packed:
-            self.weight.masked_fill_(self._buffers["mask"] == 0, 0.0)
-        return self
-
-    @torch.no_grad()
-    def zero_(self) -> MaskedLinear:
-        """Sets all weights and the bias to zero (e.g. an identity-initialized flow's last layer)."""
-        (self.values if self.packed else self.weight).zero_()
-        if self.bias is not None:
-            self.bias.zero_()
-        return self
-
-    @torch.no_grad()
-    def permute_(self, out_perm: Any = None, in_perm: Any = None) -> None:
-        """Reorders output units (rows) and/or input units (columns): new position k holds old unit perm[k]."""
-        dev = self.param_device
-        po = None if out_perm is None else torch.as_tensor(out_perm, dtype=torch.int64)
-        pi = None if in_perm is None else torch.as_tensor(in_perm, dtype=torch.int64)
-        if self.packed:
-            s = self.structure(torch.device("cpu"))
-            rows = torch.repeat_interleave(torch.arange(self.out_features), s.crow.diff())
-            cols = s.col
-            if po is not None:
-                rows = torch.argsort(po)[rows]
-            if pi is not None:
-                cols = torch.argsort(pi)[cols]
-            order = torch.argsort(rows * self.in_features + cols)
-            rows, cols = rows[order], cols[order]
-            crow = torch.zeros(self.out_features + 1, dtype=torch.int64)
-            crow[1:] = torch.cumsum(torch.bincount(rows, minlength=self.out_features), 0)
-            self.values.copy_(self.values[order.to(dev)])
-            new = MaskStructure.from_csr((self.out_features, self.in_features), crow, cols)
-            self.crow_indices = new.crow.to(dev)
-            self.col_indices = new.col.to(dev)
-            self.invalidate(new)
-        else:
-            for t, dim, p in ((self.weight, 0, po), (self._buffers["mask"], 0, po),
-                              (self.weight, 1, pi), (self._buffers["mask"], 1, pi)):
-                if p is not None:
-                    t.copy_(t.index_select(dim, p.to(t.device)))
-            self.invalidate()
-        if po is not None and self.bias is not None:
-            self.bias.copy_(self.bias[po.to(self.bias.device)])
-
-    def reset_parameters(self) -> None:
-        """Re-draws weights and bias ("masked": fan-in counted from the mask; "kaiming": nn.Linear's rule)."""
-        s = self.structure(torch.device("cpu"))
-        with torch.no_grad():
-            if self.init == "kaiming":  # nn.Linear's rule: U(-1/sqrt(in), 1/sqrt(in)) for both
-                bound_w = bound_b = torch.tensor(1.0 / math.sqrt(self.in_features), dtype=torch.float64)
-                if not self.packed:  # nn.Linear's exact draws, for parity with the reference
-                    nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-            else:
-                # Each unit sees only its unmasked inputs; scaling by the full width would shrink
-                # activations layer after layer in sparse masks.
-                fan_in = s.crow.diff().to(torch.float64).clamp_min(1.0)
-                gain = nn.init.calculate_gain(GAINS[self.activation])
-                bound_w = gain * torch.sqrt(3.0 / fan_in)
-                bound_b = 1.0 / torch.sqrt(fan_in)
-            if self.packed:
-                rows = torch.repeat_interleave(torch.arange(self.out_features), s.crow.diff())
-                bw = bound_w.expand(self.out_features)[rows] if bound_w.ndim else bound_w
-                self.values.uniform_(-1.0, 1.0).mul_(bw.to(self.values))
-            elif self.init != "kaiming":
-                self.weight.uniform_(-1.0, 1.0).mul_(bound_w.unsqueeze(1).to(self.weight))
-            if not self.packed:
-                self.weight.masked_fill_(self._buffers["mask"] == 0, 0.0)
-            if self.bias is not None and self.init == "kaiming":
-                self.bias.uniform_(-float(bound_b), float(bound_b))
-            elif self.bias is not None:
-                self.bias.uniform_(-1.0, 1.0).mul_(bound_b.to(self.bias))
-
-    # ------------------------------------------------------------------ compute
-    def inference(self) -> bool:
-        """True when no gradient can flow to the weights: eval mode under no_grad, or frozen weights."""
-        p = self.values if self.packed else self.weight
-        return not self.training and not (torch.is_grad_enabled() and p.requires_grad)
-
-    def decision(self, batch: int, phase: str, dtype: torch.dtype | None = None, device: Any = None) -> str:
-        """What backend="auto" runs for this case (the dispatch table's answer; no measuring)."""
-        return decide((self.out_features, self.in_features), self.density(), batch, dtype or self.param_dtype,
-                      phase, device if device is not None else self.param_device)
-
-    def resolved_backend(self, x: torch.Tensor) -> str:
-        """The backend this call runs on: the fixed one, or for "auto" the dispatch's measured choice."""
-        if self.backend != "auto":
-            return self.backend
-        return choose_backend(self, x)
-
-    def run_backend(self, backend: str, x: torch.Tensor) -> torch.Tensor:
-        """The layer's output on a given backend (all agree to rounding)."""
-        if backend == "triton":
-            from .dispatch import triton_forward
-
-            return triton_forward(self, x)
-        if backend == "sparse":
-            s = self.structure(x.device)
-            y = sparse_linear(x, self.packed_values(), self.bias, s)
-        elif self.packed:
-            y = linear(x, self.weight, self.bias)  # the scatter's gradient reaches only kept values
-        else:
-            y = masked_dense_linear(x, self.weight, self.bias, self._buffers["mask"])
-        return ACTIVATIONS[self.activation](y)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.run_backend(self.resolved_backend(x), x)
-
-    # ------------------------------------------------------------------ state
-    def _apply(self, fn, recurse=True):  # .to()/.half(): derived tensors live on devices, rebuild them
-        structure = self._derived.get(("structure", torch.device("cpu")))
-        out = super()._apply(fn, recurse)
-        self.invalidate(structure)  # the CPU structure does not depend on device or dtype
-        return out
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs) -> None:
-        # Accepts dense (weight [+ mask], the reference's keys) and packed (values + CSR) checkpoints
-        # whatever this layer's storage, converting on the way in.
-        names = ("weight", "mask", "values", "crow_indices", "col_indices", "bias")
-        got = {n: state_dict[prefix + n] for n in names if prefix + n in state_dict}
-        for key in state_dict:
-            if key.startswith(prefix) and "." not in key[len(prefix):] and key[len(prefix):] not in names:
-                unexpected_keys.append(key)
-        shape = (self.out_features, self.in_features)
-        try:
-            with torch.no_grad():
-                if "crow_indices" in got and "col_indices" in got:
-                    self._set_structure(MaskStructure.from_csr(shape, got["crow_indices"], got["col_indices"]))
-                elif "mask" in got:
-                    self._set_structure(mask_structure(got["mask"], shape, prefix + "mask"))
-                else:
-                    missing_keys.append(prefix + ("crow_indices" if self.packed else "mask"))
-                if "values" in got:
-                    s = self.structure(torch.device("cpu"))
-                    if got["values"].shape != (s.nnz,):
-                        raise ValueError(f"{prefix}values must have shape ({s.nnz},), got {tuple(got['values'].shape)}")
-                    if self.packed:  # packed to packed: never through a dense (out, in) weight
-                        self.values.copy_(got["values"].detach().to(self.values))
-                    else:
-                        self.set_weight(scatter_dense(got["values"].detach().cpu(), s))
-                elif "weight" in got:
-                    self.set_weight(got["weight"].detach().cpu())
-                else:
-                    missing_keys.append(prefix + ("values" if self.packed else "weight"))
-                if self.bias is not None:
-                    if "bias" not in got:
-                        missing_keys.append(prefix + "bias")
-                    elif got["bias"].shape != self.bias.shape:
-                        raise ValueError(f"{prefix}bias must have shape {tuple(self.bias.shape)}, got {tuple(got['bias'].shape)}")
-                    else:
-                        self.bias.copy_(got["bias"])
-                elif "bias" in got:
-                    unexpected_keys.append(prefix + "bias")
-        except ValueError as err:
-            error_msgs.append(str(err))
-
-    def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"activation={self.activation}, mask_density={self.density():.3g}, packed={self.packed}")
+def _env_bytes(name: str, default: int) -> int:
+    """A positive byte count from the environment variable `name`; a bad value warns and keeps `default`
+    (it must not break ``import strnn_fast``)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(float(raw))
+        if value > 0:
+            return value
+    except (ValueError, OverflowError):
+        pass
+    warnings.warn(f"{name}={raw!r} is not a positive number of bytes; using {default}", RuntimeWarning, stacklevel=2)
+    return default
 
 
 # A dense-storage model whose parameters, gradients and AdamW state (4 copies of the weights)
 # would exceed this many bytes is refused before anything is allocated. Raise it with the
 # environment variable STRNN_FAST_MAX_DENSE_BYTES or by setting strnn_fast.nn.MAX_DENSE_BYTES.
-MAX_DENSE_BYTES = int(os.environ.get("STRNN_FAST_MAX_DENSE_BYTES", 8 << 30))
+MAX_DENSE_BYTES = _env_bytes("STRNN_FAST_MAX_DENSE_BYTES", 8 << 30)
 # Above this many mask entries (sum of fan_in * fan_out) the factorizer is asked for sparse masks.
 SPARSE_FACTORIZE_MIN_ENTRIES = 1 << 26
 
@@ -497,7 +72,9 @@ class FastStrNN(Savable, nn.Module):
         adjacency: (n_out x nin) binary matrix. Defaults to the full lower triangle when opt_type="made".
         activation: "relu", "tanh", "softplus", "elu", "gelu" or "silu".
         backend: "auto" (measured per layer and case, see :mod:`strnn_fast.dispatch`), "dense",
-            "sparse" (CSR, trains; parameters stored packed) or "triton".
+            "sparse" (torch CSR, trains; parameters stored packed), "cpu" (the C++ CSR kernels;
+            parameters stored packed) or "triton". A speed choice only: the initial weights for
+            a seed are the same on every backend.
         init: "masked" or "kaiming" (the reference's nn.Linear default); None: the class's
             ``default_init`` ("masked" here, "kaiming" in :class:`strnn_fast.compat.StrNN`).
         reorder: permute hidden units so that fewer weight tiles are nonzero (same function,
@@ -537,7 +114,7 @@ class FastStrNN(Savable, nn.Module):
         self.opt_type = choice(opt_type, METHODS, "opt_type")
         self.opt_args = dict(self.default_opt_args if opt_args is None else opt_args)
         self.activation = choice(activation, tuple(a for a in ACTIVATIONS if a != "identity"), "activation")
-        self.backend = choice(backend, BACKENDS, "backend")
+        self.backend = choice(backend, backends.CHOICES, "backend")
         self.init = self.default_init if init is None else init
         self._register_load_state_dict_pre_hook(_reference_keys)
 
@@ -628,13 +205,13 @@ class FastStrNN(Savable, nn.Module):
             return self._factorize()
         if isinstance(precomputed, (str, bytes)) or not isinstance(precomputed, Sequence):
             raise TypeError("precomputed_masks must be a list of 2-D arrays")
-        masks = [m if is_scipy_sparse(m) or _is_binary_array(m)
+        masks = [m if is_scipy_sparse(m) or is_binary_array(m)
                  else as_binary_matrix(m, f"precomputed_masks[{i}]", allow_zero=True) for i, m in enumerate(precomputed)]
         sizes = [self.nin, *self.hidden_sizes, self.A.shape[0]]
         expected = list(zip(sizes, sizes[1:]))
         if [tuple(m.shape) for m in masks] != expected:
             raise ValueError(f"precomputed_masks must have shapes {expected}, got {[tuple(m.shape) for m in masks]}")
-        if not (_sparse_pattern_ok(masks, self.A) if any(map(is_scipy_sparse, masks)) else check_masks(masks, self.A)):
+        if not check_masks(masks, self.A):
             raise ValueError("precomputed_masks do not have the adjacency's sparsity pattern")
         return masks
 
@@ -678,12 +255,10 @@ class FastStrNN(Savable, nn.Module):
             >>> sorted(net.backend_report()[0])[:4]
             ['backend', 'batch_bucket', 'density', 'device']
         """
-        from .dispatch import DECISIONS
-
         rows = []
         for idx, layer in enumerate(self.layers):
             for case in sorted(layer.seen_cases, key=str):
-                entry = DECISIONS.get(case, {"backend": "dense", "times_us": {}, "source": "unmeasured"})
+                entry = dispatch.lookup(case) or {"backend": "dense", "times_us": {}, "source": "unmeasured"}
                 fixed = layer.backend != "auto"
                 rows.append({
                     "layer": idx, "out": case[0], "in": case[1], "density": case[2], "batch_bucket": case[3],
@@ -712,16 +287,6 @@ def _density(mask: Any) -> float:
     """Fraction of ones of a dense or scipy.sparse 0/1 mask."""
     nnz = mask.nnz if is_scipy_sparse(mask) else int(np.count_nonzero(mask))
     return nnz / max(mask.shape[0] * mask.shape[1], 1)
-
-
-def _sparse_pattern_ok(masks: Sequence[Any], A: np.ndarray) -> bool:
-    """check_masks for scipy.sparse masks: the boolean product, kept sparse, has exactly A's pattern."""
-    import scipy.sparse as sp
-
-    prod = sp.csr_array(masks[0], dtype=bool)
-    for m in masks[1:]:
-        prod = (prod.astype(np.int64) @ sp.csr_array(m, dtype=np.int64)).astype(bool)
-    return (sp.csr_array(prod.T) != sp.csr_array(A, dtype=bool)).nnz == 0
 
 
 def _out_in(mask: Any) -> Any:

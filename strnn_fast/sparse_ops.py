@@ -6,9 +6,7 @@ transposed pattern and the permutation between the two orders. :func:`sparse_lin
 ``y = x @ W^T + b`` with W given by its values in CSR order: the forward and the input gradient
 are CSR SpMMs (``torch.addmm`` with a CSR operand), the weight gradient an SDDMM
 (``torch.sparse.sampled_addmm``) on the mask's pattern, so every pass costs O(nnz * batch) and
-no (out x in) array is formed. :func:`masked_dense_linear` is the dense baseline: ``F.linear``
-with the weight gradient restricted to the mask (weights are kept masked at rest, so the
-forward needs no W * M).
+no (out x in) array is formed. The dense path is in :mod:`strnn_fast.dense_ops`.
 
 Example:
     >>> import torch
@@ -27,10 +25,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-__all__ = ["MaskStructure", "sparse_linear", "masked_dense_linear", "scatter_dense"]
+__all__ = ["MaskStructure", "sparse_linear", "scatter_dense"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,6 +40,7 @@ class MaskStructure:
         flat: row * in + col of each nonzero, in CSR order (ascending).
         t_crow, t_col: CSR of the transposed (in x out) pattern.
         t_perm: CSR-order index of each nonzero of the transpose (values.T = values[t_perm]).
+        t_inv: the inverse permutation: the transpose's position of each nonzero (values = values.T[t_inv]).
     """
 
     shape: tuple[int, int]
@@ -52,13 +50,14 @@ class MaskStructure:
     t_crow: torch.Tensor
     t_col: torch.Tensor
     t_perm: torch.Tensor
+    t_inv: torch.Tensor
 
     @classmethod
     def from_csr(cls, shape: tuple[int, int], crow: Any, col: Any) -> MaskStructure:
         """Builds the structure from CSR row pointers and (per row sorted) column indices."""
         out, inn = int(shape[0]), int(shape[1])
-        crow = torch.as_tensor(crow, dtype=torch.int64).cpu()
-        col = torch.as_tensor(col, dtype=torch.int64).cpu()
+        crow = torch.as_tensor(crow, dtype=torch.int64).cpu().contiguous()
+        col = torch.as_tensor(col, dtype=torch.int64).cpu().contiguous()
         if crow.shape != (out + 1,) or int(crow[0]) != 0 or int(crow[-1]) != col.numel() or bool((crow.diff() < 0).any()):
             raise ValueError(f"crow_indices must be {out + 1} non-decreasing row pointers from 0 to nnz={col.numel()}")
         if col.numel() and (int(col.min()) < 0 or int(col.max()) >= inn):
@@ -71,7 +70,40 @@ class MaskStructure:
         t_perm = torch.argsort(col * out + rows)
         t_crow = torch.zeros(inn + 1, dtype=torch.int64)
         t_crow[1:] = torch.cumsum(torch.bincount(col, minlength=inn), 0)
-        return cls((out, inn), crow, col, flat, t_crow, rows[t_perm], t_perm)
+        t_inv = torch.empty_like(t_perm)
+        t_inv[t_perm] = torch.arange(t_perm.numel())
+        return cls((out, inn), crow, col, flat, t_crow, rows[t_perm], t_perm, t_inv)
+
+    @classmethod
+    def from_mask(cls, mask: Any, shape: tuple[int, int], name: str = "mask") -> MaskStructure:
+        r"""The structure of an (out x in) mask given in any form, validated.
+
+        Arguments:
+            mask: dense array/tensor/nested list of 0/1, or a scipy.sparse matrix/array (kept sparse).
+            shape: the expected (out, in).
+            name: the argument's name in error messages.
+
+        Example:
+            >>> MaskStructure.from_mask([[1, 0], [1, 1]], (2, 2)).nnz
+            3
+        """
+        from ._validate import as_binary_matrix, is_binary_array, is_scipy_sparse
+
+        if is_binary_array(mask):  # a factorizer's output: one pass suffices
+            if mask.shape != tuple(shape):
+                raise ValueError(f"{name} must have shape {tuple(shape)}, got {mask.shape}")
+            return cls.from_dense(mask)
+        if is_scipy_sparse(mask):
+            if tuple(mask.shape) != tuple(shape):
+                raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(mask.shape)}")
+            try:
+                return cls.from_scipy(mask)
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
+        m = as_binary_matrix(mask, name, allow_zero=True)
+        if m.shape != tuple(shape):
+            raise ValueError(f"{name} must have shape {tuple(shape)}, got {m.shape}")
+        return cls.from_dense(m)
 
     @classmethod
     def from_dense(cls, mask: Any) -> MaskStructure:
@@ -111,7 +143,7 @@ class MaskStructure:
 
     def to(self, device: torch.device | str) -> MaskStructure:
         """The same structure with its index tensors on `device`."""
-        names = ("crow", "col", "flat", "t_crow", "t_col", "t_perm")
+        names = ("crow", "col", "flat", "t_crow", "t_col", "t_perm", "t_inv")
         return MaskStructure(self.shape, **{k: getattr(self, k).to(device) for k in names})
 
     def dense(self, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
@@ -150,7 +182,7 @@ def _spmm_t(a_csr: torch.Tensor, x2d: torch.Tensor) -> torch.Tensor:
 class _SparseLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x2d, values, bias, crow, col, t_crow, t_col, t_perm, shape):
-        s = MaskStructure(shape, crow, col, crow, t_crow, t_col, t_perm)  # flat unused here
+        s = MaskStructure(shape, crow, col, crow, t_crow, t_col, t_perm, t_perm)  # flat and t_inv unused here
         y = _spmm_t(s.csr(values), x2d)
         if bias is not None:
             y = y + bias
@@ -163,7 +195,7 @@ class _SparseLinear(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g):
         x2d, values, crow, col, t_crow, t_col, t_perm = ctx.saved_tensors
-        s = MaskStructure(ctx.shape, crow, col, crow, t_crow, t_col, t_perm)
+        s = MaskStructure(ctx.shape, crow, col, crow, t_crow, t_col, t_perm, t_perm)
         gx = gv = gb = None
         if ctx.needs_input_grad[0]:
             gx = _spmm_t(s.csr_t(values), g)  # g @ W = (W^T @ g^T)^T
@@ -194,73 +226,3 @@ def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | No
     s = structure
     y = _SparseLinear.apply(x2d, values, bias, s.crow, s.col, s.t_crow, s.t_col, s.t_perm, s.shape)
     return y.reshape(*lead, s.shape[0])
-
-
-def is_transposed(x: torch.Tensor) -> bool:
-    """Whether a 2-D `x` is laid out column-major: a transposed contiguous (in, batch) tensor.
-
-    The CSR kernels want the batch on the columns and return their outputs that way; layers
-    keep such a layout instead of copying (elementwise ops between tensors of different layouts,
-    an activation and its gradient for instance, run several times slower).
-    """
-    return x.dim() == 2 and x.shape[0] > 1 and x.shape[1] > 1 and not x.is_contiguous() and x.T.is_contiguous()
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear`` that keeps a column-major input's layout in its output (and so in the gradients)."""
-    if not is_transposed(x):
-        return F.linear(x, weight, bias)
-    yt = weight @ x.T if bias is None else torch.addmm(bias.unsqueeze(1), weight, x.T)
-    return yt.T
-
-
-class _MaskGradEager(torch.autograd.Function):
-    # Identity on the weight; its gradient is multiplied by the mask. The backward is made of
-    # differentiable ops, so gradients of gradients (a CNF's divergence, gradient penalties) are
-    # masked too: a hand-written backward of the whole linear map left the second-order weight
-    # gradient unmasked, which moved masked-out weights off zero. No setup_context: apply then
-    # skips binding the arguments with inspect (about 0.1 ms a call). Eager mode only.
-    @staticmethod
-    def forward(ctx, weight, mask):
-        ctx.save_for_backward(mask)
-        return weight.view_as(weight)
-
-    @staticmethod
-    def backward(ctx, g):
-        (mask,) = ctx.saved_tensors
-        return g * mask, None
-
-
-class _MaskGrad(torch.autograd.Function):
-    # The same for torch.func transforms (the CNFs' jacrev/vmap): setup_context, vmap rule, jvp.
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(weight, mask):
-        return weight.view_as(weight)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[1])
-
-    @staticmethod
-    def backward(ctx, g):
-        (mask,) = ctx.saved_tensors
-        return g * mask, None
-
-    @staticmethod
-    def jvp(ctx, dw, dmask):
-        return dw
-
-
-def masked_dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
-    r"""``F.linear(x, weight, bias)`` whose weight gradient is zero where `mask` is zero.
-
-    The weight must already be zero off the mask (masked at rest): the forward is the plain dense
-    matmul, and masked-out weights never receive gradient, so optimizers keep them at zero.
-    Without gradients this is exactly ``F.linear`` (a column-major input keeps its layout).
-    """
-    if not (torch.is_grad_enabled() and weight.requires_grad):
-        return linear(x, weight, bias)
-    masked = _MaskGrad if torch._C._are_functorch_transforms_active() else _MaskGradEager
-    return linear(x, masked.apply(weight, mask), bias)

@@ -51,8 +51,8 @@ def test_cpu_cases_are_measured_once_and_cached(table, timings) -> None:
     net = _net()
     x = torch.randn(30, 64)
     y = net(x)
-    assert len(timings) == 3 and all(names == ["dense", "sparse"] for names in timings)
-    assert len(table) == 3 and all(v["source"] == "measured" and set(v["times_us"]) == {"dense", "sparse"}
+    assert len(timings) == 3 and all(names == ["cpu", "dense", "sparse"] for names in timings)
+    assert len(table) == 3 and all(v["source"] == "measured" and set(v["times_us"]) == {"cpu", "dense", "sparse"}
                                    for v in table.values())
     net(torch.randn(25, 64))  # the same batch bucket (32) and phase: no new measurement
     assert len(timings) == 3
@@ -163,3 +163,76 @@ def test_functorch_transforms_run_dense(table, timings) -> None:
     jac = torch.func.vmap(torch.func.jacrev(lambda v: layer(v)))(x)
     assert jac.shape == (4, 5, 6) and not timings
     assert torch.all(jac[:, torch.from_numpy(np.tril(np.ones((5, 6)))) == 0] == 0)
+
+
+def test_measuring_leaves_other_threads_random_draws_alone(table) -> None:
+    """Timing draws from a private generator: a thread sampling meanwhile never sees its stream rewound."""
+    import threading
+
+    nets = [_net() for _ in range(6)]  # built first: _net() seeds the global generator
+    inputs = [torch.randn(batch, 64) for batch in (3, 9, 17, 33, 65, 129)]  # a new case per net and layer
+    draws: list[torch.Tensor] = []
+    stop = threading.Event()
+
+    def sampler() -> None:
+        while not stop.is_set():
+            draws.append(torch.randn(64))
+
+    thread = threading.Thread(target=sampler)
+    thread.start()
+    try:
+        for net, x in zip(nets, inputs):
+            net(x)
+    finally:
+        stop.set()
+        thread.join()
+    rows = torch.stack(draws)
+    assert len(rows) > 10 and torch.unique(rows, dim=0).shape[0] == rows.shape[0]
+
+
+def test_concurrent_first_calls_measure_once_and_agree(table, timings) -> None:
+    """Eight threads making the same first call: one measurement per case, one answer for all."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    net = _net()
+    x = torch.randn(40, 64)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: [layer.resolved_backend(x) for layer in net.layers], range(8)))
+    assert len(timings) == 3 and len(table) == 3
+    assert all(a == answers[0] for a in answers)
+
+
+def test_bad_dispatch_file_at_import_warns_not_crashes(tmp_path) -> None:
+    """A garbage STRNN_FAST_DISPATCH_FILE or STRNN_FAST_MAX_DENSE_BYTES must not break `import strnn_fast`."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "table.json"
+    bad.write_text("{not json")
+    for env in ({"STRNN_FAST_DISPATCH_FILE": str(bad)}, {"STRNN_FAST_DISPATCH_FILE": str(tmp_path)},
+                {"STRNN_FAST_MAX_DENSE_BYTES": "lots"}):
+        proc = subprocess.run([sys.executable, "-P", "-c", "import strnn_fast, strnn_fast.nn as n; print(n.MAX_DENSE_BYTES)"],
+                              env={**__import__("os").environ, **env}, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "RuntimeWarning" in proc.stderr and proc.stdout.strip() == str(8 << 30)
+    with pytest.raises(ValueError, match="not a strnn_fast dispatch file"):
+        dispatch.load_decisions(bad)
+
+
+def test_table_pinning_a_backend_the_device_lacks_runs_dense(table) -> None:
+    """A table that pins "triton" on the CPU (or an unknown device's backend) answers dense, not a crash."""
+    net = _net()
+    x = torch.randn(30, 64)
+    for layer in net.layers:
+        dispatch.override(dispatch.make_case((layer.out_features, layer.in_features), layer.density(), 30,
+                                             torch.float32, "train", "cpu"), "triton")
+    assert [layer.resolved_backend(x) for layer in net.layers] == ["dense"] * 3
+    net(x).sum().backward()
+
+
+def test_frozen_model_names_bad_input() -> None:
+    frozen = freeze(_net())
+    with pytest.raises(ValueError, match="x must have shape"):
+        frozen(torch.randn(3, 5))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        frozen(np.zeros((3, 64)))

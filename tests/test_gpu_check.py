@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,15 +23,48 @@ ROOT = Path(__file__).resolve().parents[1]
 POINT_KEYS = {"structure", "d", "hidden", "batch", "dtype", "tile_density", "fwd_ms", "fwd_bwd_ms"}
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+# The GPU machine returns at most 8 files; gpu_check.sh promises at most these 6 in --out.
+FILES = {"gpu_check.log", "cuda_tests.txt", "kernels_gpu.json", "kernels_gpu.md", "dispatch_decisions.json",
+         "gpu_check_summary.txt"}
+# A kernel that raises at every launch, put in place before anything runs (PYTHONPATH's sitecustomize).
+BROKEN_KERNELS = """
+import os
+if os.environ.get("TRITON_INTERPRET") == "1":
+    from strnn_fast.kernels import masked_linear
+
+    def _launch(*args, **kwargs):
+        raise RuntimeError("injected kernel failure")
+
+    masked_linear._launch = _launch
+"""
+
+
+def dry_run(out: Path, bindir: Path, **env: str) -> subprocess.CompletedProcess:
+    """gpu_check.sh --dry-run where `python3` (this interpreter) is the only Python on PATH."""
+    bindir.mkdir()
+    # A wrapper, not a symlink: a venv's interpreter finds its site-packages only by its own path.
+    (bindir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bindir / "python3").chmod(0o755)
+    path = os.pathsep.join([str(bindir), "/usr/bin", "/bin"])
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "PYTHONPATH")}
+    return subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(out)],
+                          capture_output=True, text=True, env={**base, "PATH": path, **env}, timeout=300, cwd=out.parent)
+
+
+needs_bash_without_python = pytest.mark.skipif(
+    shutil.which("bash") is None or shutil.which("python", path="/usr/bin:/bin") is not None,
+    reason="needs bash, and no `python` in /usr/bin or /bin (the test hides every other Python)")
+
+
+@needs_bash_without_python
 def test_gpu_check_dry_run_writes_the_results(tmp_path):
-    env = {**os.environ, "OUT": str(tmp_path / "not_used")}  # --out wins over $OUT
-    run = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(tmp_path)],
-                         capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    out = tmp_path / "out"
+    run = dry_run(out, tmp_path / "bin", OUT=str(tmp_path / "not_used"))  # --out wins over $OUT
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    summary = (tmp_path / "gpu_check_summary.txt").read_text()
+    assert {f.name for f in out.iterdir()} == FILES  # nothing else, nothing temporary
+    summary = (out / "gpu_check_summary.txt").read_text()
     assert "cuda_tests: ok" in summary and "bench: ok" in summary, summary
-    doc = json.loads((tmp_path / "kernels_gpu.json").read_text())
+    doc = json.loads((out / "kernels_gpu.json").read_text())
     assert {"device", "driver", "torch", "triton", "date", "points"} <= set(doc)
     assert len(doc["points"]) >= 2
     for p in doc["points"]:
@@ -41,10 +75,29 @@ def test_gpu_check_dry_run_writes_the_results(tmp_path):
         assert p["triton_rel_err"] < 1e-4, p  # the kernels computed the network, not just ran
     assert [r["batch"] for r in doc["inference"]] == [1, 16]
     assert all(v is not None for r in doc["inference"] for v in r["ms"].values()), doc["inference"]
-    md = (tmp_path / "kernels_gpu.md").read_text()
+    md = (out / "kernels_gpu.md").read_text()
     assert "| made | 32 | 16 | float32 |" in md and "Production inference" in md
     assert not (tmp_path / "not_used").exists()
     # The decisions "auto" was measured with, in the file format dispatch.load_decisions reads.
-    decisions = json.loads((tmp_path / "dispatch_decisions.json").read_text())
+    decisions = json.loads((out / "dispatch_decisions.json").read_text())
     assert decisions["version"] == 1 and decisions["entries"]
     assert all(p["errors"].get("dispatch") is None for p in doc["points"]), doc["points"]
+
+
+@needs_bash_without_python
+def test_gpu_check_dry_run_fails_when_the_kernels_fail(tmp_path):
+    """The issue-20 run: every Triton time None, and the script still said ok and exited 0."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BROKEN_KERNELS)
+    out = tmp_path / "out"
+    run = dry_run(out, tmp_path / "bin", PYTHONPATH=str(site))
+    assert run.returncode != 0, run.stdout[-3000:]
+    summary = (out / "gpu_check_summary.txt").read_text()
+    bench = [line for line in summary.splitlines() if line.startswith("bench:")]
+    assert len(bench) == 1 and "FAILED" in bench[0], summary
+    count = int(bench[0].split("FAILED: ")[-1].split()[0])  # "FAILED: <n> failure(s) in ..."
+    doc = json.loads((out / "kernels_gpu.json").read_text())
+    assert count >= len(doc["points"]) >= 2  # every point failed, and says why
+    assert all("injected kernel failure" in p["errors"].get("check", "") for p in doc["points"])
+    assert {f.name for f in out.iterdir()} <= FILES

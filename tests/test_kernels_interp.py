@@ -18,7 +18,8 @@ from tolerances import assert_close
 
 from strnn_fast import FastStrNN
 from strnn_fast.activations import ACTIVATIONS
-from strnn_fast.dispatch import choose_backend, layer_layout, prepare
+from strnn_fast.backends import layout as layer_layout
+from strnn_fast.dispatch import choose_backend, prepare
 from strnn_fast.freeze import freeze
 from strnn_fast.kernels.masked_linear import is_interpreted, masked_linear
 from strnn_fast.layout import BlockLayout
@@ -208,9 +209,17 @@ def test_freeze_matches(dtype):
         assert_close(out, net(x).double(), dtype, 48)
 
 
-def test_compile_fullgraph_traces_the_custom_ops():
+# "sparse": strnn_fast/sparse_ops.py's autograd.Function runs warnings.catch_warnings, which
+# Dynamo refuses (torch 2.11 and 2.13); strict, so the mark must go when that is fixed.
+SPARSE_BREAKS_GRAPH = pytest.mark.xfail(strict=True, reason="sparse_ops.py: warnings.catch_warnings in autograd.Function")
+
+
+@pytest.mark.parametrize("backend", ["triton", "auto", "dense", "cpu", pytest.param("sparse", marks=SPARSE_BREAKS_GRAPH)])
+def test_compile_fullgraph_traces_the_custom_ops(backend):
+    """Every backend traces without a graph break (Dynamo of each supported torch: scripts/check_gpu_stack.sh
+    runs this on torch 2.11 too)."""
     torch.manual_seed(4)
-    net = FastStrNN(12, (40, 40), 12, adjacency=np.tril(np.ones((12, 12)), -1), activation="silu", backend="triton")
+    net = FastStrNN(12, (40, 40), 12, adjacency=np.tril(np.ones((12, 12)), -1), activation="silu", backend=backend)
     mask_at_rest(net)
     prepare(net)
     compiled = torch.compile(net, fullgraph=True, backend="aot_eager")

@@ -13,6 +13,9 @@ of the (deterministic) pass, so every further pass would return it again and the
 one of all ``depth + 1`` passes, bit for bit. Trained conditioners often stop reading far
 ancestors within rounding, which ends steps early. On other devices the check would cost a host
 synchronization per pass, so they always run ``depth + 1`` passes (:attr:`FlowStep.early_stop`).
+Where no gradient is needed (``sample``, ``inverse`` under ``no_grad``) a StrNN-conditioned step
+skips the passes altogether: :mod:`strnn_fast.flows.levels` computes each unit of the conditioner
+once, as soon as its inputs are final (``depth + 1`` stages of about one pass in all).
 
 Conditional flows (``context_features=C``): every step's conditioner also reads the context
 c (B, C) through the (d, C) ``context_adjacency``; the context is fixed during the inverse.
@@ -20,10 +23,12 @@ c (B, C) through the (d, C) ``context_adjacency``; the context is fixed during t
 Example:
     >>> from strnn_fast.flows import StrAF
     >>> flow = StrAF([("a", "b"), ("b", "c")], hidden_sizes=(8,), flow_steps=2)
-    >>> flow.reset_passes(); _ = flow.sample(4); flow.passes  # zero-initialized: x is fixed after one pass
+    >>> flow.reset_passes(); _ = flow.sample(4); flow.passes  # level-scheduled: depth + 1 stages
+    [3, 3]
+    >>> flow.reset_passes(); _ = flow.rsample((4,)); flow.passes  # zero-initialized: fixed after one pass
     [2, 2]
     >>> for step in flow.steps: step.early_stop = False
-    >>> flow.reset_passes(); _ = flow.sample(4); flow.passes
+    >>> flow.reset_passes(); _ = flow.rsample((4,)); flow.passes
     [3, 3]
 """
 from __future__ import annotations
@@ -39,6 +44,7 @@ from .._validate import as_positive_int
 from ..graph import as_adjacency, check_dag, depth, topological_order
 from .base import Flow
 from .conditioners import Conditioner
+from .levels import level_plan
 from .normalizers import Normalizer, make_normalizer
 
 __all__ = ["AutoregressiveFlow", "FlowStep", "build_steps"]
@@ -99,6 +105,11 @@ class FlowStep(nn.Module):
     def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         if self.permuted:
             z = z[:, self.perm]
+        plan = level_plan(self, z)
+        if plan is not None:  # no gradient needed: each unit once, as soon as its inputs are final
+            self.conditioner.passes += plan.n_stages
+            x = plan.inverse(self.normalizer, z, context)
+            return x[:, self.unperm] if self.permuted else x
         x = torch.zeros_like(z)
         check = self.early_stop and z.device.type == "cpu"
         for _ in range(self.n_passes):

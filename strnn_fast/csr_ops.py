@@ -1,0 +1,278 @@
+r"""The C++ CSR kernels of a masked layer as torch ops: ``backend="cpu"``.
+
+Two kernels of ``csrc/masked_linear.cpp`` do all the work, on activations stored feature-major
+(``xt`` is (in, B): the batch contiguous, as the torch sparse path already hands them on):
+
+* ``csr_spmm(xt, values, pattern)`` = W xt, W (out x in) given by its CSR-order ``values``;
+* ``csr_sddmm(gt, xt, pattern)`` = the kept entries of gt xt^T, i.e. the weight gradient.
+
+They are registered as torch custom ops (``torch.ops.strnn_fast.csr_spmm`` / ``csr_sddmm``)
+with fake implementations, so ``torch.compile(fullgraph=True)`` traces through them, and with
+autograd formulas made of the same two ops (dX is ``csr_spmm`` on the transposed pattern, dW is
+``csr_sddmm``, and their gradients are again the two products), so derivatives of any order are
+exact: gradient penalties and exact divergences work on this backend.
+
+:func:`csr_linear` is the layer: ``act(x @ W^T + b)``. Where no gradient is needed it calls the
+kernel directly, with the bias and a relu fused (the per-call cost of a small layer is a few
+microseconds); otherwise it goes through the ops and torch's activation.
+
+Example:
+    >>> import torch
+    >>> from strnn_fast.sparse_ops import MaskStructure
+    >>> s = MaskStructure.from_dense(torch.tensor([[1, 0, 1], [0, 1, 0]]))
+    >>> csr_linear(torch.ones(2, 3), torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.5, -9.0]), s, "relu")
+    tensor([[3.5000, 0.0000],
+            [3.5000, 0.0000]])
+"""
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import Tensor
+
+from . import _C
+from .activations import ACTIVATIONS
+from .sparse_ops import MaskStructure
+
+__all__ = ["csr_linear", "csr_spmm", "csr_sddmm", "transposed", "DTYPES"]
+
+DTYPES = (torch.float32, torch.float64)
+# Activations the kernel applies itself (the others run in torch after it).
+_FUSED = ("identity", "relu")
+
+
+def _np(t: Tensor):
+    return t.detach().contiguous().numpy()
+
+
+@torch.library.custom_op("strnn_fast::csr_spmm", mutates_args=())
+def csr_spmm(xt: Tensor, values: Tensor, crow: Tensor, col: Tensor, t_crow: Tensor, t_col: Tensor, t_perm: Tensor,
+             t_inv: Tensor) -> Tensor:
+    r"""``W @ xt`` for W (len(crow) - 1, xt.shape[0]) with CSR ``values``; the transposed pattern
+    (t_crow, t_col, t_perm: values.T = values[t_perm], t_inv its inverse) serves the gradient."""
+    yt = xt.new_empty(crow.shape[0] - 1, xt.shape[1])
+    _C.csr_spmm(_np(xt), _np(values), _np(crow), _np(col), None, False, yt.numpy(), torch.get_num_threads())
+    return yt
+
+
+@csr_spmm.register_fake
+def _(xt, values, crow, col, t_crow, t_col, t_perm, t_inv):
+    return xt.new_empty(crow.shape[0] - 1, xt.shape[1])
+
+
+@torch.library.custom_op("strnn_fast::csr_sddmm", mutates_args=())
+def csr_sddmm(gt: Tensor, xt: Tensor, crow: Tensor, col: Tensor, t_crow: Tensor, t_col: Tensor, t_perm: Tensor,
+              t_inv: Tensor) -> Tensor:
+    r"""``(gt @ xt.T)[row_k, col_k]`` for every kept entry k, in CSR order."""
+    dv = xt.new_empty(col.shape[0])
+    _C.csr_sddmm(_np(gt), _np(xt), _np(crow), _np(col), dv.numpy(), torch.get_num_threads())
+    return dv
+
+
+@csr_sddmm.register_fake
+def _(gt, xt, crow, col, t_crow, t_col, t_perm, t_inv):
+    return xt.new_empty(col.shape[0])
+
+
+def _save_all(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _spmm_backward(ctx, g: Tensor):
+    xt, values, crow, col, t_crow, t_col, t_perm, t_inv = ctx.saved_tensors
+    gx = gv = None
+    if ctx.needs_input_grad[0]:  # W^T g: the product on the transposed pattern (whose transpose is t_inv)
+        gx = csr_spmm(g, values[t_perm], t_crow, t_col, crow, col, t_inv, t_perm)
+    if ctx.needs_input_grad[1]:
+        gv = csr_sddmm(g, xt, crow, col, t_crow, t_col, t_perm, t_inv)
+    return gx, gv, None, None, None, None, None, None
+
+
+def _sddmm_backward(ctx, u: Tensor):
+    gt, xt, crow, col, t_crow, t_col, t_perm, t_inv = ctx.saved_tensors
+    dg = dx = None
+    if ctx.needs_input_grad[0]:  # d/dgt[r] = sum over row r of u_k xt[col_k]
+        dg = csr_spmm(xt, u, crow, col, t_crow, t_col, t_perm, t_inv)
+    if ctx.needs_input_grad[1]:  # d/dxt[c] = sum over column c of u_k gt[row_k]
+        dx = csr_spmm(gt, u[t_perm], t_crow, t_col, crow, col, t_inv, t_perm)
+    return dg, dx, None, None, None, None, None, None
+
+
+csr_spmm.register_autograd(_spmm_backward, setup_context=_save_all)
+csr_sddmm.register_autograd(_sddmm_backward, setup_context=_save_all)
+
+
+# The eager path: the same products as autograd.Functions that call the kernels directly (a custom
+# op's dispatch costs tens of microseconds a call, which small layers feel); their backward is
+# made of the same Functions, so derivatives of any order stay exact. torch.compile uses the ops.
+
+def _spmm_now(xt: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure) -> Tensor:
+    xt = xt if xt.is_contiguous() else xt.contiguous()
+    yt = torch.empty((structure.shape[0], xt.shape[1]), dtype=xt.dtype)
+    crow, col = _index_arrays(structure)
+    _C.csr_spmm(xt.detach().numpy(), _view(values), crow, col, None if bias is None else _view(bias), False,
+                yt.numpy(), torch.get_num_threads())
+    return yt
+
+
+class _SpMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xt, values, bias, structure):
+        ctx.save_for_backward(xt, values)
+        ctx.structure = structure
+        ctx.has_bias = bias is not None
+        return _spmm_now(xt, values.detach().contiguous(), None if bias is None else bias.detach(), structure)
+
+    @staticmethod
+    def backward(ctx, g):
+        xt, values = ctx.saved_tensors
+        s = ctx.structure
+        gx = gv = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _SpMM.apply(g, values[s.t_perm], None, transposed(s))
+        if ctx.needs_input_grad[1]:
+            gv = _SDDMM.apply(g, xt, s)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g.sum(1)
+        return gx, gv, gb, None
+
+
+class _SDDMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gt, xt, structure):
+        ctx.save_for_backward(gt, xt)
+        ctx.structure = structure
+        dv = torch.empty(structure.nnz, dtype=xt.dtype)
+        g = gt.detach().contiguous()
+        x = xt.detach().contiguous()
+        crow, col = _index_arrays(structure)
+        _C.csr_sddmm(g.numpy(), x.numpy(), crow, col, dv.numpy(), torch.get_num_threads())
+        return dv
+
+    @staticmethod
+    def backward(ctx, u):
+        gt, xt = ctx.saved_tensors
+        s = ctx.structure
+        dg = dx = None
+        if ctx.needs_input_grad[0]:
+            dg = _SpMM.apply(xt, u, None, s)
+        if ctx.needs_input_grad[1]:
+            dx = _SpMM.apply(gt, u[s.t_perm], None, transposed(s))
+        return dg, dx, None
+
+
+_TRANSPOSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def transposed(structure: MaskStructure) -> MaskStructure:
+    """The (in x out) structure of the transposed mask (values in its order: ``values[structure.t_perm]``), cached."""
+    hit = _TRANSPOSED.get(structure)
+    if hit is None:
+        s = structure
+        rows_t = torch.repeat_interleave(torch.arange(s.shape[1]), s.t_crow.diff())
+        hit = MaskStructure((s.shape[1], s.shape[0]), s.t_crow, s.t_col, rows_t * s.shape[0] + s.t_col, s.crow, s.col,
+                            s.t_inv, s.t_perm)
+        _TRANSPOSED[structure] = hit
+    return hit
+
+
+def _check(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure) -> None:
+    """Raises a named error unless the arguments fit the kernels; the common case costs a few attribute reads."""
+    try:
+        if (x.is_cpu and values.is_cpu and x.dtype in DTYPES and values.dtype == x.dtype and x.dim() > 0
+                and x.shape[-1] == structure.shape[1] and values.shape == (structure.nnz,)
+                and (bias is None or (bias.is_cpu and bias.dtype == x.dtype and bias.shape == (structure.shape[0],)))
+                and structure.crow.is_cpu):
+            return
+    except AttributeError:
+        pass
+    for name, t in (("x", x), ("values", values), ("bias", bias)):
+        if t is None:
+            continue
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.device.type != "cpu" or t.dtype not in DTYPES:
+            raise TypeError(f"backend 'cpu' runs float32/float64 tensors on the CPU; {name} is {t.dtype} on {t.device} "
+                            "(use backend='dense', 'sparse' or 'triton' there)")
+        if t.dtype != x.dtype:
+            raise TypeError(f"{name} must have x's dtype {x.dtype}, got {t.dtype}")
+    out, inn = structure.shape
+    if x.dim() == 0 or x.shape[-1] != inn:
+        raise ValueError(f"x must have shape (..., {inn}), got {tuple(x.shape)}")
+    if values.shape != (structure.nnz,):
+        raise ValueError(f"values must have shape ({structure.nnz},), got {tuple(values.shape)}")
+    if bias is not None and bias.shape != (out,):
+        raise ValueError(f"bias must have shape ({out},), got {tuple(bias.shape)}")
+    raise ValueError("structure must be on the CPU")
+
+
+# numpy views for the direct calls, made once: a structure's index arrays (immutable), and a
+# weight tensor's storage (a view follows in-place updates; a new storage makes a new view).
+_INDEX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_VIEWS: dict[int, tuple] = {}  # id(tensor) -> (weakref, data_ptr, view); tensors compare elementwise
+
+
+def _index_arrays(structure: MaskStructure):
+    hit = _INDEX.get(structure)
+    if hit is None:
+        hit = _INDEX[structure] = (structure.crow.numpy(), structure.col.numpy())
+    return hit
+
+
+def _view(t: Tensor):
+    key = id(t)
+    hit = _VIEWS.get(key)
+    if hit is not None and hit[0]() is t and hit[1] == t.data_ptr():
+        return hit[2]
+    if not t.is_contiguous():
+        return _np(t)
+    view = t.detach().numpy()
+    _VIEWS[key] = (weakref.ref(t, lambda _, k=key: _VIEWS.pop(k, None)), t.data_ptr(), view)
+    return view
+
+
+def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure,
+               activation: str = "identity") -> Tensor:
+    r"""``act(x @ W^T + b)`` with W given by its CSR-order `values` on `structure`, on the C++ kernels.
+
+    Arguments:
+        x: (..., in) float32/float64 CPU tensor, any strides (a column-major 2-D x, as the
+            previous masked layer returns it, is read without a copy).
+        values: (nnz,) weights in the structure's CSR order.
+        bias: (out,) or None.
+        structure: the mask's :class:`~strnn_fast.sparse_ops.MaskStructure` (on the CPU).
+        activation: a name of :data:`strnn_fast.activations.ACTIVATIONS`.
+
+    Returns:
+        (..., out); 2-D results are column-major (the next masked layer reads them as they are).
+
+    Raises:
+        TypeError: a tensor on another device or of another dtype.
+        ValueError: shapes that do not match the structure.
+    """
+    _check(x, values, bias, structure)
+    out, inn = structure.shape
+    lead = x.shape[:-1]
+    xt = x.T if x.dim() == 2 else x.reshape(-1, inn).T
+    if not xt.is_contiguous():
+        xt = xt.contiguous()
+    grad = torch.is_grad_enabled() and (x.requires_grad or values.requires_grad
+                                        or (bias is not None and bias.requires_grad))
+    if not grad and not torch.compiler.is_compiling():
+        yt = torch.empty((out, xt.shape[1]), dtype=x.dtype)
+        crow, col = _index_arrays(structure)
+        _C.csr_spmm(xt.detach().numpy(), _view(values), crow, col, None if bias is None else _view(bias),
+                    activation == "relu", yt.numpy(), torch.get_num_threads())
+        y = yt.T
+        if activation not in _FUSED:
+            y = ACTIVATIONS[activation](y)
+    elif not torch.compiler.is_compiling():
+        y = ACTIVATIONS[activation](_SpMM.apply(xt, values, bias, structure).T)
+    else:
+        s = structure
+        y = csr_spmm(xt, values, s.crow, s.col, s.t_crow, s.t_col, s.t_perm, s.t_inv).T
+        if bias is not None:
+            y = y + bias
+        y = ACTIVATIONS[activation](y)
+    return y if len(lead) == 1 else y.reshape(*lead, out)

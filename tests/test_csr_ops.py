@@ -1,0 +1,200 @@
+"""The C++ CSR kernels (backend="cpu", strnn_fast/csr_ops.py): against a float64 dense reference.
+
+Forward, dX, dW, db and second order at odd shapes, empty rows and columns, every layout of x,
+batch 0 and 1; determinism across thread counts; NaN/inf as in dense; torch.compile; bad input.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from tolerances import assert_close, tolerance
+
+from strnn_fast import FastStrNN, _C, backends
+from strnn_fast.activations import ACTIVATIONS
+from strnn_fast.csr_ops import csr_linear
+from strnn_fast.sparse_ops import MaskStructure, scatter_dense
+
+SHAPES = [(1, 1), (7, 13), (129, 257), (64, 64), (3, 200)]
+BATCHES = [0, 1, 3, 65, 1000]
+
+
+def _case(out: int, inn: int, density: float, seed: int, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.rand(out, inn, generator=gen) < density
+    if out > 2 and inn > 2:  # an empty row and an empty column
+        mask[out // 2] = False
+        mask[:, inn // 2] = False
+    s = MaskStructure.from_dense(mask)
+    values = torch.randn(s.nnz, generator=gen, dtype=dtype)
+    bias = torch.randn(out, generator=gen, dtype=dtype)
+    return s, values, bias
+
+
+def _dense(x, values, bias, s, activation):
+    return ACTIVATIONS[activation](F.linear(x, scatter_dense(values, s), bias))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("density", [0.0, 0.05, 1.0])
+def test_forward_and_gradients_match_dense_float64(shape, density):
+    out, inn = shape
+    s, values, bias = _case(out, inn, density, seed=out * 1000 + inn)
+    for batch in BATCHES:
+        for activation in ("identity", "relu", "tanh"):
+            x = torch.randn(batch, inn, dtype=torch.float64)
+            leaves = [t.clone().requires_grad_() for t in (x, values, bias)]
+            ref = [t.clone().requires_grad_() for t in (x, values, bias)]
+            y = csr_linear(*leaves[:2], leaves[2], s, activation)
+            y_ref = _dense(*ref[:2], ref[2], s, activation)
+            assert_close(y, y_ref, "float64_kernels")
+            g = torch.randn_like(y_ref)
+            grads = torch.autograd.grad(y, leaves, g, allow_unused=True)
+            grads_ref = torch.autograd.grad(y_ref, ref, g, allow_unused=True)
+            for got, want in zip(grads, grads_ref):
+                assert_close(got, want, "float64_kernels", reduce_dim=max(batch, inn, out))
+            with torch.no_grad():  # the fused inference path
+                assert_close(csr_linear(x, values, bias, s, activation), y_ref.detach(), "float64_kernels")
+
+
+def test_second_order_gradients_match_dense():
+    """Gradients of gradients (gradient penalties, exact divergences) are exact: gradcheck and gradgradcheck."""
+    s, values, bias = _case(7, 11, 0.4, seed=3)
+    x = torch.randn(5, 11, dtype=torch.float64)
+    inputs = tuple(t.clone().requires_grad_() for t in (x, values, bias))
+    for activation in ("tanh", "softplus"):
+        def f(x, v, b, act=activation):
+            return csr_linear(x, v, b, s, act)
+        assert torch.autograd.gradcheck(f, inputs)
+        assert torch.autograd.gradgradcheck(f, inputs)
+    # The penalty ||dy/dx||^2 differentiated in the values, against dense.
+    def penalty(fn, x, v, b):
+        y = fn(x, v, b)
+        (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        return torch.autograd.grad(gx.square().sum(), v)[0]
+    ours = penalty(lambda x, v, b: csr_linear(x, v, b, s, "tanh"), *inputs)
+    ref = penalty(lambda x, v, b: _dense(x, v, b, s, "tanh"), *inputs)
+    assert_close(ours, ref, "float64_kernels", reduce_dim=11)
+
+
+@pytest.mark.parametrize("layout", ["row-major", "column-major", "strided", "3-d"])
+def test_any_input_layout(layout):
+    s, values, bias = _case(17, 23, 0.2, seed=5)
+    base = torch.randn(40, 46, dtype=torch.float64)
+    x = {"row-major": base[:, :23].contiguous(), "column-major": base[:23, :40].T.contiguous().T.contiguous().T.T,
+         "strided": base[:, ::2], "3-d": base[:, :23].reshape(4, 10, 23)}[layout]
+    if layout == "column-major":
+        x = torch.randn(23, 40, dtype=torch.float64).T
+    assert_close(csr_linear(x, values, bias, s, "relu"), _dense(x, values, bias, s, "relu"), "float64_kernels")
+
+
+def test_float32_matches_the_float64_reference():
+    s, values, bias = _case(129, 257, 0.03, seed=7)
+    x = torch.randn(300, 257, dtype=torch.float64)
+    y = csr_linear(x.float(), values.float(), bias.float(), s, "relu")
+    assert y.dtype == torch.float32
+    assert_close(y, _dense(x, values, bias, s, "relu"), torch.float32, reduce_dim=257)
+
+
+def test_the_same_bits_for_any_thread_count():
+    s, values, bias = _case(300, 400, 0.05, seed=9, dtype=torch.float32)
+    x = torch.randn(777, 400).requires_grad_()
+    v = values.clone().requires_grad_()
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            y = csr_linear(x, v, bias, s, "relu")
+            gx, gv = torch.autograd.grad(y, (x, v), torch.ones_like(y))
+            with torch.no_grad():
+                y0 = csr_linear(x, v, bias, s, "relu")
+            results.append((y, gx, gv, y0))
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+
+
+def test_nan_and_inf_reach_exactly_the_outputs_that_read_them():
+    """As in dense for every output that reads the bad input; an output the mask keeps away from
+    it stays finite (dense would spread NaN through the masked-out zeros: 0 * NaN)."""
+    s, values, bias = _case(9, 9, 0.5, seed=11)
+    x = torch.randn(6, 9, dtype=torch.float64)
+    x[1, :] = float("nan")
+    x[2, 3] = float("inf")
+    reads = s.dense(torch.float64)  # (out, in): which inputs each output reads
+    for activation in ("identity", "relu"):
+        with torch.no_grad():
+            got = csr_linear(x, values, bias, s, activation)
+            finite = _dense(torch.nan_to_num(x, nan=0.0, posinf=0.0), values, bias, s, activation)
+        bad = (x.isnan() | x.isinf()).double() @ reads.T > 0
+        assert torch.equal(~torch.isfinite(got), bad)
+        torch.testing.assert_close(got[~bad], finite[~bad], **tolerance("float64_kernels"))
+        # Where the bad value is read, the result is what dense gives there.
+        want = _dense(x, values, bias, s, activation)
+        torch.testing.assert_close(got[bad], want[bad], equal_nan=True, **tolerance("float64_kernels"))
+
+
+def test_bad_input_is_refused_with_named_errors():
+    s, values, bias = _case(4, 5, 0.5, seed=1, dtype=torch.float32)
+    with pytest.raises(ValueError, match="x must have shape"):
+        csr_linear(torch.randn(2, 4), values, bias, s)
+    with pytest.raises(TypeError, match="float32/float64"):
+        csr_linear(torch.randn(2, 5, dtype=torch.float16), values.half(), bias.half(), s)
+    with pytest.raises(TypeError, match="dtype"):
+        csr_linear(torch.randn(2, 5, dtype=torch.float64), values, bias, s)
+    with pytest.raises(ValueError, match="values must have shape"):
+        csr_linear(torch.randn(2, 5), values[:-1], bias, s)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        csr_linear(np.zeros((2, 5), np.float32), values, bias, s)
+    # The C++ layer checks what it receives: no input makes it crash.
+    xt = np.zeros((5, 3), np.float32)
+    yt = np.zeros((4, 3), np.float32)
+    crow, col = s.crow.numpy(), s.col.numpy()
+    bad = [dict(col=col + 100), dict(crow=crow[::-1].copy()), dict(crow=crow[:-1].copy()), dict(yt=np.zeros((4, 2), np.float32)),
+           dict(xt=xt.astype(np.float64)), dict(col=col.astype(np.int32))]
+    for change in bad:
+        args = dict(xt=xt, values=values.numpy(), crow=crow, col=col, bias=None, relu=False, yt=yt)
+        args.update(change)
+        with pytest.raises(ValueError):
+            _C.csr_spmm(**args)
+    with pytest.raises(ValueError):
+        _C.csr_sddmm(np.zeros((4, 3), np.float32), xt, crow, col + 100, np.zeros(s.nnz, np.float32))
+
+
+def test_compile_fullgraph_traces_the_ops():
+    s, values, bias = _case(13, 17, 0.3, seed=2, dtype=torch.float32)
+    v = values.clone().requires_grad_()
+
+    def f(x):
+        return csr_linear(x, v, bias, s, "relu").sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    x = torch.randn(8, 17, requires_grad=True)
+    y = compiled(x)
+    y.backward()
+    x2 = x.detach().clone().requires_grad_()
+    v.grad, gx = None, x.grad
+    f(x2).backward()
+    torch.testing.assert_close(gx, x2.grad)
+
+
+def test_faststrnn_on_the_cpu_backend_trains_like_dense():
+    """A few AdamW steps from the same seed: the same model (to rounding) on "cpu" and "dense"."""
+    A = np.tril(np.random.default_rng(0).random((31, 31)) < 0.15, -1)
+    x = torch.randn(64, 31, dtype=torch.float64)
+    models = []
+    for backend in ("dense", "cpu"):
+        torch.manual_seed(0)
+        net = FastStrNN(31, (47, 53), 62, adjacency=A, backend=backend).double()
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+        for _ in range(5):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+        models.append(net)
+    for a, b in zip(models[0].layers, models[1].layers):
+        torch.testing.assert_close(a.dense_weight(), b.dense_weight(), atol=1e-6, rtol=0)
+    assert backends.eligible("cpu", torch.float32)[0] == "cpu"
