@@ -15,10 +15,14 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   if [ "$CUDA" = 1 ]; then
     "${PIP[@]}" "torch==2.13.0"
   else
-    # A local wheel (pip's find-links) first, so that no index is asked; else PyTorch's CPU index
-    # (a bare `torch` from PyPI is the CUDA build, several GB).
-    "${PIP[@]}" --no-index "torch==2.13.0" 2>/dev/null ||
-      "${PIP[@]}" "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
+    # The CPU wheel (a bare `torch` from PyPI is the CUDA build, several GB): a local one (pip's
+    # find-links) when there is one, so no unreachable index is retried, else PyTorch's CPU index
+    # (its 2.13.0+cpu sorts above PyPI's 2.13.0); its dependencies come from the usual index.
+    if "${PIP[@]}" --no-index --no-deps "torch==2.13.0" 2>/dev/null; then
+      "${PIP[@]}" "torch==2.13.0"
+    else
+      "${PIP[@]}" "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu
+    fi
   fi
 fi
 # The build backend and pybind11 go into the venv so that the package builds without isolation
