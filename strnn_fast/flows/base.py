@@ -146,7 +146,7 @@ class Flow(Savable, nn.Module):
                 context: torch.Tensor | None = None) -> torch.Tensor:
         r"""Reparameterized samples, differentiable in the parameters.
 
-        Without context the shape is (*sample_shape, d); with a context (..., C) it is the
+        Without context the shape is ``(*sample_shape, d)``; with a context (..., C) it is the
         broadcast of sample_shape and the context's leading shape, then d.
 
         Example:
