@@ -1,76 +1,28 @@
 r"""strnn_fast: Structured Neural Networks with a C++ factorizer and Triton block-sparse kernels.
 
-Where things are (every public feature is two hops from here: this map, then the file named).
-The repository holds ``csrc/`` (the C++ core, module ``strnn_fast._C``), ``strnn_fast/`` (this
-package), ``kernels/`` (Triton, installed as ``strnn_fast.kernels``), ``tests/`` and ``bench/``.
+Fit a density or a causal model on a graph you know, then ask it questions.
 
-* Masks: :func:`factorize`, :func:`check_masks`, :func:`path_counts`, :func:`connections`,
-  :func:`required_width` in ``strnn_fast/factorize.py``, which calls the C++ core:
+Start here:
 
-  - ``csrc/greedy.cpp`` (the paper's greedy algorithm and its refinement; state between layers in
-    ``csrc/layer_state.cpp``, bit rows in ``csrc/bitmatrix.hpp``), ``csrc/zuko.cpp`` (Zuko's
-    factorizer), ``csrc/made.cpp`` (MADE degrees);
-  - ``csrc/paths.cpp`` (path counts, mask checks), ``csrc/arrays.cpp`` (reading untrusted numpy /
-    scipy CSR arguments, writing masks), ``csrc/module.cpp`` (the pybind11 module; one
-    ``bind_*`` per file, declared in ``csrc/bindings.hpp``), ``csrc/parallel.hpp`` (the
-    parallel-for over rows);
-  - the exact MILP in ``strnn_fast/exact.py`` (:func:`strnn_fast.exact.factorize_exact`).
+* :class:`StrAF` (structured autoregressive flow; ``normalizer="spline"`` for multimodal data),
+  :class:`ARF`, :class:`GNF`, :class:`StrCNF`, :class:`FFJORD`: flows with ``log_prob``,
+  ``sample`` and ``flow(context)`` (a ``torch.distributions.Distribution``).
+* :class:`CausalFlow`: interventions (``interventional_samples``, ``interventional_mean``),
+  ``average_treatment_effect`` and ``counterfactual``, with names or indices for variables.
+* :class:`StrNNDensityEstimator` (binary or Gaussian data); :class:`FastStrNN`, the masked network
+  itself; :func:`factorize` and friends build its masks.
+* :func:`fit` trains any of them (early stopping; DataFrame columns matched by name);
+  ``model.save(path)`` and :func:`load` keep them; ``strnn_fast.standardize.Standardized`` wraps a
+  flow so it trains on standardized data and answers in data units.
 
-* Networks: :class:`FastStrNN` in ``strnn_fast/nn.py``, its layer :class:`MaskedLinear` in
-  ``strnn_fast/layer.py``; activations by
-  name in ``strnn_fast/activations.py``. Backends of a masked layer, run by name in one place,
-  ``strnn_fast/backends.py``: "dense" (masked weights, ``F.linear``, in ``strnn_fast/dense_ops.py``),
-  "sparse" (torch CSR SpMM /
-  SDDMM that train, in ``strnn_fast/sparse_ops.py``), "cpu" (the C++ CSR kernels of
-  ``csrc/masked_linear.cpp`` through the torch ops of ``strnn_fast/csr_ops.py``) and
-  "triton" (the block-sparse kernels of the top-level ``kernels/masked_linear.py``, installed as
-  ``strnn_fast.kernels.masked_linear``; ahead-of-time compile checks in ``kernels/aot.py``);
-  "auto" picks per layer from measured timings (``strnn_fast/timing.py``) in ``strnn_fast/dispatch.py``
-  (``choose_backend``, ``measure_model``). The kernels walk block layouts from
-  ``strnn_fast/layout.py`` (:class:`~strnn_fast.layout.BlockLayout`, built by
-  ``csrc/block_layout.cpp``, the one place tiles are counted); hidden-unit reordering for fewer
-  tiles in ``strnn_fast/reorder.py`` (``csrc/reorder.cpp``); inference with precomputed weights
-  and CUDA graphs in ``strnn_fast/freeze.py``.
+Graphs: a 0/1 matrix ``A[i, j] = 1`` when variable *i* may depend on *j* (numpy, torch or
+scipy.sparse), an edge list of ``(parent, child)`` names, or a ``networkx.DiGraph``. A model's
+variable order is ``model.names`` (shown by its ``repr``): tensors are read in that order, and a
+pandas DataFrame is matched by column name instead.
 
-* Models: :class:`StrAF`, :class:`ARF`, :class:`GNF` (``strnn_fast/flows/straf.py``, ``arf.py``,
-  ``gnf.py`` on ``flows/autoregressive.py``; their conditioners in ``flows/conditioners.py``),
-  sampling without gradients level by level, each conditioner unit once, in ``flows/levels.py``;
-  :class:`StrCNF`, :class:`FFJORD` (``strnn_fast/flows/cnf.py``, dynamics in
-  ``flows/odefunc.py``); the normalizers affine, spline and UMNN (with its inverse by bisection
-  and its Clenshaw-Curtis quadrature in ``quadrature.py``) in
-  ``strnn_fast/flows/normalizers/affine.py``, ``spline.py`` (on the CPU its forward, backward and
-  inverse in ``csrc/spline.cpp``), ``umnn.py`` (their interface in
-  ``flows/normalizers/base.py``); the priors (normal,
-  Laplace) in ``flows/priors.py``; the shared distribution face and ``flow(context)`` (a
-  ``torch.distributions.Distribution``) in ``strnn_fast/flows/base.py``.
-  :class:`StrNNDensityEstimator` in ``strnn_fast/density.py``; :class:`CausalFlow`
-  (interventions, counterfactuals) in ``strnn_fast/causal/flow.py`` and ``causal/queries.py``;
-  :class:`~strnn_fast.standardize.Standardized` (a model in data units) and its
-  :class:`~strnn_fast.standardize.Standardizer` in ``strnn_fast/standardize.py``; variable
-  names, ``do`` assignments and table columns in ``strnn_fast/variables.py``
-  (:class:`~strnn_fast.variables.Variables`). Context (conditioning features: ``context_features``,
-  ``context_adjacency``) is checked in ``strnn_fast/_context.py``.
-
-* Training and files: :func:`fit` in ``strnn_fast/train.py``; ``model.save`` and :func:`load` in
-  ``strnn_fast/serialization.py`` (tensors plus a JSON header, classes from an allow-list
-  ``ALLOWED_CLASSES``; ``Savable`` records constructor arguments); every file is written
-  atomically by ``strnn_fast/_files.py``. Argument checks: ``strnn_fast/_validate.py``.
-
-* Graphs and data: ``strnn_fast/graph.py`` (adjacency from matrices, edge lists, networkx);
-  ``strnn_fast/data/`` (random DAGs in ``adjacency.py``; the paper's multimodal data in
-  ``multimodal.py``, binary data and the reference's binary files in ``binary.py``; the
-  ``Dataset`` container, ``split`` and ``standardize`` in ``dataset.py``; SEMs in ``sem.py``;
-  file loaders in ``loaders.py``).
-
-* Command line ``strnn-fast`` (``strnn_fast/cli/__init__.py``; ``python -m strnn_fast.cli``
-  through ``cli/__main__.py``), one file per command in
-  ``strnn_fast/cli/``: ``fit.py``, ``sample.py``, ``logprob.py``, ``intervene.py``,
-  ``counterfactual.py``, ``factorize.py``, ``demo.py`` (shared helpers in ``_common.py``; the
-  input tables, data rows and ``--context`` rows, in ``_tables.py``).
-
-* Migrating from the reference package ``strnn``: ``strnn_fast.compat`` in
-  ``strnn_fast/compat.py`` (``StrNN`` and the factorizer classes under their old names), loaded
-  on first use.
+The command line ``strnn-fast`` (``strnn-fast --help``) fits and queries models from CSV files.
+Documentation: the README, ``docs/`` (tutorials, a "which model" page) and, for contributors,
+ARCHITECTURE.md (where every file lives).
 
 Example:
     >>> import numpy as np, torch, strnn_fast
@@ -109,7 +61,7 @@ __all__ = [
     "path_counts",
     "required_width",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str):

@@ -1,4 +1,4 @@
-r"""The StrNN paper's synthetic multimodal data set (Chen et al. 2023, Sec. 5; DESIGN.md section 3).
+r"""The StrNN paper's synthetic multimodal data set (Chen et al. 2023, Sec. 5).
 
 Generative process, for a DAG ``A`` (by default random lower triangular, an entry kept iff a
 uniform draw exceeds ``threshold``):

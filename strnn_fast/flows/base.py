@@ -8,6 +8,12 @@ arguments (``config``, JSON-friendly values resolved by ``_resolved_config``) so
 methods on any batch shape, the prior, ``d``, ``names`` and ``event_shape``, and ``flow(context)``
 returns a real :class:`torch.distributions.Distribution` (:class:`FlowDistribution`).
 
+Model order: a flow's variables are ``flow.names`` (shown by ``repr(flow)``), in the order the
+graph gave them (an edge list: the order names first appear; a matrix: its rows). Tensors are
+read in that order. A pandas DataFrame is matched by column name instead (every variable present,
+no unknown column): ``log_prob``, ``sample``/``rsample`` contexts and ``transform`` take one, and
+``sample(n, as_frame=True)`` returns one.
+
 Density: ``log p(x | c) = log prior(z) + log|det dz/dx|`` with ``(z, log|det|) = transform(x, c)``.
 
 Contexts broadcast like batch dimensions: ``log_prob(x, c)`` takes x (..., d) and c (..., C) with
@@ -43,6 +49,7 @@ from torch.distributions import Distribution, constraints
 from .._context import as_context_adjacency, as_context_features, as_context_names, check_context
 from .._validate import as_non_negative_int, as_positive_int, as_sample_shape
 from ..serialization import Savable
+from ..variables import Variables
 from .priors import make_prior
 
 __all__ = ["Flow", "FlowDistribution"]
@@ -123,6 +130,8 @@ class Flow(Savable, nn.Module):
             >>> StrAF([[0, 0], [1, 0]], hidden_sizes=(4,), flow_steps=1).log_prob(torch.zeros(2)).shape
             torch.Size([])
         """
+        x = self._from_frame(x, "x")
+        context = self._from_frame(context, "context", context=True)
         self._rows(x, "x")  # validates x before any broadcasting
         batch = x.shape[:-1]
         if context is not None and self.context_features:
@@ -137,7 +146,7 @@ class Flow(Savable, nn.Module):
                 context: torch.Tensor | None = None) -> torch.Tensor:
         r"""Reparameterized samples, differentiable in the parameters.
 
-        Without context the shape is (*sample_shape, d); with a context (..., C) it is the
+        Without context the shape is ``(*sample_shape, d)``; with a context (..., C) it is the
         broadcast of sample_shape and the context's leading shape, then d.
 
         Example:
@@ -146,6 +155,7 @@ class Flow(Savable, nn.Module):
             torch.Size([3, 2])
         """
         shape = as_sample_shape(sample_shape)
+        context = self._from_frame(context, "context", context=True)
         if context is not None and self.context_features:
             shape = tuple(self._broadcast(torch.Size(shape), context))
             context = context.expand(*shape, self.context_features).reshape(-1, self.context_features)
@@ -153,10 +163,29 @@ class Flow(Savable, nn.Module):
         return x.reshape(*shape, self.d)
 
     def sample(self, sample_shape: Sequence[int] | int | torch.Size = (),
-               context: torch.Tensor | None = None) -> torch.Tensor:
-        """Samples as :meth:`rsample` gives them, without gradients."""
+               context: torch.Tensor | None = None, *, as_frame: bool = False) -> Any:
+        """Samples as :meth:`rsample` gives them, without gradients.
+
+        ``as_frame=True`` returns a pandas DataFrame with one column per variable, named by
+        ``flow.names`` (indices when the flow has none); it needs a 1-D ``sample_shape`` (n rows).
+
+        Example:
+            >>> from strnn_fast.flows import StrAF
+            >>> flow = StrAF([("rain", "wet"), ("sprinkler", "wet")], hidden_sizes=(4,), flow_steps=1)
+            >>> list(flow.sample(5, as_frame=True).columns)
+            ['rain', 'wet', 'sprinkler']
+        """
+        if not isinstance(as_frame, bool):
+            raise TypeError(f"as_frame must be True or False, got {as_frame!r}")
         with torch.no_grad():
-            return self.rsample(sample_shape, context)
+            x = self.rsample(sample_shape, context)
+        if not as_frame:
+            return x
+        if x.ndim != 2:
+            raise ValueError(f"as_frame=True needs a sample_shape of one dimension (n rows), got {tuple(x.shape[:-1])}")
+        import pandas as pd  # optional dependency (the "frames" extra): imported only when asked for
+
+        return pd.DataFrame(x.cpu().numpy(), columns=Variables(self.names, self.d).labels())
 
     def sample_latent(self, n: int) -> torch.Tensor:
         """(n, d) draws from the prior, in the flow's dtype and on its device."""
@@ -172,7 +201,9 @@ class Flow(Savable, nn.Module):
         return torch.empty(0)
 
     def _check_input(self, x: Any, name: str) -> torch.Tensor:
-        """Returns ``x`` as a (B, d) tensor in the flow's dtype and device, or raises naming ``name``."""
+        """Returns ``x`` (a tensor, or a DataFrame matched by name) as a (B, d) tensor in the flow's
+        dtype and device, or raises naming ``name``."""
+        x = self._from_frame(x, name)
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor of shape (batch, {self.d}), got {type(x).__name__}")
         if x.ndim != 2 or x.shape[1] != self.d:
@@ -180,10 +211,44 @@ class Flow(Savable, nn.Module):
         like = self._like()
         return x.to(dtype=like.dtype, device=like.device)
 
+    def extra_repr(self) -> str:
+        # The model order, first thing in the repr: tensors are read and written in this order.
+        labels = Variables(self.names, self.d).labels()
+        shown = labels if len(labels) <= 12 else [*labels[:10], "...", labels[-1]]
+        extra = f", context={self.context_names or self.context_features}" if self.context_features else ""
+        return f"d={self.d}, variables={shown}{extra}"
+
+    def _from_frame(self, value: Any, name: str, *, context: bool = False) -> Any:
+        """A DataFrame's values as a tensor with its columns in model order (matched by name: every
+        variable present, no unknown column); any other value is returned as it is.
+
+        Example:
+            >>> import pandas as pd
+            >>> from strnn_fast.flows import StrAF
+            >>> flow = StrAF([("a", "b")], hidden_sizes=(4,), flow_steps=1)
+            >>> flow._from_frame(pd.DataFrame({"b": [2.0], "a": [1.0]}), "x")
+            tensor([[1., 2.]])
+            >>> flow._from_frame(pd.DataFrame({"a": [1.0], "c": [0.0]}), "x")
+            Traceback (most recent call last):
+            ...
+            ValueError: x lacks the columns of some variables: missing ['b'], unknown ['c']; its columns ['a', 'c'] do not match the model's variables ['a', 'b']
+        """
+        if not (type(value).__name__ == "DataFrame" and hasattr(value, "columns")):
+            return value
+        names, width = (self.context_names, self.context_features) if context else (self.names, self.d)
+        order = Variables(names, width).column_order(list(value.columns), name, allow_extra=False) if width else None
+        try:
+            values = value.to_numpy(dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must hold numbers only; its columns have dtypes {list(map(str, value.dtypes))}") from err
+        like = self._like()
+        return torch.tensor(values if order is None else values[:, order]).to(dtype=like.dtype, device=like.device)
+
     def _check_context(self, context: Any, rows: int) -> torch.Tensor | None:
         """Returns ``context`` as (rows, C) in the flow's dtype and device (a (C,) one is repeated), or raises."""
         if context is None and not self.context_features:
             return None
+        context = self._from_frame(context, "context", context=True)
         return check_context(context, rows, self.context_features, self._like())
 
     def _broadcast(self, batch: torch.Size, context: Any) -> torch.Size:
