@@ -239,10 +239,13 @@ void spmm_impl(const py::handle& xt_o, const py::handle& v_o, const Index& crow,
             continue;
           }
           xs.assign(n_in * kLanes, T(0));  // packed block, zero lanes past the batch
-          if (batch_major)
-            for (std::size_t j = 0; j < n; ++j) {
-              const T* row = xp + (c0 + j) * n_in;
-              for (std::size_t i = 0; i < n_in; ++i) xs[i * kLanes + j] = row[i];
+          if (batch_major)  // transposed in strips of 16 inputs: the 16 packed rows being written stay in L1
+            for (std::size_t i0 = 0; i0 < n_in; i0 += 16) {
+              const std::size_t i1 = std::min(n_in, i0 + 16);
+              for (std::size_t j = 0; j < n; ++j) {
+                const T* row = xp + (c0 + j) * n_in;
+                for (std::size_t i = i0; i < i1; ++i) xs[i * kLanes + j] = row[i];
+              }
             }
           else
             for (std::size_t i = 0; i < n_in; ++i) std::copy(xp + i * B + c0, xp + i * B + c0 + n, xs.data() + i * kLanes);
