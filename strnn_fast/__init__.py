@@ -51,6 +51,9 @@ package), ``kernels/`` (Triton, installed as ``strnn_fast.kernels``), ``tests/``
   ``ALLOWED_CLASSES``; ``Savable`` records constructor arguments); every file is written
   atomically by ``strnn_fast/_files.py``. Argument checks: ``strnn_fast/_validate.py``.
 
+* Shipping: :func:`export` in ``strnn_fast/export.py`` (one method of a trained model as an
+  AOTInductor ``.pt2`` or ONNX file that runs without strnn_fast; command ``export``).
+
 * Graphs and data: ``strnn_fast/graph.py`` (adjacency from matrices, edge lists, networkx);
   ``strnn_fast/data/`` (random DAGs in ``adjacency.py``; the paper's multimodal data in
   ``multimodal.py``, binary data and the reference's binary files in ``binary.py``; the
@@ -60,7 +63,7 @@ package), ``kernels/`` (Triton, installed as ``strnn_fast.kernels``), ``tests/``
 * Command line ``strnn-fast`` (``strnn_fast/cli/__init__.py``; ``python -m strnn_fast.cli``
   through ``cli/__main__.py``), one file per command in
   ``strnn_fast/cli/``: ``fit.py``, ``sample.py``, ``logprob.py``, ``intervene.py``,
-  ``counterfactual.py``, ``factorize.py``, ``demo.py`` (shared helpers in ``_common.py``; the
+  ``counterfactual.py``, ``factorize.py``, ``demo.py``, ``export.py`` (shared helpers in ``_common.py``; the
   input tables, data rows and ``--context`` rows, in ``_tables.py``).
 
 * Migrating from the reference package ``strnn``: ``strnn_fast.compat`` in
@@ -77,6 +80,7 @@ Example:
 from . import data, graph
 from .causal import CausalFlow
 from .density import StrNNDensityEstimator
+from .export import export
 from .factorize import check_masks, connections, factorize, path_counts, required_width
 from .flows import ARF, FFJORD, GNF, StrAF, StrCNF
 from .nn import FastStrNN, MaskedLinear
@@ -96,6 +100,7 @@ __all__ = [
     "check_masks",
     "connections",
     "data",
+    "export",
     "factorize",
     "fit",
     "graph",

@@ -53,7 +53,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import __version__
 from ._files import atomic_path
 from .causal import CausalFlow
 from .causal.queries import do_inverse
@@ -344,7 +343,7 @@ def export(model: nn.Module, path: str | os.PathLike, *, method: str, format: st
             "inputs": [{"name": n, "shape": ["batch", w], "dtype": str(dtype).removeprefix("torch.")}
                        for n, w in plan.inputs],
             "outputs": plan.outputs, "device": device.type,
-            "versions": {"strnn_fast": __version__, "torch": torch.__version__}}
+            "versions": {"strnn_fast": _version(), "torch": torch.__version__}}
     if do is not None:
         meta["do"] = [str(v) for v in do]
     program = _Program(model, plan.fn)
@@ -362,6 +361,12 @@ def export(model: nn.Module, path: str | os.PathLike, *, method: str, format: st
             raise ValueError(f"exporting {type(model).__name__}.{method} to {format} failed: "
                              f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
     return meta
+
+
+def _version() -> str:
+    from . import __version__  # at call time: the package defines it after importing this module
+
+    return __version__
 
 
 def _write_pt2(program: nn.Module, example: tuple, dynamic: tuple, path: str, meta: dict) -> None:

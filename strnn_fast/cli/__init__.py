@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand modules, in the order `--help` lists them.
-COMMANDS = ("demo", "fit", "sample", "logprob", "intervene", "counterfactual", "factorize")
+COMMANDS = ("demo", "fit", "sample", "logprob", "intervene", "counterfactual", "factorize", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
