@@ -14,7 +14,10 @@ Each timing is the median of interleaved repetitions in one process (the machine
 ratios matter more than absolute times). Writes bench/results/export.json and export.md, with
 the package sizes.
 
-Run: python bench/bench_export.py [--cases d15,d100] [--reps 30]
+"eager err" and "aoti err": largest error against the float64 model, relative where |value| > 1.
+
+Run: python bench/bench_export.py [--cases d15,d100] [--reps 30] [--methods log_prob,sample]
+(STRNN_FAST_BENCH_OUT renames the results files).
 """
 from __future__ import annotations
 
@@ -65,8 +68,9 @@ def _median_ms(fns: dict, reps: int) -> dict:
     return {k: 1e3 * float(np.median(v)) for k, v in times.items()}
 
 
-def run_case(case: str, reps: int, tmp: Path) -> list[dict]:
+def run_case(case: str, reps: int, tmp: Path, methods: tuple[str, ...]) -> list[dict]:
     flow = _model(case)
+    ref = _model(case).double()  # float64 reference: which of eager and aoti is off, when they differ
     rows = []
     ort = None
     try:
@@ -75,7 +79,7 @@ def run_case(case: str, reps: int, tmp: Path) -> list[dict]:
         ort = onnxruntime
     except ImportError:
         pass
-    for method in ("log_prob", "sample"):
+    for method in methods:
         pt2 = tmp / f"{case}_{method}.pt2"
         t = time.perf_counter()
         export(flow, pt2, method=method)
@@ -99,11 +103,15 @@ def run_case(case: str, reps: int, tmp: Path) -> list[dict]:
                     xn = x.numpy()
                     fns["onnxruntime"] = lambda: sess.run(None, {"x": xn})
                 med = _median_ms(fns, reps if b < 4096 else max(5, reps // 3))
+                exact = ref.log_prob(x.double()) if method == "log_prob" else ref.inverse(x.double())
+                scale = exact.abs().clamp_min(1)  # relative where |value| > 1
                 err = float((aoti(x) - eager()).abs().max())
+                rel = {f"{k}_rel_err_f64": float(((f().double() - exact).abs() / scale).max())
+                       for k, f in (("eager", eager), ("aoti", lambda: aoti(x)))}
             rows.append({"case": case, "method": method, "batch": b, **{f"{k}_ms": v for k, v in med.items()},
                          "aoti_vs_eager": med["aoti"] / med["eager"],
                          **({"ort_vs_eager": med["onnxruntime"] / med["eager"]} if "onnxruntime" in med else {}),
-                         "aoti_max_abs_err": err, **sizes})
+                         "aoti_max_abs_err": err, **rel, **sizes})
             print(rows[-1], flush=True)
     return rows
 
@@ -112,27 +120,32 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", default="d15,d100")
     p.add_argument("--reps", type=int, default=30)
+    p.add_argument("--methods", default="log_prob,sample")
     args = p.parse_args()
     torch.set_num_threads(1)
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [r for case in args.cases.split(",") for r in run_case(case, args.reps, Path(tmp))]
-    meta = {"command": f"python bench/bench_export.py --cases {args.cases} --reps {args.reps}",
+        rows = [r for case in args.cases.split(",")
+                for r in run_case(case, args.reps, Path(tmp), tuple(args.methods.split(",")))]
+    meta = {"command": f"python bench/bench_export.py --cases {args.cases} --reps {args.reps} --methods {args.methods}",
             "cpu": cpu_name(), "threads": 1, "uptime_before": load, "torch": torch.__version__,
             "note": "shared 2-core machine (other agents' jobs running): compare ratios, not absolute times"}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "export.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    name = os.environ.get("STRNN_FAST_BENCH_OUT", "export")
+    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = ["# Exported spline StrAF: latency (ms, median) against eager, 1 thread", "",
              *(f"- {k}: {v}" for k, v in meta.items()), "- frozen: n/a (strnn_fast.freeze applies to FastStrNN only)", "",
-             "| case | method | batch | eager | aoti | onnxruntime | aoti/eager | ort/eager | .pt2 MiB | .onnx MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| case | method | batch | eager | aoti | onnxruntime | aoti/eager | ort/eager | eager err | aoti err "
+             "| .pt2 MiB | .onnx MiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|",
+             ]
     for r in rows:
         ort_ms = f"{r['onnxruntime_ms']:.3f}" if "onnxruntime_ms" in r else "n/a"
         ort_r = f"{r['ort_vs_eager']:.2f}" if "ort_vs_eager" in r else "n/a"
         onnx_mb = f"{r['onnx_MiB']:.2f}" if "onnx_MiB" in r else "n/a"
         lines.append(f"| {r['case']} | {r['method']} | {r['batch']} | {r['eager_ms']:.3f} | {r['aoti_ms']:.3f} | "
-                     f"{ort_ms} | {r['aoti_vs_eager']:.2f} | {ort_r} | {r['pt2_MiB']:.2f} | {onnx_mb} |")
-    (RESULTS / "export.md").write_text("\n".join(lines) + "\n")
+                     f"{ort_ms} | {r['aoti_vs_eager']:.2f} | {ort_r} | {r['eager_rel_err_f64']:.1e} | "
+                     f"{r['aoti_rel_err_f64']:.1e} | {r['pt2_MiB']:.2f} | {onnx_mb} |")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -346,7 +346,7 @@ def export(model: nn.Module, path: str | os.PathLike, *, method: str, format: st
             "versions": {"strnn_fast": _version(), "torch": torch.__version__}}
     if do is not None:
         meta["do"] = [str(v) for v in do]
-    program = _Program(model, plan.fn)
+    program = _Program(model, plan.fn).eval()
     batch_dim = torch.export.Dim("batch", min=1)
     dynamic = (tuple({0: batch_dim} for _ in plan.inputs),)  # one entry: the *args of _Program.forward
     with export_mode(model):

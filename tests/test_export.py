@@ -79,7 +79,7 @@ def _eager(model, method, inputs, do=None):
 
 
 def _check(model, method, tmp_path, fmt="pt2", batches=(1, 513), context=0, do=None):
-    path = tmp_path / f"m.{fmt}"
+    path = tmp_path / f"{method}.{fmt}"
     meta = export(model, path, method=method, format=fmt, do=do)
     plan = methods(model, do)[method]
     assert [i["name"] for i in meta["inputs"]] == [n for n, _ in plan.inputs]
@@ -171,3 +171,19 @@ def test_onnx(name, tmp_path):
     model = _models()[name]()
     for method in sorted(set(methods(model)) & {"forward", "log_prob", "transform"}):
         _check(model, method, tmp_path, fmt="onnx")
+
+
+def test_cli_refusals(tmp_path, capsys):
+    from strnn_fast.cli import main
+
+    model = tmp_path / "flow.pt"
+    StrAF(A, hidden_sizes=(8,), flow_steps=1).save(model)
+    out = tmp_path / "f.pt2"
+    out.write_bytes(b"keep")
+    assert main(["export", str(model), "--method", "log_prob", "-o", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err and out.read_bytes() == b"keep"
+    assert main(["export", str(model), "--method", "forward", "-o", str(tmp_path / "g.pt2")]) == 2
+    assert "not exportable for StrAF" in capsys.readouterr().err
+    assert main(["export", str(model), "--method", "sample", "--format", "onnx", "-o", str(tmp_path / "g.onnx")]) == 2
+    assert "cannot express 'sample'" in capsys.readouterr().err
+    assert not (tmp_path / "g.pt2").exists() and not (tmp_path / "g.onnx").exists()
