@@ -364,9 +364,14 @@ def export(model: nn.Module, path: str | os.PathLike, *, method: str, format: st
 
 
 def _version() -> str:
-    from . import __version__  # at call time: the package defines it after importing this module
+    # The installed distribution's version (the package's __init__ imports this module, so no
+    # import of the package itself here).
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("strnn_fast")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _write_pt2(program: nn.Module, example: tuple, dynamic: tuple, path: str, meta: dict) -> None:
