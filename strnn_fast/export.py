@@ -154,13 +154,14 @@ def methods(model: nn.Module, do: Sequence[Any] | None = None) -> dict[str, _Pla
 def _density_plans(model: StrNNDensityEstimator) -> dict[str, _Plan]:
     d, C = model.d, model.context_features
     extra = [("context", C)] if C else []
+    passes = model.depth + 1  # read here: in the trace, .max() of the levels is data-dependent
 
     def sample(noise: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         # The ancestral loop of StrNNDensityEstimator.sample with the noise as an input: gaussian
         # draws mean + std * noise; binary draws 1 where noise (uniform on [0, 1)) < sigmoid(logit).
         c = rest[0] if rest else None
         x = torch.zeros_like(noise)
-        for lvl in range(model.depth + 1):
+        for lvl in range(passes):
             out = model(x, c)
             if model.data_type == "binary":
                 draw = (noise < torch.sigmoid(out)).to(noise.dtype)
