@@ -27,9 +27,10 @@ the artifact: ``loader.get_metadata()["strnn_fast"]`` (a JSON string) for ``.pt2
 ``strnn_fast`` entry of ``metadata_props`` for ONNX.
 
 Refused (ValueError): a method the model lacks, a model or parameter that is not finite, a
-CausalFlow that was never fitted, and in ONNX the methods it cannot express (sampling,
-inverses: their passes are fine, but UMNN's bisection and StrCNF's solver are not, and only the
-listed models are supported).
+CausalFlow that was never fitted ("untrained": the only model with a fitted flag; other models
+are refused only when non-finite), StrCNF (torchdiffeq's solver branches on tensor values),
+the inverse and sampling of UMNN flows (a bisection that stops when every row has converged),
+and in ONNX everything but forward/log_prob/transform of FastStrNN and affine/spline flows.
 
 Example:
     >>> import numpy as np, torch, tempfile, os
@@ -59,7 +60,7 @@ from .causal.queries import do_inverse
 from .density import StrNNDensityEstimator
 from .flows.autoregressive import AutoregressiveFlow, FlowStep
 from .flows.base import Flow
-from .flows.cnf import FIXED_STEP_SOLVERS, StrCNF
+from .flows.cnf import StrCNF
 from .flows.normalizers.spline import SplineNormalizer
 from .flows.normalizers.umnn import UMNNNormalizer
 from .nn import FastStrNN, MaskedLinear
@@ -217,9 +218,13 @@ def _check_exportable(model: nn.Module, method: str, fmt: str) -> None:
     if bad:
         raise ValueError(f"exporting a non-finite model: refused ({bad[0]} holds NaN or infinite values)")
     flow = _inner_flow(model)
-    if isinstance(flow, StrCNF) and flow.solver not in FIXED_STEP_SOLVERS:
-        raise ValueError(f"StrCNF exports with a fixed-step solver ({', '.join(FIXED_STEP_SOLVERS)}) only, "
-                         f"got solver={flow.solver!r}: call set_solver('rk4', step_size=...) first")
+    if isinstance(flow, StrCNF):
+        # torchdiffeq checks its time grid on the host (a data-dependent guard torch.export refuses).
+        raise ValueError("StrCNF is not exportable yet: torchdiffeq's solver branches on tensor values "
+                         "(a data-dependent guard in torch.export), even with a fixed-step solver")
+    if method in ("inverse", "sample") and any(isinstance(m, UMNNNormalizer) for m in model.modules()):
+        raise ValueError(f"{method!r} of a UMNN flow is not exportable: its inverse is a bisection that stops "
+                         "when every row has converged (a data-dependent loop); log_prob and transform export")
     if fmt == "onnx":
         if method not in ONNX_METHODS:
             raise ValueError(f"format='onnx' cannot express {method!r} (sampling and inverses loop over passes "

@@ -124,6 +124,10 @@ def test_refusals(tmp_path):
         export(torch.nn.Linear(2, 2), tmp_path / "b.pt2", method="forward")
     with pytest.raises(ValueError, match="CausalFlow method"):
         export(flow, tmp_path / "b.pt2", method="interventional_samples")
+    with pytest.raises(ValueError, match="StrCNF is not exportable"):
+        export(StrCNF(A, hidden_sizes=(8,), solver="rk4", step_size=0.25), tmp_path / "c.pt2", method="log_prob")
+    with pytest.raises(ValueError, match="UMNN flow is not exportable"):
+        export(StrAF(A, hidden_sizes=(8,), flow_steps=1, normalizer="umnn"), tmp_path / "c.pt2", method="sample")
     with pytest.raises(ValueError, match="UMNN"):
         export(StrAF(A, hidden_sizes=(8,), flow_steps=1, normalizer="umnn"), tmp_path / "c.onnx",
                method="log_prob", format="onnx")
@@ -139,7 +143,6 @@ def _models():
         "straf_umnn": lambda: _trained(StrAF(A, hidden_sizes=(16,), flow_steps=1, normalizer="umnn")),
         "arf": lambda: _trained(ARF(A, hidden_sizes=(16,), flow_steps=2)),
         "gnf": lambda: _trained(GNF(A, hidden_sizes=(16,), flow_steps=2)),
-        "cnf": lambda: _trained(StrCNF(A, hidden_sizes=(16,), solver="rk4", step_size=0.25)),
         "density": lambda: _trained(StrNNDensityEstimator(A, hidden_sizes=(16,), data_type="gaussian")),
         "standardized": lambda: Standardized(_trained(StrAF(A, hidden_sizes=(16,), flow_steps=1,
                                                             normalizer="spline", bins=4)),
@@ -152,6 +155,8 @@ def _models():
 def test_matrix_pt2(name, tmp_path):
     model = _models()[name]()
     for method in sorted(methods(model)):
+        if name == "straf_umnn" and method in ("inverse", "sample"):
+            continue  # refused (test_refusals)
         _check(model, method, tmp_path)
 
 
