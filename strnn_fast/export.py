@@ -22,6 +22,10 @@ Sampling methods take the base noise as an input (``noise``: draws from the mode
 (one column per target fixed at export). Standardization (``Standardized``, ``CausalFlow``) is
 inside the graph: inputs and outputs are in the data's units.
 
+Known problem (torch 2.13, not diagnosed): a ``.pt2`` of the d=15 spline StrAF of
+bench/bench_export.py returned wrong log-densities on some calls at batch >= 4096 (see
+bench/results/export.md); check an artifact against eager at your serving batch sizes.
+
 The metadata (variable names, method, input and output names and shapes, versions) is stored in
 the artifact: ``loader.get_metadata()["strnn_fast"]`` (a JSON string) for ``.pt2``, the
 ``strnn_fast`` entry of ``metadata_props`` for ONNX.
