@@ -20,7 +20,10 @@ scipy.sparse), an edge list of ``(parent, child)`` names, or a ``networkx.DiGrap
 variable order is ``model.names`` (shown by its ``repr``): tensors are read in that order, and a
 pandas DataFrame is matched by column name instead.
 
-The command line ``strnn-fast`` (``strnn-fast --help``) fits and queries models from CSV files.
+:func:`export` ships one method of a trained model (``log_prob``, ``sample``, an intervention) as
+one self-contained file: an AOTInductor package (``.pt2``) or ONNX, runnable without strnn_fast.
+
+The command line ``strnn-fast`` (``strnn-fast --help``) fits, queries and exports models from CSV files.
 Documentation: the README, ``docs/`` (tutorials, a "which model" page) and, for contributors,
 ARCHITECTURE.md (where every file lives).
 
@@ -34,6 +37,7 @@ Example:
 from . import data, graph
 from .causal import CausalFlow
 from .density import StrNNDensityEstimator
+from .export import export
 from .factorize import check_masks, connections, factorize, path_counts, required_width
 from .flows import ARF, FFJORD, GNF, StrAF, StrCNF
 from .layer import MaskedLinear
@@ -54,6 +58,7 @@ __all__ = [
     "check_masks",
     "connections",
     "data",
+    "export",
     "factorize",
     "fit",
     "graph",

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Sequence
 
 # Subcommand modules, in the order `--help` lists them.
-COMMANDS = ("demo", "fit", "sample", "logprob", "intervene", "counterfactual", "factorize")
+COMMANDS = ("demo", "fit", "sample", "logprob", "intervene", "counterfactual", "factorize", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -90,6 +90,8 @@ class SplineNormalizer(Normalizer):
         if not self.max_slope > 1:
             raise ValueError(f"max_slope must be greater than 1, got {max_slope!r}")
         self.n_params = 3 * self.bins - 1
+        #: Run the torch ops only (no C++ kernels, no autograd.Function): what torch.export traces.
+        self.torch_only = False
 
     def _knots(self, h: torch.Tensor) -> torch.Tensor:
         # (..., 3, K+1): knot abscissae and ordinates from -B to B, and knot slopes (1 at both ends).
@@ -121,7 +123,7 @@ class SplineNormalizer(Normalizer):
         return pair[..., 0], pair[..., 1]
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if torch._C._are_functorch_transforms_active():
+        if self.torch_only or torch._C._are_functorch_transforms_active():
             return self._forward_autograd(x, h)
         return _RQSForward.apply(x, h, self.bins, self.bound, self.min_bin, math.log(self.max_slope),
                                  _core_applies(x, h))
@@ -148,7 +150,8 @@ class SplineNormalizer(Normalizer):
     def inverse(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         # The C++ inverse has no backward: it serves sampling, rsample differentiates through torch.
         differentiable = torch.is_grad_enabled() and (z.requires_grad or h.requires_grad)
-        if not differentiable and not torch._C._are_functorch_transforms_active() and _core_applies(z, h):
+        if (not differentiable and not self.torch_only and not torch._C._are_functorch_transforms_active()
+                and _core_applies(z, h)):
             x = torch.empty_like(z, memory_format=torch.contiguous_format)
             _C.rqs_inverse(*_core_arrays(h, z, x), self.bins, self.bound, self.min_bin, math.log(self.max_slope),
                            torch.get_num_threads())
