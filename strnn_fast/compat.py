@@ -164,3 +164,30 @@ class StrNN(FastStrNN):
 
     default_init = "kaiming"
     default_opt_args = MappingProxyType({"var_penalty_weight": 0.0})
+
+    def update_masks(self) -> None:
+        r"""Re-reads ``nin`` and ``nout``, refuses a size the adjacency or the layers cannot give, then
+        re-computes the masks as :meth:`strnn_fast.FastStrNN.update_masks`.
+
+        The reference asserts ``nout % nin == 0`` and then fails copying a mask of the wrong shape
+        into its layer; here both are a ValueError naming the attribute, before any layer changes.
+
+        Example:
+            >>> net = StrNN(2, [4], 2, adjacency=np.array([[0, 0], [1, 0]]))
+            >>> net.nout = 3
+            >>> net.update_masks()
+            Traceback (most recent call last):
+            ...
+            ValueError: nout=3 must be a multiple k * adjacency.shape[0] of adjacency.shape[0]=2 (k outputs per row of the adjacency)
+        """
+        n_rows, n_cols = self.A.shape
+        if self.nin != n_cols:
+            raise ValueError(f"nin={self.nin} must equal the adjacency's number of columns {n_cols}")
+        if self.nout % n_rows:
+            raise ValueError(f"nout={self.nout} must be a multiple k * adjacency.shape[0] of adjacency.shape[0]="
+                             f"{n_rows} (k outputs per row of the adjacency)")
+        built_in, built_out = self.layers[0].in_features, self.layers[-1].out_features
+        if (self.nin, self.nout) != (built_in, built_out):
+            raise ValueError(f"nin={self.nin}, nout={self.nout} differ from the layers' sizes nin={built_in}, "
+                             f"nout={built_out}: build a new StrNN for another size")
+        super().update_masks()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from unittest.mock import patch
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,43 @@ def test_strnn_masks_multiple_outputs():
     """nout a multiple of the adjacency's side tiles the last mask."""
     strnn = StrNN(4, [5, 5], 8, adjacency=REF["strnn_adjacency"])
     assert np.all(strnn.masks[-1] == np.concatenate([REF["greedy_mask_2"]] * 2, axis=1))
+
+
+def test_strnn_update_masks():
+    """update_masks sets the mask of each of the three layers (the reference patches set_mask)."""
+    strnn = StrNN(4, [4, 4], 4, adjacency=REF["strnn_adjacency"])
+    with patch("strnn_fast.nn.MaskedLinear.set_mask") as mock_method:
+        strnn.update_masks()
+    assert mock_method.call_count == 3
+
+
+def test_strnn_update_masks_mismatch_output():
+    """update_masks enforces the adjacency's dimensions (the reference raises AssertionError, we ValueError)."""
+    strnn = StrNN(4, [4, 4], 4, adjacency=REF["strnn_adjacency"])
+    with pytest.raises(ValueError, match="nout=5"):
+        strnn.nout = 5
+        strnn.update_masks()
+
+
+def test_strnn_update_masks_multiple():
+    """update_masks keeps nout a multiple of the adjacency's side: the last mask tiled."""
+    strnn = StrNN(4, [5, 5], 8, adjacency=REF["strnn_adjacency"])
+    strnn.update_masks()
+    tiled_mask = np.concatenate([REF["greedy_mask_2"]] * 2, axis=1)
+    assert np.all(strnn.masks[-1] == tiled_mask)
+    assert np.all(strnn.layers[-1].keep_mask("cpu").numpy().T == tiled_mask)
+
+
+@pytest.mark.parametrize("attr, value", [("nout", 8), ("nin", 5), ("nin", 3)])
+def test_update_masks_refuses_sizes_the_layers_or_adjacency_cannot_give(attr, value):
+    """A size the adjacency allows but the layers were not built for (nout 8 on a 4-output net), or
+    one the adjacency cannot give (nin 5 or 3), is a ValueError naming it; the masks stay as they were."""
+    strnn = StrNN(4, [5, 5], 4, adjacency=REF["strnn_adjacency"])
+    before = strnn.masks
+    setattr(strnn, attr, value)
+    with pytest.raises(ValueError, match=f"{attr}={value}"):
+        strnn.update_masks()
+    assert all(np.array_equal(a, b) for a, b in zip(before, strnn.masks))
 
 
 @pytest.mark.parametrize(
