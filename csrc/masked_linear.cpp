@@ -65,6 +65,7 @@ bool cpu_has_avx2() {
 
 constexpr std::size_t kLanes = 64;  // batch columns per block: 8 AVX2 registers of floats
 constexpr std::size_t kDotLanes = 16;
+constexpr std::size_t kDotChunk = 256;  // batch columns per pass of the weight gradient
 
 // Rows [r0, r1) of Y^T for one block of kLanes batch columns, read from the packed block xs
 // (n_in x kLanes, contiguous: rows of X^T a whole batch apart would alias in the caches) and
@@ -126,19 +127,20 @@ ALWAYS_INLINE void spmm_narrow(const T* xt, std::size_t ldx, std::size_t ldb, co
 // dv_k for the kept entries of rows [r0, r1): dots over the batch in kDotLanes fixed lanes.
 template <class T>
 ALWAYS_INLINE void sddmm_rows(const T* gt, std::size_t ldg, const T* xt, std::size_t ldx, const std::int64_t* crow,
-                            const std::int64_t* col, T* dv, std::size_t r0, std::size_t r1, std::size_t B) {
-  const std::size_t main = B - B % kDotLanes;
+                              const std::int64_t* col, T* dv, std::size_t r0, std::size_t r1, std::size_t c0,
+                              std::size_t c1, bool first) {
+  const std::size_t main = c0 + (c1 - c0) - (c1 - c0) % kDotLanes;
   for (std::size_t r = r0; r < r1; ++r) {
     const T* g = gt + r * ldg;
     for (std::int64_t k = crow[r]; k < crow[r + 1]; ++k) {
       const T* x = xt + static_cast<std::size_t>(col[k]) * ldx;
       T lane[kDotLanes] = {};
-      for (std::size_t c = 0; c < main; c += kDotLanes)
+      for (std::size_t c = c0; c < main; c += kDotLanes)
         for (std::size_t j = 0; j < kDotLanes; ++j) lane[j] += g[c + j] * x[c + j];
-      for (std::size_t c = main; c < B; ++c) lane[c - main] += g[c] * x[c];
+      for (std::size_t c = main; c < c1; ++c) lane[c - main] += g[c] * x[c];
       T s = T(0);
       for (std::size_t j = 0; j < kDotLanes; ++j) s += lane[j];
-      dv[k] = s;
+      dv[k] = first ? s : dv[k] + s;
     }
   }
 }
@@ -272,7 +274,13 @@ void sddmm_impl(const py::handle& gt_o, const py::handle& xt_o, const Index& cro
   py::gil_scoped_release release;
   const unsigned use = p.nnz * B < (1u << 16) ? 1u : threads;
   parallel_for(
-      p.rows, [&](std::size_t r0, std::size_t r1) { run_sddmm_rows<T>(gp, B, xp, B, p.crow, p.col, dp, r0, r1, B); },
+      p.rows,
+      [&](std::size_t r0, std::size_t r1) {
+        // The batch in chunks of kDotChunk columns, in a fixed order: the rows of both operands
+        // touched by a chunk stay in cache (whole rows of a large batch did not).
+        for (std::size_t c0 = 0; c0 < B || c0 == 0; c0 += kDotChunk)
+          run_sddmm_rows<T>(gp, B, xp, B, p.crow, p.col, dp, r0, r1, c0, std::min(B, c0 + kDotChunk), c0 == 0);
+      },
       std::max<std::size_t>(1, p.rows / (8 * std::max(use, 1u))), use);
 }
 
