@@ -128,10 +128,10 @@ ALWAYS_INLINE void spmm_narrow(const T* xt, std::size_t ldx, std::size_t ldb, co
 template <class T>
 ALWAYS_INLINE void sddmm_rows(const T* gt, std::size_t ldg, const T* xt, std::size_t ldx, const std::int64_t* crow,
                               const std::int64_t* col, T* dv, std::size_t r0, std::size_t r1, std::size_t c0,
-                              std::size_t c1, bool first) {
+                              std::size_t c1, bool first, std::size_t row_base) {
   const std::size_t main = c0 + (c1 - c0) - (c1 - c0) % kDotLanes;
   for (std::size_t r = r0; r < r1; ++r) {
-    const T* g = gt + r * ldg;
+    const T* g = gt + (r - row_base) * ldg;
     for (std::int64_t k = crow[r]; k < crow[r + 1]; ++k) {
       const T* x = xt + static_cast<std::size_t>(col[k]) * ldx;
       T lane[kDotLanes] = {};
@@ -257,29 +257,60 @@ void spmm_impl(const py::handle& xt_o, const py::handle& v_o, const Index& crow,
       1, use);
 }
 
+// dst (rows x kDotChunk) = columns [c0, c0 + n) of rows [r0, r1) of the feature-major src
+// (rows x B, row stride B), or of the batch-major src (B x width): transposed in strips of 16.
+template <class T>
+void pack_chunk(const T* src, bool batch_major, std::size_t width, std::size_t B, std::size_t r0, std::size_t r1,
+                std::size_t c0, std::size_t n, T* dst) {
+  if (!batch_major) {
+    for (std::size_t r = r0; r < r1; ++r) std::copy(src + r * B + c0, src + r * B + c0 + n, dst + (r - r0) * kDotChunk);
+    return;
+  }
+  for (std::size_t s0 = r0; s0 < r1; s0 += 16) {
+    const std::size_t s1 = std::min(r1, s0 + 16);
+    for (std::size_t j = 0; j < n; ++j) {
+      const T* row = src + (c0 + j) * width;
+      for (std::size_t r = s0; r < s1; ++r) dst[(r - r0) * kDotChunk + j] = row[r];
+    }
+  }
+}
+
 template <class T>
 void sddmm_impl(const py::handle& gt_o, const py::handle& xt_o, const Index& crow, const Index& col,
-                const py::handle& dv_o, unsigned threads) {
+                const py::handle& dv_o, unsigned threads, bool g_batch_major, bool x_batch_major) {
   auto gt = as_array<T>(gt_o, "gt", 2);
   auto xt = as_array<T>(xt_o, "xt", 2);
   auto dv = as_array<T>(dv_o, "dv", 1);
-  const std::size_t B = xt.shape(1);
-  const Pattern p = check_pattern(crow, col, xt.shape(0));
-  if (static_cast<std::size_t>(gt.shape(0)) != p.rows || static_cast<std::size_t>(gt.shape(1)) != B)
-    throw std::invalid_argument("gt must have shape (n_rows, batch) with the batch of xt");
+  // Operands are feature-major ((rows, B) and (n_in, B)), or each batch-major ((B, rows), (B, n_in)).
+  const std::size_t B = xt.shape(x_batch_major ? 0 : 1), n_in = xt.shape(x_batch_major ? 1 : 0);
+  const Pattern p = check_pattern(crow, col, n_in);
+  const std::size_t g_rows = gt.shape(g_batch_major ? 1 : 0), g_batch = gt.shape(g_batch_major ? 0 : 1);
+  if (g_rows != p.rows || g_batch != B) throw std::invalid_argument("gt must have n_rows features and the batch of xt");
   if (static_cast<std::size_t>(dv.shape(0)) != p.nnz) throw std::invalid_argument("dv must have nnz entries");
   const T* gp = gt.data();
   const T* xp = xt.data();
   T* dp = dv.mutable_data();
   py::gil_scoped_release release;
   const unsigned use = p.nnz * B < (1u << 16) ? 1u : threads;
+  const bool packed = g_batch_major || x_batch_major;
   parallel_for(
       p.rows,
       [&](std::size_t r0, std::size_t r1) {
         // The batch in chunks of kDotChunk columns, in a fixed order: the rows of both operands
-        // touched by a chunk stay in cache (whole rows of a large batch did not).
-        for (std::size_t c0 = 0; c0 < B || c0 == 0; c0 += kDotChunk)
-          run_sddmm_rows<T>(gp, B, xp, B, p.crow, p.col, dp, r0, r1, c0, std::min(B, c0 + kDotChunk), c0 == 0);
+        // touched by a chunk stay in cache (whole rows of a large batch did not). Batch-major
+        // operands are first packed feature-major, chunk by chunk.
+        std::vector<T> gs(packed ? (r1 - r0) * kDotChunk : 0), xs(packed ? n_in * kDotChunk : 0);
+        for (std::size_t c0 = 0; c0 < B || c0 == 0; c0 += kDotChunk) {
+          const std::size_t c1 = std::min(B, c0 + kDotChunk);
+          if (!packed) {
+            run_sddmm_rows<T>(gp, B, xp, B, p.crow, p.col, dp, r0, r1, c0, c1, c0 == 0, std::size_t{0});
+            continue;
+          }
+          pack_chunk<T>(gp, g_batch_major, p.rows, B, r0, r1, c0, c1 - c0, gs.data());
+          pack_chunk<T>(xp, x_batch_major, n_in, B, 0, n_in, c0, c1 - c0, xs.data());
+          run_sddmm_rows<T>(gs.data(), kDotChunk, xs.data(), kDotChunk, p.crow, p.col, dp, r0, r1, std::size_t{0},
+                            c1 - c0, c0 == 0, r0);
+        }
       },
       std::max<std::size_t>(1, p.rows / (8 * std::max(use, 1u))), use);
 }
@@ -303,13 +334,16 @@ void bind_masked_linear(py::module_& m) {
       "batch_major, x (B, n_in)) and yt (n_rows, B) C-contiguous float32/float64 (one dtype), written in place.");
   m.def(
       "csr_sddmm",
-      [](py::handle gt, py::handle xt, py::handle crow, py::handle col, py::handle dv, unsigned threads) {
+      [](py::handle gt, py::handle xt, py::handle crow, py::handle col, py::handle dv, unsigned threads,
+         bool g_batch_major, bool x_batch_major) {
         const Index cr = as_index(crow, "crow"), cc = as_index(col, "col");
-        if (is_double(xt)) sddmm_impl<double>(gt, xt, cr, cc, dv, std::max(threads, 1u));
-        else sddmm_impl<float>(gt, xt, cr, cc, dv, std::max(threads, 1u));
+        if (is_double(xt)) sddmm_impl<double>(gt, xt, cr, cc, dv, std::max(threads, 1u), g_batch_major, x_batch_major);
+        else sddmm_impl<float>(gt, xt, cr, cc, dv, std::max(threads, 1u), g_batch_major, x_batch_major);
       },
       py::arg("gt"), py::arg("xt"), py::arg("crow"), py::arg("col"), py::arg("dv"), py::arg("threads") = 1,
-      "dv[k] = gt[row_k] . xt[col_k] for the kept entries k of the CSR pattern, written in place.");
+      py::arg("g_batch_major") = false, py::arg("x_batch_major") = false,
+      "dv[k] = gt[row_k] . xt[col_k] for the kept entries k of the CSR pattern, written in place; gt is\n"
+      "(n_rows, B) and xt (n_in, B), or, with the flags, (B, n_rows) and (B, n_in).");
 }
 
 }  // namespace strnn

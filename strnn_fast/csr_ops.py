@@ -110,10 +110,7 @@ csr_sddmm.register_autograd(_sddmm_backward, setup_context=_save_all)
 def _spmm_now(x2: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure, relu: bool = False) -> Tensor:
     """yt = W x2^T (+ bias, relu) as an (out, B) tensor, for x2 (B, in) in either layout (no copy of x2
     when it is row- or column-major: the kernel packs its blocks from either)."""
-    if x2.T.is_contiguous():
-        src, batch_major = x2.T, False
-    else:
-        src, batch_major = (x2 if x2.is_contiguous() else x2.contiguous()), True
+    src, batch_major = _either_major(x2)
     yt = torch.empty((structure.shape[0], x2.shape[0]), dtype=x2.dtype)
     crow, col = _index_arrays(structure)
     _C.csr_spmm(src.detach().numpy(), _view(values), crow, col, None if bias is None else _view(bias), relu,
@@ -121,10 +118,13 @@ def _spmm_now(x2: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
     return yt
 
 
-def _feature_major(x2: Tensor) -> Tensor:
-    """x2 (B, n) as a contiguous (n, B) array (a view when x2 is column-major)."""
-    xt = x2.detach().T
-    return xt if xt.is_contiguous() else xt.contiguous()
+def _either_major(x2: Tensor) -> tuple[Tensor, bool]:
+    """x2 (B, n) as a contiguous array the kernels read without a copy: (x2^T, False) when x2 is
+    column-major, else (x2, True) (batch-major; copied only when x2 is neither)."""
+    x2 = x2.detach()
+    if x2.T.is_contiguous():
+        return x2.T, False
+    return (x2 if x2.is_contiguous() else x2.contiguous()), True
 
 
 class _SpMM(torch.autograd.Function):
@@ -160,8 +160,8 @@ class _SDDMM(torch.autograd.Function):
         ctx.structure = structure
         dv = torch.empty(structure.nnz, dtype=x2.dtype)
         crow, col = _index_arrays(structure)
-        _C.csr_sddmm(_feature_major(g).numpy(), _feature_major(x2).numpy(), crow, col, dv.numpy(),
-                     torch.get_num_threads())
+        (ga, g_bm), (xa, x_bm) = _either_major(g), _either_major(x2)
+        _C.csr_sddmm(ga.numpy(), xa.numpy(), crow, col, dv.numpy(), torch.get_num_threads(), g_bm, x_bm)
         return dv
 
     @staticmethod
