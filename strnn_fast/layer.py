@@ -365,11 +365,6 @@ class MaskedLinear(nn.Module):
         return torch.cat(parts) if parts else torch.empty(0, dtype=dtype, device=device)
 
     # ------------------------------------------------------------------ compute
-    def inference(self) -> bool:
-        """True when no gradient can flow to the weights: eval mode under no_grad, or frozen weights."""
-        p = self.values if self.packed else self.weight
-        return not self.training and not (torch.is_grad_enabled() and p.requires_grad)
-
     def decision(self, batch: int, phase: str, dtype: torch.dtype | None = None, device: Any = None) -> str:
         """What backend="auto" runs for this case (the dispatch table's answer; no measuring)."""
         return dispatch.decide((self.out_features, self.in_features), self.density(), batch,
