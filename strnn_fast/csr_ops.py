@@ -35,11 +35,11 @@ from . import _C
 from .activations import ACTIVATIONS
 from .sparse_ops import MaskStructure
 
-__all__ = ["csr_linear", "csr_spmm", "csr_sddmm", "transposed", "DTYPES"]
+__all__ = ["csr_linear", "csr_spmm", "csr_sddmm", "transposed", "DTYPES", "FUSED"]
 
 DTYPES = (torch.float32, torch.float64)
 # Activations the kernel applies itself (the others run in torch after it).
-_FUSED = ("identity", "relu")
+FUSED = ("identity", "relu")
 
 
 def _np(t: Tensor):
@@ -279,7 +279,7 @@ def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
         y = ACTIVATIONS[activation](y)
     elif not grad:
         y = _spmm_now(x2, values, bias, structure, relu=activation == "relu").T
-        if activation not in _FUSED:
+        if activation not in FUSED:
             y = ACTIVATIONS[activation](y)
     else:
         y = ACTIVATIONS[activation](_SpMM.apply(x2, values, bias, structure))

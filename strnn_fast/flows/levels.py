@@ -46,6 +46,7 @@ import torch.nn as nn
 
 from .. import _C
 from ..activations import ACTIVATIONS
+from ..csr_ops import FUSED
 from ..graph import levels
 
 __all__ = ["LevelPlan", "MAX_BLOCK_ENTRIES", "level_plan"]
@@ -161,7 +162,7 @@ class LevelPlan:
                     crow, col, vals, bias = lay.csr[st]
                     _C.csr_spmm(views[idx][: lay.prefix[st]], vals, crow, col, bias, lay.activation == "relu",
                                 out.numpy(), threads)
-                    if lay.activation not in ("relu", "identity"):
+                    if lay.activation not in FUSED:
                         _activate_(out, lay.activation)
                     if idx == last:
                         h = out
