@@ -59,7 +59,7 @@ def fit_model(structure: str, sem, data: np.ndarray, seed: int, epochs: int) -> 
     model = CausalFlow(sem.adjacency, names=sem.names, structure=structure, normalizer="affine",
                        prior="laplace", hidden_sizes=HIDDEN, flow_steps=STEPS)
     start = time.perf_counter()
-    model.fit(data, epochs=epochs, batch_size=128, lr=3e-3, patience=15, seed=seed, progress=False)
+    model.fit(data, epochs=epochs, batch_size=128, lr=3e-3, patience=15, seed=seed, verbose=False)
     return model, time.perf_counter() - start
 
 

@@ -76,7 +76,7 @@ def _reference_flow() -> torch.nn.Module:
 
 def _trained(flow: StrCNF) -> StrCNF:
     flow.set_solver(atol=1e-4, rtol=1e-4)
-    fit(flow, DATA.train, epochs=10, batch_size=BATCH, lr=1e-2, progress=False)
+    fit(flow, DATA.train, epochs=10, batch_size=BATCH, lr=1e-2, verbose=False)
     flow.set_solver(atol=TOL, rtol=TOL)
     return flow
 
@@ -208,7 +208,7 @@ def test_fit_multimodal(benchmark, impl: str, seed: int) -> None:
         torch.manual_seed(seed)
         flow = StrCNF(DATA.adjacency, **opts) if impl == "strcnf" else FFJORD(D, **opts)
         history = fit(flow, DATA.train, DATA.val, epochs=100, batch_size=BATCH, lr=1e-2, patience=10, seed=seed,
-                      progress=False)
+                      verbose=False)
         return flow, history
 
     flow, history = benchmark.pedantic(run, rounds=1, iterations=1)

@@ -125,7 +125,7 @@ def run(seeds: list[int], epochs: int, models: list[str]) -> dict:
             model = MODELS[name](task)
             start = time.perf_counter()
             history = fit(model, (xt - mean) / std, (xv - mean) / std, context=ct, val_context=cv, epochs=epochs,
-                          batch_size=256, lr=1e-3, patience=10, seed=seed, progress=False)
+                          batch_size=256, lr=1e-3, patience=10, seed=seed, verbose=False)
             rows[name]["seconds"].append(time.perf_counter() - start)
             rows[name]["epochs"].append(history.epochs)
             rows[name]["test_nll"].append(evaluate_nll(model, (xs - mean) / std, context=cs) + log_std)

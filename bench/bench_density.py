@@ -59,7 +59,7 @@ def main() -> None:
             model = build()
             start = time.perf_counter()
             fit(model, data.train, data.val, epochs=200, batch_size=64, lr=1e-3, patience=10, seed=seed,
-                progress=False)
+                verbose=False)
             seconds.append(time.perf_counter() - start)
             nll.append(evaluate_nll(model, data.test))
         rows[name] = {"test_nll": nll, "mean": float(np.mean(nll)), "std": float(np.std(nll)),

@@ -153,7 +153,7 @@ def _model(impl: str, case: str) -> nn.Module:
         torch.manual_seed(0)
         model = BUILDERS[impl](A, hidden)
         data = make_multimodal(n=1000, adjacency=A, seed=0)
-        fit(model, data.train, epochs=WARMUP_EPOCHS, batch_size=256, lr=1e-3, seed=0, progress=False)
+        fit(model, data.train, epochs=WARMUP_EPOCHS, batch_size=256, lr=1e-3, seed=0, verbose=False)
         _cache[impl, case] = model
     return _cache[impl, case]
 
@@ -246,7 +246,7 @@ def nll_table(seeds: list[int], epochs: int, models: list[str]) -> dict:
             model = build(data.adjacency)
             start = time.perf_counter()
             history = fit(model, data.train, data.val, epochs=epochs, batch_size=256, lr=1e-3, patience=10,
-                          seed=seed, progress=False)
+                          seed=seed, verbose=False)
             rows[name]["seconds"].append(time.perf_counter() - start)
             rows[name]["epochs"].append(history.epochs)
             rows[name]["test_nll"].append(evaluate_nll(model, data.test))

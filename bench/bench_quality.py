@@ -179,7 +179,7 @@ def run(graphs: list[str], variants: list[str], seeds: list[int], epochs: int, m
                     model = MODELS[name](task)
                     start = time.perf_counter()
                     history = fit(model, xt, xv, context=ct, val_context=cv, epochs=epochs, batch_size=128,
-                                  lr=1e-3, patience=20, seed=seed, progress=False)
+                                  lr=1e-3, patience=20, seed=seed, verbose=False)
                     seconds = time.perf_counter() - start
                     nll = evaluate_nll(model, xs, context=cs) / xs.shape[1]
                     rows.append({"variant": variant, "graph": graph, "d": xs.shape[1], "seed": seed, "model": name,

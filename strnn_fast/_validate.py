@@ -347,6 +347,20 @@ def check_fits_dtype(x: Any, dtype: Any, what: str = "data", names: Sequence[str
                          "rescale the data or use a float64 model")
 
 
+def as_flag(value: Any, name: str) -> bool:
+    r"""Returns ``value`` if it is a bool, else raises TypeError naming ``name``.
+
+    Example:
+        >>> as_flag(1, "as_frame")
+        Traceback (most recent call last):
+        ...
+        TypeError: as_frame must be True or False, got 1
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def as_input(x: Any, width: int, like: Any, name: str = "x") -> Any:
     r"""Returns tensor ``x`` of shape (..., width) cast to ``like``'s dtype and device, or raises.
 

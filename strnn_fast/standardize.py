@@ -30,8 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validate import as_input, column_stats
+from ._validate import as_flag, as_input, column_stats
 from .serialization import Savable, build, class_path
+from .variables import Variables, is_frame
 
 __all__ = ["KeepsFloat64", "Standardized", "Standardizer"]
 
@@ -231,6 +232,9 @@ class Standardized(KeepsFloat64, Savable, nn.Module):
         # The keyword for the base model: none for an unconditional one (so any base model works).
         if context is None:
             return {}
+        if is_frame(context):  # matched by the base model's context names, in float64
+            names = getattr(self.base, "context_names", None)
+            context = torch.from_numpy(Variables(names, self.context_features).frame_rows(context, "context"))
         if self.context_mean is not None:
             context = ((context.to(self.context_mean) - self.context_mean) / self.context_std).to(self._dtype())
         return {"context": context}
@@ -239,7 +243,10 @@ class Standardized(KeepsFloat64, Savable, nn.Module):
         return next(self.base.parameters(), torch.empty(0)).dtype
 
     def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """Log-density of rows ``x`` (..., d) in data units (given ``context`` in its units)."""
+        """Log-density of rows ``x`` (..., d) in data units (given ``context`` in its units); a
+        DataFrame is matched by name."""
+        if is_frame(x):
+            x = torch.from_numpy(Variables(self.names, self.d).frame_rows(x, "x"))
         x = as_input(x, self.d, self.mean, "x")  # float64: standardized before the cast
         if not bool(torch.isfinite(x).all()):  # a NaN row has no density: refuse, never answer NaN
             raise ValueError("x contains NaN or infinite values")
@@ -247,6 +254,9 @@ class Standardized(KeepsFloat64, Savable, nn.Module):
         return self.base.log_prob(z, **self._context(context)) - self.std.log().sum().to(self._dtype())
 
     def sample(self, sample_shape: Sequence[int] | int | torch.Size = (),
-               context: torch.Tensor | None = None) -> torch.Tensor:
-        """float64 samples of shape (*sample_shape, d) in data units; an int n works for every base model."""
-        return self.base.sample(sample_shape, **self._context(context)).to(self.std) * self.std + self.mean
+               context: torch.Tensor | None = None, *, as_frame: bool = False) -> Any:
+        """float64 samples of shape (*sample_shape, d) in data units; an int n works for every base
+        model. ``as_frame=True`` returns a DataFrame with a column per variable (1-D sample_shape)."""
+        as_flag(as_frame, "as_frame")
+        x = self.base.sample(sample_shape, **self._context(context)).to(self.std) * self.std + self.mean
+        return Variables(self.names, self.d).to_frame(x) if as_frame else x

@@ -21,7 +21,7 @@ Example:
     ...         return Normal(self.mu, 1.0).log_prob(x).sum(-1)
     >>> model = Gauss()
     >>> x = torch.randn(200, 2) + 3.0
-    >>> history = fit(model, x[:150], x[150:], epochs=5, lr=0.5, progress=False)
+    >>> history = fit(model, x[:150], x[150:], epochs=5, lr=0.5, verbose=False)
     >>> history.val_nll[-1] < history.val_nll[0]
     True
 """
@@ -43,8 +43,9 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validate import as_positive_int, as_real, as_seed, check_fits_dtype
-from .variables import Variables
+from ._validate import as_flag, as_positive_int, as_real, as_seed, check_fits_dtype
+from .threads import DEFAULT_THREADS, cpu_threads
+from .variables import Variables, is_frame
 
 __all__ = ["History", "evaluate_nll", "fit", "is_main_process", "world"]
 
@@ -89,6 +90,21 @@ class History:
         """Validation NLL of the kept weights (NaN without validation data or a finite value)."""
         return self.val_nll[self.best_epoch] if self.val_nll and self.best_epoch >= 0 else math.nan
 
+    def summary(self) -> str:
+        r"""One line: epochs run, how it ended, the kept epoch and its NLL, the time.
+
+        Example:
+            >>> History(train_nll=[2.0, 1.5], val_nll=[2.1, 1.7], best_epoch=1, seconds=0.5).summary()
+            '2 epochs in 0.5 s; kept epoch 2 (validation NLL 1.7000)'
+        """
+        how = "; stopped early" if self.stopped_early else "; interrupted (Ctrl-C)" if self.interrupted else ""
+        kept = ""
+        if self.best_epoch >= 0:
+            nll = (f"validation NLL {self.best_val_nll:.4f}" if self.val_nll
+                   else f"training NLL {self.train_nll[self.best_epoch]:.4f}")
+            kept = f"; kept epoch {self.best_epoch + 1} ({nll})"
+        return f"{self.epochs} epochs in {self.seconds:.1f} s{how}{kept}"
+
 
 def _log_prob(model: nn.Module, x: torch.Tensor, context_columns: int) -> torch.Tensor:
     # Conditional models get their context as the last columns of the batch (see fit's context=).
@@ -130,8 +146,8 @@ def is_main_process() -> bool:
 
 
 def _as_data(value: Any, name: str, dtype: torch.dtype, names: Any = None) -> torch.Tensor:
-    if type(value).__name__ == "DataFrame" and hasattr(value, "columns"):
-        value = _frame_in_order(value, name, names)
+    if is_frame(value):  # matched by name to a named model; an unnamed one reads it by position
+        value = Variables(names).frame_rows(value, name) if names is not None else value.to_numpy()
     if isinstance(value, torch.Tensor):
         if value.is_complex():
             raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
@@ -151,13 +167,6 @@ def _as_data(value: Any, name: str, dtype: torch.dtype, names: Any = None) -> to
         row = int((~torch.isfinite(t)).any(dim=1).nonzero()[0])
         raise ValueError(f"{name} contains NaN or infinite values (first in row {row}); drop or impute those rows")
     return t
-
-
-def _frame_in_order(frame: Any, name: str, names: Any) -> np.ndarray:
-    """A DataFrame's values with its columns in the model's variable order (matched by name; every
-    column must be a variable)."""
-    order = None if names is None else Variables(names).column_order(list(frame.columns), name, allow_extra=False)
-    return frame.to_numpy() if order is None else frame.to_numpy()[:, order]
 
 
 def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
@@ -298,12 +307,14 @@ def fit(
     weight_decay: float = 0.0,
     patience: int | None = 10,
     seed: int = 0,
-    progress: bool = True,
+    verbose: bool = True,
     scheduler: str | None = "plateau",
     max_grad_norm: float | None = None,
     device: torch.device | str | None = None,
     context: Any = None,
     val_context: Any = None,
+    threads: int | None = DEFAULT_THREADS,
+    progress: bool | None = None,
 ) -> History:
     r"""Trains ``model`` in place by maximum likelihood and returns the history.
 
@@ -325,7 +336,9 @@ def fit(
         patience: epochs without improvement before stopping; None never stops early.
         seed: seeds the batch order and, for the duration of the call, torch's global RNG (for
             models that draw noise); the caller's RNG state is restored afterwards.
-        progress: show a tqdm bar (only on a terminal, and only on rank 0).
+        verbose: show a progress bar (``tqdm.auto``: in terminals and notebooks, not in logs) and
+            end with one summary line on stderr (epochs, best validation NLL, time); rank 0 only.
+            False prints nothing (the CLI's ``--quiet``).
         scheduler: "plateau" or None.
         max_grad_norm: clip the gradient norm to this value when given.
         device: where to train; defaults to the model's device (``cuda:LOCAL_RANK`` under
@@ -333,6 +346,9 @@ def fit(
         context: (n, C) context rows for a conditional model: the loss is then
             ``-model.log_prob(x, context=c)``; ``val_context`` is required with ``val``.
         val_context: (m, C) context rows of ``val``.
+        threads: torch threads while training (default 1, as the CLI's ``--threads``; see
+            :mod:`strnn_fast.threads`); None keeps torch's setting. Restored afterwards.
+        progress: deprecated name of ``verbose``.
 
     Training columns far from zero mean and unit variance give a UserWarning that points to
     :class:`strnn_fast.standardize.Standardized` (the data are used as given). Ctrl-C after the
@@ -355,10 +371,14 @@ def fit(
         ...         self.mu = torch.nn.Parameter(torch.zeros(1))
         ...     def log_prob(self, x):
         ...         return torch.distributions.Normal(self.mu, 1.0).log_prob(x).sum(-1)
-        >>> h = fit(Gauss(), torch.full((64, 1), 2.0), epochs=3, lr=0.1, progress=False)
+        >>> h = fit(Gauss(), torch.full((64, 1), 2.0), epochs=3, lr=0.1, verbose=False)
         >>> h.epochs, h.best_epoch
         (3, 2)
     """
+    if progress is not None:
+        warnings.warn("fit(progress=) is renamed verbose=", FutureWarning, stacklevel=2)
+        verbose = progress
+    as_flag(verbose, "verbose")
     _check_args(model, epochs, batch_size, lr, weight_decay, patience, seed, scheduler, max_grad_norm)
     dtype, model_device = _model_dtype_device(model)
     if lr > torch.finfo(dtype).max:
@@ -395,12 +415,15 @@ def fit(
     distributed = size > 1
     fork_devices = [device] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=fork_devices):
+        with torch.random.fork_rng(devices=fork_devices), cpu_threads(threads):
             torch.manual_seed(seed)
-            return _train(model, x_train, x_val, device, rank, size, distributed, epochs=int(epochs),
-                          batch_size=int(batch_size), lr=float(lr), weight_decay=float(weight_decay),
-                          patience=patience, seed=int(seed), progress=progress and rank == 0,
-                          scheduler=scheduler, max_grad_norm=max_grad_norm, context_columns=columns)
+            history = _train(model, x_train, x_val, device, rank, size, distributed, epochs=int(epochs),
+                             batch_size=int(batch_size), lr=float(lr), weight_decay=float(weight_decay),
+                             patience=patience, seed=int(seed), progress=verbose and rank == 0,
+                             scheduler=scheduler, max_grad_norm=max_grad_norm, context_columns=columns)
+        if verbose and rank == 0:
+            print(f"fit: {history.summary()}", file=sys.stderr, flush=True)
+        return history
     finally:
         if created_group:
             dist.destroy_process_group()
@@ -432,7 +455,9 @@ def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, 
     best_state: dict[str, torch.Tensor] | None = None
     safe_state = _snapshot(model)
     finished = False
-    bar = tqdm(range(epochs), desc="fit", unit="epoch", disable=not progress or not sys.stderr.isatty(),
+    # disable=None: tqdm.auto shows the bar on a terminal and in a notebook, not in a log file; the
+    # summary line that fit prints afterwards is the lasting record.
+    bar = tqdm(range(epochs), desc="fit", unit="epoch", disable=None if progress else True,
                dynamic_ncols=True, leave=False)
     try:
         for epoch in bar:

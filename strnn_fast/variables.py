@@ -21,7 +21,7 @@ from typing import Any, Union
 
 import numpy as np
 
-__all__ = ["Variable", "Variables", "parse_assignments"]
+__all__ = ["Variable", "Variables", "is_frame", "parse_assignments"]
 
 Variable = Union[str, int]
 
@@ -133,7 +133,7 @@ class Variables:
             raise ValueError(f"{what} has the header {cols}, but the model has no variable names: give no header, "
                              f"or the names its outputs use, {names}")
         missing = [n for n in names if n not in cols]
-        extra = [] if allow_extra else [c for c in cols if c not in self.names]
+        extra = [] if allow_extra else [c for c in cols if c not in names]
         if missing or extra:
             problems = ([f"missing {missing}"] if missing else []) + ([f"unknown {extra}"] if extra else [])
             head = f"{what} lacks the columns of some variables" if missing else f"{what} has columns that are no variables"
@@ -142,6 +142,60 @@ class Variables:
         if len(set(cols)) != len(cols):
             raise ValueError(f"{what} has duplicated column names: {cols}")
         return [cols.index(n) for n in names]
+
+    def frame_rows(self, value: Any, what: str) -> Any:
+        r"""A pandas DataFrame's values as a float64 (n, d) array in model order, its columns matched
+        by name (every variable present, no other column); any other value is returned as it is.
+
+        The one place where a DataFrame becomes model-ordered rows: flows, ``Standardized``,
+        ``CausalFlow`` and ``fit`` all call it, so a frame in another column order never gives a
+        silently wrong answer.
+
+        Example:
+            >>> import pandas as pd
+            >>> Variables(["a", "b"]).frame_rows(pd.DataFrame({"b": [2.0], "a": [1.0]}), "x")
+            array([[1., 2.]])
+            >>> Variables(["a", "b"]).frame_rows(pd.DataFrame({"a": [1.0], "b": [0.0], "id": [7]}), "x")
+            Traceback (most recent call last):
+            ...
+            ValueError: x has columns that are no variables: unknown ['id']; its columns ['a', 'b', 'id'] do not match the model's variables ['a', 'b']
+        """
+        if not is_frame(value):
+            return value
+        if self.d and value.shape[1] != self.d and not all(isinstance(c, str) for c in value.columns):
+            raise ValueError(f"{what} has {value.shape[1]} columns but the model has {self.d} variables")
+        order = self.column_order(list(value.columns), what, allow_extra=False) if self.d else None
+        try:
+            values = value.to_numpy(dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{what} must hold numbers only; its columns have dtypes {list(map(str, value.dtypes))}") from err
+        return values if order is None else values[:, order]
+
+    def to_frame(self, rows: Any, what: str = "as_frame=True", index: Any = None) -> Any:
+        r"""(n, d) rows (tensor or array) as a pandas DataFrame with one column per variable, named
+        by :meth:`labels`; the inverse of :meth:`frame_rows`.
+
+        Example:
+            >>> Variables(["a", "b"]).to_frame(np.eye(2)).columns.tolist()
+            ['a', 'b']
+        """
+        import pandas as pd  # optional dependency (the "frames" extra): imported only when asked for
+
+        values = rows.detach().cpu().numpy() if hasattr(rows, "detach") else np.asarray(rows)
+        if values.ndim != 2 or values.shape[1] != self.d:
+            raise ValueError(f"{what} needs a sample_shape of one dimension (n rows of {self.d} variables), "
+                             f"got shape {values.shape}")
+        return pd.DataFrame(values, columns=self.labels(), index=index)
+
+
+def is_frame(value: Any) -> bool:
+    """Whether ``value`` is a pandas DataFrame (checked without importing pandas, an optional extra).
+
+    Example:
+        >>> is_frame([[1.0]])
+        False
+    """
+    return type(value).__name__ == "DataFrame" and hasattr(value, "columns")
 
 
 def parse_assignments(assignments: Sequence[str], names: Sequence[str] | None) -> dict[Any, float]:

@@ -97,7 +97,7 @@ def make_world(folder: Path) -> Path:
     flow = StrAF(A3, hidden_sizes=(6,), flow_steps=1, names=["a", "b", "c"])
     Standardized(flow, mean=x.mean(0), std=x.std(0)).save(w / "straf.pt")
     causal = CausalFlow([("a", "b"), ("b", "c")], hidden_sizes=(6,), flow_steps=1)
-    causal.fit(x, epochs=1, progress=False)
+    causal.fit(x, epochs=1, verbose=False)
     causal.save(w / "causal.pt")
     FastStrNN(3, (6,), 3, adjacency=A3).save(w / "fast.pt")
     nan_flow = StrAF(A3, hidden_sizes=(6,), flow_steps=1, names=["a", "b", "c"])

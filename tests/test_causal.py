@@ -107,7 +107,7 @@ def fitted(sem: LinearGaussianSEM) -> CausalFlow:
     torch.manual_seed(0)
     # Two steps: the composed map reads ancestors two edges away, which the do-inverse must handle.
     model = CausalFlow([(p, c) for p, c, _ in SEM_EDGES], hidden_sizes=(32, 32), flow_steps=2)
-    model.fit(sem.sample(4000, seed=0), epochs=100, lr=3e-3, batch_size=128, seed=0, progress=False)
+    model.fit(sem.sample(4000, seed=0), epochs=100, lr=3e-3, batch_size=128, seed=0, verbose=False)
     return model
 
 
@@ -193,7 +193,7 @@ def test_full_structure_is_carefl_ordering() -> None:
 def _fit_small(adjacency, names, data: np.ndarray) -> CausalFlow:
     torch.manual_seed(7)
     model = CausalFlow(adjacency, names=names, hidden_sizes=(16,), flow_steps=2)
-    model.fit(data, epochs=8, lr=5e-3, batch_size=128, seed=3, progress=False)
+    model.fit(data, epochs=8, lr=5e-3, batch_size=128, seed=3, verbose=False)
     return model
 
 
@@ -288,10 +288,10 @@ def test_unnamed_model_uses_indices_and_adopts_frame_names() -> None:
     with pytest.raises(ValueError, match="no variable names"):
         model.variables.index("x")
     x = torch.randn(60, 2)
-    model.fit(x, epochs=1, progress=False)
+    model.fit(x, epochs=1, verbose=False)
     assert isinstance(model.interventional_samples({0: 1.0}, 4), torch.Tensor)
     framed = CausalFlow(np.array([[0, 0], [1, 0]]), hidden_sizes=(4,), flow_steps=1)
-    framed.fit(pd.DataFrame(x.numpy(), columns=["u", "v"]), epochs=1, progress=False)
+    framed.fit(pd.DataFrame(x.numpy(), columns=["u", "v"]), epochs=1, verbose=False)
     assert framed.names == ["u", "v"] and framed.config["names"] == ["u", "v"]
 
 
@@ -302,7 +302,7 @@ def test_factual_do_reproduces_the_observation(normalizer: str) -> None:
     torch.manual_seed(1)
     model = CausalFlow([("a", "b"), ("b", "c"), ("a", "c")], normalizer=normalizer, hidden_sizes=(8,), flow_steps=2)
     x = torch.randn(200, 3, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
-    model.fit(x, epochs=1, progress=False)
+    model.fit(x, epochs=1, verbose=False)
     cf = model.counterfactual(x[:20], {"b": x[:20, 1]}, output="tensor")
     # a fitted float64 flow inverted by fixed-point passes: the inversion error, not roundoff
     torch.testing.assert_close(cf, x[:20], atol=1e-4, rtol=1e-4)

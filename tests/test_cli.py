@@ -185,7 +185,10 @@ BAD_FIT = {
     "adjacency too small": (lambda t, f: [f["data"], "-a", write(t / "g.csv", "0,0,0\n1,0,0\n0,1,0\n")],
                             "columns|variables|entries"),
     "other names": (lambda t, f: [f["data"], "-a", write(t / "g.csv", "parent,child\na,z\n")], "z"),
-    "cyclic graph": (lambda t, f: [f["data"], "-a", write(t / "g.csv", "parent,child\na,b\nb,a\n")], "cycle"),
+    "column in no edge": (lambda t, f: [f["data"], "-a", write(t / "g.csv", "parent,child\na,b\nb,c\n")],
+                          r"\['d'\] appear in no edge.*--keep-isolated"),
+    "cyclic graph": (lambda t, f: [f["data"], "-a", write(t / "g.csv", "parent,child\na,b\nb,a\nb,c\nc,d\n")],
+                     "cycle"),
     "output is input": (lambda t, f: [f["data"], "-a", f["graph"], "--force", "-o", f["data"]], "input"),
     "output is a link to input": (lambda t, f: [f["data"], "-a", f["graph"], "--force", "-o", link(f["data"])],
                                   "input"),
@@ -194,6 +197,13 @@ BAD_FIT = {
     "too few rows": (lambda t, f: [write(t / "two.csv", "a,b,c,d\n1,2,3,4\n5,6,7,8\n"), "-a", f["graph"]],
                      "too few|empty"),
 }
+
+
+def test_fit_keep_isolated_models_an_unlisted_column(tmp_path, files, capsys):
+    graph = write(tmp_path / "g3.csv", "parent,child\na,b\nb,c\n")
+    code, out, err = run(capsys, "fit", files["data"], "-a", graph, "--keep-isolated", "-o", tmp_path / "m.pt", *SMALL)
+    assert code == 0, err
+    assert load(tmp_path / "m.pt").names == NAMES and err == ""  # --quiet: no bar, no summary line
 
 
 @pytest.mark.parametrize("case", list(BAD_FIT))

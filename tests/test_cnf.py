@@ -471,7 +471,7 @@ def test_fit_trains_with_regularizers():
     x = torch.randn(256, 2, generator=g) * torch.tensor([0.3, 2.0]) + torch.tensor([1.0, -1.0])
     flow = StrCNF(np.eye(2, k=-1), hidden_sizes=(16,), solver="rk4", step_size=0.25, kinetic_weight=0.01,
                   jacobian_weight=0.01)
-    history = fit(flow, x[:192], x[192:], epochs=15, batch_size=64, lr=1e-2, progress=False)
+    history = fit(flow, x[:192], x[192:], epochs=15, batch_size=64, lr=1e-2, verbose=False)
     assert history.val_nll[history.best_epoch] < history.val_nll[0] - 0.2
 
 
@@ -549,6 +549,6 @@ def test_strcnf_beats_ffjord_on_multimodal_data():
     for name, make in (("strcnf", lambda: StrCNF(data.adjacency, **opts)), ("ffjord", lambda: FFJORD(15, **opts))):
         torch.manual_seed(0)
         flow = make()
-        fit(flow, data.train, data.val, epochs=60, batch_size=128, lr=1e-2, patience=10, progress=False)
+        fit(flow, data.train, data.val, epochs=60, batch_size=128, lr=1e-2, patience=10, verbose=False)
         results[name] = evaluate_nll(flow, data.test)
     assert results["strcnf"] < results["ffjord"], results

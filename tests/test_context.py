@@ -187,16 +187,16 @@ def test_fit_with_context_learns_the_conditional() -> None:
     flow = StrAF([[0, 0], [1, 0]], (16,), 2, context_features=1, normalizer="spline")
     before = evaluate_nll(flow, x[400:], context=c[400:])
     history = fit(flow, x[:400], x[400:], context=c[:400], val_context=c[400:], epochs=40, lr=1e-2,
-                  progress=False)
+                  verbose=False)
     after = evaluate_nll(flow, x[400:], context=c[400:])
     assert after == pytest.approx(history.best_val_nll, abs=1e-9)
     assert after < before - 0.8  # the marginal of x_0 has variance 4.09; the conditional 0.09
     with pytest.raises(ValueError, match="val_context is required"):
-        fit(flow, x[:400], x[400:], context=c[:400], epochs=1, progress=False)
+        fit(flow, x[:400], x[400:], context=c[:400], epochs=1, verbose=False)
     with pytest.raises(ValueError, match="val_context needs context"):
-        fit(flow, x[:400], x[400:], val_context=c[400:], epochs=1, progress=False)
+        fit(flow, x[:400], x[400:], val_context=c[400:], epochs=1, verbose=False)
     with pytest.raises(ValueError, match="context has 3 rows"):
-        fit(flow, x[:400], context=c[:3], epochs=1, progress=False)
+        fit(flow, x[:400], context=c[:3], epochs=1, verbose=False)
 
 
 @pytest.mark.parametrize("data_type", ["binary", "gaussian"])
@@ -234,7 +234,7 @@ def test_causal_flow_with_a_covariate(tmp_path) -> None:
     torch.manual_seed(0)
     model = CausalFlow([("a", "b")], hidden_sizes=(16,), flow_steps=2, normalizer="spline",
                        context_features=1, context_adjacency=[[1], [0]])
-    model.fit(x, context=c, epochs=60, lr=1e-2, progress=False)
+    model.fit(x, context=c, epochs=60, lr=1e-2, verbose=False)
     # Observational: x0 | c = 7 is about 10; interventional: x1 | do(x0 = 9) is about 18 whatever c.
     obs = model.sample(4000, seed=0, context=torch.tensor([7.0]), output="tensor")
     assert obs[:, 0].mean().item() == pytest.approx(10.0, abs=0.4)
@@ -254,9 +254,9 @@ def test_causal_flow_with_a_covariate(tmp_path) -> None:
     with pytest.raises(ValueError, match="context is required"):
         model.sample(3)
     with pytest.raises(ValueError, match="context is required"):
-        model.fit(x, epochs=1, progress=False)
+        model.fit(x, epochs=1, verbose=False)
     with pytest.raises(ValueError, match="context must be None"):
-        CausalFlow([("a", "b")], hidden_sizes=(4,), flow_steps=1).fit(x, context=c, epochs=1, progress=False)
+        CausalFlow([("a", "b")], hidden_sizes=(4,), flow_steps=1).fit(x, context=c, epochs=1, verbose=False)
 
 
 @pytest.mark.parametrize("model", ["straf", "gnf", "density"])

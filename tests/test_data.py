@@ -254,6 +254,18 @@ def test_load_adjacency_forms_agree(tmp_path) -> None:
         assert found == names
 
 
+def test_edge_list_refuses_data_columns_no_edge_mentions(tmp_path) -> None:
+    # An extra data column (an id) is not a variable of the graph: refused, unless asked for.
+    (tmp_path / "e.csv").write_text("parent,child\na,b\n")
+    with pytest.raises(ValueError, match=r"\['id'\] appear in no edge.*keep_isolated=True"):
+        load_adjacency(tmp_path / "e.csv", names=["a", "id", "b"])
+    A, found = load_adjacency(tmp_path / "e.csv", names=["a", "id", "b"], keep_isolated=True)
+    assert found == ["a", "id", "b"] and A.astype(int).tolist() == [[0, 0, 0], [0, 0, 0], [1, 0, 0]]
+    # a matrix states its isolated variables itself: nothing to refuse
+    (tmp_path / "m.csv").write_text("a,id,b\n0,0,0\n0,0,0\n1,0,0\n")
+    assert load_adjacency(tmp_path / "m.csv", names=["a", "id", "b"])[0].sum() == 1
+
+
 def test_load_adjacency_reorders_named_matrix(tmp_path) -> None:
     (tmp_path / "h.csv").write_text("a,b\n0,0\n1,0\n")  # b depends on a
     A, found = load_adjacency(tmp_path / "h.csv", names=["b", "a"])

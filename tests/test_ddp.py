@@ -42,7 +42,7 @@ def make_data() -> tuple[torch.Tensor, torch.Tensor]:
 def train(seed: int, batch_size: int) -> tuple[LinearGauss, dict]:
     model = LinearGauss(3, seed)
     x, v = make_data()
-    history = fit(model, x, v, epochs=12, batch_size=batch_size, lr=0.05, patience=3, seed=5, progress=False)
+    history = fit(model, x, v, epochs=12, batch_size=batch_size, lr=0.05, patience=3, seed=5, verbose=False)
     return model, vars(history)
 
 

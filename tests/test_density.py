@@ -127,6 +127,6 @@ def test_strnn_beats_made_on_reference_binary_data() -> None:
     for name, adjacency, opt_type in [("strnn", data.adjacency, "greedy"), ("made", full, "made")]:
         torch.manual_seed(0)
         est = StrNNDensityEstimator(adjacency, (100, 100), "binary", opt_type=opt_type)
-        fit(est, data.train, data.val, epochs=200, batch_size=64, lr=1e-3, patience=10, seed=0, progress=False)
+        fit(est, data.train, data.val, epochs=200, batch_size=64, lr=1e-3, patience=10, seed=0, verbose=False)
         nll[name] = evaluate_nll(est, data.test)
     assert nll["strnn"] < nll["made"], nll

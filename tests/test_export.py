@@ -163,7 +163,7 @@ def test_matrix_pt2(name, tmp_path):
 @pytest.mark.slow
 def test_causal_intervention_pt2(tmp_path):
     model = CausalFlow([("a", "b"), ("b", "c"), ("a", "c")], hidden_sizes=(8,), flow_steps=1)
-    model.fit(torch.randn(200, 3) * torch.tensor([1.0, 2.0, 3.0]) + 1, epochs=2, progress=False)
+    model.fit(torch.randn(200, 3) * torch.tensor([1.0, 2.0, 3.0]) + 1, epochs=2, verbose=False)
     _check(model, "interventional_samples", tmp_path, do=["b"])
     _check(model, "log_prob", tmp_path)
 

@@ -322,6 +322,6 @@ def test_straf_beats_arf_on_multimodal_data_with_few_samples() -> None:
     for name, cls in [("straf", StrAF), ("arf", ARF)]:
         torch.manual_seed(0)
         flow = cls(data.adjacency, hidden_sizes=(64, 64), flow_steps=5)
-        fit(flow, data.train, data.val, epochs=150, batch_size=256, lr=1e-3, patience=10, seed=0, progress=False)
+        fit(flow, data.train, data.val, epochs=150, batch_size=256, lr=1e-3, patience=10, seed=0, verbose=False)
         nll[name] = evaluate_nll(flow, data.test)
     assert nll["straf"] < nll["arf"], nll

@@ -78,8 +78,10 @@ def test_causal_flow_orders_frame_columns_like_fit() -> None:
     rng = np.random.default_rng(3)
     x = rng.normal(size=(7, 2))
     flow = CausalFlow(A2, names=["a", "b"], hidden_sizes=(4,), flow_steps=1).double()
-    frame = pd.DataFrame({"b": x[:, 1], "extra": 1.0, "a": x[:, 0]})
+    frame = pd.DataFrame({"b": x[:, 1], "a": x[:, 0]})
     torch.testing.assert_close(flow._rows(frame, "data"), torch.from_numpy(x))
+    with pytest.raises(ValueError, match=r"unknown \['extra'\]"):  # never silently dropped
+        flow._rows(frame.assign(extra=1.0), "data")
 
 
 # Standardizer -----------------------------------------------------------------------------------
@@ -120,16 +122,16 @@ def test_causal_flow_standardizes_like_the_cli() -> None:
     x = rng.normal(size=(50, 2)) * [1.0, 3.0] + [0.5, -2.0]
     c = rng.normal(size=(50, 1)) * 4.0 + 1.0
     flow = CausalFlow(A2, hidden_sizes=(4,), flow_steps=1, context_features=1)
-    flow.fit(x[:40], val=x[40:], context=c[:40], val_context=c[40:], epochs=1, progress=False)
+    flow.fit(x[:40], val=x[40:], context=c[:40], val_context=c[40:], epochs=1, verbose=False)
     want = Standardizer.fit(x[:40])  # training rows only, ddof 0
     np.testing.assert_allclose(flow.loc.double().numpy(), want.mean, rtol=1e-6)
     np.testing.assert_allclose(flow.scale.double().numpy(), want.std, rtol=1e-6)
     want_c = Standardizer.fit(c[:40], constant="keep")
     np.testing.assert_allclose(flow.context_scale.double().numpy(), want_c.std, rtol=1e-6)
     with pytest.raises(ValueError, match="val_context"):
-        flow.fit(x[:40], val=x[40:], context=c[:40], epochs=1, progress=False)
+        flow.fit(x[:40], val=x[40:], context=c[:40], epochs=1, verbose=False)
     with pytest.raises(ValueError, match="val_context needs val"):
-        flow.fit(x, context=c, val_context=c[:3], epochs=1, progress=False)
+        flow.fit(x, context=c, val_context=c[:3], epochs=1, verbose=False)
 
 
 def test_standardized_wrapper_uses_the_same_checks() -> None:

@@ -30,7 +30,7 @@ from strnn_fast.standardize import Standardized
 def _models() -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     causal = CausalFlow([("a", "b"), ("b", "c")], hidden_sizes=(6,), flow_steps=1)
-    causal.fit(torch.randn(40, 3).double().numpy(), epochs=1, progress=False)
+    causal.fit(torch.randn(40, 3).double().numpy(), epochs=1, verbose=False)
     return {
         "FastStrNN": FastStrNN(3, (7, 5), 6, adjacency=A3),
         "StrNNDensityEstimator": StrNNDensityEstimator(A3, hidden_sizes=(6,), data_type="gaussian"),

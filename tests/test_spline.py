@@ -278,7 +278,7 @@ def _trained_spline_straf(d: int = 12, n: int = 1200, epochs: int = 25):
     x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
     torch.manual_seed(0)
     flow = StrAF(A, (32, 32), 3, normalizer="spline")
-    fit(flow, x[: n - 200], epochs=epochs, batch_size=128, patience=None, progress=False)
+    fit(flow, x[: n - 200], epochs=epochs, batch_size=128, patience=None, verbose=False)
     return flow.eval(), torch.from_numpy(x[n - 200:])
 
 

@@ -57,7 +57,7 @@ def causal() -> CausalFlow:
     x[:, 1] += x[:, 0]
     x[:, 2] += x[:, 1]
     model = CausalFlow([("a", "b"), ("b", "c")], hidden_sizes=(8,), flow_steps=1)
-    model.fit(x, epochs=2, progress=False)
+    model.fit(x, epochs=2, verbose=False)
     return model
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -57,7 +58,7 @@ def data(n: int, d: int, loc: float = 0.0, scale: float = 1.0, seed: int = 0) ->
 def test_fit_decreases_nll():
     model, x, v = Gauss(3, mu=2.0), data(300, 3, loc=-1.0, scale=0.5), data(100, 3, loc=-1.0, scale=0.5, seed=1)
     before = evaluate_nll(model, v)
-    history = fit(model, x, v, epochs=40, batch_size=64, lr=0.05, progress=False)
+    history = fit(model, x, v, epochs=40, batch_size=64, lr=0.05, verbose=False)
     assert history.epochs == 40 and len(history.val_nll) == 40 and len(history.lr) == 40
     assert history.train_nll[-1] < history.train_nll[0]
     assert evaluate_nll(model, v) < before - 1.0
@@ -70,7 +71,7 @@ def test_early_stopping_restores_best_weights():
     # validation NLL falls, then rises, so the best epoch lies in the middle.
     model = Gauss(1, mu=5.0)
     x, v = data(256, 1), data(64, 1, loc=2.5, scale=0.2, seed=1)
-    history = fit(model, x, v, epochs=200, batch_size=256, lr=0.1, patience=5, scheduler=None, progress=False)
+    history = fit(model, x, v, epochs=200, batch_size=256, lr=0.1, patience=5, scheduler=None, verbose=False)
     assert history.stopped_early and history.epochs < 200
     assert history.best_epoch == int(np.argmin(history.val_nll)) == history.epochs - 1 - 5
     assert history.val_nll[-1] > history.best_val_nll + 0.1
@@ -83,7 +84,7 @@ def test_same_seed_same_run_other_seed_other_batches():
     def run(seed: int) -> tuple[History, dict]:
         torch.manual_seed(0)
         model = Gauss(2)
-        return fit(model, x, v, epochs=5, batch_size=32, lr=0.05, seed=seed, progress=False), model.state_dict()
+        return fit(model, x, v, epochs=5, batch_size=32, lr=0.05, seed=seed, verbose=False), model.state_dict()
 
     (h1, w1), (h2, w2), (h3, _) = run(7), run(7), run(8)
     assert h1.train_nll == h2.train_nll and h1.val_nll == h2.val_nll
@@ -96,19 +97,19 @@ def test_callers_rng_is_left_alone():
     torch.manual_seed(3)
     expected = torch.rand(3)
     torch.manual_seed(3)
-    fit(Gauss(1), data(32, 1), epochs=2, batch_size=8, progress=False)
+    fit(Gauss(1), data(32, 1), epochs=2, batch_size=8, verbose=False)
     assert torch.equal(torch.rand(3), expected)
 
 
 def test_extra_loss_is_added():
     model = Pulled(target=4.0)
-    fit(model, data(128, 1), epochs=80, batch_size=128, lr=0.1, scheduler=None, progress=False)
+    fit(model, data(128, 1), epochs=80, batch_size=128, lr=0.1, scheduler=None, verbose=False)
     assert abs(model.mu.item() - 4.0) < 0.2
 
 
 def test_without_validation_keeps_final_weights():
     model = Gauss(2)
-    history = fit(model, data(64, 2, loc=3.0), epochs=7, batch_size=16, lr=0.05, progress=False)
+    history = fit(model, data(64, 2, loc=3.0), epochs=7, batch_size=16, lr=0.05, verbose=False)
     assert history.epochs == 7 and history.val_nll == [] and history.best_epoch == 6
     assert math.isnan(history.best_val_nll) and not history.stopped_early
     assert history.train_nll[-1] < history.train_nll[0]
@@ -117,16 +118,16 @@ def test_without_validation_keeps_final_weights():
 def test_plateau_halves_the_learning_rate_when_validation_stalls():
     # Validation data the model moves away from: the schedule must react before early stopping.
     x, v = data(128, 1), data(64, 1, loc=-4.0, seed=1)
-    history = fit(Gauss(1, mu=-3.0), x, v, epochs=30, batch_size=128, lr=0.1, patience=8, progress=False)
+    history = fit(Gauss(1, mu=-3.0), x, v, epochs=30, batch_size=128, lr=0.1, patience=8, verbose=False)
     assert history.lr[0] == 0.1 and min(history.lr) < 0.1
     fixed = fit(Gauss(1, mu=-3.0), x, v, epochs=30, batch_size=128, lr=0.1, patience=8, scheduler=None,
-                progress=False)
+                verbose=False)
     assert set(fixed.lr) == {0.1}
 
 
 def test_float64_model_trains_on_float32_data():
     model = Gauss(2, dtype=torch.float64)
-    fit(model, data(64, 2).numpy(), epochs=2, batch_size=16, progress=False)
+    fit(model, data(64, 2).numpy(), epochs=2, batch_size=16, verbose=False)
     assert model.mu.dtype == torch.float64
 
 
@@ -134,9 +135,9 @@ def test_divergence_raises_and_keeps_best_weights():
     model = Breaks(after=3)  # one step per epoch: epochs 0-2 are finite, epoch 3 is not
     x, v = data(32, 1, loc=2.0), data(16, 1, loc=2.0, seed=1)
     with pytest.raises(FloatingPointError, match="epoch 3"):
-        fit(model, x, v, epochs=10, batch_size=32, lr=0.1, progress=False)
+        fit(model, x, v, epochs=10, batch_size=32, lr=0.1, verbose=False)
     clean = Gauss(1)  # the same run, stopped before the failure
-    fit(clean, x, v, epochs=3, batch_size=32, lr=0.1, progress=False)
+    fit(clean, x, v, epochs=3, batch_size=32, lr=0.1, verbose=False)
     assert clean.mu.item() > 0.2 and torch.equal(model.mu, clean.mu)
 
 
@@ -145,13 +146,45 @@ class FakeTTY(io.StringIO):
         return True
 
 
-@pytest.mark.parametrize("progress", [True, False])
-def test_progress_bar_only_when_asked(monkeypatch, capsys, progress):
+@pytest.mark.parametrize("verbose", [True, False])
+def test_progress_bar_and_summary_only_when_asked(monkeypatch, capsys, verbose):
     err = FakeTTY()
     monkeypatch.setattr("sys.stderr", err)
-    fit(Gauss(1), data(32, 1), data(8, 1), epochs=3, batch_size=8, progress=progress)
+    fit(Gauss(1), data(32, 1), data(8, 1), epochs=3, batch_size=8, verbose=verbose)
     assert capsys.readouterr().out == ""
-    assert ("epoch" in err.getvalue()) is progress
+    assert ("epoch" in err.getvalue()) is verbose
+    # The lasting record: one summary line (epochs, kept epoch and its validation NLL, time).
+    summary = re.findall(r"fit: \d+ epochs in [^\r\n]*", err.getvalue())
+    assert len(summary) == int(verbose)
+    if verbose:
+        assert "3 epochs in" in summary[0] and "validation NLL" in summary[0]
+
+
+def test_summary_line_without_a_terminal(capsys):
+    # In a log (stderr not a terminal) the bar stays off, the summary line is still written.
+    fit(Gauss(1), data(32, 1), epochs=2, batch_size=8)
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.strip().startswith("fit: 2 epochs in") and "training NLL" in err
+
+
+def test_progress_is_the_old_name_of_verbose(capsys):
+    with pytest.warns(FutureWarning, match="verbose"):
+        fit(Gauss(1), data(32, 1), epochs=1, batch_size=8, progress=False)
+    assert capsys.readouterr().err == ""
+    with pytest.raises(TypeError, match="verbose must be True or False"):
+        fit(Gauss(1), data(32, 1), epochs=1, verbose="no")
+
+
+def test_threads_are_set_for_the_fit_and_restored(monkeypatch):
+    seen = []
+    model = Gauss(1)
+    real = model.log_prob
+    monkeypatch.setattr(model, "log_prob", lambda x: seen.append(torch.get_num_threads()) or real(x))
+    before = torch.get_num_threads()
+    fit(model, data(16, 1), epochs=1, batch_size=8, verbose=False, threads=2)
+    assert set(seen) == {2} and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be positive"):
+        fit(model, data(16, 1), epochs=1, verbose=False, threads=0)
 
 
 def test_evaluate_nll_matches_closed_form_in_batches():
@@ -203,4 +236,4 @@ def test_bad_arguments_raise(kwargs, error, match):
     args = {"model": Gauss(2), "train": GOOD, "val": None, **kwargs}
     model, train, val = args.pop("model"), args.pop("train"), args.pop("val")
     with pytest.raises(error, match=match):
-        fit(model, train, val, progress=False, **args)
+        fit(model, train, val, verbose=False, **args)

@@ -58,13 +58,13 @@ def test_case3_fit_matches_dataframe_columns_by_name() -> None:
     a = StrAF(A3, hidden_sizes=(6,), flow_steps=1, names=["u", "v", "w"])
     b = StrAF(A3, hidden_sizes=(6,), flow_steps=1, names=["u", "v", "w"])
     b.load_state_dict(a.state_dict())
-    fit(a, x, epochs=2, progress=False)
+    fit(a, x, epochs=2, verbose=False)
     shuffled = pd.DataFrame({"w": x[:, 2], "u": x[:, 0], "v": x[:, 1]})
-    fit(b, shuffled, epochs=2, progress=False)
+    fit(b, shuffled, epochs=2, verbose=False)
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
     with pytest.raises(ValueError, match="missing \\['w'\\]"):
-        fit(b, pd.DataFrame({"u": x[:, 0], "v": x[:, 1], "z": x[:, 2]}), epochs=1, progress=False)
+        fit(b, pd.DataFrame({"u": x[:, 0], "v": x[:, 1], "z": x[:, 2]}), epochs=1, verbose=False)
 
 
 # 4 ---------------------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def test_case4_failed_fit_restores_finite_weights(with_val) -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = np.random.default_rng(0).normal(size=(80, 3)) * 1e30
     with pytest.raises(FloatingPointError, match="restored"):
-        fit(model, x[:60], x[60:] if with_val else None, epochs=3, progress=False)
+        fit(model, x[:60], x[60:] if with_val else None, epochs=3, verbose=False)
     for k, v in model.state_dict().items():
         assert torch.isfinite(v).all()
         assert torch.equal(v, before[k])  # it failed in the first epoch: the initial weights
@@ -103,7 +103,7 @@ def test_case4_failure_after_good_epochs_keeps_the_best() -> None:
     model = Blowup()
     x = torch.randn(40, 2) + 2
     with pytest.raises(FloatingPointError):
-        fit(model, x, x, epochs=10, batch_size=40, lr=0.1, progress=False)
+        fit(model, x, x, epochs=10, batch_size=40, lr=0.1, verbose=False)
     assert torch.isfinite(model.mu).all() and (model.mu > 0).all()
 
 
@@ -212,7 +212,7 @@ def test_case8_constant_columns_are_refused_everywhere(tmp_path, table, capsys) 
         assert "'c'" in err and "constant" in err and "drop" in err and not out.exists()
     x = np.loadtxt(const, delimiter=",", skiprows=1)
     with pytest.raises(ValueError, match="'c' is constant"):
-        CausalFlow([("a", "b"), ("b", "c")], hidden_sizes=(4,), flow_steps=1).fit(x, epochs=1, progress=False)
+        CausalFlow([("a", "b"), ("b", "c")], hidden_sizes=(4,), flow_steps=1).fit(x, epochs=1, verbose=False)
     with pytest.raises(ValueError, match="column 2 is constant"):
         standardize(x)
     with pytest.raises(ValueError, match="constant"):

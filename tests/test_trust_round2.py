@@ -144,7 +144,7 @@ def test_counterfactual_keeps_every_digit(tmp_path, capsys):
     torch.manual_seed(0)
     x = np.random.default_rng(1).normal(size=(60, 2)) + [123456.789012345, 0.0]
     model = CausalFlow([("a", "b")], hidden_sizes=(4,), flow_steps=1)
-    model.fit(pd.DataFrame(x, columns=["a", "b"]), epochs=1, progress=False)
+    model.fit(pd.DataFrame(x, columns=["a", "b"]), epochs=1, verbose=False)
     model.save(tmp_path / "c.pt")
     obs = tmp_path / "obs.csv"
     pd.DataFrame(x[:5], columns=["a", "b"]).to_csv(obs, index=False, float_format="%.17g")
@@ -193,7 +193,7 @@ def test_spread_no_model_can_represent_is_refused_naming_the_column(tmp_path, ca
 
 def test_do_value_beyond_the_model_dtype_is_refused():
     model = CausalFlow([("a", "b")], hidden_sizes=(4,), flow_steps=1)
-    model.fit(np.random.default_rng(0).normal(size=(40, 2)), epochs=1, progress=False)
+    model.fit(np.random.default_rng(0).normal(size=(40, 2)), epochs=1, verbose=False)
     with pytest.raises(ValueError, match="do"):
         model.counterfactual(np.zeros((2, 2)), {"a": 1e39})
 
@@ -204,7 +204,7 @@ def test_do_value_beyond_the_model_dtype_is_refused():
 def test_unnamed_model_takes_its_x_names_and_refuses_other_headers(tmp_path, capsys):
     torch.manual_seed(0)
     model = CausalFlow(A2, hidden_sizes=(4,), flow_steps=1)
-    model.fit(np.random.default_rng(0).normal(size=(40, 2)), epochs=1, progress=False)
+    model.fit(np.random.default_rng(0).normal(size=(40, 2)), epochs=1, verbose=False)
     model.save(tmp_path / "c.pt")
     code, _ = _cli(["intervene", tmp_path / "c.pt", "--do", "x0=1", "-n", "20"], capsys)
     assert code == 0
@@ -248,7 +248,7 @@ def test_refused_causal_fit_keeps_names_and_statistics():
     model = CausalFlow(A2, hidden_sizes=(4,), flow_steps=1)
     frame = pd.DataFrame({"p": np.arange(10.0), "q": np.full(10, 3.0)})  # q is constant: refused
     with pytest.raises(ValueError, match="'q'"):
-        model.fit(frame, epochs=1, progress=False)
+        model.fit(frame, epochs=1, verbose=False)
     assert model.names is None and torch.equal(model.scale, torch.ones(2, dtype=torch.float64))
 
 
@@ -259,7 +259,7 @@ def test_fit_on_an_unusable_device_leaves_the_model_in_place(where):
     model = StrAF(A2, hidden_sizes=(4,), flow_steps=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match="device"):
-        fit(model, torch.randn(20, 2), epochs=1, device=where, progress=False)
+        fit(model, torch.randn(20, 2), epochs=1, device=where, verbose=False)
     after = model.state_dict()
     assert all(after[k].device.type == "cpu" and torch.equal(after[k], v) for k, v in before.items())
 
@@ -267,11 +267,11 @@ def test_fit_on_an_unusable_device_leaves_the_model_in_place(where):
 @pytest.mark.parametrize("seed", [2**70, -1])
 def test_seed_out_of_range_names_seed(seed):
     model = CausalFlow(A2, hidden_sizes=(4,), flow_steps=1)
-    model.fit(np.random.default_rng(0).normal(size=(30, 2)), epochs=1, progress=False)
+    model.fit(np.random.default_rng(0).normal(size=(30, 2)), epochs=1, verbose=False)
     with pytest.raises(ValueError, match="seed"):
         model.sample(3, seed=seed)
     with pytest.raises(ValueError, match="seed"):
-        fit(StrAF(A2, hidden_sizes=(4,), flow_steps=1), torch.randn(10, 2), epochs=1, seed=seed, progress=False)
+        fit(StrAF(A2, hidden_sizes=(4,), flow_steps=1), torch.randn(10, 2), epochs=1, seed=seed, verbose=False)
 
 
 # ---------------------------------------------------------------- interrupts, signals, pipes
@@ -296,7 +296,7 @@ class _InterruptAt(torch.nn.Module):
 def test_ctrl_c_during_fit_keeps_the_best_weights_so_far():
     x = torch.full((32, 1), 2.0)
     model = _InterruptAt(calls=3)  # 3 epochs of one batch each, then Ctrl-C in the fourth
-    h = fit(model, x, x, epochs=50, batch_size=64, lr=0.1, progress=False)
+    h = fit(model, x, x, epochs=50, batch_size=64, lr=0.1, verbose=False)
     assert h.interrupted and h.epochs == 3 and h.best_epoch == 2
     assert 0 < float(model.mu) < 2.0
 
@@ -304,7 +304,7 @@ def test_ctrl_c_during_fit_keeps_the_best_weights_so_far():
 def test_ctrl_c_before_the_first_epoch_propagates_with_the_weights_unchanged():
     model = _InterruptAt(calls=0)
     with pytest.raises(KeyboardInterrupt):
-        fit(model, torch.ones(8, 1), epochs=5, lr=0.1, progress=False)
+        fit(model, torch.ones(8, 1), epochs=5, lr=0.1, verbose=False)
     assert float(model.mu) == 0.0
 
 
@@ -359,4 +359,4 @@ def test_sigint_during_cli_fit_saves_the_best_weights(tmp_path):
 def test_python_fit_on_raw_units_warns_and_points_to_standardized():
     x = torch.randn(64, 2) * torch.tensor([1.0, 50.0]) + torch.tensor([1e4, 0.0])
     with pytest.warns(UserWarning, match="Standardized"):
-        fit(StrAF(A2, hidden_sizes=(4,), flow_steps=1), x, epochs=1, progress=False)
+        fit(StrAF(A2, hidden_sizes=(4,), flow_steps=1), x, epochs=1, verbose=False)

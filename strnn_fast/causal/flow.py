@@ -18,7 +18,7 @@ Example:
     >>> y = 2 * x + 0.5 * torch.randn(400, 1)
     >>> w = -y + 0.5 * torch.randn(400, 1)
     >>> model = CausalFlow(g, hidden_sizes=(8,), flow_steps=1)
-    >>> _ = model.fit(torch.cat([x, y, w], 1), epochs=2, progress=False)
+    >>> _ = model.fit(torch.cat([x, y, w], 1), epochs=2, verbose=False)
     >>> sorted(model.interventional_mean({"y": 1.0}, 100, seed=0))
     ['w', 'x', 'y']
 """
@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validate import as_positive_int, as_seed, check_fits_dtype, check_memory, choice
+from .._validate import as_flag, as_positive_int, as_seed, check_fits_dtype, check_memory, choice
 from ..flows.straf import StrAF
 from ..graph import as_dag, topological_order
 from ..serialization import Savable
 from ..standardize import KeepsFloat64, Standardizer
 from ..train import fit as train_fit
-from ..variables import Variables
+from ..variables import Variables, is_frame
 from .queries import affected, do_inverse
 
 __all__ = ["CausalFlow"]
@@ -78,7 +78,7 @@ class CausalFlow(KeepsFloat64, Savable, nn.Module):
         >>> c = torch.randn(200, 1)
         >>> x = torch.cat([c + 0.1 * torch.randn(200, 1), torch.randn(200, 1)], 1)
         >>> m = CausalFlow([[0, 0], [1, 0]], hidden_sizes=(8,), flow_steps=1, context_features=1)
-        >>> _ = m.fit(x, context=c, epochs=1, progress=False)
+        >>> _ = m.fit(x, context=c, epochs=1, verbose=False)
         >>> m.interventional_samples({1: 0.5}, 3, context=torch.ones(1), output="tensor").shape
         torch.Size([3, 2])
     """
@@ -102,8 +102,7 @@ class CausalFlow(KeepsFloat64, Savable, nn.Module):
         self.names: list[str] | None = list(found) if found is not None else None
         self.d = int(A.shape[0])
         self.structure = choice(structure, STRUCTURES, "structure")
-        if not isinstance(standardize, bool):
-            raise TypeError(f"standardize must be True or False, got {standardize!r}")
+        as_flag(standardize, "standardize")
         self.order = topological_order(A)
         if self.structure == "graph":
             self.flow_adjacency = A.copy()
@@ -135,15 +134,20 @@ class CausalFlow(KeepsFloat64, Savable, nn.Module):
         # (n, C) standardized covariates in the model's dtype and device (None without context).
         if context is None or not self.context_features:
             return self.flow._check_context(context, n)  # None, or the flow's error
-        if not isinstance(context, torch.Tensor):
-            context = torch.as_tensor(np.asarray(context, dtype=np.float64))
+        if not isinstance(context, torch.Tensor):  # a DataFrame is matched by the context's names
+            context = torch.as_tensor(self._context_rows(context, "context"))
         c = self.flow._check_context(context, n).to(self.loc)
         if not torch.isfinite(c).all():
             raise ValueError("context contains NaN or infinite values")
         return ((c - self.context_loc) / self.context_scale).to(self._device_dtype()[1])
 
+    def _x(self, x: Any) -> Any:
+        # A DataFrame is matched by name (model order); tensors are used as they are.
+        return self._rows(x, "x", keep_precision=True) if is_frame(x) else x
+
     def transform(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
-        """Latents (exogenous noise) of rows ``x`` in data units: (n, d) -> (n, d)."""
+        """Latents (exogenous noise) of rows ``x`` (tensor or DataFrame) in data units: (n, d) -> (n, d)."""
+        x = self._x(x)
         return self.flow.transform(self._scaled(x), self._scaled_context(context, len(x)))[0]
 
     def inverse(self, z: torch.Tensor, context: Any = None) -> torch.Tensor:
@@ -151,12 +155,14 @@ class CausalFlow(KeepsFloat64, Savable, nn.Module):
         return self.flow.inverse(z, self._scaled_context(context, len(z))).to(self.loc) * self.scale + self.loc
 
     def log_prob(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
-        r"""Log-density of rows ``x`` (data units, model order), one value per row.
+        r"""Log-density of rows ``x`` (data units; a tensor in model order or a DataFrame matched by
+        name), one value per row.
 
         Example:
             >>> CausalFlow([[0, 0], [1, 0]]).log_prob(torch.zeros(3, 2)).shape
             torch.Size([3])
         """
+        x = self._x(x)
         log_scale = self.scale.log().sum().to(self._device_dtype()[1])
         return self.flow.log_prob(self._scaled(x), self._scaled_context(context, len(x))) - log_scale
 
@@ -190,7 +196,7 @@ class CausalFlow(KeepsFloat64, Savable, nn.Module):
             val_fraction: share of rows held out for early stopping (0 for none).
             split_seed: seed of the train/validation shuffle.
             **fit_options: passed to :func:`strnn_fast.train.fit` (epochs, batch_size, lr,
-                patience, seed, progress, ...).
+                patience, seed, verbose, threads, ...).
 
         Returns:
             The :class:`strnn_fast.train.History`.
@@ -219,7 +225,7 @@ class CausalFlow(KeepsFloat64, Savable, nn.Module):
             if context is not None or val_context is not None:
                 if context is None or val_context is None:
                     raise ValueError("give both context and val_context, or neither")
-                context = np.concatenate([_numpy(val_context), _numpy(context)])
+                context = np.concatenate([self._context_rows(val_context, "val_context"), self._context_rows(context, "context")])
         elif val_context is not None:
             raise ValueError("val_context needs val (the validation rows it belongs to)")
         else:
@@ -231,7 +237,7 @@ class CausalFlow(KeepsFloat64, Savable, nn.Module):
         if self.context_features:
             if context is None:
                 raise ValueError(f"context is required: the model has context_features={self.context_features}")
-            c = torch.as_tensor(_numpy(context)).to(x.dtype)
+            c = torch.as_tensor(self._context_rows(context, "context")).to(x.dtype)
             if c.ndim != 2 or c.shape != (len(x), self.context_features):
                 raise ValueError(f"context must have shape ({len(x)}, {self.context_features}) (one row per data "
                                  f"row), got {tuple(c.shape)}")
@@ -280,7 +286,7 @@ class CausalFlow(KeepsFloat64, Savable, nn.Module):
 
         Example:
             >>> m = CausalFlow([("a", "b")], hidden_sizes=(4,), flow_steps=1)
-            >>> _ = m.fit(torch.randn(50, 2), epochs=1, progress=False)
+            >>> _ = m.fit(torch.randn(50, 2), epochs=1, verbose=False)
             >>> bool((m.interventional_samples({"a": 2.0}, 5)["a"] == 2.0).all())
             True
         """
@@ -318,7 +324,7 @@ class CausalFlow(KeepsFloat64, Savable, nn.Module):
 
         Example:
             >>> m = CausalFlow([("t", "y")], hidden_sizes=(4,), flow_steps=1)
-            >>> _ = m.fit(torch.randn(50, 2), epochs=1, progress=False)
+            >>> _ = m.fit(torch.randn(50, 2), epochs=1, verbose=False)
             >>> m.average_treatment_effect("t", {"t": 1.0}, {"t": 0.0}, 10)
             1.0
         """
@@ -355,13 +361,13 @@ class CausalFlow(KeepsFloat64, Savable, nn.Module):
 
         Example:
             >>> m = CausalFlow([("a", "b"), ("c", "b")], hidden_sizes=(4,), flow_steps=1)
-            >>> _ = m.fit(torch.randn(50, 3), epochs=1, progress=False)
+            >>> _ = m.fit(torch.randn(50, 3), epochs=1, verbose=False)
             >>> cf = m.counterfactual(torch.zeros(4, 3), {"a": 1.0})
             >>> cf["a"].tolist(), cf["c"].tolist()
             ([1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0])
         """
         self._check_fitted()
-        frame_index = getattr(x_obs, "index", None) if _is_frame(x_obs) else None
+        frame_index = getattr(x_obs, "index", None) if is_frame(x_obs) else None
         # Float64 rows stay float64 so that kept and intervened values are exact, not rounded
         # to the model's precision.
         x = self._rows(x_obs, "x_obs", keep_precision=True)
@@ -377,7 +383,7 @@ class CausalFlow(KeepsFloat64, Savable, nn.Module):
             keep = torch.from_numpy(~affected(self.flow_adjacency, idx)).to(x.device)
             cf = torch.where(keep, x, cf)
         if output == "auto" and frame_index is not None:
-            return self._frame(cf, frame_index)
+            return self.variables.to_frame(cf, index=frame_index)
         return self._keyed(cf, output)
 
     # ------------------------------------------------------------------ helpers
@@ -464,16 +470,12 @@ class CausalFlow(KeepsFloat64, Savable, nn.Module):
     def _rows(self, data: Any, what: str, *, adopt_names: bool = False, keep_precision: bool = False) -> torch.Tensor:
         """(m, d) float tensor on the model's device, columns in model order, in the model's dtype
         (or, with ``keep_precision``, in the data's when that is more precise)."""
-        if _is_frame(data):
-            columns = [str(c) for c in data.columns]
-            if self.names is not None:
-                order = self.variables.column_order(columns, what)
-                data = data.iloc[:, order]
-            elif data.shape[1] != self.d:
+        if is_frame(data):
+            if self.names is None and data.shape[1] != self.d:
                 raise ValueError(f"{what} has {data.shape[1]} columns but the model has {self.d} variables")
-            elif adopt_names and all(isinstance(c, str) for c in data.columns):
-                self.names = columns  # config reads it (see _resolved_config)
-            data = data.to_numpy()
+            if self.names is None and adopt_names and all(isinstance(c, str) for c in data.columns):
+                self.names = [str(c) for c in data.columns]  # config reads it (see _resolved_config)
+            data = self.variables.frame_rows(data, what) if self.names is not None else data.to_numpy()
         if isinstance(data, torch.Tensor):
             t = data.detach()
         else:
@@ -496,12 +498,18 @@ class CausalFlow(KeepsFloat64, Savable, nn.Module):
             raise ValueError(f"{what} contains NaN or infinite values")
         return t
 
+    def _context_rows(self, value: Any, what: str) -> np.ndarray:
+        # Covariates as a float64 array: a DataFrame matched by the context names, tensors off their device.
+        if is_frame(value):
+            return Variables(self.flow.context_names, self.context_features).frame_rows(value, what)
+        return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
+
     def _keyed(self, x: torch.Tensor, output: str) -> Any:
         kind = self._output_kind(output)
         if kind == "tensor":
             return x
         if kind == "frame":
-            return self._frame(x, None)
+            return self.variables.to_frame(x)
         return {nm: x[:, i] for i, nm in enumerate(self._column_names())}
 
     def _keyed_row(self, row: torch.Tensor, output: str) -> Any:
@@ -524,10 +532,7 @@ class CausalFlow(KeepsFloat64, Savable, nn.Module):
     def _column_names(self) -> list[str] | list[int]:
         return self.variables.labels()
 
-    def _frame(self, x: torch.Tensor, index: Any) -> Any:
-        import pandas as pd
 
-        return pd.DataFrame(x.detach().cpu().numpy(), columns=self._column_names(), index=index)
 
 
 _STATS = ("loc", "scale", "context_loc", "context_scale", "fitted")
@@ -545,13 +550,3 @@ class _Scaled(nn.Module):
     def log_prob(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         log_scale = self.model.scale.log().sum().to(z.dtype)
         return self.model.flow.log_prob(z, context) - log_scale
-
-
-def _numpy(value: Any) -> np.ndarray:
-    # Covariates as a float64 array (tensors leave their device first).
-    return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
-
-
-def _is_frame(value: Any) -> bool:
-    return type(value).__name__ == "DataFrame" and hasattr(value, "columns")
-

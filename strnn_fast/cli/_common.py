@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,6 +29,7 @@ from torch import nn
 
 from .._files import atomic_path, check_target
 from .._validate import as_sizes
+from ..threads import DEFAULT_THREADS, cpu_threads
 from ..variables import Variables
 
 __all__ = [
@@ -198,22 +198,11 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_threads_option(p: argparse.ArgumentParser) -> None:
-    """Adds --threads; commands run their work inside ``cpu_threads(args.threads)``."""
-    # Batches of a few hundred rows through 64-wide layers are too small to split: on 2 busy
-    # cores, 2 threads made a StrAF epoch 20x slower than 1 (spinning OpenMP workers).
-    p.add_argument("--threads", type=positive_int, default=1,
-                   help="CPU threads for torch (default 1; more pay off only for wide layers or large batches)")
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int) -> Iterator[None]:
-    """Sets torch's intra-op thread count for the block and restores it (main() also runs in-process)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    """Adds --threads; commands run their work inside ``cpu_threads(args.threads)`` (see
+    :mod:`strnn_fast.threads`: the same policy and default as the API's ``fit(threads=)``)."""
+    p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+                   help=f"CPU threads for torch (default {DEFAULT_THREADS}, as fit(threads=) in Python; more pay off "
+                   "only for wide layers or large batches)")
 
 
 def check_output(path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = (), force: bool = False) -> Path:

@@ -123,7 +123,8 @@ def _demo(args: argparse.Namespace, folder: Path, out: Path) -> int:
         torch.manual_seed(args.seed)
         model = MODEL_BUILDERS[name](ds.adjacency, ds.names, args)
         history = fit(model, ds.train, ds.val, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      patience=args.patience, seed=args.seed, progress=not args.quiet)
+                      patience=args.patience, seed=args.seed, verbose=not args.quiet,
+                      threads=args.threads)
         nll = evaluate_nll(model, ds.test)
         scores[name] = f"test NLL {nll:.2f}, fit {history.seconds:.1f} s"
         print(f"{MODELS[name]:<6} {nll:9.4f} {history.seconds:8.1f} {history.epochs:7d}")

@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         context, x = x[:, cols], x[:, rest]
         args.context_names = [names[i] for i in cols] if names is not None else [f"c{i}" for i in cols]
         names = [names[i] for i in rest] if names is not None else None
-    adjacency, graph_names = load_adjacency(args.adjacency, names=names)
+    adjacency, graph_names = load_adjacency(args.adjacency, names=names, keep_isolated=args.keep_isolated)
     try:
         check_adjacency_matches(adjacency, x.shape[1], names, graph_names)
     except ValueError as err:
@@ -115,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model = MODEL_BUILDERS[args.model](adjacency, names, args)
     options = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                   seed=args.seed, progress=not args.quiet)
+                   seed=args.seed, verbose=not args.quiet, threads=args.threads)
     try:
         if args.model == "causal":
             # CausalFlow answers interventions in data units, so it holds the same Standardizer
@@ -139,8 +139,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"interrupted after {history.epochs} epochs; saving the best weights so far "
               f"(epoch {history.best_epoch + 1}) to {out}", file=sys.stderr)
     model.save(out, overwrite=args.force)
-    print(f"{args.model}: {history.epochs} epochs in {history.seconds:.1f} s, best epoch {history.best_epoch + 1}"
-          f"{' (stopped early)' if history.stopped_early else ''}")
     for label, part, c_part in zip(("train", "val", "test"), parts, c_parts):
         print(f"{label:<5} NLL {evaluate_nll(model, part, context=c_part):10.4f}  ({len(part)} rows)")
     print(f"wrote {out}")
@@ -154,6 +152,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="graph over the data's columns: 0/1 matrix (.npy, .npz, .csv) or parent,child edge list")
     p.add_argument("--model", choices=tuple(MODEL_BUILDERS), default="straf", help="model family (default straf)")
     add_model_options(p)
+    p.add_argument("--keep-isolated", action="store_true",
+                   help="with an edge-list --adjacency: model data columns that no edge mentions as independent "
+                   "variables (by default they are refused: an id column is not a variable)")
     p.add_argument("--context", metavar="C1,C2",
                    help="columns (names or 0-based indices) to condition on: fits p(x | c) on the other columns")
     add_training_options(p, epochs=100)
@@ -165,6 +166,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--model causal: the causal graph (StrAF) or its full ordering (CAREFL)")
     add_threads_option(p)
     p.add_argument("--seed", type=seed_type, default=0, help="seed of the split, the initialization and the batches")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary line (verbose=False in Python)")
     p.add_argument("--output", "-o", required=True, help="model file to write")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")

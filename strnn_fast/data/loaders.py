@@ -78,6 +78,7 @@ def load_adjacency(
     *,
     square: bool = True,
     allow_self_loops: bool = False,
+    keep_isolated: bool = False,
 ) -> tuple[np.ndarray, list[str] | None]:
     r"""Loads a square adjacency (``A[i, j]`` iff i depends on j) from a matrix or an edge-list file.
 
@@ -98,6 +99,9 @@ def load_adjacency(
         square: with False, an unnamed (n_out, n_in) 0/1 matrix of another shape is returned as
             it is (what ``strnn-fast factorize`` reads).
         allow_self_loops: accept ``A[i, i] = 1``.
+        keep_isolated: for an edge list read into ``names``: keep the names that no edge mentions,
+            as variables with no parents and no children. By default they are refused, since an
+            extra data column (an ``id``, say) would otherwise be modelled silently.
 
     Returns:
         ``(A, names)``: (d, d) bool array and the variable names or None.
@@ -117,15 +121,15 @@ def load_adjacency(
     p = _existing(path, "adjacency")
     suffix = p.suffix.lower()
     try:
-        return _load_adjacency(p, names, square, allow_self_loops)
+        return _load_adjacency(p, names, square, allow_self_loops, keep_isolated)
     except (TypeError, ValueError) as err:
         if str(p) in str(err):
             raise ValueError(str(err)) from None
         raise ValueError(f"adjacency file {p}: {err}") from None
 
 
-def _load_adjacency(p: Path, names: Sequence[str] | None, square: bool,
-                    allow_self_loops: bool) -> tuple[np.ndarray, list[str] | None]:
+def _load_adjacency(p: Path, names: Sequence[str] | None, square: bool, allow_self_loops: bool,
+                    keep_isolated: bool = False) -> tuple[np.ndarray, list[str] | None]:
     suffix = p.suffix.lower()
     if suffix == ".npy":
         arr = _np_load(p)
@@ -143,13 +147,13 @@ def _load_adjacency(p: Path, names: Sequence[str] | None, square: bool,
     if not rows:
         raise ValueError(f"adjacency file {p} is empty")
     if tuple(v.lower() for v in rows[0]) in _EDGE_HEADERS:
-        return _edge_list(rows[1:], lines[1:], names, p, allow_self_loops)
+        return _edge_list(rows[1:], lines[1:], names, p, allow_self_loops, keep_isolated)
     matrix = _csv_matrix(rows, p, square)
     if matrix is not None:
         if not square and matrix[0].shape[0] != matrix[0].shape[1]:
             return as_binary_matrix(matrix[0], f"adjacency {p}").astype(bool), None
         return _named_matrix(*matrix, names, p, allow_self_loops)
-    return _edge_list(rows, lines, names, p, allow_self_loops)
+    return _edge_list(rows, lines, names, p, allow_self_loops, keep_isolated)
 
 
 def check_adjacency_matches(
@@ -365,6 +369,7 @@ def _named_matrix(
 
 def _edge_list(
     rows: list[list[str]], lines: list[int], names: Sequence[str] | None, p: Path, allow_self_loops: bool = False,
+    keep_isolated: bool = False,
 ) -> tuple[np.ndarray, list[str] | None]:
     edges: list[tuple[str | int, str | int]] = []
     for k, row in enumerate(rows):
@@ -376,4 +381,13 @@ def _edge_list(
         raise ValueError(f"{p} has no edges; pass names to say how many variables there are")
     if len({type(v) for e in edges for v in e}) > 1:
         raise ValueError(f"{p}: edges mix variable names and integer indices; use one or the other")
-    return as_adjacency(edges, names, allow_self_loops=allow_self_loops)
+    A, found = as_adjacency(edges, names, allow_self_loops=allow_self_loops)
+    if names is not None and not keep_isolated:
+        # An edge list cannot state an isolated variable, so a name no edge mentions is a data
+        # column the graph does not know (an id, a timestamp): refused unless asked for.
+        unlisted = [str(names[i]) for i in np.flatnonzero(~(A.any(0) | A.any(1)))]
+        if unlisted:
+            raise ValueError(f"the data columns {unlisted[:10]}{' ...' if len(unlisted) > 10 else ''} appear in no edge "
+                             f"of {p}; drop them from the data, or keep them as independent variables "
+                             "(keep_isolated=True; strnn-fast fit --keep-isolated)")
+    return A, found

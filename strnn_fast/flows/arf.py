@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validate import as_flag
 from .autoregressive import AutoregressiveFlow, build_steps
 from .conditioners import Conditioner, StrNNConditioner
 
@@ -68,8 +69,7 @@ class ARF(AutoregressiveFlow):
     ):
         super().__init__(adjacency, names=names, prior=prior, context_features=context_features,
                          context_adjacency=context_adjacency, context_names=context_names)
-        if not isinstance(permute, bool):
-            raise TypeError(f"permute must be True or False, got {permute!r}")
+        as_flag(permute, "permute")
         if self.d < 2:
             raise ValueError("ARF needs at least 2 variables")
         full = np.tril(np.ones((self.d, self.d), dtype=bool), k=-1)

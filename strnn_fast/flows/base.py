@@ -47,9 +47,9 @@ import torch.nn as nn
 from torch.distributions import Distribution, constraints
 
 from .._context import as_context_adjacency, as_context_features, as_context_names, check_context
-from .._validate import as_non_negative_int, as_positive_int, as_sample_shape
+from .._validate import as_flag, as_non_negative_int, as_positive_int, as_sample_shape
 from ..serialization import Savable
-from ..variables import Variables
+from ..variables import Variables, is_frame
 from .priors import make_prior
 
 __all__ = ["Flow", "FlowDistribution"]
@@ -175,17 +175,10 @@ class Flow(Savable, nn.Module):
             >>> list(flow.sample(5, as_frame=True).columns)
             ['rain', 'wet', 'sprinkler']
         """
-        if not isinstance(as_frame, bool):
-            raise TypeError(f"as_frame must be True or False, got {as_frame!r}")
+        as_flag(as_frame, "as_frame")
         with torch.no_grad():
             x = self.rsample(sample_shape, context)
-        if not as_frame:
-            return x
-        if x.ndim != 2:
-            raise ValueError(f"as_frame=True needs a sample_shape of one dimension (n rows), got {tuple(x.shape[:-1])}")
-        import pandas as pd  # optional dependency (the "frames" extra): imported only when asked for
-
-        return pd.DataFrame(x.cpu().numpy(), columns=Variables(self.names, self.d).labels())
+        return Variables(self.names, self.d).to_frame(x) if as_frame else x
 
     def sample_latent(self, n: int) -> torch.Tensor:
         """(n, d) draws from the prior, in the flow's dtype and on its device."""
@@ -233,16 +226,11 @@ class Flow(Savable, nn.Module):
             ...
             ValueError: x lacks the columns of some variables: missing ['b'], unknown ['c']; its columns ['a', 'c'] do not match the model's variables ['a', 'b']
         """
-        if not (type(value).__name__ == "DataFrame" and hasattr(value, "columns")):
+        if not is_frame(value):
             return value
         names, width = (self.context_names, self.context_features) if context else (self.names, self.d)
-        order = Variables(names, width).column_order(list(value.columns), name, allow_extra=False) if width else None
-        try:
-            values = value.to_numpy(dtype=np.float64)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{name} must hold numbers only; its columns have dtypes {list(map(str, value.dtypes))}") from err
         like = self._like()
-        return torch.tensor(values if order is None else values[:, order]).to(dtype=like.dtype, device=like.device)
+        return torch.tensor(Variables(names, width).frame_rows(value, name)).to(dtype=like.dtype, device=like.device)
 
     def _check_context(self, context: Any, rows: int) -> torch.Tensor | None:
         """Returns ``context`` as (rows, C) in the flow's dtype and device (a (C,) one is repeated), or raises."""

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .._validate import as_positive_int, as_sizes, choice
+from .._validate import as_flag, as_positive_int, as_sizes, choice
 from ..activations import ACTIVATIONS
 from ..nn import FastStrNN
 
@@ -171,8 +171,7 @@ class GNFConditioner(Conditioner):
         context_adjacency: np.ndarray | None = None,
     ):
         super().__init__(adjacency, n_params, context_adjacency)
-        if not isinstance(hot_encoding, bool):
-            raise TypeError(f"hot_encoding must be True or False, got {hot_encoding!r}")
+        as_flag(hot_encoding, "hot_encoding")
         self.activation = choice(activation, _ACTIVATIONS, "activation")
         self.hot_encoding = hot_encoding
         sizes = [(2 * self.d if hot_encoding else self.d) + self.context_features, *as_sizes(hidden_sizes),
