@@ -48,6 +48,7 @@ constexpr double kLogitBound = 10.0;  // spline.py LOGIT_BOUND: squash logits in
 struct SplineOptions {
   int K;
   double B, m, L;  // bound, min_bin, log(max_slope)
+  bool relative;   // knot slopes relative to the harmonic mean of their two bins' slopes (spline.py)
 };
 
 // exp without a library call, so that the element loops below vectorize (libm's expf and tanhf
@@ -120,15 +121,16 @@ ALWAYS_INLINE T fast_tanh(T v) {
 template <class T>
 struct Work {
   Work(int K, std::size_t d)
-      : E(2 * K * d), A(2 * K * d), S(2 * d), k(d), v(d), below(2 * d), pk(2 * d), th(2 * d), g(8 * d) {}
+      : E(2 * K * d), A(2 * K * d), S(2 * d), k(d), v(d), below(2 * d), pk(2 * d), pn(4 * d), th(2 * d), g(12 * d) {}
   std::vector<T> E, A;    // softmax numerators e_q and squash denominators a_q (2K x d)
   std::vector<T> S;       // softmax sums (2 x d: rows x, y)
   std::vector<T> k;       // bin index (as T: compared with T(j) in vector loops)
   std::vector<T> v;       // the inputs clamped to [-B, B] (the spline branch never sees far-out values)
   std::vector<T> below;   // mass below the bin (2 x d)
   std::vector<T> pk;      // mass of the bin (2 x d)
+  std::vector<T> pn;      // masses of the neighbour bins k - 1, k + 1 (index clamped), (rows x, y) x (4 x d)
   std::vector<T> th;      // tanh(raw / L) at knots k, k + 1 (2 x d)
-  std::vector<T> g;       // backward: edge, size, slope-raw and output gradients (8 x d)
+  std::vector<T> g;       // backward: edge, size, slope-raw, output and neighbour-size gradients (12 x d)
 };
 
 // Phase 1: e_q = exp(q / (1 + |q| / 10)) and the softmax sums of both rows.
@@ -158,15 +160,16 @@ struct Found {
   const T* k;
   const T* below;
   const T* pk;
+  const T* pn;
   const T* th;
   const T* v;
-  T B, m, c, L;
+  T B, m, c, L, last, relative;  // last = K - 1; relative as 0 or 1
 };
 
 template <class T>
 Found<T> found(const Work<T>& w, const SplineOptions& o) {
-  return Found<T>{w.k.data(), w.below.data(), w.pk.data(), w.th.data(), w.v.data(),
-                  T(o.B), T(o.m), T(1) - T(o.K) * T(o.m), T(o.L)};
+  return Found<T>{w.k.data(), w.below.data(), w.pk.data(), w.pn.data(), w.th.data(), w.v.data(),
+                  T(o.B), T(o.m), T(1) - T(o.K) * T(o.m), T(o.L), T(o.K - 1), T(o.relative ? 1 : 0)};
 }
 
 // Phases 1 and 2: the softmax, then the bin k of v (clamped to [-B, B], kept in w.v) among the
@@ -195,6 +198,8 @@ ALWAYS_INLINE Found<T> bins(const T* h, const T* v, std::size_t d, int row, cons
       for (int j = 0; j < k; ++j) below += w.E[(r * K + j) * d + i];
       w.below[r * d + i] = below / w.S[r * d + i];
       w.pk[r * d + i] = w.E[(r * K + k) * d + i] / w.S[r * d + i];
+      w.pn[(2 * r) * d + i] = w.E[(r * K + std::max(k - 1, 0)) * d + i] / w.S[r * d + i];
+      w.pn[(2 * r + 1) * d + i] = w.E[(r * K + std::min(k + 1, K - 1)) * d + i] / w.S[r * d + i];
     }
     w.th[i] = k > 0 ? h[(2 * K + k - 1) * d + i] * inv_L : T(0);
     w.th[d + i] = k < K - 1 ? h[(2 * K + k) * d + i] * inv_L : T(0);
@@ -203,18 +208,31 @@ ALWAYS_INLINE Found<T> bins(const T* h, const T* v, std::size_t d, int row, cons
   return found(w, o);
 }
 
-// The bin of element i: left knot (x0, y0), width, height and knot slopes.
+// The bin of element i: left knot (x0, y0), width, height, knot slopes; for the relative rule the
+// weights w0, w1 (0 at an end knot or under the absolute rule) of the own bin's slope in the
+// harmonic means of knots k and k + 1, i.e. d log hm / d log s = s_nb / (s_nb + s).
 template <class T>
 struct Knots {
-  T x0, y0, w, hh, d0, d1;
+  T x0, y0, w, hh, d0, d1, w0, w1;
 };
 
 template <class T>
 ALWAYS_INLINE Knots<T> knots(const Found<T>& f, std::size_t d, std::size_t i) {
   const T two_B = T(2) * f.B, k = f.k[i];
-  return Knots<T>{(k * f.m + f.c * f.below[i]) * two_B - f.B, (k * f.m + f.c * f.below[d + i]) * two_B - f.B,
-                  (f.m + f.c * f.pk[i]) * two_B, (f.m + f.c * f.pk[d + i]) * two_B,
-                  fast_exp(f.th[i] * f.L), fast_exp(f.th[d + i] * f.L)};
+  Knots<T> kn{(k * f.m + f.c * f.below[i]) * two_B - f.B, (k * f.m + f.c * f.below[d + i]) * two_B - f.B,
+              (f.m + f.c * f.pk[i]) * two_B, (f.m + f.c * f.pk[d + i]) * two_B,
+              fast_exp(f.th[i] * f.L), fast_exp(f.th[d + i] * f.L), T(0), T(0)};
+  // Neighbour slopes s = (m + c p_y) / (m + c p_x) (2B cancels), then hm(s, s_nb) = 2 s share.
+  const T sl = kn.hh / kn.w;
+  const T sp = (f.m + f.c * f.pn[2 * d + i]) / (f.m + f.c * f.pn[i]);
+  const T sn = (f.m + f.c * f.pn[3 * d + i]) / (f.m + f.c * f.pn[d + i]);
+  const T share0 = sp / (sp + sl), share1 = sn / (sn + sl);
+  const T in0 = k > T(0) ? f.relative : T(0), in1 = k < f.last ? f.relative : T(0);
+  kn.d0 *= in0 > T(0) ? T(2) * sl * share0 : T(1);
+  kn.d1 *= in1 > T(0) ? T(2) * sl * share1 : T(1);
+  kn.w0 = in0 * share0;
+  kn.w1 = in1 * share1;
+  return kn;
 }
 
 // One block of the forward map: y and log-slope of d elements.
@@ -255,6 +273,9 @@ SIMD_CLONES void backward_row(const T* hn, const T* __restrict__ xn, const T* __
   T* __restrict__ g_size = w.g.data() + 2 * d;
   T* __restrict__ g_raw = w.g.data() + 4 * d;  // knots k, k + 1
   T* __restrict__ g_in = w.g.data() + 6 * d;   // the output gradients inside the bound (rows z, log_det)
+  T* __restrict__ g_nb = w.g.data() + 8 * d;   // neighbour-size gradients: (rows x, y) x (bins k - 1, k + 1)
+  const T* pn = f.pn;
+  const T m = f.m, c = f.c, two_B = T(2) * B;
   // Outside the bound the map is the identity: nothing reaches the parameters. (Selects kept out
   // of the main loop, which GCC then vectorizes.)
   for (std::size_t i = 0; i < d; ++i) {
@@ -278,9 +299,20 @@ SIMD_CLONES void backward_row(const T* hn, const T* __restrict__ xn, const T* __
     const T g_numer = gl / numer;
     const T g_xi = g_num * (T(2) * sl * xi + kn.d0 * one_2xi) + g_den * mix * one_2xi +
                    g_numer * T(2) * (kn.d1 * xi + sl * one_2xi - kn.d0 * om);
-    const T g_s = g_num * xi * xi + g_den * (T(1) - T(2) * t) + g_numer * T(2) * t + gl * T(2) / sl;
     const T g_d0 = (g_num + g_den) * t + g_numer * om * om;
     const T g_d1 = g_den * t + g_numer * xi * xi;
+    // Gradients of log d0, log d1; the relative rule passes w0, w1 of them to log s and the rest
+    // to the neighbours' log slopes (0 under the absolute rule and at the end knots).
+    const T gd0 = g_d0 * kn.d0, gd1 = g_d1 * kn.d1;
+    const T g_s = g_num * xi * xi + g_den * (T(1) - T(2) * t) + g_numer * T(2) * t + gl * T(2) / sl +
+                  (gd0 * kn.w0 + gd1 * kn.w1) / sl;
+    const T in0 = k[i] > T(0) ? f.relative : T(0), in1 = k[i] < f.last ? f.relative : T(0);
+    const T g_lp = gd0 * (in0 - kn.w0), g_ln = gd1 * (in1 - kn.w1);
+    // log s_nb = log size_y - log size_x, sizes (m + c p) 2B.
+    g_nb[i] = -g_lp / ((m + c * pn[i]) * two_B);
+    g_nb[d + i] = -g_ln / ((m + c * pn[d + i]) * two_B);
+    g_nb[2 * d + i] = g_lp / ((m + c * pn[2 * d + i]) * two_B);
+    g_nb[3 * d + i] = g_ln / ((m + c * pn[3 * d + i]) * two_B);
     // s = hh / w, ξ = (x - x0) / w.
     const T g_u = g_xi / kn.w;
     gxn[i] = g_u;
@@ -288,13 +320,13 @@ SIMD_CLONES void backward_row(const T* hn, const T* __restrict__ xn, const T* __
     g_edge[d + i] = gy;
     g_size[i] = -(g_s * sl + g_xi * xi) / kn.w;
     g_size[d + i] = gy * r + g_s / kn.w;
-    // d = exp(L tanh(raw / L)): dd/draw = d (1 - tanh²).
-    g_raw[i] = g_d0 * kn.d0 * (T(1) - th[i] * th[i]);
-    g_raw[d + i] = g_d1 * kn.d1 * (T(1) - th[d + i] * th[d + i]);
+    // d = hm exp(L tanh(raw / L)): dd/draw = d (1 - tanh²).
+    g_raw[i] = gd0 * (T(1) - th[i] * th[i]);
+    g_raw[d + i] = gd1 * (T(1) - th[d + i] * th[d + i]);
   }
   for (std::size_t i = 0; i < d; ++i) gxn[i] = std::abs(xn[i]) < B ? gxn[i] : gzn[i];
-  // Softmax and squash: ∂/∂q_j = (2B c / S) e_j (1[j<k] g_edge + 1[j=k] g_size - g_edge below
-  // - g_size p_k) / a_j².
+  // Softmax and squash: ∂/∂q_j = (2B c / S) e_j (1[j<k] g_edge + 1[j=k] g_size + 1[j=k-1] g_prev
+  // + 1[j=k+1] g_next - g_edge below - g_size p_k - g_prev p_{k-1} - g_next p_{k+1}) / a_j².
   const T two_Bc = T(2) * B * f.c;
   const T *__restrict__ E = w.E.data(), *__restrict__ A = w.A.data(), *__restrict__ S = w.S.data();
   for (int row = 0; row < 2; ++row) {
@@ -303,8 +335,10 @@ SIMD_CLONES void backward_row(const T* hn, const T* __restrict__ xn, const T* __
       const T jf = T(j);
       for (std::size_t i = 0; i < d; ++i) {
         const std::size_t ri = row * d + i;
-        const T gj = (jf < k[i] ? g_edge[ri] : T(0)) + (jf == k[i] ? g_size[ri] : T(0));
-        const T base = g_edge[ri] * below[ri] + g_size[ri] * pk[ri];
+        const std::size_t pi = 2 * row * d + i, ni = (2 * row + 1) * d + i;
+        const T gj = (jf < k[i] ? g_edge[ri] : T(0)) + (jf == k[i] ? g_size[ri] : T(0)) +
+                     (jf + T(1) == k[i] ? g_nb[pi] : T(0)) + (jf == k[i] + T(1) ? g_nb[ni] : T(0));
+        const T base = g_edge[ri] * below[ri] + g_size[ri] * pk[ri] + g_nb[pi] * pn[pi] + g_nb[ni] * pn[ni];
         ghn[q + i] = (gj - base) * E[q + i] * (two_Bc / S[ri]) / (A[q + i] * A[q + i]);
       }
     }
@@ -473,11 +507,11 @@ void inverse_impl(py::handle h, py::handle z, py::handle x, SplineOptions o, uns
   });
 }
 
-SplineOptions options(int bins, double bound, double min_bin, double log_max_slope) {
+SplineOptions options(int bins, double bound, double min_bin, double log_max_slope, bool relative) {
   if (bins < 1) throw std::invalid_argument("bins must be positive");
   if (!(bound > 0) || !(min_bin > 0) || !(bins * min_bin < 1) || !(log_max_slope > 0))
     throw std::invalid_argument("spline options out of range");
-  return SplineOptions{bins, bound, min_bin, log_max_slope};
+  return SplineOptions{bins, bound, min_bin, log_max_slope, relative};
 }
 
 bool is_double(const py::handle& h) { return py::isinstance<py::array_t<double>>(h); }
@@ -488,36 +522,39 @@ void bind_spline(py::module_& m) {
   m.def(
       "rqs_forward",
       [](py::handle h, py::handle x, py::handle y, py::handle log_det, int bins, double bound, double min_bin,
-         double log_max_slope, unsigned threads) {
-        const SplineOptions o = options(bins, bound, min_bin, log_max_slope);
+         double log_max_slope, unsigned threads, bool relative) {
+        const SplineOptions o = options(bins, bound, min_bin, log_max_slope, relative);
         if (is_double(h)) forward_impl<double>(h, x, y, log_det, o, threads);
         else forward_impl<float>(h, x, y, log_det, o, threads);
       },
       py::arg("h"), py::arg("x"), py::arg("y"), py::arg("log_det"), py::arg("bins"), py::arg("bound"),
-      py::arg("min_bin"), py::arg("log_max_slope"), py::arg("threads") = 0,
+      py::arg("min_bin"), py::arg("log_max_slope"), py::arg("threads") = 0, py::arg("relative") = true,
       "Spline map of x (N, d) with parameters h (N, 3 bins - 1, d), written into y and log_det (float32 or\n"
       "float64, all C-contiguous, one dtype).");
   m.def(
       "rqs_backward",
       [](py::handle h, py::handle x, py::handle grad_z, py::handle grad_log_det, py::handle grad_x,
-         py::handle grad_h, int bins, double bound, double min_bin, double log_max_slope, unsigned threads) {
-        const SplineOptions o = options(bins, bound, min_bin, log_max_slope);
+         py::handle grad_h, int bins, double bound, double min_bin, double log_max_slope, unsigned threads,
+         bool relative) {
+        const SplineOptions o = options(bins, bound, min_bin, log_max_slope, relative);
         if (is_double(h)) backward_impl<double>(h, x, grad_z, grad_log_det, grad_x, grad_h, o, threads);
         else backward_impl<float>(h, x, grad_z, grad_log_det, grad_x, grad_h, o, threads);
       },
       py::arg("h"), py::arg("x"), py::arg("grad_z"), py::arg("grad_log_det"), py::arg("grad_x"), py::arg("grad_h"),
       py::arg("bins"), py::arg("bound"), py::arg("min_bin"), py::arg("log_max_slope"), py::arg("threads") = 0,
+      py::arg("relative") = true,
       "Gradients of rqs_forward's outputs with respect to x and h, written into grad_x and grad_h.");
   m.def(
       "rqs_inverse",
       [](py::handle h, py::handle z, py::handle x, int bins, double bound, double min_bin, double log_max_slope,
-         unsigned threads) {
-        const SplineOptions o = options(bins, bound, min_bin, log_max_slope);
+         unsigned threads, bool relative) {
+        const SplineOptions o = options(bins, bound, min_bin, log_max_slope, relative);
         if (is_double(h)) inverse_impl<double>(h, z, x, o, threads);
         else inverse_impl<float>(h, z, x, o, threads);
       },
       py::arg("h"), py::arg("z"), py::arg("x"), py::arg("bins"), py::arg("bound"), py::arg("min_bin"),
-      py::arg("log_max_slope"), py::arg("threads") = 0, "Inverse spline map of z, written into x.");
+      py::arg("log_max_slope"), py::arg("threads") = 0, py::arg("relative") = true,
+      "Inverse spline map of z, written into x.");
 }
 
 }  // namespace strnn

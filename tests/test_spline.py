@@ -126,11 +126,20 @@ def test_matches_zuko_on_the_same_knots() -> None:
     torch.testing.assert_close(log_det, ladj_ref, atol=1e-10, rtol=1e-10)
 
 
+def _with_rule(norm: SplineNormalizer, rule: str) -> SplineNormalizer:
+    # "absolute": the knot-slope rule of files saved before the relative one (set as loading does).
+    if rule == "absolute":
+        norm.load_state_dict({})  # a state without "relative_slopes": what loading an old file gives
+        assert not norm.relative
+    return norm
+
+
+@pytest.mark.parametrize("rule", ["relative", "absolute"])
 @pytest.mark.parametrize("bins", [1, 3, 8])
-def test_hand_written_backward_passes_gradcheck(bins: int) -> None:
+def test_hand_written_backward_passes_gradcheck(bins: int, rule: str) -> None:
     # The forward's backward is written by hand; finite differences in float64 check it, with h a
     # transposed view (as conditioners hand it over) and a third of the inputs in the tails.
-    norm = SplineNormalizer(bins=bins, bound=2.0)
+    norm = _with_rule(SplineNormalizer(bins=bins, bound=2.0), rule)
     x, h = random_case(9, 5, norm, 2.0, seed=4)
     x.requires_grad_(True)
     h = h.transpose(1, 2).contiguous().transpose(1, 2).requires_grad_(True)
@@ -192,18 +201,19 @@ def _both_paths(norm: SplineNormalizer, x: torch.Tensor, h: torch.Tensor, seed: 
     out = []
     for core in (True, False):
         xs, hs = x.detach().clone().requires_grad_(True), h.detach().clone().requires_grad_(True)
-        z, log_det = _RQSForward.apply(xs, hs, norm.bins, norm.bound, norm.min_bin, math.log(norm.max_slope), core)
+        z, log_det = _RQSForward.apply(xs, hs, *norm._options(), core)
         gx, gh = torch.autograd.grad((w[0] * z + w[1] * log_det).sum(), (xs, hs))
         out.append((z, log_det, gx, gh))
     return out
 
 
+@pytest.mark.parametrize("rule", ["relative", "absolute"])
 @pytest.mark.parametrize("bins", [1, 2, 5, 8])
 @pytest.mark.parametrize("scale", [0.5, 3.0])
-def test_cpu_kernels_match_the_torch_path_float64(bins: int, scale: float) -> None:
+def test_cpu_kernels_match_the_torch_path_float64(bins: int, scale: float, rule: str) -> None:
     # Same maths, two implementations: the C++ side computes exp by its own polynomial and sums in
     # another order, so values differ by ulps, amplified where the spline is steep.
-    norm = SplineNormalizer(bins=bins, bound=2.5)
+    norm = _with_rule(SplineNormalizer(bins=bins, bound=2.5), rule)
     g = torch.Generator().manual_seed(bins)
     x = 4 * torch.randn(7, 3, 5, generator=g, dtype=F64)  # odd leading shape, a third in the tails
     h = scale * torch.randn(7, 3, norm.n_params, 5, generator=g, dtype=F64).transpose(-1, -2)  # as conditioners give it
@@ -237,10 +247,11 @@ def test_cpu_kernels_match_the_torch_path_float32() -> None:
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)  # float32 rounding of O(1)-O(10) values
 
 
-def test_torch_path_passes_gradcheck() -> None:
-    norm = SplineNormalizer(bins=4, bound=2.0)
+@pytest.mark.parametrize("rule", ["relative", "absolute"])
+def test_torch_path_passes_gradcheck(rule: str) -> None:
+    norm = _with_rule(SplineNormalizer(bins=4, bound=2.0), rule)
     x, h = random_case(5, 3, norm, 2.0, seed=8)
-    args = (norm.bins, norm.bound, norm.min_bin, math.log(norm.max_slope), False)
+    args = (*norm._options(), False)
     assert torch.autograd.gradcheck(lambda x, h: _RQSForward.apply(x, h, *args),
                                     (x.requires_grad_(True), h.requires_grad_(True)))
 
@@ -260,6 +271,45 @@ def test_cpu_kernels_pass_nan_through_and_reject_bad_arrays() -> None:
         _C.rqs_forward(*arrays, 4, 2.0, 1e-3, 1.0)
     with pytest.raises(ValueError, match="shape of x"):
         _C.rqs_forward(*arrays[:2], np.zeros((2, 5)), arrays[3], 3, 2.0, 1e-3, 1.0)
+
+
+def test_knot_slopes_stay_near_their_bins_so_no_bin_goes_flat_inside() -> None:
+    # Relative rule: each interior knot slope lies within [1/3, 3] of the harmonic mean of its two
+    # bins' slopes (hm <= 2 min), so in an inner bin the map's slope at the middle, 4 s^2 / (2 s +
+    # d0 + d1), is at least 2 s / (1 + 2 * 3), however saturated the parameters (the absolute rule
+    # allowed ~2 s^2 / d). The two end bins meet the identity tails with slope 1 at +-B.
+    norm = SplineNormalizer(bins=8, bound=3.0)
+    _, h = random_case(400, 3, norm, 40.0, seed=12)
+    xk, yk, dk = norm._knots(h).unbind(-2)
+    s = (yk.diff(dim=-1) / xk.diff(dim=-1))
+    hm = 2 * s[..., :-1] * s[..., 1:] / (s[..., :-1] + s[..., 1:])
+    ratio = dk[..., 1:-1] / hm
+    assert ratio.min() >= 1 / 3 * (1 - 1e-12) and ratio.max() <= 3 * (1 + 1e-12)
+    mid = (xk[..., :-1] + xk[..., 1:]) / 2
+    for j in range(1, norm.bins - 1):  # the slope at each inner bin's middle, from the forward's log-det
+        _, log_det = norm(mid[..., j], h)
+        assert (log_det.exp() >= 2 * s[..., j] / 7 * (1 - 1e-9)).all()
+
+
+def test_files_from_before_the_relative_rule_load_with_the_absolute_one() -> None:
+    # A state dict without "relative_slopes" (every file saved before the rule) keeps the rule it
+    # was trained with: knot slopes exp(L tanh(raw / L)), L = log 1000, so its density is unchanged.
+    from strnn_fast.flows import StrAF
+
+    torch.manual_seed(0)
+    flow = StrAF([[0, 0], [1, 0]], hidden_sizes=(8,), flow_steps=2, normalizer="spline").double()
+    old = {k: v for k, v in flow.state_dict().items() if not k.endswith("relative_slopes")}
+    assert len(old) < len(flow.state_dict())
+    legacy = StrAF([[0, 0], [1, 0]], hidden_sizes=(8,), flow_steps=2, normalizer="spline").double()
+    legacy.load_state_dict(old)
+    norms = [m for m in legacy.modules() if isinstance(m, SplineNormalizer)]
+    assert norms and all(not n.relative and n.max_slope == 1e3 for n in norms)
+    h = 3 * torch.randn(5, 2, norms[0].n_params, dtype=F64)
+    L = math.log(1e3)
+    torch.testing.assert_close(norms[0]._knots(h)[..., 2, 1:-1], torch.exp(L * torch.tanh(h[..., 16:] / L)))
+    x = torch.randn(7, 2, dtype=F64)
+    z, _ = legacy.transform(x)
+    torch.testing.assert_close(legacy.inverse(z), x)
 
 
 def _trained_spline_straf(d: int = 12, n: int = 1200, epochs: int = 25):
@@ -283,14 +333,11 @@ def _trained_spline_straf(d: int = 12, n: int = 1200, epochs: int = 25):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 19 item 3, open: the knot-slope parametrization lets a flat bin "
-                   "(slope s ~ 0.01) sit between two steep knots (slopes d ~ 30), where the map's slope falls to "
-                   "~2 s^2 / d ~ 1e-5 mid-bin, so float32 rounding of z (one ulp) moves x by ~0.02 at 20x")
 def test_float32_round_trip_far_outside_the_training_data() -> None:
     """After training, x -> z -> x in float32 stays within 1e-3 (relative, worst row) up to 20x the
-    data's scale, and log_prob is finite at 50x (issue 19). Measured before a fix: 9e-3 at 20x
-    (float64: 1e-13), the error already there elementwise given exact parameters, so it is the
-    conditioning of the forward map, not a C++/torch mismatch (see the xfail reason)."""
+    data's scale, and log_prob is finite at 50x. With the absolute knot-slope rule it was 9e-3 at
+    20x: a flat bin (s ~ 0.01) between two steep knots (d ~ 30) has a mid-bin slope ~2 s^2 / d ~
+    1e-5, so one ulp of z moved x by ~0.02; the relative rule bounds that slope below by 2 s / 7."""
     flow, x = _trained_spline_straf()
     with torch.no_grad():
         for scale in (1, 5, 10, 20, 50):

@@ -1,7 +1,8 @@
 r"""Rational-quadratic spline normalizer: a monotone spline on [-B, B], the identity outside.
 
 Each variable's map is a monotone rational-quadratic spline (RQS) with K bins on ``[-B, B]``
-(knot widths and heights from softmaxes, interior knot slopes positive) and the identity in the
+(knot widths and heights from softmaxes, interior knot slopes within a factor of their bins'
+slopes) and the identity in the
 tails, so the slope is 1 at ±B on both sides and the map is C¹. In bin k with knots (x_k, y_k),
 width w, height h, ``s = h / w``, knot slopes δ_k, δ_{k+1} and ``ξ = (x - x_k) / w``:
 
@@ -53,6 +54,11 @@ __all__ = ["SplineNormalizer"]
 # Bin logits are squashed into (-LOGIT_BOUND, LOGIT_BOUND): widths within a factor e^40 of each
 # other, min_bin bounds them anyway, and exp never overflows, even in float16.
 LOGIT_BOUND = 10.0
+# Default bounds of the knot-slope factor exp(L tanh(raw / L)), L = log(max_slope). Relative rule:
+# within [1/3, 3] of the harmonic mean of the two bins' slopes. Absolute rule (files saved
+# by strnn_fast 0.2.0 and earlier): the slope itself within [1e-3, 1e3].
+RELATIVE_MAX_SLOPE = 3.0
+ABSOLUTE_MAX_SLOPE = 1e3
 
 
 class SplineNormalizer(Normalizer):
@@ -61,8 +67,14 @@ class SplineNormalizer(Normalizer):
     Parameters per variable (``n_params = 3 * bins - 1``): ``h[..., :K]`` bin width logits,
     ``h[..., K:2K]`` bin height logits (each squashed to ``u / (1 + |u| / 10)`` before the
     softmax), ``h[..., 2K:]`` the K - 1 interior knot slopes (raw).
-    A slope is ``exp(L tanh(raw / L))`` with ``L = log(max_slope)``: 1 at zero, always within
-    ``[1 / max_slope, max_slope]``, so saturated conditioner outputs stay finite and invertible.
+    Interior knot k's slope is ``hm(s_{k-1}, s_k) exp(L tanh(raw / L))`` with ``L = log(max_slope)``
+    and ``hm(a, b) = 2ab / (a + b)`` the harmonic mean of its two bins' slopes (height / width):
+    within a factor ``max_slope`` (3) of the slopes around it, as monotone cubic interpolation
+    (Fritsch-Carlson) chooses its derivatives. So no inner bin turns flat in its middle between
+    two steep knots (its slope there is at least ``2 s / (1 + 2 max_slope)``), which kept float32
+    round trips exact to 1e-4 at 20x the data's scale where independent knot slopes lost 1e-2
+    (tests/test_spline.py). Model files saved before this rule keep their rule, ``exp(L tanh(raw
+    / L))`` with ``max_slope`` 1000, and load to the same density.
 
     Arguments:
         bins: number of bins K.
@@ -70,7 +82,8 @@ class SplineNormalizer(Normalizer):
             default: on the standardized multimodal data (d=15, 5 steps, 3 seeds) its validation
             NLL beat 4, 5, 7, 8 and 10 (bench/results/flows_nll_spline.md).
         min_bin: smallest bin width and height, as a fraction of 2B (K * min_bin < 1).
-        max_slope: largest knot slope (> 1); the smallest is its reciprocal.
+        max_slope: largest factor (> 1) between a knot slope and the harmonic mean of its
+            bins' slopes; the smallest is its reciprocal. Default 3.
 
     Example:
         >>> norm = SplineNormalizer(bins=8, bound=5.0)
@@ -79,19 +92,47 @@ class SplineNormalizer(Normalizer):
         (23, 0.0, True)
     """
 
-    def __init__(self, bins: int = 8, bound: float = 6.0, min_bin: float = 1e-3, max_slope: float = 1e3):
+    def __init__(self, bins: int = 8, bound: float = 6.0, min_bin: float = 1e-3, max_slope: float | None = None):
         super().__init__()
         self.bins = as_positive_int(bins, "bins")
         self.bound = as_real(bound, "bound", positive=True)
         self.min_bin = as_real(min_bin, "min_bin", positive=True)
         if self.bins * self.min_bin >= 1:
             raise ValueError(f"min_bin must be below 1 / bins = {1 / self.bins:g}, got {min_bin!r}")
-        self.max_slope = as_real(max_slope, "max_slope", positive=True)
-        if not self.max_slope > 1:
+        if max_slope is not None and not as_real(max_slope, "max_slope", positive=True) > 1:
             raise ValueError(f"max_slope must be greater than 1, got {max_slope!r}")
+        self._max_slope = max_slope
         self.n_params = 3 * self.bins - 1
         #: Run the torch ops only (no C++ kernels, no autograd.Function): what torch.export traces.
         self.torch_only = False
+        #: Whether knot slopes are relative to their bins' slopes (every model built after strnn_fast
+        #: 0.2.0). A plain bool, so that tracing (torch.export) never reads a tensor for it.
+        self.relative = True
+        # The rule, saved with the weights (1: relative). A file without it predates the rule and
+        # loads with the absolute one (see _load_from_state_dict).
+        self.register_buffer("relative_slopes", torch.ones((), dtype=torch.uint8))
+
+    @property
+    def max_slope(self) -> float:
+        """The bound of the knot-slope factor: 3 (relative rule) or 1000 (absolute rule) by default."""
+        if self._max_slope is not None:
+            return float(self._max_slope)
+        return RELATIVE_MAX_SLOPE if self.relative else ABSOLUTE_MAX_SLOPE
+
+    def _options(self) -> tuple[int, float, float, float, bool]:
+        # What _RQSForward and the C++ kernels take: bins, bound, min_bin, log(max_slope), relative.
+        return self.bins, self.bound, self.min_bin, math.log(self.max_slope), self.relative
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # Files saved before the relative rule have no "relative_slopes": they keep the absolute
+        # rule (and its default bound) they were trained with, so they load to the same density.
+        key = prefix + "relative_slopes"
+        if key not in state_dict:
+            state_dict[key] = torch.zeros((), dtype=torch.uint8)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        self.relative = bool(self.relative_slopes)
 
     def _knots(self, h: torch.Tensor) -> torch.Tensor:
         # (..., 3, K+1): knot abscissae and ordinates from -B to B, and knot slopes (1 at both ends).
@@ -109,7 +150,11 @@ class SplineNormalizer(Normalizer):
         edges = F.pad(inner, (1, 0), value=-B)
         edges = F.pad(edges, (0, 1), value=B)
         L = math.log(self.max_slope)
-        slopes = F.pad(torch.exp(L * torch.tanh(h[..., 2 * K:] / L)), (1, 1), value=1.0)
+        factor = torch.exp(L * torch.tanh(h[..., 2 * K:] / L))
+        if self.relative:  # times the harmonic mean of the two bins' slopes (2B cancels in s)
+            sl = frac[..., 1, :] / frac[..., 0, :]
+            factor = factor * (2 * sl[..., :-1] * sl[..., 1:] / (sl[..., :-1] + sl[..., 1:]))
+        slopes = F.pad(factor, (1, 1), value=1.0)
         return torch.cat([edges, slopes.unsqueeze(-2)], dim=-2)
 
     @staticmethod
@@ -125,8 +170,7 @@ class SplineNormalizer(Normalizer):
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.torch_only or torch._C._are_functorch_transforms_active():
             return self._forward_autograd(x, h)
-        return _RQSForward.apply(x, h, self.bins, self.bound, self.min_bin, math.log(self.max_slope),
-                                 _core_applies(x, h))
+        return _RQSForward.apply(x, h, *self._options(), _core_applies(x, h))
 
     def _forward_autograd(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # The same map through plain autograd ops: for torch.func transforms (vmap, jacrev, jvp),
@@ -153,8 +197,9 @@ class SplineNormalizer(Normalizer):
         if (not differentiable and not self.torch_only and not torch._C._are_functorch_transforms_active()
                 and _core_applies(z, h)):
             x = torch.empty_like(z, memory_format=torch.contiguous_format)
-            _C.rqs_inverse(*_core_arrays(h, z, x), self.bins, self.bound, self.min_bin, math.log(self.max_slope),
-                           torch.get_num_threads())
+            bins, bound, min_bin, log_max_slope, relative = self._options()
+            _C.rqs_inverse(*_core_arrays(h, z, x), bins, bound, min_bin, log_max_slope, torch.get_num_threads(),
+                           relative=relative)
             return x
         return self._inverse_torch(z, h)
 
@@ -184,7 +229,7 @@ class SplineNormalizer(Normalizer):
         return torch.where(inside, x0 + xi * w, z)
 
     def extra_repr(self) -> str:
-        return f"bins={self.bins}, bound={self.bound}"
+        return f"bins={self.bins}, bound={self.bound}{'' if self.relative else ', absolute knot slopes'}"
 
 
 def _core_applies(x: torch.Tensor, h: torch.Tensor) -> bool:
@@ -218,14 +263,16 @@ class _RQSForward(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, h: torch.Tensor, bins: int, bound: float, min_bin: float,
-                log_max_slope: float, core: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                log_max_slope: float, relative: bool, core: bool) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.core = core
         if core:  # one C++ pass; the backward recomputes the cheap forward quantities
             y = torch.empty(x.shape, dtype=x.dtype)
             log_det = torch.empty(x.shape, dtype=x.dtype)
             h_arr, x_arr, y_arr, ld_arr = _core_arrays(h, x, y, log_det)
-            _C.rqs_forward(h_arr, x_arr, y_arr, ld_arr, bins, bound, min_bin, log_max_slope, torch.get_num_threads())
+            _C.rqs_forward(h_arr, x_arr, y_arr, ld_arr, bins, bound, min_bin, log_max_slope, torch.get_num_threads(),
+                           relative=relative)
             ctx.options = (bins, bound, min_bin, log_max_slope)  # as the C++ backward takes them
+            ctx.relative = relative
             ctx.save_for_backward(x, h)
             return y, log_det
         K, B, L, m = bins, bound, log_max_slope, min_bin
@@ -259,8 +306,21 @@ class _RQSForward(torch.autograd.Function):
         d01 = torch.exp(th * L)
         x0, y0 = edge.unbind(-2)
         w, hh = size.unbind(-2)
-        d0, d1 = d01.unbind(-2)
         s = hh / w
+        near = None
+        if relative:
+            # The neighbour bins' masses (index clamped at the ends, where the knot slope is 1 and
+            # the weights below are 0) and slopes; each interior knot slope is scaled by the
+            # harmonic mean of its two bins' slopes: hm(a, b) = 2ab / (a + b).
+            nb = torch.cat([(k - 1).clamp_min(0), (k + 1).clamp_max(K - 1)], -2)  # (..., 2, d): bins k-1, k+1
+            p_nb = e.gather(-2, nb.unsqueeze(-3).expand(*S.shape[:-2], 2, k.shape[-1])) / S  # (..., 2 rows, 2, d)
+            s_nb = (m + c * p_nb[..., 1, :, :]) / (m + c * p_nb[..., 0, :, :])  # (..., 2, d): s_{k-1}, s_{k+1}
+            inner = torch.cat([k > 0, k < K - 1], -2).to(e.dtype)  # knots k, k+1 interior
+            share = s_nb / (s_nb + s.unsqueeze(-2))  # d log hm / d log s (own bin)
+            hm = torch.where(inner > 0, 2 * s.unsqueeze(-2) * share, torch.ones_like(share))
+            d01 = d01 * hm
+            near = (nb, p_nb, inner, share)
+        d0, d1 = d01.unbind(-2)
         xi = ((u - x0) / w).clamp(0, 1)
         om = 1 - xi
         t = xi * om
@@ -269,8 +329,10 @@ class _RQSForward(torch.autograd.Function):
         y = y0 + hh * r
         numer = d1 * xi.square() + 2 * s * t + d0 * om.square()
         log_slope = torch.log(s.square() * numer) - 2 * torch.log(den)
-        ctx.constants = (K, B, c)
-        ctx.save_for_backward(inside, k, e, a, S, below, pk, th, d01, xi, w, hh, s, den, r, numer)
+        ctx.constants = (K, B, c, m)
+        ctx.near = near is not None
+        ctx.save_for_backward(inside, k, e, a, S, below, pk, th, d01, xi, w, hh, s, den, r, numer,
+                              *(near if near is not None else ()))
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         return torch.where(inside, y, x), torch.where(inside, log_slope, zero)
 
@@ -284,10 +346,11 @@ class _RQSForward(torch.autograd.Function):
             ghT = torch.empty(*h.shape[:-2], h.shape[-1], h.shape[-2], dtype=h.dtype)
             h_arr, x_arr, gz_arr, gld_arr, gx_arr = _core_arrays(h, x, gz, gld, gx)
             gh_arr = ghT.view(h_arr.shape).numpy()
-            _C.rqs_backward(h_arr, x_arr, gz_arr, gld_arr, gx_arr, gh_arr, *ctx.options, torch.get_num_threads())
-            return gx, ghT.transpose(-1, -2), None, None, None, None, None
-        K, B, c = ctx.constants
-        inside, k, e, a, S, below, pk, th, d01, xi, w, hh, s, den, r, numer = ctx.saved_tensors
+            _C.rqs_backward(h_arr, x_arr, gz_arr, gld_arr, gx_arr, gh_arr, *ctx.options, torch.get_num_threads(),
+                            relative=ctx.relative)
+            return gx, ghT.transpose(-1, -2), None, None, None, None, None, None
+        K, B, c, m = ctx.constants
+        inside, k, e, a, S, below, pk, th, d01, xi, w, hh, s, den, r, numer, *near = ctx.saved_tensors
         d0, d1 = d01.unbind(-2)
         zero = torch.zeros((), dtype=gz.dtype, device=gz.device)
         gy = torch.where(inside, gz, zero)
@@ -304,6 +367,16 @@ class _RQSForward(torch.autograd.Function):
         g_s = g_num * xi.square() + g_den * (1 - 2 * t) + g_numer * 2 * t + gl * 2 / s
         g_d0 = (g_num + g_den) * t + g_numer * om.square()
         g_d1 = g_den * t + g_numer * xi.square()
+        g_log_d = torch.stack([g_d0, g_d1], -2) * d01  # (..., 2, d): gradients of log d0, log d1
+        if near:
+            # Relative rule: log d = log hm(s, s_nb) + L tanh(raw / L); the harmonic mean passes
+            # `share` of the log-gradient to the own bin's log s and 1 - share to the neighbour's.
+            nb, p_nb, inner, share = near
+            g_s = g_s + (g_log_d * share * inner).sum(-2) / s
+            g_log_nb = g_log_d * (1 - share) * inner  # (..., 2, d): neighbours k-1, k+1
+            # log s_nb = log(m + c p_y) - log(m + c p_x): gradients in the size units of g_size.
+            size_nb = (m + c * p_nb) * (2 * B)  # (..., 2 rows, 2 neighbours, d)
+            g_size_nb = torch.stack([-g_log_nb, g_log_nb], -3) / size_nb
         # s = hh / w, ξ = (u - x0) / w, y = y0 + hh r.
         g_u = g_xi / w
         g_w = -(g_s * s + g_xi * xi) / w
@@ -317,10 +390,14 @@ class _RQSForward(torch.autograd.Function):
         # times more on CPU), plus the size gradient added at j = k; then in place.
         g_logits = g_edge * (ar < k).unsqueeze(-3).to(gz.dtype)  # (..., 2, K, d)
         g_logits.scatter_add_(-2, k.unsqueeze(-3).expand(*g_size.shape), g_size)
-        g_logits.sub_(g_edge * below + g_size * pk).mul_(e).mul_((2 * B * c) / S).div_(a.square())
-        # Slopes: d = exp(L tanh(raw / L)), so dd/draw = d (1 - tanh²); raws at k, k+1 of the padded rows.
-        g_raw = torch.stack([g_d0, g_d1], -2) * d01 * (1 - th.square())
+        base = g_edge * below + g_size * pk
+        if near:
+            g_logits.scatter_add_(-2, nb.unsqueeze(-3).expand(*g_size_nb.shape), g_size_nb)
+            base = base + (g_size_nb * p_nb).sum(-2, keepdim=True)
+        g_logits.sub_(base).mul_(e).mul_((2 * B * c) / S).div_(a.square())
+        # Slopes: d = hm exp(L tanh(raw / L)), so dd/draw = d (1 - tanh²); raws at k, k+1 of the padded rows.
+        g_raw = g_log_d * (1 - th.square())
         g_pad = torch.zeros(*k.shape[:-2], K + 1, k.shape[-1], dtype=gz.dtype, device=gz.device)
         g_pad.scatter_(-2, torch.cat([k, k + 1], -2), g_raw)
         gh = torch.cat([g_logits.flatten(-3, -2), g_pad[..., 1:-1, :]], -2).transpose(-1, -2)
-        return gx, gh, None, None, None, None, None
+        return gx, gh, None, None, None, None, None, None
