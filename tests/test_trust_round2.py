@@ -133,6 +133,24 @@ def test_csv_output_is_repr_exact_with_quoted_headers(tmp_path):
     assert np.array_equal(back, values)  # every float reads back bit for bit
 
 
+def test_csv_rows_are_exactly_pythons_repr():
+    # Random bit patterns cover subnormals, huge and tiny exponents; the edges of repr's layout
+    # (positional for exponents -4..15, else d.ddde+XX) are listed.
+    from strnn_fast._C import format_csv_rows
+
+    rng = np.random.default_rng(0)
+    bits = rng.integers(-2**63, 2**63 - 1, size=60_000, dtype=np.int64).view(np.float64)
+    edges = [0.0, -0.0, 1.0, 1e-4, 9.999e-5, 1e-5, 1e15, 1e16, 9999999999999998.0, 123456789012345678.0,
+             5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 1e22, 1e-300, 0.1, 1 / 3, 1e6 + 0.01]
+    finite = bits[np.isfinite(bits)]
+    values = np.concatenate([finite[:len(finite) // 3 * 3 - 18], edges, rng.normal(size=3000)]).reshape(-1, 3)
+    text = format_csv_rows(values).decode()
+    assert text == "".join(",".join(map(repr, r)) + "\n" for r in values.tolist())
+    assert np.array_equal(np.array([[float(v) for v in line.split(",")] for line in text.splitlines()]), values)
+    with pytest.raises(ValueError, match="finite"):
+        format_csv_rows(np.array([[1.0, np.nan]]))
+
+
 def test_numeric_quoted_header_reads_back_as_names(tmp_path):
     out = tmp_path / "t.csv"
     stream_csv(out, [np.array([[1.5, 2.5]])], ["0", "1"])
