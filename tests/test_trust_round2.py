@@ -374,6 +374,26 @@ def test_sigint_during_cli_fit_saves_the_best_weights(tmp_path):
         assert proc.returncode == 130 and "no output was written" in err and not (tmp_path / "m.pt").exists()
 
 
+@pytest.mark.slow
+def test_sigint_during_exact_factorization_stops_within_a_second(tmp_path):
+    rng = np.random.default_rng(0)
+    A = np.tril(rng.random((12, 12)) < 0.5, -1).astype(np.uint8)  # HiGHS runs to the CLI's 20 s limit
+    np.save(tmp_path / "A.npy", A)
+    proc = subprocess.Popen([sys.executable, "-P", "-u", "-m", "strnn_fast.cli", "factorize", tmp_path / "A.npy",
+                             "--hidden", "24,24", "--methods", "exact", "-o", tmp_path / "out"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not proc.stdout.readline().startswith("method"):  # the table header: the solve starts next
+        assert proc.poll() is None
+    time.sleep(1.0)
+    start = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert time.perf_counter() - start < 5  # was the whole 20 s; what remains is the interpreter's exit
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines() == ["strnn-fast factorize: interrupted; no output was written"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_python_fit_on_raw_units_warns_and_points_to_standardized():
     x = torch.randn(64, 2) * torch.tensor([1.0, 50.0]) + torch.tensor([1e4, 0.0])
     with pytest.warns(UserWarning, match="Standardized"):
