@@ -398,3 +398,18 @@ def test_python_fit_on_raw_units_warns_and_points_to_standardized():
     x = torch.randn(64, 2) * torch.tensor([1.0, 50.0]) + torch.tensor([1e4, 0.0])
     with pytest.warns(UserWarning, match="Standardized"):
         fit(StrAF(A2, hidden_sizes=(4,), flow_steps=1), x, epochs=1, progress=False)
+
+
+# ---------------------------------------------------------------- memory: estimated before allocating
+
+
+def test_edge_list_beyond_the_memory_limit_is_refused_before_the_dense_matrix(tmp_path, capsys, monkeypatch):
+    graph = _write(tmp_path / "g.csv", "parent,child\n0,1\n1,29999\n")  # 30,000 variables: 9e8 bytes dense
+    monkeypatch.setenv("STRNN_FAST_MEMORY_LIMIT", "1e8")
+    with pytest.raises(ValueError, match=r"g\.csv.*30000 x 30000.*STRNN_FAST_MEMORY_LIMIT"):
+        load_adjacency(graph)
+    code, err = _cli(["factorize", graph, "-o", tmp_path / "out"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "g.csv" in err
+    monkeypatch.setenv("STRNN_FAST_MEMORY_LIMIT", "1e10")  # within the limit: the same file reads
+    A, _ = load_adjacency(_write(tmp_path / "small.csv", "parent,child\n0,1\n1,2999\n"))
+    assert A.shape == (3000, 3000) and A[1, 0] and A[2999, 1] and A.sum() == 2
