@@ -436,3 +436,37 @@ def test_csv_with_comments_blank_lines_and_quotes_reads_as_before(tmp_path):
     assert names == ["a", "b"] and x.tolist() == [[1.5, 2.0], [3.0, 0.004]]
     with pytest.raises(ValueError, match=r"line 4 has 1 fields, expected 2"):
         load_table(_write(tmp_path / "r.csv", "a,b\n1,2\n3,4\n5\n"))
+
+
+def _with_header(src: Path, dst: Path, edit) -> Path:
+    """Copies the model file ``src`` to ``dst`` with ``edit(header)`` applied to its JSON header."""
+    import json
+
+    payload = torch.load(src, weights_only=True)
+    header = json.loads(payload["header"])
+    edit(header)
+    payload["header"] = json.dumps(header)
+    torch.save(payload, dst)
+    return dst
+
+
+def test_model_header_asking_for_200000_flow_steps_is_refused_before_building(model_file, tmp_path, capsys,
+                                                                              monkeypatch):
+    def steps(n):
+        return lambda h: h["config"]["base"]["config"].update(flow_steps=n)
+
+    crafted = _with_header(model_file, tmp_path / "steps.pt", steps(200_000))
+    start = time.perf_counter()
+    from strnn_fast.serialization import load
+
+    with pytest.raises(ValueError, match=r"steps\.pt.*200000 flow steps"):
+        load(crafted)
+    code, err = _cli(["sample", crafted, "-n", "2", "-o", tmp_path / "s.csv"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "200000 flow steps" in err
+    assert time.perf_counter() - start < 5  # it built 200,000 steps for minutes before
+    # Within what the weights allow, the memory budget still applies (STEP_BYTES a step).
+    monkeypatch.setenv("STRNN_FAST_MEMORY_LIMIT", "1e4")
+    with pytest.raises(ValueError, match=r"m\.pt.*STRNN_FAST_MEMORY_LIMIT"):
+        load(model_file)
+    monkeypatch.delenv("STRNN_FAST_MEMORY_LIMIT")
+    assert load(model_file).base.config["flow_steps"] == 1  # the real file loads
