@@ -75,7 +75,9 @@ def _plot(masks: list[np.ndarray], title: str, path: Path) -> None:
     fig, axes = plt.subplots(1, len(masks), figsize=(3.2 * len(masks), 3.4), squeeze=False)
     for i, (ax, m) in enumerate(zip(axes[0], masks)):
         cells, k = thumbnail(m)
-        ax.imshow(cells.T, cmap="Greys", interpolation="nearest", aspect="auto")
+        # By blocks, the axes still count units: the picture spans the mask's full extent.
+        extent = (0, m.shape[0], m.shape[1], 0) if k > 1 else None
+        ax.imshow(cells.T, cmap="Greys", interpolation="nearest", aspect="auto", extent=extent)
         ax.set_title(f"layer {i + 1}: {m.shape[1]}x{m.shape[0]}{f' ({k}x{k} per cell)' if k > 1 else ''}",
                      fontsize=9)
         ax.set_xlabel("in")
