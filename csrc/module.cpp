@@ -7,7 +7,8 @@ PYBIND11_MODULE(_C, m) {
       "strnn_fast C++ core (numpy or scipy CSR in, numpy out): greedy/zuko/MADE factorizers with dense or\n"
       "CSR masks, mask checks and path counts, block-CSR layouts of masks, hidden-unit reordering, and the\n"
       "rational-quadratic spline of the spline normalizer (forward, backward, inverse) on the CPU, and the\n"
-      "CSR products of masked layers (csr_spmm, csr_sddmm).";
+      "CSR products of masked layers (csr_spmm, csr_sddmm), and repr-exact CSV text of float64 rows\n"
+      "(format_csv_rows).";
   strnn::bind_greedy(m);
   strnn::bind_zuko(m);
   strnn::bind_made(m);
@@ -16,4 +17,5 @@ PYBIND11_MODULE(_C, m) {
   strnn::bind_reorder(m);
   strnn::bind_spline(m);
   strnn::bind_masked_linear(m);
+  strnn::bind_csv_format(m);
 }

@@ -61,3 +61,7 @@ def csr_spmm(xt: Floats, values: Floats, crow: Int64s, col: Int64s, bias: Floats
     batch_major."""
 def csr_sddmm(gt: Floats, xt: Floats, crow: Int64s, col: Int64s, dv: Floats, threads: int = 1) -> None:
     """dv[k] = gt[row_k] . xt[col_k] on the kept entries k of the CSR pattern."""
+
+# --- CSV text (csrc/csv_format.cpp; used by strnn_fast.cli._common.stream_csv) ---
+def format_csv_rows(values: npt.NDArray[np.float64]) -> bytes:
+    """CSV lines of a finite 2-D float64 array, each value as repr() writes it; ValueError on NaN/inf."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -313,6 +313,38 @@ def check_memory(nbytes: float, what: str, hint: str = "") -> None:
     if nbytes > limit:
         raise ValueError(f"{what} needs about {nbytes:.3g} bytes, more than the memory limit of {limit:.3g} bytes "
                          f"({MEMORY_LIMIT_ENV}){'; ' + hint if hint else ''}")
+
+
+STEP_BYTES = 48 * 2**10  # measured: a StrAF flow step (d=3, hidden 4) holds 41-56 kB of objects, ~13 ms to build
+
+
+def check_model_header(config: Mapping[str, Any], state: Mapping[str, Any], where: str) -> None:
+    r"""Refuses a model file whose header asks for more than its weights or :func:`memory_limit`
+    allow, before the model is built (a header asking for 200,000 flow steps took minutes and GBs).
+
+    Every flow step holds at least one weight tensor, so a file with fewer tensors in ``state``
+    than flow steps in ``config`` (nested configs, such as a wrapped base model, count) was not
+    written by ``save``. The memory estimate is ``STEP_BYTES`` a step plus the weights to load.
+
+    Example:
+        >>> check_model_header({"base": {"config": {"flow_steps": 200_000}}}, {}, "model file 'm.pt'")
+        Traceback (most recent call last):
+        ...
+        ValueError: model file 'm.pt': the header asks for 200000 flow steps but the file holds 0 weight tensors (each step has at least one); the file is damaged or was not written by save()
+    """
+    steps = _flow_steps(config)
+    if steps > len(state):
+        raise ValueError(f"{where}: the header asks for {steps} flow steps but the file holds {len(state)} weight "
+                         "tensors (each step has at least one); the file is damaged or was not written by save()")
+    weights = sum(t.numel() * t.element_size() for t in state.values())
+    check_memory(steps * STEP_BYTES + weights, f"{where}: a model of {steps} flow steps and {weights} bytes of weights",
+                 "the file may be damaged")
+
+
+def _flow_steps(config: Mapping[str, Any]) -> int:
+    steps = config.get("flow_steps", 0)
+    total = steps if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else 0
+    return total + sum(_flow_steps(v) for v in config.values() if isinstance(v, Mapping))
 
 
 def check_fits_dtype(x: Any, dtype: Any, what: str = "data", names: Sequence[str] | None = None) -> None:

@@ -38,9 +38,10 @@ Example:
 from __future__ import annotations
 
 import math
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +112,8 @@ def factorize_exact(
         ValueError: bad arguments, a model over ``MAX_VARIABLES`` variables, or hidden layers too
             narrow for any exact factorization.
         RuntimeError: the time ran out before any valid factorization was found.
+        KeyboardInterrupt: Ctrl-C, within a tenth of a second (HiGHS itself cannot be stopped: the
+            abandoned solve runs on in a background thread until its time limit).
 
     Example:
         >>> res = factorize_exact([[0, 0], [1, 0]], (3,))
@@ -356,18 +359,50 @@ class _Model:
         if integer:
             # Eq. 2 is integral, so a gap below 1 proves optimality; scipy passes this to HiGHS verbatim.
             options["mip_abs_gap"] = 0.999
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Unrecognized options", category=RuntimeWarning)
-            return milp(
-                self.cost,
-                integrality=np.concatenate(self._int),
-                bounds=(np.concatenate(self._lb), np.concatenate(self._ub)),
-                constraints=LinearConstraint(matrix, lo, hi),
-                options=options,
-            )
+
+        def run() -> Any:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Unrecognized options", category=RuntimeWarning)
+                return milp(
+                    self.cost,
+                    integrality=np.concatenate(self._int),
+                    bounds=(np.concatenate(self._lb), np.concatenate(self._ub)),
+                    constraints=LinearConstraint(matrix, lo, hi),
+                    options=options,
+                )
+
+        return _interruptible(run)
 
     def masks(self, x: np.ndarray) -> list[np.ndarray]:
         return [np.ascontiguousarray(x[M] > 0.5, dtype=np.uint8) for M in self.mask_vars]
+
+
+def _interruptible(call: Callable[[], Any]) -> Any:
+    r"""Returns ``call()``, run in a daemon thread while this one waits, so that Ctrl-C stops the wait.
+
+    HiGHS releases the GIL but never checks for signals, and scipy offers no way to stop it, so a
+    solve in this thread delayed Ctrl-C until its time limit. Waiting on a thread is interruptible;
+    the abandoned solve ends at its own time limit (a daemon thread does not keep the process alive).
+
+    Example:
+        >>> _interruptible(lambda: 6 * 7)
+        42
+    """
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = err
+
+    worker = threading.Thread(target=work, name="strnn_fast-highs", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _n_variables(A: np.ndarray, sizes: tuple[int, ...], penalized: bool) -> int:

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import heapq
 import sys
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from ._validate import as_binary_matrix
+from ._validate import as_binary_matrix, check_memory
 
 __all__ = [
     "ancestors",
@@ -390,10 +391,18 @@ def _from_edges(edges: list[Any], names: list[str] | None) -> tuple[np.ndarray, 
         pairs = [(int(p), int(c)) for p, c in edges]
     else:
         raise TypeError("edge list endpoints must be all strings (names) or all integers (indices)")
-    A = np.zeros((d, d), dtype=bool)
-    for p, c in pairs:
-        A[c, p] = True
+    A = _empty_graph(d, "an edge list")
+    if pairs:
+        parent, child = np.array(pairs, dtype=np.int64).T
+        A[child, parent] = True
     return A, names
+
+
+def _empty_graph(d: int, what: str) -> np.ndarray:
+    # Edge lists and graphs hold O(edges); the dense matrix is d^2 bytes: check it before allocating.
+    check_memory(d * d, f"{what} over {d} variables (a dense {d} x {d} adjacency matrix)",
+                 "give fewer variables or raise the limit")
+    return np.zeros((d, d), dtype=bool)
 
 
 def _from_digraph(G: Any, names: list[str] | None) -> tuple[np.ndarray, list[str] | None]:
@@ -408,7 +417,7 @@ def _from_digraph(G: Any, names: list[str] | None) -> tuple[np.ndarray, list[str
     if not nodes:
         raise ValueError("the graph has no nodes")
     index = {n: k for k, n in enumerate(nodes)}
-    A = np.zeros((len(nodes), len(nodes)), dtype=bool)
+    A = _empty_graph(len(nodes), "a graph")
     for u, v in G.edges:
         A[index[v], index[u]] = True
     if names is None and nodes != list(range(len(nodes))):
@@ -427,7 +436,7 @@ def _check_names(names: Sequence[str] | None) -> list[str] | None:
     for n in out:
         if not isinstance(n, str):
             raise TypeError(f"names must contain strings, got {n!r}")
-    dup = sorted({n for n in out if out.count(n) > 1})
+    dup = sorted(n for n, k in Counter(out).items() if k > 1)  # not out.count: quadratic at d = 30,000
     if dup:
         raise ValueError(f"names must be distinct, repeated: {dup}")
     return out

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from ._files import atomic_path
-from ._validate import is_scipy_sparse
+from ._validate import check_model_header, is_scipy_sparse
 
 __all__ = ["ALLOWED_CLASSES", "FORMAT", "Savable", "build", "class_path", "load"]
 
@@ -262,6 +262,7 @@ def load(path: str | os.PathLike, map_location: Any = "cpu", *, trusted: bool = 
     except RecursionError:
         raise ValueError(f"{where}: the header is nested too deeply") from None
     state = {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}
+    check_model_header(config, state, where)  # before building: a header may ask for 200,000 steps
     return _restore(header["class"], config, header["dtype"], state, where)
 
 

@@ -43,3 +43,20 @@ def test_bad_files(tmp_path, capsys) -> None:
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "not found" in err and "NaN" in err and "--hidden" in err
+
+
+def test_wide_masks_are_pictured_by_blocks(tmp_path, capsys) -> None:
+    # hidden 20000,20000 once lost every output to matplotlib's MemoryError; pictures now show
+    # at most PICTURE_CELLS cells per side, each set when its block of the mask holds a one.
+    from strnn_fast.cli.factorize import PICTURE_CELLS, thumbnail
+
+    rng = np.random.default_rng(0)
+    for shape in [(7, 5), (3000, 17), (2049, 1025), (100, 20000)]:
+        mask = (rng.random(shape) < 0.01).astype(np.uint8)
+        cells, k = thumbnail(mask)
+        expected = np.zeros((-(-shape[0] // k), -(-shape[1] // k)), np.uint8)
+        expected[tuple((np.argwhere(mask) // k).T)] = 1
+        assert max(cells.shape) <= PICTURE_CELLS and np.array_equal(cells, expected)
+    assert main(["factorize", "--hidden", "2100,100", "--methods", "greedy", "-o", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "masks_greedy.png").stat().st_size > 1000
+    assert np.load(tmp_path / "o" / "masks_greedy.npz")["mask_0"].shape == (100, 2100)

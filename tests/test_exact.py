@@ -141,3 +141,21 @@ def test_without_warm_start_finds_the_same_optimum() -> None:
     cold = factorize_exact(A, (5,), time_limit=20, warm_start=False)
     assert warm.optimal and cold.optimal
     assert warm.paths == cold.paths
+
+
+def test_ctrl_c_stops_the_wait_for_highs_at_once() -> None:
+    # HiGHS never checks signals; the solve runs in a worker so the waiting thread takes Ctrl-C.
+    import signal
+    import threading
+    import time
+
+    from strnn_fast.exact import _interruptible
+
+    main = threading.get_ident()
+    threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGINT)).start()
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        _interruptible(lambda: time.sleep(5))
+    assert time.perf_counter() - start < 1.5
+    with pytest.raises(ZeroDivisionError):  # the worker's errors reach the caller
+        _interruptible(lambda: 1 / 0)

@@ -133,6 +133,24 @@ def test_csv_output_is_repr_exact_with_quoted_headers(tmp_path):
     assert np.array_equal(back, values)  # every float reads back bit for bit
 
 
+def test_csv_rows_are_exactly_pythons_repr():
+    # Random bit patterns cover subnormals, huge and tiny exponents; the edges of repr's layout
+    # (positional for exponents -4..15, else d.ddde+XX) are listed.
+    from strnn_fast._C import format_csv_rows
+
+    rng = np.random.default_rng(0)
+    bits = rng.integers(-2**63, 2**63 - 1, size=60_000, dtype=np.int64).view(np.float64)
+    edges = [0.0, -0.0, 1.0, 1e-4, 9.999e-5, 1e-5, 1e15, 1e16, 9999999999999998.0, 123456789012345678.0,
+             5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 1e22, 1e-300, 0.1, 1 / 3, 1e6 + 0.01]
+    finite = bits[np.isfinite(bits)]
+    values = np.concatenate([finite[:len(finite) // 3 * 3 - 18], edges, rng.normal(size=3000)]).reshape(-1, 3)
+    text = format_csv_rows(values).decode()
+    assert text == "".join(",".join(map(repr, r)) + "\n" for r in values.tolist())
+    assert np.array_equal(np.array([[float(v) for v in line.split(",")] for line in text.splitlines()]), values)
+    with pytest.raises(ValueError, match="finite"):
+        format_csv_rows(np.array([[1.0, np.nan]]))
+
+
 def test_numeric_quoted_header_reads_back_as_names(tmp_path):
     out = tmp_path / "t.csv"
     stream_csv(out, [np.array([[1.5, 2.5]])], ["0", "1"])
@@ -356,7 +374,99 @@ def test_sigint_during_cli_fit_saves_the_best_weights(tmp_path):
         assert proc.returncode == 130 and "no output was written" in err and not (tmp_path / "m.pt").exists()
 
 
+@pytest.mark.slow
+def test_sigint_during_exact_factorization_stops_within_a_second(tmp_path):
+    rng = np.random.default_rng(0)
+    A = np.tril(rng.random((12, 12)) < 0.5, -1).astype(np.uint8)  # HiGHS runs to the CLI's 20 s limit
+    np.save(tmp_path / "A.npy", A)
+    proc = subprocess.Popen([sys.executable, "-P", "-u", "-m", "strnn_fast.cli", "factorize", tmp_path / "A.npy",
+                             "--hidden", "24,24", "--methods", "exact", "-o", tmp_path / "out"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not proc.stdout.readline().startswith("method"):  # the table header: the solve starts next
+        assert proc.poll() is None
+    time.sleep(1.0)
+    start = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert time.perf_counter() - start < 5  # was the whole 20 s; what remains is the interpreter's exit
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines() == ["strnn-fast factorize: interrupted; no output was written"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_python_fit_on_raw_units_warns_and_points_to_standardized():
     x = torch.randn(64, 2) * torch.tensor([1.0, 50.0]) + torch.tensor([1e4, 0.0])
     with pytest.warns(UserWarning, match="Standardized"):
         fit(StrAF(A2, hidden_sizes=(4,), flow_steps=1), x, epochs=1, verbose=False)
+
+
+# ---------------------------------------------------------------- memory: estimated before allocating
+
+
+def test_edge_list_beyond_the_memory_limit_is_refused_before_the_dense_matrix(tmp_path, capsys, monkeypatch):
+    graph = _write(tmp_path / "g.csv", "parent,child\n0,1\n1,29999\n")  # 30,000 variables: 9e8 bytes dense
+    monkeypatch.setenv("STRNN_FAST_MEMORY_LIMIT", "1e8")
+    with pytest.raises(ValueError, match=r"g\.csv.*30000 x 30000.*STRNN_FAST_MEMORY_LIMIT"):
+        load_adjacency(graph)
+    code, err = _cli(["factorize", graph, "-o", tmp_path / "out"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "g.csv" in err
+    monkeypatch.setenv("STRNN_FAST_MEMORY_LIMIT", "1e10")  # within the limit: the same file reads
+    A, _ = load_adjacency(_write(tmp_path / "small.csv", "parent,child\n0,1\n1,2999\n"))
+    assert A.shape == (3000, 3000) and A[1, 0] and A[2999, 1] and A.sum() == 2
+
+
+def test_csv_beyond_the_memory_limit_is_refused_from_its_size(tmp_path, capsys, monkeypatch):
+    rows = np.random.default_rng(0).normal(size=(2000, 3))
+    data = _write(tmp_path / "d.csv", "a,b,c\n" + "".join(",".join(map(repr, r)) + "\n" for r in rows.tolist()))
+    graph = _write(tmp_path / "g.csv", "parent,child\na,b\nb,c\n")
+    monkeypatch.setenv("STRNN_FAST_MEMORY_LIMIT", "5e4")  # the table is 48 kB of float64
+    with pytest.raises(ValueError, match=r"table .*d\.csv.*STRNN_FAST_MEMORY_LIMIT"):
+        load_table(data)
+    code, err = _cli(["fit", data, "-a", graph, "-o", tmp_path / "m.pt", *FIT], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "d.csv" in err
+    monkeypatch.setenv("STRNN_FAST_MEMORY_LIMIT", "1e6")
+    x, names = load_table(data)
+    assert names == ["a", "b", "c"] and np.array_equal(x, rows)
+
+
+def test_csv_with_comments_blank_lines_and_quotes_reads_as_before(tmp_path):
+    # numpy's fast reader refuses these; the line-by-line reader takes them, as it always did.
+    text = '# made by hand\n"a","b"\n1.5,"2"\n   \n# note\n3,4e-3\n'
+    x, names = load_table(_write(tmp_path / "t.csv", text))
+    assert names == ["a", "b"] and x.tolist() == [[1.5, 2.0], [3.0, 0.004]]
+    with pytest.raises(ValueError, match=r"line 4 has 1 fields, expected 2"):
+        load_table(_write(tmp_path / "r.csv", "a,b\n1,2\n3,4\n5\n"))
+
+
+def _with_header(src: Path, dst: Path, edit) -> Path:
+    """Copies the model file ``src`` to ``dst`` with ``edit(header)`` applied to its JSON header."""
+    import json
+
+    payload = torch.load(src, weights_only=True)
+    header = json.loads(payload["header"])
+    edit(header)
+    payload["header"] = json.dumps(header)
+    torch.save(payload, dst)
+    return dst
+
+
+def test_model_header_asking_for_200000_flow_steps_is_refused_before_building(model_file, tmp_path, capsys,
+                                                                              monkeypatch):
+    def steps(n):
+        return lambda h: h["config"]["base"]["config"].update(flow_steps=n)
+
+    crafted = _with_header(model_file, tmp_path / "steps.pt", steps(200_000))
+    start = time.perf_counter()
+    from strnn_fast.serialization import load
+
+    with pytest.raises(ValueError, match=r"steps\.pt.*200000 flow steps"):
+        load(crafted)
+    code, err = _cli(["sample", crafted, "-n", "2", "-o", tmp_path / "s.csv"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "200000 flow steps" in err
+    assert time.perf_counter() - start < 5  # it built 200,000 steps for minutes before
+    # Within what the weights allow, the memory budget still applies (STEP_BYTES a step).
+    monkeypatch.setenv("STRNN_FAST_MEMORY_LIMIT", "1e4")
+    with pytest.raises(ValueError, match=r"m\.pt.*STRNN_FAST_MEMORY_LIMIT"):
+        load(model_file)
+    monkeypatch.delenv("STRNN_FAST_MEMORY_LIMIT")
+    assert load(model_file).base.config["flow_steps"] == 1  # the real file loads

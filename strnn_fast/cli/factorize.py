@@ -43,6 +43,29 @@ def tile_density(mask: np.ndarray, block: int) -> float:
     return BlockLayout.from_mask(np.asarray(mask).T, (block, block)).density
 
 
+PICTURE_CELLS = 1024  # cells per side of a mask's picture: it is ~350 pixels wide, more only costs memory
+
+
+def thumbnail(mask: np.ndarray, cells: int = PICTURE_CELLS) -> tuple[np.ndarray, int]:
+    r"""The mask at most ``cells`` per side for its picture: each (k x k) block becomes one cell,
+    set when the block holds a one; returns it and k.
+
+    matplotlib keeps several float copies of what it draws: a 20000 x 20000 mask (hidden
+    20000,20000) ran out of memory and lost every output. The reduction needs no large temporary.
+
+    Example:
+        >>> small, k = thumbnail(np.eye(6, dtype=np.uint8), cells=3)
+        >>> k, small.tolist()
+        (2, [[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    """
+    m = np.asarray(mask)
+    k = max(1, -(-max(m.shape) // cells))
+    if k == 1:
+        return m, 1
+    rows = np.maximum.reduceat(m, np.arange(0, m.shape[0], k), axis=0)
+    return np.maximum.reduceat(rows, np.arange(0, m.shape[1], k), axis=1), k
+
+
 def _plot(masks: list[np.ndarray], title: str, path: Path) -> None:
     import matplotlib
 
@@ -51,8 +74,12 @@ def _plot(masks: list[np.ndarray], title: str, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(masks), figsize=(3.2 * len(masks), 3.4), squeeze=False)
     for i, (ax, m) in enumerate(zip(axes[0], masks)):
-        ax.imshow(np.asarray(m).T, cmap="Greys", interpolation="nearest", aspect="auto")
-        ax.set_title(f"layer {i + 1}: {m.shape[1]}x{m.shape[0]}", fontsize=9)
+        cells, k = thumbnail(m)
+        # By blocks, the axes still count units: the picture spans the mask's full extent.
+        extent = (0, m.shape[0], m.shape[1], 0) if k > 1 else None
+        ax.imshow(cells.T, cmap="Greys", interpolation="nearest", aspect="auto", extent=extent)
+        ax.set_title(f"layer {i + 1}: {m.shape[1]}x{m.shape[0]}{f' ({k}x{k} per cell)' if k > 1 else ''}",
+                     fontsize=9)
         ax.set_xlabel("in")
         ax.set_ylabel("out")
     fig.suptitle(title, fontsize=10)

@@ -12,13 +12,15 @@ Example:
 from __future__ import annotations
 
 import csv
+import math
 import os
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .._validate import as_binary_matrix
+from .._validate import as_binary_matrix, check_memory
 from ..graph import as_adjacency
 
 __all__ = ["check_adjacency_matches", "load_adjacency", "load_table"]
@@ -55,15 +57,7 @@ def load_table(path: str | os.PathLike) -> tuple[np.ndarray, list[str] | None]:
     p = _existing(path, "table")
     suffix = p.suffix.lower()
     if suffix == ".csv":
-        rows, lines = _read_rows(p)
-        # A quoted first row is a header even when its names look like numbers (write_csv quotes them).
-        quoted = bool(rows) and _first_line(p, lines[0]).startswith('"')
-        header = rows[0] if rows and (quoted or not all(_is_number(v) for v in rows[0])) else None
-        if header is not None:
-            rows, lines = rows[1:], lines[1:]
-            if len(set(header)) != len(header) or any(not h for h in header):
-                raise ValueError(f"table {p}: the header {header} has empty or repeated column names")
-        return _numeric_rows(rows, lines, header, p), header
+        return _csv_table(p)
     if suffix == ".npy":
         return _checked_table(_np_load(p), None, p), None
     if suffix == ".npz":
@@ -210,34 +204,90 @@ def _existing(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
-def _read_rows(p: Path, whitespace: bool = False) -> tuple[list[list[str]], list[int]]:
-    """Non-blank, non-comment rows of a text file and their 1-based line numbers."""
+def _lines(p: Path, whitespace: bool = False) -> Iterator[tuple[int, str, list[str]]]:
+    """Yields (1-based line number, stripped line, fields) of the non-blank, non-comment lines of a
+    text file, one at a time (memory: one line)."""
     try:
         with open(p, newline="", encoding="utf-8-sig") as f:
-            numbered = [(k + 1, line.strip()) for k, line in enumerate(f)]
+            for number, raw in enumerate(f, 1):
+                line = raw.strip()
+                if not line or line.startswith("#"):
+                    continue
+                if "\0" in line:
+                    raise ValueError(f"{p} holds NUL bytes; it is not a text table")
+                if whitespace:
+                    yield number, line, line.split(",") if "," in line else line.split()
+                    continue
+                try:
+                    yield number, line, [v.strip() for v in next(csv.reader([line]), [])]
+                except csv.Error as err:
+                    raise ValueError(f"{p} is not a readable CSV file: {err}") from None
     except UnicodeDecodeError as err:
         raise ValueError(f"{p} is not a UTF-8 text file (byte {err.start}); give a .csv/.txt text table") from None
-    numbered = [(k, line) for k, line in numbered if line and not line.startswith("#")]
-    lines = [k for k, _ in numbered]
-    text = [line for _, line in numbered]
-    if any("\0" in line for line in text):
-        raise ValueError(f"{p} holds NUL bytes; it is not a text table")
-    if whitespace:
-        return [line.split(",") if "," in line else line.split() for line in text], lines
+
+
+def _read_rows(p: Path, whitespace: bool = False) -> tuple[list[list[str]], list[int]]:
+    """Non-blank, non-comment rows of a (small) text file and their 1-based line numbers."""
+    numbered = list(_lines(p, whitespace))
+    return [row for _, _, row in numbered], [k for k, _, _ in numbered]
+
+
+def _csv_table(p: Path) -> tuple[np.ndarray, list[str] | None]:
+    # numpy's C reader parses straight into float64 (reading rows as Python strings first took
+    # 16x the file in memory); a file it refuses is scanned line by line for the error to report.
+    first = next(_lines(p), None)
+    if first is None:
+        raise ValueError(f"table {p} has no data rows")
+    number, line, fields = first
+    # A quoted first row is a header even when its names look like numbers (write_csv quotes them).
+    header = fields if line.startswith('"') or not all(_is_number(v) for v in fields) else None
+    if header is not None and (len(set(header)) != len(header) or any(not h for h in header)):
+        raise ValueError(f"table {p}: the header {header} has empty or repeated column names")
+    _check_table_memory(p, len(fields))
+    skip = number if header is not None else number - 1
     try:
-        rows = [[v.strip() for v in next(csv.reader([line]), [])] for line in text]
-    except csv.Error as err:
-        raise ValueError(f"{p} is not a readable CSV file: {err}") from None
-    return rows, lines
+        arr = np.loadtxt(p, delimiter=",", dtype=np.float64, comments=None, quotechar='"', skiprows=skip,
+                         ndmin=2, encoding="utf-8-sig")
+    except ValueError:  # ragged, non-numeric, comment or blank-with-spaces lines, bad UTF-8
+        arr = None
+    if arr is None or arr.shape[0] == 0 or arr.shape[1] != len(fields) or not np.isfinite(arr).all():
+        arr = _scanned_rows(p, skip, len(fields), header)
+    return _checked_table(arr, header, p), header
 
 
-def _first_line(p: Path, number: int) -> str:
-    """Line ``number`` (1-based) of the text file ``p``, stripped."""
-    with open(p, newline="", encoding="utf-8-sig") as f:
-        for k, line in enumerate(f, 1):
-            if k == number:
-                return line.strip()
-    return ""
+def _check_table_memory(p: Path, width: int) -> None:
+    # Values per byte from the file's first 64 KiB, 8 bytes a value, twice for numpy's growing
+    # buffer (measured: a 212 MB file of 15 repr floats a row, an 87 MB array, peaked 99 MB above
+    # the interpreter; the Python rows it replaced took 1.47 GB).
+    with open(p, "rb") as f:
+        head = f.read(65536)
+    per_byte = max(1, head.count(b",") + head.count(b"\n")) / max(1, len(head))
+    size = p.stat().st_size
+    check_memory(2 * 8 * per_byte * size, f"table {p} ({size} bytes, about {per_byte * size:.3g} values)",
+                 "read it in parts, or raise the limit")
+
+
+def _scanned_rows(p: Path, skip: int, width: int, header: list[str] | None) -> np.ndarray:
+    """The table after line ``skip``, parsed in Python one line at a time; raises at the first bad value."""
+    values = array("d")  # 8 bytes a value, like the result
+    for number, _, row in _lines(p):
+        if number <= skip:
+            continue
+        if len(row) != width:
+            raise ValueError(f"{p} line {number} has {len(row)} fields, expected {width}")
+        for c, value in enumerate(row):
+            column = header[c] if header is not None else c
+            try:
+                x = float(value)
+            except ValueError:
+                raise ValueError(f"{p}: column {column!r} holds the non-numeric value {value!r} "
+                                 f"(line {number})") from None
+            if not math.isfinite(x):
+                raise ValueError(f"{p}: column {column!r} holds {value!r} (line {number}); values must be finite")
+            values.append(x)
+    if not values:
+        raise ValueError(f"table {p} has no data rows")
+    return np.frombuffer(values, dtype=np.float64).reshape(-1, width)
 
 
 _EDGE_HEADERS = {("source", "target"), ("from", "to"), ("parent", "child")}
@@ -251,28 +301,6 @@ def _is_number(value: str) -> bool:
     return True
 
 
-def _numeric_rows(rows: list[list[str]], lines: list[int], header: list[str] | None, p: Path) -> np.ndarray:
-    # Text files report 1-based line numbers of the file (comments and blank lines counted).
-    if not rows:
-        raise ValueError(f"table {p} has no data rows")
-    width = len(header) if header is not None else len(rows[0])
-    out = np.empty((len(rows), width))
-    for r, row in enumerate(rows):
-        if len(row) != width:
-            raise ValueError(f"{p} line {lines[r]} has {len(row)} fields, expected {width}")
-        for c, value in enumerate(row):
-            column = header[c] if header is not None else c
-            try:
-                out[r, c] = float(value)
-            except ValueError:
-                raise ValueError(f"{p}: column {column!r} holds the non-numeric value {value!r} "
-                                 f"(line {lines[r]})") from None
-            if not np.isfinite(out[r, c]):
-                raise ValueError(f"{p}: column {column!r} holds {value!r} (line {lines[r]}); "
-                                 "values must be finite")
-    return _checked_table(out, header, p)
-
-
 def _checked_table(arr: np.ndarray, names: list[str] | None, p: Path) -> np.ndarray:
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise ValueError(f"table {p} must be numeric, got dtype {arr.dtype}")
@@ -280,7 +308,7 @@ def _checked_table(arr: np.ndarray, names: list[str] | None, p: Path) -> np.ndar
         raise ValueError(f"table {p} must be 2-D (samples x variables), got {arr.ndim}-D shape {arr.shape}")
     if names is not None and len(names) != arr.shape[1]:
         raise ValueError(f"table {p} has {arr.shape[1]} columns but {len(names)} names")
-    arr = arr.astype(np.float64)
+    arr = arr.astype(np.float64, copy=False)  # a copy would double a large table's memory
     bad = ~np.isfinite(arr)
     if bad.any():
         r, c = np.argwhere(bad)[0]
