@@ -18,7 +18,9 @@ def test_version_lives_in_one_place_and_every_file_agrees() -> None:
     assert PYPROJECT["tool"]["scikit-build"]["metadata"]["version"]["input"] == "strnn_fast/__init__.py"
     version = strnn_fast.__version__
     assert md.version("strnn_fast") == version  # what the build read from __init__.py
-    assert re.search(r"^## \[(.+?)\]", (ROOT / "CHANGELOG.md").read_text(), re.M).group(1) == version
+    # the newest release in the changelog (an "Unreleased" section may come first, as Keep a Changelog has it)
+    released = re.findall(r"^## \[(.+?)\]", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    assert [v for v in released if v != "Unreleased"][0] == version
     assert re.search(r"^version: (\S+)", (ROOT / "CITATION.cff").read_text(), re.M).group(1) == version
 
 
