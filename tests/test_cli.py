@@ -247,3 +247,18 @@ def test_bad_options_are_usage_errors(files, capsys, argv):
     with pytest.raises(SystemExit) as exc:
         main(["fit", str(files["data"]), "-a", str(files["graph"]), "-o", "m.pt", *argv])
     assert exc.value.code == 2
+
+
+def test_every_command_runs_under_the_thread_policy(monkeypatch):
+    # One policy (strnn_fast.threads): every command takes --threads (default 1) and main runs it inside.
+    from strnn_fast.cli import COMMANDS, build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name in COMMANDS:
+        threads = [a for a in commands[name]._actions if a.dest == "threads"]
+        assert threads and threads[0].default == 1, name
+    seen = []
+    monkeypatch.setattr("strnn_fast.cli.demo.run", lambda args: seen.append(torch.get_num_threads()) or 0)
+    before = torch.get_num_threads()
+    assert main(["demo", "--threads", "3"]) == 0
+    assert seen == [3] and torch.get_num_threads() == before

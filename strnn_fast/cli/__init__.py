@@ -18,6 +18,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from ..threads import cpu_threads
+
 # Subcommand modules, in the order `--help` lists them.
 COMMANDS = ("demo", "fit", "sample", "logprob", "intervene", "counterfactual", "factorize", "export")
 
@@ -57,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Inside the try: a Ctrl-C while the subcommands import is one line too.
         args = build_parser().parse_args(argv)
-        return int(args.func(args) or 0)
+        with cpu_threads(args.threads):  # the thread policy (strnn_fast.threads), once for every command
+            return int(args.func(args) or 0)
     except (ValueError, TypeError, OSError) as err:  # OSError: missing, existing, unreadable files
         if isinstance(err, BrokenPipeError):  # the reader went away (`| head -1`): not an error here
             with contextlib.suppress(OSError):

@@ -31,7 +31,7 @@ from torch import nn
 from .._C import format_csv_rows
 from .._files import atomic_path, check_target
 from .._validate import as_sizes
-from ..threads import DEFAULT_THREADS, cpu_threads
+from ..threads import DEFAULT_THREADS
 from ..variables import Variables
 
 __all__ = [
@@ -39,13 +39,11 @@ __all__ = [
     "add_do_option",
     "add_model_options",
     "add_output_options",
-    "add_threads_option",
     "add_training_options",
     "add_trust_option",
     "check_output",
     "command_parser",
     "context_options",
-    "cpu_threads",
     "learning_rate",
     "load_causal",
     "load_model",
@@ -160,6 +158,7 @@ def command_parser(sub: argparse._SubParsersAction, name: str, help: str, doc: s
     """The subcommand ``name``: one-line ``help``, its module docstring ``doc`` as the --help text."""
     p = sub.add_parser(name, help=help, description=plain(doc), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=run)
+    _add_threads_option(p)
     return p
 
 
@@ -199,9 +198,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="flow normalizer (default affine)")
 
 
-def add_threads_option(p: argparse.ArgumentParser) -> None:
-    """Adds --threads; commands run their work inside ``cpu_threads(args.threads)`` (see
-    :mod:`strnn_fast.threads`: the same policy and default as the API's ``fit(threads=)``)."""
+def _add_threads_option(p: argparse.ArgumentParser) -> None:
+    """Adds --threads to every command; ``main`` runs the command inside ``cpu_threads(args.threads)``
+    (see :mod:`strnn_fast.threads`: the same policy and default as the API's ``fit(threads=)``)."""
     p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
                    help=f"CPU threads for torch (default {DEFAULT_THREADS}, as fit(threads=) in Python; more pay off "
                    "only for wide layers or large batches)")

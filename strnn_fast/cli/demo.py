@@ -23,8 +23,8 @@ import torch
 from .._files import atomic_folder, atomic_path
 from ..data import make_multimodal
 from ..train import evaluate_nll, fit
-from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, add_training_options,
-                      check_output, command_parser, cpu_threads, positive_int, seed_type)
+from ._common import (MODEL_BUILDERS, add_model_options, add_training_options,
+                      check_output, command_parser, positive_int, seed_type)
 
 __all__ = ["independent_pair", "pairs", "register", "run"]
 
@@ -97,11 +97,6 @@ def _plot(test: np.ndarray, samples: dict[str, np.ndarray], edges: list[tuple[in
 
 
 def run(args: argparse.Namespace) -> int:
-    with cpu_threads(args.threads):
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder")
@@ -148,7 +143,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     # The spline normalizer by default: an affine flow draws one blob where these data are bimodal.
     p.set_defaults(normalizer="spline")
-    add_threads_option(p)
     p.add_argument("--seed", type=seed_type, default=0, help="seed of the data, initialization and batches (default 0)")
     p.add_argument("--out", default="strnn-fast-demo", help="folder for the models and the plot "
                    "(default ./strnn-fast-demo)")

@@ -40,8 +40,8 @@ from ..data.dataset import split
 from ..standardize import Standardized, Standardizer
 from ..train import evaluate_nll, fit, is_main_process
 from ..variables import Variables
-from ._common import (MODEL_BUILDERS, add_model_options, add_threads_option, add_training_options,
-                      check_output, command_parser, cpu_threads, seed_type)
+from ._common import (MODEL_BUILDERS, add_model_options, add_training_options,
+                      check_output, command_parser, seed_type)
 
 __all__ = ["register", "run"]
 
@@ -56,11 +56,6 @@ def _fractions(text: str) -> tuple[float, float, float]:
     return parts  # type: ignore[return-value]
 
 
-def run(args: argparse.Namespace) -> int:
-    with cpu_threads(args.threads):
-        return _run(args)
-
-
 def _context_columns(spec: str, names: list[str] | None, n_columns: int) -> list[int]:
     # --context: column names of the table's header, or 0-based indices.
     columns = Variables(names, n_columns)
@@ -72,7 +67,7 @@ def _context_columns(spec: str, names: list[str] | None, n_columns: int) -> list
     return out
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     x, names = load_table(args.data)
     context = None
     if args.context:
@@ -164,7 +159,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="base distribution of --model causal (default normal; the paper uses laplace)")
     p.add_argument("--structure", choices=("graph", "full"), default="graph",
                    help="--model causal: the causal graph (StrAF) or its full ordering (CAREFL)")
-    add_threads_option(p)
     p.add_argument("--seed", type=seed_type, default=0, help="seed of the split, the initialization and the batches")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary line (verbose=False in Python)")
     p.add_argument("--output", "-o", required=True, help="model file to write")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 
 from ..variables import parse_assignments
-from ._common import (add_do_option, add_output_options, add_threads_option, check_output, command_parser,
-                      cpu_threads, load_causal, positive_int, seed_type, variable_names, write_csv)
+from ._common import (add_do_option, add_output_options, check_output, command_parser,
+                      load_causal, positive_int, seed_type, variable_names, write_csv)
 from ._tables import add_context_option, input_files, read_context
 
 __all__ = ["register", "run"]
@@ -24,9 +24,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_causal(args.model, trusted=args.trust_legacy_file)
     do = parse_assignments(args.do, model.names)
     context = read_context(args, model, args.n, "sample")
-    with cpu_threads(args.threads):
-        samples = model.interventional_samples(do, args.n, seed=args.seed, output="tensor",
-                                               context=context).cpu().double().numpy()
+    samples = model.interventional_samples(do, args.n, seed=args.seed, output="tensor",
+                                           context=context).cpu().double().numpy()
     names = variable_names(model, model.d)
     label = ", ".join(f"{k}={v:g}" for k, v in do.items())
     print(f"E[x | do({label})] from {args.n} samples")
@@ -46,5 +45,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", type=positive_int, default=10_000, help="number of samples (default 10000)")
     add_context_option(p, "sample")
     p.add_argument("--seed", type=seed_type, default=0, help="seed of the noise draw (default 0)")
-    add_threads_option(p)
     add_output_options(p, "write the samples to this CSV file")

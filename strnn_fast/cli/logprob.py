@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 import torch
 
-from ._common import (add_output_options, add_threads_option, check_output, command_parser, cpu_threads, load_model,
+from ._common import (add_output_options, check_output, command_parser, load_model,
                       write_csv)
 from ._tables import add_table_arguments, in_batches, input_files, read_context, read_rows
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         kwargs = {} if c is None else {"context": torch.tensor(c, dtype=dtype)}
         return model.log_prob(torch.tensor(rows, dtype=dtype), **kwargs).double().numpy()
 
-    with torch.no_grad(), cpu_threads(args.threads):
+    with torch.no_grad():
         values = in_batches(log_prob, args.batch_size, x, context)
     if np.isnan(values).any():
         raise ValueError(f"the model {args.model} gives NaN log-likelihoods (first at row "
@@ -52,5 +52,4 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = command_parser(sub, "logprob", "log-likelihood of a data file under a saved model", __doc__, run)
     add_table_arguments(p, "model file written by `strnn-fast fit` or model.save(path)", "data table", "data row")
-    add_threads_option(p)
     add_output_options(p, "CSV file for the per-row log-likelihoods", batch_size=4096)

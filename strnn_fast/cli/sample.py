@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from ._common import (add_output_options, add_threads_option, check_output, command_parser, cpu_threads, load_model,
+from ._common import (add_output_options, check_output, command_parser, load_model,
                       positive_int, sample_chunks, seed_type, stream_csv, variable_names)
 from ._tables import add_context_option, input_files, read_context
 
@@ -34,9 +34,8 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     d = int(model.d)
     # Streamed: each block of samples is written as it is drawn, so memory does not grow with -n.
-    with cpu_threads(args.threads):
-        rows = stream_csv(out, sample_chunks(model, n, context), variable_names(model, d), force=args.force,
-                          inputs=inputs)
+    rows = stream_csv(out, sample_chunks(model, n, context), variable_names(model, d), force=args.force,
+                      inputs=inputs)
     print(f"wrote {rows} samples of {d} variables to {out}")
     return 0
 
@@ -47,5 +46,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", type=positive_int, help="number of samples (default with --context: one per context row)")
     add_context_option(p, "sample")
     p.add_argument("--seed", type=seed_type, default=0, help="seed of the draw (default 0)")
-    add_threads_option(p)
     add_output_options(p, "CSV file to write", required=True)

@@ -113,7 +113,6 @@ def load_adjacency(
         (['x', 'y', 'z'], [[0, 0, 0], [1, 0, 0], [0, 1, 0]])
     """
     p = _existing(path, "adjacency")
-    suffix = p.suffix.lower()
     try:
         return _load_adjacency(p, names, square, allow_self_loops, keep_isolated)
     except (TypeError, ValueError) as err:
