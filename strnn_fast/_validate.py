@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -274,79 +273,6 @@ def column_stats(x: np.ndarray, names: Sequence[str] | None = None,
     return mean, std
 
 
-MEMORY_LIMIT_ENV = "STRNN_FAST_MEMORY_LIMIT"
-DEFAULT_MEMORY_LIMIT = 8 * 2**30
-
-
-def memory_limit() -> int:
-    r"""The one budget (bytes) that allocations sized by user input are checked against.
-
-    ``STRNN_FAST_MEMORY_LIMIT`` (bytes, e.g. ``4e9``) overrides the default of 8 GiB; a value that
-    is not a positive number is refused when a check runs (never at import).
-
-    Example:
-        >>> memory_limit() > 0
-        True
-    """
-    text = os.environ.get(MEMORY_LIMIT_ENV)
-    if text is None:
-        return DEFAULT_MEMORY_LIMIT
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{MEMORY_LIMIT_ENV}={text!r} is not a positive number of bytes")
-    return int(value)
-
-
-def check_memory(nbytes: float, what: str, hint: str = "") -> None:
-    r"""Raises ValueError (naming ``what``) before allocating ``nbytes`` beyond :func:`memory_limit`.
-
-    Example:
-        >>> check_memory(1e13, "intervene -n 1e10", "write them with -o in chunks")
-        Traceback (most recent call last):
-        ...
-        ValueError: intervene -n 1e10 needs about 1e+13 bytes, more than the memory limit of 8.59e+09 bytes (STRNN_FAST_MEMORY_LIMIT); write them with -o in chunks
-    """
-    limit = memory_limit()
-    if nbytes > limit:
-        raise ValueError(f"{what} needs about {nbytes:.3g} bytes, more than the memory limit of {limit:.3g} bytes "
-                         f"({MEMORY_LIMIT_ENV}){'; ' + hint if hint else ''}")
-
-
-STEP_BYTES = 48 * 2**10  # measured: a StrAF flow step (d=3, hidden 4) holds 41-56 kB of objects, ~13 ms to build
-
-
-def check_model_header(config: Mapping[str, Any], state: Mapping[str, Any], where: str) -> None:
-    r"""Refuses a model file whose header asks for more than its weights or :func:`memory_limit`
-    allow, before the model is built (a header asking for 200,000 flow steps took minutes and GBs).
-
-    Every flow step holds at least one weight tensor, so a file with fewer tensors in ``state``
-    than flow steps in ``config`` (nested configs, such as a wrapped base model, count) was not
-    written by ``save``. The memory estimate is ``STEP_BYTES`` a step plus the weights to load.
-
-    Example:
-        >>> check_model_header({"base": {"config": {"flow_steps": 200_000}}}, {}, "model file 'm.pt'")
-        Traceback (most recent call last):
-        ...
-        ValueError: model file 'm.pt': the header asks for 200000 flow steps but the file holds 0 weight tensors (each step has at least one); the file is damaged or was not written by save()
-    """
-    steps = _flow_steps(config)
-    if steps > len(state):
-        raise ValueError(f"{where}: the header asks for {steps} flow steps but the file holds {len(state)} weight "
-                         "tensors (each step has at least one); the file is damaged or was not written by save()")
-    weights = sum(t.numel() * t.element_size() for t in state.values())
-    check_memory(steps * STEP_BYTES + weights, f"{where}: a model of {steps} flow steps and {weights} bytes of weights",
-                 "the file may be damaged")
-
-
-def _flow_steps(config: Mapping[str, Any]) -> int:
-    steps = config.get("flow_steps", 0)
-    total = steps if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else 0
-    return total + sum(_flow_steps(v) for v in config.values() if isinstance(v, Mapping))
-
-
 def check_fits_dtype(x: Any, dtype: Any, what: str = "data", names: Sequence[str] | None = None) -> None:
     r"""Raises ValueError when finite values of ``x`` overflow the floating ``dtype`` (e.g. 1e40 in float32).
 
@@ -391,6 +317,43 @@ def as_flag(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
+
+
+def as_rows(value: Any, name: str, dtype: Any, names: Any = None) -> Any:
+    r"""``value`` (array, tensor or DataFrame) as a finite (n, d) CPU tensor of ``dtype``, or raises naming ``name``.
+
+    A DataFrame is matched by name to ``names`` (an unnamed model reads it by position).
+
+    Example:
+        >>> import torch
+        >>> as_rows([[1, 2], [3, 4]], "train", torch.float32).dtype
+        torch.float32
+    """
+    import torch
+
+    from .variables import Variables, is_frame
+
+    if is_frame(value):  # matched by name to a named model; an unnamed one reads it by position
+        value = Variables(names).frame_rows(value, name) if names is not None else value.to_numpy()
+    if isinstance(value, torch.Tensor):
+        if value.is_complex():
+            raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
+        t = value.detach().cpu()
+    else:
+        arr = np.asarray(value)
+        if arr.dtype == object or arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be a numeric (n, d) array or tensor, got dtype {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n samples x d variables), got shape {tuple(t.shape)}")
+    if t.shape[0] == 0:
+        raise ValueError(f"{name} has no rows")
+    check_fits_dtype(t, dtype, name, names)
+    t = t.to(dtype)
+    if not torch.isfinite(t).all():
+        row = int((~torch.isfinite(t)).any(dim=1).nonzero()[0])
+        raise ValueError(f"{name} contains NaN or infinite values (first in row {row}); drop or impute those rows")
+    return t
 
 
 def as_input(x: Any, width: int, like: Any, name: str = "x") -> Any:

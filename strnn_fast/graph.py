@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from ._validate import as_binary_matrix, check_memory
+from ._memory import check_memory
+from ._validate import as_binary_matrix
 
 __all__ = [
     "ancestors",

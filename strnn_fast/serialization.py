@@ -49,7 +49,8 @@ import numpy as np
 import torch
 
 from ._files import atomic_path
-from ._validate import check_model_header, is_scipy_sparse
+from ._memory import check_model_header
+from ._validate import is_scipy_sparse
 
 __all__ = ["ALLOWED_CLASSES", "FORMAT", "Savable", "build", "class_path", "load"]
 

@@ -22,6 +22,7 @@ Example:
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -34,7 +35,7 @@ from ._validate import as_flag, as_input, column_stats
 from .serialization import Savable, build, class_path
 from .variables import Variables, is_frame
 
-__all__ = ["KeepsFloat64", "Standardized", "Standardizer"]
+__all__ = ["KeepsFloat64", "Standardized", "Standardizer", "warn_if_unstandardized"]
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
@@ -260,3 +261,23 @@ class Standardized(KeepsFloat64, Savable, nn.Module):
         as_flag(as_frame, "as_frame")
         x = self.base.sample(sample_shape, **self._context(context)).to(self.std) * self.std + self.mean
         return Variables(self.names, self.d).to_frame(x) if as_frame else x
+
+
+def warn_if_unstandardized(model: nn.Module, x: Any) -> None:
+    """Warns (once per call) when training columns are far from zero mean and unit variance.
+
+    The policy for Python fits: warn and point to Standardized, leaving the data as given (the
+    CLI and CausalFlow standardize themselves, so they never see this). Binary density data are
+    modelled as 0/1 and are exempt."""
+    if getattr(model, "data_type", None) == "binary" or not isinstance(x, torch.Tensor) or len(x) < 2:
+        return
+    x64 = x.detach().double()
+    mean, std = x64.mean(0), x64.std(0, correction=0)
+    far = ((mean.abs() > 3 * std.clamp(min=1)) | (std > 10) | (std < 0.1)).nonzero().flatten().tolist()
+    if far:
+        c = far[0]
+        warnings.warn(f"training columns {far[:10]} are far from standardized (column {c}: mean {float(mean[c]):.4g}, "
+                      f"std {float(std[c]):.4g}); a flow with a standard-normal base trains poorly in raw units. Fit "
+                      "on strnn_fast.standardize.Standardizer.fit(x).transform(x) and wrap the model in "
+                      "strnn_fast.standardize.Standardized (as strnn-fast fit and CausalFlow do)",
+                      UserWarning, stacklevel=3)

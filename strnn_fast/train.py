@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 import time
 import warnings
@@ -37,18 +36,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validate import as_flag, as_positive_int, as_real, as_seed, check_fits_dtype
+from . import distributed
+from ._validate import as_flag, as_positive_int, as_real, as_rows, as_seed
+from .standardize import warn_if_unstandardized
 from .threads import DEFAULT_THREADS, cpu_threads
-from .variables import Variables, is_frame
 
 __all__ = ["History", "evaluate_nll", "fit", "is_main_process", "world"]
-
+__all__ = ["History", "evaluate_nll", "fit"]
 SCHEDULERS = ("plateau", None)
 
 
@@ -106,67 +104,23 @@ class History:
         return f"{self.epochs} epochs in {self.seconds:.1f} s{how}{kept}"
 
 
-def _log_prob(model: nn.Module, x: torch.Tensor, context_columns: int) -> torch.Tensor:
-    # Conditional models get their context as the last columns of the batch (see fit's context=).
-    if not context_columns:
-        return model.log_prob(x)
-    return model.log_prob(x[:, :-context_columns], context=x[:, -context_columns:])
+def _log_prob(model: nn.Module, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+    # The context keyword only for conditional fits: any model with log_prob(x) trains.
+    return model.log_prob(x) if context is None else model.log_prob(x, context=context)
 
 
 class _NLL(nn.Module):
     """Puts the loss in ``forward`` so DistributedDataParallel's gradient hooks see it."""
 
-    def __init__(self, model: nn.Module, context_columns: int = 0):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.context_columns = context_columns
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        nll = -_log_prob(self.model, x, self.context_columns).mean()
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        nll = -_log_prob(self.model, x, context).mean()
         extra = getattr(self.model, "extra_loss", None)
         loss = nll + extra() if callable(extra) else nll
         return loss, nll.detach()
-
-
-def world() -> tuple[int, int]:
-    r"""Returns ``(rank, world_size)`` of this process: from torch.distributed, else torchrun's env.
-
-    Example:
-        >>> world()  # a plain process
-        (0, 1)
-    """
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    """Whether this process is rank 0 (the one that prints and writes files)."""
-    return world()[0] == 0
-
-
-def _as_data(value: Any, name: str, dtype: torch.dtype, names: Any = None) -> torch.Tensor:
-    if is_frame(value):  # matched by name to a named model; an unnamed one reads it by position
-        value = Variables(names).frame_rows(value, name) if names is not None else value.to_numpy()
-    if isinstance(value, torch.Tensor):
-        if value.is_complex():
-            raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
-        t = value.detach().cpu()
-    else:
-        arr = np.asarray(value)
-        if arr.dtype == object or arr.dtype.kind not in "biuf":
-            raise TypeError(f"{name} must be a numeric (n, d) array or tensor, got dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-    if t.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n samples x d variables), got shape {tuple(t.shape)}")
-    if t.shape[0] == 0:
-        raise ValueError(f"{name} has no rows")
-    check_fits_dtype(t, dtype, name, names)
-    t = t.to(dtype)
-    if not torch.isfinite(t).all():
-        row = int((~torch.isfinite(t)).any(dim=1).nonzero()[0])
-        raise ValueError(f"{name} contains NaN or infinite values (first in row {row}); drop or impute those rows")
-    return t
 
 
 def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
@@ -186,24 +140,31 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was)
 
 
-def _nll_sum(model: nn.Module, data: torch.Tensor, batch_size: int, device: torch.device,
-             context_columns: int = 0) -> float:
+def _rows(data: torch.Tensor, context: torch.Tensor | None, index: Any, device: torch.device) -> tuple:
+    # The batch ``index`` of the data and of its context (None without one), on ``device``.
+    c = None if context is None else context[index].to(device, non_blocking=True)
+    return data[index].to(device, non_blocking=True), c
+
+
+def _nll_sum(model: nn.Module, data: torch.Tensor, context: torch.Tensor | None, batch_size: int,
+             device: torch.device) -> float:
     total = 0.0
     with _eval_mode(model):
         for start in range(0, len(data), batch_size):
-            batch = data[start:start + batch_size].to(device, non_blocking=True)
-            total -= float(_log_prob(model, batch, context_columns).double().sum())
+            x, c = _rows(data, context, slice(start, start + batch_size), device)
+            total -= float(_log_prob(model, x, c).double().sum())
     return total
 
 
-def _with_context(x: torch.Tensor, context: Any, name: str, dtype: torch.dtype) -> tuple[torch.Tensor, int]:
-    # [x, c] as one tensor (so batching and DDP sharding keep rows together), and C.
+def _context_rows(context: Any, name: str, dtype: torch.dtype, n: int) -> torch.Tensor | None:
+    # The context of n data rows, checked here once: one numeric row per data row (the model's
+    # log_prob then checks its width against context_features).
     if context is None:
-        return x, 0
-    c = _as_data(context, name, dtype)
-    if len(c) != len(x):
-        raise ValueError(f"{name} has {len(c)} rows but its data has {len(x)}; give one context row per data row")
-    return torch.cat([x, c], dim=1), c.shape[1]
+        return None
+    c = as_rows(context, name, dtype)
+    if len(c) != n:
+        raise ValueError(f"{name} has {len(c)} rows but its data has {n}; give one context row per data row")
+    return c
 
 
 def evaluate_nll(model: nn.Module, data: Any, batch_size: int = 1024, context: Any = None) -> float:
@@ -229,9 +190,8 @@ def evaluate_nll(model: nn.Module, data: Any, batch_size: int = 1024, context: A
         raise TypeError(f"model must define log_prob(x), got {type(model).__name__}")
     batch_size = as_positive_int(batch_size, "batch_size")
     dtype, device = _model_dtype_device(model)
-    x = _as_data(data, "data", dtype, getattr(model, "names", None))
-    x, columns = _with_context(x, context, "context", dtype)
-    return _nll_sum(model, x, batch_size, device, columns) / len(x)
+    x = as_rows(data, "data", dtype, getattr(model, "names", None))
+    return _nll_sum(model, x, _context_rows(context, "context", dtype, len(x)), batch_size, device) / len(x)
 
 
 def _adamw(params: list[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -259,41 +219,6 @@ def _check_args(model: nn.Module, epochs: Any, batch_size: Any, lr: Any, weight_
         raise ValueError(f"unknown scheduler {scheduler!r}; expected 'plateau' or None")
     if max_grad_norm is not None:
         as_real(max_grad_norm, "max_grad_norm", positive=True, finite=False)  # inf: measure, never clip
-
-
-def _setup_distributed(device: torch.device | str | None) -> tuple[bool, torch.device | None]:
-    """Joins torchrun's process group when there is one; returns (created_here, device)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return False, (torch.device(device) if device is not None else None)
-    use_cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
-    if use_cuda and device is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if use_cuda:
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if use_cuda else "gloo")
-    return True, (torch.device(device) if device is not None else None)
-
-
-def _all_sum(values: list[float], device: torch.device, distributed: bool) -> list[float]:
-    if not distributed:
-        return values
-    # nccl reduces only CUDA tensors; gloo only CPU ones.
-    on = device if dist.get_backend() == "nccl" else torch.device("cpu")
-    t = torch.tensor(values, dtype=torch.float64, device=on)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def _epoch_order(n: int, seed: int, epoch: int, distributed: bool) -> torch.Tensor:
-    """Row order of one epoch: a seeded permutation, this rank's share of it under DDP."""
-    if distributed:
-        sampler = torch.utils.data.DistributedSampler(range(n), shuffle=True, seed=seed, drop_last=False)
-        sampler.set_epoch(epoch)
-        return torch.tensor(list(sampler), dtype=torch.long)
-    # Same generator and seed as DistributedSampler: one process with batch k*b sees the same
-    # batches as k ranks with batch b each.
-    g = torch.Generator().manual_seed(seed + epoch)
-    return torch.randperm(n, generator=g)
 
 
 def fit(
@@ -384,8 +309,8 @@ def fit(
     if lr > torch.finfo(dtype).max:
         raise ValueError(f"lr={lr} does not fit the model's {dtype}; learning rates are small positive numbers")
     names = getattr(model, "names", None)  # DataFrame columns are matched to these by name
-    x_train = _as_data(train, "train", dtype, names)
-    x_val = _as_data(val, "val", dtype, names) if val is not None else None
+    x_train = as_rows(train, "train", dtype, names)
+    x_val = as_rows(val, "val", dtype, names) if val is not None else None
     if x_val is not None and x_val.shape[1] != x_train.shape[1]:
         raise ValueError(f"val has {x_val.shape[1]} columns but train has {x_train.shape[1]}; "
                          "both must hold the same variables")
@@ -396,14 +321,13 @@ def fit(
         raise ValueError("val_context needs context (the training rows' context) and val")
     if context is not None and x_val is not None and val_context is None:
         raise ValueError("val_context is required: the model is fit with a context, so val needs one too")
-    _warn_if_unstandardized(model, x_train)
-    x_train, columns = _with_context(x_train, context, "context", dtype)
-    if x_val is not None:
-        x_val, val_columns = _with_context(x_val, val_context, "val_context", dtype)
-        if val_columns != columns:
-            raise ValueError(f"val_context has {val_columns} columns but context has {columns}")
+    warn_if_unstandardized(model, x_train)
+    c_train = _context_rows(context, "context", dtype, len(x_train))
+    c_val = _context_rows(val_context, "val_context", dtype, len(x_val)) if x_val is not None else None
+    if c_val is not None and c_val.shape[1] != c_train.shape[1]:
+        raise ValueError(f"val_context has {c_val.shape[1]} columns but context has {c_train.shape[1]}")
 
-    created_group, device = _setup_distributed(device)
+    created_group, device = distributed.setup(device)
     device = device if device is not None else model_device
     # Checked before the model moves, so that a refused device leaves the model where it was.
     if device.type == "meta":
@@ -411,32 +335,33 @@ def fit(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r} but CUDA is not available here; give device='cpu'")
     model.to(device)
-    rank, size = world()
-    distributed = size > 1
+    rank, size = distributed.world()
+    parallel = size > 1
     fork_devices = [device] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=fork_devices), cpu_threads(threads):
             torch.manual_seed(seed)
-            history = _train(model, x_train, x_val, device, rank, size, distributed, epochs=int(epochs),
-                             batch_size=int(batch_size), lr=float(lr), weight_decay=float(weight_decay),
-                             patience=patience, seed=int(seed), progress=verbose and rank == 0,
-                             scheduler=scheduler, max_grad_norm=max_grad_norm, context_columns=columns)
+            history = _train(model, (x_train, c_train), (x_val, c_val), device, rank, size, parallel,
+                             epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
+                             weight_decay=float(weight_decay), patience=patience, seed=int(seed),
+                             progress=verbose and rank == 0, scheduler=scheduler, max_grad_norm=max_grad_norm)
         if verbose and rank == 0:
             print(f"fit: {history.summary()}", file=sys.stderr, flush=True)
         return history
     finally:
         if created_group:
-            dist.destroy_process_group()
+            distributed.close()
 
 
-def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, device: torch.device,
-           rank: int, size: int, distributed: bool, *, epochs: int, batch_size: int, lr: float,
-           weight_decay: float, patience: int | None, seed: int, progress: bool, scheduler: str | None,
-           max_grad_norm: float | None, context_columns: int = 0) -> History:
+def _train(model: nn.Module, train: tuple, val: tuple, device: torch.device, rank: int, size: int,
+           parallel: bool, *, epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int | None,
+           seed: int, progress: bool, scheduler: str | None, max_grad_norm: float | None) -> History:
+    # train, val: (rows, context rows or None); val's rows None without validation data.
+    (x_train, c_train), (x_val, c_val) = train, val
     start = time.perf_counter()
     was_training = model.training
-    loss_module: nn.Module = _NLL(model, context_columns)
-    if distributed:
+    loss_module: nn.Module = _NLL(model)
+    if parallel:
         ids = [device.index] if device.type == "cuda" else None
         # DDP broadcasts rank 0's weights here, so ranks start identical whatever their init.
         loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=ids)
@@ -447,6 +372,7 @@ def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, 
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5,
                                                              patience=max(1, (patience or 10) // 2))
     val_shard = x_val[rank::size] if x_val is not None else None
+    c_shard = c_val[rank::size] if c_val is not None else None
 
     history = History()
     # Copies (state_dict() tensors alias the parameters and would follow later updates): the best
@@ -462,11 +388,11 @@ def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, 
     try:
         for epoch in bar:
             model.train()
-            order = _epoch_order(len(x_train), seed, epoch, distributed)
+            order = distributed.epoch_order(len(x_train), seed, epoch, parallel)
             nll_sum = 0.0
             for s in range(0, len(order), batch_size):
-                batch = x_train[order[s:s + batch_size]].to(device, non_blocking=True)
-                loss, nll = loss_module(batch)
+                batch, c = _rows(x_train, c_train, order[s:s + batch_size], device)
+                loss, nll = loss_module(batch, c)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if max_grad_norm is not None:
@@ -474,7 +400,7 @@ def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, 
                 optimizer.step()
                 nll_sum += float(nll) * len(batch)
             # Checked on the reduced sum so that every rank raises together.
-            train_sum, train_n = _all_sum([nll_sum, float(len(order))], device, distributed)
+            train_sum, train_n = distributed.all_sum([nll_sum, float(len(order))], device, parallel)
             if math.isfinite(train_sum) and not all(bool(torch.isfinite(p).all()) for p in params):
                 train_sum = math.nan  # the last step broke the weights although its loss was finite
             if not math.isfinite(train_sum):
@@ -485,8 +411,8 @@ def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, 
             history.lr.append(optimizer.param_groups[0]["lr"])
             score = history.train_nll[-1]
             if val_shard is not None:
-                val_sum, val_n = _all_sum([_nll_sum(model, val_shard, 4 * batch_size, device, context_columns),
-                                           float(len(val_shard))], device, distributed)
+                val_sum, val_n = distributed.all_sum([_nll_sum(model, val_shard, c_shard, 4 * batch_size, device),
+                                                      float(len(val_shard))], device, parallel)
                 score = val_sum / val_n
                 history.val_nll.append(score)
                 bar.set_postfix(train=f"{history.train_nll[-1]:.4f}", val=f"{score:.4f}")
@@ -517,26 +443,6 @@ def _train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor | None, 
         model.train(was_training)
         history.seconds = time.perf_counter() - start
     return history
-
-
-def _warn_if_unstandardized(model: nn.Module, x: Any) -> None:
-    """Warns (once per call) when training columns are far from zero mean and unit variance.
-
-    The policy for Python fits: warn and point to Standardized, leaving the data as given (the
-    CLI and CausalFlow standardize themselves, so they never see this). Binary density data are
-    modelled as 0/1 and are exempt."""
-    if getattr(model, "data_type", None) == "binary" or not isinstance(x, torch.Tensor) or len(x) < 2:
-        return
-    x64 = x.detach().double()
-    mean, std = x64.mean(0), x64.std(0, correction=0)
-    far = ((mean.abs() > 3 * std.clamp(min=1)) | (std > 10) | (std < 0.1)).nonzero().flatten().tolist()
-    if far:
-        c = far[0]
-        warnings.warn(f"training columns {far[:10]} are far from standardized (column {c}: mean {float(mean[c]):.4g}, "
-                      f"std {float(std[c]):.4g}); a flow with a standard-normal base trains poorly in raw units. Fit "
-                      "on strnn_fast.standardize.Standardizer.fit(x).transform(x) and wrap the model in "
-                      "strnn_fast.standardize.Standardized (as strnn-fast fit and CausalFlow do)",
-                      UserWarning, stacklevel=3)
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:

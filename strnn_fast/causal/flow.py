@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validate import as_flag, as_positive_int, as_seed, check_fits_dtype, check_memory, choice
+from .._memory import check_memory
+from .._validate import as_flag, as_positive_int, as_seed, check_fits_dtype, choice
 from ..flows.straf import StrAF
 from ..graph import as_dag, topological_order
 from ..serialization import Savable

@@ -38,7 +38,8 @@ from .._validate import check_fits_dtype
 from ..data import check_adjacency_matches, load_adjacency, load_table
 from ..data.dataset import split
 from ..standardize import Standardized, Standardizer
-from ..train import evaluate_nll, fit, is_main_process
+from ..distributed import is_main_process
+from ..train import evaluate_nll, fit
 from ..variables import Variables
 from ._common import (MODEL_BUILDERS, add_model_options, add_training_options,
                       check_output, command_parser, seed_type)

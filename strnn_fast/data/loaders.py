@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._validate import as_binary_matrix, check_memory
+from .._memory import check_memory
+from .._validate import as_binary_matrix
 from ..graph import as_adjacency
 
 __all__ = ["check_adjacency_matches", "load_adjacency", "load_table"]
