@@ -23,7 +23,8 @@ from strnn_fast.causal import CausalFlow
 from strnn_fast.cli import main
 from strnn_fast.density import StrNNDensityEstimator
 from strnn_fast.flows import ARF, GNF, StrAF
-from strnn_fast.serialization import ALLOWED_CLASSES, FORMAT, _decode, _encode, build, load
+from strnn_fast._config_codec import decode, encode
+from strnn_fast.serialization import ALLOWED_CLASSES, FORMAT, build, load
 from strnn_fast.standardize import Standardized
 
 
@@ -92,10 +93,10 @@ def test_encode_decode_numpy_torch_scipy_nested() -> None:
         "lists": [[0, 1], [1, 0]], "sizes": [8, 8], "tuple": (1, 2), "none": None, "f": 0.5,
     }
     tensors: dict[str, torch.Tensor] = {}
-    encoded = _encode(config, tensors, "config")
+    encoded = encode(config, tensors, "config")
     text = json.dumps(encoded)  # JSON-friendly
     assert len(text) < 2000 and all(isinstance(t, torch.Tensor) for t in tensors.values())
-    back = _decode(json.loads(text), tensors, "f")
+    back = decode(json.loads(text), tensors, "f")
     for key in ("a", "u", "b"):
         assert isinstance(back[key], np.ndarray) and back[key].dtype == config[key].dtype
         assert np.array_equal(back[key], config[key])
@@ -111,11 +112,11 @@ def test_encode_decode_numpy_torch_scipy_nested() -> None:
 
 def test_unstorable_config_values_are_refused() -> None:
     with pytest.raises(TypeError, match="config"):
-        _encode({"f": lambda: 1}, {}, "config")
+        encode({"f": lambda: 1}, {}, "config")
     with pytest.raises(ValueError, match="nan"):
-        _encode({"f": float("nan")}, {}, "config")
+        encode({"f": float("nan")}, {}, "config")
     with pytest.raises(TypeError, match="object"):
-        _encode({"a": np.array([object()])}, {}, "config")
+        encode({"a": np.array([object()])}, {}, "config")
 
 
 def test_build_uses_the_allow_list_only() -> None:
@@ -206,7 +207,7 @@ def _good_payload() -> dict:
     """What save() writes for a small StrAF, as a dict to tamper with (header still a dict)."""
     model = StrAF(A3, hidden_sizes=(6,), flow_steps=1)
     tensors: dict[str, torch.Tensor] = {}
-    config = _encode(model.config, tensors, "config")
+    config = encode(model.config, tensors, "config")
     for k, v in model.state_dict().items():
         tensors[f"state/{k}"] = v.detach().clone()
     header = {"format_version": 2, "class": "StrAF", "config": config, "dtype": "torch.float32", "extra": {}}
@@ -422,7 +423,7 @@ def test_files_with_the_old_hand_written_config_still_load(tmp_path) -> None:
            "prior": "normal", "activation": "relu", "opt_type": "greedy", "opt_args": model.config["opt_args"],
            "backend": model.config["backend"], "init": "kaiming"}
     tensors: dict[str, torch.Tensor] = {}
-    header = {"format_version": 2, "class": "StrAF", "config": _encode(old, tensors, "config"),
+    header = {"format_version": 2, "class": "StrAF", "config": encode(old, tensors, "config"),
               "dtype": "torch.float32", "extra": {}}
     tensors.update({f"state/{k}": v.detach().clone() for k, v in model.state_dict().items()})
     torch.save({"format": FORMAT, "header": json.dumps(header), "tensors": tensors}, tmp_path / "old.pt")
