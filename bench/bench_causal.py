@@ -1,7 +1,7 @@
 r"""Causal StrAF against CAREFL (the StrNN paper's causal comparison), and batched counterfactual timing.
 
 Part 1 (accuracy): for d in {5, 10} and several seeds, a random sparse nonlinear additive SEM with
-Laplace noise (:func:`strnn_fast.data.sem.random_sparse_sem`) gives training data; an affine flow
+Laplace noise (:func:`strnn_fast.data.random_sparse_sem`) gives training data; an affine flow
 with 5 steps and a Laplace prior is fitted with the graph's structure (causal StrAF) and with the
 full ordering of a topological sort (CAREFL). Queries, for every variable k that has descendants
 and every value v in ``mean_k + std_k * {-2, -1, 0, 1, 2}`` (observational moments):
@@ -44,7 +44,7 @@ import torch
 from _machine import cpu_name
 
 from strnn_fast.causal import CausalFlow
-from strnn_fast.data.sem import random_sparse_sem
+from strnn_fast.data import random_sparse_sem
 from strnn_fast.graph import descendants
 
 RESULTS = Path(__file__).resolve().parent / "results"

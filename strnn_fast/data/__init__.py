@@ -10,7 +10,8 @@ from .binary import load_reference_binary, make_binary_bn
 from .dataset import Dataset
 from .loaders import check_adjacency_matches, load_adjacency, load_table
 from .multimodal import make_multimodal
-from .sem import SEM, LinearGaussianSEM, LinearSEM, random_sparse_sem
+from .random_sem import random_sparse_sem
+from .sem import SEM, LinearGaussianSEM, LinearSEM
 
 __all__ = [
     "SEM",
