@@ -29,7 +29,8 @@ over seeds, epochs run and fit time (one torch thread).
 Run (full protocol, hours on a shared 2-core box):
     python bench/bench_quality.py --seeds 5 --epochs 150
 Reduced protocol (state it as such): ``--graphs ecoli70 --seeds 2 --epochs 40``. It writes
-bench/results/quality<suffix>.json and .md (``--suffix``).
+bench/results/quality<suffix>.json and .md (``--suffix``). ``--models "StrAF spline" --reuse
+bench/results/quality_3seeds.json`` reruns one model and shows the others from an earlier run.
 """
 from __future__ import annotations
 
@@ -215,6 +216,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--suffix", default="", help="results file name: quality<suffix>.md/json")
+    parser.add_argument("--reuse", default="", metavar="RESULTS.json",
+                        help="show the rows of models not run here from an earlier results file (same data and "
+                             "seeds: the data depend on the graph only, the seed on the model's init and batches)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     graphs, variants, models = (s.split(",") for s in (args.graphs, args.variants, args.models))
@@ -236,12 +240,20 @@ def main() -> None:
                       f"patience 20; {N_TRAIN}/{N_VAL}/{N_TEST} rows",
             "families": {g: FAMILY[g] for g in graphs}}
 
+    reused: list[dict] = []
+    if args.reuse:
+        earlier = json.loads(Path(args.reuse).read_text())
+        reused = [r for r in earlier["rows"] if r["model"] not in models and r["graph"] in graphs
+                  and r["variant"] in variants and r["seed"] < args.seeds]
+        meta["reused"] = f"rows of {sorted({r['model'] for r in reused})} from {args.reuse} ({earlier['meta']['date']})"
+    shown = models + sorted({r["model"] for r in reused}, key=list(MODELS).index)
+
     def save(rows: list[dict]) -> None:
         out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
         lines = ["# Test NLL per dimension (nats, standardized data; lower is better), mean and worst seed", ""]
         lines += [f"- {k}: {v}" for k, v in meta.items()] + [f"- rows: {len(rows)}", ""]
         for variant in dict.fromkeys(r["variant"] for r in rows):
-            lines += table(rows, variant, models)
+            lines += table(rows + reused, variant, shown)
         out.with_suffix(".md").write_text("\n".join(lines))
 
     run(graphs, variants, list(range(args.seeds)), args.epochs, models, log, save)
