@@ -136,6 +136,8 @@ def test_large_batches_d15_spline(tmp_path):
     flow = _trained(StrAF(A15, hidden_sizes=(64, 64), flow_steps=3, normalizer="spline", bins=8)).eval()
     _check(flow, "log_prob", tmp_path, batches=(1, 513, 4096, 16384))
 
+
+def test_refusals(tmp_path):
     flow = StrAF(A, hidden_sizes=(8,), flow_steps=1)
     with pytest.raises(ValueError, match="not exportable"):
         export(flow, tmp_path / "a.pt2", method="forward")
