@@ -13,8 +13,9 @@ What the trace runs, and why it exports:
   CSR tensors nor the Triton launcher; the backends are restored afterwards;
 * every autoregressive inverse with exactly ``depth + 1`` conditioner passes per step (the
   CPU early stop compares tensors on the host, which a graph cannot);
-* the spline through its torch ops (the C++ kernels are opaque to the tracer), whose bin search
-  is comparisons and a sum (no ``searchsorted``, no boolean-mask indexing), so ONNX takes it too.
+* the spline through its torch ops (the C++ kernels are opaque to the tracer), unrolled over its
+  K knots: elementwise ops and selects that Inductor fuses into one vectorized loop (no
+  ``searchsorted``, gather or boolean-mask indexing), so ONNX takes it too.
 
 Sampling methods take the base noise as an input (``noise``: draws from the model's prior, e.g.
 ``torch.randn`` for the normal prior), so the artifact is deterministic and reproducible;
