@@ -13,8 +13,9 @@ What the trace runs, and why it exports:
   CSR tensors nor the Triton launcher; the backends are restored afterwards;
 * every autoregressive inverse with exactly ``depth + 1`` conditioner passes per step (the
   CPU early stop compares tensors on the host, which a graph cannot);
-* the spline through its torch ops (the C++ kernels are opaque to the tracer), whose bin search
-  is comparisons and a sum (no ``searchsorted``, no boolean-mask indexing), so ONNX takes it too.
+* the spline through its torch ops (the C++ kernels are opaque to the tracer), unrolled over its
+  K knots: elementwise ops and selects that Inductor fuses into one vectorized loop (no
+  ``searchsorted``, gather or boolean-mask indexing), so ONNX takes it too.
 
 Sampling methods take the base noise as an input (``noise``: draws from the model's prior, e.g.
 ``torch.randn`` for the normal prior), so the artifact is deterministic and reproducible;
@@ -22,9 +23,12 @@ Sampling methods take the base noise as an input (``noise``: draws from the mode
 (one column per target fixed at export). Standardization (``Standardized``, ``CausalFlow``) is
 inside the graph: inputs and outputs are in the data's units.
 
-Known problem (torch 2.13, not diagnosed): a ``.pt2`` of the d=15 spline StrAF of
-bench/bench_export.py returned wrong log-densities on some calls at batch >= 4096 (see
-bench/results/export.md); check an artifact against eager at your serving batch sizes.
+The artifact computes the masked function: a layer stored dense gets its weights zeroed off its
+mask in the exported copy (with a warning when some were not). The dense backend trusts weights
+masked at rest, while "sparse" and "cpu" read only the kept entries; so a model whose weights
+were edited in place without ``MaskedLinear.apply_mask_()`` computes, in eager mode, whatever
+function the backend that "auto" measured fastest for that batch size and process computes.
+Such a model once looked like an AOTInductor miscompile at large batches (bench/results/export.md).
 
 The metadata (variable names, method, input and output names and shapes, versions) is stored in
 the artifact: ``loader.get_metadata()["strnn_fast"]`` (a JSON string) for ``.pt2``, the
@@ -50,6 +54,7 @@ import io
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -284,6 +289,18 @@ def export_mode(model: nn.Module) -> Iterator[None]:
             setattr(m, name, value)
 
 
+def _mask_at_rest(model: nn.Module) -> list[str]:
+    # Zeroes the weights off the mask of every dense-stored MaskedLinear (in place: a copy's);
+    # returns the names of those that held nonzeros there.
+    off = []
+    for name, m in model.named_modules():
+        if isinstance(m, MaskedLinear) and not m.packed:
+            if bool((m.weight.detach() * (m.mask == 0)).any()):
+                off.append(name)
+            m.apply_mask_()
+    return off
+
+
 def _names(model: nn.Module) -> dict[str, Any]:
     inner = _inner_flow(model)
     return {"variables": getattr(model, "names", None) or getattr(inner, "names", None),
@@ -345,6 +362,12 @@ def export(model: nn.Module, path: str | os.PathLike, *, method: str, format: st
         raise ValueError(f"path {path!r} exists; pass force=True to overwrite it")
     _check_exportable(model, method, format)
     model = copy.deepcopy(model).to(device=device, dtype=dtype)
+    off = _mask_at_rest(model)
+    if off:
+        warnings.warn(f"{len(off)} masked layer(s) of this {type(model).__name__} held nonzero weights off their "
+                      f"mask (first: {off[0]}; edited in place without apply_mask_()?); the artifact zeroes them, "
+                      "as the sparse and cpu backends do, so it may differ from eager on the dense backend",
+                      RuntimeWarning, stacklevel=2)
     plans = methods(model, do)  # closures over the copy
     plan = plans[method]
     gen = torch.Generator().manual_seed(0)

@@ -6,6 +6,7 @@ on a 2-core box): the default run exports one small spline StrAF; the matrix is 
 """
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -16,8 +17,9 @@ import pytest
 import torch
 
 import strnn_fast
-from strnn_fast import CausalFlow, FastStrNN, StrNNDensityEstimator
+from strnn_fast import CausalFlow, FastStrNN, MaskedLinear, StrNNDensityEstimator
 from strnn_fast.export import export, methods
+from strnn_fast.data import make_multimodal
 from strnn_fast.flows import ARF, GNF, StrAF, StrCNF
 from strnn_fast.standardize import Standardized
 
@@ -62,12 +64,17 @@ def _run_isolated(path, fmt, inputs, tmp_path):
     return [got[k] for k in sorted(got.files, key=lambda k: int(k.split("_")[1]))], json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _trained(model, scale=0.05, seed=0):
-    # "Trained": every parameter moved off its initialization (the output layers start at zero).
+def _trained(model, scale=0.05, seed=0, masked=True):
+    # "Trained": every parameter moved off its initialization (the output layers start at zero),
+    # the weights kept masked at rest (the library's invariant) unless masked=False.
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    if masked:
+        for layer in model.modules():
+            if isinstance(layer, MaskedLinear):
+                layer.apply_mask_()
     return model
 
 
@@ -97,6 +104,37 @@ def test_spline_straf_log_prob_runs_without_strnn_fast(tmp_path):
     flow = _trained(StrAF(A, hidden_sizes=(16,), flow_steps=2, normalizer="spline", bins=4, backend="sparse"))
     _check(flow, "log_prob", tmp_path)
     assert flow.steps[0].conditioner.net.layers[0].backend == "sparse"  # restored after the trace
+
+
+def test_weights_off_the_mask_are_zeroed_in_the_artifact(tmp_path):
+    # Weights edited in place off the mask make the dense backend compute another function than
+    # sparse/cpu (what backend="auto" runs then depends on measured timings: the "wrong results
+    # at large batch" once blamed on AOTInductor). The artifact computes the masked function.
+    flow = _trained(StrAF(A, hidden_sizes=(16,), flow_steps=1, normalizer="spline", bins=4, backend="dense"),
+                    masked=False)
+    masked = copy.deepcopy(flow)
+    for layer in masked.modules():
+        if isinstance(layer, MaskedLinear):
+            layer.apply_mask_()
+    x = torch.randn(64, 5)
+    with torch.no_grad():
+        assert float((flow.log_prob(x) - masked.log_prob(x)).abs().max()) > 1e-3  # the edit matters
+    path = tmp_path / "f.pt2"
+    with pytest.warns(RuntimeWarning, match="off their mask"):
+        export(flow, path, method="log_prob")
+    (got,), _ = _run_isolated(path, "pt2", [x], tmp_path)
+    np.testing.assert_allclose(got, _eager(masked, "log_prob", [x])[0], rtol=1e-5, atol=1e-5)
+    assert float(flow.steps[0].conditioner.net.layers[-1].weight.abs().sum()) > 0  # the model itself untouched
+
+
+@pytest.mark.slow
+def test_large_batches_d15_spline(tmp_path):
+    # The d=15 spline StrAF of bench/bench_export.py, compared in fresh processes at the batch
+    # sizes where backend="auto" leaves the dense backend (eager on auto, one artifact).
+    A15 = make_multimodal(n=10, seed=0).adjacency
+    torch.manual_seed(0)
+    flow = _trained(StrAF(A15, hidden_sizes=(64, 64), flow_steps=3, normalizer="spline", bins=8)).eval()
+    _check(flow, "log_prob", tmp_path, batches=(1, 513, 4096, 16384))
 
 
 def test_refusals(tmp_path):

@@ -225,6 +225,24 @@ def test_cpu_kernels_match_the_torch_path_float64(bins: int, scale: float, rule:
     torch.testing.assert_close(norm.inverse(z, h), x, atol=1e-8, rtol=1e-8)
 
 
+@pytest.mark.parametrize("rule", ["relative", "absolute"])
+@pytest.mark.parametrize("bins", [1, 2, 5, 8])
+def test_unrolled_path_matches_the_table_float64(bins: int, rule: str) -> None:
+    # torch_only (what torch.export traces) runs the knot search unrolled over the K knots.
+    norm = _with_rule(SplineNormalizer(bins=bins, bound=2.5), rule)
+    g = torch.Generator().manual_seed(bins)
+    x = 4 * torch.randn(7, 3, 5, generator=g, dtype=F64)  # a third in the tails
+    x[0, 0, 0] = float("nan")
+    h = 3 * torch.randn(7, 3, norm.n_params, 5, generator=g, dtype=F64).transpose(-1, -2)
+    z, log_det = norm._forward_autograd(x, h)
+    norm.torch_only = True
+    zu, log_det_u = norm(x, h)
+    torch.testing.assert_close(zu, z, atol=1e-12, rtol=1e-12, equal_nan=True)
+    torch.testing.assert_close(log_det_u, log_det, atol=1e-12, rtol=1e-12)
+    z[0, 0, 0] = 0.0
+    torch.testing.assert_close(norm.inverse(z, h), norm._inverse_torch(z, h), atol=1e-8, rtol=1e-8)
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (2, 131), (40, 3)])
 def test_cpu_kernels_match_the_torch_path_at_block_edges(shape: tuple[int, int]) -> None:
     # The C++ side packs rows into blocks of about 128 elements: one row (d > 128), many rows with
