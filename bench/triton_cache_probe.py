@@ -61,11 +61,10 @@ def main(argv: list[str]) -> int:
     import torch
     import triton
 
-    from strnn_fast.kernels import masked_linear as ml
-    from strnn_fast.kernels.aot import compile_stats
+    from strnn_fast.kernels.aot import compile_plan, compile_stats
 
     before = set(os.listdir(cache)) if cache.is_dir() else set()
-    v = next(p for p in ml.compile_plan(90) if p["fn"].__name__ == "_masked_linear_fwd_kernel"
+    v = next(p for p in compile_plan(90) if p["fn"].__name__ == "_masked_linear_fwd_kernel"
              and p["label"]["dtype"] == "bfloat16" and p["label"]["act"] == 1)
     M, N, K = int(arg), 1024, 1024
     t = time.perf_counter()

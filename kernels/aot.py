@@ -29,8 +29,6 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-# Shared memory a block may use (dynamic + static), bytes: sm_80 (A100) and sm_90 (H100).
-SHARED_LIMIT = {80: 166912, 90: 232448}
 _TORCH_TO_TRITON = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
@@ -118,9 +116,104 @@ def triton_dtype(dtype: str) -> str:
     return _TORCH_TO_TRITON[dtype]
 
 
-def _compile_one(job: tuple[int, bool, int]) -> dict:
-    from .masked_linear import compile_plan
+# Ahead-of-time compile plan: every kernel variant a GPU run can launch.
 
+
+_COMPILE_DTYPES = (("bfloat16", "ieee"), ("float16", "ieee"), ("float32", "tf32"), ("float32", "tf32x3"))
+# Runtime arguments: (name, kind), kind "p" = data pointer, "i" = int32 index pointer, "u" = uint8
+# pointer, "f" = fp32 pointer, "n" = int, "1" = unit stride (the JIT specializes 1 to a constant).
+_ARGS = {
+    "fwd": "x_ptr:p w_ptr:p b_ptr:p y_ptr:p z_ptr:p row_ptr:i col_idx:i row_order:i M:n N:n K:n M_KEY:n "
+           "stride_xm:n stride_xk:1 stride_wn:n stride_wk:1 stride_ym:n stride_yn:1",
+    "dx": "dz_ptr:p w_ptr:p dx_ptr:p t_row_ptr:i t_col_idx:i t_row_order:i M:n N:n K:n M_KEY:n "
+          "stride_dzm:n stride_dzn:1 stride_wn:n stride_wk:1 stride_dxm:n stride_dxk:1",
+    "dw": "dz_ptr:p x_ptr:p keep_ptr:u dw_ptr:p ws_ptr:f tile_row:i col_idx:i M:n N:n K:n M_KEY:n CHUNK:n NNZ:n "
+          "stride_dzm:n stride_dzn:1 stride_xm:n stride_xk:1 stride_km:n stride_kk:1 stride_dwn:n stride_dwk:1",
+    "dw_reduce": "ws_ptr:f keep_ptr:u dw_ptr:p tile_row:i col_idx:i N:n K:n NNZ:n SLICES:n "
+                 "stride_km:n stride_kk:1 stride_dwn:n stride_dwk:1",
+    "act": "dy_ptr:p a_ptr:p dz_ptr:p dbp_ptr:f M:n N:n stride_dym:n stride_dyn:1 stride_am:n stride_an:1 "
+           "stride_dzm:n stride_dzn:1",
+}
+
+
+def _variant(kind: str, dtype: str, precision: str, arch: int, const: dict, warps: int, stages: int) -> dict:
+    from .masked_linear import _KERNELS, _masked_linear_bwd_act_kernel, _masked_linear_bwd_dw_reduce_kernel
+
+    kernels = {**_KERNELS, "dw_reduce": _masked_linear_bwd_dw_reduce_kernel, "act": _masked_linear_bwd_act_kernel}
+    ptr = {"p": "*" + triton_dtype(dtype), "i": "*i32", "u": "*u8", "f": "*fp32"}
+    signature, constexprs, divisible = {}, dict(const), []
+    for item in _ARGS[kind].split():
+        name, k = item.split(":")
+        if k == "1":
+            constexprs[name] = 1
+            continue
+        signature[name] = ptr.get(k, "i32")
+        if k != "n" or name.startswith("stride") or name in ("N", "K", "M_KEY"):
+            divisible.append(name)  # aligned pointers, widths and row strides, as at d = 1024
+    return {"fn": kernels[kind], "signature": signature, "constexprs": constexprs, "arch": arch,
+            "num_warps": warps, "num_stages": stages, "divisible": tuple(divisible),
+            "label": {"dtype": dtype, "precision": precision, "act": const.get("ACT", 0),
+                      "block_m": const.get("BLOCK_M", 0)}}
+
+
+def compile_plan(arch: int = 90, full: bool = False, block: tuple[int, int] = (64, 64)) -> list[dict]:
+    r"""Keyword arguments of :func:`compile_stats` for the kernel variants (every variant a GPU run can launch).
+
+    sm_90a (default, sized for a CI budget of two minutes on two cores): every autotune config of
+    fwd, dX and dW once per dtype (bf16, fp16, fp32 as TF32, fp32 as tf32x3) with relu; every
+    activation of the forward and of the activation-backward kernel in bf16, and gelu (the
+    heaviest) in the other dtypes, with one config; dW's split variant and its reduction once
+    per dtype. sm_80: fwd, dX and dW once in bf16 and TF32 (no tf32x3: cuBLAS runs exact fp32
+    there). ``full`` crosses every config, dtype and
+    activation. Configs the autotuner prunes (:func:`config_fits`) are left out.
+
+    Example:
+        >>> plan = compile_plan(90)
+        >>> sorted({p["fn"].__name__ for p in plan})[0]
+        '_masked_linear_bwd_act_kernel'
+    """
+    from .masked_linear import _ACT_TILE, _NEEDS_Z, ACTIVATION_CODES, CONFIGS, SHARED_LIMIT, config_fits
+
+    bn, bk = block
+    limit = SHARED_LIMIT[arch]
+    plan = []
+    for dtype, prec in _COMPILE_DTYPES:
+        if arch < 90 and (prec == "tf32x3" or dtype == "float16"):
+            continue  # cuBLAS runs exact fp32 before Hopper; fp16 compiles as bf16 does there
+        size = 4 if dtype == "float32" else 2
+        base = {"PRECISION": prec, "BLOCK_N": bn, "BLOCK_K": bk}
+        all_acts = full or dtype == "bfloat16"
+        acts = list(ACTIVATION_CODES.values()) if all_acts else [0, 5]
+        for kind in ("fwd", "dx", "dw"):
+            configs = [c for c in CONFIGS[kind] if config_fits(kind, c, block, size, prec, limit)]
+            if arch != 90:
+                configs = configs[1:2] or configs[:1]
+            for i, (bm, warps, stages) in enumerate(configs):
+                const = {**base, "BLOCK_M": bm}
+                if kind == "dx":
+                    plan.append(_variant(kind, dtype, prec, arch, const, warps, stages))
+                elif kind == "dw":
+                    for split in (False, True) if full or i == 1 else (False,):
+                        plan.append(_variant(kind, dtype, prec, arch, {**const, "HAS_KEEP": True, "SPLIT": split},
+                                             warps, stages))
+                else:
+                    for act in acts if (full or i == 1) and arch == 90 else [1]:
+                        if prec == "tf32x3" and act not in (1, 5):
+                            continue
+                        plan.append(_variant(kind, dtype, prec, arch,
+                                             {**const, "HAS_BIAS": True, "SAVE_Z": act in _NEEDS_Z, "ACT": act},
+                                             warps, stages))
+        if prec == "tf32x3" or arch < 90:
+            continue  # the elementwise kernels have no dot: precision and arch change nothing of note
+        for act in acts if arch == 90 else [5]:
+            plan.append(_variant("act", dtype, prec, arch, {"ACT": act, "NEED_DB": True,
+                                                            "BLOCK_M": _ACT_TILE[True][0], "BLOCK_N": _ACT_TILE[True][1]},
+                                 4, 1))
+        plan.append(_variant("dw_reduce", dtype, prec, arch, {"HAS_KEEP": True, "BLOCK_N": bn, "BLOCK_K": bk}, 4, 1))
+    return plan
+
+
+def _compile_one(job: tuple[int, bool, int]) -> dict:
     arch, full, index = job
     item = compile_plan(arch, full=full)[index]
     try:
@@ -157,7 +250,7 @@ def summary_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Compiles :func:`strnn_fast.kernels.masked_linear.compile_plan` and prints one JSON line per variant."""
+    """Compiles :func:`compile_plan` and prints one JSON line per variant."""
     ap = argparse.ArgumentParser(description="AOT-compile the masked_linear kernels for sm_90a / sm_80")
     ap.add_argument("--full", action="store_true", help="every config x dtype x activation (slow)")
     ap.add_argument("--arch", nargs="+", type=int, default=[90, 80])
@@ -168,8 +261,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("run without TRITON_INTERPRET=1: the interpreter has nothing to compile")
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-
-    from .masked_linear import compile_plan
 
     jobs = [(arch, args.full, i) for arch in args.arch for i in range(len(compile_plan(arch, full=args.full)))]
     rows = []

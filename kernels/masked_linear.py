@@ -28,8 +28,8 @@ through cuBLAS before it (tf32x3 spills with mma.sync), never as the FMA dot tha
 
 On CUDA the launch parameters are autotuned; on the CPU the kernels run in the Triton
 interpreter, which needs ``TRITON_INTERPRET=1`` in the environment before this module is
-imported, and supports fp32 and fp16 only. :func:`compile_plan` lists every kernel variant for
-the ahead-of-time compile check (``strnn_fast.kernels.aot``).
+imported, and supports fp32 and fp16 only. :func:`strnn_fast.kernels.aot.compile_plan` lists every kernel
+variant for the ahead-of-time compile check.
 """
 import functools
 import os
@@ -54,8 +54,10 @@ _ACT_TILE = {True: (64, 128), False: (16, 16)}
 # dW: aim for this many programs per SM, in batch slices of whole multiples of this many rows.
 _DW_WAVES = 2
 _DW_GRANULE = {True: 256, False: _INTERP_BLOCK_M}
-# Bytes of shared memory a block may use: A100 class (sm_80) and H100 class (sm_90).
-_SHARED_LIMIT = {8: 166912, 9: 232448}
+# Bytes of shared memory a block may use (dynamic + static), by compute capability: sm_80 (A100
+# class) and sm_90 (H100 class). The one table: the autotuner's pruning and the compile plan
+# (strnn_fast.kernels.aot) read it.
+SHARED_LIMIT = {80: 166912, 90: 232448}
 
 
 def is_interpreted() -> bool:
@@ -349,7 +351,7 @@ def _capability(index: int) -> int:
 
 
 def _shared_limit(index: int) -> int:
-    return _SHARED_LIMIT.get(_capability(index), _SHARED_LIMIT[8])
+    return SHARED_LIMIT.get(10 * _capability(index), SHARED_LIMIT[80])
 
 
 def config_fits(kind: str, config: tuple[int, int, int], block: tuple[int, int], itemsize: int,
@@ -680,97 +682,3 @@ def _check(x, weight, bias, keep, layout, activation) -> None:
         if any(t.dtype != torch.int32 or not t.is_contiguous() for t in index):
             raise ValueError("layout index tensors must be contiguous int32 (build it with BlockLayout.from_mask)")
         _CHECKED_LAYOUTS.add(layout)
-
-
-# ---------------------------------------------------------------------------------------------
-# Ahead-of-time compile plan (strnn_fast.kernels.aot): every kernel variant a GPU run can launch.
-
-_COMPILE_DTYPES = (("bfloat16", "ieee"), ("float16", "ieee"), ("float32", "tf32"), ("float32", "tf32x3"))
-# Runtime arguments: (name, kind), kind "p" = data pointer, "i" = int32 index pointer, "u" = uint8
-# pointer, "f" = fp32 pointer, "n" = int, "1" = unit stride (the JIT specializes 1 to a constant).
-_ARGS = {
-    "fwd": "x_ptr:p w_ptr:p b_ptr:p y_ptr:p z_ptr:p row_ptr:i col_idx:i row_order:i M:n N:n K:n M_KEY:n "
-           "stride_xm:n stride_xk:1 stride_wn:n stride_wk:1 stride_ym:n stride_yn:1",
-    "dx": "dz_ptr:p w_ptr:p dx_ptr:p t_row_ptr:i t_col_idx:i t_row_order:i M:n N:n K:n M_KEY:n "
-          "stride_dzm:n stride_dzn:1 stride_wn:n stride_wk:1 stride_dxm:n stride_dxk:1",
-    "dw": "dz_ptr:p x_ptr:p keep_ptr:u dw_ptr:p ws_ptr:f tile_row:i col_idx:i M:n N:n K:n M_KEY:n CHUNK:n NNZ:n "
-          "stride_dzm:n stride_dzn:1 stride_xm:n stride_xk:1 stride_km:n stride_kk:1 stride_dwn:n stride_dwk:1",
-    "dw_reduce": "ws_ptr:f keep_ptr:u dw_ptr:p tile_row:i col_idx:i N:n K:n NNZ:n SLICES:n "
-                 "stride_km:n stride_kk:1 stride_dwn:n stride_dwk:1",
-    "act": "dy_ptr:p a_ptr:p dz_ptr:p dbp_ptr:f M:n N:n stride_dym:n stride_dyn:1 stride_am:n stride_an:1 "
-           "stride_dzm:n stride_dzn:1",
-}
-_ALL_KERNELS = {**_KERNELS, "dw_reduce": _masked_linear_bwd_dw_reduce_kernel, "act": _masked_linear_bwd_act_kernel}
-
-
-def _variant(kind: str, dtype: str, precision: str, arch: int, const: dict, warps: int, stages: int) -> dict:
-    ptr = {"p": "*" + {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}[dtype], "i": "*i32", "u": "*u8",
-           "f": "*fp32"}
-    signature, constexprs, divisible = {}, dict(const), []
-    for item in _ARGS[kind].split():
-        name, k = item.split(":")
-        if k == "1":
-            constexprs[name] = 1
-            continue
-        signature[name] = ptr.get(k, "i32")
-        if k != "n" or name.startswith("stride") or name in ("N", "K", "M_KEY"):
-            divisible.append(name)  # aligned pointers, widths and row strides, as at d = 1024
-    return {"fn": _ALL_KERNELS[kind], "signature": signature, "constexprs": constexprs, "arch": arch,
-            "num_warps": warps, "num_stages": stages, "divisible": tuple(divisible),
-            "label": {"dtype": dtype, "precision": precision, "act": const.get("ACT", 0),
-                      "block_m": const.get("BLOCK_M", 0)}}
-
-
-def compile_plan(arch: int = 90, full: bool = False, block: tuple[int, int] = (64, 64)) -> list[dict]:
-    r"""Keyword arguments of :func:`strnn_fast.kernels.aot.compile_stats` for the kernel variants.
-
-    sm_90a (default, sized for a CI budget of two minutes on two cores): every autotune config of
-    fwd, dX and dW once per dtype (bf16, fp16, fp32 as TF32, fp32 as tf32x3) with relu; every
-    activation of the forward and of the activation-backward kernel in bf16, and gelu (the
-    heaviest) in the other dtypes, with one config; dW's split variant and its reduction once
-    per dtype. sm_80: fwd, dX and dW once in bf16 and TF32 (no tf32x3: cuBLAS runs exact fp32
-    there). ``full`` crosses every config, dtype and
-    activation. Configs the autotuner prunes (:func:`config_fits`) are left out.
-
-    Example:
-        >>> plan = compile_plan(90)
-        >>> sorted({p["fn"].__name__ for p in plan})[0]
-        '_masked_linear_bwd_act_kernel'
-    """
-    bn, bk = block
-    limit = _SHARED_LIMIT[arch // 10]
-    plan = []
-    for dtype, prec in _COMPILE_DTYPES:
-        if arch < 90 and (prec == "tf32x3" or dtype == "float16"):
-            continue  # cuBLAS runs exact fp32 before Hopper; fp16 compiles as bf16 does there
-        size = 4 if dtype == "float32" else 2
-        base = {"PRECISION": prec, "BLOCK_N": bn, "BLOCK_K": bk}
-        all_acts = full or dtype == "bfloat16"
-        acts = list(ACTIVATION_CODES.values()) if all_acts else [0, 5]
-        for kind in ("fwd", "dx", "dw"):
-            configs = [c for c in CONFIGS[kind] if config_fits(kind, c, block, size, prec, limit)]
-            if arch != 90:
-                configs = configs[1:2] or configs[:1]
-            for i, (bm, warps, stages) in enumerate(configs):
-                const = {**base, "BLOCK_M": bm}
-                if kind == "dx":
-                    plan.append(_variant(kind, dtype, prec, arch, const, warps, stages))
-                elif kind == "dw":
-                    for split in (False, True) if full or i == 1 else (False,):
-                        plan.append(_variant(kind, dtype, prec, arch, {**const, "HAS_KEEP": True, "SPLIT": split},
-                                             warps, stages))
-                else:
-                    for act in acts if (full or i == 1) and arch == 90 else [1]:
-                        if prec == "tf32x3" and act not in (1, 5):
-                            continue
-                        plan.append(_variant(kind, dtype, prec, arch,
-                                             {**const, "HAS_BIAS": True, "SAVE_Z": act in _NEEDS_Z, "ACT": act},
-                                             warps, stages))
-        if prec == "tf32x3" or arch < 90:
-            continue  # the elementwise kernels have no dot: precision and arch change nothing of note
-        for act in acts if arch == 90 else [5]:
-            plan.append(_variant("act", dtype, prec, arch, {"ACT": act, "NEED_DB": True,
-                                                            "BLOCK_M": _ACT_TILE[True][0], "BLOCK_N": _ACT_TILE[True][1]},
-                                 4, 1))
-        plan.append(_variant("dw_reduce", dtype, prec, arch, {"HAS_KEEP": True, "BLOCK_N": bn, "BLOCK_K": bk}, 4, 1))
-    return plan

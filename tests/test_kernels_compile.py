@@ -1,7 +1,7 @@
 """The Triton kernels compile for Hopper (sm_90a) and Ampere (sm_80) on a machine without a GPU.
 
 ``python -m strnn_fast.kernels.aot`` compiles the plan of
-``strnn_fast.kernels.masked_linear.compile_plan`` (every autotune config per dtype, every
+``strnn_fast.kernels.aot.compile_plan`` (every autotune config per dtype, every
 activation per dtype with one config, ...) with ``triton.compile`` and the ptxas of the Triton
 wheel, and reports registers, shared memory, stack bytes, wgmma use and the pipelining depth of
 each variant. It runs in a subprocess: the interpreter tests set TRITON_INTERPRET=1 in this
@@ -26,7 +26,7 @@ if TRITON is None:
     pytest.skip("needs triton", allow_module_level=True)
 
 DOT_KERNELS = ("_masked_linear_fwd_kernel", "_masked_linear_bwd_dx_kernel", "_masked_linear_bwd_dw_kernel")
-SHARED_LIMIT = {80: 166912, 90: 232448}
+SHARED_LIMIT = {80: 166912, 90: 232448}  # the hardware facts, kept apart from the kernels' own table (an oracle)
 
 
 def _tools_present() -> bool:
