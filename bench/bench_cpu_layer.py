@@ -93,7 +93,7 @@ def layer_row(layer_name, s, batch, limits, reps):
 def layers_of(d: int, h: int):
     adjacency = random_dag(d, parents=(1, 3), seed=d)
     model = FastStrNN(d, (h, h), d, adjacency=adjacency)
-    return [(f"d{d} L{i} {m.out_features}x{m.in_features}", m.structure(torch.device("cpu")))
+    return [(f"d{d} L{i} {m.out_features}x{m.in_features}", m.csr(torch.device("cpu")))
             for i, m in enumerate(model.layers)]
 
 

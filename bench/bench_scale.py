@@ -61,7 +61,7 @@ def main() -> None:
         strnn_fast.load(path)
         t_load = time.perf_counter() - s
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    nnz = [int(layer.structure(torch.device("cpu")).nnz) for layer in net.layers]
+    nnz = [int(layer.csr(torch.device("cpu")).nnz) for layer in net.layers]
     rows = [
         ("graph (random DAG, 2-5 parents)", f"{t1 - t0:.2f} s"),
         ("build: factorize (sparse) + layers", f"{t2 - t1:.2f} s"),

@@ -58,7 +58,7 @@ class LayerLike(Protocol):
     def dense_weight(self) -> torch.Tensor: ...
     def packed_values(self) -> torch.Tensor: ...
     def grad_mask(self) -> torch.Tensor | None: ...
-    def structure(self, device: Any = None) -> MaskStructure: ...
+    def csr(self, device: Any = None) -> MaskStructure: ...
     def block_layout(self, device: Any, block: tuple[int, int]) -> tuple[BlockLayout, torch.Tensor | None]: ...
 
 
@@ -144,12 +144,12 @@ def run(name: str, layer: LayerLike, x: torch.Tensor) -> torch.Tensor:
         y = linear(x, w, layer.bias) if mask is None else masked_dense_linear(x, w, layer.bias, mask)
         return ACTIVATIONS[layer.activation](y)
     if name == "sparse":
-        y = sparse_linear(x, layer.packed_values(), layer.bias, layer.structure(x.device))
+        y = sparse_linear(x, layer.packed_values(), layer.bias, layer.csr(x.device))
         return ACTIVATIONS[layer.activation](y)
     if name == "cpu":
         from .csr_ops import csr_linear
 
-        return csr_linear(x, layer.packed_values(), layer.bias, layer.structure(x.device), layer.activation)
+        return csr_linear(x, layer.packed_values(), layer.bias, layer.csr(x.device), layer.activation)
     if name == "triton":
         try:
             from .kernels.masked_linear import masked_linear

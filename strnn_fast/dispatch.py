@@ -313,7 +313,7 @@ def _answer(layer: nn.Module, x: torch.Tensor, rows: int, phase: str, dtype: tor
 def is_masked_layer(module: nn.Module) -> bool:
     """Whether `module` is a MaskedLinear (by its interface: this module does not import ``nn``)."""
     return all(callable(getattr(type(module), name, None))
-               for name in ("run_backend", "structure", "block_layout", "dispatch_memo", "density"))
+               for name in ("run_backend", "csr", "block_layout", "dispatch_memo", "density"))
 
 
 def measure_model(model: nn.Module, batch: int | Iterable[int], phases: Iterable[str] = PHASES,
@@ -411,7 +411,7 @@ def prepare(model: nn.Module, device: torch.device | str | None = None) -> None:
     for layer in model.modules():
         if is_masked_layer(layer):
             dev = torch.device(device) if device is not None else layer.param_device
-            layer.structure(dev)
+            layer.csr(dev)
             backends.layout(layer, dev)
 
 

@@ -45,7 +45,7 @@ class FrozenLayer(nn.Module):
         self.backend = layer.backend
         self._density = layer.density()
         self.seen_cases: set = set()
-        self._csr = layer.structure(device)
+        self._csr = layer.csr(device)
         self._layout = backends.layout(layer, device)[0]
 
     # The backend interface (strnn_fast.backends.LayerLike): precomputed, never re-derived.
@@ -66,7 +66,7 @@ class FrozenLayer(nn.Module):
     def grad_mask(self) -> None:
         return None  # no gradients
 
-    def structure(self, device: Any = None) -> MaskStructure:
+    def csr(self, device: Any = None) -> MaskStructure:
         return self._csr
 
     def block_layout(self, device: Any, block: tuple[int, int]) -> tuple[BlockLayout, None]:

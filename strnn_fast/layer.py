@@ -126,7 +126,7 @@ class MaskedLinear(nn.Module):
     def __getattr__(self, name: str) -> Any:
         if name in ("weight", "mask") and "values" in self.__dict__.get("_parameters", {}):
             # Packed storage: dense views, materialized on request (grad flows to the values).
-            s = self.structure(self.values.device)
+            s = self.csr(self.values.device)
             return scatter_dense(self.values, s) if name == "weight" else s.dense(self.values.dtype)
         return super().__getattr__(name)
 
@@ -164,25 +164,25 @@ class MaskedLinear(nn.Module):
         self._last_dispatch = None
         if structure is not None:
             self._derived["_key"] = self._mask_key()
-            self._derived["structure", torch.device("cpu")] = structure
+            self._derived["csr", torch.device("cpu")] = structure
 
-    def structure(self, device: torch.device | str | None = None) -> MaskStructure:
+    def csr(self, device: torch.device | str | None = None) -> MaskStructure:
         """The mask's CSR structure (and its transpose) on `device`, cached until the mask changes."""
         device = torch.device(device) if device is not None else self.param_device
 
         def build() -> MaskStructure:
             if device.type != "cpu":
-                return self.structure(torch.device("cpu")).to(device)
+                return self.csr(torch.device("cpu")).to(device)
             if self.packed:
                 return MaskStructure.from_csr((self.out_features, self.in_features), self.crow_indices.cpu(),
                                               self.col_indices.cpu())
             return MaskStructure.from_dense(self._buffers["mask"])
 
-        return self._get(("structure", device), build)
+        return self._get(("csr", device), build)
 
     def density(self) -> float:
         """Fraction of weights the mask keeps."""
-        return self._get("density", lambda: self.structure(torch.device("cpu")).density)
+        return self._get("density", lambda: self.csr(torch.device("cpu")).density)
 
     def dispatch_memo(self) -> dict:
         """Per-call dispatch answers of this layer (owned here so that a mask change drops them)."""
@@ -191,7 +191,7 @@ class MaskedLinear(nn.Module):
     def keep_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
         """(out, in) uint8 keep-mask on `device` (materialized, cached)."""
         device = torch.device(device) if device is not None else self.param_device
-        return self._get(("keep", device), lambda: self.structure(device).dense(torch.uint8).contiguous())
+        return self._get(("keep", device), lambda: self.csr(device).dense(torch.uint8).contiguous())
 
     def block_layout(self, device: torch.device | str, block: tuple[int, int]) -> tuple[BlockLayout, torch.Tensor]:
         """(BlockLayout of the mask in `block` tiles on `device`, uint8 keep-mask), cached."""
@@ -215,7 +215,7 @@ class MaskedLinear(nn.Module):
         """The kept weights in CSR order (a gather of the dense weight when not packed; differentiable)."""
         if self.packed:
             return self.values
-        return self.weight.reshape(-1)[self.structure(self.weight.device).flat]
+        return self.weight.reshape(-1)[self.csr(self.weight.device).flat]
 
     # ------------------------------------------------------------------ mutation
     @torch.no_grad()
@@ -230,7 +230,7 @@ class MaskedLinear(nn.Module):
 
     def _set_structure(self, new: MaskStructure) -> None:
         if self.packed:
-            old = self.structure(torch.device("cpu"))
+            old = self.csr(torch.device("cpu"))
             vals = self.values.detach()
             out = vals.new_zeros(new.nnz)
             if old.nnz:  # kept weights keep their values
@@ -255,7 +255,7 @@ class MaskedLinear(nn.Module):
         if w.shape != (self.out_features, self.in_features):
             raise ValueError(f"weight must have shape {(self.out_features, self.in_features)}, got {tuple(w.shape)}")
         if self.packed:
-            s = self.structure(self.values.device)
+            s = self.csr(self.values.device)
             self.values.copy_(w.to(self.values.device).reshape(-1)[s.flat])
         else:
             self.weight.copy_(w)
@@ -287,7 +287,7 @@ class MaskedLinear(nn.Module):
         po = None if out_perm is None else torch.as_tensor(out_perm, dtype=torch.int64)
         pi = None if in_perm is None else torch.as_tensor(in_perm, dtype=torch.int64)
         if self.packed:
-            s = self.structure(torch.device("cpu"))
+            s = self.csr(torch.device("cpu"))
             rows = torch.repeat_interleave(torch.arange(self.out_features), s.crow.diff())
             cols = s.col
             if po is not None:
@@ -321,7 +321,7 @@ class MaskedLinear(nn.Module):
         packed) and keeps the entries on the mask. So the same seed gives bit-identical weights
         packed or dense, on every backend.
         """
-        s = self.structure(torch.device("cpu"))
+        s = self.csr(torch.device("cpu"))
         dtype, device = self.param_dtype, self.param_device
         with torch.no_grad():
             if self.init == "kaiming":  # nn.Linear's rule: U(-1/sqrt(in), 1/sqrt(in)) for both
@@ -398,7 +398,7 @@ class MaskedLinear(nn.Module):
 
     # ------------------------------------------------------------------ state
     def _apply(self, fn, recurse=True):  # .to()/.half(): derived tensors live on devices, rebuild them
-        structure = self._derived.get(("structure", torch.device("cpu")))
+        structure = self._derived.get(("csr", torch.device("cpu")))
         out = super()._apply(fn, recurse)
         self.invalidate(structure)  # the CPU structure does not depend on device or dtype
         return out
@@ -422,7 +422,7 @@ class MaskedLinear(nn.Module):
                 else:
                     missing_keys.append(prefix + ("crow_indices" if self.packed else "mask"))
                 if "values" in got:
-                    s = self.structure(torch.device("cpu"))
+                    s = self.csr(torch.device("cpu"))
                     if got["values"].shape != (s.nnz,):
                         raise ValueError(f"{prefix}values must have shape ({s.nnz},), got {tuple(got['values'].shape)}")
                     if self.packed:  # packed to packed: never through a dense (out, in) weight

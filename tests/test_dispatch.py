@@ -262,5 +262,5 @@ def test_auto_takes_gradients_of_gradients(table, pinned) -> None:
     assert all(layer.resolved_backend(x.requires_grad_()) in ("cpu", "dense") for layer in net.layers)
     for layer, g_got, g_want in zip(net.layers, got, want):
         if layer.packed:
-            g_want = g_want.reshape(-1)[layer.structure().flat]
+            g_want = g_want.reshape(-1)[layer.csr().flat]
         torch.testing.assert_close(g_got, g_want, rtol=1e-9, atol=1e-9)

@@ -94,13 +94,13 @@ def test_weights_masked_at_rest(packed: bool) -> None:
 
 def test_derived_state_follows_the_mask() -> None:
     layer = MaskedLinear(6, 4, mask=np.tril(np.ones((4, 6))))
-    first = layer.structure()
-    assert layer.structure() is first and layer.density() == first.density
+    first = layer.csr()
+    assert layer.csr() is first and layer.density() == first.density
     layer.set_mask(np.eye(4, 6))
-    assert layer.structure() is not first and layer.structure().nnz == 4 and layer.density() == 4 / 24
+    assert layer.csr() is not first and layer.csr().nnz == 4 and layer.density() == 4 / 24
     with torch.no_grad():
         layer.mask[0, 5] = 1.0  # an in-place edit of the buffer is seen too (eager mode)
-    assert layer.structure().nnz == 5
+    assert layer.csr().nnz == 5
 
 
 def test_eval_mode_with_grad_still_trains() -> None:

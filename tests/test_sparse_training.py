@@ -32,7 +32,7 @@ def _pair(out: int, inn: int, mask: np.ndarray, activation: str) -> tuple[Masked
 def _weight_grad(layer: MaskedLinear) -> torch.Tensor:
     """The (out, in) weight gradient, scattered from the values' gradient when packed."""
     if layer.packed:
-        return scatter_dense(layer.values.grad, layer.structure())
+        return scatter_dense(layer.values.grad, layer.csr())
     return layer.weight.grad
 
 

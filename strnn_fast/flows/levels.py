@@ -102,7 +102,7 @@ class LevelPlan:
         order = in_order
         layers = list(conditioner.net.layers)
         for idx, layer in enumerate(layers):
-            s = layer.structure(torch.device("cpu"))
+            s = layer.csr(torch.device("cpu"))
             crow, col = s.crow.numpy(), s.col.numpy()
             counts = np.diff(crow)
             stage_of_input = ready  # the previous layer's stages, by unit index
@@ -220,7 +220,7 @@ def _dense_blocks(layer: nn.Module, out_order: np.ndarray, order: np.ndarray, st
 def _csr_blocks(layer: nn.Module, out_order: np.ndarray, order: np.ndarray, starts: list[int],
                 dtype: torch.dtype) -> list[tuple]:
     """Each stage's rows as a CSR block whose columns index the previous layer's sorted units."""
-    s = layer.structure(torch.device("cpu"))
+    s = layer.csr(torch.device("cpu"))
     crow, col = s.crow.numpy(), s.col.numpy()
     values = layer.packed_values().detach().to("cpu", dtype).numpy()
     bias = None if layer.bias is None else layer.bias.detach().to("cpu", dtype).numpy()
