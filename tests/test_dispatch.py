@@ -230,14 +230,6 @@ def test_table_pinning_a_backend_the_device_lacks_runs_dense(table) -> None:
     net(x).sum().backward()
 
 
-def test_frozen_model_names_bad_input() -> None:
-    frozen = freeze(_net())
-    with pytest.raises(ValueError, match="x must have shape"):
-        frozen(torch.randn(3, 5))
-    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
-        frozen(np.zeros((3, 64)))
-
-
 @pytest.mark.parametrize("pinned", [None, "cpu", "dense"])
 def test_auto_takes_gradients_of_gradients(table, pinned) -> None:
     """A gradient penalty through backend="auto": on the CPU "auto" chooses only among backends that
