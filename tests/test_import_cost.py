@@ -13,5 +13,6 @@ HEAVY = ("scipy", "pandas", "networkx", "matplotlib", "torchdiffeq", "onnx", "on
 def test_import_pulls_in_no_optional_heavy_module():
     code = ("import sys, json, strnn_fast; "
             f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    # -P: the installed package, not the source tree of the working directory
+    done = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
