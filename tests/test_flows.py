@@ -1,7 +1,9 @@
 """Autoregressive flows (StrAF, ARF, GNF): structure, change of variables, inverse, passes, save/load, graphs."""
 from __future__ import annotations
 
+import inspect
 import math
+import re
 
 import networkx as nx
 import numpy as np
@@ -10,7 +12,7 @@ import torch
 from torch.autograd.functional import jacobian
 
 import strnn_fast
-from strnn_fast.flows import ARF, GNF, StrAF
+from strnn_fast.flows import ARF, GNF, AutoregressiveFlow, StrAF
 from strnn_fast.graph import depth, transitive_closure
 
 from _shake import shake
@@ -227,6 +229,29 @@ def test_flows_from_a_variable_count(cls, tmp_path) -> None:
     assert torch.equal(strnn_fast.load(tmp_path / "f.pt").log_prob(x), flow.log_prob(x))
     with pytest.raises(ValueError, match="names"):
         cls(4, (8,), 1, names=["a"])
+
+
+def test_families_list_and_document_every_argument() -> None:
+    # One shared constructor; each family's own options join its signature after activation, and
+    # its help text (the shared paragraph filled in) names every argument of that signature.
+    shared = ["adjacency", "hidden_sizes", "flow_steps", "normalizer", "names", "prior", "activation"]
+    tail = ["context_features", "context_adjacency", "context_names", "normalizer_options"]
+    own = {StrAF: ["opt_type", "opt_args", "backend", "init"], ARF: ["permute", "backend", "init"],
+           GNF: ["hot_encoding"]}
+    for family, options in own.items():
+        assert list(inspect.signature(family).parameters) == shared + options + tail
+        assert "{common_arguments}" not in family.__doc__
+        missing = [n for n in inspect.signature(family).parameters if not re.search(rf"\b{n}\b", family.__doc__)]
+        assert not missing, f"{family.__name__}'s docstring does not describe {missing}"
+    with pytest.raises(NotImplementedError, match="StrAF, ARF or GNF"):
+        AutoregressiveFlow(3)
+
+    class Narrow(StrAF):  # a subclass of a family keeps its signature and recorded arguments
+        pass
+
+    flow = Narrow([("a", "b")], (4,), 1, opt_type="zuko")
+    assert inspect.signature(Narrow) == inspect.signature(StrAF)
+    assert flow.config["opt_type"] == "zuko" and flow.config["init"] == "kaiming"
 
 
 def test_graph_forms_agree_and_answers_are_in_user_order() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._validate import as_flag
-from .autoregressive import AutoregressiveFlow, build_steps
+from .autoregressive import AutoregressiveFlow, ConditionerFactory
 from .conditioners import Conditioner, StrNNConditioner
 
 __all__ = ["ARF"]
@@ -34,47 +34,21 @@ class ARF(AutoregressiveFlow):
             which fixes the variable order (a topological one) and the names; its edges are
             otherwise not used.
         hidden_sizes: hidden widths of each MADE (at least d units each).
-        flow_steps: number of steps.
-        normalizer: "affine", "spline" or "umnn".
+        {common_arguments}
         permute: reverse the variable order in every other step.
-        names, prior, activation, backend, init, **normalizer_options: as in
-            :class:`~strnn_fast.flows.StrAF`.
-        context_features, context_adjacency, context_names: a conditional flow p(x | c) on C
-            context features, each variable reading the features its row of the (d, C)
-            ``context_adjacency`` allows (default all); see
-            :class:`~strnn_fast.flows.AutoregressiveFlow`.
+        backend, init: as in :class:`~strnn_fast.flows.StrAF`.
 
     Example:
         >>> ARF([("x", "y")], hidden_sizes=(4,), flow_steps=1).names
         ['x', 'y']
     """
 
-    def __init__(
-        self,
-        adjacency: Any,
-        hidden_sizes: Sequence[int] = (64, 64),
-        flow_steps: int = 5,
-        normalizer: str = "affine",
-        *,
-        permute: bool = False,
-        names: Sequence[str] | None = None,
-        prior: str = "normal",
-        activation: str = "relu",
-        backend: str = "auto",
-        init: str = "kaiming",
-        context_features: int = 0,
-        context_adjacency: Any = None,
-        context_names: Sequence[str] | None = None,
-        **normalizer_options: Any,
-    ):
-        super().__init__(adjacency, names=names, prior=prior, context_features=context_features,
-                         context_adjacency=context_adjacency, context_names=context_names)
-        as_flag(permute, "permute")
+    def _conditioners(self, hidden_sizes: Sequence[int], activation: str, *, permute: bool = False,
+                      backend: str = "auto", init: str = "kaiming") -> ConditionerFactory:
+        self.permute = as_flag(permute, "permute")
         if self.d < 2:
             raise ValueError("ARF needs at least 2 variables")
         full = np.tril(np.ones((self.d, self.d), dtype=bool), k=-1)
-        reverse = np.arange(self.d)[::-1].copy()
-
         Ac = self.sorted_context_adjacency
 
         def conditioner(n_params: int, first: Conditioner | None, perm: Any) -> Conditioner:
@@ -88,8 +62,10 @@ class ARF(AutoregressiveFlow):
             return StrNNConditioner(full, hidden_sizes, n_params, opt_type="greedy", activation=activation,
                                     backend=backend, init=init, context_adjacency=rows)
 
-        self.steps = build_steps(flow_steps, normalizer, normalizer_options, conditioner,
-                                 lambda k: reverse if permute and k % 2 == 1 else None)
+        return conditioner
+
+    def _permutation(self, k: int) -> Sequence[int] | None:
+        return np.arange(self.d)[::-1].copy() if self.permute and k % 2 == 1 else None
 
     def _resolved_config(self) -> dict[str, Any]:
         return {**super()._resolved_config(), **self._net_config("hidden_sizes", "activation", "backend")}

@@ -33,6 +33,9 @@ Example:
 """
 from __future__ import annotations
 
+import inspect
+import re
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,7 +50,7 @@ from .conditioners import Conditioner
 from .levels import level_plan
 from .normalizers import Normalizer, make_normalizer
 
-__all__ = ["AutoregressiveFlow", "FlowStep", "build_steps"]
+__all__ = ["COMMON_ARGUMENTS", "AutoregressiveFlow", "ConditionerFactory", "FlowStep", "build_steps"]
 
 
 class FlowStep(nn.Module):
@@ -120,15 +123,41 @@ class FlowStep(nn.Module):
         return x[:, self.unperm] if self.permuted else x
 
 
-class AutoregressiveFlow(Flow):
-    r"""Base of StrAF, ARF and GNF: a DAG, its internal topological order, and a stack of steps.
+#: ``(n_params, first, perm) -> Conditioner``, as :func:`build_steps` calls it.
+ConditionerFactory = Callable[[int, Conditioner | None, Sequence[int] | None], Conditioner]
 
-    Subclasses build ``self.steps`` (an ``nn.ModuleList`` of :class:`FlowStep`) on
-    :attr:`sorted_adjacency`; ``config`` records the graph as :meth:`graph_config` gives it.
+#: The arguments every family shares, documented once: the line ``{common_arguments}`` of a
+#: family's docstring becomes this paragraph, so that ``help()`` describes every argument.
+COMMON_ARGUMENTS = r"""flow_steps: number of steps.
+normalizer: "affine" (``z = x exp(s) + t``), "spline" (rational-quadratic, analytic inverse) or
+    "umnn" (monotone integral).
+names: variable names (taken from an edge list or graph when omitted).
+prior: "normal" or "laplace".
+activation: hidden activation of the conditioners.
+context_features, context_adjacency, context_names: a conditional flow p(x | c) on C
+    context features, each variable reading the features its row of the (d, C)
+    ``context_adjacency`` allows (default all); see :class:`~strnn_fast.flows.AutoregressiveFlow`.
+**normalizer_options: of :class:`~strnn_fast.flows.normalizers.AffineNormalizer` (``scale_bound``),
+    :class:`~strnn_fast.flows.normalizers.SplineNormalizer` (``bins``, ``bound``, ...) or
+    :class:`~strnn_fast.flows.normalizers.UMNNNormalizer` (``embedding_size``, ``integrand_hidden``,
+    ``quadrature_intervals``, ``tol``, ...)."""
+
+
+class AutoregressiveFlow(Flow):
+    r"""The autoregressive flow that StrAF, ARF and GNF specialize: a DAG, its internal
+    topological order, and a stack of conditioner + normalizer steps.
+
+    A family (a subclass) differs only in its conditioners: it implements :meth:`_conditioners`,
+    whose keyword-only parameters are the family's own options. Those join the family's
+    signature after ``activation`` (what ``inspect.signature``, ``help()`` and the saved
+    ``config`` show), and its docstring's ``{common_arguments}`` line becomes
+    :data:`COMMON_ARGUMENTS`.
 
     Arguments:
         adjacency: the DAG (matrix, edge list of (parent, child), or networkx DiGraph), or an int
             d for d variables without a graph.
+        hidden_sizes, flow_steps, normalizer, activation: of the steps, as in
+            :class:`~strnn_fast.flows.StrAF`.
         names: variable names (see :func:`strnn_fast.graph.as_adjacency`).
         prior: "normal" or "laplace".
         context_features: number C of context features to condition on (0: an unconditional flow).
@@ -136,6 +165,7 @@ class AutoregressiveFlow(Flow):
             ``context_adjacency[i, j] = 1`` lets variable i's transforms read context feature j.
             Default: every variable reads every feature.
         context_names: optional names of the context features.
+        **options: the family's own options, then the normalizer's.
 
     Raises:
         ValueError: the graph has a cycle (named in the message), or is malformed; a context
@@ -157,10 +187,19 @@ class AutoregressiveFlow(Flow):
     """
 
     steps: nn.ModuleList
+    #: Names of the family's own options (set from :meth:`_conditioners` for each family).
+    family_options: tuple[str, ...] = ()
 
-    def __init__(self, adjacency: Any, *, names: Sequence[str] | None = None, prior: str = "normal",
-                 context_features: int = 0, context_adjacency: Any = None,
-                 context_names: Sequence[str] | None = None):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if "_conditioners" in cls.__dict__:
+            _make_family(cls)
+        # Savable's hook comes after, so that it records arguments under the family's signature.
+        super().__init_subclass__(**kwargs)
+
+    def __init__(self, adjacency: Any, hidden_sizes: Sequence[int] = (64, 64), flow_steps: int = 5,
+                 normalizer: str = "affine", *, names: Sequence[str] | None = None, prior: str = "normal",
+                 activation: str = "relu", context_features: int = 0, context_adjacency: Any = None,
+                 context_names: Sequence[str] | None = None, **options: Any):
         self.from_count = isinstance(adjacency, (int, np.integer)) and not isinstance(adjacency, bool)
         if self.from_count:
             d = as_positive_int(adjacency, "adjacency (a number of variables)")
@@ -177,6 +216,18 @@ class AutoregressiveFlow(Flow):
         self.sorted_input = bool((order == np.arange(self.d)).all())
         self.register_buffer("order", torch.from_numpy(order), persistent=False)
         self.register_buffer("rank", torch.from_numpy(np.argsort(order)), persistent=False)
+        own = {k: v for k, v in options.items() if k in self.family_options}
+        normalizer_options = {k: v for k, v in options.items() if k not in own}
+        self.steps = build_steps(flow_steps, normalizer, normalizer_options,
+                                 self._conditioners(hidden_sizes, activation, **own), self._permutation)
+
+    def _conditioners(self, hidden_sizes: Sequence[int], activation: str) -> ConditionerFactory:
+        """The family's hook: checks its own options (keyword-only), returns its conditioner factory."""
+        raise NotImplementedError(f"{type(self).__name__} defines no conditioners; use StrAF, ARF or GNF")
+
+    def _permutation(self, k: int) -> Sequence[int] | None:
+        """The variable order step k sees (None: the internal one); a family may override it."""
+        return None
 
     def graph_config(self) -> int | list[list[int]]:
         """The adjacency as ``config`` records it: the int d, or the matrix as nested lists."""
@@ -272,7 +323,7 @@ def build_steps(
     flow_steps: int,
     normalizer: str,
     normalizer_options: dict[str, Any],
-    conditioner: Callable[[int, Conditioner | None, Sequence[int] | None], Conditioner],
+    conditioner: ConditionerFactory,
     permutation: Callable[[int], Sequence[int] | None] = lambda k: None,
 ) -> nn.ModuleList:
     r"""Builds ``flow_steps`` steps, each with its own normalizer and conditioner.
@@ -294,3 +345,27 @@ def build_steps(
         cond = conditioner(norm.n_params, steps[0].conditioner if steps else None, perm)
         steps.append(FlowStep(cond, norm, perm))
     return nn.ModuleList(steps)
+
+
+def _make_family(cls: type[AutoregressiveFlow]) -> None:
+    """Records a family's own options, fills its docstring and, unless it writes its own
+    ``__init__``, gives it the shared one under a signature that lists its options too."""
+    own = [p for p in inspect.signature(cls._conditioners).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    cls.family_options = tuple(p.name for p in own)
+    if cls.__doc__:
+        cls.__doc__ = re.sub(r"^([ \t]*)\{common_arguments\}$",
+                             lambda m: textwrap.indent(COMMON_ARGUMENTS, m.group(1)), cls.__doc__, flags=re.M)
+    if "__init__" in cls.__dict__:
+        return
+    shared = list(inspect.signature(AutoregressiveFlow.__init__).parameters.values())
+    at = [p.name for p in shared].index("activation") + 1
+    # The base's **options less the family's own is what reaches the normalizer.
+    rest = shared[-1].replace(name="normalizer_options")
+
+    def __init__(self: AutoregressiveFlow, *args: Any, **kwargs: Any) -> None:
+        super(cls, self).__init__(*args, **kwargs)
+
+    __init__.__signature__ = inspect.Signature([*shared[:at], *own, *shared[at:-1], rest])  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    __init__.__module__ = cls.__module__
+    cls.__init__ = __init__  # type: ignore[method-assign]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .autoregressive import AutoregressiveFlow, build_steps
+from .autoregressive import AutoregressiveFlow, ConditionerFactory
 from .conditioners import Conditioner, StrNNConditioner
 
 __all__ = ["StrAF"]
@@ -28,26 +28,15 @@ class StrAF(AutoregressiveFlow):
         adjacency: the DAG, any variable order: (d, d) 0/1 matrix (``A[i, j] = 1``: i depends on
             j), edge list of (parent, child) pairs, or networkx DiGraph. Needs at least one edge.
         hidden_sizes: hidden widths of each step's conditioner.
-        flow_steps: number of steps.
-        normalizer: "affine" (``z = x exp(s) + t``), "spline" (rational-quadratic, analytic inverse) or
-            "umnn" (monotone integral).
-        names: variable names (taken from an edge list or graph when omitted).
-        prior: "normal" or "laplace".
+        {common_arguments}
         opt_type: the conditioner's factorization, as in :class:`~strnn_fast.FastStrNN`. "zuko"
             by default: with hidden layers a little wider than d (64 units for 44-64 variables),
             its masks gave a lower held-out NLL than the paper's "greedy" on every graph of
             bench/bench_quality.py (3 seeds, joint and conditional), by 0.004-0.02 nats/dim, and it
             needs no more units (the distinct rows of the adjacency, not all nonzero ones).
-        activation, opt_args, backend: of the conditioner, as in :class:`~strnn_fast.FastStrNN`.
+        opt_args, backend: of the conditioner, as in :class:`~strnn_fast.FastStrNN`.
         init: the conditioner's hidden-layer initialization (see
             :class:`~strnn_fast.flows.StrNNConditioner`; "kaiming" trains better here).
-        context_features, context_adjacency, context_names: a conditional flow p(x | c) on C
-            context features, each variable reading the features its row of the (d, C)
-            ``context_adjacency`` allows (default all); see
-            :class:`~strnn_fast.flows.AutoregressiveFlow`.
-        **normalizer_options: of :class:`~strnn_fast.flows.normalizers.AffineNormalizer`
-            (``scale_bound``) or :class:`~strnn_fast.flows.normalizers.UMNNNormalizer`
-            (``embedding_size``, ``integrand_hidden``, ``quadrature_intervals``, ``tol``, ...).
 
     Raises:
         ValueError: a cycle (named), a graph without edges (and no context), too narrow hidden layers.
@@ -67,27 +56,8 @@ class StrAF(AutoregressiveFlow):
         True
     """
 
-    def __init__(
-        self,
-        adjacency: Any,
-        hidden_sizes: Sequence[int] = (64, 64),
-        flow_steps: int = 5,
-        normalizer: str = "affine",
-        *,
-        names: Sequence[str] | None = None,
-        prior: str = "normal",
-        activation: str = "relu",
-        opt_type: str = "zuko",
-        opt_args: dict | None = None,
-        backend: str = "auto",
-        init: str = "kaiming",
-        context_features: int = 0,
-        context_adjacency: Any = None,
-        context_names: Sequence[str] | None = None,
-        **normalizer_options: Any,
-    ):
-        super().__init__(adjacency, names=names, prior=prior, context_features=context_features,
-                         context_adjacency=context_adjacency, context_names=context_names)
+    def _conditioners(self, hidden_sizes: Sequence[int], activation: str, *, opt_type: str = "zuko",
+                      opt_args: dict | None = None, backend: str = "auto", init: str = "kaiming") -> ConditionerFactory:
         A = self.sorted_adjacency
         Ac = self.sorted_context_adjacency  # (d, 0) without context: the conditioners then read x only
         if not A.any() and not Ac.any():
@@ -100,7 +70,7 @@ class StrAF(AutoregressiveFlow):
                                     activation=activation, backend=backend, precomputed_masks=masks, init=init,
                                     context_adjacency=Ac)
 
-        self.steps = build_steps(flow_steps, normalizer, normalizer_options, conditioner)
+        return conditioner
 
     def _resolved_config(self) -> dict[str, Any]:
         return {**super()._resolved_config(),
