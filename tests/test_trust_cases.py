@@ -38,7 +38,7 @@ FIT = ["--epochs", "2", "--hidden", "6", "--flow-steps", "1", "--quiet"]
 
 # 2 ---------------------------------------------------------------------------------------------
 
-def test_case2_sample_a_causal_model_written_by_fit(tmp_path, table, capsys) -> None:
+def test_sample_a_causal_model_written_by_fit(tmp_path, table, capsys) -> None:
     data, graph = table
     model = tmp_path / "causal.pt"
     assert main(["fit", str(data), "-a", str(graph), "--model", "causal", *FIT, "-o", str(model)]) == 0
@@ -51,7 +51,7 @@ def test_case2_sample_a_causal_model_written_by_fit(tmp_path, table, capsys) -> 
 
 # 3 ---------------------------------------------------------------------------------------------
 
-def test_case3_fit_matches_dataframe_columns_by_name() -> None:
+def test_fit_matches_dataframe_columns_by_name() -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(50, 3))
     torch.manual_seed(0)
@@ -70,7 +70,7 @@ def test_case3_fit_matches_dataframe_columns_by_name() -> None:
 # 4 ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("with_val", [False, True])
-def test_case4_failed_fit_restores_finite_weights(with_val) -> None:
+def test_failed_fit_restores_finite_weights(with_val) -> None:
     torch.manual_seed(0)
     model = StrAF(A3, hidden_sizes=(6,), flow_steps=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -82,7 +82,7 @@ def test_case4_failed_fit_restores_finite_weights(with_val) -> None:
         assert torch.equal(v, before[k])  # it failed in the first epoch: the initial weights
 
 
-def test_case4_failure_after_good_epochs_keeps_the_best() -> None:
+def test_failure_after_good_epochs_keeps_the_best() -> None:
     class Blowup(torch.nn.Module):
         """A Gaussian whose loss becomes NaN from the 4th epoch on."""
 
@@ -109,7 +109,7 @@ def test_case4_failure_after_good_epochs_keeps_the_best() -> None:
 
 # 5 ---------------------------------------------------------------------------------------------
 
-def test_case5_values_beyond_float32(tmp_path, table, capsys) -> None:
+def test_values_beyond_float32(tmp_path, table, capsys) -> None:
     data, graph = table
     text = data.read_text().splitlines()
     text[3] = "1e40," + text[3].split(",", 1)[1]
@@ -126,7 +126,7 @@ def test_case5_values_beyond_float32(tmp_path, table, capsys) -> None:
     assert "float32" in capsys.readouterr().err
 
 
-def test_case5_damaged_model_never_writes_nan(tmp_path, table, capsys) -> None:
+def test_damaged_model_never_writes_nan(tmp_path, table, capsys) -> None:
     data, graph = table
     model = StrAF(A3, hidden_sizes=(6,), flow_steps=1, names=["a", "b", "c"])
     with torch.no_grad():
@@ -143,7 +143,7 @@ def test_case5_damaged_model_never_writes_nan(tmp_path, table, capsys) -> None:
 
 # 6 ---------------------------------------------------------------------------------------------
 
-def test_case6_factorize_refuses_an_existing_folder(tmp_path, capsys) -> None:
+def test_factorize_refuses_an_existing_folder(tmp_path, capsys) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -155,7 +155,7 @@ def test_case6_factorize_refuses_an_existing_folder(tmp_path, capsys) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_case6_sample_never_touches_a_file_named_like_its_temporary(tmp_path, capsys) -> None:
+def test_sample_never_touches_a_file_named_like_its_temporary(tmp_path, capsys) -> None:
     model = StrAF(A3, hidden_sizes=(6,), flow_steps=1)
     precious = tmp_path / "out.csv.tmp"
     model.save(precious)
@@ -167,7 +167,7 @@ def test_case6_sample_never_touches_a_file_named_like_its_temporary(tmp_path, ca
 
 # 7 ---------------------------------------------------------------------------------------------
 
-def test_case7_factorize_empty_csv_and_block_zero(tmp_path, capsys) -> None:
+def test_factorize_empty_csv_and_block_zero(tmp_path, capsys) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     assert main(["factorize", str(empty), "-o", str(tmp_path / "o")]) == 2
@@ -179,7 +179,7 @@ def test_case7_factorize_empty_csv_and_block_zero(tmp_path, capsys) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def test_case7_faststrnn_forward_checks() -> None:
+def test_faststrnn_forward_checks() -> None:
     net = FastStrNN(3, (8,), 3, adjacency=A3)
     with pytest.raises(ValueError, match="x must have shape \\(..., 3\\)"):
         net(torch.randn(2, 4))
@@ -189,7 +189,7 @@ def test_case7_faststrnn_forward_checks() -> None:
     torch.testing.assert_close(net(x), net(x.float()))  # cast to the model's dtype
 
 
-def test_case7_standardized_log_prob_checks() -> None:
+def test_standardized_log_prob_checks() -> None:
     model = Standardized(StrAF(A3, hidden_sizes=(6,), flow_steps=1), mean=[0.0, 1.0, 2.0], std=[1.0, 2.0, 3.0])
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         model.log_prob(np.zeros((2, 3)))
@@ -200,7 +200,7 @@ def test_case7_standardized_log_prob_checks() -> None:
 
 # 8 ---------------------------------------------------------------------------------------------
 
-def test_case8_constant_columns_are_refused_everywhere(tmp_path, table, capsys) -> None:
+def test_constant_columns_are_refused_everywhere(tmp_path, table, capsys) -> None:
     data, graph = table
     rows = data.read_text().splitlines()
     const = tmp_path / "const.csv"
@@ -221,7 +221,7 @@ def test_case8_constant_columns_are_refused_everywhere(tmp_path, table, capsys) 
 
 # 9 ---------------------------------------------------------------------------------------------
 
-def test_case9_factorize_reads_files_as_fit_does(tmp_path, capsys) -> None:
+def test_factorize_reads_files_as_fit_does(tmp_path, capsys) -> None:
     files = {"edges.txt": "a b\nb c\na c\n", "edges.csv": "parent,child\na,b\nb,c\na,c\n",
              "headed.csv": "a,b,c\n0,0,0\n1,0,0\n1,1,0\n", "plain.txt": "0 0 0\n1 0 0\n1 1 0\n"}
     for name, text in files.items():
@@ -235,7 +235,7 @@ def test_case9_factorize_reads_files_as_fit_does(tmp_path, capsys) -> None:
     assert main(["factorize", str(rect), "--methods", "greedy", "--hidden", "4", "-o", str(tmp_path / "r")]) == 0
 
 
-def test_case9_sample_shape_types() -> None:
+def test_sample_shape_types() -> None:
     flow = StrAF(A3, hidden_sizes=(6,), flow_steps=1)
     with pytest.raises(TypeError, match="sample_shape"):
         flow.sample("12")
@@ -245,7 +245,7 @@ def test_case9_sample_shape_types() -> None:
         flow.sample(2.0)
 
 
-def test_case9_text_files_report_file_line_numbers(tmp_path) -> None:
+def test_text_files_report_file_line_numbers(tmp_path) -> None:
     from strnn_fast.data import load_table
 
     p = tmp_path / "t.csv"
@@ -257,7 +257,7 @@ def test_case9_text_files_report_file_line_numbers(tmp_path) -> None:
         load_table(p)
 
 
-def test_case9_help_has_no_rest_markup(capsys) -> None:
+def test_help_has_no_rest_markup(capsys) -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     for name, p in sub.choices.items():
