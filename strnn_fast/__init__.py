@@ -11,9 +11,11 @@ Start here:
   ``average_treatment_effect`` and ``counterfactual``, with names or indices for variables.
 * :class:`StrNNDensityEstimator` (binary or Gaussian data); :class:`FastStrNN`, the masked network
   itself; :func:`factorize` and friends build its masks.
-* :func:`fit` trains any of them (early stopping; DataFrame columns matched by name);
-  ``model.save(path)`` and :func:`load` keep them; ``strnn_fast.standardize.Standardized`` wraps a
-  flow so it trains on standardized data and answers in data units.
+* :func:`fit` trains any of them (early stopping, a progress bar and one summary line,
+  ``verbose=False`` for none; DataFrame columns matched by name; 1 CPU thread by default, see
+  ``strnn_fast.threads``); ``model.save(path)`` and :func:`load` keep them;
+  ``strnn_fast.standardize.Standardized`` wraps a flow so it trains on standardized data and
+  answers in data units.
 
 Graphs: a 0/1 matrix ``A[i, j] = 1`` when variable *i* may depend on *j* (numpy, torch or
 scipy.sparse), an edge list of ``(parent, child)`` names, or a ``networkx.DiGraph``. A model's
