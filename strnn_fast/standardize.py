@@ -256,7 +256,7 @@ class Standardized(KeepsFloat64, Savable, nn.Module):
 
     def sample(self, sample_shape: Sequence[int] | int | torch.Size = (),
                context: torch.Tensor | None = None, *, as_frame: bool = False) -> Any:
-        """float64 samples of shape (*sample_shape, d) in data units; an int n works for every base
+        """float64 samples of shape ``(*sample_shape, d)`` in data units; an int n works for every base
         model. ``as_frame=True`` returns a DataFrame with a column per variable (1-D sample_shape)."""
         as_flag(as_frame, "as_frame")
         x = self.base.sample(sample_shape, **self._context(context)).to(self.std) * self.std + self.mean
