@@ -87,3 +87,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(needs_cuda)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A saved 2-variable Standardized StrAF (names a, b), one per test module."""
+    from _cli_world import save_small_model
+
+    return save_small_model(tmp_path_factory.mktemp("cli_world") / "m.pt")

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-import strnn_fast
 from strnn_fast import CausalFlow, FastStrNN, MaskedLinear, StrNNDensityEstimator
 from strnn_fast.export import export, methods
 from strnn_fast.data import make_multimodal
