@@ -31,9 +31,10 @@ class StrAF(AutoregressiveFlow):
         {common_arguments}
         opt_type: the conditioner's factorization, as in :class:`~strnn_fast.FastStrNN`. "zuko"
             by default: with hidden layers a little wider than d (64 units for 44-64 variables),
-            its masks gave a lower held-out NLL than the paper's "greedy" on every graph of
-            bench/bench_quality.py (3 seeds, joint and conditional), by 0.004-0.02 nats/dim, and it
-            needs no more units (the distinct rows of the adjacency, not all nonzero ones).
+            these masks (with the spline's relative knot slopes) gave a lower held-out NLL than
+            the paper's "greedy" (with 0.2.0's knot slopes) in all 6 graph x joint/conditional
+            cells of bench/bench_quality.py (3 seeds), by 0.001-0.018 nats/dim, and they need no
+            more units (the distinct rows of the adjacency, not all nonzero ones).
         opt_args, backend: of the conditioner, as in :class:`~strnn_fast.FastStrNN`.
         init: the conditioner's hidden-layer initialization (see
             :class:`~strnn_fast.flows.StrNNConditioner`; "kaiming" trains better here).
