@@ -70,8 +70,10 @@ def layer_row(layer_name, s, batch, limits, reps):
         return run
 
     def fwdbwd(f):
+        # The three gradients as a network's backward asks for them (autograd.grad: nothing is
+        # accumulated into .grad, whose layout contract would charge a copy to one impl only).
         def run():
-            f().backward(g)
+            torch.autograd.grad(f(), inputs[f], g)
         return run
 
     impls = {
@@ -79,6 +81,7 @@ def layer_row(layer_name, s, batch, limits, reps):
         "dense": lambda: F.linear(x, w, b),
         "torch_csr": lambda: sparse_linear(x, v, b, s),
     }
+    inputs = {impls["cpp"]: (x, v, b), impls["dense"]: (x, w, b), impls["torch_csr"]: (x, v, b)}
     row = {"layer": layer_name, "out": out, "in": inn, "nnz": s.nnz, "density": s.nnz / (out * inn), "batch": batch}
     for name, f in impls.items():
         row[f"{name}_fwd_s"] = median_time(fwd(f), reps)

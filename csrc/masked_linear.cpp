@@ -64,16 +64,16 @@ bool cpu_has_avx2() {
   }
 
 constexpr std::size_t kLanes = 64;  // batch columns per block: 8 AVX2 registers of floats
-constexpr std::size_t kDotLanes = 16;
-constexpr std::size_t kDotChunk = 256;  // batch columns per pass of the weight gradient
 
-// Rows [r0, r1) of Y^T for one block of kLanes batch columns, read from the packed block xs
-// (n_in x kLanes, contiguous: rows of X^T a whole batch apart would alias in the caches) and
-// written to yt's columns [c0, c0 + n).
+// Rows [r0, r1) of Y^T for one block of kLanes batch columns, read from xs (n_in rows of kLanes
+// columns, row stride ldx) and written to yt's columns [c0, c0 + n). xs is a packed copy for
+// batch-major input and partial blocks; a full block of feature-major input is read in place
+// (the copy cost more than the cache conflicts of rows a batch apart: 10-20% at B = 256-4096,
+// measured on d=100-200 layers).
 template <class T>
-ALWAYS_INLINE void spmm_block(const T* xs, const T* v, const std::int64_t* crow, const std::int64_t* col, const T* bias,
-                            bool relu, T* yt, std::size_t ldy, std::size_t r0, std::size_t r1, std::size_t c0,
-                            std::size_t n) {
+ALWAYS_INLINE void spmm_block(const T* xs, std::size_t ldx, const T* v, const std::int64_t* crow,
+                              const std::int64_t* col, const T* bias, bool relu, T* yt, std::size_t ldy, std::size_t r0,
+                              std::size_t r1, std::size_t c0, std::size_t n) {
   // kLanes accumulators as NV vectors of 32 bytes (GCC vector extensions), so that they live in
   // registers through the loop over the row's terms (a plain array of kLanes stayed on the stack).
   typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
@@ -85,7 +85,7 @@ ALWAYS_INLINE void spmm_block(const T* xs, const T* v, const std::int64_t* crow,
     for (std::size_t q = 0; q < NV; ++q) acc[q] = V{} + b;
     for (std::int64_t k = crow[r]; k < crow[r + 1]; ++k) {
       const T w = v[k];
-      const V* x = reinterpret_cast<const V*>(xs + static_cast<std::size_t>(col[k]) * kLanes);
+      const V* x = reinterpret_cast<const V*>(xs + static_cast<std::size_t>(col[k]) * ldx);
 #pragma GCC unroll 16
       for (std::size_t q = 0; q < NV; ++q) acc[q] += w * x[q];
     }
@@ -124,30 +124,102 @@ ALWAYS_INLINE void spmm_narrow(const T* xt, std::size_t ldx, std::size_t ldb, co
   }
 }
 
-// dv_k for the kept entries of rows [r0, r1): dots over the batch in kDotLanes fixed lanes.
+// dv_k (+)= the dot of rows row_k of gs and col_k of xs over one packed block of kLanes batch
+// columns, for the kept entries of rows [r0, r1) (gs holds rows r0.. only). The row's gradient
+// stays in registers through its terms; each dot is two vector chains and a fixed-order lane sum.
 template <class T>
-ALWAYS_INLINE void sddmm_rows(const T* gt, std::size_t ldg, const T* xt, std::size_t ldx, const std::int64_t* crow,
-                              const std::int64_t* col, T* dv, std::size_t r0, std::size_t r1, std::size_t c0,
-                              std::size_t c1, bool first, std::size_t row_base) {
-  const std::size_t main = c0 + (c1 - c0) - (c1 - c0) % kDotLanes;
+ALWAYS_INLINE void sddmm_block(const T* gs, const T* xs, const std::int64_t* crow, const std::int64_t* col, T* dv,
+                               std::size_t r0, std::size_t r1, bool first) {
+  typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
+  constexpr std::size_t VL = 32 / sizeof(T), NV = kLanes / VL;
   for (std::size_t r = r0; r < r1; ++r) {
-    const T* g = gt + (r - row_base) * ldg;
+    V g[NV];
+    std::memcpy(g, gs + (r - r0) * kLanes, sizeof(g));
     for (std::int64_t k = crow[r]; k < crow[r + 1]; ++k) {
-      const T* x = xt + static_cast<std::size_t>(col[k]) * ldx;
-      T lane[kDotLanes] = {};
-      for (std::size_t c = c0; c < main; c += kDotLanes)
-        for (std::size_t j = 0; j < kDotLanes; ++j) lane[j] += g[c + j] * x[c + j];
-      for (std::size_t c = main; c < c1; ++c) lane[c - main] += g[c] * x[c];
+      const V* x = reinterpret_cast<const V*>(xs + static_cast<std::size_t>(col[k]) * kLanes);
+      V a0 = g[0] * x[0], a1 = g[1] * x[1];
+#pragma GCC unroll 16
+      for (std::size_t q = 2; q < NV; q += 2) {
+        a0 += g[q] * x[q];
+        a1 += g[q + 1] * x[q + 1];
+      }
+      a0 += a1;
       T s = T(0);
-      for (std::size_t j = 0; j < kDotLanes; ++j) s += lane[j];
+#pragma GCC unroll 8
+      for (std::size_t i = 0; i < VL; ++i) s += a0[i];
       dv[k] = first ? s : dv[k] + s;
     }
   }
 }
 
+// The same for a narrow block (fewer than kLanes / 4 columns), read in place with strides.
+template <class T>
+ALWAYS_INLINE void sddmm_narrow(const T* g, std::size_t g_feat, std::size_t g_batch, const T* x, std::size_t x_feat,
+                                std::size_t x_batch, const std::int64_t* crow, const std::int64_t* col, T* dv,
+                                std::size_t r0, std::size_t r1, std::size_t c0, std::size_t n, bool first) {
+  for (std::size_t r = r0; r < r1; ++r)
+    for (std::int64_t k = crow[r]; k < crow[r + 1]; ++k) {
+      const T* xc = x + static_cast<std::size_t>(col[k]) * x_feat;
+      T s = T(0);
+      for (std::size_t j = c0; j < c0 + n; ++j) s += g[r * g_feat + j * g_batch] * xc[j * x_batch];
+      dv[k] = first ? s : dv[k] + s;
+    }
+}
+
+// dst[(r - r0) * ld + j] = src[(c0 + j) * width + r] for features r in [r0, r1) and batch rows
+// j < n: a block of a batch-major (B x width) array packed feature-major. Whole 32-byte tiles
+// (8 x 8 floats, 4 x 4 doubles) are transposed in registers (one scalar load and store per
+// element made the packing half the time of a whole layer, measured); the edges go one by one.
+template <class T>
+ALWAYS_INLINE void transpose_pack(const T* src, std::size_t width, std::size_t r0, std::size_t r1, std::size_t c0,
+                                  std::size_t n, T* dst, std::size_t ld) {
+  typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
+  constexpr std::size_t VL = 32 / sizeof(T);
+  const std::size_t rv = r0 + (r1 - r0) / VL * VL, nv = n / VL * VL;
+  for (std::size_t j0 = 0; j0 < nv; j0 += VL) {
+    for (std::size_t r = r0; r < rv; r += VL) {
+      V a[VL];
+      for (std::size_t q = 0; q < VL; ++q) std::memcpy(&a[q], src + (c0 + j0 + q) * width + r, sizeof(V));
+      if constexpr (VL == 8) {  // unpack within 128-bit halves, then 64-bit pairs, then the halves
+        V t[8], u[8];
+        for (int q = 0; q < 8; q += 2) {
+          t[q] = __builtin_shufflevector(a[q], a[q + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+          t[q + 1] = __builtin_shufflevector(a[q], a[q + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+        }
+        for (int h = 0; h < 8; h += 4)
+          for (int q = 0; q < 2; ++q) {
+            u[h + 2 * q] = __builtin_shufflevector(t[h + q], t[h + q + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+            u[h + 2 * q + 1] = __builtin_shufflevector(t[h + q], t[h + q + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+          }
+        for (int q = 0; q < 4; ++q) {  // u[q] holds features q and q + 4 of rows 0-3, u[q + 4] of rows 4-7
+          a[q] = __builtin_shufflevector(u[q], u[q + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+          a[q + 4] = __builtin_shufflevector(u[q], u[q + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+        }
+      } else {
+        V t[4];
+        for (int q = 0; q < 4; q += 2) {
+          t[q] = __builtin_shufflevector(a[q], a[q + 1], 0, 4, 2, 6);
+          t[q + 1] = __builtin_shufflevector(a[q], a[q + 1], 1, 5, 3, 7);
+        }
+        a[0] = __builtin_shufflevector(t[0], t[2], 0, 1, 4, 5);
+        a[2] = __builtin_shufflevector(t[0], t[2], 2, 3, 6, 7);
+        a[1] = __builtin_shufflevector(t[1], t[3], 0, 1, 4, 5);
+        a[3] = __builtin_shufflevector(t[1], t[3], 2, 3, 6, 7);
+      }
+      for (std::size_t q = 0; q < VL; ++q) std::memcpy(dst + (r - r0 + q) * ld + j0, &a[q], sizeof(V));
+    }
+    for (std::size_t j = j0; j < j0 + VL; ++j)
+      for (std::size_t r = rv; r < r1; ++r) dst[(r - r0) * ld + j] = src[(c0 + j) * width + r];
+  }
+  for (std::size_t j = nv; j < n; ++j)
+    for (std::size_t r = r0; r < r1; ++r) dst[(r - r0) * ld + j] = src[(c0 + j) * width + r];
+}
+
 DEFINE_DISPATCH(spmm_block)
+DEFINE_DISPATCH(transpose_pack)
 DEFINE_DISPATCH(spmm_narrow)
-DEFINE_DISPATCH(sddmm_rows)
+DEFINE_DISPATCH(sddmm_block)
+DEFINE_DISPATCH(sddmm_narrow)
 
 template <class T>
 using Array = py::array_t<T, py::array::c_style>;
@@ -193,40 +265,31 @@ Pattern check_pattern(const Index& crow, const Index& col, std::size_t n_cols) {
   return {cr, cc, rows, nnz};
 }
 
+// dst (rows x kLanes) = the first n columns of `rows` rows of src (row stride ld). A whole block
+// is copied with a size the compiler knows: a memmove call per 256-byte row was half of a
+// layer's time at batch 1024 (measured).
 template <class T>
-void spmm_impl(const py::handle& xt_o, const py::handle& v_o, const Index& crow, const Index& col,
-               const py::handle& bias_o, bool relu, const py::handle& yt_o, unsigned threads, bool batch_major) {
-  auto xt = as_array<T>(xt_o, "xt", 2);
-  auto v = as_array<T>(v_o, "values", 1);
-  auto yt = as_array<T>(yt_o, "yt", 2);
-  // x is read as X^T (n_in, B), or, batch_major, as X (B, n_in) itself: packing the block
-  // transposes it, which saves the caller a transposed copy of the whole input.
-  const std::size_t xt_rows = xt.shape(batch_major ? 1 : 0), B = xt.shape(batch_major ? 0 : 1);
-  const std::size_t s_feat = batch_major ? 1 : B, s_batch = batch_major ? xt_rows : 1;
-  const Pattern p = check_pattern(crow, col, xt_rows);
-  if (static_cast<std::size_t>(v.shape(0)) != p.nnz) throw std::invalid_argument("values must have nnz entries");
-  if (static_cast<std::size_t>(yt.shape(0)) != p.rows || static_cast<std::size_t>(yt.shape(1)) != B)
-    throw std::invalid_argument("yt must have shape (n_rows, batch)");
-  const T* bias = nullptr;
-  Array<T> b;
-  if (!bias_o.is_none()) {
-    b = as_array<T>(bias_o, "bias", 1);
-    if (static_cast<std::size_t>(b.shape(0)) != p.rows) throw std::invalid_argument("bias must have n_rows entries");
-    bias = b.data();
-  }
+void copy_rows(const T* src, std::size_t ld, std::size_t rows, std::size_t n, T* dst) {
+  if (n == kLanes)
+    for (std::size_t r = 0; r < rows; ++r) std::memcpy(dst + r * kLanes, src + r * ld, kLanes * sizeof(T));
+  else
+    for (std::size_t r = 0; r < rows; ++r) std::memcpy(dst + r * kLanes, src + r * ld, n * sizeof(T));
+}
+
+// Y^T (rows, B) = W X^T (+ bias, relu), X read as X^T (n_in, B) or, batch_major, as X (B, n_in)
+// itself: packing a block transposes it, which saves the caller a transposed copy of the input.
+template <class T>
+void spmm_core(const T* xp, std::size_t n_in, std::size_t B, bool batch_major, const T* vp, const Pattern& p,
+               const T* bias, bool relu, T* yp, unsigned threads) {
   if (B == 0 || p.rows == 0) return;
-  const T* xp = xt.data();
-  const T* vp = v.data();
-  T* yp = yt.mutable_data();
+  const std::size_t s_feat = batch_major ? 1 : B, s_batch = batch_major ? n_in : 1;
   const std::size_t blocks = (B + kLanes - 1) / kLanes;
   // Few batch blocks (small batches) and several threads: split the rows too.
   const std::size_t row_chunks = blocks >= threads ? 1 : std::min<std::size_t>(std::max<std::size_t>(p.rows, 1),
                                                                                (threads + blocks - 1) / blocks);
   const std::size_t rows_per = (p.rows + row_chunks - 1) / std::max<std::size_t>(row_chunks, 1);
-  py::gil_scoped_release release;
   const std::size_t work = p.nnz * B + p.rows * B;
   const unsigned use = work < (1u << 16) ? 1u : threads;  // a thread costs more than a small product
-  const std::size_t n_in = xt_rows;
   parallel_for(
       blocks * row_chunks,
       [&](std::size_t t0, std::size_t t1) {
@@ -240,39 +303,102 @@ void spmm_impl(const py::handle& xt_o, const py::handle& v_o, const Index& crow,
             run_spmm_narrow<T>(xp, s_feat, s_batch, vp, p.crow, p.col, bias, relu, yp, B, r0, r1, c0, n);
             continue;
           }
-          xs.assign(n_in * kLanes, T(0));  // packed block, zero lanes past the batch
-          if (batch_major)  // transposed in strips of 16 inputs: the 16 packed rows being written stay in L1
-            for (std::size_t i0 = 0; i0 < n_in; i0 += 16) {
-              const std::size_t i1 = std::min(n_in, i0 + 16);
-              for (std::size_t j = 0; j < n; ++j) {
-                const T* row = xp + (c0 + j) * n_in;
-                for (std::size_t i = i0; i < i1; ++i) xs[i * kLanes + j] = row[i];
-              }
-            }
+          if (!batch_major && n == kLanes) {  // full feature-major blocks are read in place
+            run_spmm_block<T>(xp + c0, B, vp, p.crow, p.col, bias, relu, yp, B, r0, r1, c0, n);
+            continue;
+          }
+          // The packed block (n_in x kLanes); lanes past the batch are zero (computed, never stored).
+          if (xs.size() != n_in * kLanes || n < kLanes) xs.assign(n_in * kLanes, T(0));
+          if (batch_major)
+            run_transpose_pack<T>(xp, n_in, std::size_t{0}, n_in, c0, n, xs.data(), kLanes);
           else
-            for (std::size_t i = 0; i < n_in; ++i) std::copy(xp + i * B + c0, xp + i * B + c0 + n, xs.data() + i * kLanes);
-          run_spmm_block<T>(xs.data(), vp, p.crow, p.col, bias, relu, yp, B, r0, r1, c0, n);
+            copy_rows<T>(xp + c0, B, n_in, n, xs.data());
+          run_spmm_block<T>(xs.data(), kLanes, vp, p.crow, p.col, bias, relu, yp, B, r0, r1, c0, n);
         }
       },
       1, use);
 }
 
-// dst (rows x kDotChunk) = columns [c0, c0 + n) of rows [r0, r1) of the feature-major src
-// (rows x B, row stride B), or of the batch-major src (B x width): transposed in strips of 16.
 template <class T>
-void pack_chunk(const T* src, bool batch_major, std::size_t width, std::size_t B, std::size_t r0, std::size_t r1,
-                std::size_t c0, std::size_t n, T* dst) {
-  if (!batch_major) {
-    for (std::size_t r = r0; r < r1; ++r) std::copy(src + r * B + c0, src + r * B + c0 + n, dst + (r - r0) * kDotChunk);
-    return;
-  }
-  for (std::size_t s0 = r0; s0 < r1; s0 += 16) {
-    const std::size_t s1 = std::min(r1, s0 + 16);
-    for (std::size_t j = 0; j < n; ++j) {
-      const T* row = src + (c0 + j) * width;
-      for (std::size_t r = s0; r < s1; ++r) dst[(r - r0) * kDotChunk + j] = row[r];
+const T* bias_of(const py::handle& bias_o, std::size_t rows, Array<T>& keep) {
+  if (bias_o.is_none()) return nullptr;
+  keep = as_array<T>(bias_o, "bias", 1);
+  if (static_cast<std::size_t>(keep.shape(0)) != rows) throw std::invalid_argument("bias must have n_rows entries");
+  return keep.data();
+}
+
+template <class T>
+void spmm_impl(const py::handle& xt_o, const py::handle& v_o, const Index& crow, const Index& col,
+               const py::handle& bias_o, bool relu, const py::handle& yt_o, unsigned threads, bool batch_major) {
+  auto xt = as_array<T>(xt_o, "xt", 2);
+  auto v = as_array<T>(v_o, "values", 1);
+  auto yt = as_array<T>(yt_o, "yt", 2);
+  const std::size_t n_in = xt.shape(batch_major ? 1 : 0), B = xt.shape(batch_major ? 0 : 1);
+  const Pattern p = check_pattern(crow, col, n_in);
+  if (static_cast<std::size_t>(v.shape(0)) != p.nnz) throw std::invalid_argument("values must have nnz entries");
+  if (static_cast<std::size_t>(yt.shape(0)) != p.rows || static_cast<std::size_t>(yt.shape(1)) != B)
+    throw std::invalid_argument("yt must have shape (n_rows, batch)");
+  Array<T> b;
+  const T* bias = bias_of<T>(bias_o, p.rows, b);
+  const T* xp = xt.data();
+  const T* vp = v.data();
+  T* yp = yt.mutable_data();
+  py::gil_scoped_release release;
+  spmm_core<T>(xp, n_in, B, batch_major, vp, p, bias, relu, yp, threads);
+}
+
+// y (B, n_rows) = x W^T (+ bias, relu) for x (B, n_in) row- or column-major, returned as a new
+// column-major array (feature-major memory: the layout the next layer reads without a copy).
+template <class T>
+py::array linear_impl(const py::handle& x_o, const py::handle& v_o, const Index& crow, const Index& col,
+                      const py::handle& bias_o, bool relu, unsigned threads, const py::handle& perm_o) {
+  if (!py::isinstance<py::array_t<T>>(x_o)) throw std::invalid_argument("x must be a float array");
+  auto x = py::reinterpret_borrow<py::array_t<T>>(x_o);
+  if (x.ndim() != 2) throw std::invalid_argument("x must have 2 dims");
+  const std::size_t B = x.shape(0), n_in = x.shape(1);
+  const auto sz = static_cast<py::ssize_t>(sizeof(T));
+  // Strides of size-1 dimensions do not matter (torch sets them freely).
+  const bool c_ok = (n_in <= 1 || x.strides(1) == sz) && (B <= 1 || x.strides(0) == static_cast<py::ssize_t>(n_in) * sz);
+  const bool f_ok = (B <= 1 || x.strides(0) == sz) && (n_in <= 1 || x.strides(1) == static_cast<py::ssize_t>(B) * sz);
+  if (!c_ok && !f_ok) throw std::invalid_argument("x must be row- or column-major");
+  const bool batch_major = c_ok;
+  auto v = as_array<T>(v_o, "values", 1);
+  const Pattern p = check_pattern(crow, col, n_in);
+  if (static_cast<std::size_t>(v.shape(0)) != p.nnz) throw std::invalid_argument("values must have nnz entries");
+  Array<T> b;
+  const T* bias = bias_of<T>(bias_o, p.rows, b);
+  const T* vp = v.data();
+  std::vector<T> permuted;  // values[perm]: the transposed pattern's order, gathered here in one pass
+  if (!perm_o.is_none()) {
+    const Index perm = as_index(perm_o, "perm");
+    if (static_cast<std::size_t>(perm.shape(0)) != p.nnz) throw std::invalid_argument("perm must have nnz entries");
+    permuted.resize(p.nnz);
+    for (std::size_t k = 0; k < p.nnz; ++k) {
+      const std::int64_t j = perm.data()[k];
+      if (j < 0 || static_cast<std::size_t>(j) >= p.nnz) throw std::invalid_argument("perm must lie in [0, nnz)");
+      permuted[k] = vp[j];
     }
+    vp = permuted.data();
   }
+  py::array_t<T> y({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(p.rows)},
+                   {sz, static_cast<py::ssize_t>(std::max<std::size_t>(B, 1)) * sz});
+  const T* xp = x.data();
+  T* yp = y.mutable_data();
+  {
+    py::gil_scoped_release release;
+    spmm_core<T>(xp, n_in, B, batch_major, vp, p, bias, relu, yp, threads);
+  }
+  return std::move(y);
+}
+
+// Rows [r0, r1) of a (rows x B) operand, feature-major (row stride B) or batch-major (B x
+// width), packed for batch columns [c0, c0 + n) into dst (rows x kLanes, zero lanes past n).
+template <class T>
+void pack_block(const T* src, bool batch_major, std::size_t width, std::size_t B, std::size_t r0, std::size_t r1,
+                std::size_t c0, std::size_t n, std::vector<T>& dst) {
+  if (dst.size() != (r1 - r0) * kLanes || n < kLanes) dst.assign((r1 - r0) * kLanes, T(0));
+  if (batch_major) return run_transpose_pack<T>(src, width, r0, r1, c0, n, dst.data(), kLanes);
+  copy_rows<T>(src + r0 * B + c0, B, r1 - r0, n, dst.data());
 }
 
 template <class T>
@@ -291,25 +417,25 @@ void sddmm_impl(const py::handle& gt_o, const py::handle& xt_o, const Index& cro
   const T* xp = xt.data();
   T* dp = dv.mutable_data();
   py::gil_scoped_release release;
+  if (B == 0) return std::fill(dp, dp + p.nnz, T(0));
   const unsigned use = p.nnz * B < (1u << 16) ? 1u : threads;
-  const bool packed = g_batch_major || x_batch_major;
+  const std::size_t g_feat = g_batch_major ? 1 : B, g_bstride = g_batch_major ? p.rows : 1;
+  const std::size_t x_feat = x_batch_major ? 1 : B, x_bstride = x_batch_major ? n_in : 1;
+  // Threads take rows; each goes through the batch blocks in order, so every dv_k is summed in the
+  // same order whatever the thread count.
   parallel_for(
       p.rows,
       [&](std::size_t r0, std::size_t r1) {
-        // The batch in chunks of kDotChunk columns, in a fixed order: the rows of both operands
-        // touched by a chunk stay in cache (whole rows of a large batch did not). Batch-major
-        // operands are first packed feature-major, chunk by chunk.
-        std::vector<T> gs(packed ? (r1 - r0) * kDotChunk : 0), xs(packed ? n_in * kDotChunk : 0);
-        for (std::size_t c0 = 0; c0 < B || c0 == 0; c0 += kDotChunk) {
-          const std::size_t c1 = std::min(B, c0 + kDotChunk);
-          if (!packed) {
-            run_sddmm_rows<T>(gp, B, xp, B, p.crow, p.col, dp, r0, r1, c0, c1, c0 == 0, std::size_t{0});
+        std::vector<T> gs, xs;
+        for (std::size_t c0 = 0; c0 < B; c0 += kLanes) {
+          const std::size_t n = std::min(kLanes, B - c0);
+          if (n < kLanes / 4) {
+            run_sddmm_narrow<T>(gp, g_feat, g_bstride, xp, x_feat, x_bstride, p.crow, p.col, dp, r0, r1, c0, n, c0 == 0);
             continue;
           }
-          pack_chunk<T>(gp, g_batch_major, p.rows, B, r0, r1, c0, c1 - c0, gs.data());
-          pack_chunk<T>(xp, x_batch_major, n_in, B, 0, n_in, c0, c1 - c0, xs.data());
-          run_sddmm_rows<T>(gs.data(), kDotChunk, xs.data(), kDotChunk, p.crow, p.col, dp, r0, r1, std::size_t{0},
-                            c1 - c0, c0 == 0, r0);
+          pack_block<T>(gp, g_batch_major, p.rows, B, r0, r1, c0, n, gs);
+          pack_block<T>(xp, x_batch_major, n_in, B, std::size_t{0}, n_in, c0, n, xs);
+          run_sddmm_block<T>(gs.data(), xs.data(), p.crow, p.col, dp, r0, r1, c0 == 0);
         }
       },
       std::max<std::size_t>(1, p.rows / (8 * std::max(use, 1u))), use);
@@ -332,6 +458,19 @@ void bind_masked_linear(py::module_& m) {
       py::arg("yt"), py::arg("threads") = 1, py::arg("batch_major") = false,
       "yt = W xt (+ bias, then relu if asked) for W (n_rows x n_in) given by its CSR values, xt (n_in, B) (or,\n"
       "batch_major, x (B, n_in)) and yt (n_rows, B) C-contiguous float32/float64 (one dtype), written in place.");
+  m.def(
+      "csr_linear",
+      [](py::handle x, py::handle values, py::handle crow, py::handle col, py::handle bias, bool relu,
+         unsigned threads, py::handle perm) -> py::array {
+        const Index cr = as_index(crow, "crow"), cc = as_index(col, "col");
+        if (is_double(x)) return linear_impl<double>(x, values, cr, cc, bias, relu, std::max(threads, 1u), perm);
+        return linear_impl<float>(x, values, cr, cc, bias, relu, std::max(threads, 1u), perm);
+      },
+      py::arg("x"), py::arg("values"), py::arg("crow"), py::arg("col"), py::arg("bias"), py::arg("relu"),
+      py::arg("threads") = 1, py::arg("perm") = py::none(),
+      "y = x W^T (+ bias, then relu if asked) for x (B, n_in) row- or column-major float32/float64 and W\n"
+      "(n_rows x n_in) given by its CSR values (values[perm] when perm is given); y (B, n_rows) is a new\n"
+      "column-major array.");
   m.def(
       "csr_sddmm",
       [](py::handle gt, py::handle xt, py::handle crow, py::handle col, py::handle dv, unsigned threads,

@@ -27,7 +27,9 @@ Example:
 from __future__ import annotations
 
 import weakref
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -107,24 +109,25 @@ csr_sddmm.register_autograd(_sddmm_backward, setup_context=_save_all)
 # op's dispatch costs tens of microseconds a call, which small layers feel); their backward is
 # made of the same Functions, so derivatives of any order stay exact. torch.compile uses the ops.
 
-def _spmm_now(x2: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure, relu: bool = False) -> Tensor:
-    """yt = W x2^T (+ bias, relu) as an (out, B) tensor, for x2 (B, in) in either layout (no copy of x2
-    when it is row- or column-major: the kernel packs its blocks from either)."""
-    src, batch_major = _either_major(x2)
-    yt = torch.empty((structure.shape[0], x2.shape[0]), dtype=x2.dtype)
-    crow, col = _index_arrays(structure)
-    _C.csr_spmm(src.detach().numpy(), _view(values), crow, col, None if bias is None else _view(bias), relu,
-                yt.numpy(), torch.get_num_threads(), batch_major)
-    return yt
+def _spmm_now(x2: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure, relu: bool = False,
+              perm: MaskStructure | None = None) -> Tensor:
+    """y = x2 W^T (+ bias, relu) as a column-major (B, out) tensor, for x2 (B, in) in either layout (no
+    copy of x2 when it is row- or column-major: the kernel packs its blocks from either). With `perm`,
+    W's values are ``values[perm]`` (gathered in the kernel call): ``perm`` is the structure whose
+    ``t_perm`` it is."""
+    a = _index_arrays(structure)
+    return torch.from_numpy(_C.csr_linear(_either_major(x2).numpy(), _view(values), a.crow, a.col,
+                                          None if bias is None else _view(bias), relu, torch.get_num_threads(),
+                                          None if perm is None else _index_arrays(perm).t_perm))
 
 
-def _either_major(x2: Tensor) -> tuple[Tensor, bool]:
-    """x2 (B, n) as a contiguous array the kernels read without a copy: (x2^T, False) when x2 is
-    column-major, else (x2, True) (batch-major; copied only when x2 is neither)."""
-    x2 = x2.detach()
-    if x2.T.is_contiguous():
-        return x2.T, False
-    return (x2 if x2.is_contiguous() else x2.contiguous()), True
+def _either_major(x2: Tensor) -> Tensor:
+    """x2 (B, n) detached, copied only when it is neither row- nor column-major."""
+    if x2.requires_grad:
+        x2 = x2.detach()
+    if x2.is_contiguous() or x2.T.is_contiguous():
+        return x2
+    return x2.contiguous()
 
 
 class _SpMM(torch.autograd.Function):
@@ -135,20 +138,40 @@ class _SpMM(torch.autograd.Function):
         ctx.save_for_backward(x2, values)
         ctx.structure = structure
         ctx.has_bias = bias is not None
-        return _spmm_now(x2.detach(), values.detach(), None if bias is None else bias.detach(), structure).T
+        return _spmm_now(x2, values, bias, structure)
 
     @staticmethod
     def backward(ctx, g):
         x2, values = ctx.saved_tensors
         s = ctx.structure
+        # A first-order backward calls the kernels directly (a Function's apply costs ~15 us, as
+        # much as a small layer's whole product); under create_graph it records the Functions.
+        graph = torch.is_grad_enabled()
         gx = gv = gb = None
         if ctx.needs_input_grad[0]:  # g W: the product on the transposed pattern
-            gx = _SpMM.apply(g, values[s.t_perm], None, transposed(s))
+            st = transposed(s)
+            gx = _SpMM.apply(g, values[s.t_perm], None, st) if graph else _spmm_now(g, values, None, st, perm=s)
         if ctx.needs_input_grad[1]:
-            gv = _SDDMM.apply(g, x2, s)
+            gv = _SDDMM.apply(g, x2, s) if graph else _sddmm_now(g, x2, s)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = g.sum(0)
         return gx, gv, gb, None
+
+
+def _feature_or_batch_major(x2: Tensor) -> tuple[Tensor, bool]:
+    """x2 (B, n) as a C-contiguous array for csr_sddmm: (x2^T, False) when x2 is column-major, else
+    (x2, True), copied only when x2 is neither."""
+    x2 = _either_major(x2)
+    return (x2, True) if x2.is_contiguous() else (x2.T, False)
+
+
+def _sddmm_now(g: Tensor, x2: Tensor, structure: MaskStructure) -> Tensor:
+    """The kept entries of g^T x2 (CSR order) for g (B, out) and x2 (B, in), either layout."""
+    dv = torch.empty(structure.nnz, dtype=x2.dtype)
+    a = _index_arrays(structure)
+    (ga, g_bm), (xa, x_bm) = _feature_or_batch_major(g), _feature_or_batch_major(x2)
+    _C.csr_sddmm(ga.numpy(), xa.numpy(), a.crow, a.col, dv.numpy(), torch.get_num_threads(), g_bm, x_bm)
+    return dv
 
 
 class _SDDMM(torch.autograd.Function):
@@ -158,11 +181,7 @@ class _SDDMM(torch.autograd.Function):
     def forward(ctx, g, x2, structure):
         ctx.save_for_backward(g, x2)
         ctx.structure = structure
-        dv = torch.empty(structure.nnz, dtype=x2.dtype)
-        crow, col = _index_arrays(structure)
-        (ga, g_bm), (xa, x_bm) = _either_major(g), _either_major(x2)
-        _C.csr_sddmm(ga.numpy(), xa.numpy(), crow, col, dv.numpy(), torch.get_num_threads(), g_bm, x_bm)
-        return dv
+        return _sddmm_now(g, x2, structure)
 
     @staticmethod
     def backward(ctx, u):
@@ -227,10 +246,18 @@ _INDEX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _VIEWS: dict[int, tuple] = {}  # id(tensor) -> (weakref, data_ptr, view); tensors compare elementwise
 
 
-def _index_arrays(structure: MaskStructure):
+class _Arrays(NamedTuple):
+    """A structure's index tensors as numpy views, for the direct kernel calls."""
+
+    crow: np.ndarray
+    col: np.ndarray
+    t_perm: np.ndarray
+
+
+def _index_arrays(structure: MaskStructure) -> _Arrays:
     hit = _INDEX.get(structure)
     if hit is None:
-        hit = _INDEX[structure] = (structure.crow.numpy(), structure.col.numpy())
+        hit = _INDEX[structure] = _Arrays(structure.crow.numpy(), structure.col.numpy(), structure.t_perm.numpy())
     return hit
 
 
@@ -278,7 +305,7 @@ def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
             y = y + bias
         y = ACTIVATIONS[activation](y)
     elif not grad:
-        y = _spmm_now(x2, values, bias, structure, relu=activation == "relu").T
+        y = _spmm_now(x2, values, bias, structure, relu=activation == "relu")
         if activation not in FUSED:
             y = ACTIVATIONS[activation](y)
     else:

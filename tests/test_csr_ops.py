@@ -13,11 +13,13 @@ from tolerances import assert_close, tolerance
 
 from strnn_fast import FastStrNN, _C, backends
 from strnn_fast.activations import ACTIVATIONS
-from strnn_fast.csr_ops import csr_linear
+from strnn_fast.csr_ops import csr_linear, transposed
 from strnn_fast.sparse_ops import MaskStructure, scatter_dense
 
 SHAPES = [(1, 1), (7, 13), (129, 257), (64, 64), (3, 200)]
-BATCHES = [0, 1, 3, 65, 1000]
+# Around the kernels' 64-column batch blocks: narrow blocks (< 16 columns, read in place), padded
+# partial blocks, and a narrow tail after full blocks.
+BATCHES = [0, 1, 3, 20, 65, 81, 1000]
 
 
 def _case(out: int, inn: int, density: float, seed: int, dtype=torch.float64):
@@ -162,6 +164,24 @@ def test_bad_input_is_refused_with_named_errors():
             _C.csr_spmm(**args)
     with pytest.raises(ValueError):
         _C.csr_sddmm(np.zeros((4, 3), np.float32), xt, crow, col + 100, np.zeros(s.nnz, np.float32))
+    x = np.zeros((3, 5), np.float32)
+    for bad_call in (dict(x=np.zeros((3, 10), np.float32)[:, ::2]), dict(perm=np.arange(s.nnz - 1)),
+                     dict(perm=np.full(s.nnz, s.nnz)), dict(x=x.astype(np.float64))):
+        args = dict(x=x, values=values.numpy(), crow=crow, col=col, bias=None, relu=False)
+        args.update(bad_call)
+        with pytest.raises(ValueError):
+            _C.csr_linear(**args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_direct_kernel_gathers_permuted_values(dtype):
+    """csr_linear(..., perm=) multiplies by values[perm]: the transposed pattern's weights in dX."""
+    s, values, bias = _case(13, 30, 0.3, seed=12, dtype=dtype)
+    x = torch.randn(70, 13, dtype=dtype)
+    st = transposed(s)
+    got = _C.csr_linear(x.numpy(), values.numpy(), st.crow.numpy(), st.col.numpy(), None, False, 1, s.t_perm.numpy())
+    want = x.double() @ scatter_dense(values, s).double()
+    assert_close(torch.from_numpy(got), want.to(dtype), dtype, reduce_dim=13)
 
 
 def test_compile_fullgraph_traces_the_ops():
