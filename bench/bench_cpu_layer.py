@@ -1,60 +1,57 @@
 """Per-layer CPU benchmark of the C++ masked-layer kernel (strnn_fast.csr_ops) against torch dense
 (F.linear on the masked weight) and torch CSR (sparse_ops.sparse_linear), side by side in one
-process, with this machine's limits measured in the same run (a large copy for bandwidth, a large
-GEMM for the FMA rate) and each layer's roofline fraction.
+pytest-benchmark run, with this machine's limits timed in the same run (a large copy for the
+bandwidth, a large GEMM for the FMA rate), so that the summary gives each layer's roofline fraction.
 
-Layers are those of FastStrNN(d, (h, h), d) on random DAGs (1-3 parents). 1 thread, then the
-thread scaling at d=1000 on 2 threads. Writes bench/results/cpu_layer.md and .json.
+Layers are those of FastStrNN(d, (h, h), d) on random DAGs (1-3 parents), d = 50, 100, 200 and
+the (h x h) layer at d = 1000. Forward is timed under no_grad; forward+backward asks for the three
+gradients with ``torch.autograd.grad`` (as a network's backward does: nothing is accumulated into
+``.grad``, whose layout contract would charge a copy to one implementation only). Threads: 1
+(bench/conftest.py), and the d=1000 layer at batch 1024 also on 2 threads (``test_thread_scaling``).
 
-    python bench/bench_cpu_layer.py [--quick]
+    pytest bench/bench_cpu_layer.py --benchmark-enable --benchmark-max-time=0.2 \\
+        --benchmark-min-rounds=5 --benchmark-json=bench/results/cpu_layer.json
+    python bench/bench_cpu_layer.py bench/results/cpu_layer.json > bench/results/cpu_layer.md
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import statistics
 import sys
-import time
+from collections import defaultdict
+from functools import cache
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from strnn_fast.csr_ops import csr_linear
 from strnn_fast.data.adjacency import random_dag
 from strnn_fast.nn import FastStrNN
-from strnn_fast.sparse_ops import scatter_dense, sparse_linear
+from strnn_fast.sparse_ops import MaskStructure, scatter_dense, sparse_linear
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _machine import cpu_name  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 CONFIGS = {50: 256, 100: 256, 200: 512, 1000: 2000}  # d -> hidden width
+BATCHES = {50: (1, 64, 256, 1024, 4096), 100: (1, 64, 256, 1024, 4096), 200: (1, 64, 256, 1024, 4096),
+           1000: (1, 256, 1024)}
+IMPLS = ("cpp", "dense", "torch_csr")
+COPY_FLOATS = 64 * 2**20 // 4  # 64 MiB: well past the caches
+GEMM_N = 1024
 
 
-def median_time(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+@cache
+def layers_of(d: int) -> list[tuple[str, MaskStructure]]:
+    h = CONFIGS[d]
+    model = FastStrNN(d, (h, h), d, adjacency=random_dag(d, parents=(1, 3), seed=d))
+    layers = [(f"d{d} L{i} {m.out_features}x{m.in_features}", m.csr(torch.device("cpu")))
+              for i, m in enumerate(model.layers)]
+    return layers[1:2] if d == 1000 else layers  # at d=1000 the (h x h) layer, the big one
 
 
-def machine_limits() -> dict:
-    """Copy bandwidth (read + write bytes / s) and fp32 GEMM FMA rate on 1 thread."""
-    a = torch.empty(64 * 2**20 // 4)
-    b = torch.empty_like(a)
-    t = median_time(lambda: b.copy_(a), 9)
-    n = 1024
-    m1, m2 = torch.randn(n, n), torch.randn(n, n)
-    g = median_time(lambda: m1 @ m2, 5)
-    return {"bandwidth_Bps": 2 * a.numel() * 4 / t, "fma_per_s": n**3 / g}
+CASES = [(d, i, batch) for d in CONFIGS for i in range(1 if d == 1000 else 3) for batch in BATCHES[d]]
 
 
-def layer_row(layer_name, s, batch, limits, reps):
+def _operands(s: MaskStructure, batch: int):
     out, inn = s.shape
     gen = torch.Generator().manual_seed(0)
     v = torch.randn(s.nnz, generator=gen).requires_grad_()
@@ -62,118 +59,117 @@ def layer_row(layer_name, s, batch, limits, reps):
     w = scatter_dense(v.detach(), s).requires_grad_()
     x = torch.randn(batch, inn, generator=gen).requires_grad_()
     g = torch.randn(batch, out, generator=gen)
-
-    def fwd(f):
-        def run():
-            with torch.no_grad():
-                f()
-        return run
-
-    def fwdbwd(f):
-        # The three gradients as a network's backward asks for them (autograd.grad: nothing is
-        # accumulated into .grad, whose layout contract would charge a copy to one impl only).
-        def run():
-            torch.autograd.grad(f(), inputs[f], g)
-        return run
-
-    impls = {
-        "cpp": lambda: csr_linear(x, v, b, s),
-        "dense": lambda: F.linear(x, w, b),
-        "torch_csr": lambda: sparse_linear(x, v, b, s),
-    }
-    inputs = {impls["cpp"]: (x, v, b), impls["dense"]: (x, w, b), impls["torch_csr"]: (x, v, b)}
-    row = {"layer": layer_name, "out": out, "in": inn, "nnz": s.nnz, "density": s.nnz / (out * inn), "batch": batch}
-    for name, f in impls.items():
-        row[f"{name}_fwd_s"] = median_time(fwd(f), reps)
-        row[f"{name}_fwdbwd_s"] = median_time(fwdbwd(f), reps)
-    bytes_moved = 4 * (batch * (inn + out) + out) + 12 * s.nnz  # x, y, bias; values + int64 columns
-    roof = max(bytes_moved / limits["bandwidth_Bps"], batch * s.nnz / limits["fma_per_s"])
-    row["roofline_s"] = roof
-    row["roofline_fraction"] = roof / row["cpp_fwd_s"]
-    return row
+    return {"cpp": (lambda: csr_linear(x, v, b, s), (x, v, b)),
+            "dense": (lambda: F.linear(x, w, b), (x, w, b)),
+            "torch_csr": (lambda: sparse_linear(x, v, b, s), (x, v, b))}, g
 
 
-def layers_of(d: int, h: int):
-    adjacency = random_dag(d, parents=(1, 3), seed=d)
-    model = FastStrNN(d, (h, h), d, adjacency=adjacency)
-    return [(f"d{d} L{i} {m.out_features}x{m.in_features}", m.csr(torch.device("cpu")))
-            for i, m in enumerate(model.layers)]
+def _timed(benchmark, d: int, layer: int, batch: int, impl: str, mode: str) -> None:
+    name, s = layers_of(d)[layer]
+    fns, g = _operands(s, batch)
+    f, inputs = fns[impl]
+    benchmark.group = f"{name} B={batch} {mode}"
+    benchmark.extra_info.update(layer=name, out=s.shape[0], inn=s.shape[1], nnz=s.nnz, batch=batch, impl=impl,
+                                mode=mode, threads=torch.get_num_threads(), load=os.getloadavg()[0])
+    if mode == "fwd":
+        with torch.no_grad():
+            benchmark(f)
+    else:
+        benchmark(lambda: torch.autograd.grad(f(), inputs, g))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="fewer shapes and repetitions")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    load_before = os.getloadavg()
-    limits = machine_limits()
-    rows = []
-    for d, h in CONFIGS.items():
-        batches = (1, 64, 256, 1024, 4096) if d < 1000 else (1, 256, 1024)
-        if args.quick:
-            batches = (1, 256)
-        layers = layers_of(d, h)
-        if d == 1000:
-            layers = layers[1:2]  # the (h x h) layer: the big one
-        for name, s in layers:
-            for batch in batches:
-                reps = 21 if batch * s.nnz < 1e6 else 5
-                rows.append(layer_row(name, s, batch, limits, reps))
-                r = rows[-1]
-                print(f"{name:24s} B={batch:5d} nnz={r['nnz']:7d} cpp {r['cpp_fwd_s']*1e6:9.1f}us "
-                      f"dense {r['dense_fwd_s']*1e6:9.1f}us csr {r['torch_csr_fwd_s']*1e6:9.1f}us "
-                      f"roof {r['roofline_fraction']:.2f}", flush=True)
-    # Thread scaling: the C++ forward and forward+backward at d=1000, batch 1024, 1 vs 2 threads.
-    name, s = layers_of(1000, CONFIGS[1000])[1]
-    scaling = {}
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        r = layer_row(name, s, 1024, limits, 5)
-        scaling[threads] = {"cpp_fwd_s": r["cpp_fwd_s"], "cpp_fwdbwd_s": r["cpp_fwdbwd_s"]}
-    torch.set_num_threads(1)
-    meta = {"cpu": cpu_name(), "torch": torch.__version__, "threads": 1, "load_before": load_before,
-            "load_after": os.getloadavg(), "command": "python bench/bench_cpu_layer.py" + (" --quick" if args.quick else ""),
-            "limits": limits, "scaling_d1000_b1024": scaling}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cpu_layer.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    write_markdown(meta, rows)
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("d,layer,batch", CASES, ids=[f"d{d}-L{i}-B{b}" for d, i, b in CASES])
+def test_layer(benchmark, d: int, layer: int, batch: int, impl: str, mode: str) -> None:
+    _timed(benchmark, d, layer, batch, impl, mode)
 
 
-def write_markdown(meta, rows) -> None:
-    lim = meta["limits"]
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+def test_thread_scaling(benchmark, threads: int, mode: str) -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _timed(benchmark, 1000, 0, 1024, "cpp", f"{mode} threads={threads}")
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_limit_copy_bandwidth(benchmark) -> None:
+    a = torch.empty(COPY_FLOATS)
+    b = torch.empty_like(a)
+    benchmark.group = "machine limits"
+    benchmark.extra_info.update(limit="bandwidth", bytes=2 * 4 * COPY_FLOATS)  # read + write
+    benchmark(b.copy_, a)
+
+
+def test_limit_gemm_rate(benchmark) -> None:
+    m1, m2 = torch.randn(GEMM_N, GEMM_N), torch.randn(GEMM_N, GEMM_N)
+    benchmark.group = "machine limits"
+    benchmark.extra_info.update(limit="fma", fma=GEMM_N**3)
+    benchmark(torch.mm, m1, m2)
+
+
+# ---------------------------------------------------------------- summary (python bench/bench_cpu_layer.py JSON)
+
+def roofline_s(info: dict, bandwidth: float, fma_rate: float) -> float:
+    """max(bytes / bandwidth, batch * nnz / FMA rate): x, y and bias in fp32, values + int64 columns."""
+    bytes_moved = 4 * (info["batch"] * (info["inn"] + info["out"]) + info["out"]) + 12 * info["nnz"]
+    return max(bytes_moved / bandwidth, info["batch"] * info["nnz"] / fma_rate)
+
+
+def summarize(path: str) -> str:
+    data = json.loads(Path(path).read_text())
+    med = {}
+    limits = {}
+    for bench in data["benchmarks"]:
+        info, t = bench["extra_info"], bench["stats"]["median"]
+        if "limit" in info:
+            limits[info["limit"]] = (info.get("bytes") or info.get("fma")) / t
+        else:
+            med[info["layer"], info["batch"], info["mode"], info["impl"]] = (t, info)
+    bw, fma = limits["bandwidth"], limits["fma"]
+    loads = [info["load"] for _, info in med.values()]
     lines = [
         "# C++ masked-layer kernel vs torch dense and torch CSR, per layer (CPU, fp32)",
         "",
-        f"`{meta['command']}` on {meta['cpu']}, torch {meta['torch']}, 1 thread (torch.set_num_threads(1)).",
-        f"Shared 2-core machine: load average {meta['load_before'][0]:.1f} before, {meta['load_after'][0]:.1f} after "
-        "(other agents' jobs ran beside it; ratios measured side by side are the figures to trust).",
-        f"Machine limits measured in the same run: copy bandwidth {lim['bandwidth_Bps']/1e9:.1f} GB/s, "
-        f"fp32 GEMM {lim['fma_per_s']/1e9:.1f} GFMA/s.",
+        f"`pytest bench/bench_cpu_layer.py` (pytest-benchmark, medians), {data['datetime']}; "
+        f"{data['machine_info'].get('cpu', {}).get('brand_raw', '?')}, torch {data['machine_info'].get('torch')}, "
+        "1 thread unless stated.",
+        f"Load average during the run: {min(loads):.1f}-{max(loads):.1f} (shared 2-core machine; the ratios are "
+        "measured side by side).",
+        f"Machine limits in the same run: copy bandwidth {bw / 1e9:.1f} GB/s, fp32 GEMM {fma / 1e9:.1f} GFMA/s.",
         "Roofline time = max(bytes / bandwidth, batch * nnz / FMA rate); fraction = roofline / C++ forward time.",
-        "Medians; speed-up columns are torch time / C++ time.",
+        "Speed-up columns: torch time / C++ time (dense fwd x at batch 1 is F.linear / C++). "
+        "Forward+backward = the three gradients by autograd.grad.",
         "",
-        "| layer | density | batch | C++ fwd us | dense fwd x | CSR fwd x | C++ fwd+bwd us | dense f+b x | CSR f+b x | roofline frac |",
+        "| layer | density | batch | C++ fwd us | dense fwd x | CSR fwd x | C++ fwd+bwd us | dense f+b x "
+        "| CSR f+b x | roofline frac |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['layer']} | {100*r['density']:.1f}% | {r['batch']} | {r['cpp_fwd_s']*1e6:.1f} | "
-            f"{r['dense_fwd_s']/r['cpp_fwd_s']:.2f} | {r['torch_csr_fwd_s']/r['cpp_fwd_s']:.2f} | "
-            f"{r['cpp_fwdbwd_s']*1e6:.1f} | {r['dense_fwdbwd_s']/r['cpp_fwdbwd_s']:.2f} | "
-            f"{r['torch_csr_fwdbwd_s']/r['cpp_fwdbwd_s']:.2f} | {r['roofline_fraction']:.2f} |")
-    sc = meta["scaling_d1000_b1024"]
-    lines += [
-        "",
-        "## Thread scaling, d=1000 (h x h) layer, batch 1024",
-        "",
-        f"forward: 1 thread {sc[1]['cpp_fwd_s']*1e3:.2f} ms, 2 threads {sc[2]['cpp_fwd_s']*1e3:.2f} ms "
-        f"({sc[1]['cpp_fwd_s']/sc[2]['cpp_fwd_s']:.2f}x); forward+backward: {sc[1]['cpp_fwdbwd_s']*1e3:.2f} ms, "
-        f"{sc[2]['cpp_fwdbwd_s']*1e3:.2f} ms ({sc[1]['cpp_fwdbwd_s']/sc[2]['cpp_fwdbwd_s']:.2f}x).",
-        "",
-    ]
-    (RESULTS / "cpu_layer.md").write_text("\n".join(lines))
+    keys = sorted({(k[0], k[1]) for k in med if not k[2].startswith(("fwd threads", "fwdbwd threads"))},
+                  key=lambda k: (int(k[0].split()[0][1:]), k[0], k[1]))
+    for layer, batch in keys:
+        (cf, info), (cb, _) = med[layer, batch, "fwd", "cpp"], med[layer, batch, "fwdbwd", "cpp"]
+        df, sf = med[layer, batch, "fwd", "dense"][0], med[layer, batch, "fwd", "torch_csr"][0]
+        db, sb = med[layer, batch, "fwdbwd", "dense"][0], med[layer, batch, "fwdbwd", "torch_csr"][0]
+        density = info["nnz"] / (info["out"] * info["inn"])
+        lines.append(f"| {layer} | {100 * density:.1f}% | {batch} | {cf * 1e6:.1f} | {df / cf:.2f} | {sf / cf:.2f} | "
+                     f"{cb * 1e6:.1f} | {db / cb:.2f} | {sb / cb:.2f} | {roofline_s(info, bw, fma) / cf:.2f} |")
+    scaling = defaultdict(dict)
+    for (layer, batch, mode, impl), (t, info) in med.items():
+        if " threads=" in mode:
+            m, th = mode.split(" threads=")
+            scaling[m][int(th)] = t
+    if scaling:
+        lines += ["", "## Thread scaling: the d=1000 (h x h) layer, batch 1024, C++", ""]
+        for m, by in scaling.items():
+            lines.append(f"- {m}: 1 thread {by[1] * 1e3:.2f} ms, 2 threads {by[2] * 1e3:.2f} ms "
+                         f"({by[1] / by[2]:.2f}x)")
+    lines.append("")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    print(summarize(sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).parent / "results" / "cpu_layer.json")))

@@ -64,6 +64,7 @@ bool cpu_has_avx2() {
   }
 
 constexpr std::size_t kLanes = 64;  // batch columns per block: 8 AVX2 registers of floats
+constexpr std::size_t kGroups = 8;  // weight gradient: partial sums over groups of batch blocks
 
 // Rows [r0, r1) of Y^T for one block of kLanes batch columns, read from xs (n_in rows of kLanes
 // columns, row stride ldx) and written to yt's columns [c0, c0 + n). xs is a packed copy for
@@ -421,24 +422,49 @@ void sddmm_impl(const py::handle& gt_o, const py::handle& xt_o, const Index& cro
   const unsigned use = p.nnz * B < (1u << 16) ? 1u : threads;
   const std::size_t g_feat = g_batch_major ? 1 : B, g_bstride = g_batch_major ? p.rows : 1;
   const std::size_t x_feat = x_batch_major ? 1 : B, x_bstride = x_batch_major ? n_in : 1;
-  // Threads take rows; each goes through the batch blocks in order, so every dv_k is summed in the
-  // same order whatever the thread count.
+  const std::size_t blocks = (B + kLanes - 1) / kLanes;
+  // One pass over a batch block: pack rows [r0, r1) of the gradient and all of x, then add the
+  // block's dots into out (out[k] is assigned by the first block, `first`).
+  auto block_pass = [&](std::size_t blk, std::size_t r0, std::size_t r1, T* out, bool first, std::vector<T>& gs,
+                        std::vector<T>& xs) {
+    const std::size_t c0 = blk * kLanes, n = std::min(kLanes, B - c0);
+    if (n < kLanes / 4)
+      return run_sddmm_narrow<T>(gp, g_feat, g_bstride, xp, x_feat, x_bstride, p.crow, p.col, out, r0, r1, c0, n,
+                                 first);
+    pack_block<T>(gp, g_batch_major, p.rows, B, r0, r1, c0, n, gs);
+    pack_block<T>(xp, x_batch_major, n_in, B, std::size_t{0}, n_in, c0, n, xs);
+    run_sddmm_block<T>(gs.data(), xs.data(), p.crow, p.col, out, r0, r1, first);
+  };
+  if (blocks < 2) {  // one block: threads take rows
+    parallel_for(
+        p.rows,
+        [&](std::size_t r0, std::size_t r1) {
+          std::vector<T> gs, xs;
+          block_pass(0, r0, r1, dp, true, gs, xs);
+        },
+        std::max<std::size_t>(1, p.rows / (8 * std::max(use, 1u))), use);
+    return;
+  }
+  // Several blocks: threads take groups of consecutive blocks (each packs x once per block, where
+  // splitting rows made every thread pack all of it), each group sums into its own partial, and
+  // the partials are added in group order. The groups depend on the batch only, so every dv_k is
+  // summed in the same order whatever the thread count.
+  const std::size_t groups = std::min(blocks, kGroups);
+  std::vector<T> partial(groups * p.nnz);
   parallel_for(
-      p.rows,
-      [&](std::size_t r0, std::size_t r1) {
+      groups,
+      [&](std::size_t g0, std::size_t g1) {
         std::vector<T> gs, xs;
-        for (std::size_t c0 = 0; c0 < B; c0 += kLanes) {
-          const std::size_t n = std::min(kLanes, B - c0);
-          if (n < kLanes / 4) {
-            run_sddmm_narrow<T>(gp, g_feat, g_bstride, xp, x_feat, x_bstride, p.crow, p.col, dp, r0, r1, c0, n, c0 == 0);
-            continue;
-          }
-          pack_block<T>(gp, g_batch_major, p.rows, B, r0, r1, c0, n, gs);
-          pack_block<T>(xp, x_batch_major, n_in, B, std::size_t{0}, n_in, c0, n, xs);
-          run_sddmm_block<T>(gs.data(), xs.data(), p.crow, p.col, dp, r0, r1, c0 == 0);
+        for (std::size_t g = g0; g < g1; ++g) {
+          const std::size_t b0 = g * blocks / groups, b1 = (g + 1) * blocks / groups;
+          for (std::size_t blk = b0; blk < b1; ++blk)
+            block_pass(blk, 0, p.rows, partial.data() + g * p.nnz, blk == b0, gs, xs);
         }
       },
-      std::max<std::size_t>(1, p.rows / (8 * std::max(use, 1u))), use);
+      1, use);
+  std::copy(partial.begin(), partial.begin() + p.nnz, dp);
+  for (std::size_t g = 1; g < groups; ++g)
+    for (std::size_t k = 0; k < p.nnz; ++k) dp[k] += partial[g * p.nnz + k];
 }
 
 bool is_double(const py::handle& a) { return py::isinstance<py::array_t<double>>(a); }

@@ -292,6 +292,16 @@ def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
         TypeError: a tensor on another device or of another dtype.
         ValueError: shapes that do not match the structure.
     """
+    if (type(x) is Tensor and x.dim() == 2 and x.shape[1] == structure.shape[1] and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()):
+        # Inference on a batch: straight to the kernel, which checks dtypes and shapes itself (a
+        # refusal is then re-diagnosed below, for the error that names the argument).
+        try:
+            y = _spmm_now(x, values, bias, structure, relu=activation == "relu")
+        except (TypeError, ValueError, RuntimeError, AttributeError):
+            _check(x, values, bias, structure)
+            raise
+        return y if activation in FUSED else ACTIVATIONS[activation](y)
     _check(x, values, bias, structure)
     out, inn = structure.shape
     lead = x.shape[:-1]

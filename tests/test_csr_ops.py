@@ -139,18 +139,24 @@ def test_nan_and_inf_reach_exactly_the_outputs_that_read_them():
         torch.testing.assert_close(got[bad], want[bad], equal_nan=True, **tolerance("float64_kernels"))
 
 
-def test_bad_input_is_refused_with_named_errors():
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+def test_bad_input_is_refused_with_named_errors(grad):
     s, values, bias = _case(4, 5, 0.5, seed=1, dtype=torch.float32)
-    with pytest.raises(ValueError, match="x must have shape"):
-        csr_linear(torch.randn(2, 4), values, bias, s)
-    with pytest.raises(TypeError, match="float32/float64"):
-        csr_linear(torch.randn(2, 5, dtype=torch.float16), values.half(), bias.half(), s)
-    with pytest.raises(TypeError, match="dtype"):
-        csr_linear(torch.randn(2, 5, dtype=torch.float64), values, bias, s)
-    with pytest.raises(ValueError, match="values must have shape"):
-        csr_linear(torch.randn(2, 5), values[:-1], bias, s)
-    with pytest.raises(TypeError, match="torch.Tensor"):
-        csr_linear(np.zeros((2, 5), np.float32), values, bias, s)
+    with torch.set_grad_enabled(grad):  # no_grad goes straight to the kernel, then re-diagnoses
+        with pytest.raises(ValueError, match="x must have shape"):
+            csr_linear(torch.randn(2, 4), values, bias, s)
+        with pytest.raises(TypeError, match="float32/float64"):
+            csr_linear(torch.randn(2, 5, dtype=torch.float16), values.half(), bias.half(), s)
+        with pytest.raises(TypeError, match="dtype"):
+            csr_linear(torch.randn(2, 5, dtype=torch.float64), values, bias, s)
+        with pytest.raises(TypeError, match="bias must have"):
+            csr_linear(torch.randn(2, 5), values, bias.double(), s)
+        with pytest.raises(ValueError, match="values must have shape"):
+            csr_linear(torch.randn(2, 5), values[:-1], bias, s)
+        with pytest.raises(ValueError, match="bias must have shape"):
+            csr_linear(torch.randn(2, 5), values, bias[:-1], s)
+        with pytest.raises(TypeError, match="torch.Tensor"):
+            csr_linear(np.zeros((2, 5), np.float32), values, bias, s)
     # The C++ layer checks what it receives: no input makes it crash.
     xt = np.zeros((5, 3), np.float32)
     yt = np.zeros((4, 3), np.float32)
