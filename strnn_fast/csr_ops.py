@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -37,7 +38,7 @@ from . import _C
 from .activations import ACTIVATIONS
 from .sparse_ops import MaskStructure
 
-__all__ = ["csr_linear", "csr_spmm", "csr_sddmm", "transposed", "DTYPES", "FUSED"]
+__all__ = ["csr_linear", "csr_runner", "csr_spmm", "csr_sddmm", "transposed", "DTYPES", "FUSED"]
 
 DTYPES = (torch.float32, torch.float64)
 # Activations the kernel applies itself (the others run in torch after it).
@@ -321,3 +322,36 @@ def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
     else:
         y = ACTIVATIONS[activation](_SpMM.apply(x2, values, bias, structure))
     return y if len(lead) == 1 else y.reshape(*lead, out)
+
+
+def csr_runner(values: Tensor, bias: Tensor | None, structure: MaskStructure,
+               activation: str = "identity") -> Callable[[Tensor], Tensor]:
+    r"""``x -> csr_linear(x, values, bias, structure, activation)`` without gradients, its arrays bound once.
+
+    For frozen inference (:func:`strnn_fast.backends.inference_runner`): the call is the kernel's
+    and little else. Any input it cannot take as it is (a 1-D or 3-D x, a grad-requiring one, a
+    refused one) goes through :func:`csr_linear`, which also names a bad argument.
+
+    Example:
+        >>> s = MaskStructure.from_dense(torch.tensor([[1, 0, 1], [0, 1, 0]]))
+        >>> run = csr_runner(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.5, -9.0]), s, "relu")
+        >>> run(torch.ones(2, 3))
+        tensor([[3.5000, 0.0000],
+                [3.5000, 0.0000]])
+    """
+    if values.dtype not in DTYPES or not values.is_cpu or not values.is_contiguous():
+        return lambda x: csr_linear(x, values, bias, structure, activation)
+    a = _index_arrays(structure)
+    v, b = values.numpy(), None if bias is None else bias.contiguous().numpy()
+    relu, inn = activation == "relu", structure.shape[1]
+    act = None if activation in FUSED else ACTIVATIONS[activation]
+
+    def run(x: Tensor) -> Tensor:
+        if (type(x) is not Tensor or x.dim() != 2 or x.shape[1] != inn or x.requires_grad or x.dtype != values.dtype
+                or not x.is_cpu):
+            return csr_linear(x, values, bias, structure, activation)
+        if not (x.is_contiguous() or x.T.is_contiguous()):
+            x = x.contiguous()
+        y = torch.from_numpy(_C.csr_linear(x.numpy(), v, a.crow, a.col, b, relu, torch.get_num_threads()))
+        return y if act is None else act(y)
+    return run

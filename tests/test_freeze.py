@@ -34,3 +34,28 @@ def test_frozen_model_names_bad_input() -> None:
         frozen(np.zeros((3, 37)))
     with pytest.raises(TypeError, match="model must have .layers"):
         freeze(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("backend", ["dense", "cpu", "auto"])
+def test_repeated_calls_run_the_resolved_plan_and_follow_changes(backend: str) -> None:
+    """Calls like the last one replay the resolved per-layer runners: the same answers as the
+    model, also after an in-place weight edit, a new batch shape, or a move to float32."""
+    net = _net(backend)
+    frozen = freeze(net)
+    x = torch.randn(5, 37, dtype=torch.float64)
+    first = frozen(x)
+    assert frozen._plan is not None
+    torch.testing.assert_close(frozen(x), first, rtol=0, atol=0)  # the plan path
+    with torch.enable_grad():  # grad mode on: still no graph
+        assert not frozen(x).requires_grad
+    with torch.no_grad():
+        for layer in (*net.layers, *frozen.layers):  # the same edit in both: the plan sees it
+            layer.bias.add_(0.25)
+    torch.testing.assert_close(frozen(x), net(x).detach(), rtol=1e-12, atol=1e-12)
+    y = torch.randn(9, 37, dtype=torch.float64)
+    torch.testing.assert_close(frozen(y), net(y).detach(), rtol=1e-12, atol=1e-12)
+    frozen.float()
+    assert frozen._plan is None
+    out = frozen(y.float())
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, net(y).detach().float(), rtol=1e-5, atol=1e-5)
