@@ -3,7 +3,7 @@ r"""StrAF against the reference's StrAF and zuko's MAF/NSF on the same graph, on
 Part 1 (speed, pytest-benchmark): one training step (forward, backward, Adam step; batch 256),
 ``log_prob`` (no grad, batch 1024) and sampling (1024 draws) for
 
-* ``ours``: :class:`strnn_fast.flows.StrAF` (affine, 5 steps, greedy masks);
+* ``ours``: :class:`strnn_fast.flows.StrAF` (affine, 5 steps, its default masks: opt_type="zuko");
 * ``reference``: strnn 0.2.0's flow built by its own ``AutoregressiveFlowFactory`` from the same
   configuration (StrNN conditioner, affine normalizer, greedy, no permutation);
 * ``zuko``: ``zuko.flows.MAF(features=d, transforms=5, hidden_features=hidden, adjacency=A + I)``;
