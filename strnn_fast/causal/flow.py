@@ -241,7 +241,6 @@ class CausalFlow(QueryIO, Savable, nn.Module):
         c = None if context is None else torch.from_numpy(self._context_rows(context, "context")).to(x.dtype)
         if val is not None:  # the given split
             v = self._rows(val, "val", keep_precision=True).cpu().to(x.dtype)
-            x, v = x.to(torch.promote_types(x.dtype, v.dtype)), v.to(torch.promote_types(x.dtype, v.dtype))
             if (context is None) != (val_context is None):
                 raise ValueError("give both context and val_context, or neither")
             c_val = (None if val_context is None
