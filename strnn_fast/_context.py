@@ -3,6 +3,11 @@ r"""Context (conditioning features) checks shared by the conditional flows and d
 A conditional model of d variables on C context features reads a (d, C) 0/1 context adjacency
 (row i: the features variable i may read) and a context of one (C,) row or one row per sample.
 
+The one home of the context checks: every public entry point (a flow's ``log_prob``, ``sample``,
+``transform``, ``inverse`` and Distribution, a density model's ``log_prob`` and ``sample``) calls
+:func:`check_context` or :func:`broadcast_context` once; what lies below (flow steps,
+conditioners, which concatenate ``[x, c]``, ODE dynamics) takes the checked (B, C) rows as given.
+
 Example:
     >>> as_context_adjacency(None, 3, 2).astype(int).tolist()
     [[1, 1], [1, 1], [1, 1]]
@@ -19,7 +24,8 @@ import torch
 
 from ._validate import as_binary_matrix, as_non_negative_int
 
-__all__ = ["as_context_adjacency", "as_context_features", "as_context_names", "check_context"]
+__all__ = ["as_context_adjacency", "as_context_features", "as_context_names", "broadcast_context",
+           "check_context"]
 
 
 def as_context_features(value: Any) -> int:
@@ -60,8 +66,45 @@ def as_context_names(value: Any, C: int) -> list[str] | None:
 def check_context(context: Any, rows: int, C: int, like: torch.Tensor) -> torch.Tensor | None:
     """Returns ``context`` as (rows, C) in ``like``'s dtype and device (a (C,) one is repeated), or raises.
 
-    None is returned (and required) when C = 0.
+    None is returned (and required) when C = 0. For the entry points that take rows
+    (``transform``, ``inverse``, density models); :func:`broadcast_context` for batch shapes.
     """
+    context = _checked(context, C, f"({rows}, {C}) or ({C},)")
+    if context is None:
+        return None
+    if context.ndim == 1:
+        context = context.expand(rows, C)
+    if context.shape != (rows, C):
+        raise ValueError(f"context must have shape ({rows}, {C}) or ({C},), got {tuple(context.shape)}")
+    return context.to(dtype=like.dtype, device=like.device)
+
+
+def broadcast_context(context: Any, batch: torch.Size, C: int,
+                      like: torch.Tensor) -> tuple[torch.Size, torch.Tensor | None]:
+    r"""The broadcast of the batch shape ``batch`` and the leading shape of ``context`` (..., C), and
+    the context as one (C,) row per element of that shape, in ``like``'s dtype and device.
+
+    For the entry points that take batch shapes (``log_prob``, ``sample``, a flow's Distribution);
+    without context (C = 0, ``context`` None) the batch shape is returned as it is.
+
+    Example:
+        >>> shape, rows = broadcast_context(torch.zeros(3, 1, 2), torch.Size([4]), 2, torch.zeros(1))
+        >>> tuple(shape), tuple(rows.shape)
+        ((3, 4), (12, 2))
+    """
+    context = _checked(context, C, f"(..., {C})")
+    if context is None:
+        return batch, None
+    try:
+        shape = torch.broadcast_shapes(batch, context.shape[:-1])
+    except RuntimeError as err:
+        raise ValueError(f"context of shape {tuple(context.shape)} does not broadcast with the batch shape "
+                         f"{tuple(batch)}") from err
+    return shape, context.expand(*shape, C).reshape(-1, C).to(dtype=like.dtype, device=like.device)
+
+
+def _checked(context: Any, C: int, shape: str) -> torch.Tensor | None:
+    # What every entry point checks: None exactly when C = 0, a real tensor, C features last.
     if not C:
         if context is not None:
             raise ValueError("context must be None: this model has no context features (context_features=0)")
@@ -69,9 +112,7 @@ def check_context(context: Any, rows: int, C: int, like: torch.Tensor) -> torch.
     if context is None:
         raise ValueError(f"context is required: this model is conditioned on context_features={C} features")
     if not isinstance(context, torch.Tensor):
-        raise TypeError(f"context must be a torch.Tensor of shape (batch, {C}) or ({C},), got {type(context).__name__}")
-    if context.ndim == 1 and context.shape[0] == C:
-        context = context.expand(rows, C)
-    if context.ndim != 2 or context.shape != (rows, C):
-        raise ValueError(f"context must have shape ({rows}, {C}) or ({C},), got {tuple(context.shape)}")
-    return context.to(dtype=like.dtype, device=like.device)
+        raise TypeError(f"context must be a torch.Tensor of shape {shape}, got {type(context).__name__}")
+    if context.ndim == 0 or context.shape[-1] != C:
+        raise ValueError(f"context must have shape {shape}, got {tuple(context.shape)}")
+    return context

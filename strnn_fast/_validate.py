@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -388,3 +389,25 @@ def is_binary_array(value: Any) -> bool:
     """
     return (isinstance(value, np.ndarray) and value.ndim == 2 and value.size > 0
             and value.dtype in (np.uint8, np.bool_) and int(value.max()) <= 1)
+
+
+def warn_if_unstandardized(model: Any, x: Any) -> None:
+    """Warns (once per call) when training columns are far from zero mean and unit variance.
+
+    The policy for Python fits: warn and point to Standardized, leaving the data as given (the
+    CLI and CausalFlow standardize themselves, so they never see this). Binary density data are
+    modelled as 0/1 and are exempt."""
+    import torch
+
+    if getattr(model, "data_type", None) == "binary" or not isinstance(x, torch.Tensor) or len(x) < 2:
+        return
+    x64 = x.detach().double()
+    mean, std = x64.mean(0), x64.std(0, correction=0)
+    far = ((mean.abs() > 3 * std.clamp(min=1)) | (std > 10) | (std < 0.1)).nonzero().flatten().tolist()
+    if far:
+        c = far[0]
+        warnings.warn(f"training columns {far[:10]} are far from standardized (column {c}: mean {float(mean[c]):.4g}, "
+                      f"std {float(std[c]):.4g}); a flow with a standard-normal base trains poorly in raw units. Fit "
+                      "on strnn_fast.standardize.Standardizer.fit(x).transform(x) and wrap the model in "
+                      "strnn_fast.standardize.Standardized (as strnn-fast fit and CausalFlow do)",
+                      UserWarning, stacklevel=3)

@@ -147,14 +147,9 @@ def methods(model: nn.Module, do: Sequence[Any] | None = None) -> dict[str, _Pla
     if isinstance(model, Flow):
         return _flow_plans(model)
     if isinstance(model, Standardized):
-        base = model.base
-        if not isinstance(base, Flow):
-            raise TypeError(f"Standardized exports a flow; its base is a {type(base).__name__}")
-        c_mean, c_std = model.context_mean, model.context_std
-        return _flow_plans(
-            base, pre=lambda x: (x - model.mean) / model.std, post=lambda x: x * model.std + model.mean,
-            ctx=(lambda c: (c - c_mean) / c_std) if c_mean is not None else None,
-            log_scale=lambda: model.std.log().sum())
+        if not isinstance(model.base, Flow):
+            raise TypeError(f"Standardized exports a flow; its base is a {type(model.base).__name__}")
+        return _standardized_plans(model)
     if isinstance(model, CausalFlow):
         return _causal_plans(model, do)
     raise TypeError(f"model must be a FastStrNN, a flow, StrNNDensityEstimator, Standardized or CausalFlow, "
@@ -189,18 +184,28 @@ def _density_plans(model: StrNNDensityEstimator) -> dict[str, _Plan]:
     }
 
 
+def _data_units(model: Standardized) -> tuple[Callable, Callable, Callable]:
+    # The statistics of a Standardized as plain tensor maths (its checks would be data-dependent
+    # guards in the trace): rows and covariates to the base's units, latents' images back.
+    c_mean, c_std = model.context_mean, model.context_std
+    ctx = (lambda c: (c - c_mean) / c_std) if c_mean is not None else (lambda c: c)
+    return (lambda x: (x - model.mean) / model.std), model._from_base, ctx
+
+
+def _standardized_plans(model: Standardized) -> dict[str, _Plan]:
+    pre, post, ctx = _data_units(model)
+    return _flow_plans(model.base, pre=pre, post=post, ctx=ctx, log_scale=model.log_scale)
+
+
 def _causal_plans(model: CausalFlow, do: Sequence[Any] | None) -> dict[str, _Plan]:
-    flow = model.flow
-    C = model.context_features
+    flow, (pre, post, ctx) = model.standardized.base, _data_units(model.standardized)
+    plans = _standardized_plans(model.standardized)
 
     def c_of(rest: tuple) -> torch.Tensor | None:
-        return (rest[0] - model.context_loc) / model.context_scale if rest else None
+        return ctx(rest[0]) if rest else None
 
-    plans = _flow_plans(flow, pre=model._scaled, post=lambda x: x * model.scale + model.loc,
-                        ctx=lambda c: (c - model.context_loc) / model.context_scale,
-                        log_scale=lambda: model.scale.log().sum())
-    plans["transform"] = _Plan(lambda x, *rest: flow.transform(model._scaled(x), c_of(rest))[0],
-                               plans["transform"].inputs, ["z"])
+    plans["transform"] = _Plan(lambda x, *rest: flow.transform(pre(x), c_of(rest))[0], plans["transform"].inputs,
+                               ["z"])
     if do is not None:
         if isinstance(do, (str, int)) or not isinstance(do, Sequence):
             raise TypeError(f"do must be a list of variables (names or indices), got {type(do).__name__}")
@@ -208,11 +213,10 @@ def _causal_plans(model: CausalFlow, do: Sequence[Any] | None) -> dict[str, _Pla
 
         def intervene(noise: torch.Tensor, values: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
             c = c_of(rest)
-            return do_inverse(lambda x: flow.transform(model._scaled(x), c)[0],
-                              lambda z: flow.inverse(z, c) * model.scale + model.loc,
+            return do_inverse(lambda x: flow.transform(pre(x), c)[0], lambda z: post(flow.inverse(z, c)),
                               model.flow_adjacency, noise, idx, values)
 
-        extra = [("context", C)] if C else []
+        extra = [("context", model.context_features)] if model.context_features else []
         plans["interventional_samples"] = _Plan(intervene, [("noise", model.d), ("do_values", len(idx))] + extra,
                                                 ["x"])
     return plans
@@ -250,7 +254,7 @@ def _inner_flow(model: nn.Module) -> nn.Module:
     if isinstance(model, Standardized):
         return model.base
     if isinstance(model, CausalFlow):
-        return model.flow
+        return model.standardized.base
     return model
 
 

@@ -131,6 +131,10 @@ class Savable:
         """Hook: config entries that replace the recorded arguments (resolved or updated values)."""
         return {}
 
+    def _upgrade_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Hook: a state dict read from a file under today's keys (files of earlier versions)."""
+        return state
+
     @property
     def _init_arguments(self) -> dict[str, Any]:
         """The constructor's arguments as recorded (read-only use: ``config`` is what is saved)."""
@@ -321,6 +325,8 @@ def _restore(name: Any, config: Any, dtype: str, state: dict[str, torch.Tensor],
         raise ValueError(f"{where}: its configuration does not build a {key}: {type(err).__name__}: {err}") from None
     # Rebuilt in the default dtype; cast first so that a float64 model loads bit for bit.
     model = model.to(_FLOAT_DTYPES.get(dtype, torch.float32))
+    if isinstance(model, Savable):  # keys of earlier versions renamed before they are compared
+        state = model._upgrade_state(dict(state))
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

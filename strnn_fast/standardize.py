@@ -10,7 +10,10 @@ float64 (data units), log-densities in the base model's dtype; ``.to(dtype)``, `
 and loading cast the weights only (:class:`KeepsFloat64`).
 
 The wrapper saves and loads like any model (the inner model's class and configuration go into
-its configuration), so ``strnn-fast sample`` and ``logprob`` work in data units.
+its configuration), so ``strnn-fast sample`` and ``logprob`` work in data units. It is the one
+home of "a model in data units": :meth:`Standardized.fit` sets the statistics from training rows
+and trains the base (``strnn-fast fit`` fits every model this way), and
+:class:`strnn_fast.causal.CausalFlow` holds its flow in one.
 
 Example:
     >>> import numpy as np, torch
@@ -22,7 +25,6 @@ Example:
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -31,8 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validate import as_flag, as_input, column_stats
+from ._validate import as_flag, as_input, as_rows, column_stats
+from ._validate import warn_if_unstandardized  # the fit loop's check, public under this module's name
 from .serialization import Savable, build, class_path
+from .train import fit as train_fit
 from .variables import Variables, is_frame
 
 __all__ = ["KeepsFloat64", "Standardized", "Standardizer", "warn_if_unstandardized"]
@@ -220,64 +224,185 @@ class Standardized(KeepsFloat64, Savable, nn.Module):
             self.context_mean = self.context_std = None
 
     def _resolved_config(self) -> dict[str, Any]:
-        # The base model as the {"class", "config"} spec that rebuilds it; statistics as float lists.
-        # (from the arguments, not the buffers, which may have been rounded to the base's dtype).
-        args = self._init_arguments
+        # The base model as the {"class", "config"} spec that rebuilds it; statistics as float lists,
+        # from the float64 buffers (KeepsFloat64: never rounded to the base's dtype), which fit sets.
         config = {"base": {"class": class_path(self.base), "config": self.base.config}, "names": self.names}
         for key in ("mean", "std", "context_mean", "context_std"):
-            if args[key] is not None:
-                config[key] = np.asarray(args[key], dtype=np.float64).tolist()
+            if getattr(self, key) is not None:
+                config[key] = getattr(self, key).detach().cpu().tolist()
         return config
 
-    def _context(self, context: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def set_statistics(self, data: Standardizer, context: Standardizer | None = None) -> None:
+        r"""Replaces the statistics: those of the rows the base model is (re)fitted on.
+
+        Example:
+            >>> from strnn_fast.flows import StrAF
+            >>> m = Standardized(StrAF([[0, 0], [1, 0]], (4,), 1), mean=[0.0, 0.0], std=[1.0, 1.0])
+            >>> m.set_statistics(Standardizer(np.array([5.0, 1.0]), np.array([2.0, 3.0])))
+            >>> m.config["mean"], m.config["std"]
+            ([5.0, 1.0], [2.0, 3.0])
+        """
+        if data.mean.shape != (self.d,):
+            raise ValueError(f"data must hold statistics of d={self.d} variables, got {data.mean.shape[0]}")
+        if (context is None) != (self.context_mean is None) or (
+                context is not None and context.mean.shape != (self.context_features,)):
+            raise ValueError(f"context must hold statistics of the {self.context_features} context features "
+                             "exactly when the model was built with context_mean/context_std")
+        with torch.no_grad():
+            pairs = [(self.mean, data.mean), (self.std, data.std)]
+            if context is not None:
+                pairs += [(self.context_mean, context.mean), (self.context_std, context.std)]
+            for buffer, value in pairs:
+                buffer.copy_(torch.from_numpy(value))
+
+    def _context(self, context: Any) -> dict[str, torch.Tensor]:
         # The keyword for the base model: none for an unconditional one (so any base model works).
+        # Only what the float64 standardization needs is checked here (a tensor, C columns, finite);
+        # rows and broadcasting are checked once, by the base model's entry point.
         if context is None:
             return {}
         if is_frame(context):  # matched by the base model's context names, in float64
             names = getattr(self.base, "context_names", None)
             context = torch.from_numpy(Variables(names, self.context_features).frame_rows(context, "context"))
         if self.context_mean is not None:
-            context = ((context.to(self.context_mean) - self.context_mean) / self.context_std).to(self._dtype())
+            context = as_input(context, self.context_features, self.context_mean, "context")
+            if not bool(torch.isfinite(context).all()):
+                raise ValueError("context contains NaN or infinite values")
+            context = ((context - self.context_mean) / self.context_std).to(self._dtype())
         return {"context": context}
 
     def _dtype(self) -> torch.dtype:
         return next(self.base.parameters(), torch.empty(0)).dtype
 
-    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """Log-density of rows ``x`` (..., d) in data units (given ``context`` in its units); a
-        DataFrame is matched by name."""
+    def _to_base(self, x: Any) -> torch.Tensor:
+        # Rows in data units (a DataFrame matched by name) -> the base's units and dtype, through float64.
         if is_frame(x):
             x = torch.from_numpy(Variables(self.names, self.d).frame_rows(x, "x"))
         x = as_input(x, self.d, self.mean, "x")  # float64: standardized before the cast
         if not bool(torch.isfinite(x).all()):  # a NaN row has no density: refuse, never answer NaN
             raise ValueError("x contains NaN or infinite values")
-        z = ((x - self.mean) / self.std).to(self._dtype())
-        return self.base.log_prob(z, **self._context(context)) - self.std.log().sum().to(self._dtype())
+        return ((x - self.mean) / self.std).to(self._dtype())
+
+    def _from_base(self, z: torch.Tensor) -> torch.Tensor:
+        # The base's units -> float64 data units.
+        return z.to(self.std) * self.std + self.mean
+
+    def log_scale(self) -> torch.Tensor:
+        """``sum(log std)`` in the base's dtype: a log-density in data units is the base's minus this."""
+        return self.std.log().sum().to(self._dtype())
+
+    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-density of rows ``x`` (..., d) in data units (given ``context`` in its units); a
+        DataFrame is matched by name."""
+        return self.base.log_prob(self._to_base(x), **self._context(context)) - self.log_scale()
+
+    def transform(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A flow base's ``(z, log|det dz/dx|)`` of rows ``x`` (B, d) in data units."""
+        z, log_det = self.base.transform(self._to_base(x), **self._context(context))
+        return z, log_det - self.log_scale()
+
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """float64 rows in data units of a flow base's latents ``z`` (B, d)."""
+        return self._from_base(self.base.inverse(z, **self._context(context)))
 
     def sample(self, sample_shape: Sequence[int] | int | torch.Size = (),
                context: torch.Tensor | None = None, *, as_frame: bool = False) -> Any:
         """float64 samples of shape ``(*sample_shape, d)`` in data units; an int n works for every base
         model. ``as_frame=True`` returns a DataFrame with a column per variable (1-D sample_shape)."""
         as_flag(as_frame, "as_frame")
-        x = self.base.sample(sample_shape, **self._context(context)).to(self.std) * self.std + self.mean
+        x = self._from_base(self.base.sample(sample_shape, **self._context(context)))
         return Variables(self.names, self.d).to_frame(x) if as_frame else x
 
+    def fit(self, data: Any, *, val: Any = None, context: Any = None, val_context: Any = None,
+            standardize: bool = True, **fit_options: Any) -> Any:
+        r"""Sets the statistics from the training rows ``data`` and fits the base model on them.
 
-def warn_if_unstandardized(model: nn.Module, x: Any) -> None:
-    """Warns (once per call) when training columns are far from zero mean and unit variance.
+        The rows are standardized in their own precision (float64 for arrays) before
+        :func:`strnn_fast.train.fit` casts them to the model's dtype; the losses it reports are in
+        data units. A constant variable is refused (:class:`Standardizer`'s policy), a constant
+        covariate is kept (scaled by 1). Binary density data (a base with ``data_type="binary"``) are
+        modelled as 0/1: their statistics are the identity.
 
-    The policy for Python fits: warn and point to Standardized, leaving the data as given (the
-    CLI and CausalFlow standardize themselves, so they never see this). Binary density data are
-    modelled as 0/1 and are exempt."""
-    if getattr(model, "data_type", None) == "binary" or not isinstance(x, torch.Tensor) or len(x) < 2:
-        return
-    x64 = x.detach().double()
-    mean, std = x64.mean(0), x64.std(0, correction=0)
-    far = ((mean.abs() > 3 * std.clamp(min=1)) | (std > 10) | (std < 0.1)).nonzero().flatten().tolist()
-    if far:
-        c = far[0]
-        warnings.warn(f"training columns {far[:10]} are far from standardized (column {c}: mean {float(mean[c]):.4g}, "
-                      f"std {float(std[c]):.4g}); a flow with a standard-normal base trains poorly in raw units. Fit "
-                      "on strnn_fast.standardize.Standardizer.fit(x).transform(x) and wrap the model in "
-                      "strnn_fast.standardize.Standardized (as strnn-fast fit and CausalFlow do)",
-                      UserWarning, stacklevel=3)
+        Arguments:
+            data: (n, d) training rows (array, tensor or DataFrame).
+            val: (m, d) validation rows for early stopping, or None.
+            context, val_context: the covariates of ``data`` and ``val`` (base models with
+                ``context_features``; the model must have been built with context statistics).
+            standardize: False: the identity statistics (rows used as they are).
+            **fit_options: passed to :func:`strnn_fast.train.fit` (epochs, lr, seed, ...).
+
+        Returns:
+            The :class:`strnn_fast.train.History`.
+
+        Example:
+            >>> from strnn_fast.flows import StrAF
+            >>> m = Standardized(StrAF([[0, 0], [1, 0]], (4,), 1), mean=[0.0, 0.0], std=[1.0, 1.0])
+            >>> _ = m.fit(np.array([[1.0, 10.0], [3.0, 30.0], [2.0, 20.0]]), epochs=1, verbose=False)
+            >>> m.config["mean"]
+            [2.0, 20.0]
+        """
+        as_flag(standardize, "standardize")
+        x = _rows(data, "data", self.names)
+        v = _rows(val, "val", self.names) if val is not None else None
+        scaler = (Standardizer.fit(x, self.names, "data")
+                  if standardize and getattr(self.base, "data_type", None) != "binary"
+                  else Standardizer.identity(self.d))
+        c_scaler = None
+        if self.context_features:
+            if context is None:
+                raise ValueError(f"context is required: the model has context_features={self.context_features}")
+            c = _rows(context, "context", None)
+            if c.shape != (len(x), self.context_features):
+                raise ValueError(f"context must have shape ({len(x)}, {self.context_features}) (one row per data "
+                                 f"row), got {tuple(c.shape)}")
+            # Covariates are conditioned on, not modelled: a constant one is kept (scaled by 1).
+            c_scaler = (Standardizer.fit(c, None, "context", constant="keep") if standardize
+                        else Standardizer.identity(self.context_features))
+            fit_options["context"] = c_scaler.transform(c)
+            if val_context is not None:
+                fit_options["val_context"] = c_scaler.transform(_rows(val_context, "val_context", None))
+        elif context is not None or val_context is not None:
+            raise ValueError("context must be None: this model has no context features (context_features=0)")
+        if self.context_mean is None:
+            c_scaler = None  # a base conditioned on raw covariates (built without context statistics)
+        self.set_statistics(scaler, c_scaler)
+        return train_fit(_OnStandardizedRows(self), scaler.transform(x),
+                         scaler.transform(v) if v is not None else None, **fit_options)
+
+    @classmethod
+    def around(cls, model: nn.Module) -> nn.Module:
+        r"""``model`` as a model in data units whose ``fit`` sets the statistics: ``model`` itself
+        when it holds them already (a Standardized, or a model with a ``standardized`` one such as
+        CausalFlow), else a Standardized with the identity statistics around it.
+
+        Example:
+            >>> from strnn_fast.flows import StrAF
+            >>> type(Standardized.around(StrAF([[0, 0], [1, 0]], (4,), 1))).__name__
+            'Standardized'
+        """
+        if isinstance(model, cls) or isinstance(getattr(model, "standardized", None), cls):
+            return model
+        C = int(getattr(model, "context_features", 0))
+        context = {"context_mean": np.zeros(C), "context_std": np.ones(C)} if C else {}
+        d = int(model.d)
+        return cls(model, np.zeros(d), np.ones(d), names=getattr(model, "names", None), **context)
+
+
+def _rows(value: Any, name: str, names: Sequence[str] | None) -> torch.Tensor:
+    # Finite (n, k) rows kept in their floating precision (float64 for arrays and integer data).
+    dtype = value.dtype if isinstance(value, torch.Tensor) and value.is_floating_point() else torch.float64
+    return as_rows(value, name, dtype, names)
+
+
+class _OnStandardizedRows(nn.Module):
+    """What :meth:`Standardized.fit` trains: rows (and covariates) come standardized, standardized in
+    float64 before the cast; log-densities are in data units."""
+
+    def __init__(self, model: Standardized):
+        super().__init__()
+        self.model = model
+        self.d = model.d
+
+    def log_prob(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        kw = {} if context is None else {"context": context}
+        return self.model.base.log_prob(z, **kw) - self.model.log_scale()

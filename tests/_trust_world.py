@@ -1,24 +1,35 @@
-"""A folder of good and hostile input files shared by the bad-input corpus and the fuzz tests.
+"""A folder of good and hostile input files shared by the bad-input cases and the fuzz tests.
 
-:func:`make_world` writes it once per module; :func:`digest` checksums every file in it so a test
-can assert that no input changed and no partial output was left.
+:func:`make_world` writes it (conftest's session fixture ``bad_world``); :func:`digest` checksums
+every file in it so a test can assert that no input changed and no partial output was left. The
+bad-input cases live in the test file of the feature they exercise (``CLI_BAD_INPUT`` and
+``API_BAD_INPUT`` lists); :func:`check_cli_refuses` and :func:`check_api_refuses` run one case.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 from strnn_fast import FastStrNN
 from strnn_fast.causal import CausalFlow
+from strnn_fast.cli import main
 from strnn_fast.flows import StrAF
+from strnn_fast.serialization import load
 from strnn_fast.standardize import Standardized
 
 A3 = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0]])
+X = np.random.default_rng(0).normal(size=(30, 3))
+W = "{w}"  # stands for the world's folder in the argv of a CLI case
+FIT_ONE_EPOCH = ["--epochs", "1", "--hidden", "4", "--flow-steps", "1", "-q"]
+FIT_TWO_EPOCHS = ["--epochs", "2", "--hidden", "6", "--flow-steps", "1", "--quiet"]
 
 
 class Payload:
@@ -119,3 +130,89 @@ def make_world(folder: Path) -> Path:
     (w / "existing_dir").mkdir()
     (w / "existing_dir" / "keep.txt").write_text("keep me\n")
     return w
+
+
+def write_abc_files(folder: Path) -> tuple[Path, Path]:
+    """data.csv (60 rows of a chain a -> b -> c, with a header) and graph.csv (its edge list)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    x[:, 1] += x[:, 0]
+    x[:, 2] -= x[:, 1]
+    data = folder / "data.csv"
+    data.write_text("a,b,c\n" + "\n".join(",".join(f"{v:.6f}" for v in row) for row in x) + "\n")
+    graph = folder / "graph.csv"
+    graph.write_text("parent,child\na,b\nb,c\n")
+    return data, graph
+
+
+# ------------------------------------------------------------------------------ bad-input cases
+
+def fit_argv(data: str, graph: str = "graph.csv", *extra: str, output: str = "o.pt") -> list[str]:
+    """argv of ``strnn-fast fit`` on two files of the world, writing {w}/<output>."""
+    return ["fit", f"{{w}}/{data}", "-a", f"{{w}}/{graph}", "-o", f"{{w}}/{output}", *extra]
+
+
+def sample_argv(model: str = "straf.pt", *extra: str, n: str = "3", output: str = "o.csv") -> list[str]:
+    """argv of ``strnn-fast sample``: n draws from a model file of the world into {w}/<output>."""
+    return ["sample", f"{{w}}/{model}", "-n", n, "-o", f"{{w}}/{output}", *extra]
+
+
+def cf_argv(model: str = "causal.pt", data: str = "data.csv", *extra: str, do: str = "a=1",
+            output: str = "o.csv") -> list[str]:
+    """argv of ``strnn-fast counterfactual`` of a model and a data file of the world into {w}/<output>."""
+    return ["counterfactual", f"{{w}}/{model}", f"{{w}}/{data}", "--do", do, "-o", f"{{w}}/{output}", *extra]
+
+
+def cli_refuses(command: str, argv: Callable[[str], list[str]], files: str) -> list[tuple[str, list[str], str]]:
+    """Cases of a command that must refuse each of the (space-separated) files, naming the file."""
+    return [(f"{command}-{name}", argv(name), name) for name in files.split()]
+
+
+def api_refuses(prefix: str, reader: Callable[[Any], Any], error: type[Exception], files: str) -> list[tuple]:
+    """API cases: ``reader(world / file)`` raises ``error`` naming the file, for each (space-separated) file."""
+    return [(f"{prefix}-{name}", lambda w, name=name: reader(w / name), error, name) for name in files.split()]
+
+
+def small_flow() -> StrAF:
+    """An untrained 3-variable StrAF named a, b, c."""
+    return StrAF(A3, hidden_sizes=(4,), flow_steps=1, names=["a", "b", "c"])
+
+
+def saved_causal(world: Path) -> CausalFlow:
+    """The world's fitted CausalFlow (a -> b -> c), read from its file."""
+    return load(world / "causal.pt")
+
+
+class NoLogProb(torch.nn.Module):
+    """A module with parameters but no log_prob: fit must refuse it."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+
+def check_cli_refuses(world: Path, capsys: Any, argv: list[str], expected: str) -> None:
+    """The CLI exits with 2 and a one-line message containing ``expected`` (no traceback), leaving
+    every input as it was and no output or temporary behind."""
+    before = digest(world)
+    try:
+        code = main([a.replace(W, str(world)) for a in argv])
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err and err.strip()
+    assert expected in err, err
+    assert digest(world) == before
+    assert not (world.parent / "PWNED").exists()
+
+
+def check_api_refuses(world: Path, call: Callable[[Path], Any], error: type[Exception], expected: str) -> None:
+    """``call(world)`` raises exactly ``error`` with ``expected`` in its message, changing no file."""
+    before = digest(world)
+    with pytest.raises(error) as exc:
+        call(world)
+    assert type(exc.value) is error, repr(exc.value)
+    assert expected in str(exc.value), str(exc.value)
+    assert digest(world) == before
+    assert not (world.parent / "PWNED").exists()

@@ -95,3 +95,21 @@ def model_file(tmp_path_factory):
     from _cli_world import save_small_model
 
     return save_small_model(tmp_path_factory.mktemp("cli_world") / "m.pt")
+
+
+@pytest.fixture(scope="session")
+def bad_world(tmp_path_factory):
+    """The folder of good and hostile input files of tests/_trust_world.py (no case may change it)."""
+    from _trust_world import make_world
+
+    folder = tmp_path_factory.mktemp("corpus") / "w"
+    folder.mkdir()
+    return make_world(folder)
+
+
+@pytest.fixture
+def abc_files(tmp_path):
+    """(data.csv, graph.csv) of a small chain a -> b -> c in tmp_path."""
+    from _trust_world import write_abc_files
+
+    return write_abc_files(tmp_path)

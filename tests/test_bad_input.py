@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays, scalar_dtypes
 
 from strnn_fast import FastStrNN, MaskedLinear, _C, check_masks, factorize, path_counts
+from _trust_world import check_api_refuses
 
 A3 = np.tril(np.ones((3, 3)), -1)
 
@@ -137,3 +138,69 @@ def test_fuzz_c_entry_points(arr: np.ndarray, hidden: list[int]) -> None:
 def test_torch_tensor_adjacency_accepted() -> None:
     masks = factorize(torch.tensor(A3), (4,))
     assert check_masks(masks, A3)
+
+
+# (id, callable(world), exception type, text the message must contain)
+API_BAD_INPUT = [
+    ("fast-nin-0", lambda w: FastStrNN(0, (4,), 3, adjacency=A3), ValueError, "nin"),
+    ("fast-hidden-words", lambda w: FastStrNN(3, ("a",), 3, adjacency=A3), TypeError, "hidden_sizes"),
+    ("fast-nonbinary", lambda w: FastStrNN(3, (4,), 3, adjacency=A3 * 2), ValueError, "adjacency"),
+    ("fast-columns", lambda w: FastStrNN(4, (4,), 3, adjacency=A3), ValueError, "adjacency"),
+    ("fast-opt-type", lambda w: FastStrNN(3, (4,), 3, adjacency=A3, opt_type="magic"), ValueError, "opt_type"),
+    ("fast-activation", lambda w: FastStrNN(3, (4,), 3, adjacency=A3, activation="swish2"), ValueError, "activation"),
+    ("fast-nout", lambda w: FastStrNN(3, (4,), 5, adjacency=A3), ValueError, "nout"),
+    ("fast-forward-width", lambda w: FastStrNN(3, (4,), 3, adjacency=A3)(torch.zeros(2, 4)), ValueError, "x"),
+    ("fast-forward-numpy", lambda w: FastStrNN(3, (4,), 3, adjacency=A3)(np.zeros((2, 3))), TypeError, "x"),
+    ("fast-forward-complex", lambda w: FastStrNN(3, (4,), 3, adjacency=A3)(torch.zeros(2, 3, dtype=torch.cfloat)),
+     TypeError, "x"),
+    ("factorize-method", lambda w: factorize(A3, (4,), "magic"), ValueError, "method"),
+    ("factorize-hidden", lambda w: factorize(A3, (0,)), ValueError, "hidden"),
+]
+
+
+@pytest.mark.parametrize("call,error,expected", [c[1:] for c in API_BAD_INPUT], ids=[c[0] for c in API_BAD_INPUT])
+def test_faststrnn_and_factorize_bad_input_name_the_argument(bad_world, call, error, expected) -> None:
+    check_api_refuses(bad_world, call, error, expected)
+
+
+def test_faststrnn_forward_checks() -> None:
+    net = FastStrNN(3, (8,), 3, adjacency=A3)
+    with pytest.raises(ValueError, match="x must have shape \\(..., 3\\)"):
+        net(torch.randn(2, 4))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        net(np.zeros((2, 3)))
+    x = torch.randn(2, 3, dtype=torch.float64)
+    torch.testing.assert_close(net(x), net(x.float()))  # cast to the model's dtype
+
+
+
+# The cases live with their features (CLI_BAD_INPUT / API_BAD_INPUT of each test file); the corpus
+# as a whole keeps at least the size it had as one file (69 CLI and 60 API cases).
+
+def test_bad_input_cases_cover_every_command() -> None:
+    import test_cli
+    import test_cli_causal
+    import test_cli_factorize
+    import test_cli_fit
+    import test_cli_logprob
+    import test_cli_sample
+
+    cases = [c for m in (test_cli, test_cli_causal, test_cli_factorize, test_cli_fit, test_cli_logprob,
+                         test_cli_sample) for c in m.CLI_BAD_INPUT]
+    assert len(cases) >= 69
+    assert {c[0].split("-")[0] for c in cases} >= {"fit", "sample", "logprob", "intervene", "cf", "factorize", "demo"}
+
+
+def test_bad_input_cases_cover_the_python_api() -> None:
+    import test_causal
+    import test_data
+    import test_flows
+    import test_serialization
+    import test_standardize
+    import test_train
+
+    modules = (test_causal, test_data, test_flows, test_serialization, test_standardize, test_train)
+    cases = [c for m in modules for c in m.API_BAD_INPUT] + API_BAD_INPUT
+    assert len(cases) >= 60
+    assert {c[0].split("-")[0] for c in cases} >= {"load", "table", "adj", "fast", "flow", "fit", "nll", "causal",
+                                                   "std", "save", "factorize"}

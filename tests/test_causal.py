@@ -7,6 +7,8 @@ import torch
 
 from strnn_fast.causal.queries import affected, do_inverse, do_rounds
 from strnn_fast.data.adjacency import random_dag
+from _trust_world import A3, X, check_api_refuses, saved_causal
+import math
 
 
 # --------------------------------------------------------------------------- the algorithm, exactly
@@ -306,3 +308,30 @@ def test_factual_do_reproduces_the_observation(normalizer: str) -> None:
     cf = model.counterfactual(x[:20], {"b": x[:20, 1]}, output="tensor")
     # a fitted float64 flow inverted by fixed-point passes: the inversion error, not roundoff
     torch.testing.assert_close(cf, x[:20], atol=1e-4, rtol=1e-4)
+
+
+# (id, callable(world), exception type, text the message must contain)
+API_BAD_INPUT = [
+    ("causal-cf-float32", lambda w: saved_causal(w).counterfactual(np.full((2, 3), 1e40), {"a": 1.0}), ValueError,
+     "x_obs"),
+    ("causal-cycle", lambda w: CausalFlow([("a", "b"), ("b", "a")]), ValueError, "cycle"),
+    ("causal-structure", lambda w: CausalFlow(A3, structure="dense"), ValueError, "structure"),
+    ("causal-constant", lambda w: CausalFlow(A3, hidden_sizes=(4,), flow_steps=1).fit(
+        np.c_[X[:, :2], np.full(30, 7.0)], epochs=1, verbose=False), ValueError, "column 2"),
+    ("causal-val-fraction", lambda w: CausalFlow(A3).fit(X, val_fraction=1.5), ValueError, "val_fraction"),
+    ("causal-float32", lambda w: CausalFlow(A3).fit(X * 1e39, epochs=1, verbose=False), ValueError, "float32"),
+    ("causal-do-unknown", lambda w: saved_causal(w).interventional_samples({"zz": 1.0}, 5), ValueError, "'zz'"),
+    ("causal-do-nan", lambda w: saved_causal(w).interventional_samples({"a": math.nan}, 5), ValueError, "do['a']"),
+    ("causal-do-length", lambda w: saved_causal(w).interventional_samples({"a": np.zeros(3)}, 5), ValueError, "do['a']"),
+    ("causal-do-not-mapping", lambda w: saved_causal(w).interventional_samples([("a", 1.0)], 5), TypeError, "do"),
+    ("causal-n-0", lambda w: saved_causal(w).sample(0), ValueError, "n"),
+    ("causal-n-str", lambda w: saved_causal(w).sample("3"), TypeError, "n"),
+    ("causal-seed", lambda w: saved_causal(w).sample(3, seed="x"), TypeError, "seed"),
+    ("causal-cf-width", lambda w: saved_causal(w).counterfactual(np.zeros((2, 4)), {"a": 1.0}), ValueError, "x_obs"),
+    ("causal-output", lambda w: saved_causal(w).sample(3, output="json"), ValueError, "output"),
+]
+
+
+@pytest.mark.parametrize("call,error,expected", [c[1:] for c in API_BAD_INPUT], ids=[c[0] for c in API_BAD_INPUT])
+def test_causal_flow_bad_input_names_the_argument(bad_world, call, error, expected) -> None:
+    check_api_refuses(bad_world, call, error, expected)

@@ -14,6 +14,8 @@ from strnn_fast.cli import main
 from strnn_fast.data import make_multimodal
 from strnn_fast.data.dataset import split
 from strnn_fast.standardize import Standardized
+from _trust_world import check_cli_refuses
+from strnn_fast.cli import build_parser
 
 NAMES = ["a", "b", "c", "d"]
 EDGES = [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")]
@@ -262,3 +264,24 @@ def test_every_command_runs_under_the_thread_policy(monkeypatch):
     before = torch.get_num_threads()
     assert main(["demo", "--threads", "3"]) == 0
     assert seen == [3] and torch.get_num_threads() == before
+
+
+# (id, argv with {w} for the bad-input world's folder, text the message must contain)
+CLI_BAD_INPUT = [
+    ("demo-out-is-file", ["demo", "--out", "{w}/existing.csv", "--epochs", "1"], "existing.csv"),
+    ("demo-n-0", ["demo", "--n", "0", "--out", "{w}/demo"], "--n"),
+    ("unknown-command", ["frobnicate"], "frobnicate"),
+]
+
+
+@pytest.mark.parametrize("argv,expected", [c[1:] for c in CLI_BAD_INPUT], ids=[c[0] for c in CLI_BAD_INPUT])
+def test_demo_and_unknown_commands_refuse_bad_input(bad_world, capsys, argv, expected) -> None:
+    check_cli_refuses(bad_world, capsys, argv, expected)
+
+
+def test_help_has_no_rest_markup(capsys) -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        text = p.format_help()
+        assert "``" not in text and ":class:" not in text and ":func:" not in text, name

@@ -14,6 +14,7 @@ from strnn_fast.causal import CausalFlow
 from strnn_fast.cli import main
 from strnn_fast.data.sem import LinearGaussianSEM
 from strnn_fast.flows import StrAF
+from _trust_world import FIT_TWO_EPOCHS, cf_argv, check_cli_refuses, cli_refuses
 
 NAMES = ["a", "b", "c"]
 EDGES = [("a", "b", 1.0), ("b", "c", -0.5)]
@@ -139,3 +140,42 @@ def test_fit_causal_then_intervene(capsys, tmp_path: Path) -> None:
     # Linear-Gaussian truth: E[b | do(a=2)] = 2, E[c | do(a=2)] = -1; a short fit is close.
     assert means["a"] == 2.0
     assert abs(means["b"] - 2.0) < 0.5 and abs(means["c"] + 1.0) < 0.5
+
+
+# (id, argv with {w} for the bad-input world's folder, text the message must contain)
+CLI_BAD_INPUT = [
+    *cli_refuses("cf-data", lambda data: cf_argv("causal.pt", data), "nope.csv two_cols.csv"),
+    *cli_refuses("cf-model", lambda model: cf_argv(model, "data.csv"), "crafted.pt"),
+    ("cf-beyond-float32", cf_argv("causal.pt", "huge.csv"), "float32"),
+    ("intervene-not-causal", ["intervene", "{w}/straf.pt", "--do", "a=1"], "CausalFlow"),
+    ("intervene-no-do", ["intervene", "{w}/causal.pt"], "--do"),
+    ("intervene-no-equals", ["intervene", "{w}/causal.pt", "--do", "a"], "--do"),
+    ("intervene-unknown", ["intervene", "{w}/causal.pt", "--do", "zz=1"], "'zz'"),
+    ("intervene-not-number", ["intervene", "{w}/causal.pt", "--do", "a=abc"], "'abc'"),
+    ("intervene-twice", ["intervene", "{w}/causal.pt", "--do", "a=1", "--do", "a=2"], "'a'"),
+    ("intervene-nan", ["intervene", "{w}/causal.pt", "--do", "a=nan"], "do['a']"),
+    ("intervene-float32", ["intervene", "{w}/causal.pt", "--do", "a=1e40"], "float32"),
+    ("intervene-n-0", ["intervene", "{w}/causal.pt", "--do", "a=1", "-n", "0"], "-n"),
+    ("intervene-exists", ["intervene", "{w}/causal.pt", "--do", "a=1", "-o", "{w}/existing.csv"], "--force"),
+    ("intervene-legacy", ["intervene", "{w}/legacy.pt", "--do", "a=1"], "--trust-legacy-file"),
+    ("cf-not-causal", cf_argv("straf.pt", "data.csv"), "CausalFlow"),
+    ("cf-into-data", cf_argv("causal.pt", "data.csv", output="data.csv"), "input"),
+    ("cf-unknown", cf_argv("causal.pt", "data.csv", do="q=1"), "'q'"),
+    ("cf-no-output", ["counterfactual", "{w}/causal.pt", "{w}/data.csv", "--do", "a=1"], "--output"),
+]
+
+
+@pytest.mark.parametrize("argv,expected", [c[1:] for c in CLI_BAD_INPUT], ids=[c[0] for c in CLI_BAD_INPUT])
+def test_intervene_and_counterfactual_refuse_bad_input(bad_world, capsys, argv, expected) -> None:
+    check_cli_refuses(bad_world, capsys, argv, expected)
+
+
+def test_sample_a_causal_model_written_by_fit(tmp_path, abc_files, capsys) -> None:
+    data, graph = abc_files
+    model = tmp_path / "causal.pt"
+    assert main(["fit", str(data), "-a", str(graph), "--model", "causal", *FIT_TWO_EPOCHS, "-o", str(model)]) == 0
+    out = tmp_path / "s.csv"
+    assert main(["sample", str(model), "-n", "7", "-o", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == '"a","b","c"' and len(lines) == 8
+    assert np.isfinite(np.loadtxt(out, delimiter=",", skiprows=1)).all()

@@ -6,6 +6,7 @@ import pytest
 
 from strnn_fast import check_masks
 from strnn_fast.cli import main
+from _trust_world import A3, check_cli_refuses, cli_refuses, digest
 
 
 def test_builtin_example(tmp_path, capsys) -> None:
@@ -60,3 +61,59 @@ def test_wide_masks_are_pictured_by_blocks(tmp_path, capsys) -> None:
     assert main(["factorize", "--hidden", "2100,100", "--methods", "greedy", "-o", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "masks_greedy.png").stat().st_size > 1000
     assert np.load(tmp_path / "o" / "masks_greedy.npz")["mask_0"].shape == (100, 2100)
+
+
+# (id, argv with {w} for the bad-input world's folder, text the message must contain)
+CLI_BAD_INPUT = [
+    *cli_refuses("factorize", lambda file: ["factorize", f"{{w}}/{file}", "-o", "{w}/fo"],
+                  "empty.csv nonbinary.csv nope.npy junk.npy table.xlsx cube.npy"),
+    ("factorize-block-0", ["factorize", "--block", "0", "-o", "{w}/fo"], "--block"),
+    ("factorize-hidden-0", ["factorize", "{w}/rect.npy", "--hidden", "0", "-o", "{w}/fo"], "--hidden"),
+    ("factorize-methods", ["factorize", "{w}/rect.npy", "--methods", "bogus", "-o", "{w}/fo"], "--methods"),
+    ("factorize-existing-folder", ["factorize", "{w}/rect.npy", "-o", "{w}/existing_dir"], "--force"),
+    ("factorize-output-is-file", ["factorize", "{w}/rect.npy", "-o", "{w}/existing.csv"], "existing.csv"),
+    ("factorize-all-zero", ["factorize", "{w}/zeros.csv", "-o", "{w}/fo"], "zero"),
+]
+
+
+@pytest.mark.parametrize("argv,expected", [c[1:] for c in CLI_BAD_INPUT], ids=[c[0] for c in CLI_BAD_INPUT])
+def test_factorize_command_refuses_bad_input(bad_world, capsys, argv, expected) -> None:
+    check_cli_refuses(bad_world, capsys, argv, expected)
+
+
+def test_factorize_refuses_an_existing_folder(tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    before = digest(out)
+    assert main(["factorize", "--methods", "greedy", "-o", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err and digest(out) == before
+    assert main(["factorize", "--methods", "greedy", "-o", str(out), "--force"]) == 0
+    assert (out / "keep.txt").read_text() == "mine" and (out / "masks_greedy.npz").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_factorize_empty_csv_and_block_zero(tmp_path, capsys) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert main(["factorize", str(empty), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "empty.csv" in err and "empty" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exc:
+        main(["factorize", "--block", "0", "-o", str(tmp_path / "o")])
+    assert exc.value.code == 2 and "--block" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_factorize_reads_files_as_fit_does(tmp_path, capsys) -> None:
+    files = {"edges.txt": "a b\nb c\na c\n", "edges.csv": "parent,child\na,b\nb,c\na,c\n",
+             "headed.csv": "a,b,c\n0,0,0\n1,0,0\n1,1,0\n", "plain.txt": "0 0 0\n1 0 0\n1 1 0\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+        out = tmp_path / f"o_{name}"
+        assert main(["factorize", str(tmp_path / name), "--methods", "greedy", "-o", str(out)]) == 0, name
+        saved = np.load(out / "masks_greedy.npz")
+        assert np.array_equal(saved["adjacency"], A3), name
+    rect = tmp_path / "rect.csv"
+    rect.write_text("1,0,1\n0,1,1\n")  # (n_out=2) x (n_in=3): factorize only
+    assert main(["factorize", str(rect), "--methods", "greedy", "--hidden", "4", "-o", str(tmp_path / "r")]) == 0

@@ -19,6 +19,8 @@ from strnn_fast.data import (
 )
 from strnn_fast.data.binary import data_roots
 from strnn_fast.graph import find_cycle, topological_order
+from _trust_world import X, api_refuses, check_api_refuses
+from strnn_fast.data.dataset import split
 
 # --- adjacency generators ----------------------------------------------------------------------
 
@@ -303,3 +305,38 @@ def test_check_adjacency_matches() -> None:
         check_adjacency_matches(A, 2, ["a", "c"], ["a", "b"])
     with pytest.raises(ValueError, match="another order"):
         check_adjacency_matches(A, 2, ["b", "a"], ["a", "b"])
+
+
+# (id, callable(world), exception type, text the message must contain)
+API_BAD_INPUT = [
+    *api_refuses("table", load_table, FileNotFoundError, "nope.csv"),
+    *api_refuses("table", load_table, ValueError, "table.xlsx empty.csv header_only.csv inf.csv binary.csv "
+                                                   "nul.csv dup_names.csv cube.npy strings.npy junk.npy two.npz "
+                                                   "badnames.npz junk.npz"),
+    *api_refuses("adj", load_adjacency, ValueError, "empty.csv nonbinary.csv mixed.csv rect.npy junk.npy"),
+    ("table-ragged", lambda w: load_table(w / "ragged.csv"), ValueError, "line 3"),
+    ("table-words", lambda w: load_table(w / "words.csv"), ValueError, "'b'"),
+    ("table-nan", lambda w: load_table(w / "nan.csv"), ValueError, "line 7"),
+    ("table-int-path", lambda w: load_table(5), TypeError, "path"),
+    ("adj-selfloop", lambda w: load_adjacency(w / "selfloop.csv"), ValueError, "self-loop"),
+    ("adj-three-fields", lambda w: load_adjacency(w / "three_fields.txt"), ValueError, "line 1"),
+    ("adj-unknown-name", lambda w: load_adjacency(w / "unknown.csv", names=["a", "b", "c"]), ValueError, "'q'"),
+    ("split-fractions", lambda w: split(X, (0.5, 0.6)), ValueError, "fractions"),
+]
+
+
+@pytest.mark.parametrize("call,error,expected", [c[1:] for c in API_BAD_INPUT], ids=[c[0] for c in API_BAD_INPUT])
+def test_loaders_and_split_bad_input_name_the_file_or_argument(bad_world, call, error, expected) -> None:
+    check_api_refuses(bad_world, call, error, expected)
+
+
+def test_text_files_report_file_line_numbers(tmp_path) -> None:
+    from strnn_fast.data import load_table
+
+    p = tmp_path / "t.csv"
+    p.write_text("a,b\n# a comment\n\n1,2\nx,3\n")
+    with pytest.raises(ValueError, match="line 5"):
+        load_table(p)
+    p.write_text("a,b\n# c\n1,2\n1,inf\n")
+    with pytest.raises(ValueError, match="line 4"):
+        load_table(p)

@@ -232,7 +232,7 @@ def test_c_core_csr_triples_and_index_dtype() -> None:
         np.testing.assert_array_equal(sp.csr_array((np.ones(indices.size, np.uint8), indices, indptr), shape).toarray(), d)
 
 
-# --- memory limit (issue 11) ---
+# --- memory limit ---
 
 def test_huge_hidden_layer_is_refused_before_allocating() -> None:
     A = np.tril(np.ones((10, 10)), -1)
@@ -293,7 +293,7 @@ def test_too_narrow_is_reported_for_sparse_adjacency() -> None:
         factorize(A, (3, 8), "zuko", sparse=True)
 
 
-# --- scale (issue 14 item 4) ---
+# --- scale ---
 
 @pytest.mark.slow
 def test_d10000_sparse_factorization_scale(record_property) -> None:

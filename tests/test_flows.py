@@ -16,6 +16,7 @@ from strnn_fast.flows import ARF, GNF, AutoregressiveFlow, StrAF
 from strnn_fast.graph import depth, transitive_closure
 
 from _shake import shake
+from _trust_world import A3, check_api_refuses, small_flow
 
 # Not in topological order: 0 <- 2 <- 3 -> 1, and 4 <- 0 (depth 3, two roots: 3 and none else).
 UNSORTED = np.zeros((5, 5), dtype=int)
@@ -350,3 +351,31 @@ def test_straf_beats_arf_on_multimodal_data_with_few_samples() -> None:
         fit(flow, data.train, data.val, epochs=150, batch_size=256, lr=1e-3, patience=10, seed=0, verbose=False)
         nll[name] = evaluate_nll(flow, data.test)
     assert nll["straf"] < nll["arf"], nll
+
+
+# (id, callable(world), exception type, text the message must contain)
+API_BAD_INPUT = [
+    ("flow-cycle", lambda w: StrAF([[0, 1], [1, 0]], hidden_sizes=(4,)), ValueError, "cycle"),
+    ("flow-hidden", lambda w: StrAF(A3, hidden_sizes=(-1,)), ValueError, "hidden_sizes"),
+    ("flow-steps", lambda w: StrAF(A3, hidden_sizes=(4,), flow_steps=0), ValueError, "flow_steps"),
+    ("flow-logprob-numpy", lambda w: small_flow().log_prob(np.zeros((2, 3))), TypeError, "x"),
+    ("flow-logprob-width", lambda w: small_flow().log_prob(torch.zeros(2, 4)), ValueError, "x"),
+    ("flow-sample-str", lambda w: small_flow().sample("12"), TypeError, "sample_shape"),
+    ("flow-sample-negative", lambda w: small_flow().sample(-1), ValueError, "sample_shape"),
+    ("flow-sample-float", lambda w: small_flow().sample(2.5), TypeError, "sample_shape"),
+]
+
+
+@pytest.mark.parametrize("call,error,expected", [c[1:] for c in API_BAD_INPUT], ids=[c[0] for c in API_BAD_INPUT])
+def test_flow_bad_input_names_the_argument(bad_world, call, error, expected) -> None:
+    check_api_refuses(bad_world, call, error, expected)
+
+
+def test_flow_sample_shape_types() -> None:
+    flow = StrAF(A3, hidden_sizes=(6,), flow_steps=1)
+    with pytest.raises(TypeError, match="sample_shape"):
+        flow.sample("12")
+    assert flow.sample(np.int64(3)).shape == (3, 3)
+    assert flow.sample((2, np.int32(2))).shape == (2, 2, 3)
+    with pytest.raises(TypeError, match="sample_shape"):
+        flow.sample(2.0)

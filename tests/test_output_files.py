@@ -10,6 +10,10 @@ import pytest
 from _cli_world import FIT
 from _cli_world import cli as _cli
 from _cli_world import write as _write
+from _trust_world import A3
+from strnn_fast.cli import main
+from strnn_fast.flows import StrAF
+import torch
 
 
 @pytest.mark.parametrize("force", [[], ["--force"]])
@@ -68,3 +72,28 @@ def test_read_only_output_folder_is_refused_before_training(tmp_path, capsys):
     finally:
         locked.chmod(0o700)
     assert code == 2 and "cannot write" in err
+
+
+def test_damaged_model_never_writes_nan(tmp_path, abc_files, capsys) -> None:
+    data, graph = abc_files
+    model = StrAF(A3, hidden_sizes=(6,), flow_steps=1, names=["a", "b", "c"])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    path = tmp_path / "nan.pt"
+    model.save(path)
+    out = tmp_path / "s.csv"
+    assert main(["sample", str(path), "-n", "5", "-o", str(out)]) == 2
+    assert not out.exists() and "non-finite" in capsys.readouterr().err
+    assert main(["logprob", str(path), str(data), "-o", str(out)]) == 2
+    assert not out.exists() and "NaN" in capsys.readouterr().err
+
+
+def test_sample_never_touches_a_file_named_like_its_temporary(tmp_path, capsys) -> None:
+    model = StrAF(A3, hidden_sizes=(6,), flow_steps=1)
+    precious = tmp_path / "out.csv.tmp"
+    model.save(precious)
+    before = precious.read_bytes()
+    assert main(["sample", str(precious), "-n", "4", "-o", str(tmp_path / "out.csv")]) == 0
+    assert precious.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "out.csv.tmp"]

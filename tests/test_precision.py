@@ -13,6 +13,8 @@ from _cli_world import write as _write
 from strnn_fast.causal import CausalFlow
 from strnn_fast.flows import StrAF
 from strnn_fast.standardize import Standardized
+from _trust_world import FIT_TWO_EPOCHS
+from strnn_fast.cli import main
 
 
 def test_large_offset_keeps_its_spread_through_standardized():
@@ -54,3 +56,20 @@ def test_do_value_beyond_the_model_dtype_is_refused():
     model.fit(np.random.default_rng(0).normal(size=(40, 2)), epochs=1, verbose=False)
     with pytest.raises(ValueError, match="do"):
         model.counterfactual(np.zeros((2, 2)), {"a": 1e39})
+
+
+def test_cli_refuses_values_beyond_float32(tmp_path, abc_files, capsys) -> None:
+    data, graph = abc_files
+    text = data.read_text().splitlines()
+    text[3] = "1e40," + text[3].split(",", 1)[1]
+    big = tmp_path / "big.csv"
+    big.write_text("\n".join(text) + "\n")
+    model = tmp_path / "m.pt"
+    assert main(["fit", str(big), "-a", str(graph), *FIT_TWO_EPOCHS, "-o", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert "big.csv" in err and "'a'" in err and "float32" in err and "Traceback" not in err
+    assert not model.exists()
+    assert main(["fit", str(data), "-a", str(graph), *FIT_TWO_EPOCHS, "-o", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["logprob", str(model), str(big)]) == 2
+    assert "float32" in capsys.readouterr().err

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from _trust_world import A3, Payload
+from _trust_world import A3, api_refuses, check_api_refuses, Payload, small_flow
 from tolerances import tolerance
 
 from strnn_fast import FastStrNN
@@ -451,3 +451,22 @@ def test_round_trip_keeps_dtype_and_device(tmp_path, dtype, device) -> None:
     x = torch.randn(4, 3, dtype=dtype, device=device)
     assert next(back.parameters()).dtype == dtype
     assert torch.equal(back.log_prob(x), model.log_prob(x))
+
+
+# (id, callable(world), exception type, text the message must contain)
+API_BAD_INPUT = [
+    *api_refuses("load", load, FileNotFoundError, "nope.pt"),
+    *api_refuses("load", load, ValueError, "existing_dir"),  # "is a folder", not "does not exist"
+    *api_refuses("load", load, ValueError, "data.csv crafted.pt crafted_raw.pt truncated.pt empty.pt foreign.pt"),
+    ("load-legacy", lambda w: load(w / "legacy.pt"), ValueError, "trusted=True"),
+    ("load-int-path", lambda w: load(3), TypeError, "path"),
+    ("load-trusted-str", lambda w: load(w / "straf.pt", trusted="yes"), TypeError, "trusted"),
+    ("save-no-clobber", lambda w: small_flow().save(w / "existing.csv", overwrite=False), FileExistsError, "existing.csv"),
+    ("save-folder-missing", lambda w: small_flow().save(w / "no" / "m.pt"), FileNotFoundError, "no"),
+    ("save-into-dir", lambda w: small_flow().save(w / "existing_dir"), ValueError, "existing_dir"),
+]
+
+
+@pytest.mark.parametrize("call,error,expected", [c[1:] for c in API_BAD_INPUT], ids=[c[0] for c in API_BAD_INPUT])
+def test_load_and_save_bad_input_names_the_file(bad_world, call, error, expected) -> None:
+    check_api_refuses(bad_world, call, error, expected)

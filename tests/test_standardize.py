@@ -10,6 +10,10 @@ import torch
 from strnn_fast.causal import CausalFlow
 from strnn_fast.data.dataset import standardize
 from strnn_fast.standardize import Standardized, Standardizer
+from _trust_world import A3, FIT_TWO_EPOCHS, X, check_api_refuses, small_flow
+from strnn_fast.cli import main
+from strnn_fast.flows import StrAF
+from strnn_fast.serialization import load
 
 A2 = np.array([[0, 0], [1, 0]])
 
@@ -70,3 +74,48 @@ def test_standardized_wrapper_uses_the_same_checks() -> None:
         Standardized(base, mean=[0.0, 0.0], std=[1.0, 0.0])
     with pytest.raises(ValueError, match="finite"):
         Standardized(base, mean=[0.0, math.inf], std=[1.0, 1.0])
+
+
+# (id, callable(world), exception type, text the message must contain)
+API_BAD_INPUT = [
+    ("std-mean-length", lambda w: Standardized(small_flow(), mean=[0.0, 0.0], std=[1.0, 1.0]), ValueError, "mean"),
+    ("std-zero", lambda w: Standardized(small_flow(), mean=[0.0] * 3, std=[1.0, 0.0, 1.0]), ValueError, "std"),
+    ("std-nan", lambda w: Standardized(small_flow(), mean=[0.0, math.nan, 0.0], std=[1.0] * 3), ValueError, "mean"),
+    ("std-base", lambda w: Standardized(torch.nn.Linear(3, 3), mean=[0.0] * 3, std=[1.0] * 3), TypeError, "base"),
+    ("std-logprob-numpy", lambda w: load(w / "straf.pt").log_prob(np.zeros((2, 3))), TypeError, "x"),
+    ("std-logprob-width", lambda w: load(w / "straf.pt").log_prob(torch.zeros(2, 2)), ValueError, "x"),
+    ("standardize-constant", lambda w: standardize(np.c_[X[:, :2], np.ones(30)]), ValueError, "column 2"),
+]
+
+
+@pytest.mark.parametrize("call,error,expected", [c[1:] for c in API_BAD_INPUT], ids=[c[0] for c in API_BAD_INPUT])
+def test_standardize_bad_input_names_the_argument(bad_world, call, error, expected) -> None:
+    check_api_refuses(bad_world, call, error, expected)
+
+
+def test_standardized_log_prob_checks() -> None:
+    model = Standardized(StrAF(A3, hidden_sizes=(6,), flow_steps=1), mean=[0.0, 1.0, 2.0], std=[1.0, 2.0, 3.0])
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        model.log_prob(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="x must have shape"):
+        model.log_prob(torch.zeros(2, 5))
+    assert model.log_prob(torch.zeros(2, 3, dtype=torch.float64)).shape == (2,)
+
+
+def test_constant_columns_are_refused_everywhere(tmp_path, abc_files, capsys) -> None:
+    data, graph = abc_files
+    rows = data.read_text().splitlines()
+    const = tmp_path / "const.csv"
+    const.write_text("\n".join([rows[0]] + [r.rsplit(",", 1)[0] + ",7.0" for r in rows[1:]]) + "\n")
+    for model in ("straf", "causal"):
+        out = tmp_path / f"{model}.pt"
+        assert main(["fit", str(const), "-a", str(graph), "--model", model, *FIT_TWO_EPOCHS, "-o", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "'c'" in err and "constant" in err and "drop" in err and not out.exists()
+    x = np.loadtxt(const, delimiter=",", skiprows=1)
+    with pytest.raises(ValueError, match="'c' is constant"):
+        CausalFlow([("a", "b"), ("b", "c")], hidden_sizes=(4,), flow_steps=1).fit(x, epochs=1, verbose=False)
+    with pytest.raises(ValueError, match="column 2 is constant"):
+        standardize(x)
+    with pytest.raises(ValueError, match="constant"):
+        Standardized(StrAF(A3, hidden_sizes=(6,), flow_steps=1), mean=[0.0, 0.0, 7.0], std=[1.0, 1.0, 0.0])

@@ -12,6 +12,9 @@ from torch import nn
 from torch.distributions import Normal
 
 from strnn_fast.train import History, evaluate_nll, fit
+from _trust_world import A3, X, check_api_refuses, NoLogProb, small_flow
+from strnn_fast.flows import StrAF
+import pandas as pd
 
 
 class Gauss(nn.Module):
@@ -237,3 +240,87 @@ def test_bad_arguments_raise(kwargs, error, match):
     model, train, val = args.pop("model"), args.pop("train"), args.pop("val")
     with pytest.raises(error, match=match):
         fit(model, train, val, verbose=False, **args)
+
+
+# (id, callable(world), exception type, text the message must contain)
+API_BAD_INPUT = [
+    ("fit-no-logprob", lambda w: fit(NoLogProb(), X, verbose=False), TypeError, "log_prob"),
+    ("fit-epochs-0", lambda w: fit(small_flow(), X, epochs=0, verbose=False), ValueError, "epochs"),
+    ("fit-lr-negative", lambda w: fit(small_flow(), X, lr=-1.0, verbose=False), ValueError, "lr"),
+    ("fit-lr-nan", lambda w: fit(small_flow(), X, lr=math.nan, verbose=False), ValueError, "lr"),
+    ("fit-lr-huge", lambda w: fit(small_flow(), X, lr=1e300, verbose=False), ValueError, "lr"),
+    ("fit-batch-0", lambda w: fit(small_flow(), X, batch_size=0, verbose=False), ValueError, "batch_size"),
+    ("fit-1d", lambda w: fit(small_flow(), X[:, 0], verbose=False), ValueError, "train"),
+    ("fit-empty", lambda w: fit(small_flow(), X[:0], verbose=False), ValueError, "train"),
+    ("fit-nan", lambda w: fit(small_flow(), np.where(X > 1, np.nan, X), verbose=False), ValueError, "train"),
+    ("fit-strings", lambda w: fit(small_flow(), np.array([["a", "b", "c"]]), verbose=False), TypeError, "train"),
+    ("fit-float32-range", lambda w: fit(small_flow(), X * 1e39, epochs=1, verbose=False), ValueError, "float32"),
+    ("fit-val-width", lambda w: fit(small_flow(), X, X[:, :2], verbose=False), ValueError, "val"),
+    ("fit-d-mismatch", lambda w: fit(small_flow(), X[:, :2], verbose=False), ValueError, "train"),
+    ("fit-frame-names", lambda w: fit(small_flow(), pd.DataFrame(X, columns=["a", "b", "z"]), verbose=False),
+     ValueError, "'z'"),
+    ("fit-scheduler", lambda w: fit(small_flow(), X, scheduler="cosine", verbose=False), ValueError, "scheduler"),
+    ("fit-seed", lambda w: fit(small_flow(), X, seed=1.5, verbose=False), TypeError, "seed"),
+    ("fit-grad-norm", lambda w: fit(small_flow(), X, max_grad_norm=-1, verbose=False), ValueError, "max_grad_norm"),
+    ("nll-batch-0", lambda w: evaluate_nll(small_flow(), X, batch_size=0), ValueError, "batch_size"),
+    ("nll-nan", lambda w: evaluate_nll(small_flow(), np.full((2, 3), np.nan)), ValueError, "data"),
+]
+
+
+@pytest.mark.parametrize("call,error,expected", [c[1:] for c in API_BAD_INPUT], ids=[c[0] for c in API_BAD_INPUT])
+def test_fit_bad_input_names_the_argument(bad_world, call, error, expected) -> None:
+    check_api_refuses(bad_world, call, error, expected)
+
+
+def test_fit_matches_dataframe_columns_by_name() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 3))
+    torch.manual_seed(0)
+    a = StrAF(A3, hidden_sizes=(6,), flow_steps=1, names=["u", "v", "w"])
+    b = StrAF(A3, hidden_sizes=(6,), flow_steps=1, names=["u", "v", "w"])
+    b.load_state_dict(a.state_dict())
+    fit(a, x, epochs=2, verbose=False)
+    shuffled = pd.DataFrame({"w": x[:, 2], "u": x[:, 0], "v": x[:, 1]})
+    fit(b, shuffled, epochs=2, verbose=False)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="missing \\['w'\\]"):
+        fit(b, pd.DataFrame({"u": x[:, 0], "v": x[:, 1], "z": x[:, 2]}), epochs=1, verbose=False)
+
+
+@pytest.mark.parametrize("with_val", [False, True])
+def test_failed_fit_restores_finite_weights(with_val) -> None:
+    torch.manual_seed(0)
+    model = StrAF(A3, hidden_sizes=(6,), flow_steps=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = np.random.default_rng(0).normal(size=(80, 3)) * 1e30
+    with pytest.raises(FloatingPointError, match="restored"):
+        fit(model, x[:60], x[60:] if with_val else None, epochs=3, verbose=False)
+    for k, v in model.state_dict().items():
+        assert torch.isfinite(v).all()
+        assert torch.equal(v, before[k])  # it failed in the first epoch: the initial weights
+
+
+def test_failed_fit_after_good_epochs_keeps_the_best() -> None:
+    class Blowup(torch.nn.Module):
+        """A Gaussian whose loss becomes NaN from the 4th epoch on."""
+
+        def __init__(self):
+            super().__init__()
+            self.mu = torch.nn.Parameter(torch.zeros(2))
+            self.calls = 0
+
+        def log_prob(self, x):
+            if self.training:
+                self.calls += 1
+            lp = torch.distributions.Normal(self.mu, 1.0).log_prob(x).sum(-1)
+            return lp * (math_nan() if self.calls > 3 else 1.0)
+
+    def math_nan():
+        return float("nan")
+
+    model = Blowup()
+    x = torch.randn(40, 2) + 2
+    with pytest.raises(FloatingPointError):
+        fit(model, x, x, epochs=10, batch_size=40, lr=0.1, verbose=False)
+    assert torch.isfinite(model.mu).all() and (model.mu > 0).all()

@@ -33,11 +33,11 @@ from torch import nn
 
 from .._memory import check_memory
 from .._validate import as_flag, as_positive_int, as_seed, check_fits_dtype, choice
+from ..data.dataset import split
 from ..flows.straf import StrAF
 from ..graph import as_dag, topological_order
 from ..serialization import Savable
-from ..standardize import KeepsFloat64, Standardizer
-from ..train import fit as train_fit
+from ..standardize import Standardized
 from ..variables import is_frame
 from .query_io import QueryIO
 from .queries import affected, do_inverse
@@ -47,7 +47,7 @@ __all__ = ["CausalFlow"]
 STRUCTURES = ("graph", "full")
 
 
-class CausalFlow(QueryIO, KeepsFloat64, Savable, nn.Module):
+class CausalFlow(QueryIO, Savable, nn.Module):
     r"""Structured autoregressive flow on a causal DAG, answering interventional and
     counterfactual queries.
 
@@ -84,8 +84,6 @@ class CausalFlow(QueryIO, KeepsFloat64, Savable, nn.Module):
         torch.Size([3, 2])
     """
 
-    _float64_buffers = ("loc", "scale", "context_loc", "context_scale")
-
     def __init__(
         self,
         adjacency: Any,
@@ -100,7 +98,6 @@ class CausalFlow(QueryIO, KeepsFloat64, Savable, nn.Module):
         super().__init__()
         A, found = as_dag(adjacency, names)
         self.graph: np.ndarray = A
-        self.names: list[str] | None = list(found) if found is not None else None
         self.d = int(A.shape[0])
         self.structure = choice(structure, STRUCTURES, "structure")
         as_flag(standardize, "standardize")
@@ -111,16 +108,46 @@ class CausalFlow(QueryIO, KeepsFloat64, Savable, nn.Module):
             pos = np.empty(self.d, dtype=np.int64)
             pos[self.order] = np.arange(self.d)
             self.flow_adjacency = pos[None, :] < pos[:, None]
-        self.flow = StrAF(self.flow_adjacency, normalizer=normalizer, prior=prior, **flow_options)
-        # Data-unit statistics in float64 (standardization runs in float64, then casts to the flow's
-        # dtype): float32 ones quantized data with large offsets (1e6 + noise, Unix timestamps).
-        self.register_buffer("loc", torch.zeros(self.d, dtype=torch.float64))
-        self.register_buffer("scale", torch.ones(self.d, dtype=torch.float64))
+        flow = StrAF(self.flow_adjacency, normalizer=normalizer, prior=prior, **flow_options)
+        self.context_features = flow.context_features
+        # The flow in data units (float64 statistics, set by fit; the identity until then).
+        self.standardized = Standardized.around(flow)
+        self.names = list(found) if found is not None else None
         self.register_buffer("fitted", torch.tensor(False))
-        self.context_features = self.flow.context_features
-        if self.context_features:  # only then, so that files of unconditional models keep their keys
-            self.register_buffer("context_loc", torch.zeros(self.context_features, dtype=torch.float64))
-            self.register_buffer("context_scale", torch.ones(self.context_features, dtype=torch.float64))
+
+    @property
+    def flow(self) -> StrAF:
+        """The structured flow on standardized variables (``standardized.base``)."""
+        return self.standardized.base
+
+    @property
+    def names(self) -> list[str] | None:
+        """Variable names in model order (found in the graph, or adopted from a DataFrame by fit)."""
+        return self.standardized.names
+
+    @names.setter
+    def names(self, value: list[str] | None) -> None:
+        self.standardized.names = value
+
+    # The statistics under their earlier names (read-only views of self.standardized's buffers).
+    loc = property(lambda self: self.standardized.mean, doc="(d,) float64 means of the training rows.")
+    scale = property(lambda self: self.standardized.std, doc="(d,) float64 standard deviations of the training rows.")
+    context_loc = property(lambda self: self.standardized.context_mean, doc="(C,) float64 covariate means, or None.")
+    context_scale = property(lambda self: self.standardized.context_std, doc="(C,) float64 covariate scales, or None.")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        # Files written before the flow moved into a Standardized name its statistics and weights
+        # loc, scale, context_loc, context_scale and flow.*: renamed here, so that they load as they were.
+        upgrade_state_dict(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    @staticmethod
+    def _upgrade_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # serialization.load compares a file's keys with the model's before loading: today's names.
+        upgrade_state_dict(state, "")
+        return state
 
     def _resolved_config(self) -> dict[str, Any]:
         # The graph as a 0/1 matrix; names as found in the graph or adopted from a DataFrame by fit.
@@ -128,19 +155,12 @@ class CausalFlow(QueryIO, KeepsFloat64, Savable, nn.Module):
 
     # ------------------------------------------------------------------ density
 
-    def _scaled(self, x: torch.Tensor) -> torch.Tensor:
-        return ((x.to(self.loc) - self.loc) / self.scale).to(self._device_dtype()[1])
-
-    def _scaled_context(self, context: Any, n: int) -> torch.Tensor | None:
-        # (n, C) standardized covariates in the model's dtype and device (None without context).
-        if context is None or not self.context_features:
-            return self.flow._check_context(context, n)  # None, or the flow's error
-        if not isinstance(context, torch.Tensor):  # a DataFrame is matched by the context's names
-            context = torch.as_tensor(self._context_rows(context, "context"))
-        c = self.flow._check_context(context, n).to(self.loc)
-        if not torch.isfinite(c).all():
-            raise ValueError("context contains NaN or infinite values")
-        return ((c - self.context_loc) / self.context_scale).to(self._device_dtype()[1])
+    def _context(self, context: Any) -> torch.Tensor | None:
+        # Covariates as a tensor (a DataFrame matched by the context's names, arrays in float64);
+        # their shape is checked once, by the flow, and they are standardized by self.standardized.
+        if context is None or isinstance(context, torch.Tensor):
+            return context
+        return torch.from_numpy(self._context_rows(context, "context"))
 
     def _x(self, x: Any) -> Any:
         # A DataFrame is matched by name (model order); tensors are used as they are.
@@ -148,12 +168,11 @@ class CausalFlow(QueryIO, KeepsFloat64, Savable, nn.Module):
 
     def transform(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
         """Latents (exogenous noise) of rows ``x`` (tensor or DataFrame) in data units: (n, d) -> (n, d)."""
-        x = self._x(x)
-        return self.flow.transform(self._scaled(x), self._scaled_context(context, len(x)))[0]
+        return self.standardized.transform(self._x(x), self._context(context))[0]
 
     def inverse(self, z: torch.Tensor, context: Any = None) -> torch.Tensor:
         """float64 rows in data units generated from latents ``z``: (n, d) -> (n, d)."""
-        return self.flow.inverse(z, self._scaled_context(context, len(z))).to(self.loc) * self.scale + self.loc
+        return self.standardized.inverse(z, self._context(context))
 
     def log_prob(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
         r"""Log-density of rows ``x`` (data units; a tensor in model order or a DataFrame matched by
@@ -163,9 +182,7 @@ class CausalFlow(QueryIO, KeepsFloat64, Savable, nn.Module):
             >>> CausalFlow([[0, 0], [1, 0]]).log_prob(torch.zeros(3, 2)).shape
             torch.Size([3])
         """
-        x = self._x(x)
-        log_scale = self.scale.log().sum().to(self._device_dtype()[1])
-        return self.flow.log_prob(self._scaled(x), self._scaled_context(context, len(x))) - log_scale
+        return self.standardized.log_prob(self._x(x), self._context(context))
 
     def sample(self, n: int, *, seed: int | None = None, output: str = "auto", context: Any = None) -> Any:
         r"""Draws ``n`` observational samples (given ``context``: (n, C) or (C,) covariates).
@@ -206,7 +223,9 @@ class CausalFlow(QueryIO, KeepsFloat64, Savable, nn.Module):
             raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
         # A failed fit leaves the model as it was: names (adopted from a DataFrame) and statistics
         # are restored here, the weights by strnn_fast.train.fit.
-        before = (self.names, {k: v.clone() for k, v in self.state_dict().items() if k in _STATS})
+        stats = [k for k in self.state_dict() if k == "fitted" or k.startswith("standardized.") and
+                 not k.startswith("standardized.base.")]
+        before = (self.names, {k: v.clone() for k, v in self.state_dict().items() if k in stats})
         try:
             return self._fit(data, val, context, val_context, val_fraction, split_seed, fit_options)
         except BaseException:
@@ -219,50 +238,30 @@ class CausalFlow(QueryIO, KeepsFloat64, Savable, nn.Module):
         # Rows kept in float64: statistics and standardization in float64, before the cast.
         x = self._rows(data, "data", adopt_names=True, keep_precision=True).cpu()
         check_fits_dtype(x, self._device_dtype()[1], "data", self.names)  # queries read rows in the model's dtype
-        if val is not None:  # the given split: validation rows first, then the training rows in order
+        c = None if context is None else torch.from_numpy(self._context_rows(context, "context")).to(x.dtype)
+        if val is not None:  # the given split
             v = self._rows(val, "val", keep_precision=True).cpu().to(x.dtype)
-            x = x.to(torch.promote_types(x.dtype, v.dtype))
-            x, perm, n_val = torch.cat([v, x]), torch.arange(len(v) + len(x)), len(v)
-            if context is not None or val_context is not None:
-                if context is None or val_context is None:
-                    raise ValueError("give both context and val_context, or neither")
-                context = np.concatenate([self._context_rows(val_context, "val_context"), self._context_rows(context, "context")])
+            if (context is None) != (val_context is None):
+                raise ValueError("give both context and val_context, or neither")
+            c_val = (None if val_context is None
+                     else torch.from_numpy(self._context_rows(val_context, "val_context")).to(x.dtype))
+            train_idx, val_idx = np.arange(len(x)), None
         elif val_context is not None:
             raise ValueError("val_context needs val (the validation rows it belongs to)")
-        else:
-            perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
-            n_val = int(round(val_fraction * len(x)))
-        if len(x) - n_val < 2:
+        else:  # a shuffled split: validation rows first, strnn_fast.data's convention for the cut
+            perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed)).numpy()
+            val_idx, train_idx = split(perm, (val_fraction, 1 - val_fraction), allow_empty=True)
+        if len(train_idx) < 2:
             raise ValueError(f"data has {len(x)} rows; need at least 2 training rows after the split")
-        train, val = x[perm[n_val:]], (x[perm[:n_val]] if n_val else None)
-        if self.context_features:
-            if context is None:
-                raise ValueError(f"context is required: the model has context_features={self.context_features}")
-            c = torch.as_tensor(self._context_rows(context, "context")).to(x.dtype)
-            if c.ndim != 2 or c.shape != (len(x), self.context_features):
-                raise ValueError(f"context must have shape ({len(x)}, {self.context_features}) (one row per data "
-                                 f"row), got {tuple(c.shape)}")
-            # Training rows' statistics, like the variables'; covariates are conditioned on, not
-            # modelled, so a constant one is kept (scaled by 1).
-            scaler = (Standardizer.fit(c[perm[n_val:]], None, "context", constant="keep")
-                      if self.config["standardize"] else Standardizer.identity(c.shape[1]))
-            with torch.no_grad():
-                self.context_loc.copy_(torch.from_numpy(scaler.mean))
-                self.context_scale.copy_(torch.from_numpy(scaler.std))
-            c = scaler.transform(c)
-            fit_options["context"] = c[perm[n_val:]]
-            if n_val:
-                fit_options["val_context"] = c[perm[:n_val]]
-        elif context is not None:
-            raise ValueError("context must be None: this model has no context features (context_features=0)")
-        with torch.no_grad():
-            # Constant columns are refused (the policy of strnn_fast._validate.column_stats).
-            scaler = (Standardizer.fit(train, self.names, "data") if self.config["standardize"]
-                      else Standardizer.identity(self.d))
-            self.loc.copy_(torch.from_numpy(scaler.mean))
-            self.scale.copy_(torch.from_numpy(scaler.std))
-        train, val = scaler.transform(train), (scaler.transform(val) if val is not None else None)
-        history = train_fit(_Scaled(self), train, val, **fit_options)
+        if c is not None and self.context_features and (c.ndim != 2 or c.shape != (len(x), self.context_features)):
+            raise ValueError(f"context must have shape ({len(x)}, {self.context_features}) (one row per data "
+                             f"row), got {tuple(c.shape)}")
+        if val is None:
+            v = x[val_idx] if len(val_idx) else None
+            c_val = c[val_idx] if c is not None and len(val_idx) else None
+            x, c = x[train_idx], (c[train_idx] if c is not None else None)
+        history = self.standardized.fit(x, val=v, context=c, val_context=c_val,
+                                        standardize=self.config["standardize"], **fit_options)
         self.fitted.fill_(True)
         return history
 
@@ -390,17 +389,14 @@ class CausalFlow(QueryIO, KeepsFloat64, Savable, nn.Module):
     # ------------------------------------------------------------------ helpers
 
     def _maps(self, context: Any, n: int) -> tuple[Any, Any]:
-        """transform and inverse with the covariates bound (checked once, here)."""
-        if not self.context_features:
-            self.flow._check_context(context, n)  # raises for a context given to an unconditional model
-            return self.transform, self.inverse
-        c = self._scaled_context(context, n)
+        """transform and inverse with the covariates bound (converted once, here)."""
+        c = self._context(context)
 
         def forward(x: torch.Tensor) -> torch.Tensor:
-            return self.flow.transform(self._scaled(x), c)[0]
+            return self.standardized.transform(x, c)[0]
 
         def backward(z: torch.Tensor) -> torch.Tensor:
-            return self.flow.inverse(z, c).to(self.loc) * self.scale + self.loc
+            return self.standardized.inverse(z, c)
 
         return forward, backward
 
@@ -410,7 +406,8 @@ class CausalFlow(QueryIO, KeepsFloat64, Savable, nn.Module):
 
     def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
         # The flow's dtype (the statistics are float64 whatever it is).
-        return self.loc.device, self.flow._like().dtype
+        like = self.flow._like()
+        return like.device, like.dtype
 
     def _latents(self, n: int, seed: int | None = None) -> torch.Tensor:
         # A seed means a private generator: the global RNG (other threads' draws) is never touched.
@@ -423,18 +420,17 @@ class CausalFlow(QueryIO, KeepsFloat64, Savable, nn.Module):
         return self.flow.prior.sample((n, self.d), torch.empty(0, dtype=dtype, device=device), generator)
 
 
-_STATS = ("loc", "scale", "context_loc", "context_scale", "fitted")
+# Keys of files written before the flow moved into a Standardized -> today's keys.
+_OLD_KEYS = {"loc": "standardized.mean", "scale": "standardized.std", "context_loc": "standardized.context_mean",
+             "context_scale": "standardized.context_std"}
 
 
-class _Scaled(nn.Module):
-    """The training view of a CausalFlow: fit hands it rows and context already standardized (in
-    float64, before the cast to the flow's dtype); log-densities stay in data units."""
-
-    def __init__(self, model: CausalFlow):
-        super().__init__()
-        self.model = model
-        self.d = model.d
-
-    def log_prob(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        log_scale = self.model.scale.log().sum().to(z.dtype)
-        return self.model.flow.log_prob(z, context) - log_scale
+def upgrade_state_dict(state: dict[str, torch.Tensor], prefix: str = "") -> None:
+    """Renames, in place, the keys of a CausalFlow state dict written before the flow moved into a
+    :class:`~strnn_fast.standardize.Standardized` (``loc``, ``scale``, ..., ``flow.*``)."""
+    for key in [k for k in state if k.startswith(prefix)]:
+        rest = key[len(prefix):]
+        if rest in _OLD_KEYS:
+            state[prefix + _OLD_KEYS[rest]] = state.pop(key)
+        elif rest.startswith("flow."):
+            state[prefix + "standardized.base." + rest[len("flow."):]] = state.pop(key)

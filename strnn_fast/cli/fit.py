@@ -7,9 +7,11 @@ model holds these statistics (:class:`strnn_fast.standardize.Standardized`), so 
 ``logprob`` work in the data's own units, and the printed NLLs are in those units too. Binary
 data (every value 0 or 1) for ``--model density`` are used as they are.
 
-``--model causal`` fits a :class:`strnn_fast.causal.CausalFlow` (the file then answers
-``strnn-fast intervene`` and ``counterfactual``); it standardizes on its own, with the same
-training rows, and re-splits train+validation with the same validation share.
+Every model is fitted the same way, as a model in data units
+(:meth:`strnn_fast.standardize.Standardized.fit`: the statistics of the training rows, the
+training losses in data units). ``--model causal`` fits a :class:`strnn_fast.causal.CausalFlow`,
+which holds its flow in such a Standardized (the file then answers ``strnn-fast intervene`` and
+``counterfactual``).
 
 ``--context c1,c2`` fits a conditional model p(x | c): the named columns (or 0-based column
 indices) are context features, standardized like the data, and the adjacency describes the
@@ -37,9 +39,9 @@ import torch
 from .._validate import check_fits_dtype
 from ..data import check_adjacency_matches, load_adjacency, load_table
 from ..data.dataset import split
-from ..standardize import Standardized, Standardizer
+from ..standardize import Standardized
 from ..distributed import is_main_process
-from ..train import evaluate_nll, fit
+from ..train import evaluate_nll
 from ..variables import Variables
 from ._common import (MODEL_BUILDERS, add_model_options, add_training_options,
                       check_output, command_parser, seed_type)
@@ -97,38 +99,20 @@ def run(args: argparse.Namespace) -> int:
         parts = split(x[rows], args.split)
     except ValueError as err:
         raise ValueError(f"{args.data}: {err}") from None
-    standardized = not (args.model == "density" and binary)
-    # Binary density data stay 0/1; constant columns are refused (the Standardizer policy).
-    scaler = Standardizer.fit(parts[0], names, str(args.data)) if standardized else Standardizer.identity(x.shape[1])
-    train, val = (scaler.transform(p) for p in parts[:2])
-    c_parts: list = [None, None, None]
-    c_options: dict = {}
-    if context is not None:
-        c_parts = split(context[rows], args.split)
-        c_scaler = Standardizer.fit(c_parts[0], args.context_names, "--context", constant="keep")
-        c_options = {"context_mean": c_scaler.mean, "context_std": c_scaler.std}
+    c_parts = split(context[rows], args.split) if context is not None else [None, None, None]
 
     torch.manual_seed(args.seed)
-    model = MODEL_BUILDERS[args.model](adjacency, names, args)
+    # A model in data units (a Standardized around the model, or the CausalFlow's own): its fit
+    # takes the statistics of the training rows (binary density data stay 0/1).
+    model = Standardized.around(MODEL_BUILDERS[args.model](adjacency, names, args))
     options = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                    seed=args.seed, verbose=not args.quiet, threads=args.threads)
     try:
-        if args.model == "causal":
-            # CausalFlow answers interventions in data units, so it holds the same Standardizer
-            # itself (fitted on the same training rows): give it raw rows and this split.
-            if context is not None:
-                options["context"], options["val_context"] = c_parts[:2]
-            history = model.fit(parts[0], val=parts[1], **options)
-            standardized = False
-        else:
-            if context is not None:
-                options["context"], options["val_context"] = (c_scaler.transform(c) for c in c_parts[:2])
-            history = fit(model, train, val, **options)
+        history = model.fit(parts[0], val=parts[1], context=c_parts[0], val_context=c_parts[1], **options)
     except FloatingPointError as err:
         raise ValueError(f"training diverged: {err}") from err
-    if standardized or (context is not None and args.model != "causal"):
-        # Binary density data with context: identity on x, the context still scaled.
-        model = Standardized(model, scaler.mean, scaler.std, names=names, **c_options)
+    if args.model == "density" and binary and context is None:
+        model = model.base  # 0/1 data, no covariates: identity statistics, the model is saved as it is
     if not is_main_process():
         return 0
     if history.interrupted:

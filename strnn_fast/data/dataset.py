@@ -64,14 +64,17 @@ class Dataset:
         return (len(self.train), len(self.val), len(self.test))
 
 
-def split(x: np.ndarray, fractions: Sequence[float]) -> list[np.ndarray]:
+def split(x: np.ndarray, fractions: Sequence[float], *, allow_empty: bool = False) -> list[np.ndarray]:
     r"""Cuts the rows of ``x`` into consecutive parts with the given fractions (rounded; the last takes the rest).
 
-    Rows are not shuffled: generated samples are already i.i.d.
+    Rows are not shuffled: generated samples are already i.i.d. (shuffle first otherwise, as
+    ``strnn-fast fit`` and :meth:`strnn_fast.causal.CausalFlow.fit` do).
 
     Arguments:
-        x: (n, d) array.
+        x: (n, d) array (or (n,) row indices).
         fractions: positive fractions summing to 1.
+        allow_empty: accept zero fractions and parts that round to no rows (an optional
+            validation share).
 
     Returns:
         One array per fraction.
@@ -79,13 +82,16 @@ def split(x: np.ndarray, fractions: Sequence[float]) -> list[np.ndarray]:
     Example:
         >>> [len(p) for p in split(np.zeros((7, 1)), (0.5, 0.5))]
         [4, 3]
+        >>> [len(p) for p in split(np.arange(7), (0.0, 1.0), allow_empty=True)]
+        [0, 7]
     """
     f = np.asarray(fractions, dtype=np.float64)
-    if f.ndim != 1 or f.size == 0 or (f <= 0).any() or not np.isclose(f.sum(), 1.0):
+    if (f.ndim != 1 or f.size == 0 or (f < 0).any() or (not allow_empty and (f == 0).any())
+            or not np.isclose(f.sum(), 1.0)):
         raise ValueError(f"fractions must be positive and sum to 1, got {tuple(fractions)}")
     cuts = np.round(np.cumsum(f[:-1]) * len(x)).astype(int)
     parts = np.split(x, cuts)
-    if any(len(p) == 0 for p in parts):
+    if not allow_empty and any(len(p) == 0 for p in parts):
         raise ValueError(f"{len(x)} rows are too few for the split {tuple(fractions)}: a part would be empty")
     return parts
 

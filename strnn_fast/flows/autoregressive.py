@@ -290,30 +290,18 @@ class AutoregressiveFlow(Flow):
         for step in self.steps:
             step.conditioner.passes = 0
 
-    def transform(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""Maps data to the base space.
-
-        Arguments:
-            x: (B, d) data in the user's variable order (cast to the flow's dtype and device).
-            context: (B, C) or (C,) context of a conditional flow (None otherwise).
-
-        Returns:
-            ``(z, log_abs_det)``: (B, d) latents in the user's order and (B,) log|det dz/dx|.
-        """
-        u = self._check_input(x, "x")
-        c = self._check_context(context, u.shape[0])
-        u = u if self.sorted_input else u[:, self.order]
+    def _transform(self, x: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        # Rows in the user's variable order, stepped through in the flow's topological order.
+        u = x if self.sorted_input else x[:, self.order]
         log_det = u.new_zeros(u.shape[0])
         for step in self.steps:
             u, step_log_det = step(u, c)
             log_det = log_det + step_log_det
         return (u if self.sorted_input else u[:, self.rank]), log_det
 
-    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        r"""Maps (B, d) latents (user order) to data, each step with at most ``depth + 1`` conditioner passes."""
-        u = self._check_input(z, "z")
-        c = self._check_context(context, u.shape[0])
-        u = u if self.sorted_input else u[:, self.order]
+    def _inverse(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        # Each step inverts with at most depth + 1 conditioner passes.
+        u = z if self.sorted_input else z[:, self.order]
         for step in reversed(self.steps):
             u = step.inverse(u, c)
         return u if self.sorted_input else u[:, self.rank]

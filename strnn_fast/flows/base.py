@@ -1,8 +1,8 @@
 r"""The distribution face shared by every flow: ``log_prob``, ``sample``, ``rsample``, ``transform``, ``inverse``.
 
-A subclass implements ``transform(x, context) -> (z, log_abs_det)`` and ``inverse(z, context)``
-on (B, d) rows (context: (B, C) rows or None), calling :meth:`Flow._check_input` and
-:meth:`Flow._check_context` first; :class:`~strnn_fast.serialization.Savable` records its constructor
+A subclass implements ``_transform(x, context) -> (z, log_abs_det)`` and ``_inverse(z, context)``
+on (B, d) rows in the flow's dtype (context: (B, C) rows or None), checked once by the public
+methods here (:mod:`strnn_fast._context`); :class:`~strnn_fast.serialization.Savable` records its constructor
 arguments (``config``, JSON-friendly values resolved by ``_resolved_config``) so that
 ``save``/:func:`strnn_fast.load` work. The base adds the distribution
 methods on any batch shape, the prior, ``d``, ``names`` and ``event_shape``, and ``flow(context)``
@@ -46,7 +46,7 @@ import torch.nn as nn
 
 from torch.distributions import Distribution, constraints
 
-from .._context import as_context_adjacency, as_context_features, as_context_names, check_context
+from .._context import as_context_adjacency, as_context_features, as_context_names, broadcast_context, check_context
 from .._validate import as_flag, as_non_negative_int, as_positive_int, as_sample_shape
 from ..serialization import Savable
 from ..variables import Variables, is_frame
@@ -115,11 +115,29 @@ class Flow(Savable, nn.Module):
         return FlowDistribution(self, context)
 
     def transform(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Maps (B, d) data to the base space; returns ``(z, log|det dz/dx|)`` of shapes (B, d), (B,)."""
-        raise NotImplementedError
+        r"""Maps data to the base space.
+
+        Arguments:
+            x: (B, d) data in model order, or a DataFrame (cast to the flow's dtype and device).
+            context: (B, C) or (C,) context of a conditional flow (None otherwise).
+
+        Returns:
+            ``(z, log_abs_det)``: (B, d) latents in model order and (B,) log|det dz/dx|.
+        """
+        x = self._check_input(x, "x")
+        return self._transform(x, self._check_context(context, x.shape[0]))
 
     def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """Maps (B, d) base-space points to data space."""
+        """Maps (B, d) base-space points (given a (B, C) or (C,) context) to data space."""
+        z = self._check_input(z, "z")
+        return self._inverse(z, self._check_context(context, z.shape[0]))
+
+    def _transform(self, x: torch.Tensor, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`transform` of checked (B, d) rows and (B, C) context rows (or None)."""
+        raise NotImplementedError
+
+    def _inverse(self, z: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`inverse` of checked (B, d) rows and (B, C) context rows (or None)."""
         raise NotImplementedError
 
     def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -131,15 +149,12 @@ class Flow(Savable, nn.Module):
             torch.Size([])
         """
         x = self._from_frame(x, "x")
-        context = self._from_frame(context, "context", context=True)
         self._rows(x, "x")  # validates x before any broadcasting
-        batch = x.shape[:-1]
-        if context is not None and self.context_features:
-            batch = self._broadcast(batch, context)
-            x = x.expand(*batch, self.d)
-            context = context.expand(*batch, self.context_features).reshape(-1, self.context_features)
-        rows = x.reshape(-1, self.d)
-        z, log_det = self.transform(rows, context)
+        like = self._like()
+        batch, context = broadcast_context(self._from_frame(context, "context", context=True), x.shape[:-1],
+                                           self.context_features, like)
+        rows = x.expand(*batch, self.d).reshape(-1, self.d).to(dtype=like.dtype, device=like.device)
+        z, log_det = self._transform(rows, context)
         return (self.prior.log_prob(z) + log_det).reshape(batch)
 
     def rsample(self, sample_shape: Sequence[int] | int | torch.Size = (),
@@ -154,13 +169,10 @@ class Flow(Savable, nn.Module):
             >>> StrAF([[0, 0], [1, 0]], hidden_sizes=(4,), flow_steps=1).rsample(3).shape
             torch.Size([3, 2])
         """
-        shape = as_sample_shape(sample_shape)
-        context = self._from_frame(context, "context", context=True)
-        if context is not None and self.context_features:
-            shape = tuple(self._broadcast(torch.Size(shape), context))
-            context = context.expand(*shape, self.context_features).reshape(-1, self.context_features)
-        x = self.inverse(self.sample_latent(math.prod(shape)), context)
-        return x.reshape(*shape, self.d)
+        shape, context = broadcast_context(self._from_frame(context, "context", context=True),
+                                           torch.Size(as_sample_shape(sample_shape)), self.context_features,
+                                           self._like())
+        return self._inverse(self.sample_latent(math.prod(shape)), context).reshape(*shape, self.d)
 
     def sample(self, sample_shape: Sequence[int] | int | torch.Size = (),
                context: torch.Tensor | None = None, *, as_frame: bool = False) -> Any:
@@ -239,19 +251,6 @@ class Flow(Savable, nn.Module):
         context = self._from_frame(context, "context", context=True)
         return check_context(context, rows, self.context_features, self._like())
 
-    def _broadcast(self, batch: torch.Size, context: Any) -> torch.Size:
-        # The broadcast of a batch shape and the context's leading shape, or a ValueError.
-        if not isinstance(context, torch.Tensor):
-            raise TypeError(f"context must be a torch.Tensor of shape (..., {self.context_features}), "
-                            f"got {type(context).__name__}")
-        if context.ndim == 0 or context.shape[-1] != self.context_features:
-            raise ValueError(f"context must have shape (..., {self.context_features}), got {tuple(context.shape)}")
-        try:
-            return torch.broadcast_shapes(batch, context.shape[:-1])
-        except RuntimeError as err:
-            raise ValueError(f"context of shape {tuple(context.shape)} does not broadcast with the batch shape "
-                             f"{tuple(batch)}") from err
-
     def _rows(self, x: Any, name: str) -> torch.Tensor:
         # (..., d) -> (B, d), so that subclasses only ever see rows.
         if not isinstance(x, torch.Tensor):
@@ -291,12 +290,7 @@ class FlowDistribution(Distribution):
     def __init__(self, flow: Flow, context: torch.Tensor | None = None, validate_args: bool | None = None):
         if not isinstance(flow, Flow):
             raise TypeError(f"flow must be a strnn_fast Flow, got {type(flow).__name__}")
-        if context is not None:
-            if not flow.context_features:
-                flow._check_context(context, 1)  # raises: the flow takes no context
-            flow._broadcast(torch.Size(), context)  # validates the context's type and last dimension
-        elif flow.context_features:
-            flow._check_context(None, 1)  # raises: a context is required
+        broadcast_context(context, torch.Size(), flow.context_features, flow._like())  # checks it, or raises
         self.flow = flow
         self.context = context
         batch_shape = context.shape[:-1] if context is not None else torch.Size()

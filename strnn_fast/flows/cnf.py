@@ -290,21 +290,9 @@ class StrCNF(Flow):
                                   adjoint_params=(*block.parameters(), *_context_of(block)))
         return odeint(block, state, span, **settings)
 
-    def transform(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""Maps data to the base space.
-
-        In training mode with autograd on and a penalty weight set, the solve also integrates the
-        regularizers, which :meth:`extra_loss` then returns.
-
-        Arguments:
-            x: (B, d) data.
-            context: (B, C) or (C,) context of a conditional flow (None otherwise).
-
-        Returns:
-            ``(z, log_abs_det)``: (B, d) and (B,) with ``log p(x) = log prior(z) + log_abs_det``.
-        """
-        x = self._check_input(x, "x")
-        c = self._check_context(context, x.shape[0])
+    def _transform(self, x: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        # In training mode with autograd on and a penalty weight set, the solve also integrates the
+        # regularizers, which extra_loss then returns.
         penalize = self.regularized and self.training and torch.is_grad_enabled()
         z, logdet, *penalties = self._solve(x, reverse=False, penalize=penalize, context=c)
         if penalize:
@@ -312,18 +300,9 @@ class StrCNF(Flow):
             self._penalty = self.kinetic_weight * kinetic.mean() + self.jacobian_weight * frobenius.mean()
         return z, logdet
 
-    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        r"""Maps base samples to data space by solving the ODEs backwards in time.
-
-        Arguments:
-            z: (B, d) base-space points.
-            context: (B, C) or (C,) context of a conditional flow (None otherwise).
-
-        Returns:
-            (B, d) data-space points.
-        """
-        z = self._check_input(z, "z")
-        return self._solve(z, reverse=True, context=self._check_context(context, z.shape[0]))[0]
+    def _inverse(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        # The ODEs solved backwards in time.
+        return self._solve(z, reverse=True, context=c)[0]
 
     def extra_loss(self) -> torch.Tensor:
         r"""The RNODE penalty of the last training-mode :meth:`transform` (zero when both weights are 0).

@@ -66,16 +66,11 @@ class Conditioner(nn.Module):
         return self.params(x, context)
 
     def params(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """The (B, d, n_params) parameters from x (B, d) and the (B, C) context, without counting a pass."""
-        raise NotImplementedError
+        """The (B, d, n_params) parameters from x (B, d) and the (B, C) context, without counting a pass.
 
-    def _with_context(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        # [x, c] for a conditional conditioner; x alone otherwise.
-        if not self.context_features:
-            return x
-        if context is None:
-            raise ValueError(f"context is required: this flow is conditional on {self.context_features} features")
-        return torch.cat([x, context], dim=-1)
+        The context comes checked by the flow's entry point (:mod:`strnn_fast._context`); each
+        conditioner joins it to its inputs once, here."""
+        raise NotImplementedError
 
 
 class StrNNConditioner(Conditioner):
@@ -138,7 +133,8 @@ class StrNNConditioner(Conditioner):
         return [*self.net.masks[:-1], self.net.masks[-1][:, : self.d]]
 
     def params(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(self._with_context(x, context)).view(x.shape[0], self.n_params, self.d).transpose(1, 2)
+        inputs = torch.cat([x, context], dim=-1) if self.context_features else x
+        return self.net(inputs).view(x.shape[0], self.n_params, self.d).transpose(1, 2)
 
 
 class GNFConditioner(Conditioner):
@@ -189,7 +185,7 @@ class GNFConditioner(Conditioner):
         if self.hot_encoding:
             parts.append(self.codes.expand(b, -1, -1))
         if self.context_features:
-            parts.append(self._with_context(x, context)[:, self.d:].unsqueeze(1) * self.context_mask)
+            parts.append(context.unsqueeze(1) * self.context_mask)  # (B, d, C): row i keeps its features
         u = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
         act = ACTIVATIONS[self.activation]
         for layer in self.layers[:-1]:

@@ -218,10 +218,8 @@ class CNFDynamics(nn.Module):
     def begin(self, x: torch.Tensor, context: torch.Tensor | None = None) -> None:
         """Draws the Hutchinson probe for the solve about to start: one probe per solve, as in FFJORD,
         so that the solver integrates a smooth function and the adjoint pass sees the same one;
-        and sets the solve's (B, C) context (required when the dynamics have context features)."""
-        if self.context_features and (context is None or context.shape != (x.shape[0], self.context_features)):
-            raise ValueError(f"context must have shape ({x.shape[0]}, {self.context_features}), "
-                             f"got {None if context is None else tuple(context.shape)}")
+        and sets the solve's (B, C) context (required when the dynamics have context features;
+        checked by the flow's entry point)."""
         self._context = context if self.context_features else None
         if self.divergence == "exact":
             self._noise = None
