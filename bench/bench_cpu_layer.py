@@ -4,9 +4,11 @@ pytest-benchmark run, with this machine's limits timed in the same run (a large 
 bandwidth, a large GEMM for the FMA rate), so that the summary gives each layer's roofline fraction.
 
 Layers are those of FastStrNN(d, (h, h), d) on random DAGs (1-3 parents), d = 50, 100, 200 and
-the (h x h) layer at d = 1000. Forward is timed under no_grad; forward+backward asks for the three
-gradients with ``torch.autograd.grad`` (as a network's backward does: nothing is accumulated into
-``.grad``, whose layout contract would charge a copy to one implementation only). Threads: 1
+the (h x h) layer at d = 1000. Each implementation gets its input (and output gradient) in the
+layout its neighbours in a FastStrNN hand it (see ``_operands``). Forward is timed under no_grad;
+forward+backward asks for the three gradients with ``torch.autograd.grad`` (as a network's
+backward does: nothing is accumulated into ``.grad``, whose layout contract would charge a copy
+to one implementation only). Threads: 1
 (bench/conftest.py), and the d=1000 layer at batch 1024 also on 2 threads (``test_thread_scaling``).
 
     pytest bench/bench_cpu_layer.py --benchmark-enable --benchmark-max-time=0.2 \\
@@ -51,23 +53,34 @@ def layers_of(d: int) -> list[tuple[str, MaskStructure]]:
 CASES = [(d, i, batch) for d in CONFIGS for i in range(1 if d == 1000 else 3) for batch in BATCHES[d]]
 
 
-def _operands(s: MaskStructure, batch: int):
+def _column_major(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().T.contiguous().T.requires_grad_(t.requires_grad)
+
+
+def _operands(s: MaskStructure, batch: int, impl: str, first: bool, last: bool):
+    """The impl's call and its inputs, in the layouts a FastStrNN hands this layer: the network's
+    input and a loss gradient row-major; between layers, column-major activations and gradients
+    from the C++ and torch-CSR layers (both return them so), row-major ones from dense layers."""
     out, inn = s.shape
     gen = torch.Generator().manual_seed(0)
     v = torch.randn(s.nnz, generator=gen).requires_grad_()
     b = torch.randn(out, generator=gen).requires_grad_()
-    w = scatter_dense(v.detach(), s).requires_grad_()
     x = torch.randn(batch, inn, generator=gen).requires_grad_()
     g = torch.randn(batch, out, generator=gen)
-    return {"cpp": (lambda: csr_linear(x, v, b, s), (x, v, b)),
-            "dense": (lambda: F.linear(x, w, b), (x, w, b)),
-            "torch_csr": (lambda: sparse_linear(x, v, b, s), (x, v, b))}, g
+    if impl != "dense":
+        x = x if first else _column_major(x)
+        g = g if last else _column_major(g)
+    if impl == "dense":
+        w = scatter_dense(v.detach(), s).requires_grad_()
+        return (lambda: F.linear(x, w, b)), (x, w, b), g
+    fn = csr_linear if impl == "cpp" else sparse_linear
+    return (lambda: fn(x, v, b, s)), (x, v, b), g
 
 
 def _timed(benchmark, d: int, layer: int, batch: int, impl: str, mode: str) -> None:
     name, s = layers_of(d)[layer]
-    fns, g = _operands(s, batch)
-    f, inputs = fns[impl]
+    first, last = (layer == 0 and d != 1000), layer == len(layers_of(d)) - 1 and d != 1000
+    f, inputs, g = _operands(s, batch, impl, first, last)
     benchmark.group = f"{name} B={batch} {mode}"
     benchmark.extra_info.update(layer=name, out=s.shape[0], inn=s.shape[1], nnz=s.nnz, batch=batch, impl=impl,
                                 mode=mode, threads=torch.get_num_threads(), load=os.getloadavg()[0])
@@ -141,6 +154,8 @@ def summarize(path: str) -> str:
         "measured side by side).",
         f"Machine limits in the same run: copy bandwidth {bw / 1e9:.1f} GB/s, fp32 GEMM {fma / 1e9:.1f} GFMA/s.",
         "Roofline time = max(bytes / bandwidth, batch * nnz / FMA rate); fraction = roofline / C++ forward time.",
+        "Inputs in the layout a FastStrNN hands each layer: row-major into L0; column-major activations (and "
+        "gradients) between the C++ or torch-CSR layers, row-major between dense ones.",
         "Speed-up columns: torch time / C++ time (dense fwd x at batch 1 is F.linear / C++). "
         "Forward+backward = the three gradients by autograd.grad.",
         "",
