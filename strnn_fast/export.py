@@ -52,14 +52,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -67,7 +65,7 @@ from ._files import atomic_path
 from .causal import CausalFlow
 from .causal.queries import do_inverse
 from .density import StrNNDensityEstimator
-from .flows.autoregressive import AutoregressiveFlow, FlowStep
+from .flows.autoregressive import FlowStep
 from .flows.base import Flow
 from .flows.cnf import StrCNF
 from .flows.normalizers.spline import SplineNormalizer

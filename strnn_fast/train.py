@@ -44,7 +44,6 @@ from . import distributed
 from ._validate import as_flag, as_positive_int, as_real, as_rows, as_seed, warn_if_unstandardized
 from .threads import DEFAULT_THREADS, cpu_threads
 
-__all__ = ["History", "evaluate_nll", "fit", "is_main_process", "world"]
 __all__ = ["History", "evaluate_nll", "fit"]
 SCHEDULERS = ("plateau", None)
 
