@@ -118,12 +118,21 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--out", default="bench/results/quality_ablation_round3.jsonl")
     parser.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
+    parser.add_argument("--baseline-rows", default="", metavar="RESULTS.json",
+                        help="with --table: add the 'StrAF spline' rows of a bench_quality results file as the "
+                             "baseline variant 'init: identity' (cells and seeds --out lacks)")
     parser.add_argument("--as-quality", nargs=2, metavar=("VARIANT", "RESULTS.json"),
                         help="write VARIANT's rows of --out as bench_quality rows of 'StrAF spline' (for a variant "
                              "that became the default: its --reuse and --wall-time-of read them) and exit")
     args = parser.parse_args()
     rows = [json.loads(line) for line in Path(args.out).read_text().splitlines()] if Path(args.out).exists() else []
     if args.table:
+        if args.baseline_rows:
+            have = {(r["cfg"], r["variant"], r["graph"], r["seed"]) for r in rows}
+            extra = [{**r, "cfg": "init: identity"} for r in json.loads(Path(args.baseline_rows).read_text())["rows"]
+                     if r["model"] == "StrAF spline"
+                     and ("init: identity", r["variant"], r["graph"], r["seed"]) not in have]
+            rows = extra + rows
         print("\n".join(table(rows)))
         return
     if args.as_quality:

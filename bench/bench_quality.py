@@ -254,7 +254,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def table(rows: list[dict], variant: str, models: list[str]) -> list[str]:
-    lines = [f"### {variant}", "", "| graph (d) | " + " | ".join(f"{m}: mean (worst), seeds | {m}: fit s (median)"
+    lines = [f"### {variant}", "", "| graph (d) | " + " | ".join(f"{m}: mean (worst), seeds | {m}: fit s (epochs), medians"
                                                          for m in models) + " |",
              "|---|" + "---:|---:|" * len(models)]
     for graph in dict.fromkeys(r["graph"] for r in rows if r["variant"] == variant):
@@ -289,6 +289,8 @@ def main() -> None:
                              "same (variant, graph, seed), from the rows given by --reuse (which must hold both "
                              "models' equal-epoch rows), at most --wall-cap epochs")
     parser.add_argument("--wall-cap", type=int, default=1000, help="most epochs in --wall-time-of mode")
+    parser.add_argument("--no-fit", action="store_true",
+                        help="fit nothing: the tables of the --reuse rows (of --graphs, --variants and --seeds)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     graphs, variants, models = (s.split(",") for s in (args.graphs, args.variants, args.models))
@@ -304,7 +306,9 @@ def main() -> None:
 
     load = os.getloadavg()
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "command": "python bench/bench_quality.py "
-            + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v != ""),
+            + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v!r}" if " " in str(v) else f" {v}")
+                       for k, v in vars(args).items() if v not in ("", False, None)
+                       and not (k == "wall_cap" and not args.wall_time_of)),
             "machine": f"{platform.machine()}, shared 2-core box, load average at start {load[0]:.2f}",
             "torch": torch.__version__, "threads": 1,
             "budget": f"{STEPS} steps, hidden {HIDDEN}, {BINS} bins; AdamW lr 1e-3, batch 128, up to {args.epochs} epochs, "
@@ -312,20 +316,21 @@ def main() -> None:
             "families": {g: FAMILY[g] for g in graphs}}
 
     reused: list[dict] = []
-    run_here = set() if args.wall_time_of else {(v, g, s, m) for v in variants for g in graphs for s in seeds
+    run_here = set() if args.wall_time_of or args.no_fit else {(v, g, s, m) for v in variants for g in graphs for s in seeds
                                                 for m in models}
     for path in filter(None, args.reuse.split(",")):
         earlier = json.loads(Path(path).read_text())
         for r in earlier["rows"] + earlier.get("reused", []):
             key = (r["variant"], r["graph"], r["seed"], r["model"])
-            if (key not in run_here and r["graph"] in graphs and r["variant"] in variants
+            if (key not in run_here and r["graph"] in graphs and r["variant"] in variants and r["seed"] in seeds
                     and key not in {(q["variant"], q["graph"], q["seed"], q["model"]) for q in reused}):
                 reused.append({**r, "source": r.get("source", f"{path} ({earlier['meta']['date']})")})
     if reused:
         meta["reused"] = "; ".join(sorted({f"{r['model']} seeds {sorted({q['seed'] for q in reused if q['model'] == r['model']})}"
                                            for r in reused})) + f" from {args.reuse}"
     order = [*MODELS, *(f"{m}, {args.wall_time_of}'s wall time" for m in MODELS)]
-    shown = list(dict.fromkeys(([f"{m}, {args.wall_time_of}'s wall time" for m in models] if args.wall_time_of else models)
+    shown = list(dict.fromkeys(([f"{m}, {args.wall_time_of}'s wall time" for m in models] if args.wall_time_of
+                                else [] if args.no_fit else models)
                                + sorted({r["model"] for r in reused}, key=order.index)))
     if args.wall_time_of:
         meta["budget"] += (f"; equal wall time: {', '.join(models)} refitted with as many epochs as fit in "
@@ -336,11 +341,13 @@ def main() -> None:
         out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "reused": reused}))
         lines = ["# Test NLL per dimension (nats, standardized data; lower is better), mean and worst seed", ""]
         lines += [f"- {k}: {v}" for k, v in meta.items()] + [f"- rows: {len(rows)}", ""]
-        for variant in dict.fromkeys(r["variant"] for r in rows):
+        for variant in dict.fromkeys(r["variant"] for r in rows + reused):
             lines += table(rows + reused, variant, shown)
         out.with_suffix(".md").write_text("\n".join(lines))
 
-    if args.wall_time_of:
+    if args.no_fit:
+        save([])
+    elif args.wall_time_of:
         if args.wall_time_of not in MODELS:
             parser.error(f"unknown --wall-time-of {args.wall_time_of!r}; known: {', '.join(MODELS)}")
         run_at_wall_time(graphs, variants, seeds, args.epochs, models, args.wall_time_of, args.wall_cap, reused, log,
