@@ -257,7 +257,7 @@ def table(rows: list[dict], variant: str, models: list[str]) -> list[str]:
     lines = [f"### {variant}", "", "| graph (d) | " + " | ".join(f"{m}: mean (worst), seeds | {m}: fit s (epochs), medians"
                                                          for m in models) + " |",
              "|---|" + "---:|---:|" * len(models)]
-    for graph in dict.fromkeys(r["graph"] for r in rows if r["variant"] == variant):
+    for graph in sorted(dict.fromkeys(r["graph"] for r in rows if r["variant"] == variant), key=GRAPHS.index):
         cells = []
         for m in models:
             sel = [r for r in rows if (r["variant"], r["graph"], r["model"]) == (variant, graph, m)]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 STRAF, NSF = "StrAF spline", "zuko NSF"
+ORDER = ["ecoli70", "magic-niab", "magic-irri", "random50"]  # bench_quality's GRAPHS
 
 
 def load(paths: str) -> list[dict]:
@@ -35,7 +36,7 @@ def compare(rows: list[dict], straf: str, title: str) -> list[str]:
              "worst <= NSF mean | fit s StrAF / NSF (medians) |", "|---|---|---:|---:|---:|---|---|---:|"]
     for variant in ("joint", "conditional"):
         margins = []
-        for graph in dict.fromkeys(r["graph"] for r in rows if r["variant"] == variant):
+        for graph in sorted(dict.fromkeys(r["graph"] for r in rows if r["variant"] == variant), key=ORDER.index):
             def pick(model: str) -> list[dict]:
                 return [r for r in rows if (r["variant"], r["graph"], r["model"]) == (variant, graph, model)]
             ours, theirs = pick(straf), pick(NSF)
