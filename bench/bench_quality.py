@@ -346,6 +346,7 @@ def main() -> None:
         out.with_suffix(".md").write_text("\n".join(lines))
 
     if args.no_fit:
+        meta["machine"] = "nothing fitted here: each row's machine and load are in the meta of its source file"
         save([])
     elif args.wall_time_of:
         if args.wall_time_of not in MODELS:
