@@ -26,11 +26,19 @@ Models, same budget (3 steps, hidden (64, 64), 8 bins, AdamW lr 1e-3, batch 128,
 Reported: test NLL per dimension (nats, standardized units; lower is better), mean and worst
 over seeds, epochs run and fit time (one torch thread).
 
+Reported per row as well: the best epoch (whose weights fit keeps), the validation NLL per epoch
+and the epochs at which the plateau schedule halved the learning rate.
+
 Run (full protocol, hours on a shared 2-core box):
     python bench/bench_quality.py --seeds 5 --epochs 150
 Reduced protocol (state it as such): ``--graphs ecoli70 --seeds 2 --epochs 40``. It writes
 bench/results/quality<suffix>.json and .md (``--suffix``). ``--models "StrAF spline" --reuse
-bench/results/quality_3seeds.json`` reruns one model and shows the others from an earlier run.
+bench/results/quality_3seeds.json`` reruns one model and shows the others from an earlier run;
+``--seeds 3-4 --models "zuko NSF"`` adds seeds to earlier ones (then ``--reuse`` both files).
+
+Equal wall time: ``--models "StrAF spline" --wall-time-of "zuko NSF" --reuse RESULTS.json`` refits
+StrAF with as many epochs as fit in NSF's fit time of the same seed (at StrAF's own speed per
+epoch in its equal-epoch row), at most ``--wall-cap``, patience 20 as before.
 """
 from __future__ import annotations
 
@@ -166,6 +174,27 @@ MODELS: dict[str, Callable[[Task], nn.Module]] = {
 }
 
 
+def fit_row(task: Task, factory: Callable[[Task], nn.Module], seed: int, epochs: int, **fit_options) -> dict:
+    """Builds ``factory(task)`` under ``torch.manual_seed(seed)``, fits it (the budget above; ``fit_options``
+    override fit's arguments) and returns its row: test NLL per dim, epochs, seconds and the curves."""
+    (xt, ct), (xv, cv), (xs, cs) = (task.splits[k] for k in ("train", "val", "test"))
+    torch.manual_seed(seed)
+    model = factory(task)
+    options = {"epochs": epochs, "batch_size": 128, "lr": 1e-3, "patience": 20, "seed": seed, "verbose": False,
+               **fit_options}
+    start = time.perf_counter()
+    history = fit(model, xt, xv, context=ct, val_context=cv, **options)
+    seconds = time.perf_counter() - start
+    d = xs.shape[1]
+    nll = evaluate_nll(model, xs, context=cs) / d
+    # The curves (per dim), for the seed-sensitivity analysis: validation NLL per epoch and the epochs
+    # at which the plateau schedule halved the learning rate.
+    halvings = [e for e in range(1, len(history.lr)) if history.lr[e] < history.lr[e - 1]]
+    return {"d": d, "seed": seed, "test_nll_per_dim": nll, "epochs": history.epochs, "seconds": seconds,
+            "best_epoch": history.best_epoch, "val_nll_per_dim": [round(v / d, 5) for v in history.val_nll],
+            "lr_halved_at": halvings}
+
+
 def run(graphs: list[str], variants: list[str], seeds: list[int], epochs: int, models: list[str], log,
         save: Callable[[list[dict]], None]) -> list[dict]:
     """Fits every (variant, graph, seed, model); ``save(rows)`` after each, so a cut run keeps its rows."""
@@ -174,27 +203,61 @@ def run(graphs: list[str], variants: list[str], seeds: list[int], epochs: int, m
         for graph in graphs:
             for seed in seeds:
                 task = make_task(graph, variant, seed)
-                (xt, ct), (xv, cv), (xs, cs) = (task.splits[k] for k in ("train", "val", "test"))
                 for name in models:
-                    torch.manual_seed(seed)
-                    model = MODELS[name](task)
-                    start = time.perf_counter()
-                    history = fit(model, xt, xv, context=ct, val_context=cv, epochs=epochs, batch_size=128,
-                                  lr=1e-3, patience=20, seed=seed, verbose=False)
-                    seconds = time.perf_counter() - start
-                    nll = evaluate_nll(model, xs, context=cs) / xs.shape[1]
-                    rows.append({"variant": variant, "graph": graph, "d": xs.shape[1], "seed": seed, "model": name,
-                                 "test_nll_per_dim": nll, "epochs": history.epochs, "seconds": seconds})
-                    log(f"{variant} {graph} seed {seed} {name}: {nll:.4f} nats/dim, {history.epochs} epochs, "
-                        f"{seconds:.1f} s")
+                    row = {"variant": variant, "graph": graph, "model": name,
+                           **fit_row(task, MODELS[name], seed, epochs)}
+                    rows.append(row)
+                    log(f"{variant} {graph} seed {seed} {name}: {row['test_nll_per_dim']:.4f} nats/dim, "
+                        f"{row['epochs']} epochs (best {row['best_epoch'] + 1}), {row['seconds']:.1f} s")
                     save(rows)
     return rows
 
 
+def run_at_wall_time(graphs: list[str], variants: list[str], seeds: list[int], epochs: int, models: list[str],
+                     reference: str, cap: int, earlier: list[dict], log, save) -> list[dict]:
+    """Equal wall time: each model of ``models`` is fitted again with as many epochs as fit in the
+    ``reference`` model's fit time for the same (variant, graph, seed), at the speed per epoch of
+    its own equal-epoch row (both rows from ``earlier``), at most ``cap``; patience 20 as before."""
+    rows: list[dict] = []
+    find = {(r["variant"], r["graph"], r["seed"], r["model"]): r for r in earlier}
+    for variant in variants:
+        for graph in graphs:
+            for seed in seeds:
+                task = make_task(graph, variant, seed)
+                ref = find.get((variant, graph, seed, reference))
+                for name in models:
+                    own = find.get((variant, graph, seed, name))
+                    if ref is None or own is None:
+                        log(f"{variant} {graph} seed {seed}: no equal-epoch rows of {name} and {reference}; skipped")
+                        continue
+                    budget = min(cap, int(ref["seconds"] / (own["seconds"] / own["epochs"])))
+                    row = {"variant": variant, "graph": graph, "model": f"{name}, {reference}'s wall time",
+                           "epoch_budget": budget, "reference_seconds": ref["seconds"],
+                           **fit_row(task, MODELS[name], seed, budget)}
+                    rows.append(row)
+                    log(f"{variant} {graph} seed {seed} {row['model']}: {row['test_nll_per_dim']:.4f} nats/dim, "
+                        f"{row['epochs']} of {budget} epochs (best {row['best_epoch'] + 1}), {row['seconds']:.1f} s "
+                        f"(reference {ref['seconds']:.1f} s)")
+                    save(rows)
+    return rows
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"5"``: seeds 0-4 (a bare number counts); ``"3,4"``, ``"3-4"`` or ``"3-3"``: those seeds."""
+    if text.isdigit():
+        return list(range(int(text)))
+    seeds: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        seeds += list(range(int(lo), int(hi or lo) + 1))
+    return seeds
+
+
 def table(rows: list[dict], variant: str, models: list[str]) -> list[str]:
-    lines = [f"### {variant}", "", "| graph (d) | " + " | ".join(f"{m}: mean (worst) | {m}: fit s" for m in models) + " |",
+    lines = [f"### {variant}", "", "| graph (d) | " + " | ".join(f"{m}: mean (worst), seeds | {m}: fit s (epochs), medians"
+                                                         for m in models) + " |",
              "|---|" + "---:|---:|" * len(models)]
-    for graph in dict.fromkeys(r["graph"] for r in rows if r["variant"] == variant):
+    for graph in sorted(dict.fromkeys(r["graph"] for r in rows if r["variant"] == variant), key=GRAPHS.index):
         cells = []
         for m in models:
             sel = [r for r in rows if (r["variant"], r["graph"], r["model"]) == (variant, graph, m)]
@@ -202,7 +265,8 @@ def table(rows: list[dict], variant: str, models: list[str]) -> list[str]:
                 cells += ["-", "-"]
                 continue
             nll = np.array([r["test_nll_per_dim"] for r in sel])
-            cells += [f"{nll.mean():.4f} ({nll.max():.4f})", f"{np.median([r['seconds'] for r in sel]):.0f}"]
+            cells += [f"{nll.mean():.4f} ({nll.max():.4f}), n={len(nll)}",
+                      f"{np.median([r['seconds'] for r in sel]):.0f} ({np.median([r['epochs'] for r in sel]):.0f})"]
         d = next(r["d"] for r in rows if (r["variant"], r["graph"]) == (variant, graph))
         lines.append(f"| {graph} ({d}) | " + " | ".join(cells) + " |")
     return lines + [""]
@@ -212,16 +276,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--graphs", default=",".join(GRAPHS))
     parser.add_argument("--variants", default="joint,conditional")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", default="5", help='a count ("5": seeds 0-4) or a list ("3,4" or "3-4")')
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--suffix", default="", help="results file name: quality<suffix>.md/json")
-    parser.add_argument("--reuse", default="", metavar="RESULTS.json",
-                        help="show the rows of models not run here from an earlier results file (same data and "
-                             "seeds: the data depend on the graph only, the seed on the model's init and batches)")
+    parser.add_argument("--reuse", default="", metavar="RESULTS.json[,...]",
+                        help="show the rows of (model, seed) pairs not run here from earlier results files (same "
+                             "data and seeds: the data depend on the graph only, the seed on the model's init and "
+                             "batches); they are copied into this run's JSON under 'reused'")
+    parser.add_argument("--wall-time-of", default="", metavar="MODEL",
+                        help="equal wall time: refit --models with as many epochs as fit in MODEL's fit time of the "
+                             "same (variant, graph, seed), from the rows given by --reuse (which must hold both "
+                             "models' equal-epoch rows), at most --wall-cap epochs")
+    parser.add_argument("--wall-cap", type=int, default=1000, help="most epochs in --wall-time-of mode")
+    parser.add_argument("--no-fit", action="store_true",
+                        help="fit nothing: the tables of the --reuse rows (of --graphs, --variants and --seeds)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     graphs, variants, models = (s.split(",") for s in (args.graphs, args.variants, args.models))
+    seeds = parse_seeds(args.seeds)
     for given, known, what in ((graphs, GRAPHS, "graphs"), (models, tuple(MODELS), "models"),
                                (variants, ("joint", "conditional"), "variants")):
         if set(given) - set(known):
@@ -233,7 +306,9 @@ def main() -> None:
 
     load = os.getloadavg()
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "command": "python bench/bench_quality.py "
-            + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v != ""),
+            + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v!r}" if " " in str(v) else f" {v}")
+                       for k, v in vars(args).items() if v not in ("", False, None)
+                       and not (k == "wall_cap" and not args.wall_time_of)),
             "machine": f"{platform.machine()}, shared 2-core box, load average at start {load[0]:.2f}",
             "torch": torch.__version__, "threads": 1,
             "budget": f"{STEPS} steps, hidden {HIDDEN}, {BINS} bins; AdamW lr 1e-3, batch 128, up to {args.epochs} epochs, "
@@ -241,22 +316,45 @@ def main() -> None:
             "families": {g: FAMILY[g] for g in graphs}}
 
     reused: list[dict] = []
-    if args.reuse:
-        earlier = json.loads(Path(args.reuse).read_text())
-        reused = [r for r in earlier["rows"] if r["model"] not in models and r["graph"] in graphs
-                  and r["variant"] in variants and r["seed"] < args.seeds]
-        meta["reused"] = f"rows of {sorted({r['model'] for r in reused})} from {args.reuse} ({earlier['meta']['date']})"
-    shown = models + sorted({r["model"] for r in reused}, key=list(MODELS).index)
+    run_here = set() if args.wall_time_of or args.no_fit else {(v, g, s, m) for v in variants for g in graphs for s in seeds
+                                                for m in models}
+    for path in filter(None, args.reuse.split(",")):
+        earlier = json.loads(Path(path).read_text())
+        for r in earlier["rows"] + earlier.get("reused", []):
+            key = (r["variant"], r["graph"], r["seed"], r["model"])
+            if (key not in run_here and r["graph"] in graphs and r["variant"] in variants and r["seed"] in seeds
+                    and key not in {(q["variant"], q["graph"], q["seed"], q["model"]) for q in reused}):
+                reused.append({**r, "source": r.get("source", f"{path} ({earlier['meta']['date']})")})
+    if reused:
+        meta["reused"] = "; ".join(sorted({f"{r['model']} seeds {sorted({q['seed'] for q in reused if q['model'] == r['model']})}"
+                                           for r in reused})) + f" from {args.reuse}"
+    order = [*MODELS, *(f"{m}, {args.wall_time_of}'s wall time" for m in MODELS)]
+    shown = list(dict.fromkeys(([f"{m}, {args.wall_time_of}'s wall time" for m in models] if args.wall_time_of
+                                else [] if args.no_fit else models)
+                               + sorted({r["model"] for r in reused}, key=order.index)))
+    if args.wall_time_of:
+        meta["budget"] += (f"; equal wall time: {', '.join(models)} refitted with as many epochs as fit in "
+                           f"{args.wall_time_of}'s fit time of the same seed (at its own equal-epoch speed), at most "
+                           f"{args.wall_cap}")
 
     def save(rows: list[dict]) -> None:
-        out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "reused": reused}))
         lines = ["# Test NLL per dimension (nats, standardized data; lower is better), mean and worst seed", ""]
         lines += [f"- {k}: {v}" for k, v in meta.items()] + [f"- rows: {len(rows)}", ""]
-        for variant in dict.fromkeys(r["variant"] for r in rows):
+        for variant in dict.fromkeys(r["variant"] for r in rows + reused):
             lines += table(rows + reused, variant, shown)
         out.with_suffix(".md").write_text("\n".join(lines))
 
-    run(graphs, variants, list(range(args.seeds)), args.epochs, models, log, save)
+    if args.no_fit:
+        meta["machine"] = "nothing fitted here: each row's machine and load are in the meta of its source file"
+        save([])
+    elif args.wall_time_of:
+        if args.wall_time_of not in MODELS:
+            parser.error(f"unknown --wall-time-of {args.wall_time_of!r}; known: {', '.join(MODELS)}")
+        run_at_wall_time(graphs, variants, seeds, args.epochs, models, args.wall_time_of, args.wall_cap, reused, log,
+                         save)
+    else:
+        run(graphs, variants, seeds, args.epochs, models, log, save)
     print(out.with_suffix(".md").read_text())
 
 if __name__ == "__main__":

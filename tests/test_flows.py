@@ -379,3 +379,41 @@ def test_flow_sample_shape_types() -> None:
     assert flow.sample((2, np.int32(2))).shape == (2, 2, 3)
     with pytest.raises(TypeError, match="sample_shape"):
         flow.sample(2.0)
+
+
+@pytest.mark.parametrize("backend", ["dense", "sparse", "cpu", "auto"])
+@pytest.mark.parametrize("normalizer", ["affine", "spline"])
+def test_every_step_starts_as_the_identity_packed_or_not(backend: str, normalizer: str) -> None:
+    # The conditioners' last layer starts at zero, so the untrained flow is the identity on every
+    # backend. A packed layer ("sparse", "cpu", and "auto" at this size) stores its weights as CSR
+    # values; zeroing the dense weight view it hands out left those random before the fix.
+    from strnn_fast.data.adjacency import random_dag
+
+    A = random_dag(50, parents=(1, 4), seed=50)
+    torch.manual_seed(0)
+    flow = StrAF(A, hidden_sizes=(64, 64), flow_steps=3, normalizer=normalizer, backend=backend)
+    last = [step.conditioner.net.layers[-1] for step in flow.steps]
+    assert all(layer.packed for layer in last) == (backend != "dense")
+    x = torch.randn(64, 50)
+    for step in flow.steps:
+        assert not step.conditioner(x).any()
+    z, log_det = flow.transform(x)
+    torch.testing.assert_close(z, x, atol=1e-6, rtol=0)
+    assert log_det.abs().max() < 1e-4
+
+
+def test_state_dicts_of_packed_flows_with_random_last_layers_still_load() -> None:
+    # Files saved before the zero start of packed layers hold nonzero last layers (random ones if
+    # saved untrained); they load into a new (zero-started) flow and give the same density.
+    from strnn_fast.data.adjacency import random_dag
+
+    A = random_dag(50, parents=(1, 4), seed=50)
+    torch.manual_seed(0)
+    old = StrAF(A, hidden_sizes=(64, 64), flow_steps=2, normalizer="spline", backend="sparse")
+    for step in old.steps:
+        step.conditioner.net.layers[-1].reset_parameters()  # the state a packed layer had before the fix
+    x = torch.randn(32, 50)
+    assert not torch.equal(old.transform(x)[0], x)
+    new = StrAF(A, hidden_sizes=(64, 64), flow_steps=2, normalizer="spline", backend="sparse")
+    new.load_state_dict(old.state_dict())
+    assert torch.equal(new.log_prob(x), old.log_prob(x))

@@ -330,6 +330,39 @@ def test_files_from_before_the_relative_rule_load_with_the_absolute_one() -> Non
     torch.testing.assert_close(legacy.inverse(z), x)
 
 
+def test_files_from_before_the_bound_default_keep_bound_6() -> None:
+    # A state dict without "spline_bound" (every file saved while the default bound was 6) loads
+    # with bound 6 unless the flow was built with a bound (files record a bound they were given),
+    # so its density is unchanged.
+    from strnn_fast.flows import StrAF
+
+    from _shake import shake
+
+    def flow(**options):
+        torch.manual_seed(0)
+        return StrAF([[0, 0], [1, 0]], hidden_sizes=(8,), flow_steps=2, normalizer="spline", **options).double()
+
+    def bounds(f):
+        return {n.bound for n in f.modules() if isinstance(n, SplineNormalizer)}
+
+    assert bounds(flow()) == {8.0}
+    saved_at_6 = shake(flow(bound=6.0))
+    old = {k: v for k, v in saved_at_6.state_dict().items() if not k.endswith("spline_bound")}
+    assert len(old) < len(saved_at_6.state_dict())
+    legacy = flow()
+    legacy.load_state_dict(old)
+    assert bounds(legacy) == {6.0}
+    x = 5 * torch.randn(64, 2, dtype=F64)  # many beyond 6 and between 6 and 8
+    assert torch.equal(legacy.log_prob(x), saved_at_6.log_prob(x))
+    given = flow(bound=4.0)
+    given.load_state_dict(old)
+    assert bounds(given) == {4.0}
+    # New files carry their bound.
+    fresh = flow(bound=3.0)
+    fresh.load_state_dict(shake(flow()).state_dict())
+    assert bounds(fresh) == {8.0}
+
+
 def _trained_spline_straf(d: int = 12, n: int = 1200, epochs: int = 25):
     """A spline StrAF fitted briefly (float32) to a nonlinear SEM with bimodal noise on a random
     DAG with 1-3 parents, and held-out rows of the same data (standardized)."""

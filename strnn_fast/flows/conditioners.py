@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from .._validate import as_flag, as_positive_int, as_sizes, choice
 from ..activations import ACTIVATIONS
+from ..layer import MaskedLinear
 from ..nn import FastStrNN
 
 __all__ = ["Conditioner", "GNFConditioner", "StrNNConditioner"]
@@ -193,7 +194,14 @@ class GNFConditioner(Conditioner):
         return self.layers[-1](u)
 
 
-def _zero(layer: nn.Linear) -> None:
+def _zero(layer: nn.Module) -> None:
+    # MaskedLinear.zero_ zeroes the stored weights, packed or not: a packed layer's ``weight`` is
+    # a dense copy scattered from its values, and zeroing that copy left the values random (so
+    # StrAF started from a random flow wherever "auto" packed the last layer; it did on every
+    # graph of bench/bench_quality.py).
+    if isinstance(layer, MaskedLinear):
+        layer.zero_()
+        return
     with torch.no_grad():
         layer.weight.zero_()
         layer.bias.zero_()
