@@ -294,7 +294,8 @@ void spmm_core(const T* xp, std::size_t n_in, std::size_t B, bool batch_major, c
   parallel_for(
       blocks * row_chunks,
       [&](std::size_t t0, std::size_t t1) {
-        std::vector<T> xs;
+        Scratch<T> scratch;
+        std::vector<T>& xs = scratch.v;
         for (std::size_t t = t0; t < t1; ++t) {
           const std::size_t blk = t / row_chunks, rc = t % row_chunks;
           const std::size_t c0 = blk * kLanes, n = std::min(kLanes, B - c0);
@@ -439,8 +440,8 @@ void sddmm_impl(const py::handle& gt_o, const py::handle& xt_o, const Index& cro
     parallel_for(
         p.rows,
         [&](std::size_t r0, std::size_t r1) {
-          std::vector<T> gs, xs;
-          block_pass(0, r0, r1, dp, true, gs, xs);
+          Scratch<T> gs, xs;
+          block_pass(0, r0, r1, dp, true, gs.v, xs.v);
         },
         std::max<std::size_t>(1, p.rows / (8 * std::max(use, 1u))), use);
     return;
@@ -450,15 +451,17 @@ void sddmm_impl(const py::handle& gt_o, const py::handle& xt_o, const Index& cro
   // the partials are added in group order. The groups depend on the batch only, so every dv_k is
   // summed in the same order whatever the thread count.
   const std::size_t groups = std::min(blocks, kGroups);
-  std::vector<T> partial(groups * p.nnz);
+  Scratch<T> partial_scratch;
+  std::vector<T>& partial = partial_scratch.v;
+  partial.resize(groups * p.nnz);
   parallel_for(
       groups,
       [&](std::size_t g0, std::size_t g1) {
-        std::vector<T> gs, xs;
+        Scratch<T> gs, xs;
         for (std::size_t g = g0; g < g1; ++g) {
           const std::size_t b0 = g * blocks / groups, b1 = (g + 1) * blocks / groups;
           for (std::size_t blk = b0; blk < b1; ++blk)
-            block_pass(blk, 0, p.rows, partial.data() + g * p.nnz, blk == b0, gs, xs);
+            block_pass(blk, 0, p.rows, partial.data() + g * p.nnz, blk == b0, gs.v, xs.v);
         }
       },
       1, use);
