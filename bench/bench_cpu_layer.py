@@ -77,13 +77,13 @@ def _operands(s: MaskStructure, batch: int, impl: str, first: bool, last: bool):
     return (lambda: fn(x, v, b, s)), (x, v, b), g
 
 
-def _timed(benchmark, d: int, layer: int, batch: int, impl: str, mode: str) -> None:
+def _timed(benchmark, d: int, layer: int, batch: int, impl: str, mode: str, tag: str = "") -> None:
     name, s = layers_of(d)[layer]
     first, last = (layer == 0 and d != 1000), layer == len(layers_of(d)) - 1 and d != 1000
     f, inputs, g = _operands(s, batch, impl, first, last)
-    benchmark.group = f"{name} B={batch} {mode}"
+    benchmark.group = f"{name} B={batch} {mode}{tag}"
     benchmark.extra_info.update(layer=name, out=s.shape[0], inn=s.shape[1], nnz=s.nnz, batch=batch, impl=impl,
-                                mode=mode, threads=torch.get_num_threads(), load=os.getloadavg()[0])
+                                mode=mode + tag, threads=torch.get_num_threads(), load=os.getloadavg()[0])
     if mode == "fwd":
         with torch.no_grad():
             benchmark(f)
@@ -104,7 +104,7 @@ def test_thread_scaling(benchmark, threads: int, mode: str) -> None:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        _timed(benchmark, 1000, 0, 1024, "cpp", f"{mode} threads={threads}")
+        _timed(benchmark, 1000, 0, 1024, "cpp", mode, f" threads={threads}")
     finally:
         torch.set_num_threads(before)
 
