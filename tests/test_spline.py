@@ -13,7 +13,7 @@ from tolerances import tolerance
 
 from strnn_fast import _C
 from strnn_fast.flows.normalizers import SplineNormalizer, make_normalizer
-from strnn_fast.flows.normalizers.spline import _RQSForward
+from strnn_fast.flows.normalizers.rqs_core import _RQSForward
 
 F64 = torch.float64
 
