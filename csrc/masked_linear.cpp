@@ -1,6 +1,7 @@
 // Masked linear layers on the CPU: the two products of a weight W that lives on a CSR pattern.
 //
 //   csr_spmm:  Y^T = W X^T (+ b, then relu)  with X^T (in, B) and Y^T (out, B), both C-contiguous;
+//   csr_linear: the same product for X (B, in) row- or column-major, returning a new column-major Y;
 //   csr_sddmm: dv_k = <G^T[row_k], X^T[col_k]>  for every kept entry k (the weight gradient).
 //
 // Why this layout: masks of structured networks keep a few percent of the weights, a handful
@@ -11,8 +12,9 @@
 // same product on the transposed pattern, so two kernels serve the forward, both gradients and
 // every higher derivative (strnn_fast/csr_ops.py composes them).
 //
-// Determinism: every output element is computed by one thread, its terms summed in the order of
-// the pattern (csr_spmm) or in fixed lane order (csr_sddmm), whatever the thread count.
+// Determinism: every output element of the products is computed by one thread, its terms summed
+// in the order of the pattern; the weight gradient sums fixed groups of batch blocks in group
+// order. The bits do not depend on the thread count.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -266,15 +268,10 @@ Pattern check_pattern(const Index& crow, const Index& col, std::size_t n_cols) {
   return {cr, cc, rows, nnz};
 }
 
-// dst (rows x kLanes) = the first n columns of `rows` rows of src (row stride ld). A whole block
-// is copied with a size the compiler knows: a memmove call per 256-byte row was half of a
-// layer's time at batch 1024 (measured).
+// dst (rows x kLanes) = the first n columns of `rows` rows of src (row stride ld).
 template <class T>
 void copy_rows(const T* src, std::size_t ld, std::size_t rows, std::size_t n, T* dst) {
-  if (n == kLanes)
-    for (std::size_t r = 0; r < rows; ++r) std::memcpy(dst + r * kLanes, src + r * ld, kLanes * sizeof(T));
-  else
-    for (std::size_t r = 0; r < rows; ++r) std::memcpy(dst + r * kLanes, src + r * ld, n * sizeof(T));
+  for (std::size_t r = 0; r < rows; ++r) std::memcpy(dst + r * kLanes, src + r * ld, n * sizeof(T));
 }
 
 // Y^T (rows, B) = W X^T (+ bias, relu), X read as X^T (n_in, B) or, batch_major, as X (B, n_in)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": F.relu,
+    "relu": torch.relu,  # the builtin: F.relu's Python wrapper costs about 1 us a call
     "tanh": torch.tanh,
     "softplus": F.softplus,
     "elu": F.elu,

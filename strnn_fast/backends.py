@@ -34,7 +34,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 
 from .activations import ACTIVATIONS
 from .layout import BlockLayout
@@ -182,11 +181,8 @@ def inference_runner(name: str, layer: LayerLike) -> Callable[[torch.Tensor], to
     """
     if name == "dense":
         w, b = layer.dense_weight().detach(), None if layer.bias is None else layer.bias.detach()
-        act = torch.relu if layer.activation == "relu" else ACTIVATIONS[layer.activation]
-
-        def dense(x: torch.Tensor) -> torch.Tensor:
-            return act(F.linear(x, w, b) if x.is_contiguous() else linear(x, w, b))
-        return dense
+        act = ACTIVATIONS[layer.activation]
+        return lambda x: act(linear(x, w, b))
     if name == "cpu":
         from .csr_ops import csr_runner
 

@@ -293,32 +293,29 @@ def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
         TypeError: a tensor on another device or of another dtype.
         ValueError: shapes that do not match the structure.
     """
-    if (type(x) is Tensor and x.dim() == 2 and x.shape[1] == structure.shape[1] and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()):
-        # Inference on a batch: straight to the kernel, which checks dtypes and shapes itself (a
-        # refusal is then re-diagnosed below, for the error that names the argument).
+    out, inn = structure.shape
+    if type(x) is Tensor and x.dim() > 0 and x.shape[-1] == inn and not torch.compiler.is_compiling():
+        # Without a graph to record: straight to the kernel, which checks dtypes and shapes itself
+        # (a refusal is then re-diagnosed by _check, for the error that names the argument).
         try:
-            y = _spmm_now(x, values, bias, structure, relu=activation == "relu")
+            if not (torch.is_grad_enabled() and (x.requires_grad or values.requires_grad
+                                                 or (bias is not None and bias.requires_grad))):
+                y = _spmm_now(x if x.dim() == 2 else x.reshape(-1, inn), values, bias, structure,
+                              relu=activation == "relu")
+                y = y if activation in FUSED else ACTIVATIONS[activation](y)
+                return y if x.dim() == 2 else y.reshape(*x.shape[:-1], out)
         except (TypeError, ValueError, RuntimeError, AttributeError):
             _check(x, values, bias, structure)
             raise
-        return y if activation in FUSED else ACTIVATIONS[activation](y)
     _check(x, values, bias, structure)
-    out, inn = structure.shape
     lead = x.shape[:-1]
     x2 = x if x.dim() == 2 else x.reshape(-1, inn)
-    grad = torch.is_grad_enabled() and (x.requires_grad or values.requires_grad
-                                        or (bias is not None and bias.requires_grad))
     if torch.compiler.is_compiling():
         s = structure
         y = csr_spmm(x2.T.contiguous(), values, s.crow, s.col, s.t_crow, s.t_col, s.t_perm, s.t_inv).T
         if bias is not None:
             y = y + bias
         y = ACTIVATIONS[activation](y)
-    elif not grad:
-        y = _spmm_now(x2, values, bias, structure, relu=activation == "relu")
-        if activation not in FUSED:
-            y = ACTIVATIONS[activation](y)
     else:
         y = ACTIVATIONS[activation](_SpMM.apply(x2, values, bias, structure))
     return y if len(lead) == 1 else y.reshape(*lead, out)
