@@ -8,9 +8,11 @@ C++) or onnxruntime, never strnn_fast.
 
 What the trace runs, and why it exports:
 
-* every :class:`~strnn_fast.MaskedLinear` on its "dense" backend (masked dense weights; a packed
-  layer scatters its kept values into a dense weight), since torch.export takes neither sparse
-  CSR tensors nor the Triton launcher; the backends are restored afterwards;
+* in a ``.pt2``, every CPU :class:`~strnn_fast.FastStrNN` whose masks are sparse enough as
+  grouped dense products of its kept weights up to a batch size, dense beyond
+  (:mod:`strnn_fast.grouped`), and every other :class:`~strnn_fast.MaskedLinear` on its "dense"
+  backend (masked dense weights), since torch.export takes neither sparse CSR tensors nor the
+  C++ kernels nor the Triton launcher; the networks and backends are restored afterwards;
 * every autoregressive inverse with exactly ``depth + 1`` conditioner passes per step (the
   CPU early stop compares tensors on the host, which a graph cannot);
 * the spline through its torch ops (the C++ kernels are opaque to the tracer), unrolled over its
@@ -70,6 +72,7 @@ from .flows.base import Flow
 from .flows.cnf import StrCNF
 from .flows.normalizers.spline import SplineNormalizer
 from .flows.normalizers.umnn import UMNNNormalizer
+from .grouped import grouped_networks
 from .nn import FastStrNN, MaskedLinear
 from .standardize import Standardized
 
@@ -257,8 +260,10 @@ def _inner_flow(model: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def export_mode(model: nn.Module) -> Iterator[None]:
+def export_mode(model: nn.Module, grouped: bool = True) -> Iterator[None]:
     r"""Runs ``model`` as the tracer needs it (see the module docstring), restoring it afterwards.
+
+    ``grouped=False`` keeps CPU networks on the dense backend too (ONNX: no ``torch.cond``).
 
     Example:
         >>> from strnn_fast.flows import StrAF
@@ -283,7 +288,7 @@ def export_mode(model: nn.Module) -> Iterator[None]:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), grouped_networks(model) if grouped else contextlib.nullcontext():
             yield
     finally:
         model.train(was_training)
@@ -384,7 +389,7 @@ def export(model: nn.Module, path: str | os.PathLike, *, method: str, format: st
     program = _Program(model, plan.fn).eval()
     batch_dim = torch.export.Dim("batch", min=1)
     dynamic = (tuple({0: batch_dim} for _ in plan.inputs),)  # one entry: the *args of _Program.forward
-    with export_mode(model):
+    with export_mode(model, grouped=format == "pt2"):
         try:
             if format == "onnx":
                 _write_onnx(program, example, dynamic, plan, path, meta)

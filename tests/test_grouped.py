@@ -1,0 +1,102 @@
+"""strnn_fast.grouped: a FastStrNN as grouped dense products (the exported form of sparse layers).
+
+Checked against the network itself in float64 at odd shapes, on both branches of its batch
+switch, for masks with empty rows and columns, and in an exported artifact run without
+strnn_fast.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from strnn_fast import FastStrNN
+from strnn_fast.data.adjacency import random_dag
+from strnn_fast.flows import StrAF
+from strnn_fast.grouped import WASTE, GroupedChain, _buckets, grouped_networks, row_groups
+from test_export import _check, _trained
+
+
+def _net(A, hidden, seed=0, **kw):
+    torch.manual_seed(seed)
+    net = FastStrNN(A.shape[1], hidden, A.shape[0], adjacency=A, **kw).double()
+    return _trained(net, scale=0.3, seed=seed)
+
+
+def _empty_rows_and_columns():
+    A = random_dag(23, parents=(1, 3), seed=3)
+    A[:, 5] = 0  # an input nothing reads
+    A[7, :] = 0  # an output that reads nothing (its units hold act(bias))
+    return A
+
+
+CASES = {
+    "dag_d37": (lambda: random_dag(37, parents=(1, 3), seed=1), (61, 53)),
+    "triangle_d9": (lambda: np.tril(np.ones((9, 9)), -1), (29,)),
+    "empty_rows_cols": (_empty_rows_and_columns, (47, 31, 23)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("batch", [1, 7, 300])
+@pytest.mark.parametrize("up_to", [0, 1 << 20])
+def test_chain_equals_network(case, batch, up_to):
+    make, hidden = CASES[case]
+    net = _net(make(), hidden)
+    chain = GroupedChain(net.layers, up_to=up_to)
+    x = torch.randn(batch, net.nin, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(chain(x), net(x), rtol=1e-12, atol=1e-12)
+        assert chain(x[:, None, :].expand(batch, 2, net.nin)).shape == (batch, 2, net.nout)
+
+
+def test_sparse_layers_are_grouped_and_save_work():
+    net = _net(random_dag(60, parents=(1, 3), seed=0), (128, 128))
+    chain = GroupedChain(net.layers)
+    assert chain.saves_work and all(layer.grouped for layer in chain.layers)
+    for layer, masked in zip(chain.layers, net.layers):
+        padded = sum(getattr(layer, f"w{i}").numel() for i in range(layer.n))
+        assert padded < 0.5 * masked.out_features * masked.in_features
+
+
+def test_row_groups_partition_rows_by_pattern():
+    rng = np.random.default_rng(0)
+    mask = rng.random((40, 13)) < 0.15
+    mask[rng.integers(0, 40, 5)] = mask[0]  # repeated patterns
+    groups = row_groups(mask)
+    rows = np.sort(np.concatenate([r for r, _ in groups]))
+    np.testing.assert_array_equal(rows, np.arange(40))
+    for r, c in groups:
+        np.testing.assert_array_equal(mask[r], np.broadcast_to(np.isin(np.arange(13), c), (len(r), 13)))
+    assert len(groups) == len({row.tobytes() for row in mask})
+
+
+def test_buckets_keep_padding_within_the_waste_bound():
+    rng = np.random.default_rng(1)
+    mask = rng.random((200, 50)) < rng.uniform(0.01, 0.3, size=(200, 1))
+    for bucket in _buckets(row_groups(mask), WASTE):
+        R, C = max(len(r) for r, _ in bucket), max(max(len(c), 1) for _, c in bucket)
+        kept = sum(len(r) * max(len(c), 1) for r, c in bucket)
+        assert len(bucket) == 1 or len(bucket) * R * C <= WASTE * kept
+
+
+def test_grouped_networks_restores_the_networks():
+    flow = StrAF(random_dag(20, parents=(1, 2), seed=0), hidden_sizes=(32,), flow_steps=2)
+    _trained(flow)
+    x = torch.randn(9, 20)
+    with torch.no_grad():
+        before = flow.log_prob(x)
+        with grouped_networks(flow):
+            inside = flow.log_prob(x)
+        after = flow.log_prob(x)
+    torch.testing.assert_close(inside, before, rtol=1e-5, atol=1e-5)
+    assert torch.equal(after, before)
+    assert all("forward" not in vars(net) for net in flow.modules() if isinstance(net, FastStrNN))
+
+
+def test_exported_sparse_flow_runs_grouped_and_dense(tmp_path):
+    # A sparse d=30 spline StrAF: batch 1 runs the grouped branch of the artifact, 300 the dense one.
+    flow = _trained(StrAF(random_dag(30, parents=(1, 3), seed=2), hidden_sizes=(48,), flow_steps=2,
+                          normalizer="spline", bins=4))
+    assert GroupedChain(flow.steps[0].conditioner.net.layers).saves_work
+    _check(flow, "sample", tmp_path, batches=(1, 300))
