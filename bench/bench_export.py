@@ -1,38 +1,38 @@
-r"""Latency of exported artifacts against eager: spline StrAF, log_prob and sample, 1 thread.
+r"""Latency of exported artifacts against eager: spline StrAF, log_prob and sample, one pytest-benchmark run.
 
-For a spline StrAF (8 bins, 3 steps; parameters moved off their zero initialization, so the
-conditioners read their inputs) at d=15 (the multimodal graph, hidden (64, 64)) and d=100 (a
-random DAG with 1-3 parents, hidden (256, 256)), ``log_prob`` and ``sample`` at batch 1, 64 and
-4096 through
+For a spline StrAF (8 bins, 3 steps; parameters moved off their zero initialization and kept
+masked, so the conditioners read their inputs) at d=15 (the multimodal graph, hidden (64, 64))
+and d=100 (a random DAG with 1-3 parents, hidden (256, 256)), ``log_prob`` and ``sample`` at
+batch 1, 64 and 4096 through
 
 * ``eager``: the model's own method (sample: ``inverse`` of the same noise, with the CPU early stop);
-* ``frozen``: :func:`strnn_fast.freeze.freeze` applies to FastStrNN only, not to flows: n/a here;
 * ``aoti``: the ``.pt2`` of :func:`strnn_fast.export.export`, loaded with ``aoti_load_package``;
-* ``onnxruntime``: the ONNX file (log_prob only; ONNX cannot express sampling), one intra-op thread.
+* ``onnxruntime``: the ONNX file (log_prob only; ONNX cannot express sampling), one intra-op thread;
+* ``frozen``: not timed: :func:`strnn_fast.freeze.freeze` applies to FastStrNN, not to flows.
 
-Each timing is the median of interleaved repetitions in one process (the machine is shared, so
-ratios matter more than absolute times). Writes bench/results/export.json and export.md, with
-the package sizes.
+Artifacts are exported once per case and method (the compile time and the file sizes go into each
+row's extra_info, with the artifact's and eager's largest error against the float64 model,
+relative where |value| > 1). Threads: 1 (bench/conftest.py).
 
-"eager err" and "aoti err": largest error against the float64 model, relative where |value| > 1.
+    pytest bench/bench_export.py --benchmark-enable --benchmark-min-rounds=5 \\
+        --benchmark-json=bench/results/export.json
+    python bench/bench_export.py bench/results/export.json > bench/results/export.md
 
-Run: python bench/bench_export.py [--cases d15,d100] [--reps 30] [--methods log_prob,sample]
-(STRNN_FAST_BENCH_OUT renames the results files).
+``STRNN_FAST_BENCH_CASES=d100`` picks cases.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import subprocess
-import tempfile
+import sys
 import time
+from collections import defaultdict
+from functools import cache
 from pathlib import Path
 
-import numpy as np
+import pytest
 import torch
 
-from _machine import cpu_name
 from strnn_fast.data import make_multimodal
 from strnn_fast.data.adjacency import random_dag
 from strnn_fast.export import export
@@ -43,8 +43,11 @@ CASES = {
     "d15": (lambda: make_multimodal(n=10, seed=0).adjacency, (64, 64)),
     "d100": (lambda: random_dag(100, parents=(1, 3), seed=0), (256, 256)),
 }
+SELECTED = [c for c in os.environ.get("STRNN_FAST_BENCH_CASES", ",".join(CASES)).split(",") if c]
 BATCHES = (1, 64, 4096)
-RESULTS = Path(__file__).parent / "results"
+METHODS = ("log_prob", "sample")
+IMPLS = ("eager", "aoti", "onnxruntime")
+ARTIFACTS = Path(os.environ.get("STRNN_FAST_BENCH_TMP", "/tmp/strnn_fast_bench_export"))
 
 
 def _model(case: str) -> StrAF:
@@ -60,98 +63,98 @@ def _model(case: str) -> StrAF:
     return flow.eval()
 
 
-def _median_ms(fns: dict, reps: int) -> dict:
-    times = {k: [] for k in fns}
-    for k, f in fns.items():
-        f()  # warm-up
-    for _ in range(reps):
-        for k, f in fns.items():  # interleaved: contention hits every contender alike
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
-    return {k: 1e3 * float(np.median(v)) for k, v in times.items()}
+@cache
+def _flows(case: str) -> tuple[StrAF, StrAF]:
+    return _model(case), _model(case).double()  # the float64 twin: which of eager and aoti is off
 
 
-def run_case(case: str, reps: int, tmp: Path, methods: tuple[str, ...]) -> list[dict]:
-    flow = _model(case)
-    ref = _model(case).double()  # float64 reference: which of eager and aoti is off, when they differ
-    rows = []
-    ort = None
-    try:
-        import onnxruntime
-
-        ort = onnxruntime
-    except ImportError:
-        pass
-    for method in methods:
-        pt2 = tmp / f"{case}_{method}.pt2"
-        t = time.perf_counter()
-        export(flow, pt2, method=method)
-        compile_s = time.perf_counter() - t
-        aoti = torch._inductor.aoti_load_package(str(pt2))
-        sizes = {"pt2_MiB": os.path.getsize(pt2) / 2**20, "pt2_compile_s": compile_s}
-        sess = None
-        if method == "log_prob" and ort is not None:
-            onx = tmp / f"{case}.onnx"
-            export(flow, onx, method="log_prob", format="onnx")
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = so.inter_op_num_threads = 1
-            sess = ort.InferenceSession(str(onx), so, providers=["CPUExecutionProvider"])
-            sizes["onnx_MiB"] = os.path.getsize(onx) / 2**20
-        for b in BATCHES:
-            x = torch.randn(b, flow.d)
-            with torch.no_grad():
-                eager = (lambda: flow.log_prob(x)) if method == "log_prob" else (lambda: flow.inverse(x))
-                fns = {"eager": eager, "aoti": lambda: aoti(x)}
-                if sess is not None:
-                    xn = x.numpy()
-                    fns["onnxruntime"] = lambda: sess.run(None, {"x": xn})
-                med = _median_ms(fns, reps if b < 4096 else max(5, reps // 3))
-                exact = ref.log_prob(x.double()) if method == "log_prob" else ref.inverse(x.double())
-                scale = exact.abs().clamp_min(1)  # relative where |value| > 1
-                err = float((aoti(x) - eager()).abs().max())
-                rel = {f"{k}_rel_err_f64": float(((f().double() - exact).abs() / scale).max())
-                       for k, f in (("eager", eager), ("aoti", lambda: aoti(x)))}
-            rows.append({"case": case, "method": method, "batch": b, **{f"{k}_ms": v for k, v in med.items()},
-                         "aoti_vs_eager": med["aoti"] / med["eager"],
-                         **({"ort_vs_eager": med["onnxruntime"] / med["eager"]} if "onnxruntime" in med else {}),
-                         "aoti_max_abs_err": err, **rel, **sizes})
-            print(rows[-1], flush=True)
-    return rows
+@cache
+def _artifact(case: str, method: str, fmt: str) -> tuple[str, dict]:
+    # Exported once per session (the process that times it), with its compile time and size.
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{case}_{method}.{fmt}"
+    t = time.perf_counter()
+    export(_flows(case)[0], path, method=method, format=fmt, force=True)
+    info = {f"{fmt}_export_s": time.perf_counter() - t, f"{fmt}_MiB": os.path.getsize(path) / 2**20}
+    return str(path), info
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cases", default="d15,d100")
-    p.add_argument("--reps", type=int, default=30)
-    p.add_argument("--methods", default="log_prob,sample")
-    args = p.parse_args()
-    torch.set_num_threads(1)
-    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = [r for case in args.cases.split(",")
-                for r in run_case(case, args.reps, Path(tmp), tuple(args.methods.split(",")))]
-    meta = {"command": f"python bench/bench_export.py --cases {args.cases} --reps {args.reps} --methods {args.methods}",
-            "cpu": cpu_name(), "threads": 1, "uptime_before": load, "torch": torch.__version__,
-            "note": "shared 2-core machine (other agents' jobs running): compare ratios, not absolute times"}
-    RESULTS.mkdir(exist_ok=True)
-    name = os.environ.get("STRNN_FAST_BENCH_OUT", "export")
-    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = ["# Exported spline StrAF: latency (ms, median) against eager, 1 thread", "",
-             *(f"- {k}: {v}" for k, v in meta.items()), "- frozen: n/a (strnn_fast.freeze applies to FastStrNN only)", "",
-             "| case | method | batch | eager | aoti | onnxruntime | aoti/eager | ort/eager | eager err | aoti err "
-             "| .pt2 MiB | .onnx MiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|",
-             ]
-    for r in rows:
-        ort_ms = f"{r['onnxruntime_ms']:.3f}" if "onnxruntime_ms" in r else "n/a"
-        ort_r = f"{r['ort_vs_eager']:.2f}" if "ort_vs_eager" in r else "n/a"
-        onnx_mb = f"{r['onnx_MiB']:.2f}" if "onnx_MiB" in r else "n/a"
-        lines.append(f"| {r['case']} | {r['method']} | {r['batch']} | {r['eager_ms']:.3f} | {r['aoti_ms']:.3f} | "
-                     f"{ort_ms} | {r['aoti_vs_eager']:.2f} | {ort_r} | {r['eager_rel_err_f64']:.1e} | "
-                     f"{r['aoti_rel_err_f64']:.1e} | {r['pt2_MiB']:.2f} | {onnx_mb} |")
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+def _runner(case: str, method: str, impl: str, x: torch.Tensor):
+    flow = _flows(case)[0]
+    if impl == "eager":
+        return (lambda: flow.log_prob(x)) if method == "log_prob" else (lambda: flow.inverse(x)), {}
+    if impl == "aoti":
+        path, info = _artifact(case, method, "pt2")
+        model = torch._inductor.aoti_load_package(path)
+        return (lambda: model(x)), info
+    ort = pytest.importorskip("onnxruntime")
+    if method != "log_prob":
+        pytest.skip("ONNX cannot express sampling (export refuses it)")
+    path, info = _artifact(case, method, "onnx")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    xn = x.numpy()
+    return (lambda: torch.from_numpy(sess.run(None, {"x": xn})[0])), info
+
+
+def _error(case: str, method: str, got: torch.Tensor, x: torch.Tensor) -> float:
+    ref = _flows(case)[1]
+    with torch.no_grad():
+        exact = ref.log_prob(x.double()) if method == "log_prob" else ref.inverse(x.double())
+    return float(((got.double() - exact).abs() / exact.abs().clamp_min(1)).max())
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", SELECTED)
+def test_latency(benchmark, case: str, method: str, batch: int, impl: str) -> None:
+    x = torch.randn(batch, _flows(case)[0].d, generator=torch.Generator().manual_seed(batch))
+    with torch.no_grad():
+        fn, info = _runner(case, method, impl, x)
+        benchmark.group = f"{case} {method} B={batch}"
+        benchmark.extra_info.update(case=case, method=method, batch=batch, impl=impl,
+                                    rel_err_f64=_error(case, method, fn(), x), **info)
+        benchmark(fn)
+
+
+def summarize(path: str) -> str:
+    """The markdown table of a ``--benchmark-json`` file: medians (ms) and ratios to eager."""
+    data = json.loads(Path(path).read_text())
+    rows: dict = defaultdict(dict)
+    for b in data["benchmarks"]:
+        e = b["extra_info"]
+        rows[(e["case"], e["method"], e["batch"])][e["impl"]] = (b["stats"]["median"] * 1e3, e)
+    m = data["machine_info"]
+    out = [f"# Exported spline StrAF: latency (ms, median) against eager, {m.get('torch_threads')} thread(s)", "",
+           f"`pytest bench/bench_export.py` (pytest-benchmark, medians), {data['datetime']}; "
+           f"CPU {m.get('cpu', {}).get('brand_raw', '?')}, torch {m.get('torch')}. Errors: largest against the "
+           "float64 model, relative where |value| > 1. `frozen`: n/a (freeze applies to FastStrNN, not flows).", "",
+           "| case | method | batch | eager | aoti | onnxruntime | aoti/eager | ort/eager | eager err | aoti err |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    sizes = {}
+    for (case, method, batch), impls in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        eager = impls["eager"][0]
+
+        def cell(k: str, fmt: str = "{:.3f}") -> str:
+            return fmt.format(impls[k][0]) if k in impls else "n/a"
+
+        def ratio(k: str) -> str:
+            return f"{impls[k][0] / eager:.2f}" if k in impls else "n/a"
+
+        out.append(f"| {case} | {method} | {batch} | {eager:.3f} | {cell('aoti')} | {cell('onnxruntime')} | "
+                   f"{ratio('aoti')} | {ratio('onnxruntime')} | {impls['eager'][1]['rel_err_f64']:.1e} | "
+                   f"{impls['aoti'][1]['rel_err_f64'] if 'aoti' in impls else float('nan'):.1e} |")
+        for impl in ("aoti", "onnxruntime"):
+            if impl in impls:
+                info = impls[impl][1]
+                fmt = "pt2" if impl == "aoti" else "onnx"
+                sizes[(case, method, fmt)] = (info[f"{fmt}_MiB"], info[f"{fmt}_export_s"])
+    out += ["", "| case | method | format | size (MiB) | export + compile (s) |", "|---|---|---|---|---|"]
+    out += [f"| {c} | {me} | {f} | {s:.2f} | {t:.1f} |" for (c, me, f), (s, t) in sorted(sizes.items())]
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
-    main()
+    print(summarize(sys.argv[1]), end="")
