@@ -6,7 +6,10 @@ then, in a ``python3 -I`` subprocess where importing strnn_fast fails, loads it 
 ``torch._inductor.aoti_load_package``, compares it with eager at batch 1 and 4096 (allclose,
 rtol = atol = 1e-4) and times both (medians of ``triton.testing.do_bench`` on CUDA). It also reports
 which files of the package name the forward kernel ``_masked_linear_fwd_kernel`` (AOTInductor
-compiled the user Triton kernel, rather than calling an op of strnn_fast).
+compiled the user Triton kernel, rather than calling an op of strnn_fast). AOTInductor picks the
+kernel's launch config at compile time by timing it on inputs it makes up (the example batch of
+2; integer constants, such as the tile lists, filled with zeros: empty lists), so the packaged
+config is not chosen on the real work: artifact_ms against eager_ms says what that costs.
 
     python3 -P bench/gpu_export_check.py                 # on the GPU machine, after the install
     python3 -P bench/gpu_export_check.py --dry-run       # CPU: the same plumbing on a tiny model

@@ -480,20 +480,23 @@ def masked_linear_fwd(
     return y, z
 
 
-def _fwd_fake(x, weight, bias, row_ptr, col_idx, row_order, block_n, block_k, act, precision):
+def _fwd_fake(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], row_ptr: torch.Tensor,
+              col_idx: torch.Tensor, row_order: torch.Tensor, block_n: int, block_k: int, act: int,
+              precision: str) -> tuple[torch.Tensor, torch.Tensor]:
     M, N = x.shape[0], weight.shape[0]
     return x.new_empty((M, N)), x.new_empty((M, N) if act in _NEEDS_Z else (0,))
 
 
-def _opaque(mode, op, types, args, kwargs):
+def _opaque(mode: Any, op: Any, types: Any, args: tuple, kwargs: dict) -> Any:
+    """Runs the op as one node under `mode` (what a triton_op does when decomposing is off)."""
     return mode.__torch_dispatch__(op, types, args, kwargs)
 
 
 if is_interpreted():
     # The interpreter runs a kernel on host copies of real tensors, so it cannot launch on fake
     # ones (a triton_op's default fake runs its body) and no tracer can record it: the op keeps
-    # a shape-only fake and is not decomposed under functionalization (torch.compile), i.e. it
-    # stays an opaque custom op, as before it was a triton_op.
+    # a shape-only fake and is not decomposed under functionalization (torch.compile): there it
+    # is an opaque custom op, as it was before it became a triton_op.
     masked_linear_fwd.register_fake(_fwd_fake)
     masked_linear_fwd.register_torch_dispatch(FunctionalTensorMode, _opaque)
 
