@@ -31,6 +31,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import traceback
 import zipfile
 
 import numpy as np
@@ -181,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             report = check(args.dry_run, workdir)
         except Exception as err:  # reported as a failed step, with the reason on one line
+            traceback.print_exc()  # the whole chain (export's ValueError keeps one line of its cause) for the log
             report = {"ok": False, "error": f"{type(err).__name__}: {err}"[:2000]}
     if home:
         report["cuda_home"] = home  # the wheels' headers, not a toolkit: said, since a link error may follow
-    print(json.dumps(report))
+    print(json.dumps(report), flush=True)
     return 0 if report["ok"] else 1
 
 
