@@ -39,6 +39,8 @@ from typing import Any, Optional
 import torch
 import triton
 import triton.language as tl
+from torch._subclasses.functional_tensor import FunctionalTensorMode
+from torch.library import triton_op, wrap_triton
 
 from ..activations import ACTIVATIONS
 
@@ -388,7 +390,11 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _m_key(m: int) -> int:
+def _m_key(m: Any) -> Any:
+    """The autotuner's batch key; a traced (symbolic) batch is passed as it is: Inductor tunes a
+    user kernel once per compile and ignores the keys, and a bit trick on a symbol would not lower."""
+    if isinstance(m, torch.SymInt):
+        return m
     return triton.next_power_of_2(max(m, 1))
 
 
@@ -397,17 +403,25 @@ def _m_key(m: int) -> int:
 _FIXED = {"fwd": (128, 8, 3), "dx": (128, 8, 3), "dw": (64, 4, 3)}
 
 
-def _launch(kind: str, grid, cuda: bool, *args, **meta) -> None:
+def _launch(kind: str, grid, cuda: bool, *args, traceable: bool = False, **meta) -> None:
     """Runs kernel `kind` on grid(BLOCK_M): autotuned on CUDA (or the fixed config when the
-    environment sets STRNN_FAST_AUTOTUNE=0), a small fixed BLOCK_M in the interpreter."""
+    environment sets STRNN_FAST_AUTOTUNE=0), a small fixed BLOCK_M in the interpreter.
+
+    `traceable` (inside a ``triton_op``): the CUDA launch goes through ``wrap_triton``, so that a
+    tracer records the kernel itself; in eager the op turns the wrapping off (the plain launch)."""
     if cuda:
+        wrap = wrap_triton if traceable else _plain
         if os.environ.get("STRNN_FAST_AUTOTUNE", "1") == "0":
             bm, warps, stages = _FIXED[kind]
-            _KERNELS[kind][grid(bm)](*args, BLOCK_M=bm, num_warps=warps, num_stages=stages, **meta)
+            wrap(_KERNELS[kind])[grid(bm)](*args, BLOCK_M=bm, num_warps=warps, num_stages=stages, **meta)
         else:
-            _tuned(kind)[lambda META: grid(META["BLOCK_M"])](*args, **meta)
-    else:
+            wrap(_tuned(kind))[lambda META: grid(META["BLOCK_M"])](*args, **meta)
+    else:  # interpreted kernels are never wrapped: torch 2.11's wrap_triton refuses them
         _KERNELS[kind][grid(_INTERP_BLOCK_M)](*args, BLOCK_M=_INTERP_BLOCK_M, **meta)
+
+
+def _plain(kernel: Any) -> Any:
+    return kernel
 
 
 def dw_split(m: int, nnz: int, cuda: bool, sm_count: int = 132) -> tuple[int, int]:
@@ -434,35 +448,57 @@ def dw_split(m: int, nnz: int, cuda: bool, sm_count: int = 132) -> tuple[int, in
 _INTERP_SM_COUNT = 4
 
 
-@torch.library.custom_op("strnn_fast::masked_linear_fwd", mutates_args=())
+@triton_op("strnn_fast::masked_linear_fwd", mutates_args=())
 def masked_linear_fwd(
     x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
     row_ptr: torch.Tensor, col_idx: torch.Tensor, row_order: torch.Tensor,
     block_n: int, block_k: int, act: int, precision: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward op on a 2-D x and a weight masked at rest: (y, z), z the pre-activation for
-    gelu/silu and empty otherwise."""
+    gelu/silu and empty otherwise.
+
+    A ``torch.library.triton_op``: torch.compile and AOTInductor see (and compile, and package)
+    the Triton kernel itself; torch.export keeps the op as a node, which AOTInductor then
+    decomposes into the kernel. In the interpreter the op stays opaque (see below)."""
     M, K = x.shape
     N = weight.shape[0]
     y = torch.empty((M, N), device=x.device, dtype=x.dtype)
     save_z = act in _NEEDS_Z
+    # Without gelu/silu z is an empty tensor that the kernel never writes: its own argument, not
+    # y again, so that a traced launch does not see y written through two arguments.
     z = torch.empty((M, N) if save_z else (0,), device=x.device, dtype=x.dtype)
     if M == 0:
         return y, z
     rows = row_order.numel()
     _launch(
         "fwd", lambda bm: (triton.cdiv(M, bm), rows), x.is_cuda,
-        x, weight, bias if bias is not None else weight, y, z if save_z else y, row_ptr, col_idx, row_order,
+        x, weight, bias if bias is not None else weight, y, z, row_ptr, col_idx, row_order,
         M, N, K, _m_key(M), x.stride(0), x.stride(1), weight.stride(0), weight.stride(1), y.stride(0), y.stride(1),
-        HAS_BIAS=bias is not None, SAVE_Z=save_z, ACT=act, PRECISION=precision, BLOCK_N=block_n, BLOCK_K=block_k,
+        traceable=True, HAS_BIAS=bias is not None, SAVE_Z=save_z, ACT=act, PRECISION=precision, BLOCK_N=block_n,
+        BLOCK_K=block_k,
     )
     return y, z
 
 
-@masked_linear_fwd.register_fake
-def _(x, weight, bias, row_ptr, col_idx, row_order, block_n, block_k, act, precision):
+def _fwd_fake(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], row_ptr: torch.Tensor,
+              col_idx: torch.Tensor, row_order: torch.Tensor, block_n: int, block_k: int, act: int,
+              precision: str) -> tuple[torch.Tensor, torch.Tensor]:
     M, N = x.shape[0], weight.shape[0]
     return x.new_empty((M, N)), x.new_empty((M, N) if act in _NEEDS_Z else (0,))
+
+
+def _opaque(mode: Any, op: Any, types: Any, args: tuple, kwargs: dict) -> Any:
+    """Runs the op as one node under `mode` (what a triton_op does when decomposing is off)."""
+    return mode.__torch_dispatch__(op, types, args, kwargs)
+
+
+if is_interpreted():
+    # The interpreter runs a kernel on host copies of real tensors, so it cannot launch on fake
+    # ones (a triton_op's default fake runs its body) and no tracer can record it: the op keeps
+    # a shape-only fake and is not decomposed under functionalization (torch.compile): there it
+    # is an opaque custom op, as it was before it became a triton_op.
+    masked_linear_fwd.register_fake(_fwd_fake)
+    masked_linear_fwd.register_torch_dispatch(FunctionalTensorMode, _opaque)
 
 
 def _act_backward(dy: torch.Tensor, saved: torch.Tensor, act: int, need_db: bool) -> tuple[torch.Tensor, torch.Tensor]:

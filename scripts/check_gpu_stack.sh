@@ -12,7 +12,8 @@
 # with its nvidia-* wheels); it imports without a GPU. In it, this runs:
 #   1. the ahead-of-time sm_90a/sm_80 compile test (tests/test_kernels_compile.py, Triton's ptxas);
 #   2. the kernel interpreter tests, fullgraph torch.compile of every backend included
-#      (tests/test_kernels_interp.py), and the C++ CPU kernels' torch ops (tests/test_csr_ops.py);
+#      (tests/test_kernels_interp.py), the forward triton_op traced for CUDA and decomposed into its
+#      kernel (tests/test_triton_op.py), and the C++ CPU kernels' torch ops (tests/test_csr_ops.py);
 #   3. bash bench/gpu_check.sh --dry-run, whose benchmark must report interpreted Triton times.
 # Every step runs; the exit status is non-zero when any failed. The full environment's Python is
 # the first found of $STACK_PYTHON, python3.12 on PATH, a pyenv 3.12, `uv python find 3.12`, else
@@ -105,7 +106,7 @@ workers=()
 if "$py" -c 'import xdist' 2> /dev/null; then workers=(-n "${STRNN_FAST_TEST_WORKERS:-auto}"); fi
 pytest=("$py" -P -m pytest -o addopts= -p no:cacheprovider -q -m "not cuda" "${workers[@]}")
 run_step compile_test "${pytest[@]}" tests/test_kernels_compile.py
-run_step interpreter_tests "${pytest[@]}" tests/test_kernels_interp.py tests/test_csr_ops.py
+run_step interpreter_tests "${pytest[@]}" tests/test_kernels_interp.py tests/test_triton_op.py tests/test_csr_ops.py
 dry="$(mktemp -d "${TMPDIR:-/tmp}/gpu_stack_dry.XXXXXX")"
 trap 'rm -rf "$dry"' EXIT
 run_step dry_run env PYTHON="$py" bash bench/gpu_check.sh --dry-run --out "$dry"

@@ -119,6 +119,35 @@ def runnable(device_key: str, dtype: torch.dtype) -> tuple[str, ...]:
     return ("dense", "sparse", *extra)
 
 
+def export_backend(backend: str, packed: bool, device: torch.device, dtype: torch.dtype) -> str:
+    r"""The backend a layer runs on while :mod:`strnn_fast.export` traces it.
+
+    "triton" on CUDA, in a Triton dtype, for a layer whose backend runs the Triton kernels there
+    (backend "triton") or that is stored sparse (packed: "sparse", "cpu" or a sparse "auto", whose
+    CUDA sparse path is Triton); "dense" otherwise. torch.export takes neither torch's CSR
+    tensors nor the C++ kernels, while the Triton forward is a ``torch.library.triton_op`` whose
+    kernel AOTInductor compiles into the package.
+
+    Example:
+        >>> export_backend("sparse", True, torch.device("cpu"), torch.float32)
+        'dense'
+        >>> export_backend("auto", False, torch.device("cuda"), torch.float32)
+        'dense'
+    """
+    sparse = backend == "triton" or packed
+    return "triton" if device.type == "cuda" and sparse and "triton" in runnable("cuda", dtype) else "dense"
+
+
+def prepare_export(layer: Any) -> str:
+    r"""The backend a MaskedLinear `layer` traces through (:func:`export_backend`), its block
+    layout built now when that is "triton": the tracer's fake tensors hold no mask to build it from."""
+    device = layer.param_device
+    name = export_backend(layer.backend, layer.packed, device, layer.param_dtype)
+    if name == "triton":
+        layout(layer, device)
+    return name
+
+
 def layout(layer: LayerLike, device: torch.device) -> tuple[BlockLayout, torch.Tensor | None]:
     r"""The layer's Triton block layout on `device` in the default tile, and its uint8 keep-mask (or None).
 

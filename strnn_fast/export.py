@@ -64,6 +64,7 @@ import torch
 import torch.nn as nn
 
 from ._files import atomic_path
+from .backends import prepare_export
 from .causal import CausalFlow
 from .causal.queries import do_inverse
 from .density import StrNNDensityEstimator
@@ -278,7 +279,7 @@ def export_mode(model: nn.Module, grouped: bool = True) -> Iterator[None]:
     for m in model.modules():
         if isinstance(m, MaskedLinear):
             saved.append((m, "backend", m.backend))
-            m.backend = "dense"
+            m.backend = prepare_export(m)  # "dense", or on CUDA "triton" for sparse layers
         elif isinstance(m, FlowStep):
             saved.append((m, "early_stop", m.early_stop))
             m.early_stop = False

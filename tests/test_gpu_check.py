@@ -39,15 +39,15 @@ if os.environ.get("TRITON_INTERPRET") == "1":
 """
 
 
-def dry_run(out: Path, bindir: Path, **env: str) -> subprocess.CompletedProcess:
-    """gpu_check.sh --dry-run where `python3` (this interpreter) is the only Python on PATH."""
+def dry_run(out: Path, bindir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """gpu_check.sh --dry-run [args] where `python3` (this interpreter) is the only Python on PATH."""
     bindir.mkdir()
     # A wrapper, not a symlink: a venv's interpreter finds its site-packages only by its own path.
     (bindir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     (bindir / "python3").chmod(0o755)
     path = os.pathsep.join([str(bindir), "/usr/bin", "/bin"])
     base = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "PYTHONPATH")}
-    return subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(out)],
+    return subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(out), *args],
                           capture_output=True, text=True, env={**base, "PATH": path, **env}, timeout=300, cwd=out.parent)
 
 
@@ -64,6 +64,10 @@ def test_gpu_check_dry_run_writes_the_results(tmp_path):
     assert {f.name for f in out.iterdir()} == FILES  # nothing else, nothing temporary
     summary = (out / "gpu_check_summary.txt").read_text()
     assert "cuda_tests: ok" in summary and "bench: ok" in summary, summary
+    # The export step (issue 22): a .pt2 loaded without strnn_fast, equal to eager at batch 1 and 4096.
+    export = json.loads(summary.split("export: ok: ", 1)[1].rsplit(" (", 1)[0])
+    assert export["ok"] and [b["batch"] for b in export["batches"]] == [1, 4096], export
+    assert all(b["close"] and b["artifact_ms"] > 0 for b in export["batches"]), export
     doc = json.loads((out / "kernels_gpu.json").read_text())
     assert {"device", "driver", "torch", "triton", "date", "points"} <= set(doc)
     assert len(doc["points"]) >= 2
@@ -91,7 +95,7 @@ def test_gpu_check_dry_run_fails_when_the_kernels_fail(tmp_path):
     site.mkdir()
     (site / "sitecustomize.py").write_text(BROKEN_KERNELS)
     out = tmp_path / "out"
-    run = dry_run(out, tmp_path / "bin", PYTHONPATH=str(site))
+    run = dry_run(out, tmp_path / "bin", "--export-budget", "0", PYTHONPATH=str(site))  # export: not a kernel path on CPU
     assert run.returncode != 0, run.stdout[-3000:]
     summary = (out / "gpu_check_summary.txt").read_text()
     bench = [line for line in summary.splitlines() if line.startswith("bench:")]
@@ -101,3 +105,4 @@ def test_gpu_check_dry_run_fails_when_the_kernels_fail(tmp_path):
     assert count >= len(doc["points"]) >= 2  # every point failed, and says why
     assert all("injected kernel failure" in p["errors"].get("check", "") for p in doc["points"])
     assert {f.name for f in out.iterdir()} <= FILES
+    assert "export:" not in summary  # --export-budget 0 skips the step
