@@ -10,9 +10,10 @@ What the trace runs, and why it exports:
 
 * in a ``.pt2``, every CPU :class:`~strnn_fast.FastStrNN` whose masks are sparse enough as
   grouped dense products of its kept weights up to a batch size, dense beyond
-  (:mod:`strnn_fast.grouped`), and every other :class:`~strnn_fast.MaskedLinear` on its "dense"
-  backend (masked dense weights), since torch.export takes neither sparse CSR tensors nor the
-  C++ kernels nor the Triton launcher; the networks and backends are restored afterwards;
+  (:mod:`strnn_fast.grouped`); on CUDA, sparse layers through the Triton forward kernel (a
+  ``triton_op``, which AOTInductor compiles into the package); every other
+  :class:`~strnn_fast.MaskedLinear` on its "dense" backend (masked dense weights), since
+  torch.export takes neither sparse CSR tensors nor the C++ kernels; all restored afterwards;
 * every autoregressive inverse with exactly ``depth + 1`` conditioner passes per step (the
   CPU early stop compares tensors on the host, which a graph cannot);
 * the spline through its torch ops (the C++ kernels are opaque to the tracer), unrolled over its
