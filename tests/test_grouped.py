@@ -13,7 +13,7 @@ import torch
 from strnn_fast import FastStrNN
 from strnn_fast.data.adjacency import random_dag
 from strnn_fast.flows import StrAF
-from strnn_fast.grouped import WASTE, GroupedChain, _buckets, grouped_networks, row_groups
+from strnn_fast.grouped import DENSE_ABOVE, WASTE, GroupedChain, _buckets, grouped_networks, row_groups
 from test_export import _check, _trained
 
 
@@ -24,16 +24,17 @@ def _net(A, hidden, seed=0, **kw):
 
 
 def _empty_rows_and_columns():
-    A = random_dag(23, parents=(1, 3), seed=3)
+    A = random_dag(61, parents=(1, 3), seed=3)
     A[:, 5] = 0  # an input nothing reads
     A[7, :] = 0  # an output that reads nothing (its units hold act(bias))
     return A
 
 
-CASES = {
+CASES = {  # every layer grouped; grouped then dense; all dense; grouped with empty rows and columns
+    "dag_d83": (lambda: random_dag(83, parents=(1, 3), seed=3), (101, 89)),
     "dag_d37": (lambda: random_dag(37, parents=(1, 3), seed=1), (61, 53)),
     "triangle_d9": (lambda: np.tril(np.ones((9, 9)), -1), (29,)),
-    "empty_rows_cols": (_empty_rows_and_columns, (47, 31, 23)),
+    "empty_rows_cols": (_empty_rows_and_columns, (73, 67, 61)),
 }
 
 
@@ -50,13 +51,20 @@ def test_chain_equals_network(case, batch, up_to):
         assert chain(x[:, None, :].expand(batch, 2, net.nin)).shape == (batch, 2, net.nout)
 
 
+def test_cases_cover_grouped_and_dense_layers():
+    grouped = {case: [layer.grouped for layer in GroupedChain(_net(make(), hidden).layers).layers]
+               for case, (make, hidden) in CASES.items()}
+    assert all(grouped["dag_d83"]) and all(grouped["empty_rows_cols"]) and not any(grouped["triangle_d9"])
+    assert grouped["dag_d37"][0] and not all(grouped["dag_d37"])
+
+
 def test_sparse_layers_are_grouped_and_save_work():
     net = _net(random_dag(60, parents=(1, 3), seed=0), (128, 128))
     chain = GroupedChain(net.layers)
     assert chain.saves_work and all(layer.grouped for layer in chain.layers)
     for layer, masked in zip(chain.layers, net.layers):
         padded = sum(getattr(layer, f"w{i}").numel() for i in range(layer.n))
-        assert padded < 0.5 * masked.out_features * masked.in_features
+        assert padded < DENSE_ABOVE * masked.out_features * masked.in_features
 
 
 def test_row_groups_partition_rows_by_pattern():
