@@ -420,7 +420,10 @@ def _write_pt2(program: nn.Module, example: tuple, dynamic: tuple, path: str, me
     ep = torch.export.export(program, example, dynamic_shapes=dynamic)
     buffer = io.BytesIO()  # the packager wants a name ending in .pt2 or a buffer; the file is written atomically
     torch._inductor.aoti_compile_and_package(
-        ep, package_path=buffer, inductor_configs={"aot_inductor.metadata": {"strnn_fast": json.dumps(meta)}})
+        ep, package_path=buffer,
+        # check_lowerbound off, so that AOTI_RUNTIME_CHECK_INPUTS=1 (README) does not refuse batch 1
+        inductor_configs={"aot_inductor.metadata": {"strnn_fast": json.dumps(meta)},
+                          "aot_inductor.check_lowerbound": False})
     _write_bytes(path, buffer.getvalue())
 
 

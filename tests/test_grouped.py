@@ -6,6 +6,10 @@ strnn_fast.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
@@ -108,3 +112,23 @@ def test_exported_sparse_flow_runs_grouped_and_dense(tmp_path):
                           normalizer="spline", bins=4))
     assert GroupedChain(flow.steps[0].conditioner.net.layers).saves_work
     _check(flow, "sample", tmp_path, batches=(1, 300))
+    # The package trusts its inputs unless the serving process asks the runtime to check them
+    # (README): then wrong widths, dtypes and layouts raise, and batch 1 still runs.
+    code = textwrap.dedent("""
+        import os, sys, torch
+        os.environ["AOTI_RUNTIME_CHECK_INPUTS"] = "1"
+        m = torch._inductor.aoti_load_package(sys.argv[1])
+        assert m(torch.randn(1, 30)).shape == (1, 30)
+        for bad in (torch.randn(4, 31), torch.randn(4, 29), torch.randn(4, 30, dtype=torch.float64),
+                    torch.randn(30, 4).t()):
+            try:
+                m(bad)
+            except RuntimeError as err:
+                print("refused:", str(err).strip().splitlines()[-1])
+            else:
+                raise AssertionError(f"accepted {tuple(bad.shape)} {bad.dtype} {bad.stride()}")
+    """)
+    proc = subprocess.run([sys.executable, "-I", "-c", code, str(tmp_path / "sample.pt2")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("refused:") == 4
