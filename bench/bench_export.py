@@ -18,7 +18,7 @@ relative where |value| > 1). Threads: 1 (bench/conftest.py).
         --benchmark-json=bench/results/export.json
     python bench/bench_export.py bench/results/export.json > bench/results/export.md
 
-``STRNN_FAST_BENCH_CASES=d100`` picks cases.
+``STRNN_FAST_BENCH_CASES=d100`` picks cases, ``STRNN_FAST_BENCH_METHODS=log_prob`` methods.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ CASES = {
 }
 SELECTED = [c for c in os.environ.get("STRNN_FAST_BENCH_CASES", ",".join(CASES)).split(",") if c]
 BATCHES = (1, 64, 4096)
-METHODS = ("log_prob", "sample")
+METHODS = tuple(m for m in os.environ.get("STRNN_FAST_BENCH_METHODS", "log_prob,sample").split(",") if m)
 IMPLS = ("eager", "aoti", "onnxruntime")
 ARTIFACTS = Path(os.environ.get("STRNN_FAST_BENCH_TMP", "/tmp/strnn_fast_bench_export"))
 
