@@ -39,6 +39,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
     return yt.T
 
 
+#: Weights up to this many entries are masked by a multiply (see masked_dense_linear).
+SMALL_WEIGHT = 1 << 17
+
+
 class _MaskGradEager(torch.autograd.Function):
     # Identity on the weight; its gradient is multiplied by the mask. The backward is made of
     # differentiable ops, so gradients of gradients (a CNF's divergence, gradient penalties) are
@@ -87,5 +91,10 @@ def masked_dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     """
     if not (torch.is_grad_enabled() and weight.requires_grad):
         return linear(x, weight, bias)
+    if weight.numel() <= SMALL_WEIGHT:
+        # W * M (= W, masked at rest) in C++ autograd: 20 us less per layer forward+backward than
+        # the Function's Python apply at 64 x 64 (batch 256), 1.5 % less at 256 x 256, but 7 %
+        # more at 2000 x 2000, where the multiply itself costs.
+        return linear(x, weight * mask, bias)
     masked = _MaskGrad if torch._C._are_functorch_transforms_active() else _MaskGradEager
     return linear(x, masked.apply(weight, mask), bias)

@@ -229,18 +229,21 @@ def test_reorder_permutes_packed_layers_like_dense_ones() -> None:
     torch.testing.assert_close(sparse(x), before, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(7, 9), (331, 401)])  # masked by a multiply; by the autograd Function
 @pytest.mark.parametrize("functorch", [False, True])
-def test_second_order_weight_gradients_stay_on_the_mask(functorch: bool) -> None:
+def test_second_order_weight_gradients_stay_on_the_mask(functorch: bool, shape: tuple[int, int]) -> None:
     # A loss made of input gradients (a CNF's divergence, a gradient penalty) must give the weight
     # the gradient of F.linear(x, W * M): a hand-written backward of the whole map once left the
     # second-order part unmasked, which moved masked-out weights off zero and broke StrCNF training.
-    from strnn_fast.dense_ops import masked_dense_linear
+    from strnn_fast.dense_ops import SMALL_WEIGHT, masked_dense_linear
 
+    out, inn = shape
+    assert (out * inn <= SMALL_WEIGHT) == (shape == (7, 9))
     torch.manual_seed(0)
-    mask = (torch.rand(7, 9) < 0.5).double()
-    w = (torch.randn(7, 9, dtype=torch.float64) * mask).requires_grad_()
-    b = torch.randn(7, dtype=torch.float64, requires_grad=True)
-    x = torch.randn(5, 9, dtype=torch.float64, requires_grad=True)
+    mask = (torch.rand(out, inn) < 0.5).double()
+    w = (torch.randn(out, inn, dtype=torch.float64) * mask).requires_grad_()
+    b = torch.randn(out, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(5, inn, dtype=torch.float64, requires_grad=True)
 
     def penalty(fn):
         if functorch:
