@@ -14,8 +14,8 @@ What the trace runs, and why it exports:
   ``triton_op``, which AOTInductor compiles into the package); every other
   :class:`~strnn_fast.MaskedLinear` on its "dense" backend (masked dense weights), since
   torch.export takes neither sparse CSR tensors nor the C++ kernels; all restored afterwards;
-* every autoregressive inverse with exactly ``depth + 1`` conditioner passes per step (the
-  CPU early stop compares tensors on the host, which a graph cannot);
+* every autoregressive inverse as a level plan of dense blocks (:func:`~strnn_fast.flows.levels.traceable_plan`:
+  each conditioner unit once), else ``depth + 1`` full passes (no host-side early stop);
 * the spline through its torch ops (the C++ kernels are opaque to the tracer), unrolled over its
   K knots: elementwise ops and selects that Inductor fuses into one vectorized loop (no
   ``searchsorted``, gather or boolean-mask indexing), so ONNX takes it too.
@@ -71,6 +71,7 @@ from .causal.queries import do_inverse
 from .density import StrNNDensityEstimator
 from .flows.autoregressive import FlowStep
 from .flows.base import Flow
+from .flows.levels import traceable_plan
 from .flows.cnf import StrCNF
 from .flows.normalizers.spline import SplineNormalizer
 from .flows.normalizers.umnn import UMNNNormalizer
@@ -281,9 +282,9 @@ def export_mode(model: nn.Module, grouped: bool = True) -> Iterator[None]:
         if isinstance(m, MaskedLinear):
             saved.append((m, "backend", m.backend))
             m.backend = prepare_export(m)  # "dense", or on CUDA "triton" for sparse layers
-        elif isinstance(m, FlowStep):
-            saved.append((m, "early_stop", m.early_stop))
-            m.early_stop = False
+        elif isinstance(m, FlowStep):  # full passes, or with a StrNN conditioner each unit once
+            saved += [(m, "early_stop", m.early_stop), (m, "traced_plan", m.traced_plan)]
+            m.early_stop, m.traced_plan = False, traceable_plan(m)
         elif isinstance(m, SplineNormalizer):
             saved.append((m, "torch_only", m.torch_only))
             m.torch_only = True

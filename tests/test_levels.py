@@ -8,7 +8,7 @@ import torch
 from strnn_fast import MaskedLinear
 from strnn_fast.data import random_dag
 from strnn_fast.flows import ARF, StrAF
-from strnn_fast.flows.levels import LevelPlan, level_plan
+from strnn_fast.flows.levels import LevelPlan, level_plan, traceable_plan
 
 
 def _away_from_identity(flow: torch.nn.Module, seed: int) -> None:
@@ -48,6 +48,31 @@ def test_plan_inverse_equals_the_passes(case):
         assert all(level_plan(step, z) is not None for step in flow.steps)
         torch.testing.assert_close(flow.transform(fast)[0], z, atol=1e-9, rtol=1e-9)
     torch.testing.assert_close(fast, _passes(flow, z), atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("case", CASES[:3], ids=lambda c: f"d{c['d']}-{c['normalizer']}")
+def test_traceable_plan_equals_the_passes(case):
+    # The plan export traces (strnn_fast.export): dense blocks and torch ops, also on the CPU.
+    A = random_dag(case["d"], parents=(1, 4), seed=case["seed"])
+    torch.manual_seed(case["seed"])
+    flow = StrAF(A, case["hidden"], 2, normalizer=case["normalizer"], context_features=2).double()
+    _away_from_identity(flow, case["seed"])
+    z, c = torch.randn(67, case["d"], dtype=torch.float64), torch.randn(67, 2, dtype=torch.float64)
+    plans = [traceable_plan(step) for step in flow.steps]
+    assert all(plan is not None and not plan.on_cpu for plan in plans)
+    used = []
+    for plan in plans:  # record that the inverse runs these plans, not the cached C++ ones
+        plan.inverse = lambda *a, _run=plan.inverse: used.append(1) or _run(*a)
+    try:
+        for step, plan in zip(flow.steps, plans):
+            step.traced_plan = plan
+        with torch.no_grad():
+            traced = flow.inverse(z, c)
+        assert len(used) == len(plans)
+    finally:
+        for step in flow.steps:
+            step.traced_plan = None
+    torch.testing.assert_close(traced, _passes(flow, z, c), atol=1e-10, rtol=1e-10)
 
 
 def test_plan_with_context_and_permuted_steps():

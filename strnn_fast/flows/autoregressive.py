@@ -65,6 +65,9 @@ class FlowStep(nn.Module):
 
     #: End the inverse at a bitwise fixed point (CPU only; see the module docstring).
     early_stop: bool = True
+    #: A level plan of torch ops (:func:`~strnn_fast.flows.levels.traceable_plan`) that the
+    #: inverse runs instead of the cached one: set while :mod:`strnn_fast.export` traces.
+    traced_plan: Any = None
 
     def __init__(self, conditioner: Conditioner, normalizer: Normalizer, permutation: Sequence[int] | None = None):
         super().__init__()
@@ -108,7 +111,7 @@ class FlowStep(nn.Module):
     def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         if self.permuted:
             z = z[:, self.perm]
-        plan = level_plan(self, z)
+        plan = self.traced_plan if self.traced_plan is not None else level_plan(self, z)
         if plan is not None:  # no gradient needed: each unit once, as soon as its inputs are final
             self.conditioner.passes += plan.n_stages
             x = plan.inverse(self.normalizer, z, context)

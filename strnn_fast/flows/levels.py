@@ -49,7 +49,7 @@ from ..activations import ACTIVATIONS
 from ..csr_ops import FUSED
 from ..graph import levels
 
-__all__ = ["LevelPlan", "MAX_BLOCK_ENTRIES", "level_plan"]
+__all__ = ["LevelPlan", "MAX_BLOCK_ENTRIES", "level_plan", "traceable_plan"]
 
 # Weight entries the cut-out blocks may hold in all (the blocks are dense: the rows of a stage
 # against every earlier unit), about 64 MB in float32.
@@ -83,11 +83,12 @@ class LevelPlan:
     Arguments:
         conditioner: a StrNNConditioner (its ``net`` is a FastStrNN on ``[x, context]``).
         device, dtype: where and in which dtype the blocks are cut.
+        traceable: dense blocks and torch ops also on the CPU (no C++ products), for torch.export.
     """
 
-    def __init__(self, conditioner: nn.Module, device: torch.device, dtype: torch.dtype):
+    def __init__(self, conditioner: nn.Module, device: torch.device, dtype: torch.dtype, traceable: bool = False):
         d, k, c = conditioner.d, conditioner.n_params, conditioner.context_features
-        self.on_cpu = device.type == "cpu" and dtype in (torch.float32, torch.float64)
+        self.on_cpu = not traceable and device.type == "cpu" and dtype in (torch.float32, torch.float64)
         level = levels(conditioner.adjacency)
         self.n_stages = int(level.max(initial=0)) + 1
         # Inputs: [x (d), context (C)]; x_j is final after stage level_j (ready at level_j + 1).
@@ -263,6 +264,28 @@ def level_plan(step: nn.Module, z: torch.Tensor) -> LevelPlan | None:
     plan = LevelPlan(cond, z.device, z.dtype)
     _PLANS[cond] = (key, plan)
     return plan
+
+
+def traceable_plan(step: nn.Module) -> LevelPlan | None:
+    r"""A :class:`LevelPlan` of torch ops only (dense blocks) for `step`, or None where none applies.
+
+    :mod:`strnn_fast.export` sets it as the step's ``traced_plan``: an exported ``sample`` then
+    computes each unit once, instead of ``depth + 1`` passes of the whole conditioner. The blocks
+    are cut from the weights as they are now.
+
+    Example:
+        >>> from strnn_fast.flows import StrAF
+        >>> flow = StrAF([("a", "b"), ("b", "c")], hidden_sizes=(8,), flow_steps=1)
+        >>> traceable_plan(flow.steps[0]).n_stages
+        3
+    """
+    from .conditioners import StrNNConditioner
+
+    cond = step.conditioner
+    if not isinstance(cond, StrNNConditioner) or LevelPlan.entries(cond) > MAX_BLOCK_ENTRIES:
+        return None
+    p = next(cond.parameters())
+    return LevelPlan(cond, p.device, p.dtype, traceable=True)
 
 
 # conditioner -> (key, plan); weak, so that a plan lives no longer than its conditioner.
