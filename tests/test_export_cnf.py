@@ -74,7 +74,7 @@ def test_refusals(tmp_path):
     with pytest.raises(ValueError, match=r"adaptive solver 'dopri5'.*set_solver\(\.\.\.\) with a fixed-step method"):
         export(adaptive, tmp_path / "a.pt2", method="log_prob")
     implicit = _cnf("implicit_adams", flow_steps=1)
-    with pytest.raises(ValueError, match="solver 'implicit_adams' cannot be unrolled"):
+    with pytest.raises(ValueError, match="solver 'implicit_adams' is not exportable"):
         export(Standardized(implicit, mean=[0.0] * 5, std=[1.0] * 5), tmp_path / "a.pt2", method="sample")
     with pytest.raises(ValueError, match="format='onnx' cannot express"):
         export(_cnf(flow_steps=1), tmp_path / "a.onnx", method="log_prob", format="onnx")

@@ -260,7 +260,7 @@ class StrCNF(Flow):
         return self.kinetic_weight > 0 or self.jacobian_weight > 0
 
     def fixed_steps(self) -> list[int]:
-        r"""The number of steps of each block on its current end time, for unrolling the solve.
+        r"""The number of steps of each block on its current end time, for unrolling the solve (export).
 
         Raises:
             ValueError: the solver is adaptive, or one :mod:`~strnn_fast.flows.fixed_step` does not
@@ -270,13 +270,14 @@ class StrCNF(Flow):
             >>> StrCNF(np.eye(2, k=-1), hidden_sizes=(4,), solver="rk4", step_size=0.3).fixed_steps()
             [4]
         """
+        methods = ", ".join(fixed_step.SOLVERS)
         if self.step_size is None:
-            raise ValueError(f"StrCNF with the adaptive solver {self.solver!r} cannot be unrolled (its steps "
-                             "depend on the data); call set_solver(...) with a fixed-step method "
-                             f"({', '.join(fixed_step.SOLVERS)}) and a step_size first")
+            raise ValueError(f"StrCNF with the adaptive solver {self.solver!r} is not exportable (its steps depend "
+                             f"on the data); call set_solver(...) with a fixed-step method ({methods}) and a "
+                             "step_size first, e.g. set_solver('rk4', step_size=0.1)")
         if self.solver not in fixed_step.SOLVERS:
-            raise ValueError(f"StrCNF with the solver {self.solver!r} cannot be unrolled (its corrector iterates "
-                             f"until it converges); call set_solver(...) with one of {', '.join(fixed_step.SOLVERS)}")
+            raise ValueError(f"StrCNF with the solver {self.solver!r} is not exportable (its corrector iterates "
+                             f"until it converges); call set_solver(...) with one of {methods} first")
         return [_grid_steps(float(b.end_time.detach()) / self.step_size) for b in self.blocks]
 
     def _solve(self, x: torch.Tensor, reverse: bool, penalize: bool = False,
