@@ -13,8 +13,7 @@ What the trace runs, and why it exports:
   CSR tensors nor the Triton launcher; the backends are restored afterwards;
 * every autoregressive inverse with exactly ``depth + 1`` conditioner passes per step (the
   CPU early stop compares tensors on the host, which a graph cannot);
-* a StrCNF's fixed-step solve unrolled in torch ops on the steps of its current end times, with
-  the exact divergence by forward-mode tangents, also for a Hutchinson flow (``flows/fixed_step.py``);
+* a StrCNF's fixed-step solve unrolled in torch ops, divergence exact (``flows/fixed_step.py``);
 * the spline through its torch ops (the C++ kernels are opaque to the tracer), unrolled over its
   K knots: elementwise ops and selects that Inductor fuses into one vectorized loop (no
   ``searchsorted``, gather or boolean-mask indexing), so ONNX takes it too.
@@ -38,10 +37,9 @@ the artifact: ``loader.get_metadata()["strnn_fast"]`` (a JSON string) for ``.pt2
 
 Refused (ValueError): a method the model lacks, a model or parameter that is not finite, a
 CausalFlow that was never fitted ("untrained": the only model with a fitted flag; other models
-are refused only when non-finite), StrCNF with an adaptive solver or implicit_adams (steps or
-iterations that depend on the data; set_solver a fixed-step method), the inverse and sampling
-of UMNN flows (a bisection that stops when every row has converged), and in ONNX everything but
-forward/log_prob/transform of FastStrNN and affine/spline flows.
+are refused only when non-finite), StrCNF with an adaptive solver or implicit_adams (data-dependent
+steps), the inverse and sampling of UMNN flows (a bisection that stops when every row has
+converged), and in ONNX everything but forward/log_prob/transform of FastStrNN and affine/spline flows.
 
 Example:
     >>> import numpy as np, torch, tempfile, os
@@ -232,8 +230,6 @@ def _check_exportable(model: nn.Module, method: str, fmt: str) -> None:
     if bad:
         raise ValueError(f"exporting a non-finite model: refused ({bad[0]} holds NaN or infinite values)")
     flow = _inner_flow(model)
-    if isinstance(flow, StrCNF):  # only a fixed-step solve unrolls (flows/fixed_step.py)
-        flow.fixed_steps()
     if method in ("inverse", "sample") and any(isinstance(m, UMNNNormalizer) for m in model.modules()):
         raise ValueError(f"{method!r} of a UMNN flow is not exportable: its inverse is a bisection that stops "
                          "when every row has converged (a data-dependent loop); log_prob and transform export")
@@ -281,7 +277,7 @@ def export_mode(model: nn.Module) -> Iterator[None]:
         elif isinstance(m, SplineNormalizer):
             saved.append((m, "torch_only", m.torch_only))
             m.torch_only = True
-        elif isinstance(m, StrCNF):
+        elif isinstance(m, StrCNF):  # refuses adaptive solvers before anything is traced
             saved.append((m, "unrolled_steps", m.unrolled_steps))
             m.unrolled_steps = m.fixed_steps()
     was_training = model.training
