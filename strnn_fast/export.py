@@ -16,6 +16,7 @@ What the trace runs, and why it exports:
   torch.export takes neither sparse CSR tensors nor the C++ kernels; all restored afterwards;
 * every autoregressive inverse as a level plan of dense blocks (:func:`~strnn_fast.flows.levels.traceable_plan`:
   each conditioner unit once), else ``depth + 1`` full passes (no host-side early stop);
+* a StrCNF's fixed-step solve unrolled in torch ops, divergence exact (``flows/fixed_step.py``);
 * the spline through its torch ops (the C++ kernels are opaque to the tracer), unrolled over its
   K knots: elementwise ops and selects that Inductor fuses into one vectorized loop (no
   ``searchsorted``, gather or boolean-mask indexing), so ONNX takes it too.
@@ -39,9 +40,9 @@ the artifact: ``loader.get_metadata()["strnn_fast"]`` (a JSON string) for ``.pt2
 
 Refused (ValueError): a method the model lacks, a model or parameter that is not finite, a
 CausalFlow that was never fitted ("untrained": the only model with a fitted flag; other models
-are refused only when non-finite), StrCNF (torchdiffeq's solver branches on tensor values),
-the inverse and sampling of UMNN flows (a bisection that stops when every row has converged),
-and in ONNX everything but forward/log_prob/transform of FastStrNN and affine/spline flows.
+are refused only when non-finite), StrCNF with an adaptive solver or implicit_adams (data-dependent
+steps), the inverse and sampling of UMNN flows (a bisection that stops when every row has
+converged), and in ONNX everything but forward/log_prob/transform of FastStrNN and affine/spline flows.
 
 Example:
     >>> import numpy as np, torch, tempfile, os
@@ -235,10 +236,6 @@ def _check_exportable(model: nn.Module, method: str, fmt: str) -> None:
     if bad:
         raise ValueError(f"exporting a non-finite model: refused ({bad[0]} holds NaN or infinite values)")
     flow = _inner_flow(model)
-    if isinstance(flow, StrCNF):
-        # torchdiffeq checks its time grid on the host (a data-dependent guard torch.export refuses).
-        raise ValueError("StrCNF is not exportable yet: torchdiffeq's solver branches on tensor values "
-                         "(a data-dependent guard in torch.export), even with a fixed-step solver")
     if method in ("inverse", "sample") and any(isinstance(m, UMNNNormalizer) for m in model.modules()):
         raise ValueError(f"{method!r} of a UMNN flow is not exportable: its inverse is a bisection that stops "
                          "when every row has converged (a data-dependent loop); log_prob and transform export")
@@ -288,6 +285,9 @@ def export_mode(model: nn.Module, grouped: bool = True) -> Iterator[None]:
         elif isinstance(m, SplineNormalizer):
             saved.append((m, "torch_only", m.torch_only))
             m.torch_only = True
+        elif isinstance(m, StrCNF):  # refuses adaptive solvers before anything is traced
+            saved.append((m, "unrolled_steps", m.unrolled_steps))
+            m.unrolled_steps = m.fixed_steps()
     was_training = model.training
     model.eval()
     try:

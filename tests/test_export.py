@@ -161,8 +161,8 @@ def test_refusals(tmp_path):
         export(torch.nn.Linear(2, 2), tmp_path / "b.pt2", method="forward")
     with pytest.raises(ValueError, match="CausalFlow method"):
         export(flow, tmp_path / "b.pt2", method="interventional_samples")
-    with pytest.raises(ValueError, match="StrCNF is not exportable"):
-        export(StrCNF(A, hidden_sizes=(8,), solver="rk4", step_size=0.25), tmp_path / "c.pt2", method="log_prob")
+    with pytest.raises(ValueError, match="adaptive solver 'dopri5' is not exportable"):
+        export(StrCNF(A, hidden_sizes=(8,)), tmp_path / "c.pt2", method="log_prob")
     with pytest.raises(ValueError, match="UMNN flow is not exportable"):
         export(StrAF(A, hidden_sizes=(8,), flow_steps=1, normalizer="umnn"), tmp_path / "c.pt2", method="sample")
     with pytest.raises(ValueError, match="UMNN"):

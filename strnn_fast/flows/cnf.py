@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from .._validate import as_positive_int, as_real, as_sizes, choice
 from ..graph import as_adjacency, transitive_closure
+from . import fixed_step
 from .base import Flow
 from .odefunc import CNFDynamics
 
@@ -167,6 +168,8 @@ class StrCNF(Flow):
         self.divergence = first.divergence
         self._set_solver(solver, atol, rtol, step_size, adjoint)
         self._penalty: torch.Tensor | None = None
+        # Steps per block while the solve runs unrolled in torch ops (set by export_mode), else None.
+        self.unrolled_steps: list[int] | None = None
 
     def set_solver(
         self,
@@ -256,8 +259,32 @@ class StrCNF(Flow):
         """Whether a kinetic-energy or Jacobian penalty is on (then training solves carry 2 more states)."""
         return self.kinetic_weight > 0 or self.jacobian_weight > 0
 
+    def fixed_steps(self) -> list[int]:
+        r"""The number of steps of each block on its current end time, for unrolling the solve (export).
+
+        Raises:
+            ValueError: the solver is adaptive, or one :mod:`~strnn_fast.flows.fixed_step` does not
+                reproduce (implicit_adams: its corrector iterates until it converges).
+
+        Example:
+            >>> StrCNF(np.eye(2, k=-1), hidden_sizes=(4,), solver="rk4", step_size=0.3).fixed_steps()
+            [4]
+        """
+        methods = ", ".join(fixed_step.SOLVERS)
+        if self.step_size is None:
+            raise ValueError(f"StrCNF with the adaptive solver {self.solver!r} is not exportable (its steps depend "
+                             f"on the data); call set_solver(...) with a fixed-step method ({methods}) and a "
+                             "step_size first, e.g. set_solver('rk4', step_size=0.1)")
+        if self.solver not in fixed_step.SOLVERS:
+            raise ValueError(f"StrCNF with the solver {self.solver!r} is not exportable (its corrector iterates "
+                             f"until it converges); call set_solver(...) with one of {methods} first")
+        return [_grid_steps(float(b.end_time.detach()) / self.step_size) for b in self.blocks]
+
     def _solve(self, x: torch.Tensor, reverse: bool, penalize: bool = False,
                context: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        if self.unrolled_steps is not None:  # export: the same integration in torch ops (fixed_step.py)
+            return fixed_step.solve(list(self.blocks), self.solver, self.unrolled_steps, x, reverse=reverse,
+                                    context=context)
         zeros = x.new_zeros(x.shape[0])
         totals = [zeros, zeros, zeros] if penalize else [zeros]
         blocks = list(self.blocks)[::-1] if reverse else list(self.blocks)
@@ -371,10 +398,14 @@ def _context_of(block: CNFDynamics) -> tuple[torch.Tensor, ...]:
     return () if block._context is None else (block._context,)
 
 
-def _uniform_grid(steps: float) -> Callable[[Any, Any, torch.Tensor], torch.Tensor]:
+def _grid_steps(steps: float) -> int:
     # ceil(T / step_size) equal steps. torchdiffeq's own step_size grid ends with a sliver step
     # whenever T / step_size is a hair above an integer, which rounding of the learned T causes.
-    n = max(1, math.ceil(steps - 1e-6))
+    return max(1, math.ceil(steps - 1e-6))
+
+
+def _uniform_grid(steps: float) -> Callable[[Any, Any, torch.Tensor], torch.Tensor]:
+    n = _grid_steps(steps)
 
     def grid(func: Any, y0: Any, t: torch.Tensor) -> torch.Tensor:
         return torch.linspace(float(t[0]), float(t[-1]), n + 1, dtype=t.dtype, device=t.device)

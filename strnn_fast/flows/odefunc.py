@@ -230,14 +230,20 @@ class CNFDynamics(nn.Module):
 
     def velocity(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """f(t, x) in real time t (not s); (B, d) -> (B, d), reading the context set by :meth:`begin`."""
+        return self.net(self.net_input(t, x))
+
+    def net_input(self, t: torch.Tensor, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's (B, d [+ C] [+ 1]) input at time t: the state, the context (by default the
+        solve's, set by :meth:`begin`), t."""
         parts = [x]
         if self.context_features:
-            if self._context is None or self._context.shape[0] != x.shape[0]:
+            context = self._context if context is None else context
+            if context is None or context.shape[0] != x.shape[0]:
                 raise RuntimeError("call begin(x, context) before solving conditional dynamics")
-            parts.append(self._context.to(x))
+            parts.append(context.to(x))
         if self.time_conditioning:
             parts.append(t.to(x).expand(x.shape[0], 1))
-        return self.net(torch.cat(parts, dim=1) if len(parts) > 1 else x)
+        return torch.cat(parts, dim=1) if len(parts) > 1 else x
 
     def forward(self, s: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         self.nfe += 1
