@@ -16,7 +16,7 @@ relative where |value| > 1). Threads: 1 (bench/conftest.py).
 
     pytest bench/bench_export.py --benchmark-enable --benchmark-min-rounds=5 \\
         --benchmark-json=bench/results/export.json
-    python bench/bench_export.py bench/results/export.json > bench/results/export.md
+    python bench/bench_export.py bench/results/export.json [more.json ...] > bench/results/export.md
 
 ``STRNN_FAST_BENCH_CASES=d100`` picks cases, ``STRNN_FAST_BENCH_METHODS=log_prob`` methods.
 """
@@ -119,18 +119,22 @@ def test_latency(benchmark, case: str, method: str, batch: int, impl: str) -> No
         benchmark(fn)
 
 
-def summarize(path: str) -> str:
-    """The markdown table of a ``--benchmark-json`` file: medians (ms) and ratios to eager."""
-    data = json.loads(Path(path).read_text())
+def summarize(*paths: str) -> str:
+    """The markdown table of ``--benchmark-json`` files (of one machine): medians (ms) and ratios to eager."""
+    runs = [json.loads(Path(path).read_text()) for path in paths]
+    data = runs[0]
     rows: dict = defaultdict(dict)
-    for b in data["benchmarks"]:
+    for b in (b for run in runs for b in run["benchmarks"]):
         e = b["extra_info"]
         rows[(e["case"], e["method"], e["batch"])][e["impl"]] = (b["stats"]["median"] * 1e3, e)
     m = data["machine_info"]
     out = [f"# Exported spline StrAF: latency (ms, median) against eager, {m.get('torch_threads')} thread(s)", "",
            f"`pytest bench/bench_export.py` (pytest-benchmark, medians), {data['datetime']}; "
            f"CPU {m.get('cpu', {}).get('brand_raw', '?')}, torch {m.get('torch')}. Errors: largest against the "
-           "float64 model, relative where |value| > 1. `frozen`: n/a (freeze applies to FastStrNN, not flows).", "",
+           "float64 model, relative where |value| > 1. `frozen`: n/a (freeze applies to FastStrNN, not flows)."
+           + ("" if len(runs) == 1 else " Runs (a later run's rows replace an earlier one's; ratios to eager may "
+              "then span runs): " + ", ".join(f"{Path(p).name} {r['datetime'][:19]}" for p, r in zip(paths, runs)) + "."),
+           "",
            "| case | method | batch | eager | aoti | onnxruntime | aoti/eager | ort/eager | eager err | aoti err |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     sizes = {}
@@ -157,4 +161,4 @@ def summarize(path: str) -> str:
 
 
 if __name__ == "__main__":
-    print(summarize(sys.argv[1]), end="")
+    print(summarize(*sys.argv[1:]), end="")

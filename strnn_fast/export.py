@@ -32,7 +32,7 @@ mask in the exported copy (with a warning when some were not). The dense backend
 masked at rest, while "sparse" and "cpu" read only the kept entries; so a model whose weights
 were edited in place without ``MaskedLinear.apply_mask_()`` computes, in eager mode, whatever
 function the backend that "auto" measured fastest for that batch size and process computes.
-Such a model once looked like an AOTInductor miscompile at large batches (bench/results/export.md).
+Such a model once looked like an AOTInductor miscompile at large batches (bench/results/export_notes.md).
 
 The metadata (variable names, method, input and output names and shapes, versions) is stored in
 the artifact: ``loader.get_metadata()["strnn_fast"]`` (a JSON string) for ``.pt2``, the

@@ -46,8 +46,9 @@ WASTE = 2.0
 #: d=15 benchmark model (buckets at 15-23 % of the dense work) the grouped artifact was no faster
 #: than the dense one at batch 1-256, while at d=100 (2-4 %) it was 3-5x faster at batch 1-64.
 DENSE_ABOVE = 0.1
-#: The largest batch run grouped; larger ones run the dense products (measured on the d=100
-#: benchmark model, bench/results/export_d100.md).
+#: The largest batch run grouped; larger ones run the dense products. On the d=100 benchmark
+#: model's log_prob package (CPU time, interleaved, loaded box): grouped 0.28 vs dense 1.94 ms at
+#: batch 1, 7.7 vs 14.7 ms at 256, 38 vs 32 ms at 512, 119 vs 72 ms at 1024.
 UP_TO = 256
 
 

@@ -206,7 +206,7 @@ class SplineNormalizer(Normalizer):
         # the interior knots of row 0 (x) or 1 (y). torch.export traces this: Inductor fuses it
         # into one loop over the elements, vectorized along them, where the table's softmax,
         # cumsum and gather over a last dimension of K + 1 compiled to masked 9-lane loops that
-        # took 2.5x the whole eager log_prob (d=15, batch 4096; bench/results/export.md).
+        # took 2.5x the whole eager log_prob (d=15, batch 4096; bench/results/export_notes.md).
         K, B, m = self.bins, self.bound, self.min_bin
         rows, fracs = [], []
         for start in (0, K):  # abscissae, then ordinates: -B, cumulated bin sizes, B
