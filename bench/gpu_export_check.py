@@ -42,12 +42,7 @@ KERNEL = b"_masked_linear_fwd_kernel"
 
 # Runs in `python3 -I` with strnn_fast blocked: what a user of the artifact has.
 _LOADER = textwrap.dedent("""
-    import sys, json, time, importlib.abc
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] == "strnn_fast":
-                raise ImportError("strnn_fast is blocked in this process")
-    sys.meta_path.insert(0, Block())
+    import sys, json, time
     import numpy as np, torch
     path, npz, device, out = sys.argv[1:5]
     model = torch._inductor.aoti_load_package(path)
@@ -150,8 +145,10 @@ def check(dry_run: bool, workdir: str) -> dict:
     inputs = {f"b{b}": torch.randn(b, d, generator=g) for b in BATCHES}
     npz, out = os.path.join(workdir, "in.npz"), os.path.join(workdir, "out.npz")
     np.savez(npz, **{k: v.numpy() for k, v in inputs.items()})
-    proc = subprocess.run([sys.executable, "-I", "-c", _LOADER, path, npz, device, out], capture_output=True,
-                          text=True, timeout=600)
+    from strnn_fast._artifacts import BLOCK_STRNN_FAST
+
+    proc = subprocess.run([sys.executable, "-I", "-c", BLOCK_STRNN_FAST + _LOADER, path, npz, device, out],
+                          capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         return {**report, "ok": False, "error": "load: " + proc.stderr.strip()[-2000:]}
     artifact_ms = json.loads(proc.stdout.strip().splitlines()[-1])

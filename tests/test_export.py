@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from strnn_fast._artifacts import BLOCK_STRNN_FAST
 from strnn_fast import CausalFlow, FastStrNN, MaskedLinear, StrNNDensityEstimator
 from strnn_fast.export import export, methods
 from strnn_fast.data import make_multimodal
@@ -25,13 +26,8 @@ from strnn_fast.standardize import Standardized
 A = np.tril(np.ones((5, 5)), -1)
 A[4, 0] = 0  # not a full triangle: the structure matters
 
-_LOADER = textwrap.dedent("""
-    import sys, json, importlib.abc
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] == "strnn_fast":
-                raise ImportError("strnn_fast is blocked in this process")
-    sys.meta_path.insert(0, Block())
+_LOADER = BLOCK_STRNN_FAST + textwrap.dedent("""
+    import sys, json
     import numpy as np, torch
     path, fmt, npz, out = sys.argv[1:5]
     inputs = [torch.from_numpy(a) for _, a in sorted(np.load(npz).items())]
