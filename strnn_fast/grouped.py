@@ -85,9 +85,9 @@ def _buckets(groups: list[tuple[np.ndarray, np.ndarray]], waste: float) -> list[
 
 
 class _Layer(nn.Module):
-    # One layer: x (batch, width) -> act(y) (batch, rows). `pos` maps this layer's input units
-    # to columns of x (the previous layer's bucket order); `gather` (or None) maps its output
-    # units back to their own order, for the last layer.
+    # One layer, feature-major: x (width, batch) -> act(y) (rows, batch). `pos` maps this layer's
+    # input units to rows of x (the previous layer's bucket order); `gather` (or None) maps its
+    # output units back to their own order, for the last layer.
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, mask: np.ndarray, activation: str,
                  pos: np.ndarray, width: int, last: bool):
         super().__init__()
