@@ -23,7 +23,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
+#include <utility>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -352,10 +354,62 @@ void spmm_impl(const py::handle& xt_o, const py::handle& v_o, const Index& crow,
   spmm_core<T>(xp, n_in, B, batch_major, vp, p, bias, relu, yp, threads);
 }
 
+#if defined(__linux__)
+// Large outputs freed by their last holder go back to a small cache and are handed out again at
+// the same size: a training loop allocates the same shapes every step, and a fresh buffer is
+// zeroed by the OS page by page on first write, in the one thread that touches it first (12 such
+// 2 MiB faults a forward+backward step of a 2000 x 2000 layer at batch 1024). At most kMaxBytes
+// stay held; more are freed.
+class OutputCache {
+ public:
+  static constexpr std::size_t kMaxBytes = std::size_t(128) << 20;
+
+  void* take(std::size_t size) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = blocks_.begin(); it != blocks_.end(); ++it) {
+      if (it->second != size) continue;
+      void* mem = it->first;
+      held_ -= size;
+      blocks_.erase(it);
+      return mem;
+    }
+    return nullptr;
+  }
+
+  void give(void* mem, std::size_t size) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (held_ + size <= kMaxBytes) {
+        blocks_.emplace_back(mem, size);
+        held_ += size;
+        return;
+      }
+    }
+    std::free(mem);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::pair<void*, std::size_t>> blocks_;
+  std::size_t held_ = 0;
+};
+
+// Never destroyed: capsules of outputs still alive at exit return their buffers to it.
+OutputCache& output_cache() {
+  static OutputCache* cache = new OutputCache();
+  return *cache;
+}
+
+struct Owned {
+  void* mem;
+  std::size_t size;
+};
+#endif
+
 // A new (rows x cols) array with the given byte strides. From 2 MiB up it is backed by transparent
 // huge pages where the OS offers them (Linux, madvise): a fresh output is otherwise faulted in 4 KiB
 // at a time on first write, which cost ~15 ms for a 38 MB output (9,200 faults) on the 2-core VM
-// where a kernel call writing it took ~10 ms.
+// where a kernel call writing it took ~10 ms. Those buffers are reused through OutputCache.
 template <class T>
 py::array_t<T> new_output(py::ssize_t rows, py::ssize_t cols, py::ssize_t s0, py::ssize_t s1) {
   constexpr std::size_t kHuge = std::size_t(2) << 20;
@@ -363,10 +417,17 @@ py::array_t<T> new_output(py::ssize_t rows, py::ssize_t cols, py::ssize_t s0, py
 #if defined(__linux__)
   if (bytes >= kHuge) {
     const std::size_t size = (bytes + kHuge - 1) / kHuge * kHuge;
-    void* mem = std::aligned_alloc(kHuge, size);
-    if (mem == nullptr) throw std::bad_alloc();
-    madvise(mem, size, MADV_HUGEPAGE);  // advice only: without THP the pages are ordinary ones
-    py::capsule owner(mem, [](void* m) { std::free(m); });
+    void* mem = output_cache().take(size);
+    if (mem == nullptr) {
+      mem = std::aligned_alloc(kHuge, size);
+      if (mem == nullptr) throw std::bad_alloc();
+      madvise(mem, size, MADV_HUGEPAGE);  // advice only: without THP the pages are ordinary ones
+    }
+    py::capsule owner(new Owned{mem, size}, [](void* o) {
+      auto* owned = static_cast<Owned*>(o);
+      output_cache().give(owned->mem, owned->size);
+      delete owned;
+    });
     return py::array_t<T>({rows, cols}, {s0, s1}, static_cast<T*>(mem), owner);
   }
 #endif
