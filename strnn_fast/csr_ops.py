@@ -155,7 +155,10 @@ class _SpMM(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             gv = _SDDMM.apply(g, x2, s) if graph else _sddmm_now(g, x2, s)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = g.sum(0)
+            # numpy's sum is single-threaded: torch's would wake its OpenMP threads, which then
+            # spin on the cores the next C++ kernel's threads need (d=1000 layer, batch 1024, 2
+            # threads: backward 5.1 ms with torch's sum, 2.4 ms with OMP_WAIT_POLICY=PASSIVE).
+            gb = g.sum(0) if graph else torch.from_numpy(_either_major(g).numpy().sum(0))
         return gx, gv, gb, None
 
 
