@@ -46,7 +46,7 @@ WASTE = 2.0
 #: d=15 benchmark model (buckets at 15-23 % of the dense work) the grouped log_prob package against
 #: the dense one (CPU time, interleaved, loaded box): 0.124 vs 0.111 ms at batch 1, 0.305 vs 0.308
 #: at 64, 0.90 vs 0.99 at 256, 25.5 vs 22.4 at 4096 (the switch's cost); at d=100 (2-4 %) it was
-#: 3-7x faster at batch 1-64 (UP_TO).
+#: 2.3-7x faster at batch 1-64 (UP_TO).
 DENSE_ABOVE = 0.1
 #: The largest batch run grouped; larger ones run the dense products. On the d=100 benchmark
 #: model's log_prob package (CPU time, interleaved, loaded box): grouped 0.28 vs dense 1.94 ms at
