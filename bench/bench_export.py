@@ -141,8 +141,8 @@ def summarize(*paths: str) -> str:
     for (case, method, batch), impls in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
         eager = impls["eager"][0]
 
-        def cell(k: str, fmt: str = "{:.3f}") -> str:
-            return fmt.format(impls[k][0]) if k in impls else "n/a"
+        def cell(k: str) -> str:
+            return f"{impls[k][0]:.3f}" if k in impls else "n/a"
 
         def ratio(k: str) -> str:
             return f"{impls[k][0] / eager:.2f}" if k in impls else "n/a"

@@ -260,10 +260,10 @@ def _inner_flow(model: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def export_mode(model: nn.Module, grouped: bool = True) -> Iterator[None]:
+def export_mode(model: nn.Module, grouped: bool = True, levels: bool = True) -> Iterator[None]:
     r"""Runs ``model`` as the tracer needs it (see the module docstring), restoring it afterwards.
 
-    ``grouped=False`` keeps CPU networks on the dense backend too (ONNX: no ``torch.cond``).
+    ``grouped=False``: CPU networks on the dense backend too (ONNX); ``levels=False``: no level plans.
 
     Example:
         >>> from strnn_fast.flows import StrAF
@@ -281,7 +281,7 @@ def export_mode(model: nn.Module, grouped: bool = True) -> Iterator[None]:
             m.backend = prepare_export(m)  # "dense", or on CUDA "triton" for sparse layers
         elif isinstance(m, FlowStep):  # full passes, or with a StrNN conditioner each unit once
             saved += [(m, "early_stop", m.early_stop), (m, "traced_plan", m.traced_plan)]
-            m.early_stop, m.traced_plan = False, traceable_plan(m)
+            m.early_stop, m.traced_plan = False, traceable_plan(m) if levels else None
         elif isinstance(m, SplineNormalizer):
             saved.append((m, "torch_only", m.torch_only))
             m.torch_only = True
@@ -392,7 +392,7 @@ def export(model: nn.Module, path: str | os.PathLike, *, method: str, format: st
     program = _Program(model, plan.fn).eval()
     batch_dim = torch.export.Dim("batch", min=1)
     dynamic = (tuple({0: batch_dim} for _ in plan.inputs),)  # one entry: the *args of _Program.forward
-    with export_mode(model, grouped=format == "pt2"):
+    with export_mode(model, grouped=format == "pt2", levels=method not in ("forward", "log_prob", "transform")):
         try:
             if format == "onnx":
                 _write_onnx(program, example, dynamic, plan, path, meta)

@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -71,13 +72,19 @@ def row_groups(mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return sorted(groups, key=lambda g: (len(g[1]), len(g[0])))
 
 
+def _padded_shape(bucket: list[tuple[np.ndarray, np.ndarray]]) -> tuple[int, int]:
+    # (rows, columns) every group of a bucket is padded to; a group with no columns gets one
+    # (a zero weight: its rows hold the bias).
+    return max(len(r) for r, _ in bucket), max(max(len(c), 1) for _, c in bucket)
+
+
 def _buckets(groups: list[tuple[np.ndarray, np.ndarray]], waste: float) -> list[list[tuple[np.ndarray, np.ndarray]]]:
     # Consecutive groups (sorted by size) share a bucket while padding to the largest stays
     # within `waste` times their kept weights (a group with no columns counts one per row).
     out: list[list] = []
     for g in groups:
         trial = (out[-1] if out else []) + [g]
-        rows, cols = max(len(r) for r, _ in trial), max(max(len(c), 1) for _, c in trial)
+        rows, cols = _padded_shape(trial)
         kept = sum(len(r) * max(len(c), 1) for r, c in trial)
         if out and len(trial) * rows * cols <= waste * kept:
             out[-1] = trial
@@ -98,7 +105,7 @@ class _Layer(nn.Module):
         bias = torch.zeros(out, dtype=weight.dtype, device=weight.device) if bias is None else bias
         groups = row_groups(mask)
         buckets = _buckets(groups, WASTE)
-        padded = sum(len(b) * max(len(r) for r, _ in b) * max(max(len(c), 1) for _, c in b) for b in buckets)
+        padded = sum(len(b) * math.prod(_padded_shape(b)) for b in buckets)
         self.grouped = padded < DENSE_ABOVE * out * n_in
         if not self.grouped:  # columns follow x's rows; rows stay in the unit order
             w = weight.new_zeros(out, width)
@@ -111,7 +118,7 @@ class _Layer(nn.Module):
         order = np.full(out, -1)
         offset = 0
         for i, bucket in enumerate(buckets):
-            R, C = max(len(r) for r, _ in bucket), max(max(len(c), 1) for _, c in bucket)
+            R, C = _padded_shape(bucket)
             idx = np.zeros((len(bucket), C), dtype=np.int64)
             w = weight.new_zeros(len(bucket), R, C)
             b = weight.new_zeros(len(bucket), R, 1)
@@ -189,6 +196,8 @@ class GroupedChain(nn.Module):
         return h.t().contiguous()
 
     def _dense(self, x: torch.Tensor) -> torch.Tensor:
+        # Its own F.linear chain, not the layers' forward: torch.cond traces both branches with
+        # dynamo, which does not pass the layers' backend dispatch (tried on a whole method).
         for k, act in enumerate(self.acts):
             x = act(F.linear(x, getattr(self, f"dense_w{k}"), getattr(self, f"dense_b{k}")))
         return x

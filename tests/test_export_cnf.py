@@ -17,7 +17,8 @@ import torch
 from strnn_fast.activations import ACTIVATIONS
 from strnn_fast.export import export, export_mode, methods
 from strnn_fast.flows import FFJORD, StrCNF
-from strnn_fast.flows.fixed_step import SLOPES, SOLVERS
+from strnn_fast.activations import SLOPES
+from strnn_fast.flows.fixed_step import SOLVERS
 from strnn_fast.standardize import Standardized
 from test_export import A, _check, _eager, _run_isolated, _trained
 

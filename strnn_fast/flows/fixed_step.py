@@ -29,32 +29,16 @@ Example:
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..activations import ACTIVATIONS
+from ..activations import ACTIVATIONS, SLOPES
 from ..dense_ops import linear
 from .odefunc import CNFDynamics
 
-__all__ = ["SLOPES", "SOLVERS", "solve", "velocity_divergence"]
-
-_SQRT_HALF = math.sqrt(0.5)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-
-#: Derivative of each activation of ``strnn_fast.activations``, given its input a and output h.
-SLOPES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "relu": lambda a, h: (a > 0).to(a.dtype),
-    "tanh": lambda a, h: 1 - h * h,
-    # F.softplus is linear above its threshold (20).
-    "softplus": lambda a, h: torch.where(a > 20, torch.ones_like(a), torch.sigmoid(a)),
-    "elu": lambda a, h: torch.where(a > 0, torch.ones_like(a), torch.exp(a)),
-    "gelu": lambda a, h: 0.5 * (1 + torch.erf(a * _SQRT_HALF)) + a * torch.exp(-0.5 * a * a) * _INV_SQRT_2PI,
-    "silu": lambda a, h: torch.sigmoid(a) * (1 + a * (1 - torch.sigmoid(a))),
-    "identity": lambda a, h: torch.ones_like(a),
-}
+__all__ = ["SOLVERS", "solve", "velocity_divergence"]
 
 Rhs = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
