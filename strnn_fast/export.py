@@ -9,8 +9,8 @@ C++) or onnxruntime, never strnn_fast.
 What the trace runs, and why it exports:
 
 * in a ``.pt2``, every CPU :class:`~strnn_fast.FastStrNN` whose masks are sparse enough as
-  grouped dense products of its kept weights up to a batch size, dense beyond
-  (:mod:`strnn_fast.grouped`); on CUDA, sparse layers through the Triton forward kernel (a
+  grouped dense products of its kept weights (:mod:`strnn_fast.grouped`; a StrNN conditioner's
+  parameters in a layout the spline then reads in flat loops, see ``SplineNormalizer``); on CUDA, sparse layers through the Triton forward kernel (a
   ``triton_op``, which AOTInductor compiles into the package); every other
   :class:`~strnn_fast.MaskedLinear` on its "dense" backend (masked dense weights), since
   torch.export takes neither sparse CSR tensors nor the C++ kernels; all restored afterwards;
@@ -60,6 +60,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 import torch
@@ -74,6 +75,7 @@ from .flows.autoregressive import FlowStep
 from .flows.base import Flow
 from .flows.levels import traceable_plan
 from .flows.cnf import StrCNF
+from .flows.conditioners import StrNNConditioner
 from .flows.normalizers.spline import SplineNormalizer
 from .flows.normalizers.umnn import UMNNNormalizer
 from .grouped import grouped_networks
@@ -275,6 +277,7 @@ def export_mode(model: nn.Module, grouped: bool = True, levels: bool = True) -> 
         'sparse'
     """
     saved: list[tuple[nn.Module, str, Any]] = []
+    blocks = {m.net: m.n_params for m in model.modules() if isinstance(m, StrNNConditioner)}
     for m in model.modules():
         if isinstance(m, MaskedLinear):
             saved.append((m, "backend", m.backend))
@@ -291,7 +294,7 @@ def export_mode(model: nn.Module, grouped: bool = True, levels: bool = True) -> 
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), grouped_networks(model) if grouped else contextlib.nullcontext():
+        with torch.no_grad(), grouped_networks(model, blocks) if grouped else contextlib.nullcontext():
             yield
     finally:
         model.train(was_training)
@@ -407,13 +410,10 @@ def export(model: nn.Module, path: str | os.PathLike, *, method: str, format: st
 
 
 def _version() -> str:
-    # The installed distribution's version (the package's __init__ imports this module, so no
-    # import of the package itself here).
-    from importlib.metadata import PackageNotFoundError, version
-
+    # The installed distribution's (not strnn_fast.__version__: the package's __init__ imports this module).
     try:
-        return version("strnn_fast")
-    except PackageNotFoundError:
+        return metadata.version("strnn_fast")
+    except metadata.PackageNotFoundError:
         return "unknown"
 
 

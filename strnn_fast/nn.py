@@ -277,6 +277,18 @@ class FastStrNN(Savable, nn.Module):
         # them); callers get the usual row-major layout (a strided output slows what they do next).
         return x.contiguous()
 
+    def block_view(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """The outputs for x as (..., nout/k, k): ``[..., i, p]`` is output ``p * nout/k + i`` (k per variable).
+
+        Example:
+            >>> net = FastStrNN(3, (8,), 6, adjacency=np.tril(np.ones((3, 3)), -1))
+            >>> x = torch.randn(4, 3)
+            >>> torch.equal(net.block_view(x, 2)[:, 1, 0], net(x)[:, 1])
+            True
+        """
+        y = self(x)
+        return y.view(*y.shape[:-1], k, -1).transpose(-1, -2)
+
     @property
     def net(self) -> nn.ModuleList:
         """The masked layers (the reference calls its container ``net``)."""

@@ -1,8 +1,8 @@
 """strnn_fast.grouped: a FastStrNN as grouped dense products (the exported form of sparse layers).
 
 Checked against the network itself in float64 at odd shapes, on both branches of its batch
-switch, for masks with empty rows and columns, and in an exported artifact run without
-strnn_fast.
+switch, for masks with empty rows and columns, through the per-variable blocks of a conditioner's
+layout, and in an exported artifact run without strnn_fast.
 """
 from __future__ import annotations
 
@@ -53,6 +53,40 @@ def test_chain_equals_network(case, batch, up_to):
     with torch.no_grad():
         torch.testing.assert_close(chain(x), net(x), rtol=1e-12, atol=1e-12)
         assert chain(x[:, None, :].expand(batch, 2, net.nin)).shape == (batch, 2, net.nout)
+
+
+@pytest.mark.parametrize("case", ["dag_d83", "empty_rows_cols", "context"])
+@pytest.mark.parametrize("batch", [1, 7, 300])
+def test_block_view_equals_the_network(case, batch):
+    # k outputs per variable (a conditioner's layout): the chain's block_view runs the per-variable
+    # last layer and gives the network's block view, in parameter-major, feature-major memory.
+    k = 3
+    if case == "context":  # [A | A_c] with its rows repeated k times, as StrNNConditioner builds it
+        A = np.concatenate([random_dag(41, parents=(1, 3), seed=4), np.eye(41, 5)], axis=1)
+        net = _net(np.tile(A, (k, 1)), (233, 199))
+        d = 41
+    else:  # wide enough hidden layers that the padded blocks do < DENSE_ABOVE of the dense work
+        A = CASES[case][0]()
+        torch.manual_seed(0)
+        net = _trained(FastStrNN(A.shape[1], (211, 256), k * A.shape[0], adjacency=A).double(), scale=0.3)
+        d = A.shape[0]
+    chain = GroupedChain(net.layers, blocks=k)
+    assert chain.blocks is not None and chain.saves_work
+    x = torch.randn(batch, net.nin, dtype=torch.float64)
+    with torch.no_grad():
+        got = chain.block_view(x, k)
+        torch.testing.assert_close(got, net.block_view(x, k), rtol=1e-12, atol=1e-12)
+        assert got.shape == (batch, d, k) and got.permute(2, 1, 0).is_contiguous()
+        # another k: the chain's forward, viewed
+        torch.testing.assert_close(chain.block_view(x, 1), net.block_view(x, 1), rtol=1e-12, atol=1e-12)
+
+
+def test_blocks_refuse_outputs_that_are_not_k_per_variable():
+    net = _net(random_dag(30, parents=(1, 3), seed=0), (64,))  # 30 outputs, each its own row
+    with pytest.raises(ValueError, match="not 2 per variable"):
+        GroupedChain(net.layers, blocks=2)
+    with pytest.raises(ValueError, match="blocks must divide"):
+        GroupedChain(net.layers, blocks=7)
 
 
 def test_cases_cover_grouped_and_dense_layers():
@@ -107,11 +141,13 @@ def test_grouped_networks_restores_the_networks():
 
 
 def test_exported_sparse_flow_runs_grouped_and_dense(tmp_path):
-    # A sparse d=30 spline StrAF: batch 1 runs the grouped branch of the artifact, 300 the dense one
-    # (log_prob: an exported sample runs the flow's level plan, not the networks).
-    flow = _trained(StrAF(random_dag(30, parents=(1, 3), seed=2), hidden_sizes=(48,), flow_steps=2,
+    # A sparse d=40 spline StrAF whose conditioners give their parameters through the per-variable
+    # blocks (feature-major: the spline's transposed path), at batch 1 and 300 (log_prob: an
+    # exported sample runs the flow's level plan, not the networks).
+    flow = _trained(StrAF(random_dag(40, parents=(1, 3), seed=2), hidden_sizes=(160,), flow_steps=2,
                           normalizer="spline", bins=4))
-    assert GroupedChain(flow.steps[0].conditioner.net.layers).saves_work
+    conditioner = flow.steps[0].conditioner
+    assert GroupedChain(conditioner.net.layers, blocks=conditioner.n_params).blocks is not None
     _check(flow, "log_prob", tmp_path, batches=(1, 300))
     # The package trusts its inputs unless the serving process asks the runtime to check them
     # (README): then wrong widths, dtypes and layouts raise, and batch 1 still runs.
@@ -119,9 +155,9 @@ def test_exported_sparse_flow_runs_grouped_and_dense(tmp_path):
         import os, sys, torch
         os.environ["AOTI_RUNTIME_CHECK_INPUTS"] = "1"
         m = torch._inductor.aoti_load_package(sys.argv[1])
-        assert m(torch.randn(1, 30)).shape == (1,)
-        for bad in (torch.randn(4, 31), torch.randn(4, 29), torch.randn(4, 30, dtype=torch.float64),
-                    torch.randn(30, 4).t()):
+        assert m(torch.randn(1, 40)).shape == (1,)
+        for bad in (torch.randn(4, 41), torch.randn(4, 39), torch.randn(4, 40, dtype=torch.float64),
+                    torch.randn(40, 4).t()):
             try:
                 m(bad)
             except RuntimeError as err:

@@ -135,7 +135,7 @@ class StrNNConditioner(Conditioner):
 
     def params(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         inputs = torch.cat([x, context], dim=-1) if self.context_features else x
-        return self.net(inputs).view(x.shape[0], self.n_params, self.d).transpose(1, 2)
+        return self.net.block_view(inputs, self.n_params)
 
 
 class GNFConditioner(Conditioner):
