@@ -9,11 +9,12 @@ C++) or onnxruntime, never strnn_fast.
 What the trace runs, and why it exports:
 
 * in a ``.pt2``, every CPU :class:`~strnn_fast.FastStrNN` whose masks are sparse enough as
-  grouped dense products of its kept weights (:mod:`strnn_fast.grouped`; a StrNN conditioner's
-  parameters in a layout the spline then reads in flat loops, see ``SplineNormalizer``); on CUDA, sparse layers through the Triton forward kernel (a
-  ``triton_op``, which AOTInductor compiles into the package); every other
-  :class:`~strnn_fast.MaskedLinear` on its "dense" backend (masked dense weights), since
-  torch.export takes neither sparse CSR tensors nor the C++ kernels; all restored afterwards;
+  grouped dense products of its kept weights (:mod:`strnn_fast.grouped`: up to a batch size,
+  dense beyond; a StrNN conditioner's parameters at any batch size, through one product per
+  variable, in the feature-major layout the spline then computes in); on CUDA, sparse layers
+  through the Triton forward kernel (a ``triton_op``: AOTInductor compiles it in); every other
+  MaskedLinear on its "dense" backend (masked dense weights), since torch.export takes neither
+  sparse CSR tensors nor the C++ kernels; all restored afterwards;
 * every autoregressive inverse as a level plan of dense blocks (:func:`~strnn_fast.flows.levels.traceable_plan`:
   each conditioner unit once), else ``depth + 1`` full passes (no host-side early stop);
 * a StrCNF's fixed-step solve unrolled in torch ops, divergence exact (``flows/fixed_step.py``);
@@ -303,8 +304,7 @@ def export_mode(model: nn.Module, grouped: bool = True, levels: bool = True) -> 
 
 
 def _mask_at_rest(model: nn.Module) -> list[str]:
-    # Zeroes the weights off the mask of every dense-stored MaskedLinear (in place: a copy's);
-    # returns the names of those that held nonzeros there.
+    # Zeroes every dense-stored MaskedLinear's weights off its mask (a copy's); names those that had any.
     off = []
     for name, m in model.named_modules():
         if isinstance(m, MaskedLinear) and not m.packed:

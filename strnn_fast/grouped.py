@@ -18,9 +18,9 @@ least :data:`DENSE_ABOVE` of the dense work stays a dense product.
 A network with ``k`` outputs per variable (output ``p * d + i`` is parameter p of variable i, all
 k reading the same inputs: a flow's conditioner) can also give its parameters as a (B, d, k)
 view (:meth:`GroupedChain.block_view`): its last layer is then one ``bmm`` over the variables,
-each padded to the largest input count, with no gather, and the view's memory is parameter-major
-and feature-major, ``(k, d, B)``, so that each parameter is one contiguous block that the
-elementwise code after it (the spline) reads in flat, vectorized loops.
+each padded to the largest input count, with no gather, and the view's memory is feature-major,
+``(d, k, B)``, so that the elementwise code after it (the spline) can run its loops along the
+batch, contiguous.
 
 Example:
     >>> import numpy as np, torch
@@ -180,18 +180,12 @@ class _Blocks(nn.Module):
         self.register_buffer("idx", torch.as_tensor(idx.reshape(-1), device=weight.device))
         self.register_buffer("w", w)
         self.register_buffer("b", bias.view(k, d).t().unsqueeze(-1).contiguous())  # (d, k, 1)
-        self.register_buffer("params", torch.arange(k, device=weight.device))
         self.k, self.padded = k, d * k * C
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d, k, C = self.w.shape
         y = self.act(torch.baddbmm(self.b, self.w, x.index_select(0, self.idx).view(d, C, -1)))  # (d, k, B)
-        # Copied to parameter-major memory (k, d, B) by a scatter: Inductor fuses a plain permute
-        # into the spline's loads (loops over d, B with a stride of k*B: scalar at batch 1), but
-        # not a scatter. d=100 log_prob package (CPU time, interleaved): batch 1 0.23 vs 0.35 ms
-        # without the copy, batch 4096 158 vs 141 ms (eager: 0.69 and 182).
-        src = y.transpose(0, 1)
-        return src.new_empty(src.shape).index_copy(0, self.params, src).permute(2, 1, 0)
+        return y.permute(2, 0, 1)
 
 
 class GroupedChain(nn.Module):
@@ -242,7 +236,7 @@ class GroupedChain(nn.Module):
         """The outputs for x (B, in) as (B, out/k, k): ``[:, i, p]`` is output ``p * out/k + i``.
 
         Through the per-variable last layer when the chain was built with ``blocks=k`` (a view of
-        parameter-major, feature-major memory), else a view of :meth:`forward`'s output."""
+        (d, k, B) memory), else a view of :meth:`forward`'s output."""
         if self.blocks is None or k != self.blocks.k:
             y = self(x)
             return y.view(*y.shape[:-1], k, -1).transpose(-1, -2)

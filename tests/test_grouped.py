@@ -59,7 +59,7 @@ def test_chain_equals_network(case, batch, up_to):
 @pytest.mark.parametrize("batch", [1, 7, 300])
 def test_block_view_equals_the_network(case, batch):
     # k outputs per variable (a conditioner's layout): the chain's block_view runs the per-variable
-    # last layer and gives the network's block view, in parameter-major, feature-major memory.
+    # last layer and gives the network's block view, over feature-major (d, k, B) memory.
     k = 3
     if case == "context":  # [A | A_c] with its rows repeated k times, as StrNNConditioner builds it
         A = np.concatenate([random_dag(41, parents=(1, 3), seed=4), np.eye(41, 5)], axis=1)
@@ -76,7 +76,7 @@ def test_block_view_equals_the_network(case, batch):
     with torch.no_grad():
         got = chain.block_view(x, k)
         torch.testing.assert_close(got, net.block_view(x, k), rtol=1e-12, atol=1e-12)
-        assert got.shape == (batch, d, k) and got.permute(2, 1, 0).is_contiguous()
+        assert got.shape == (batch, d, k) and got.permute(1, 2, 0).is_contiguous()
         # another k: the chain's forward, viewed
         torch.testing.assert_close(chain.block_view(x, 1), net.block_view(x, 1), rtol=1e-12, atol=1e-12)
 
@@ -141,10 +141,12 @@ def test_grouped_networks_restores_the_networks():
 
 
 def test_exported_sparse_flow_runs_grouped_and_dense(tmp_path):
-    # A sparse d=40 spline StrAF whose conditioners give their parameters through the per-variable
+    # A sparse d=150 spline StrAF whose conditioner gives its parameters through the per-variable
     # blocks (feature-major: the spline's transposed path), at batch 1 and 300 (log_prob: an
-    # exported sample runs the flow's level plan, not the networks).
-    flow = _trained(StrAF(random_dag(40, parents=(1, 3), seed=2), hidden_sizes=(160,), flow_steps=2,
+    # exported sample runs the flow's level plan, not the networks). This model caught two
+    # AOTInductor miscompiles of other layouts (spline.py, _forward_feature_major).
+    torch.manual_seed(7)
+    flow = _trained(StrAF(random_dag(150, parents=(1, 3), seed=7), hidden_sizes=(512,), flow_steps=1,
                           normalizer="spline", bins=4))
     conditioner = flow.steps[0].conditioner
     assert GroupedChain(conditioner.net.layers, blocks=conditioner.n_params).blocks is not None
@@ -155,9 +157,9 @@ def test_exported_sparse_flow_runs_grouped_and_dense(tmp_path):
         import os, sys, torch
         os.environ["AOTI_RUNTIME_CHECK_INPUTS"] = "1"
         m = torch._inductor.aoti_load_package(sys.argv[1])
-        assert m(torch.randn(1, 40)).shape == (1,)
-        for bad in (torch.randn(4, 41), torch.randn(4, 39), torch.randn(4, 40, dtype=torch.float64),
-                    torch.randn(40, 4).t()):
+        assert m(torch.randn(1, 150)).shape == (1,)
+        for bad in (torch.randn(4, 151), torch.randn(4, 149), torch.randn(4, 150, dtype=torch.float64),
+                    torch.randn(150, 4).t()):
             try:
                 m(bad)
             except RuntimeError as err:

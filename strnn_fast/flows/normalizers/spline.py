@@ -252,13 +252,20 @@ class SplineNormalizer(Normalizer):
         # The same map through plain autograd ops: for torch.func transforms (vmap, jacrev, jvp),
         # which a classic autograd.Function does not support, and (unrolled) for torch.export.
         if unrolled and x.dim() == 2 and h.stride(0) == 1:
-            # Feature-major parameters (an exported conditioner's GroupedChain.block_view): computed
-            # on the (d, B) transposes, so that Inductor's loops run along the batch, contiguous
-            # (d=100 log_prob package, batch 4096, 1 thread: 160 ms, eager 188, bench/results/export.md;
-            # with these parameters read batch-major, 218 ms in a prototype run).
-            y, log_slope = self._forward_terms(x.t(), h.transpose(0, 1), unrolled)
-            return y.t(), log_slope.t()
+            return self._forward_feature_major(x, h)
         return self._forward_terms(x, h, unrolled)
+
+    def _forward_feature_major(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Parameters over (d, k, B) memory (an exported conditioner's GroupedChain.block_view): the
+        # unrolled map on the (d, B) transposes, so that Inductor's loops run over d, then along the
+        # batch, contiguous. d=100 log_prob package, batch 4096, 1 thread (CPU time, interleaved):
+        # 150 ms, eager 182; batch-major loops over these parameters: 218 ms. At batch 1 the inner
+        # loops are masked vector tails: 0.33 ms, eager 0.67. Not used, since AOTInductor (torch
+        # 2.13) miscompiled them at batch >= 2 (errors of 10-40 nats, where the exported program
+        # itself was right): a torch.cond to one flat loop over d*B for small batches (0.23 ms at
+        # batch 1), and a scatter of the parameters into parameter-major memory.
+        y, log_slope = self._forward_terms(x.t(), h.transpose(0, 1), True)
+        return y.t(), log_slope.t()
 
     def _forward_terms(self, x: torch.Tensor, h: torch.Tensor, unrolled: bool) -> tuple[torch.Tensor, torch.Tensor]:
         inside = x.abs() < self.bound
