@@ -57,10 +57,11 @@ def test_chain_equals_network(case, batch, up_to):
 
 @pytest.mark.parametrize("case", ["dag_d83", "empty_rows_cols", "context"])
 @pytest.mark.parametrize("batch", [1, 7, 300])
-def test_block_view_equals_the_network(case, batch):
+@pytest.mark.parametrize("k", [2, 29])
+def test_block_view_equals_the_network(case, batch, k):
     # k outputs per variable (a conditioner's layout): the chain's block_view runs the per-variable
-    # last layer and gives the network's block view, over feature-major (d, k, B) memory.
-    k = 3
+    # last layer (k=2: products summed elementwise; k=29: a bmm, then stacked) and gives the
+    # network's block view, over parameter-major, feature-major memory.
     if case == "context":  # [A | A_c] with its rows repeated k times, as StrNNConditioner builds it
         A = np.concatenate([random_dag(41, parents=(1, 3), seed=4), np.eye(41, 5)], axis=1)
         net = _net(np.tile(A, (k, 1)), (233, 199))
@@ -72,13 +73,29 @@ def test_block_view_equals_the_network(case, batch):
         d = A.shape[0]
     chain = GroupedChain(net.layers, blocks=k)
     assert chain.blocks is not None and chain.saves_work
+    assert (2 * k <= chain.blocks.w.shape[2]) == (k == 2)  # both forms of _Blocks.forward
     x = torch.randn(batch, net.nin, dtype=torch.float64)
     with torch.no_grad():
         got = chain.block_view(x, k)
         torch.testing.assert_close(got, net.block_view(x, k), rtol=1e-12, atol=1e-12)
-        assert got.shape == (batch, d, k) and got.permute(1, 2, 0).is_contiguous()
+        assert got.shape == (batch, d, k) and got.permute(2, 1, 0).is_contiguous()
         # another k: the chain's forward, viewed
         torch.testing.assert_close(chain.block_view(x, 1), net.block_view(x, 1), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 37])
+def test_affine_on_feature_major_parameters_float64(batch):
+    # What block_view hands a normalizer in an export: (B, d, k) over (k, d, B) memory; the affine
+    # map then runs on the transposes (the spline's case is in test_spline.py).
+    from strnn_fast.flows.normalizers import make_normalizer
+
+    norm = make_normalizer("affine")
+    g = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, 11, generator=g, dtype=torch.float64)
+    h = 2 * torch.randn(2, 11, batch, generator=g, dtype=torch.float64).permute(2, 1, 0)
+    assert h.stride(0) == 1
+    for got, want in zip(norm(x, h), norm(x, h.contiguous())):
+        torch.testing.assert_close(got, want, rtol=1e-14, atol=1e-14)
 
 
 def test_blocks_refuse_outputs_that_are_not_k_per_variable():

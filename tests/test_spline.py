@@ -246,13 +246,13 @@ def test_unrolled_path_matches_the_table_float64(bins: int, rule: str) -> None:
 @pytest.mark.parametrize("batch", [1, 2, 37])
 def test_unrolled_path_on_feature_major_parameters_float64(batch: int) -> None:
     # An exported conditioner hands the parameters over feature-major (GroupedChain.block_view:
-    # memory (d, k, B)); the unrolled path then computes on transposes: the same values.
+    # memory (k, d, B)); the unrolled path then computes on transposes: the same values.
     norm = SplineNormalizer(bins=5, bound=2.5)
     norm.torch_only = True
     g = torch.Generator().manual_seed(batch)
     x = 4 * torch.randn(batch, 13, generator=g, dtype=F64)
-    h = 3 * torch.randn(13, norm.n_params, batch, generator=g, dtype=F64)
-    fm = h.permute(2, 0, 1)
+    h = 3 * torch.randn(norm.n_params, 13, batch, generator=g, dtype=F64)
+    fm = h.permute(2, 1, 0)
     assert fm.stride(0) == 1
     z, log_det = norm(x, fm)
     z_ref, log_det_ref = norm(x, fm.contiguous())

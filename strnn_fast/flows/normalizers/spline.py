@@ -256,14 +256,13 @@ class SplineNormalizer(Normalizer):
         return self._forward_terms(x, h, unrolled)
 
     def _forward_feature_major(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # Parameters over (d, k, B) memory (an exported conditioner's GroupedChain.block_view): the
-        # unrolled map on the (d, B) transposes, so that Inductor's loops run over d, then along the
-        # batch, contiguous. d=100 log_prob package, batch 4096, 1 thread (CPU time, interleaved):
-        # 150 ms, eager 182; batch-major loops over these parameters: 218 ms. At batch 1 the inner
-        # loops are masked vector tails: 0.33 ms, eager 0.67. Not used, since AOTInductor (torch
-        # 2.13) miscompiled them at batch >= 2 (errors of 10-40 nats, where the exported program
-        # itself was right): a torch.cond to one flat loop over d*B for small batches (0.23 ms at
-        # batch 1), and a scatter of the parameters into parameter-major memory.
+        # Parameters over (k, d, B) memory (an exported conditioner's GroupedChain.block_view): the
+        # unrolled map on the (d, B) transposes, so that Inductor's loops run along the batch,
+        # contiguous (d=100 log_prob package, batch 4096, 1 thread, CPU time, interleaved: 169 ms,
+        # eager 183; batch-major loops over such parameters took 218 ms). Two faster-looking
+        # variants miscompiled in AOTInductor (torch 2.13) on held-out models: a torch.cond between
+        # flat and nested loops by batch size, and a scatter into new_empty memory
+        # (bench/results/export_notes.md; tests/test_grouped.py exports the model that showed it).
         y, log_slope = self._forward_terms(x.t(), h.transpose(0, 1), True)
         return y.t(), log_slope.t()
 
