@@ -178,23 +178,24 @@ class _Blocks(nn.Module):
             w[i, :, : len(c)] = weight[torch.as_tensor(rows[:, i], device=weight.device)][
                 :, torch.as_tensor(c, device=weight.device)]
         self.register_buffer("idx", torch.as_tensor(idx.reshape(-1), device=weight.device))
-        self.register_buffer("w", w)
-        self.register_buffer("b", bias.view(k, d).t().unsqueeze(-1).contiguous())  # (d, k, 1)
-        self.register_buffer("w_pm", w.transpose(0, 1).contiguous())  # (k, d, C), (k, d, 1): the summed form's
-        self.register_buffer("b_pm", self.b.transpose(0, 1).contiguous())
-        self.k, self.padded = k, d * k * C
+        b = bias.view(k, d).t().unsqueeze(-1)  # (d, k, 1)
+        # Few outputs per variable (affine: 2): the C products summed elementwise, written
+        # parameter-major directly, weights (k, d, C); else a bmm, weights (d, k, C).
+        self.summed = 2 * k <= C
+        self.register_buffer("w", (w.transpose(0, 1) if self.summed else w).contiguous())
+        self.register_buffer("b", (b.transpose(0, 1) if self.summed else b).contiguous())
+        self.d, self.k, self.C, self.padded = d, k, C, d * k * C
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d, k, C = self.w.shape
+        d, C = self.d, self.C
         xg = x.index_select(0, self.idx).view(d, C, -1)
-        if 2 * k <= C:
-            # Few outputs per variable (affine: 2): the C products summed elementwise, written
-            # parameter-major directly. The bmm's gathered inputs (d*C rows) would outweigh its
-            # output; Inductor reads them in place here. d=100 affine StrAF log_prob package,
-            # batch 4096 (CPU time, interleaved): 13.6 ms, eager 12.6; through the bmm 44.6.
-            y = self.b_pm
+        if self.summed:
+            # The bmm's gathered inputs (d*C rows) would outweigh its output; Inductor reads them
+            # in place here. d=100 affine StrAF log_prob package, batch 4096 (CPU time,
+            # interleaved): 21-24 ms, through the bmm 44.6 (eager 13-16).
+            y = self.b
             for c in range(C):  # weights (k, d, 1) times inputs (1, d, B)
-                y = y + self.w_pm[:, :, c:c + 1] * xg[None, :, c]
+                y = y + self.w[:, :, c:c + 1] * xg[None, :, c]
             return self.act(y).permute(2, 1, 0)
         y = self.act(torch.baddbmm(self.b, self.w, xg))  # (d, k, B)
         # Copied to parameter-major memory (k, d, B) by a stack, which Inductor computes into a
