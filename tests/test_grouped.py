@@ -83,19 +83,23 @@ def test_block_view_equals_the_network(case, batch, k):
         torch.testing.assert_close(chain.block_view(x, 1), net.block_view(x, 1), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("normalizer", ["affine", "spline", "umnn"])
 @pytest.mark.parametrize("batch", [1, 2, 37])
-def test_affine_on_feature_major_parameters_float64(batch):
-    # What block_view hands a normalizer in an export: (B, d, k) over (k, d, B) memory; the affine
-    # map then runs on the transposes (the spline's case is in test_spline.py).
-    from strnn_fast.flows.normalizers import make_normalizer
-
-    norm = make_normalizer("affine")
-    g = torch.Generator().manual_seed(batch)
-    x = torch.randn(batch, 11, generator=g, dtype=torch.float64)
-    h = 2 * torch.randn(2, 11, batch, generator=g, dtype=torch.float64).permute(2, 1, 0)
-    assert h.stride(0) == 1
-    for got, want in zip(norm(x, h), norm(x, h.contiguous())):
-        torch.testing.assert_close(got, want, rtol=1e-14, atol=1e-14)
+def test_flow_step_on_feature_major_parameters_float64(normalizer, batch):
+    # What block_view hands a flow step in an export: (B, d, k) over (k, d, B) memory; the step
+    # then runs its normalizer on the transposes: the same values.
+    flow = _trained(StrAF(random_dag(13, parents=(1, 2), seed=0), hidden_sizes=(16,), flow_steps=1,
+                          normalizer=normalizer).double(), scale=0.3)
+    step = flow.steps[0]
+    x = torch.randn(batch, 13, dtype=torch.float64)
+    with torch.no_grad():
+        want = step(x)
+        fm = step.conditioner(x).permute(2, 1, 0).clone(memory_format=torch.contiguous_format).permute(2, 1, 0)
+        assert fm.stride(0) == 1
+        step.conditioner.forward = lambda x, context=None: fm
+        got = step(x)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_blocks_refuse_outputs_that_are_not_k_per_variable():
@@ -161,7 +165,7 @@ def test_exported_sparse_flow_runs_grouped_and_dense(tmp_path):
     # A sparse d=150 spline StrAF whose conditioner gives its parameters through the per-variable
     # blocks (feature-major: the spline's transposed path), at batch 1 and 300 (log_prob: an
     # exported sample runs the flow's level plan, not the networks). This model caught two
-    # AOTInductor miscompiles of other layouts (spline.py, _forward_feature_major).
+    # AOTInductor miscompiles of other layouts (FlowStep.forward).
     torch.manual_seed(7)
     flow = _trained(StrAF(random_dag(150, parents=(1, 3), seed=7), hidden_sizes=(512,), flow_steps=1,
                           normalizer="spline", bins=4))

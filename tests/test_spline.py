@@ -243,23 +243,6 @@ def test_unrolled_path_matches_the_table_float64(bins: int, rule: str) -> None:
     torch.testing.assert_close(norm.inverse(z, h), norm._inverse_torch(z, h), atol=1e-8, rtol=1e-8)
 
 
-@pytest.mark.parametrize("batch", [1, 2, 37])
-def test_unrolled_path_on_feature_major_parameters_float64(batch: int) -> None:
-    # An exported conditioner hands the parameters over feature-major (GroupedChain.block_view:
-    # memory (k, d, B)); the unrolled path then computes on transposes: the same values.
-    norm = SplineNormalizer(bins=5, bound=2.5)
-    norm.torch_only = True
-    g = torch.Generator().manual_seed(batch)
-    x = 4 * torch.randn(batch, 13, generator=g, dtype=F64)
-    h = 3 * torch.randn(norm.n_params, 13, batch, generator=g, dtype=F64)
-    fm = h.permute(2, 1, 0)
-    assert fm.stride(0) == 1
-    z, log_det = norm(x, fm)
-    z_ref, log_det_ref = norm(x, fm.contiguous())
-    torch.testing.assert_close(z, z_ref, atol=1e-12, rtol=1e-12)
-    torch.testing.assert_close(log_det, log_det_ref, atol=1e-12, rtol=1e-12)
-
-
 @pytest.mark.parametrize("shape", [(1, 1), (2, 131), (40, 3)])
 def test_cpu_kernels_match_the_torch_path_at_block_edges(shape: tuple[int, int]) -> None:
     # The C++ side packs rows into blocks of about 128 elements: one row (d > 128), many rows with

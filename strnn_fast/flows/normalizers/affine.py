@@ -42,11 +42,6 @@ class AffineNormalizer(Normalizer):
         return h[..., 0], torch.sigmoid(h[..., 1] * (2 / b)) * (2 * b) - b
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if x.dim() == 2 and h.stride(0) == 1:
-            # Feature-major parameters (an exported conditioner's GroupedChain.block_view): the same
-            # map on the (d, B) transposes, so that Inductor's loops run along the batch, contiguous.
-            shift, log_scale = self._shift_log_scale(h.transpose(0, 1))
-            return torch.addcmul(shift, x.t(), torch.exp(log_scale)).t(), log_scale.t()
         shift, log_scale = self._shift_log_scale(h)
         return torch.addcmul(shift, x, torch.exp(log_scale)), log_scale  # one op fewer than x * e + t
 

@@ -251,22 +251,6 @@ class SplineNormalizer(Normalizer):
                           unrolled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         # The same map through plain autograd ops: for torch.func transforms (vmap, jacrev, jvp),
         # which a classic autograd.Function does not support, and (unrolled) for torch.export.
-        if unrolled and x.dim() == 2 and h.stride(0) == 1:
-            return self._forward_feature_major(x, h)
-        return self._forward_terms(x, h, unrolled)
-
-    def _forward_feature_major(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # Parameters over (k, d, B) memory (an exported conditioner's GroupedChain.block_view): the
-        # unrolled map on the (d, B) transposes, so that Inductor's loops run along the batch,
-        # contiguous (d=100 log_prob package, batch 4096, 1 thread, CPU time, interleaved: 169 ms,
-        # eager 183; batch-major loops over such parameters took 218 ms). Two faster-looking
-        # variants miscompiled in AOTInductor (torch 2.13) on held-out models: a torch.cond between
-        # flat and nested loops by batch size, and a scatter into new_empty memory
-        # (bench/results/export_notes.md; tests/test_grouped.py exports the model that showed it).
-        y, log_slope = self._forward_terms(x.t(), h.transpose(0, 1), True)
-        return y.t(), log_slope.t()
-
-    def _forward_terms(self, x: torch.Tensor, h: torch.Tensor, unrolled: bool) -> tuple[torch.Tensor, torch.Tensor]:
         inside = x.abs() < self.bound
         u = x.clamp(-self.bound, self.bound)  # the spline branch never sees a far-out input
         (x0, y0, d0), (x1, y1, d1) = self._knot_pair(h, 0, u, unrolled)
