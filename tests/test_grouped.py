@@ -163,7 +163,7 @@ def test_grouped_networks_restores_the_networks():
 
 def test_exported_sparse_flow_runs_grouped_and_dense(tmp_path):
     # A sparse d=150 spline StrAF whose conditioner gives its parameters through the per-variable
-    # blocks (feature-major: the spline's transposed path), at batch 1 and 300 (log_prob: an
+    # blocks (feature-major: the flow step's transposed path), at batch 1 and 300 (log_prob: an
     # exported sample runs the flow's level plan, not the networks). This model caught two
     # AOTInductor miscompiles of other layouts (FlowStep.forward).
     torch.manual_seed(7)
