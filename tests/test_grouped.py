@@ -83,6 +83,23 @@ def test_block_view_equals_the_network(case, batch, k):
         torch.testing.assert_close(chain.block_view(x, 1), net.block_view(x, 1), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("batch", [1, 7, 300])
+@pytest.mark.parametrize("hidden", [(19,), (33, 27)])
+def test_block_view_without_blocks_is_feature_major(batch, hidden):
+    # Masks too dense for the per-variable blocks (a lower-triangular d=9 with 5 outputs per
+    # variable): the layers' own feature-major products give the same (k, d, B) layout.
+    A = np.tril(np.ones((9, 9)), -1)
+    torch.manual_seed(1)
+    net = _trained(FastStrNN(9, hidden, 5 * 9, adjacency=A).double(), scale=0.3)
+    chain = GroupedChain(net.layers, blocks=5)
+    assert chain.blocks is None and chain.k == 5
+    x = torch.randn(batch, 9, dtype=torch.float64)
+    with torch.no_grad():
+        got = chain.block_view(x, 5)
+        torch.testing.assert_close(got, net.block_view(x, 5), rtol=1e-12, atol=1e-12)
+    assert got.shape == (batch, 9, 5) and got.permute(2, 1, 0).is_contiguous()
+
+
 @pytest.mark.parametrize("normalizer", ["affine", "spline", "umnn"])
 @pytest.mark.parametrize("batch", [1, 2, 37])
 def test_flow_step_on_feature_major_parameters_float64(normalizer, batch):

@@ -204,9 +204,10 @@ class SplineNormalizer(Normalizer):
         # What _knots and _bin give, as elementwise ops on (...) slices of h, one per knot (K is
         # known when tracing): ([x_k, y_k, δ_k], [x_{k+1}, y_{k+1}, δ_{k+1}]), k the bin of v among
         # the interior knots of row 0 (x) or 1 (y). torch.export traces this: Inductor fuses it
-        # into one loop over the elements, vectorized along them, where the table's softmax,
-        # cumsum and gather over a last dimension of K + 1 compiled to masked 9-lane loops that
-        # took 2.5x the whole eager log_prob (d=15, batch 4096; bench/results/export_notes.md).
+        # into loops over the elements, vectorized along them, where the table's softmax, cumsum
+        # and gather over a last dimension of K + 1 compiled to masked 9-lane loops that took 2.5x
+        # the whole eager log_prob (d=15, batch 4096; bench/results/export_notes.md). The knot
+        # slopes' raw values are selected before their tanh and exp: two per input, not K - 1.
         K, B, m = self.bins, self.bound, self.min_bin
         rows, fracs = [], []
         for start in (0, K):  # abscissae, then ordinates: -B, cumulated bin sizes, B
@@ -219,18 +220,26 @@ class SplineNormalizer(Normalizer):
                 edges.append(run * (2 * B) - B)
             rows.append(edges + [torch.full_like(v, B)])
             fracs.append(frac)
+        above = [v >= rows[row][j] for j in range(1, K)]  # knots ascend: k = how many hold
+
+        def pick(seq: list, shift: int) -> torch.Tensor:  # seq[k + shift], elementwise
+            out = seq[shift]
+            for j, a in enumerate(above, start=1):
+                out = torch.where(a, seq[j + shift], out)
+            return out
+
+        zero = torch.zeros_like(v)
+        raw = [zero, *h[..., 2 * K:].unbind(-1), zero]  # raw 0 at ±B: slope exp(0) = 1
         L = math.log(self.max_slope)
-        one = torch.ones_like(v)
-        slopes = [torch.exp(L * torch.tanh(r / L)) for r in h[..., 2 * K:].unbind(-1)]
-        if self.relative:  # times the harmonic mean of the two bins' slopes, as in _knots
+        slope = [torch.exp(L * torch.tanh(pick(raw, shift) / L)) for shift in (0, 1)]
+        if self.relative and K > 1:  # times the harmonic mean of the two bins' slopes, as in _knots
             sl = [fy / fx for fx, fy in zip(*fracs)]
-            slopes = [f * _harmonic_mean(sl[j], sl[j + 1]) for j, f in enumerate(slopes)]
-        rows.append([one] + slopes + [one])
-        lo, hi = [r[0] for r in rows], [r[1] for r in rows]
-        for j in range(1, K):  # knots ascend, so the last knot at or below v wins
-            above = v >= rows[row][j]
-            lo = [torch.where(above, r[j], a) for r, a in zip(rows, lo)]
-            hi = [torch.where(above, r[j + 1], b) for r, b in zip(rows, hi)]
+            sl = [sl[0], *sl, sl[-1]]  # bins k-1, k, k+1 clamped: the ends' factors are dropped below
+            prev, own, nxt = (pick(sl, shift) for shift in (0, 1, 2))
+            slope = [torch.where(above[0], slope[0] * _harmonic_mean(prev, own), slope[0]),
+                     torch.where(above[-1], slope[1], slope[1] * _harmonic_mean(own, nxt))]
+        lo = [pick(rows[0], 0), pick(rows[1], 0), slope[0]]
+        hi = [pick(rows[0], 1), pick(rows[1], 1), slope[1]]
         return lo, hi
 
     def _knot_pair(self, h: torch.Tensor, row: int, v: torch.Tensor, unrolled: bool) -> tuple:
