@@ -3,7 +3,8 @@ r"""Held-out check of exported ``log_prob`` packages: graphs, sizes and normaliz
 For each case (a random DAG with 1-3 parents, 3 steps, parameters moved off their initialization
 and kept masked), exports ``log_prob`` to a ``.pt2`` and times it against eager at batch 1 and
 4096, interleaved, in CPU time (``time.process_time``; medians of 301 and 11 calls), 1 thread.
-Prints one JSON line per case: whether the conditioners got per-variable blocks, the export time,
+Prints one JSON line per case: whether the conditioners got per-variable blocks and which layers
+run grouped (the first step's conditioner), the export time,
 the times, their ratio and the largest error against eager (relative where |value| > 1).
 
     python bench/heldout_export.py [CASE ...] > results.jsonl
@@ -29,6 +30,9 @@ CASES = {  # d, seed, hidden sizes, normalizer, bins
     "d200_s1_h384_spline": (200, 1, (384, 384), "spline", 8),
     "d100_s3_h256_affine": (100, 3, (256, 256), "affine", None),
     "d150_s7_h512_spline4": (150, 7, (512,), "spline", 4),
+    # added with the dense feature-major block view: no blocks; all layers dense / some grouped
+    "d24_s4_h64_spline": (24, 4, (64, 64), "spline", 8),
+    "d30_s2_h256_spline": (30, 2, (256, 256), "spline", 8),
 }
 
 
@@ -54,7 +58,8 @@ def run(name: str, folder: str) -> dict:
     path = os.path.join(folder, f"{name}.pt2")
     t = time.perf_counter()
     export(flow, path, method="log_prob", force=True)
-    out = {"case": name, "blocks": chain.blocks is not None, "export_s": round(time.perf_counter() - t, 1)}
+    out = {"case": name, "blocks": chain.blocks is not None, "grouped_layers": [lay.grouped for lay in chain.layers],
+           "export_s": round(time.perf_counter() - t, 1)}
     package = torch._inductor.aoti_load_package(path)
     with torch.no_grad():
         for batch, calls in ((1, 301), (4096, 11)):

@@ -20,8 +20,8 @@ k reading the same inputs: a flow's conditioner) can also give its parameters as
 view (:meth:`GroupedChain.block_view`) whose memory is parameter-major and feature-major,
 ``(k, d, B)``, so that the elementwise code after it (the spline) runs flat loops along the
 batch, contiguous. Its last layer is then one ``bmm`` over the variables, each padded to the
-largest input count, with no gather; where that padding would cost :data:`DENSE_ABOVE` of the
-dense work or more, the layers' own feature-major products give the same layout.
+largest input count, with no gather; where that padding would cost :data:`BLOCKS_BELOW` of the
+dense work or more and no layer is grouped, the dense feature-major products give the same layout.
 
 Example:
     >>> import numpy as np, torch
@@ -57,6 +57,13 @@ WASTE = 2.0
 #: at 64, 0.90 vs 0.99 at 256, 25.5 vs 22.4 at 4096 (the switch's cost); at d=100 (2-4 %) it was
 #: 2.3-7x faster at batch 1-64 (UP_TO).
 DENSE_ABOVE = 0.1
+#: The per-variable last layer (blocks) is built when its padded product is below this fraction of
+#: the dense work. Held-out spline StrAFs (bench/heldout_export.py, log_prob package against eager
+#: at batch 4096, CPU time, 1 thread): d=30 hidden 256 (blocks at 11.7 %): 1.18x with blocks, 1.93x
+#: through the network's forward (dense products above UP_TO); d=24 hidden 64 (14.1 %): 0.77x
+#: either way (separate runs); the d=15 benchmark model (37.5 %) is faster without (0.64 vs 0.68x,
+#: one run, wall).
+BLOCKS_BELOW = 0.2
 #: The largest batch run grouped; larger ones run the dense products. On the d=100 benchmark
 #: model's log_prob package (CPU time, interleaved, loaded box): grouped 0.28 vs dense 1.94 ms at
 #: batch 1, 7.7 vs 14.7 ms at 256, 38 vs 32 ms at 512, 119 vs 72 ms at 1024.
@@ -243,7 +250,7 @@ class GroupedChain(nn.Module):
         if blocks is not None:  # the last layer's weight, bias and mask are still at hand
             into = built[-2].order if len(built) > 1 else np.arange(layers[0].in_features)
             block = _Blocks(weight, bias, mask, layers[-1].activation, into, blocks)
-            if block.padded < DENSE_ABOVE * weight.numel():  # as for a grouped layer
+            if block.padded < BLOCKS_BELOW * weight.numel():
                 self.blocks = block
 
     @property
@@ -255,15 +262,16 @@ class GroupedChain(nn.Module):
         """The outputs for x (B, in) as (B, out/k, k): ``[:, i, p]`` is output ``p * out/k + i``.
 
         For the chain's own ``blocks=k``, a view of (k, d, B) memory (through the per-variable
-        last layer where it was built), else a view of :meth:`forward`'s output."""
-        if k != self.k:
+        last layer where it was built, else through dense layers), else a view of
+        :meth:`forward`'s output (which picks grouped or dense products by the batch size)."""
+        if k != self.k or (self.blocks is None and self.saves_work):
             y = self(x)
             return y.view(*y.shape[:-1], k, -1).transpose(-1, -2)
         h = x.t()
         for layer in self.layers if self.blocks is None else self.layers[:-1]:
             h = layer(h)
         if self.blocks is None:
-            # The last layer's rows in unit order, (out, B): already (k, d, B). d=15 spline StrAF
+            # Dense layers: the last one's rows in unit order, (out, B), are (k, d, B). d=15 spline StrAF
             # log_prob package (dense 12-17 % masks, blocks at 37 % of the dense work), batch
             # 4096 (wall, interleaved, 1 thread): 14.6 ms, batch-major 18.7, eager 23.0.
             return h.view(k, -1, h.shape[-1]).permute(2, 1, 0)
@@ -297,7 +305,7 @@ def grouped_networks(model: nn.Module, blocks: Mapping[nn.Module, int] | None = 
     ops ``torch.export`` takes. It is built from the weights as they are on entry; on exit the
     networks are as before. Networks where no layer would save work keep their ``forward``.
     ``blocks`` maps networks to their outputs per variable: their ``block_view`` then runs the
-    chain's (feature-major, whether or not a layer saves work).
+    chain's (feature-major where the chain has blocks or no grouped layer).
 
     Example:
         >>> from strnn_fast.flows import StrAF
@@ -314,7 +322,7 @@ def grouped_networks(model: nn.Module, blocks: Mapping[nn.Module, int] | None = 
     blocks = blocks or {}
     chains = {net: GroupedChain(net.layers, blocks=blocks.get(net)) for net in model.modules()
               if isinstance(net, FastStrNN) and net.layers[0].param_device.type == "cpu"}
-    # A network with blocks gives them feature-major even where no layer saves work.
+    # A network with blocks gives them feature-major even where no layer saves work (dense layers).
     chains = {net: chain for net, chain in chains.items() if chain.saves_work or chain.k is not None}
     for net, chain in chains.items():
         net._grouped = chain

@@ -66,7 +66,7 @@ def test_block_view_equals_the_network(case, batch, k):
         A = np.concatenate([random_dag(41, parents=(1, 3), seed=4), np.eye(41, 5)], axis=1)
         net = _net(np.tile(A, (k, 1)), (233, 199))
         d = 41
-    else:  # wide enough hidden layers that the padded blocks do < DENSE_ABOVE of the dense work
+    else:  # wide enough hidden layers that the padded blocks do < BLOCKS_BELOW of the dense work
         A = CASES[case][0]()
         torch.manual_seed(0)
         net = _trained(FastStrNN(A.shape[1], (211, 256), k * A.shape[0], adjacency=A).double(), scale=0.3)
