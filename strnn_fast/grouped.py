@@ -271,9 +271,9 @@ class GroupedChain(nn.Module):
         for layer in self.layers if self.blocks is None else self.layers[:-1]:
             h = layer(h)
         if self.blocks is None:
-            # Dense layers: the last one's rows in unit order, (out, B), are (k, d, B). d=15 spline StrAF
-            # log_prob package (dense 12-17 % masks, blocks at 37 % of the dense work), batch
-            # 4096 (wall, interleaved, 1 thread): 14.6 ms, batch-major 18.7, eager 23.0.
+            # Dense layers: the last one's rows in unit order, (out, B), are (k, d, B). d=15
+            # spline StrAF log_prob package (dense 12-17 % masks, blocks at 37 % of the dense
+            # work), batch 4096 (wall, interleaved, 1 thread): 14.6 ms, batch-major 18.7, eager 23.0.
             return h.view(k, -1, h.shape[-1]).permute(2, 1, 0)
         return self.blocks(h)
 
