@@ -59,10 +59,10 @@ WASTE = 2.0
 DENSE_ABOVE = 0.1
 #: The per-variable last layer (blocks) is built when its padded product is below this fraction of
 #: the dense work. Held-out spline StrAFs (bench/heldout_export.py, log_prob package against eager
-#: at batch 4096, CPU time, 1 thread): d=30 hidden 256 (blocks at 11.7 %): 1.01-1.18x with blocks, 1.93x
-#: through the network's forward (dense products above UP_TO); d=24 hidden 64 (14.1 %): 0.77x
-#: either way (separate runs); the d=15 benchmark model (37.5 %) is faster without (0.64 vs 0.68x,
-#: one run, wall).
+#: at batch 4096, CPU time, 1 thread, separate runs): d=30 hidden 256 (blocks at 11.7 %): 1.01-1.18x
+#: with blocks, 1.93x through the network's forward (dense products above UP_TO); d=24 hidden 64
+#: (14.1 %): 0.64-0.77x with blocks, 0.77x without; the d=15 benchmark model (37.5 %) is faster
+#: without (0.64 vs 0.68x, one run, wall).
 BLOCKS_BELOW = 0.2
 #: The largest batch run grouped; larger ones run the dense products. On the d=100 benchmark
 #: model's log_prob package (CPU time, interleaved, loaded box): grouped 0.28 vs dense 1.94 ms at
