@@ -45,6 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .activations import ACTIVATIONS
+from .nn import FastStrNN, per_variable
 
 __all__ = ["GroupedChain", "grouped_networks", "row_groups"]
 
@@ -265,8 +266,7 @@ class GroupedChain(nn.Module):
         last layer where it was built, else through dense layers), else a view of
         :meth:`forward`'s output (which picks grouped or dense products by the batch size)."""
         if k != self.k or (self.blocks is None and self.saves_work):
-            y = self(x)
-            return y.view(*y.shape[:-1], k, -1).transpose(-1, -2)
+            return per_variable(self(x), k)
         h = x.t()
         for layer in self.layers if self.blocks is None else self.layers[:-1]:
             h = layer(h)
@@ -317,8 +317,6 @@ def grouped_networks(model: nn.Module, blocks: Mapping[nn.Module, int] | None = 
         >>> hasattr(flow.steps[0].conditioner.net, "_grouped")
         False
     """
-    from .nn import FastStrNN
-
     blocks = blocks or {}
     chains = {net: GroupedChain(net.layers, blocks=blocks.get(net)) for net in model.modules()
               if isinstance(net, FastStrNN) and net.layers[0].param_device.type == "cpu"}

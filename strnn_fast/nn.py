@@ -286,13 +286,22 @@ class FastStrNN(Savable, nn.Module):
             >>> torch.equal(net.block_view(x, 2)[:, 1, 0], net(x)[:, 1])
             True
         """
-        y = self(x)
-        return y.view(*y.shape[:-1], k, -1).transpose(-1, -2)
+        return per_variable(self(x), k)
 
     @property
     def net(self) -> nn.ModuleList:
         """The masked layers (the reference calls its container ``net``)."""
         return self.layers
+
+
+def per_variable(y: torch.Tensor, k: int) -> torch.Tensor:
+    """Outputs y (..., k*d) as a (..., d, k) view: ``[..., i, p]`` is output ``p * d + i``.
+
+    Example:
+        >>> per_variable(torch.arange(6.0).view(1, 6), 2)[0, :, 1]
+        tensor([3., 4., 5.])
+    """
+    return y.view(*y.shape[:-1], k, -1).transpose(-1, -2)
 
 
 def _density(mask: Any) -> float:
