@@ -110,16 +110,12 @@ csr_sddmm.register_autograd(_sddmm_backward, setup_context=_save_all)
 # op's dispatch costs tens of microseconds a call, which small layers feel); their backward is
 # made of the same Functions, so derivatives of any order stay exact. torch.compile uses the ops.
 
-def _spmm_now(x2: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure, relu: bool = False,
-              perm: MaskStructure | None = None) -> Tensor:
+def _spmm_now(x2: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure, relu: bool = False) -> Tensor:
     """y = x2 W^T (+ bias, relu) as a column-major (B, out) tensor, for x2 (B, in) in either layout (no
-    copy of x2 when it is row- or column-major: the kernel packs its blocks from either). With `perm`,
-    W's values are ``values[perm]`` (gathered in the kernel call): ``perm`` is the structure whose
-    ``t_perm`` it is."""
+    copy of x2 when it is row- or column-major: the kernel packs its blocks from either)."""
     a = _index_arrays(structure)
     return torch.from_numpy(_C.csr_linear(_either_major(x2).numpy(), _view(values), a.crow, a.col,
-                                          None if bias is None else _view(bias), relu, torch.get_num_threads(),
-                                          None if perm is None else _index_arrays(perm).t_perm))
+                                          None if bias is None else _view(bias), relu, torch.get_num_threads()))
 
 
 def _either_major(x2: Tensor) -> Tensor:
@@ -132,34 +128,39 @@ def _either_major(x2: Tensor) -> Tensor:
 
 
 class _SpMM(torch.autograd.Function):
-    """y = x2 W^T (+ b) for x2 (B, in); y (B, out) is column-major."""
+    """y = x2 W^T (+ b), then relu if asked, for x2 (B, in); y (B, out) is column-major."""
 
     @staticmethod
-    def forward(ctx, x2, values, bias, structure):
-        ctx.save_for_backward(x2, values)
+    def forward(ctx, x2, values, bias, structure, relu=False):
+        y = _spmm_now(x2, values, bias, structure, relu=relu)
+        ctx.save_for_backward(x2, values, y if relu else None)
         ctx.structure = structure
         ctx.has_bias = bias is not None
-        return _spmm_now(x2, values, bias, structure)
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        x2, values = ctx.saved_tensors
+        x2, values, y = ctx.saved_tensors
         s = ctx.structure
-        # A first-order backward calls the kernels directly (a Function's apply costs ~15 us, as
-        # much as a small layer's whole product); under create_graph it records the Functions.
-        graph = torch.is_grad_enabled()
-        gx = gv = gb = None
-        if ctx.needs_input_grad[0]:  # g W: the product on the transposed pattern
-            st = transposed(s)
-            gx = _SpMM.apply(g, values[s.t_perm], None, st) if graph else _spmm_now(g, values, None, st, perm=s)
-        if ctx.needs_input_grad[1]:
-            gv = _SDDMM.apply(g, x2, s) if graph else _sddmm_now(g, x2, s)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            # numpy's sum is single-threaded: torch's would wake its OpenMP threads, which then
-            # spin on the cores the next C++ kernel's threads need (d=1000 layer, batch 1024, 2
-            # threads: backward 5.1 ms with torch's sum, 2.4 ms with OMP_WAIT_POLICY=PASSIVE).
-            gb = g.sum(0) if graph else torch.from_numpy(_either_major(g).numpy().sum(0))
-        return gx, gv, gb, None
+        need_x, need_v, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]
+        if not torch.is_grad_enabled():
+            # First order: the three gradients (and relu's mask) in one kernel call; a Function's
+            # apply, the numpy views and the separate calls cost ~30 us, a small layer's whole backward.
+            a = _index_arrays(s)
+            at = _index_arrays(transposed(s))
+            gx, gv, gb = _C.csr_backward(_either_major(g).numpy(), _either_major(x2).numpy(), _view(values), a.crow,
+                                         a.col, at.crow, at.col, a.t_perm, None if y is None else y.numpy(),
+                                         need_x, need_v, need_b, torch.get_num_threads())
+            return (None if gx is None else torch.from_numpy(gx), None if gv is None else torch.from_numpy(gv),
+                    None if gb is None else torch.from_numpy(gb), None, None)
+        # create_graph: the same gradients recorded as Functions, so that they differentiate again
+        # (relu's mask is a constant of the graph: its derivative is zero almost everywhere).
+        if y is not None:  # as torch's relu backward: zero where y <= 0 (NaN passes)
+            g = g * (y <= 0).logical_not().to(g.dtype)
+        gx = _SpMM.apply(g, values[s.t_perm], None, transposed(s)) if need_x else None
+        gv = _SDDMM.apply(g, x2, s) if need_v else None
+        gb = g.sum(0) if need_b else None
+        return gx, gv, gb, None, None
 
 
 def _feature_or_batch_major(x2: Tensor) -> tuple[Tensor, bool]:
@@ -320,7 +321,8 @@ def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
             y = y + bias
         y = ACTIVATIONS[activation](y)
     else:
-        y = ACTIVATIONS[activation](_SpMM.apply(x2, values, bias, structure))
+        y = _SpMM.apply(x2, values, bias, structure, activation == "relu")
+        y = y if activation in FUSED else ACTIVATIONS[activation](y)
     return y if len(lead) == 1 else y.reshape(*lead, out)
 
 

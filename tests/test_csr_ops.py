@@ -83,7 +83,7 @@ def test_second_order_gradients_match_dense():
     s, values, bias = _case(7, 11, 0.4, seed=3)
     x = torch.randn(5, 11, dtype=torch.float64)
     inputs = tuple(t.clone().requires_grad_() for t in (x, values, bias))
-    for activation in ("tanh", "softplus"):
+    for activation in ("tanh", "softplus", "relu"):
         def f(x, v, b, act=activation):
             return csr_linear(x, v, b, s, act)
         assert torch.autograd.gradcheck(f, inputs)
@@ -189,8 +189,7 @@ def test_bad_input_is_refused_with_named_errors(grad):
     with pytest.raises(ValueError):
         _C.csr_sddmm(np.zeros((4, 3), np.float32), xt, crow, col + 100, np.zeros(s.nnz, np.float32))
     x = np.zeros((3, 5), np.float32)
-    for bad_call in (dict(x=np.zeros((3, 10), np.float32)[:, ::2]), dict(perm=np.arange(s.nnz - 1)),
-                     dict(perm=np.full(s.nnz, s.nnz)), dict(x=x.astype(np.float64))):
+    for bad_call in (dict(x=np.zeros((3, 10), np.float32)[:, ::2]), dict(x=x.astype(np.float64))):
         args = dict(x=x, values=values.numpy(), crow=crow, col=col, bias=None, relu=False)
         args.update(bad_call)
         with pytest.raises(ValueError):
@@ -198,14 +197,49 @@ def test_bad_input_is_refused_with_named_errors(grad):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_the_direct_kernel_gathers_permuted_values(dtype):
-    """csr_linear(..., perm=) multiplies by values[perm]: the transposed pattern's weights in dX."""
+@pytest.mark.parametrize("layouts", ["feature-major", "batch-major", "mixed"])
+def test_the_one_call_backward_matches_dense(dtype, layouts):
+    """_C.csr_backward: dx, dv, db of act(x W^T + b) in one call, relu's mask included, any layout
+    of g, x and y; NaN in y passes the gradient (as torch's relu backward), -0.0 and 0 do not."""
     s, values, bias = _case(13, 30, 0.3, seed=12, dtype=dtype)
-    x = torch.randn(70, 13, dtype=dtype)
+    x = torch.randn(70, 30, dtype=dtype)
+    g = torch.randn(70, 13, dtype=dtype)
+    y = torch.randn(70, 13, dtype=dtype)
+    y[0, 0], y[1, 1], y[2, 2] = float("nan"), 0.0, -0.0
+    col = {"feature-major": True, "batch-major": False, "mixed": None}[layouts]
+    lay = (lambda t, i: t.T.contiguous().T if (col if col is not None else i % 2) else t)
+    g_, x_, y_ = lay(g, 0), lay(x, 1), lay(y, 2)
     st = transposed(s)
-    got = _C.csr_linear(x.numpy(), values.numpy(), st.crow.numpy(), st.col.numpy(), None, False, 1, s.t_perm.numpy())
-    want = x.double() @ scatter_dense(values, s).double()
-    assert_close(torch.from_numpy(got), want.to(dtype), dtype, reduce_dim=13)
+    w = scatter_dense(values, s).double()
+    gm = g.double() * (y <= 0).logical_not().double()
+    for relu in (False, True):
+        gg = gm if relu else g.double()
+        dx, dv, db = _C.csr_backward(g_.numpy(), x_.numpy(), values.numpy(), s.crow.numpy(), s.col.numpy(),
+                                     st.crow.numpy(), st.col.numpy(), s.t_perm.numpy(), y_.numpy() if relu else None,
+                                     True, True, True, 1)
+        assert_close(torch.from_numpy(dx), (gg @ w).to(dtype), dtype, reduce_dim=70)
+        dw = gg.T @ x.double()
+        assert_close(torch.from_numpy(dv), dw[s.dense(torch.bool)].to(dtype), dtype, reduce_dim=70)
+        assert_close(torch.from_numpy(db), gg.sum(0).to(dtype), dtype, reduce_dim=70)
+        assert torch.from_numpy(dx).T.is_contiguous()  # column-major, as the forward's outputs
+    none = _C.csr_backward(g.numpy(), x.numpy(), values.numpy(), s.crow.numpy(), s.col.numpy(), st.crow.numpy(),
+                           st.col.numpy(), s.t_perm.numpy(), None, False, True, False, 1)
+    assert none[0] is None and none[2] is None and none[1].shape == (s.nnz,)
+
+
+def test_the_one_call_backward_refuses_bad_input():
+    s, values, _ = _case(13, 30, 0.3, seed=12, dtype=torch.float32)
+    st = transposed(s)
+    args = dict(g=np.zeros((5, 13), np.float32), x=np.zeros((5, 30), np.float32), values=values.numpy(),
+                crow=s.crow.numpy(), col=s.col.numpy(), t_crow=st.crow.numpy(), t_col=st.col.numpy(),
+                t_perm=s.t_perm.numpy(), y=None, need_dx=True, need_dv=True, need_db=True)
+    bad = [dict(g=np.zeros((4, 13), np.float32)), dict(g=np.zeros((5, 12), np.float32)),
+           dict(x=np.zeros((5, 60), np.float32)[:, ::2]), dict(t_perm=np.full(s.nnz, s.nnz)),
+           dict(t_perm=s.t_perm.numpy()[:-1].copy()), dict(y=np.zeros((5, 12), np.float32)),
+           dict(t_crow=s.crow.numpy()), dict(values=values.numpy()[:-1].copy()), dict(x=np.zeros((5, 30)))]
+    for change in bad:
+        with pytest.raises(ValueError):
+            _C.csr_backward(**{**args, **change})
 
 
 def test_compile_fullgraph_traces_the_ops():
