@@ -135,45 +135,56 @@ ALWAYS_INLINE void spmm_narrow(const T* xt, std::size_t ldx, std::size_t ldb, co
   }
 }
 
-// dv_k (+)= the dot of rows row_k of gs and col_k of xs over one packed block of kLanes batch
-// columns, for the kept entries of rows [r0, r1) (gs holds rows r0.. only). The row's gradient
-// stays in registers through its terms; each dot is two vector chains and a fixed-order lane sum.
+// Lane-wise partial dots: acc[k] (a vector of 32 bytes, VL lanes) (+)= sum over the block's
+// vectors q of gs[row_k][q] * xs[col_k][q], for the kept entries of rows [r0, r1) over one packed
+// block of kLanes batch columns (gs holds rows r0.. only). The lanes are summed once, after the
+// last block (sddmm_core): summing them per block cost as much as the products (measured).
 template <class T>
-ALWAYS_INLINE void sddmm_block(const T* gs, const T* xs, const std::int64_t* crow, const std::int64_t* col, T* dv,
+ALWAYS_INLINE void sddmm_block(const T* gs, const T* xs, const std::int64_t* crow, const std::int64_t* col, T* acc,
                                std::size_t r0, std::size_t r1, bool first) {
   typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
   constexpr std::size_t VL = 32 / sizeof(T), NV = kLanes / VL;
+  static_assert(NV % 4 == 0, "four chains of products");
   for (std::size_t r = r0; r < r1; ++r) {
     V g[NV];
     std::memcpy(g, gs + (r - r0) * kLanes, sizeof(g));
     for (std::int64_t k = crow[r]; k < crow[r + 1]; ++k) {
       const V* x = reinterpret_cast<const V*>(xs + static_cast<std::size_t>(col[k]) * kLanes);
-      V a0 = g[0] * x[0], a1 = g[1] * x[1];
+      V a0 = g[0] * x[0], a1 = g[1] * x[1], a2 = g[2] * x[2], a3 = g[3] * x[3];
 #pragma GCC unroll 16
-      for (std::size_t q = 2; q < NV; q += 2) {
+      for (std::size_t q = 4; q < NV; q += 4) {
         a0 += g[q] * x[q];
         a1 += g[q + 1] * x[q + 1];
+        a2 += g[q + 2] * x[q + 2];
+        a3 += g[q + 3] * x[q + 3];
       }
-      a0 += a1;
-      T s = T(0);
-#pragma GCC unroll 8
-      for (std::size_t i = 0; i < VL; ++i) s += a0[i];
-      dv[k] = first ? s : dv[k] + s;
+      V sum = (a0 + a1) + (a2 + a3);
+      V* out = reinterpret_cast<V*>(acc + static_cast<std::size_t>(k) * VL);
+      if (!first) sum += *out;
+      *out = sum;
     }
   }
 }
 
-// The same for a narrow block (fewer than kLanes / 4 columns), read in place with strides.
+// The same for a narrow block (fewer than kLanes / 4 columns), read in place with strides; the
+// dot goes into lane 0 of acc[k].
 template <class T>
 ALWAYS_INLINE void sddmm_narrow(const T* g, std::size_t g_feat, std::size_t g_batch, const T* x, std::size_t x_feat,
-                                std::size_t x_batch, const std::int64_t* crow, const std::int64_t* col, T* dv,
+                                std::size_t x_batch, const std::int64_t* crow, const std::int64_t* col, T* acc,
                                 std::size_t r0, std::size_t r1, std::size_t c0, std::size_t n, bool first) {
+  constexpr std::size_t VL = 32 / sizeof(T);
   for (std::size_t r = r0; r < r1; ++r)
     for (std::int64_t k = crow[r]; k < crow[r + 1]; ++k) {
       const T* xc = x + static_cast<std::size_t>(col[k]) * x_feat;
       T s = T(0);
       for (std::size_t j = c0; j < c0 + n; ++j) s += g[r * g_feat + j * g_batch] * xc[j * x_batch];
-      dv[k] = first ? s : dv[k] + s;
+      T* out = acc + static_cast<std::size_t>(k) * VL;
+      if (first) {
+        std::fill(out, out + VL, T(0));
+        out[0] = s;
+      } else {
+        out[0] += s;
+      }
     }
 }
 
@@ -499,54 +510,62 @@ template <class T>
 void sddmm_core(const T* gp, bool g_batch_major, const T* xp, bool x_batch_major, std::size_t n_in, std::size_t B,
                 const Pattern& p, T* dp, unsigned threads) {
   if (B == 0) return std::fill(dp, dp + p.nnz, T(0));
+  constexpr std::size_t VL = 32 / sizeof(T);
   const unsigned use = p.nnz * B < (1u << 16) ? 1u : threads;
   const std::size_t g_feat = g_batch_major ? 1 : B, g_bstride = g_batch_major ? p.rows : 1;
   const std::size_t x_feat = x_batch_major ? 1 : B, x_bstride = x_batch_major ? n_in : 1;
   const std::size_t blocks = (B + kLanes - 1) / kLanes;
   // One pass over a batch block: pack rows [r0, r1) of the gradient and all of x, then add the
-  // block's dots into out (out[k] is assigned by the first block, `first`).
-  auto block_pass = [&](std::size_t blk, std::size_t r0, std::size_t r1, T* out, bool first, std::vector<T>& gs,
+  // block's lane-wise dots into acc (assigned by the group's first block, `first`).
+  auto block_pass = [&](std::size_t blk, std::size_t r0, std::size_t r1, T* acc, bool first, std::vector<T>& gs,
                         std::vector<T>& xs) {
     const std::size_t c0 = blk * kLanes, n = std::min(kLanes, B - c0);
     if (n < kLanes / 4)
-      return run_sddmm_narrow<T>(gp, g_feat, g_bstride, xp, x_feat, x_bstride, p.crow, p.col, out, r0, r1, c0, n,
+      return run_sddmm_narrow<T>(gp, g_feat, g_bstride, xp, x_feat, x_bstride, p.crow, p.col, acc, r0, r1, c0, n,
                                  first);
     pack_block<T>(gp, g_batch_major, p.rows, B, r0, r1, c0, n, gs);
     pack_block<T>(xp, x_batch_major, n_in, B, std::size_t{0}, n_in, c0, n, xs);
-    run_sddmm_block<T>(gs.data(), xs.data(), p.crow, p.col, out, r0, r1, first);
+    run_sddmm_block<T>(gs.data(), xs.data(), p.crow, p.col, acc, r0, r1, first);
   };
-  if (blocks < 2) {  // one block: threads take rows
+  // Threads take groups of consecutive blocks (each packs x once per block, where splitting rows
+  // made every thread pack all of it), each group into its own lane-wise partials; one block:
+  // threads take rows. The partials are then added in group order and their lanes in lane order:
+  // the groups depend on the batch only, so every dv_k is summed in the same order whatever the
+  // thread count.
+  const std::size_t groups = std::min(blocks, kGroups);
+  Scratch<T> partial_scratch;
+  std::vector<T>& partial = partial_scratch.v;
+  partial.resize(groups * p.nnz * VL);
+  if (blocks < 2) {
     parallel_for(
         p.rows,
         [&](std::size_t r0, std::size_t r1) {
           Scratch<T> gs, xs;
-          block_pass(0, r0, r1, dp, true, gs.v, xs.v);
+          block_pass(0, r0, r1, partial.data(), true, gs.v, xs.v);
         },
         std::max<std::size_t>(1, p.rows / (8 * std::max(use, 1u))), use);
-    return;
+  } else {
+    parallel_for(
+        groups,
+        [&](std::size_t g0, std::size_t g1) {
+          Scratch<T> gs, xs;
+          for (std::size_t g = g0; g < g1; ++g) {
+            const std::size_t b0 = g * blocks / groups, b1 = (g + 1) * blocks / groups;
+            for (std::size_t blk = b0; blk < b1; ++blk)
+              block_pass(blk, 0, p.rows, partial.data() + g * p.nnz * VL, blk == b0, gs.v, xs.v);
+          }
+        },
+        1, use);
   }
-  // Several blocks: threads take groups of consecutive blocks (each packs x once per block, where
-  // splitting rows made every thread pack all of it), each group sums into its own partial, and
-  // the partials are added in group order. The groups depend on the batch only, so every dv_k is
-  // summed in the same order whatever the thread count.
-  const std::size_t groups = std::min(blocks, kGroups);
-  Scratch<T> partial_scratch;
-  std::vector<T>& partial = partial_scratch.v;
-  partial.resize(groups * p.nnz);
-  parallel_for(
-      groups,
-      [&](std::size_t g0, std::size_t g1) {
-        Scratch<T> gs, xs;
-        for (std::size_t g = g0; g < g1; ++g) {
-          const std::size_t b0 = g * blocks / groups, b1 = (g + 1) * blocks / groups;
-          for (std::size_t blk = b0; blk < b1; ++blk)
-            block_pass(blk, 0, p.rows, partial.data() + g * p.nnz, blk == b0, gs.v, xs.v);
-        }
-      },
-      1, use);
-  std::copy(partial.begin(), partial.begin() + p.nnz, dp);
-  for (std::size_t g = 1; g < groups; ++g)
-    for (std::size_t k = 0; k < p.nnz; ++k) dp[k] += partial[g * p.nnz + k];
+  for (std::size_t k = 0; k < p.nnz; ++k) {
+    T lane[VL];
+    for (std::size_t i = 0; i < VL; ++i) lane[i] = partial[k * VL + i];
+    for (std::size_t g = 1; g < groups; ++g)
+      for (std::size_t i = 0; i < VL; ++i) lane[i] += partial[(g * p.nnz + k) * VL + i];
+    T s = T(0);
+    for (std::size_t i = 0; i < VL; ++i) s += lane[i];
+    dp[k] = s;
+  }
 }
 
 template <class T>
