@@ -468,21 +468,45 @@ Operand either_major(const py::handle& obj, const char* name) {
   return {a.data(), B, n, c_ok};
 }
 
+// The kept weights in CSR order: `values` itself (nnz entries), or with `flat` (the kept weights'
+// row * n_in + col) gathered from the dense (n_rows x n_in) weight `values` into `kept` (a dense-
+// stored layer's weights, read in place: no copy to keep in step with the optimizer's updates).
+template <class T>
+const T* kept_values(const py::handle& v_o, const py::handle& flat_o, const Pattern& p, std::size_t n_in,
+                     std::vector<T>& kept) {
+  auto v = as_array<T>(v_o, "values", 1);
+  if (flat_o.is_none()) {
+    if (static_cast<std::size_t>(v.shape(0)) != p.nnz) throw std::invalid_argument("values must have nnz entries");
+    return v.data();
+  }
+  const Index flat = as_index(flat_o, "flat");
+  const std::size_t dense = p.rows * n_in;
+  if (static_cast<std::size_t>(flat.shape(0)) != p.nnz) throw std::invalid_argument("flat must have nnz entries");
+  if (static_cast<std::size_t>(v.shape(0)) != dense)
+    throw std::invalid_argument("values must have n_rows * n_in entries when flat is given");
+  const std::int64_t* f = flat.data();
+  kept.resize(p.nnz);
+  for (std::size_t k = 0; k < p.nnz; ++k) {
+    if (f[k] < 0 || static_cast<std::size_t>(f[k]) >= dense) throw std::invalid_argument("flat must lie in [0, n_rows * n_in)");
+    kept[k] = v.data()[f[k]];
+  }
+  return kept.data();
+}
+
 // y (B, n_rows) = x W^T (+ bias, relu) for x (B, n_in) row- or column-major, returned as a new
 // column-major array (feature-major memory: the layout the next layer reads without a copy).
 template <class T>
 py::array linear_impl(const py::handle& x_o, const py::handle& v_o, const Index& crow, const Index& col,
-                      const py::handle& bias_o, bool relu, unsigned threads) {
+                      const py::handle& bias_o, bool relu, unsigned threads, const py::handle& flat_o) {
   const Operand x = either_major<T>(x_o, "x");
   const std::size_t B = x.B, n_in = x.n;
   const auto sz = static_cast<py::ssize_t>(sizeof(T));
   const bool batch_major = x.batch_major;
-  auto v = as_array<T>(v_o, "values", 1);
   const Pattern p = check_pattern(crow, col, n_in);
-  if (static_cast<std::size_t>(v.shape(0)) != p.nnz) throw std::invalid_argument("values must have nnz entries");
+  Scratch<T> kept;
+  const T* vp = kept_values<T>(v_o, flat_o, p, n_in, kept.v);
   Array<T> b;
   const T* bias = bias_of<T>(bias_o, p.rows, b);
-  const T* vp = v.data();
   py::array_t<T> y = new_output<T>(static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(p.rows), sz,
                                    static_cast<py::ssize_t>(std::max<std::size_t>(B, 1)) * sz);
   const T* xp = static_cast<const T*>(x.data);
@@ -595,15 +619,16 @@ void sddmm_impl(const py::handle& gt_o, const py::handle& xt_o, const Index& cro
 template <class T>
 py::tuple backward_impl(const py::handle& g_o, const py::handle& x_o, const py::handle& v_o, const Index& crow,
                         const Index& col, const Index& t_crow, const Index& t_col, const Index& t_perm,
-                        const py::handle& y_o, bool need_dx, bool need_dv, bool need_db, unsigned threads) {
+                        const py::handle& y_o, bool need_dx, bool need_dv, bool need_db, unsigned threads,
+                        const py::handle& flat_o) {
   const Operand g = either_major<T>(g_o, "g"), x = either_major<T>(x_o, "x");
   if (g.B != x.B) throw std::invalid_argument("g and x must have the same batch");
   const std::size_t B = g.B, out = g.n, inn = x.n;
   const Pattern p = check_pattern(crow, col, inn), pt = check_pattern(t_crow, t_col, out);
   if (p.rows != out || pt.rows != inn || pt.nnz != p.nnz)
     throw std::invalid_argument("the patterns must be (out x in) and its transpose, g (B, out) and x (B, in)");
-  auto v = as_array<T>(v_o, "values", 1);
-  if (static_cast<std::size_t>(v.shape(0)) != p.nnz) throw std::invalid_argument("values must have nnz entries");
+  Scratch<T> kept;
+  const T* vp = kept_values<T>(v_o, flat_o, p, inn, kept.v);
   if (static_cast<std::size_t>(t_perm.shape(0)) != p.nnz) throw std::invalid_argument("t_perm must have nnz entries");
   Operand y{nullptr, 0, 0, false};
   if (!y_o.is_none()) {
@@ -619,10 +644,24 @@ py::tuple backward_impl(const py::handle& g_o, const py::handle& x_o, const py::
     dxp = a.mutable_data();
     dx = std::move(a);
   }
+  // With flat (checked by kept_values) the weight is dense-stored: dv is then its dense (out, in)
+  // gradient, zero off the mask, scattered here rather than by two torch ops.
+  const std::int64_t* flat = flat_o.is_none() ? nullptr : py::reinterpret_borrow<Index>(flat_o).data();
+  Scratch<T> kept_scratch;
+  T* dense_dw = nullptr;
   if (need_dv) {
-    py::array_t<T> a(static_cast<py::ssize_t>(p.nnz));
-    dvp = a.mutable_data();
-    dv = std::move(a);
+    if (flat != nullptr) {
+      py::array_t<T> a({static_cast<py::ssize_t>(out), static_cast<py::ssize_t>(inn)});
+      dense_dw = a.mutable_data();
+      std::fill(dense_dw, dense_dw + out * inn, T(0));
+      kept_scratch.v.resize(p.nnz);
+      dvp = kept_scratch.v.data();
+      dv = std::move(a);
+    } else {
+      py::array_t<T> a(static_cast<py::ssize_t>(p.nnz));
+      dvp = a.mutable_data();
+      dv = std::move(a);
+    }
   }
   if (need_db) {
     py::array_t<T> a(static_cast<py::ssize_t>(out));
@@ -631,7 +670,6 @@ py::tuple backward_impl(const py::handle& g_o, const py::handle& x_o, const py::
   }
   const T* gp = static_cast<const T*>(g.data);
   const T* xp = static_cast<const T*>(x.data);
-  const T* vp = v.data();
   const std::int64_t* pp = t_perm.data();
   for (std::size_t k = 0; k < p.nnz; ++k)
     if (pp[k] < 0 || static_cast<std::size_t>(pp[k]) >= p.nnz) throw std::invalid_argument("t_perm must lie in [0, nnz)");
@@ -690,6 +728,8 @@ py::tuple backward_impl(const py::handle& g_o, const py::handle& x_o, const py::
       if (B > 0) spmm_core<T>(gp, out, B, g_bm, vt.data(), pt, nullptr, false, dxp, threads);
     }
     if (dvp != nullptr) sddmm_core<T>(gp, g_bm, xp, x.batch_major, inn, B, p, dvp, threads);
+    if (dense_dw != nullptr)
+      for (std::size_t k = 0; k < p.nnz; ++k) dense_dw[flat[k]] = dvp[k];
   }
   return py::make_tuple(dx, dv, db);
 }
@@ -714,34 +754,36 @@ void bind_masked_linear(py::module_& m) {
   m.def(
       "csr_linear",
       [](py::handle x, py::handle values, py::handle crow, py::handle col, py::handle bias, bool relu,
-         unsigned threads) -> py::array {
+         unsigned threads, py::handle flat) -> py::array {
         const Index cr = as_index(crow, "crow"), cc = as_index(col, "col");
-        if (is_double(x)) return linear_impl<double>(x, values, cr, cc, bias, relu, std::max(threads, 1u));
-        return linear_impl<float>(x, values, cr, cc, bias, relu, std::max(threads, 1u));
+        if (is_double(x)) return linear_impl<double>(x, values, cr, cc, bias, relu, std::max(threads, 1u), flat);
+        return linear_impl<float>(x, values, cr, cc, bias, relu, std::max(threads, 1u), flat);
       },
       py::arg("x"), py::arg("values"), py::arg("crow"), py::arg("col"), py::arg("bias"), py::arg("relu"),
-      py::arg("threads") = 1,
+      py::arg("threads") = 1, py::arg("flat") = py::none(),
       "y = x W^T (+ bias, then relu if asked) for x (B, n_in) row- or column-major float32/float64 and W\n"
-      "(n_rows x n_in) given by its CSR values; y (B, n_rows) is a new column-major array.");
+      "(n_rows x n_in) given by its CSR values (or, with flat, the kept weights' row * n_in + col, by the\n"
+      "dense weight flattened); y (B, n_rows) is a new column-major array.");
   m.def(
       "csr_backward",
       [](py::handle g, py::handle x, py::handle values, py::handle crow, py::handle col, py::handle t_crow,
          py::handle t_col, py::handle t_perm, py::handle y, bool need_dx, bool need_dv, bool need_db,
-         unsigned threads) -> py::tuple {
+         unsigned threads, py::handle flat) -> py::tuple {
         const Index cr = as_index(crow, "crow"), cc = as_index(col, "col");
         const Index tr = as_index(t_crow, "t_crow"), tc = as_index(t_col, "t_col");
         if (is_double(x))
           return backward_impl<double>(g, x, values, cr, cc, tr, tc, as_index(t_perm, "t_perm"), y, need_dx, need_dv,
-                                       need_db, std::max(threads, 1u));
+                                       need_db, std::max(threads, 1u), flat);
         return backward_impl<float>(g, x, values, cr, cc, tr, tc, as_index(t_perm, "t_perm"), y, need_dx, need_dv,
-                                    need_db, std::max(threads, 1u));
+                                    need_db, std::max(threads, 1u), flat);
       },
       py::arg("g"), py::arg("x"), py::arg("values"), py::arg("crow"), py::arg("col"), py::arg("t_crow"),
       py::arg("t_col"), py::arg("t_perm"), py::arg("y"), py::arg("need_dx"), py::arg("need_dv"), py::arg("need_db"),
-      py::arg("threads") = 1,
+      py::arg("threads") = 1, py::arg("flat") = py::none(),
       "(dx, dv, db) of y = act(x W^T + b) for the output gradient g (B, out) and x (B, in), each row- or\n"
       "column-major; y (the forward's output) for act = relu, else None. dx (B, in) is a new column-major\n"
-      "array, dv (nnz) in CSR order, db (out); a gradient not needed is None.");
+      "array, dv (nnz) in CSR order, db (out); a gradient not needed is None. With flat (the kept weights'\n"
+      "row * in + col), values is the dense weight flattened and dv its dense (out, in) gradient.");
   m.def(
       "csr_sddmm",
       [](py::handle gt, py::handle xt, py::handle crow, py::handle col, py::handle dv, unsigned threads,

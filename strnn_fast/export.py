@@ -77,7 +77,7 @@ from .flows.base import Flow
 from .flows.levels import traceable_plan
 from .flows.cnf import StrCNF
 from .flows.conditioners import StrNNConditioner
-from .flows.normalizers.spline import SplineNormalizer
+from .flows.normalizers.base import Normalizer
 from .flows.normalizers.umnn import UMNNNormalizer
 from .grouped import grouped_networks
 from .nn import FastStrNN, MaskedLinear
@@ -286,7 +286,7 @@ def export_mode(model: nn.Module, grouped: bool = True, levels: bool = True) -> 
         elif isinstance(m, FlowStep):  # full passes, or with a StrNN conditioner each unit once
             saved += [(m, "early_stop", m.early_stop), (m, "traced_plan", m.traced_plan)]
             m.early_stop, m.traced_plan = False, traceable_plan(m) if levels else None
-        elif isinstance(m, SplineNormalizer):
+        elif isinstance(m, Normalizer):  # torch ops only (the spline's knot search unrolled)
             saved.append((m, "torch_only", m.torch_only))
             m.torch_only = True
         elif isinstance(m, StrCNF):  # refuses adaptive solvers before anything is traced

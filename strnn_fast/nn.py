@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import backends, dispatch
+from . import backends, chain, dispatch
 from ._validate import (as_binary_matrix, as_binary_sparse, as_input, as_positive_int, as_sizes, choice,
                         is_binary_array, is_scipy_sparse)
 from .activations import ACTIVATIONS
@@ -271,11 +271,18 @@ class FastStrNN(Savable, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Named errors for a numpy array or a wrong width; other float dtypes are cast to the model's.
         x = as_input(x, self.nin, next(self.parameters()), "x")
+        # Sparse layers and the fused chain hand on column-major activations (no transposes between
+        # layers); callers get the usual row-major layout (a strided output slows what they do next).
+        if chain.applies(self, x) and chain.chosen(self, x):
+            return chain.run(self, x).contiguous()
+        return self.layered(x).contiguous()
+
+    def layered(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers one by one, each on its own backend (the forward when the fused chain of
+        :mod:`strnn_fast.chain` is not measured faster); the output in the last layer's layout."""
         for layer in self.layers:
             x = layer(x)
-        # Sparse layers hand column-major activations to each other (no transposes between
-        # them); callers get the usual row-major layout (a strided output slows what they do next).
-        return x.contiguous()
+        return x
 
     def block_view(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """The outputs for x as (..., nout/k, k): ``[..., i, p]`` is output ``p * nout/k + i`` (k per variable).

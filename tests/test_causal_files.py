@@ -50,13 +50,15 @@ def test_old_causal_file_loads_and_answers_the_same(name: str, tmp_path) -> None
     want = dict(np.load(DATA / f"{name}_answers.npz"))
     x = torch.as_tensor(want["x"])
     got = _answers(model, x, _old_context(name))
+    # The answers recorded when the file was written, to float32 rounding: the same model, computed
+    # by today's kernels (which may sum in another order: 1 ulp moved, e.g., with the fused chain).
     for key in ANSWERS:
-        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
-    # Saved again, it is a file of today's keys that answers the same.
+        np.testing.assert_allclose(got[key], want[key], rtol=2e-6, atol=1e-6, err_msg=key)
+    # Saved again, it is a file of today's keys that answers exactly as the loaded model.
     model.save(tmp_path / "again.pt")
     again = strnn_fast.load(tmp_path / "again.pt")
     assert "standardized.mean" in again.state_dict() and "loc" not in again.state_dict()
-    np.testing.assert_array_equal(_answers(again, x, _old_context(name))["log_prob"], want["log_prob"])
+    np.testing.assert_array_equal(_answers(again, x, _old_context(name))["log_prob"], got["log_prob"])
 
 
 def test_load_state_dict_takes_the_old_keys() -> None:

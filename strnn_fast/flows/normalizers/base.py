@@ -15,6 +15,8 @@ class Normalizer(nn.Module):
     """
 
     n_params: int
+    #: Run torch ops only (no C++ kernels, no autograd.Function): set while torch.export traces.
+    torch_only: bool = False
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(z, log|dz/dx|)``, both (B, d)."""

@@ -118,9 +118,6 @@ class SplineNormalizer(Normalizer):
             raise ValueError(f"max_slope must be greater than 1, got {max_slope!r}")
         self._max_slope = max_slope
         self.n_params = 3 * self.bins - 1
-        #: Run the torch ops only (no C++ kernels, no autograd.Function), the knot search unrolled
-        #: over the K knots: what torch.export traces.
-        self.torch_only = False
         #: Whether knot slopes are relative to their bins' slopes (every model built after strnn_fast
         #: 0.2.0). A plain bool, so that tracing (torch.export) never reads a tensor for it.
         self.relative = True

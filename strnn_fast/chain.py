@@ -1,0 +1,250 @@
+r"""A FastStrNN's masked layers as one fused CPU chain: one autograd node for the whole network.
+
+At the sizes of the paper's data (d = 15, hidden 64) a masked layer's arithmetic takes a few
+microseconds, and what a flow step pays is the framework around it: per layer a module call, a
+dispatch lookup, an autograd node with its Python backward, an activation and its backward. The
+chain runs every layer through the C++ CSR kernels (``csrc/masked_linear.cpp``) from one
+:class:`torch.autograd.Function`: the forward is one loop of kernel calls (bias and relu fused),
+the first-order backward one loop of :func:`strnn_fast._C.csr_backward` calls, and a dense-stored
+layer's kept weights are gathered by the kernels themselves.
+
+Derivatives of higher order (gradient penalties, exact divergences) are exact: under
+``create_graph`` the backward recomputes the network through the per-layer ops of
+:mod:`strnn_fast.csr_ops`, whose own derivatives are the same kernels.
+
+Whether a network runs fused is measured, like a layer's backend (:mod:`strnn_fast.dispatch`):
+on the first call of each (batch bucket, dtype, phase) the chain and the per-layer path are timed
+on the call's shape, and the chain is kept only where the per-layer path is at least
+``dispatch.MARGIN`` times slower. It applies on the CPU, in float32/float64, to networks whose
+layers all have backend "auto" or "cpu" and identity or relu activations, outside
+``torch.compile``, ``torch.export`` and ``torch.func`` transforms.
+
+Example:
+    >>> import numpy as np, torch
+    >>> from strnn_fast import FastStrNN
+    >>> net = FastStrNN(3, (8,), 3, adjacency=np.tril(np.ones((3, 3)), -1))
+    >>> x = torch.randn(5, 3)
+    >>> torch.allclose(run(net, x), net.layers[1](net.layers[0](x)), atol=1e-6)
+    True
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import _C, dispatch
+from .csr_ops import DTYPES, FUSED, _either_major, _index_arrays, transposed
+from .sparse_ops import MaskStructure
+from .timing import time_candidates
+
+
+class _Layer(NamedTuple):
+    """One layer of a chain: its CSR arrays (and the transposed pattern's), relu, and for a
+    dense-stored layer the flat indices of its kept weights."""
+
+    structure: MaskStructure
+    crow: np.ndarray
+    col: np.ndarray
+    t_crow: np.ndarray
+    t_col: np.ndarray
+    t_perm: np.ndarray
+    relu: bool
+    flat: Tensor | None
+
+    @property
+    def flat_array(self) -> np.ndarray | None:
+        return None if self.flat is None else self.flat.numpy()
+
+
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+_CPU = torch.device("cpu")
+
+
+def _plan(net: Any) -> tuple[_Layer, ...]:
+    """The chain of `net`'s layers, cached until a layer's structure changes."""
+    hit = _PLANS.get(net)
+    if hit is not None and len(hit) == len(net.layers) and all(
+            layer._derived.get(("csr", _CPU)) is lay.structure for layer, lay in zip(net.layers, hit)):
+        return hit
+    layers = []
+    for layer in net.layers:
+        s = layer.csr(_CPU)
+        a, at = _index_arrays(s), _index_arrays(transposed(s))
+        layers.append(_Layer(s, a.crow, a.col, at.crow, at.col, a.t_perm, layer.activation == "relu",
+                             None if layer.packed else s.flat))
+    plan = _PLANS[net] = tuple(layers)
+    return plan
+
+
+def _weights(w: Tensor) -> np.ndarray:
+    # A packed layer's values, or a dense-stored layer's weight flattened: the kernels gather the
+    # kept weights through the plan's flat indices on every call (a cached gather would miss the
+    # updates of optimizers that write in place without bumping the version, as fused AdamW does).
+    return w.detach().reshape(-1).numpy()
+
+
+def _forward_arrays(x: np.ndarray, plan: tuple[_Layer, ...], params: tuple[Tensor | None, ...]) -> list[np.ndarray]:
+    """Every layer's output (column-major (B, out) arrays) for x."""
+    threads = torch.get_num_threads()
+    outs = []
+    h = x
+    for i, lay in enumerate(plan):
+        w, b = params[2 * i], params[2 * i + 1]
+        h = _C.csr_linear(h, _weights(w), lay.crow, lay.col, None if b is None else b.detach().numpy(), lay.relu,
+                          threads, lay.flat_array)
+        outs.append(h)
+    return outs
+
+
+def _layers_path(x: Tensor, plan: tuple[_Layer, ...], params: tuple[Tensor | None, ...]) -> Tensor:
+    """The same network through the per-layer differentiable ops (any order of derivatives)."""
+    from .csr_ops import csr_linear
+
+    h = x
+    for i, lay in enumerate(plan):
+        w, b = params[2 * i], params[2 * i + 1]
+        values = w if lay.flat is None else w.reshape(-1)[lay.flat]
+        h = csr_linear(h, values, b, lay.structure, "relu" if lay.relu else "identity")
+    return h
+
+
+class _Chain(torch.autograd.Function):
+    """y = the network's output (column-major) for x (B, in); params = (weight or values, bias) per layer."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, plan: tuple[_Layer, ...], *params: Tensor | None) -> Tensor:
+        outs = _forward_arrays(_either_major(x).numpy(), plan, params)
+        y = torch.from_numpy(outs[-1])
+        ctx.plan, ctx.outs = plan, outs[:-1]  # the hidden outputs; y is saved (an in-place edit of it is caught)
+        ctx.save_for_backward(x, y, *params)
+        return y
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x, y, *params = ctx.saved_tensors
+        plan, outs = ctx.plan, [*ctx.outs, y.detach().numpy()]
+        if torch.is_grad_enabled():  # create_graph: recompute through ops that differentiate again
+            with torch.enable_grad():
+                leaves = [x, *params]
+                wanted = [t for t, need in zip(leaves, ctx.needs_input_grad[:1] + ctx.needs_input_grad[2:])
+                          if need and t is not None]
+                y = _layers_path(x, plan, tuple(params))
+                got = iter(torch.autograd.grad(y, wanted, g, create_graph=True, allow_unused=True))
+            grads = [next(got) if need and t is not None else None
+                     for t, need in zip(leaves, ctx.needs_input_grad[:1] + ctx.needs_input_grad[2:])]
+            return grads[0], None, *grads[1:]
+        threads = torch.get_num_threads()
+        grads: list[Tensor | None] = [None] * len(params)
+        gn = _either_major(g).numpy()
+        for i in range(len(plan) - 1, -1, -1):
+            lay = plan[i]
+            w, b = params[2 * i], params[2 * i + 1]
+            need_w = ctx.needs_input_grad[2 + 2 * i]
+            need_b = b is not None and ctx.needs_input_grad[3 + 2 * i]
+            need_x = i > 0 or ctx.needs_input_grad[0]
+            x_in = outs[i - 1] if i else _either_major(x.detach()).numpy()
+            gx, gv, gb = _C.csr_backward(gn, x_in, _weights(w), lay.crow, lay.col, lay.t_crow, lay.t_col,
+                                         lay.t_perm, outs[i] if lay.relu else None, need_x, need_w, need_b, threads,
+                                         lay.flat_array)  # a dense-stored weight's gradient comes dense
+            grads[2 * i] = None if gv is None else torch.from_numpy(gv)
+            grads[2 * i + 1] = None if gb is None else torch.from_numpy(gb)
+            gn = gx
+        return (torch.from_numpy(gn) if ctx.needs_input_grad[0] else None), None, *grads
+
+
+def _params(net: Any) -> tuple[Tensor | None, ...]:
+    out: list[Tensor | None] = []
+    for layer in net.layers:
+        p = layer._parameters  # nn.Module.__getattr__ costs a microsecond a name
+        out += [p["values"] if "values" in p else p["weight"], p.get("bias")]
+    return tuple(out)
+
+
+def applies(net: Any, x: Tensor) -> bool:
+    """Whether `net` can run fused on `x` (see the module docstring); cheap, called per forward."""
+    if type(x) is not Tensor or x.device.type != "cpu" or x.dtype not in DTYPES or x.dim() != 2:
+        return False
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return False
+    for layer in net.layers:
+        if layer.backend not in ("auto", "cpu") or layer.activation not in FUSED or layer.param_dtype != x.dtype \
+                or layer.param_device.type != "cpu":
+            return False
+    return True
+
+
+def run(net: Any, x: Tensor) -> Tensor:
+    """The network's output for x (B, in) through the fused chain, column-major (B, out)."""
+    plan, params = _plan(net), _params(net)
+    if torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params)):
+        return _Chain.apply(x, plan, *params)
+    return torch.from_numpy(_forward_arrays(_either_major(x).numpy(), plan, params)[-1])
+
+
+# (layer signatures, batch bucket, dtype, training) -> {"chain": bool, "times_us": ...}, measured at
+# the first call of a case. Keyed by the architecture, not the object (as dispatch's cases are), so
+# that two networks alike (a model and its saved-and-loaded copy) make the same choice and agree
+# bitwise.
+CHOICES: dict[tuple, dict[str, Any]] = {}
+
+
+def _signature(net: Any) -> tuple:
+    return tuple((layer.out_features, layer.in_features, layer.csr(_CPU).nnz, layer.activation, layer.packed,
+                  layer.backend) for layer in net.layers)
+
+
+def chosen(net: Any, x: Tensor) -> bool:
+    """Whether `net` runs `x` fused: measured on the first call of its case (see the module docstring)."""
+    training = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in net.parameters()))
+    plan = _plan(net)  # cached; its identity marks the signature below as current
+    sig = _SIGNATURES.get(net)
+    if sig is None or sig[0] is not plan:
+        sig = _SIGNATURES[net] = (plan, _signature(net))
+    key = (sig[1], dispatch.batch_bucket(x.shape[0]), x.dtype, training)
+    hit = CHOICES.get(key)
+    if hit is None:
+        with dispatch._LOCK:  # measured once, one measurement at a time
+            hit = CHOICES.get(key)
+            if hit is None:
+                hit = CHOICES[key] = _measure(net, x, training)
+    return hit["chain"]
+
+
+_SIGNATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _measure(net: Any, like: Tensor, training: bool) -> dict[str, Any]:
+    """Times the chain and the per-layer path on an input shaped like `like` (its layout, its need of a
+    gradient); the chain wins only by ``dispatch.MARGIN``. Gradients are taken by autograd.grad:
+    nothing is accumulated into the parameters' ``.grad``."""
+    gen = torch.Generator().manual_seed(0)
+    rows, width = like.shape
+    x = torch.randn(width, rows, dtype=like.dtype, generator=gen).T if like.stride(0) == 1 and rows > 1 \
+        else torch.randn(rows, width, dtype=like.dtype, generator=gen)
+    x.requires_grad_(training and like.requires_grad)
+    params = [p for p in net.parameters() if p.requires_grad]
+
+    def timed(fused: bool):
+        def fn() -> None:
+            with torch.set_grad_enabled(training):
+                y = run(net, x) if fused else net.layered(x)
+                if training:
+                    torch.autograd.grad(y, [*params, *([x] if x.requires_grad else [])], torch.ones_like(y))
+        return fn
+
+    times = time_candidates({"chain": timed(True), "layers": timed(False)})
+    return {"chain": times["layers"] >= dispatch.MARGIN * times["chain"], "times_us": times}
+
+
+def report(net: Any) -> list[dict[str, Any]]:
+    """The measured choices for `net`'s architecture: batch bucket, dtype, phase, whether fused, times (us)."""
+    sig = _signature(net)
+    return [{"batch_bucket": b, "dtype": str(d).removeprefix("torch."), "phase": "train" if t else "eval",
+             "fused": v["chain"], "times_us": v["times_us"]}
+            for (s, b, d, t), v in sorted(CHOICES.items(), key=str) if s == sig]

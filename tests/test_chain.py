@@ -1,0 +1,147 @@
+"""The fused CPU chain of a FastStrNN (strnn_fast/chain.py) against the per-layer path, float64 first.
+
+Forward and every gradient (input, dense-stored and packed weights, biases) at odd shapes and
+batches 0, 1, 3, 65, 300; second order; the weights read as an optimizer leaves them (fused AdamW
+writes in place without bumping versions); the same bits for any thread count; where the chain
+applies; the measured choice is per architecture, so alike networks agree bitwise.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tolerances import assert_close
+
+from strnn_fast import FastStrNN, chain
+from strnn_fast.data.adjacency import random_dag
+
+CASES = [(3, (5,), 1), (15, (64, 64), 2), (23, (40, 31), 3), (60, (250, 250), 2)]
+
+
+def _net(d: int, hidden: tuple[int, ...], k: int, dtype=torch.float64, seed: int = 0) -> FastStrNN:
+    torch.manual_seed(seed)
+    net = FastStrNN(d, hidden, k * d, adjacency=random_dag(d, parents=(1, 3), seed=seed)).to(dtype)
+    with torch.no_grad():  # random weights everywhere on the masks (the last layer starts at zero otherwise)
+        for layer in net.layers:
+            if layer.packed:
+                layer.values.normal_()
+            else:
+                layer.weight.copy_(torch.randn_like(layer.weight) * layer.mask)
+            layer.bias.normal_()
+    return net
+
+
+@pytest.mark.parametrize("d,hidden,k", CASES)
+@pytest.mark.parametrize("layout", ["row-major", "column-major"])
+def test_forward_and_gradients_match_the_layers_float64(d, hidden, k, layout):
+    net = _net(d, hidden, k)
+    assert any(layer.packed for layer in net.layers) == (d == 60)  # both storages are covered
+    params = list(net.parameters())
+    for batch in (0, 1, 3, 65, 300):
+        x = torch.randn(batch, d, dtype=torch.float64)
+        if layout == "column-major":
+            x = x.T.contiguous().T
+        x.requires_grad_()
+        y, y_ref = chain.run(net, x), net.layered(x)
+        assert_close(y, y_ref, "float64_kernels", reduce_dim=max(hidden))
+        g = torch.randn_like(y_ref)
+        got = torch.autograd.grad(y, [x, *params], g)
+        want = torch.autograd.grad(y_ref, [x, *params], g)
+        for a, b in zip(got, want):
+            assert_close(a, b, "float64_kernels", reduce_dim=max(batch, *hidden))
+        for layer, grad in zip(net.layers, got[1::2]):
+            if not layer.packed:  # a dense-stored weight's gradient is zero off its mask
+                assert not grad[layer.mask == 0].any()
+        with torch.no_grad():
+            assert_close(chain.run(net, x), y_ref.detach(), "float64_kernels", reduce_dim=max(hidden))
+
+
+def test_second_order_is_exact():
+    net = _net(5, (9, 7), 2)
+    x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    params = list(net.parameters())
+
+    def f(x, *ps):
+        return chain.run(net, x)
+    assert torch.autograd.gradcheck(f, (x,))
+    assert torch.autograd.gradgradcheck(f, (x,))
+    # A gradient penalty differentiated in the weights, against the per-layer path.
+    def penalty(fn):
+        (gx,) = torch.autograd.grad(fn(x).square().sum(), x, create_graph=True)
+        return torch.autograd.grad(gx.square().sum(), params)
+    for a, b in zip(penalty(lambda x: chain.run(net, x)), penalty(net.layered)):
+        assert_close(a, b, "float64_kernels", reduce_dim=9)
+
+
+def test_weights_are_read_as_the_optimizer_leaves_them():
+    """Fused AdamW updates parameters in place without bumping their version: nothing may be cached."""
+    net = _net(15, (64, 64), 2, dtype=torch.float32)
+    opt = torch.optim.AdamW(net.parameters(), lr=0.1, fused=True)
+    x = torch.randn(50, 15)
+    for _ in range(3):
+        opt.zero_grad()
+        chain.run(net, x).square().mean().backward()
+        opt.step()
+        with torch.no_grad():
+            assert_close(chain.run(net, x), net.layered(x), torch.float32, reduce_dim=64)
+
+
+def test_the_same_bits_for_any_thread_count():
+    net = _net(60, (250, 250), 2, dtype=torch.float32)
+    x = torch.randn(777, 60, requires_grad=True)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            y = chain.run(net, x)
+            results.append((y, *torch.autograd.grad(y.sum(), [x, *net.parameters()])))
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+
+
+def test_where_the_chain_applies():
+    net = _net(6, (8,), 1, dtype=torch.float32)
+    x = torch.randn(4, 6)
+    assert chain.applies(net, x)
+    assert not chain.applies(net, x.double())  # another dtype than the parameters'
+    assert not chain.applies(net, x.half())
+    assert not chain.applies(net, x.reshape(2, 2, 6))
+    net.layers[0].backend = "dense"
+    assert not chain.applies(net, x)
+    net.layers[0].backend = "auto"
+    tanh = FastStrNN(6, (8,), 6, adjacency=random_dag(6, parents=(1, 2), seed=1), activation="tanh")
+    assert not chain.applies(tanh, x)
+    # torch.func transforms see the per-layer path: vmap over rows gives the forward's values.
+    out = torch.func.vmap(lambda row: net(row.unsqueeze(0)).squeeze(0))(x)
+    torch.testing.assert_close(out, net(x), atol=1e-5, rtol=1e-5)
+
+
+def test_the_choice_is_measured_per_architecture(monkeypatch):
+    """Two networks alike make the same measured choice and answer bitwise alike; the forward runs
+    the chain exactly where the choice says so."""
+    measured = []
+
+    def fake(net, like, training):
+        measured.append((like.shape[0], training))
+        return {"chain": like.shape[0] > 8, "times_us": {"chain": 1.0, "layers": 2.0}}
+    monkeypatch.setattr(chain, "_measure", fake)
+    monkeypatch.setattr(chain, "CHOICES", {})
+    a, b = _net(15, (64, 64), 2, dtype=torch.float32), _net(15, (64, 64), 2, dtype=torch.float32)
+    big, small = torch.randn(300, 15), torch.randn(5, 15)
+    with torch.no_grad():
+        assert torch.equal(a(big), b(big)) and torch.equal(a(small), b(small))
+        assert torch.equal(a(big), chain.run(a, big).contiguous())
+        assert torch.equal(a(small), a.layered(small).contiguous())
+    assert measured == [(300, False), (5, False)]  # once per case, for both networks
+    assert [r["fused"] for r in chain.report(a)] == [True, False]
+
+
+def test_a_real_measurement_records_both_paths():
+    net = _net(15, (64, 64), 2, dtype=torch.float32)
+    with torch.no_grad():
+        net(torch.randn(64, 15))
+    (entry,) = [r for r in chain.report(net) if r["batch_bucket"] == 64 and r["phase"] == "eval"]
+    assert set(entry["times_us"]) == {"chain", "layers"} and all(np.isfinite(list(entry["times_us"].values())))
