@@ -54,10 +54,7 @@ class _Layer(NamedTuple):
     t_perm: np.ndarray
     relu: bool
     flat: Tensor | None
-
-    @property
-    def flat_array(self) -> np.ndarray | None:
-        return None if self.flat is None else self.flat.numpy()
+    flat_array: np.ndarray | None
 
 
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -76,8 +73,9 @@ def _plan(net: Any) -> tuple[_Layer, ...]:
     for layer in net.layers:
         s = layer.csr(_CPU)
         a, at = _index_arrays(s), _index_arrays(transposed(s))
-        layers.append(_Layer(s, a.crow, a.col, at.crow, at.col, a.t_perm, layer.activation == "relu",
-                             None if layer.packed else s.flat))
+        flat = None if layer.packed else s.flat
+        layers.append(_Layer(s, a.crow, a.col, at.crow, at.col, a.t_perm, layer.activation == "relu", flat,
+                             None if flat is None else flat.numpy()))
     plan = _PLANS[net] = tuple(layers)
     return plan
 
@@ -173,10 +171,9 @@ def applies(net: Any, x: Tensor) -> bool:
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return False
     for layer in net.layers:
-        if layer.backend not in ("auto", "cpu") or layer.activation not in FUSED or layer.param_dtype != x.dtype \
-                or layer.param_device.type != "cpu":
+        if layer.backend not in ("auto", "cpu") or layer.activation not in FUSED:
             return False
-    return True
+    return all(p is None or (p.dtype == x.dtype and p.device.type == "cpu") for p in _params(net))
 
 
 def run(net: Any, x: Tensor) -> Tensor:
@@ -185,6 +182,14 @@ def run(net: Any, x: Tensor) -> Tensor:
     if torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params)):
         return _Chain.apply(x, plan, *params)
     return torch.from_numpy(_forward_arrays(_either_major(x).numpy(), plan, params)[-1])
+
+
+def forward(net: Any, x: Tensor) -> Tensor | None:
+    """The network's output for x through the chain where it applies and is measured faster, else None
+    (the caller runs the layers one by one)."""
+    if not applies(net, x):
+        return None
+    return run(net, x) if chosen(net, x) else None
 
 
 # (layer signatures, batch bucket, dtype, training) -> {"chain": bool, "times_us": ...}, measured at
@@ -201,7 +206,8 @@ def _signature(net: Any) -> tuple:
 
 def chosen(net: Any, x: Tensor) -> bool:
     """Whether `net` runs `x` fused: measured on the first call of its case (see the module docstring)."""
-    training = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in net.parameters()))
+    training = torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad
+                                                                   for p in _params(net)))
     plan = _plan(net)  # cached; its identity marks the signature below as current
     sig = _SIGNATURES.get(net)
     if sig is None or sig[0] is not plan:
