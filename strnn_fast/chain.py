@@ -63,7 +63,7 @@ _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _CPU = torch.device("cpu")
 
 
-def _plan(net: Any) -> tuple[_Layer, ...]:
+def plan_of(net: Any) -> tuple[_Layer, ...]:
     """The chain of `net`'s layers, cached until a layer's structure changes."""
     hit = _PLANS.get(net)
     if hit is not None and len(hit) == len(net.layers) and all(
@@ -87,7 +87,7 @@ def _weights(w: Tensor) -> np.ndarray:
     return w.detach().reshape(-1).numpy()
 
 
-def _forward_arrays(x: np.ndarray, plan: tuple[_Layer, ...], params: tuple[Tensor | None, ...]) -> list[np.ndarray]:
+def forward_arrays(x: np.ndarray, plan: tuple[_Layer, ...], params: tuple[Tensor | None, ...]) -> list[np.ndarray]:
     """Every layer's output (column-major (B, out) arrays) for x."""
     threads = torch.get_num_threads()
     outs = []
@@ -100,7 +100,7 @@ def _forward_arrays(x: np.ndarray, plan: tuple[_Layer, ...], params: tuple[Tenso
     return outs
 
 
-def _layers_path(x: Tensor, plan: tuple[_Layer, ...], params: tuple[Tensor | None, ...]) -> Tensor:
+def layers_path(x: Tensor, plan: tuple[_Layer, ...], params: tuple[Tensor | None, ...]) -> Tensor:
     """The same network through the per-layer differentiable ops (any order of derivatives)."""
     from .csr_ops import csr_linear
 
@@ -112,12 +112,43 @@ def _layers_path(x: Tensor, plan: tuple[_Layer, ...], params: tuple[Tensor | Non
     return h
 
 
+def recompute_grads(fn: Any, leaves: list[Tensor | None], needs: tuple[bool, ...], grads_out: Any) -> list[Tensor | None]:
+    """Under create_graph: the gradients of `fn(*leaves)` (outputs weighted by `grads_out`) with respect
+    to the leaves that `needs` marks, recomputed through differentiable ops (None for the others)."""
+    wanted = [t for t, need in zip(leaves, needs) if need and t is not None]
+    with torch.enable_grad():
+        got = iter(torch.autograd.grad(fn(*leaves), wanted, grads_out, create_graph=True, allow_unused=True))
+    return [next(got) if need and t is not None else None for t, need in zip(leaves, needs)]
+
+
+def backward_arrays(g: np.ndarray, x: Tensor, outs: list[np.ndarray], plan: tuple[_Layer, ...],
+                    params: tuple[Tensor | None, ...], needs: tuple[bool, ...],
+                    need_x: bool) -> tuple[np.ndarray | None, list[Tensor | None]]:
+    """First-order backward of the chain from the output gradient g (B, out), either layout: the input's
+    gradient (a column-major array, or None) and the parameters' (``needs[i]`` marks params[i])."""
+    threads = torch.get_num_threads()
+    grads: list[Tensor | None] = [None] * len(params)
+    gn = g
+    for i in range(len(plan) - 1, -1, -1):
+        lay = plan[i]
+        w, b = params[2 * i], params[2 * i + 1]
+        need_b = b is not None and needs[2 * i + 1]
+        x_in = outs[i - 1] if i else _either_major(x.detach()).numpy()
+        gx, gv, gb = _C.csr_backward(gn, x_in, _weights(w), lay.crow, lay.col, lay.t_crow, lay.t_col, lay.t_perm,
+                                     outs[i] if lay.relu else None, i > 0 or need_x, needs[2 * i], need_b, threads,
+                                     lay.flat_array)  # a dense-stored weight's gradient comes dense
+        grads[2 * i] = None if gv is None else torch.from_numpy(gv)
+        grads[2 * i + 1] = None if gb is None else torch.from_numpy(gb)
+        gn = gx
+    return (gn if need_x else None), grads
+
+
 class _Chain(torch.autograd.Function):
     """y = the network's output (column-major) for x (B, in); params = (weight or values, bias) per layer."""
 
     @staticmethod
     def forward(ctx, x: Tensor, plan: tuple[_Layer, ...], *params: Tensor | None) -> Tensor:
-        outs = _forward_arrays(_either_major(x).numpy(), plan, params)
+        outs = forward_arrays(_either_major(x).numpy(), plan, params)
         y = torch.from_numpy(outs[-1])
         ctx.plan, ctx.outs = plan, outs[:-1]  # the hidden outputs; y is saved (an in-place edit of it is caught)
         ctx.save_for_backward(x, y, *params)
@@ -126,37 +157,16 @@ class _Chain(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):
         x, y, *params = ctx.saved_tensors
-        plan, outs = ctx.plan, [*ctx.outs, y.detach().numpy()]
+        plan, needs = ctx.plan, ctx.needs_input_grad[:1] + ctx.needs_input_grad[2:]
         if torch.is_grad_enabled():  # create_graph: recompute through ops that differentiate again
-            with torch.enable_grad():
-                leaves = [x, *params]
-                wanted = [t for t, need in zip(leaves, ctx.needs_input_grad[:1] + ctx.needs_input_grad[2:])
-                          if need and t is not None]
-                y = _layers_path(x, plan, tuple(params))
-                got = iter(torch.autograd.grad(y, wanted, g, create_graph=True, allow_unused=True))
-            grads = [next(got) if need and t is not None else None
-                     for t, need in zip(leaves, ctx.needs_input_grad[:1] + ctx.needs_input_grad[2:])]
+            grads = recompute_grads(lambda x, *ps: layers_path(x, plan, ps), [x, *params], needs, g)
             return grads[0], None, *grads[1:]
-        threads = torch.get_num_threads()
-        grads: list[Tensor | None] = [None] * len(params)
-        gn = _either_major(g).numpy()
-        for i in range(len(plan) - 1, -1, -1):
-            lay = plan[i]
-            w, b = params[2 * i], params[2 * i + 1]
-            need_w = ctx.needs_input_grad[2 + 2 * i]
-            need_b = b is not None and ctx.needs_input_grad[3 + 2 * i]
-            need_x = i > 0 or ctx.needs_input_grad[0]
-            x_in = outs[i - 1] if i else _either_major(x.detach()).numpy()
-            gx, gv, gb = _C.csr_backward(gn, x_in, _weights(w), lay.crow, lay.col, lay.t_crow, lay.t_col,
-                                         lay.t_perm, outs[i] if lay.relu else None, need_x, need_w, need_b, threads,
-                                         lay.flat_array)  # a dense-stored weight's gradient comes dense
-            grads[2 * i] = None if gv is None else torch.from_numpy(gv)
-            grads[2 * i + 1] = None if gb is None else torch.from_numpy(gb)
-            gn = gx
-        return (torch.from_numpy(gn) if ctx.needs_input_grad[0] else None), None, *grads
+        gx, grads = backward_arrays(_either_major(g).numpy(), x, [*ctx.outs, y.detach().numpy()], plan,
+                                    tuple(params), needs[1:], needs[0])
+        return (None if gx is None else torch.from_numpy(gx)), None, *grads
 
 
-def _params(net: Any) -> tuple[Tensor | None, ...]:
+def params_of(net: Any) -> tuple[Tensor | None, ...]:
     out: list[Tensor | None] = []
     for layer in net.layers:
         p = layer._parameters  # nn.Module.__getattr__ costs a microsecond a name
@@ -173,15 +183,15 @@ def applies(net: Any, x: Tensor) -> bool:
     for layer in net.layers:
         if layer.backend not in ("auto", "cpu") or layer.activation not in FUSED:
             return False
-    return all(p is None or (p.dtype == x.dtype and p.device.type == "cpu") for p in _params(net))
+    return all(p is None or (p.dtype == x.dtype and p.device.type == "cpu") for p in params_of(net))
 
 
 def run(net: Any, x: Tensor) -> Tensor:
     """The network's output for x (B, in) through the fused chain, column-major (B, out)."""
-    plan, params = _plan(net), _params(net)
+    plan, params = plan_of(net), params_of(net)
     if torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params)):
         return _Chain.apply(x, plan, *params)
-    return torch.from_numpy(_forward_arrays(_either_major(x).numpy(), plan, params)[-1])
+    return torch.from_numpy(forward_arrays(_either_major(x).numpy(), plan, params)[-1])
 
 
 def forward(net: Any, x: Tensor) -> Tensor | None:
@@ -207,8 +217,8 @@ def _signature(net: Any) -> tuple:
 def chosen(net: Any, x: Tensor) -> bool:
     """Whether `net` runs `x` fused: measured on the first call of its case (see the module docstring)."""
     training = torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad
-                                                                   for p in _params(net)))
-    plan = _plan(net)  # cached; its identity marks the signature below as current
+                                                                   for p in params_of(net)))
+    plan = plan_of(net)  # cached; its identity marks the signature below as current
     sig = _SIGNATURES.get(net)
     if sig is None or sig[0] is not plan:
         sig = _SIGNATURES[net] = (plan, _signature(net))

@@ -145,3 +145,83 @@ def test_a_real_measurement_records_both_paths():
         net(torch.randn(64, 15))
     (entry,) = [r for r in chain.report(net) if r["batch_bucket"] == 64 and r["phase"] == "eval"]
     assert set(entry["times_us"]) == {"chain", "layers"} and all(np.isfinite(list(entry["times_us"].values())))
+
+
+def _straf(d: int, hidden: tuple[int, ...], **kwargs):
+    from strnn_fast.flows import StrAF
+    from strnn_fast.nn import MaskedLinear
+
+    torch.manual_seed(0)
+    flow = StrAF(random_dag(d, parents=(1, 3), seed=2), hidden, 2, **kwargs).double()
+    with torch.no_grad():  # conditioners that depend on their inputs
+        for layer in flow.modules():
+            if isinstance(layer, MaskedLinear):
+                if layer.packed:
+                    layer.values.normal_(0, 0.3)
+                else:
+                    layer.weight.copy_(torch.randn_like(layer.weight) * 0.3 * layer.mask)
+                layer.bias.normal_(0, 0.3)
+    return flow
+
+
+def _fused_calls(monkeypatch) -> list:
+    from strnn_fast.flows import fused_step
+
+    calls = []
+    apply = fused_step._AffineStep.apply
+    monkeypatch.setattr(fused_step._AffineStep, "apply", lambda *a: (calls.append(1), apply(*a))[1])
+    return calls
+
+
+@pytest.mark.parametrize("d,hidden", [(6, (9,)), (15, (64, 64)), (40, (100, 80))])
+def test_the_fused_affine_step_matches_its_parts(d, hidden, monkeypatch):
+    """An affine StrAF step as one node (strnn_fast/flows/fused_step.py): log_prob and every gradient
+    as the step's parts compute them, the passes counted; second order through the torch formulas."""
+    from strnn_fast.flows import fused_step
+
+    monkeypatch.setattr(chain, "_measure", lambda net, like, training: {"chain": True, "times_us": {}})
+    monkeypatch.setattr(chain, "CHOICES", {})
+    flow = _straf(d, hidden)
+    x = torch.randn(50, d, dtype=torch.float64, requires_grad=True)
+    params = list(flow.parameters())
+    calls = _fused_calls(monkeypatch)
+    flow.reset_passes()
+    lp = flow.log_prob(x)
+    got = torch.autograd.grad(lp.sum(), [x, *params])
+    assert len(calls) == 2 and flow.passes == [1, 1]
+    monkeypatch.setattr(fused_step, "step", lambda *a: None)
+    lp_ref = flow.log_prob(x)
+    want = torch.autograd.grad(lp_ref.sum(), [x, *params])
+    assert_close(lp, lp_ref, "float64_kernels", reduce_dim=d)
+    for a, b in zip(got, want):
+        assert_close(a, b, "float64_kernels", reduce_dim=max(hidden))
+
+
+def test_the_fused_affine_step_second_order(monkeypatch):
+    monkeypatch.setattr(chain, "_measure", lambda net, like, training: {"chain": True, "times_us": {}})
+    monkeypatch.setattr(chain, "CHOICES", {})
+    flow = _straf(5, (9,))
+    x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    calls = _fused_calls(monkeypatch)
+    assert torch.autograd.gradcheck(lambda x: flow.log_prob(x), (x,))
+    assert torch.autograd.gradgradcheck(lambda x: flow.log_prob(x), (x,))
+    assert calls
+
+
+def test_the_fused_affine_step_only_where_it_applies(monkeypatch):
+    monkeypatch.setattr(chain, "_measure", lambda net, like, training: {"chain": True, "times_us": {}})
+    monkeypatch.setattr(chain, "CHOICES", {})
+    x = torch.randn(30, 6, dtype=torch.float64, requires_grad=True)
+    for kwargs in ({"normalizer": "spline"}, {"context_features": 2}):
+        flow = _straf(6, (9,), **kwargs)
+        calls = _fused_calls(monkeypatch)
+        c = torch.randn(30, 2, dtype=torch.float64) if "context_features" in kwargs else None
+        flow.log_prob(x, c).sum().backward()
+        assert not calls
+    flow = _straf(6, (9,))
+    calls = _fused_calls(monkeypatch)
+    with torch.no_grad():
+        flow.log_prob(x)  # no gradient: the parts (torch's affine ops are faster there)
+    assert not calls
+    flow.log_prob(x).sum().backward()
+    assert calls

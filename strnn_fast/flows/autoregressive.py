@@ -46,6 +46,7 @@ import torch.nn as nn
 from .._validate import as_positive_int
 from ..graph import as_adjacency, check_dag, depth, topological_order
 from .base import Flow
+from . import fused_step
 from .conditioners import Conditioner
 from .levels import level_plan
 from .normalizers import Normalizer, make_normalizer
@@ -101,6 +102,9 @@ class FlowStep(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        fused = fused_step.step(self, x, context)  # an affine step as one autograd node, where it applies
+        if fused is not None:
+            return fused
         if self.permuted:
             x = x[:, self.perm]
         h = self.conditioner(x, context)

@@ -1,0 +1,85 @@
+r"""An affine StrAF step on the CPU as one autograd node: the conditioner's fused chain, the affine
+map and the log-determinant's sum, forward and backward.
+
+Where the step is trained at small sizes (the paper's d = 15, hidden 64), each autograd node
+costs more than its arithmetic: the conditioner's chain (:mod:`strnn_fast.chain`), the affine
+map and the sum were three nodes with their views, and this makes them one, whose backward
+hands the affine map's parameter gradient to the chain's backward without leaving the arrays.
+
+It runs where a gradient is taken and all of these hold: the normalizer is affine (not traced
+for export), the conditioner a StrNN one without context and the step unpermuted, and the
+conditioner's network runs fused (:func:`strnn_fast.chain.forward`'s measured choice). Otherwise
+the step runs its parts (``None`` from :func:`step`). Higher derivatives recompute the step
+through differentiable ops.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import _C, chain
+from ..csr_ops import _either_major
+from ..nn import per_variable
+from .conditioners import StrNNConditioner
+from .normalizers.affine import AffineNormalizer, _bounded
+
+
+def _torch_step(x: Tensor, plan: tuple, bound: float, params: tuple) -> tuple[Tensor, Tensor]:
+    # The same step in differentiable torch ops (create_graph).
+    h = per_variable(chain.layers_path(x, plan, params), 2)
+    s = _bounded(h[..., 1], bound)
+    return torch.addcmul(h[..., 0], x, torch.exp(s)), s.sum(-1)
+
+
+class _AffineStep(torch.autograd.Function):
+    """(z, sum of log|dz/dx|) of an affine step for x (B, d); params as :func:`strnn_fast.chain.params_of`."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, plan: tuple, bound: float, *params: Tensor | None) -> tuple[Tensor, Tensor]:
+        outs = chain.forward_arrays(_either_major(x).numpy(), plan, params)
+        y = torch.from_numpy(outs[-1])  # (B, 2d) column-major: shifts, then raw log-scales
+        z, log_det = torch.empty_like(x), torch.empty(x.shape, dtype=x.dtype)
+        _C.affine_forward(x.detach().numpy(), per_variable(y, 2).numpy(), z.numpy(), log_det.numpy(), bound,
+                          torch.get_num_threads())
+        ctx.plan, ctx.bound, ctx.outs = plan, bound, outs[:-1]
+        ctx.save_for_backward(x, y, *params)
+        return z, log_det.sum(-1)
+
+    @staticmethod
+    def backward(ctx, gz: Tensor, g_sum: Tensor):
+        x, y, *params = ctx.saved_tensors
+        plan, bound = ctx.plan, ctx.bound
+        needs = ctx.needs_input_grad[:1] + ctx.needs_input_grad[3:]
+        if torch.is_grad_enabled():  # create_graph
+            grads = chain.recompute_grads(lambda x, *ps: _torch_step(x, plan, bound, ps), [x, *params], needs,
+                                          (gz, g_sum))
+            return grads[0], None, None, *grads[1:]
+        B, d = x.shape
+        gx = torch.empty_like(x)
+        gy = torch.empty(2 * d, B, dtype=x.dtype).T  # column-major, as the chain's backward reads it
+        _C.affine_backward(x.detach().numpy(), per_variable(y.detach(), 2).numpy(), gz.numpy(),
+                           g_sum.unsqueeze(-1).expand(B, d).numpy(), gx.numpy(), per_variable(gy, 2).numpy(), bound,
+                           torch.get_num_threads())
+        g_in, grads = chain.backward_arrays(gy.numpy(), x, [*ctx.outs, y.detach().numpy()], plan, tuple(params),
+                                            needs[1:], needs[0])
+        if g_in is not None:
+            gx += torch.from_numpy(g_in)
+        return (gx if needs[0] else None), None, None, *grads
+
+
+def step(flow_step: Any, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor] | None:
+    """The step's (z, log-determinant) as one node where that applies (see the module docstring), else None."""
+    normalizer, conditioner = flow_step.normalizer, flow_step.conditioner
+    if (type(normalizer) is not AffineNormalizer or normalizer.torch_only or context is not None
+            or flow_step.permuted or not isinstance(conditioner, StrNNConditioner) or conditioner.context_features):
+        return None
+    net = conditioner.net
+    params = chain.params_of(net)
+    if not (torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params))):
+        return None
+    if not (chain.applies(net, x) and chain.chosen(net, x)):
+        return None
+    conditioner.passes += 1
+    return _AffineStep.apply(x, chain.plan_of(net), normalizer.scale_bound, *params)
