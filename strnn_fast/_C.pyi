@@ -51,6 +51,17 @@ def rqs_backward(h: Floats, x: Floats, grad_z: Floats, grad_log_det: Floats, gra
 def rqs_inverse(h: Floats, z: Floats, x: Floats, bins: int, bound: float, min_bin: float, log_max_slope: float,
                 threads: int = 0) -> None: ...
 
+# --- affine map on the CPU (csrc/affine.cpp; torch face: strnn_fast/flows/normalizers/affine.py) ---
+# x, z, log_det and the gradients (N0, N1), h and its gradient (N0, N1, 2) holding (shift, raw log-scale);
+# any strides, one dtype (float32 or float64); outputs written in place.
+def affine_forward(x: Floats, h: Floats, z: Floats, log_det: Floats, bound: float, threads: int = 1) -> None:
+    """z = t + x exp(s), log_det = s, s = bound tanh(u / bound)."""
+def affine_backward(x: Floats, h: Floats, gz: Floats | None, gld: Floats | None, gx: Floats, gh: Floats, bound: float,
+                    threads: int = 1) -> None:
+    """The gradients of affine_forward (None gradients count as zero)."""
+def affine_inverse(z: Floats, h: Floats, x: Floats, bound: float, threads: int = 1) -> None:
+    """x = (z - t) exp(-s)."""
+
 # --- masked (CSR) layers on the CPU (csrc/masked_linear.cpp; torch face: strnn_fast/csr_ops.py) ---
 # One float dtype (float32 or float64) for the arrays, int64 indices, all C-contiguous; outputs
 # are written in place; the same bits for any thread count.
@@ -61,6 +72,15 @@ def csr_spmm(xt: Floats, values: Floats, crow: Int64s, col: Int64s, bias: Floats
     batch_major."""
 def csr_sddmm(gt: Floats, xt: Floats, crow: Int64s, col: Int64s, dv: Floats, threads: int = 1) -> None:
     """dv[k] = gt[row_k] . xt[col_k] on the kept entries k of the CSR pattern."""
+def csr_linear(x: Floats, values: Floats, crow: Int64s, col: Int64s, bias: Floats | None, relu: bool,
+               threads: int = 1, flat: Int64s | None = None) -> Floats:
+    """y (B, rows) = x W^T (+ bias, relu), x (B, n_in) row- or column-major, y a new column-major array;
+    with flat (the kept weights' row * n_in + col) values is the dense weight flattened."""
+def csr_backward(g: Floats, x: Floats, values: Floats, crow: Int64s, col: Int64s, t_crow: Int64s, t_col: Int64s,
+                 t_perm: Int64s, y: Floats | None, need_dx: bool, need_dv: bool, need_db: bool, threads: int = 1,
+                 flat: Int64s | None = None) -> tuple[Floats | None, Floats | None, Floats | None]:
+    """(dx, dv, db) of y = act(x W^T + b) (act relu when y is given) in one call; dx column-major; with flat,
+    values is the dense weight and dv its dense (rows, n_in) gradient."""
 
 # --- CSV text (csrc/csv_format.cpp; used by strnn_fast.cli._common.stream_csv) ---
 def format_csv_rows(values: npt.NDArray[np.float64]) -> bytes:
