@@ -149,7 +149,7 @@ class _SpMM(torch.autograd.Function):
             a = _index_arrays(s)
             at = _index_arrays(transposed(s))
             gx, gv, gb = _C.csr_backward(_either_major(g).numpy(), _either_major(x2).numpy(), _view(values), a.crow,
-                                         a.col, at.crow, at.col, a.t_perm, None if y is None else y.numpy(),
+                                         a.col, at.crow, at.col, a.t_perm, None if y is None else y.detach().numpy(),
                                          need_x, need_v, need_b, torch.get_num_threads())
             return (None if gx is None else torch.from_numpy(gx), None if gv is None else torch.from_numpy(gv),
                     None if gb is None else torch.from_numpy(gb), None, None)

@@ -268,17 +268,17 @@ class FastStrNN(Savable, nn.Module):
                 })
         return rows
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, keep_layout: bool = False) -> torch.Tensor:
+        """The outputs for x (..., nin), row-major; ``keep_layout=True`` returns the fused chain's
+        (:mod:`strnn_fast.chain`) column-major outputs as they are, without a copy."""
         # Named errors for a numpy array or a wrong width; other float dtypes are cast to the model's.
-        # Sparse layers and the fused chain hand on column-major activations (no transposes between
-        # layers); callers get the usual row-major layout (a strided output slows what they do next).
-        return self._outputs(x)[0].contiguous()
-
-    def _outputs(self, x: Any) -> tuple[torch.Tensor, bool]:
-        """The outputs for x in the layout the last kernel left them, and whether the fused chain ran."""
         x = as_input(x, self.nin, next(self.parameters()), "x")
         y = chain.forward(self, x)
-        return (self.layered(x), False) if y is None else (y, True)
+        if y is not None and keep_layout:
+            return y
+        # Sparse layers and the fused chain hand on column-major activations (no transposes between
+        # layers); callers get the usual row-major layout (a strided output slows what they do next).
+        return (self.layered(x) if y is None else y).contiguous()
 
     def layered(self, x: torch.Tensor) -> torch.Tensor:
         """The layers one by one, each on its own backend (the forward when the fused chain of
@@ -296,11 +296,10 @@ class FastStrNN(Savable, nn.Module):
             >>> torch.equal(net.block_view(x, 2)[:, 1, 0], net(x)[:, 1])
             True
         """
-        y, fused = self._outputs(x)
         # The chain's column-major outputs go to the normalizers as they are (their C++ and torch
         # paths read any strides): d=15 StrAF log_prob at batch 1024, 1.69 ms vs 1.91 with a
         # row-major copy, spline 8.2 vs 9.0; train steps equal (interleaved, 1 thread).
-        return per_variable(y if fused else y.contiguous(), k)
+        return per_variable(self(x, keep_layout=True), k)
 
     @property
     def net(self) -> nn.ModuleList:
