@@ -131,24 +131,32 @@ ALWAYS_INLINE void store(const View<T>& v, std::size_t i, std::size_t j, std::si
   for (std::size_t q = 0; q < n; ++q) *reinterpret_cast<T*>(base + static_cast<py::ssize_t>(q) * v.s1) = src[q];
 }
 
+// The map (inverse = false: out = t + in exp(s), ld = s) or its inverse (out = (in - t) exp(-s); ld
+// unused), one gather of (in, t, u) for both.
 template <class T>
-SIMD_CLONES void forward_rows(View<T> x, View<T> h, View<T> z, View<T> ld, std::size_t r0, std::size_t r1,
-                              std::size_t n1, T bound) {
+SIMD_CLONES void map_rows(View<T> in, View<T> h, View<T> out, View<T> ld, std::size_t r0, std::size_t r1,
+                          std::size_t n1, T bound, bool inverse) {
   T xs[kTile], ts[kTile], us[kTile], s[kTile], e[kTile];
   tiles(
       r0, r1, n1,
       [&](std::size_t q, std::size_t i, std::size_t j, std::size_t n) ALWAYS_INLINE_LAMBDA {
-        load(x, i, j, n, 0, xs + q);
+        load(in, i, j, n, 0, xs + q);
         load(h, i, j, n, 0, ts + q);
         load(h, i, j, n, 1, us + q);
       },
       [&](std::size_t n) ALWAYS_INLINE_LAMBDA {
-        log_scale(us, n, bound, s, e);
-        for (std::size_t q = 0; q < n; ++q) xs[q] = ts[q] + xs[q] * e[q];
+        if (inverse) {
+          for (std::size_t q = 0; q < n; ++q) us[q] = -us[q];  // exp(-s) = exp(b tanh(-u / b))
+          log_scale(us, n, bound, s, e);
+          for (std::size_t q = 0; q < n; ++q) xs[q] = (xs[q] - ts[q]) * e[q];
+        } else {
+          log_scale(us, n, bound, s, e);
+          for (std::size_t q = 0; q < n; ++q) xs[q] = ts[q] + xs[q] * e[q];
+        }
       },
       [&](std::size_t q, std::size_t i, std::size_t j, std::size_t n) ALWAYS_INLINE_LAMBDA {
-        store(z, i, j, n, 0, xs + q);
-        store(ld, i, j, n, 0, s + q);
+        store(out, i, j, n, 0, xs + q);
+        if (ld) store(ld, i, j, n, 0, s + q);
       });
 }
 
@@ -182,25 +190,6 @@ SIMD_CLONES void backward_rows(View<T> x, View<T> h, View<T> gz, View<T> gld, Vi
       });
 }
 
-template <class T>
-SIMD_CLONES void inverse_rows(View<T> z, View<T> h, View<T> x, std::size_t r0, std::size_t r1, std::size_t n1,
-                              T bound) {
-  T zs[kTile], ts[kTile], us[kTile], s[kTile], e[kTile];
-  tiles(
-      r0, r1, n1,
-      [&](std::size_t q, std::size_t i, std::size_t j, std::size_t n) ALWAYS_INLINE_LAMBDA {
-        load(z, i, j, n, 0, zs + q);
-        load(h, i, j, n, 0, ts + q);
-        load(h, i, j, n, 1, us + q);
-      },
-      [&](std::size_t n) ALWAYS_INLINE_LAMBDA {
-        for (std::size_t q = 0; q < n; ++q) us[q] = -us[q];  // exp(-s) = exp(b tanh(-u / b))
-        log_scale(us, n, bound, s, e);
-        for (std::size_t q = 0; q < n; ++q) zs[q] = (zs[q] - ts[q]) * e[q];
-      },
-      [&](std::size_t q, std::size_t i, std::size_t j, std::size_t n) ALWAYS_INLINE_LAMBDA { store(x, i, j, n, 0, zs + q); });
-}
-
 // Rows split over threads in chunks of a fixed size: each element is computed alone, so the
 // result does not depend on the thread count.
 template <class F>
@@ -227,7 +216,8 @@ void forward_impl(const py::handle& x_o, const py::handle& h_o, const py::handle
   const View<T> ld = view_of<T>(ld_o, "log_det", n.n0, n.n1, false, false, true);
   const T b = static_cast<T>(checked_bound(bound));
   py::gil_scoped_release release;
-  over_rows(n.n0, n.n1, threads, [&](std::size_t r0, std::size_t r1) { forward_rows<T>(x, h, z, ld, r0, r1, n.n1, b); });
+  over_rows(n.n0, n.n1, threads,
+            [&](std::size_t r0, std::size_t r1) { map_rows<T>(x, h, z, ld, r0, r1, n.n1, b, false); });
 }
 
 template <class T>
@@ -254,7 +244,8 @@ void inverse_impl(const py::handle& z_o, const py::handle& h_o, const py::handle
   const View<T> x = view_of<T>(x_o, "x", n.n0, n.n1, false, false, true);
   const T b = static_cast<T>(checked_bound(bound));
   py::gil_scoped_release release;
-  over_rows(n.n0, n.n1, threads, [&](std::size_t r0, std::size_t r1) { inverse_rows<T>(z, h, x, r0, r1, n.n1, b); });
+  over_rows(n.n0, n.n1, threads,
+            [&](std::size_t r0, std::size_t r1) { map_rows<T>(z, h, x, View<T>{}, r0, r1, n.n1, b, true); });
 }
 
 }  // namespace
