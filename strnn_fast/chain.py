@@ -66,8 +66,9 @@ _CPU = torch.device("cpu")
 def plan_of(net: Any) -> tuple[_Layer, ...]:
     """The chain of `net`'s layers, cached until a layer's structure changes."""
     hit = _PLANS.get(net)
+    # layer.csr is cached too, and rebuilt on any change of the mask (in-place edits included).
     if hit is not None and len(hit) == len(net.layers) and all(
-            layer._derived.get(("csr", _CPU)) is lay.structure for layer, lay in zip(net.layers, hit)):
+            layer.csr(_CPU) is lay.structure for layer, lay in zip(net.layers, hit)):
         return hit
     layers = []
     for layer in net.layers:
@@ -186,12 +187,20 @@ def applies(net: Any, x: Tensor) -> bool:
     return all(p is None or (p.dtype == x.dtype and p.device.type == "cpu") for p in params_of(net))
 
 
-def run(net: Any, x: Tensor) -> Tensor:
-    """The network's output for x (B, in) through the fused chain, column-major (B, out)."""
-    plan, params = plan_of(net), params_of(net)
-    if torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params)):
+def _training(x: Tensor, params: tuple[Tensor | None, ...]) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params))
+
+
+def _run(x: Tensor, plan: tuple[_Layer, ...], params: tuple[Tensor | None, ...], training: bool) -> Tensor:
+    if training:
         return _Chain.apply(x, plan, *params)
     return torch.from_numpy(forward_arrays(_either_major(x).numpy(), plan, params)[-1])
+
+
+def run(net: Any, x: Tensor) -> Tensor:
+    """The network's output for x (B, in) through the fused chain, column-major (B, out)."""
+    params = params_of(net)
+    return _run(x, plan_of(net), params, _training(x, params))
 
 
 def forward(net: Any, x: Tensor) -> Tensor | None:
@@ -199,7 +208,9 @@ def forward(net: Any, x: Tensor) -> Tensor | None:
     (the caller runs the layers one by one)."""
     if not applies(net, x):
         return None
-    return run(net, x) if chosen(net, x) else None
+    plan, params = plan_of(net), params_of(net)
+    training = _training(x, params)
+    return _run(x, plan, params, training) if _chosen(net, x, plan, training) else None
 
 
 # (layer signatures, batch bucket, dtype, training) -> {"chain": bool, "times_us": ...}, measured at
@@ -209,20 +220,22 @@ def forward(net: Any, x: Tensor) -> Tensor | None:
 CHOICES: dict[tuple, dict[str, Any]] = {}
 
 
-def _signature(net: Any) -> tuple:
-    return tuple((layer.out_features, layer.in_features, layer.csr(_CPU).nnz, layer.activation, layer.packed,
-                  layer.backend) for layer in net.layers)
+def _signature(net: Any, plan: tuple[_Layer, ...]) -> tuple:
+    return tuple((layer.out_features, layer.in_features, lay.structure.nnz, layer.activation, layer.packed,
+                  layer.backend) for layer, lay in zip(net.layers, plan))
 
 
 def chosen(net: Any, x: Tensor) -> bool:
     """Whether `net` runs `x` fused: measured on the first call of its case (see the module docstring)."""
-    training = torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad
-                                                                   for p in params_of(net)))
-    plan = plan_of(net)  # cached; its identity marks the signature below as current
+    return _chosen(net, x, plan_of(net), _training(x, params_of(net)))
+
+
+def _chosen(net: Any, x: Tensor, plan: tuple[_Layer, ...], training: bool) -> bool:
+    backends = tuple(layer.backend for layer in net.layers)
     sig = _SIGNATURES.get(net)
-    if sig is None or sig[0] is not plan:
-        sig = _SIGNATURES[net] = (plan, _signature(net))
-    key = (sig[1], dispatch.batch_bucket(x.shape[0]), x.dtype, training)
+    if sig is None or sig[0] is not plan or sig[1] != backends:  # the plan's identity marks the masks
+        sig = _SIGNATURES[net] = (plan, backends, _signature(net, plan))
+    key = (sig[2], dispatch.batch_bucket(x.shape[0]), x.dtype, training)
     hit = CHOICES.get(key)
     if hit is None:
         with dispatch._LOCK:  # measured once, one measurement at a time
@@ -260,7 +273,7 @@ def _measure(net: Any, like: Tensor, training: bool) -> dict[str, Any]:
 
 def report(net: Any) -> list[dict[str, Any]]:
     """The measured choices for `net`'s architecture: batch bucket, dtype, phase, whether fused, times (us)."""
-    sig = _signature(net)
+    sig = _signature(net, plan_of(net))
     return [{"batch_bucket": b, "dtype": str(d).removeprefix("torch."), "phase": "train" if t else "eval",
              "fused": v["chain"], "times_us": v["times_us"]}
             for (s, b, d, t), v in sorted(CHOICES.items(), key=str) if s == sig]

@@ -225,3 +225,14 @@ def test_the_fused_affine_step_only_where_it_applies(monkeypatch):
     assert not calls
     flow.log_prob(x).sum().backward()
     assert calls
+
+
+def test_a_mask_edited_in_place_is_seen():
+    net = _net(15, (64, 64), 2)
+    x = torch.randn(20, 15, dtype=torch.float64)
+    with torch.no_grad():
+        chain.run(net, x)  # builds the plan
+        layer = net.layers[1]
+        layer.mask[:, 3] = 0  # a dense-stored layer's mask buffer, edited in place
+        layer.weight[:, 3] = 0
+        assert_close(chain.run(net, x), net.layered(x), "float64_kernels", reduce_dim=64)
