@@ -2,8 +2,10 @@
 
 The speed half of bench/bench_flows.py times one implementation after another; on a shared 2-core
 machine whose speed drifts by up to 2x within minutes, the ratios then move with the drift. Here
-every round runs each implementation once, back to back (pytest-benchmark times the rounds), and
-each ratio is the median over rounds of that round's ratio, so a slow spell hits all alike.
+every round runs each implementation back to back, a block of REPS calls each (so that each runs
+from warm caches, as in a loop of its own: one call per round made the smallest model pay the
+others' cache traffic, d=15 log_prob 1.15x instead of 1.4x), pytest-benchmark times the rounds,
+and each ratio is the median over rounds of that round's ratio, so a slow spell hits all alike.
 
 Cases: the paper's d=15 graph (hidden (64, 64)) and random DAGs with 1-3 parents on graph seeds
 that no other benchmark or test uses (10 and 11; d=50 and d=100 hidden (256, 256), d=200 hidden
@@ -44,6 +46,7 @@ CASES = {
 CASES = {k: CASES[k] for k in os.environ.get("STRNN_FAST_BENCH_CASES", ",".join(CASES)).split(",")}
 IMPLS = ("ours", "reference", "zuko", "ours-spline", "zuko-nsf")
 ROUNDS = {"train": 15, "log_prob": 15, "sample": 5}
+REPS = {"train": 5, "log_prob": 5, "sample": 1}  # calls per implementation per round (the mean is kept)
 _models: dict[str, dict[str, torch.nn.Module]] = {}
 
 
@@ -90,12 +93,15 @@ def test_interleaved(benchmark, case: str, op: str) -> None:
     fns = {i: _ops(models[i], op, d) for i in impls}
     times: dict[str, list[float]] = defaultdict(list)
 
+    reps = REPS[op]
+
     def one_round() -> None:
         for impl, fn in fns.items():
             with torch.set_grad_enabled(op == "train"):
                 t0 = time.perf_counter()
-                fn()
-                times[impl].append(time.perf_counter() - t0)
+                for _ in range(reps):
+                    fn()
+                times[impl].append((time.perf_counter() - t0) / reps)
 
     one_round()  # warm-up: dispatch measurements, first allocations
     times.clear()
@@ -103,8 +109,12 @@ def test_interleaved(benchmark, case: str, op: str) -> None:
     benchmark.pedantic(one_round, rounds=ROUNDS[op], iterations=1)
     ours = {"affine": "ours", "spline": "ours-spline"}
     base = {"reference": "affine", "zuko": "affine", "zuko-nsf": "spline"}
+    from strnn_fast import chain
+
     benchmark.extra_info.update(
         case=case, op=op, d=d, threads=torch.get_num_threads(), load=os.getloadavg()[0],
+        # the fused-chain decisions of ours' first conditioner (measured at its first calls)
+        chain={impl: chain.report(models[impl].steps[0].conditioner.net) for impl in ("ours", "ours-spline")},
         median_ms={i: 1e3 * statistics.median(t) for i, t in times.items()},
         # speed-up of ours over each baseline: the median over rounds of that round's ratio
         ratio={i: statistics.median(b / a for a, b in zip(times[ours[kind]], times[i]))
@@ -118,7 +128,7 @@ def summarize(path: str) -> str:
              f"`pytest bench/bench_flows_interleaved.py`, {data['datetime']}; "
              f"{data['machine_info'].get('cpu', {}).get('brand_raw', '?')}, torch {data['machine_info'].get('torch')}. "
              "Speed-up = baseline time / ours, the median over rounds of each round's ratio (every round runs all "
-             "implementations back to back). Spline: ours-spline vs zuko NSF.", "",
+             "implementations back to back, a few calls each). Spline: ours-spline vs zuko NSF.", "",
              "| case | op | ours ms | ours-spline ms | vs reference | vs zuko MAF | spline vs zuko NSF |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
