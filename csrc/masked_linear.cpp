@@ -648,15 +648,15 @@ py::tuple backward_impl(const py::handle& g_o, const py::handle& x_o, const py::
   // With flat (checked by kept_values) the weight is dense-stored: dv is then its dense (out, in)
   // gradient, zero off the mask, scattered here rather than by two torch ops.
   const std::int64_t* flat = flat_o.is_none() ? nullptr : py::reinterpret_borrow<Index>(flat_o).data();
-  Scratch<T> kept_scratch;
+  Scratch<T> dv_kept;  // the kept weights' gradient in CSR order, before the scatter
   T* dense_dw = nullptr;
   if (need_dv) {
     if (flat != nullptr) {
       py::array_t<T> a({static_cast<py::ssize_t>(out), static_cast<py::ssize_t>(inn)});
       dense_dw = a.mutable_data();
       std::fill(dense_dw, dense_dw + out * inn, T(0));
-      kept_scratch.v.resize(p.nnz);
-      dvp = kept_scratch.v.data();
+      dv_kept.v.resize(p.nnz);
+      dvp = dv_kept.v.data();
       dv = std::move(a);
     } else {
       py::array_t<T> a(static_cast<py::ssize_t>(p.nnz));

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from . import _C, dispatch
 from .csr_ops import DTYPES, FUSED, _either_major, _index_arrays, transposed
+from .dense_ops import is_transposed
 from .sparse_ops import MaskStructure
 from .timing import time_candidates
 
@@ -177,6 +178,10 @@ def params_of(net: Any) -> tuple[Tensor | None, ...]:
 
 def applies(net: Any, x: Tensor) -> bool:
     """Whether `net` can run fused on `x` (see the module docstring); cheap, called per forward."""
+    return _applies(net, x, params_of(net))
+
+
+def _applies(net: Any, x: Tensor, params: tuple[Tensor | None, ...]) -> bool:
     if type(x) is not Tensor or x.device.type != "cpu" or x.dtype not in DTYPES or x.dim() != 2:
         return False
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
@@ -184,7 +189,7 @@ def applies(net: Any, x: Tensor) -> bool:
     for layer in net.layers:
         if layer.backend not in ("auto", "cpu") or layer.activation not in FUSED:
             return False
-    return all(p is None or (p.dtype == x.dtype and p.device.type == "cpu") for p in params_of(net))
+    return all(p is None or (p.dtype == x.dtype and p.device.type == "cpu") for p in params)
 
 
 def _training(x: Tensor, params: tuple[Tensor | None, ...]) -> bool:
@@ -203,14 +208,29 @@ def run(net: Any, x: Tensor) -> Tensor:
     return _run(x, plan_of(net), params, _training(x, params))
 
 
+class Fused(NamedTuple):
+    """What a fused call of a network runs on: its plan, its parameters, and whether a gradient is taken."""
+
+    plan: tuple[_Layer, ...]
+    params: tuple[Tensor | None, ...]
+    training: bool
+
+
+def decided(net: Any, x: Tensor) -> Fused | None:
+    """The plan, parameters and phase where `net` runs `x` fused (the chain applies and was measured
+    faster), else None; each looked up once per call."""
+    params = params_of(net)
+    if not _applies(net, x, params):
+        return None
+    plan, training = plan_of(net), _training(x, params)
+    return Fused(plan, params, training) if _chosen(net, x, plan, training) else None
+
+
 def forward(net: Any, x: Tensor) -> Tensor | None:
     """The network's output for x through the chain where it applies and is measured faster, else None
     (the caller runs the layers one by one)."""
-    if not applies(net, x):
-        return None
-    plan, params = plan_of(net), params_of(net)
-    training = _training(x, params)
-    return _run(x, plan, params, training) if _chosen(net, x, plan, training) else None
+    fused = decided(net, x)
+    return None if fused is None else _run(x, *fused)
 
 
 # (layer signatures, batch bucket, dtype, training) -> {"chain": bool, "times_us": ...}, measured at
@@ -218,16 +238,13 @@ def forward(net: Any, x: Tensor) -> Tensor | None:
 # that two networks alike (a model and its saved-and-loaded copy) make the same choice and agree
 # bitwise.
 CHOICES: dict[tuple, dict[str, Any]] = {}
+# Per network: (plan, layer backends, signature), the signature recomputed when either changes.
+_SIGNATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _signature(net: Any, plan: tuple[_Layer, ...]) -> tuple:
     return tuple((layer.out_features, layer.in_features, lay.structure.nnz, layer.activation, layer.packed,
                   layer.backend) for layer, lay in zip(net.layers, plan))
-
-
-def chosen(net: Any, x: Tensor) -> bool:
-    """Whether `net` runs `x` fused: measured on the first call of its case (see the module docstring)."""
-    return _chosen(net, x, plan_of(net), _training(x, params_of(net)))
 
 
 def _chosen(net: Any, x: Tensor, plan: tuple[_Layer, ...], training: bool) -> bool:
@@ -245,16 +262,13 @@ def _chosen(net: Any, x: Tensor, plan: tuple[_Layer, ...], training: bool) -> bo
     return hit["chain"]
 
 
-_SIGNATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _measure(net: Any, like: Tensor, training: bool) -> dict[str, Any]:
     """Times the chain and the per-layer path on an input shaped like `like` (its layout, its need of a
     gradient); the chain wins only by ``dispatch.MARGIN``. Gradients are taken by autograd.grad:
     nothing is accumulated into the parameters' ``.grad``."""
     gen = torch.Generator().manual_seed(0)
     rows, width = like.shape
-    x = torch.randn(width, rows, dtype=like.dtype, generator=gen).T if like.stride(0) == 1 and rows > 1 \
+    x = torch.randn(width, rows, dtype=like.dtype, generator=gen).T if is_transposed(like) \
         else torch.randn(rows, width, dtype=like.dtype, generator=gen)
     x.requires_grad_(training and like.requires_grad)
     params = [p for p in net.parameters() if p.requires_grad]

@@ -8,7 +8,7 @@ hands the affine map's parameter gradient to the chain's backward without leavin
 
 It runs where a gradient is taken and all of these hold: the normalizer is affine (not traced
 for export), the conditioner a StrNN one without context and the step unpermuted, and the
-conditioner's network runs fused (:func:`strnn_fast.chain.forward`'s measured choice). Otherwise
+conditioner's network runs fused (:func:`strnn_fast.chain.decided`, the measured choice). Otherwise
 the step runs its parts (``None`` from :func:`step`). Higher derivatives recompute the step
 through differentiable ops.
 """
@@ -75,11 +75,8 @@ def step(flow_step: Any, x: Tensor, context: Tensor | None) -> tuple[Tensor, Ten
     if (type(normalizer) is not AffineNormalizer or normalizer.torch_only or context is not None
             or flow_step.permuted or not isinstance(conditioner, StrNNConditioner) or conditioner.context_features):
         return None
-    net = conditioner.net
-    params = chain.params_of(net)
-    if not (torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params))):
-        return None
-    if not (chain.applies(net, x) and chain.chosen(net, x)):
+    fused = chain.decided(conditioner.net, x)
+    if fused is None or not fused.training:  # without a gradient torch's affine ops were faster
         return None
     conditioner.passes += 1
-    return _AffineStep.apply(x, chain.plan_of(net), normalizer.scale_bound, *params)
+    return _AffineStep.apply(x, fused.plan, normalizer.scale_bound, *fused.params)
