@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from strnn_fast.csr_ops import csr_linear
 from strnn_fast.data.adjacency import random_dag
+from strnn_fast.dense_ops import randn_transposed
 from strnn_fast.nn import FastStrNN
 from strnn_fast.sparse_ops import MaskStructure, scatter_dense, sparse_linear
 
@@ -53,14 +54,17 @@ def layers_of(d: int) -> list[tuple[str, MaskStructure]]:
 CASES = [(d, i, batch) for d in CONFIGS for i in range(1 if d == 1000 else 3) for batch in BATCHES[d]]
 
 
-def _column_major(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().T.contiguous().T.requires_grad_(t.requires_grad)
+def _column_major(t: torch.Tensor, padded: bool) -> torch.Tensor:
+    """t's values column-major; `padded`: with the columns padded as the C++ kernels pad theirs."""
+    out = randn_transposed(*t.shape, dtype=t.dtype) if padded else torch.empty_like(t.T).T
+    return out.copy_(t.detach()).requires_grad_(t.requires_grad)
 
 
 def _operands(s: MaskStructure, batch: int, impl: str, first: bool, last: bool):
     """The impl's call and its inputs, in the layouts a FastStrNN hands this layer: the network's
     input and a loss gradient row-major; between layers, column-major activations and gradients
-    from the C++ and torch-CSR layers (both return them so), row-major ones from dense layers."""
+    from the C++ and torch-CSR layers (both return them so, the C++ ones with padded columns),
+    row-major ones from dense layers."""
     out, inn = s.shape
     gen = torch.Generator().manual_seed(0)
     v = torch.randn(s.nnz, generator=gen).requires_grad_()
@@ -68,8 +72,8 @@ def _operands(s: MaskStructure, batch: int, impl: str, first: bool, last: bool):
     x = torch.randn(batch, inn, generator=gen).requires_grad_()
     g = torch.randn(batch, out, generator=gen)
     if impl != "dense":
-        x = x if first else _column_major(x)
-        g = g if last else _column_major(g)
+        x = x if first else _column_major(x, impl == "cpp")
+        g = g if last else _column_major(g, impl == "cpp")
     if impl == "dense":
         w = scatter_dense(v.detach(), s).requires_grad_()
         return (lambda: F.linear(x, w, b)), (x, w, b), g

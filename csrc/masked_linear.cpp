@@ -81,15 +81,47 @@ constexpr std::size_t kGroups = 8;  // weight gradient: partial sums over groups
 // batch-major input and partial blocks; a full block of feature-major input is read in place
 // (the copy cost more than the cache conflicts of rows a batch apart: 10-20% at B = 256-4096,
 // measured on d=100-200 layers).
+// The rows of the next block of an operand read in place (rows of kLanes elements, row stride ld),
+// fetched into the cache while the current block computes: the kernels read x's rows in the
+// order of the pattern's columns, which no hardware prefetcher follows, and rows ld apart each
+// start a new page (measured: see spmm_core).
+// Whether a (rows x ld) operand is larger than a core's share of L2 (its next block then comes from
+// L3 or memory: fetching it ahead gave 1.06-1.34x at batch 4096 on d=50-200 layers, and nothing
+// measurable where the operand stays in L2).
+template <class T>
+bool beyond_l2(std::size_t rows, std::size_t ld) {
+  return rows * ld * sizeof(T) > (std::size_t(2) << 20);
+}
+
+template <class T>
+struct Ahead {
+  struct Stream {
+    const T* base = nullptr;
+    std::size_t rows = 0, ld = 0;
+  };
+  Stream s[3];
+
+  // Step i of `steps`: each stream's share of rows (about rows / steps of them).
+  ALWAYS_INLINE void fetch(std::size_t i, std::size_t steps) const {
+    for (const Stream& st : s) {
+      if (st.base == nullptr) continue;
+      for (std::size_t r = i * st.rows / steps, e = (i + 1) * st.rows / steps; r < e; ++r)
+        for (std::size_t b = 0; b < kLanes * sizeof(T); b += 64)
+          __builtin_prefetch(reinterpret_cast<const char*>(st.base + r * st.ld) + b);
+    }
+  }
+};
+
 template <class T>
 ALWAYS_INLINE void spmm_block(const T* xs, std::size_t ldx, const T* v, const std::int64_t* crow,
                               const std::int64_t* col, const T* bias, bool relu, T* yt, std::size_t ldy, std::size_t r0,
-                              std::size_t r1, std::size_t c0, std::size_t n) {
+                              std::size_t r1, std::size_t c0, std::size_t n, Ahead<T> ahead) {
   // kLanes accumulators as NV vectors of 32 bytes (GCC vector extensions), so that they live in
   // registers through the loop over the row's terms (a plain array of kLanes stayed on the stack).
   typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
   constexpr std::size_t VL = 32 / sizeof(T), NV = kLanes / VL;
   for (std::size_t r = r0; r < r1; ++r) {
+    ahead.fetch(r - r0, r1 - r0);
     V acc[NV];
     const T b = bias ? bias[r] : T(0);
 #pragma GCC unroll 16
@@ -136,21 +168,23 @@ ALWAYS_INLINE void spmm_narrow(const T* xt, std::size_t ldx, std::size_t ldb, co
 }
 
 // Lane-wise partial dots: acc[k] (a vector of 32 bytes, VL lanes) (+)= sum over the block's
-// vectors q of gs[row_k][q] * xs[col_k][q], for the kept entries of rows [r0, r1) over one packed
-// block of kLanes batch columns (gs holds rows r0.. only). The lanes are summed once, after the
+// vectors q of gs[row_k][q] * xs[col_k][q], for the kept entries of rows [r0, r1) over one block of
+// kLanes batch columns (gs holds rows r0.. only; row strides ldg and ldx). The lanes are summed once, after the
 // last block (sddmm_core): 20-37% faster than a lane sum per block on d=50-200 hidden layers at
 // batch 256-4096 (measured).
 template <class T>
-ALWAYS_INLINE void sddmm_block(const T* gs, const T* xs, const std::int64_t* crow, const std::int64_t* col, T* acc,
-                               std::size_t r0, std::size_t r1, bool first) {
+ALWAYS_INLINE void sddmm_block(const T* gs, std::size_t ldg, const T* xs, std::size_t ldx, const std::int64_t* crow,
+                               const std::int64_t* col, T* acc, std::size_t r0, std::size_t r1, bool first,
+                               Ahead<T> ahead) {
   typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
   constexpr std::size_t VL = 32 / sizeof(T), NV = kLanes / VL;
   static_assert(NV % 4 == 0, "four chains of products");
   for (std::size_t r = r0; r < r1; ++r) {
+    ahead.fetch(r - r0, r1 - r0);
     V g[NV];
-    std::memcpy(g, gs + (r - r0) * kLanes, sizeof(g));
+    std::memcpy(g, gs + (r - r0) * ldg, sizeof(g));
     for (std::int64_t k = crow[r]; k < crow[r + 1]; ++k) {
-      const V* x = reinterpret_cast<const V*>(xs + static_cast<std::size_t>(col[k]) * kLanes);
+      const V* x = reinterpret_cast<const V*>(xs + static_cast<std::size_t>(col[k]) * ldx);
       V a0 = g[0] * x[0], a1 = g[1] * x[1], a2 = g[2] * x[2], a3 = g[3] * x[3];
 #pragma GCC unroll 16
       for (std::size_t q = 4; q < NV; q += 4) {
@@ -288,6 +322,22 @@ Pattern check_pattern(const Index& crow, const Index& col, std::size_t n_cols) {
   return {cr, cc, rows, nnz};
 }
 
+// out[k] = the sum of the lane-wise partials partial[g][k] (VL lanes each) over the groups g,
+// added in group order and then in lane order: the same bits whatever thread took which group.
+template <class T>
+void sum_partials(const T* partial, std::size_t groups, std::size_t count, T* out) {
+  constexpr std::size_t VL = 32 / sizeof(T);
+  for (std::size_t k = 0; k < count; ++k) {
+    T lane[VL];
+    for (std::size_t i = 0; i < VL; ++i) lane[i] = partial[k * VL + i];
+    for (std::size_t g = 1; g < groups; ++g)
+      for (std::size_t i = 0; i < VL; ++i) lane[i] += partial[(g * count + k) * VL + i];
+    T s = T(0);
+    for (std::size_t i = 0; i < VL; ++i) s += lane[i];
+    out[k] = s;
+  }
+}
+
 // dst (rows x kLanes) = the first n columns of `rows` rows of src (row stride ld).
 template <class T>
 void copy_rows(const T* src, std::size_t ld, std::size_t rows, std::size_t n, T* dst) {
@@ -296,13 +346,15 @@ void copy_rows(const T* src, std::size_t ld, std::size_t rows, std::size_t n, T*
 
 // Y^T (rows, B) = W X^T (+ bias, relu), X read as X^T (n_in, B) or, batch_major, as X (B, n_in)
 // itself: packing a block transposes it, which saves the caller a transposed copy of the input.
+// ldx: X's row stride (>= B feature-major, >= n_in batch-major); ldy: Y^T's (>= B).
 template <class T>
-void spmm_core(const T* xp, std::size_t n_in, std::size_t B, bool batch_major, const T* vp, const Pattern& p,
-               const T* bias, bool relu, T* yp, unsigned threads) {
+void spmm_core(const T* xp, std::size_t n_in, std::size_t B, bool batch_major, std::size_t ldx, const T* vp,
+               const Pattern& p, const T* bias, bool relu, T* yp, std::size_t ldy, unsigned threads) {
   if (B == 0 || p.rows == 0) return;
-  const std::size_t s_feat = batch_major ? 1 : B, s_batch = batch_major ? n_in : 1;
+  const std::size_t s_feat = batch_major ? 1 : ldx, s_batch = batch_major ? ldx : 1;
   const std::size_t blocks = (B + kLanes - 1) / kLanes;
   // Few batch blocks (small batches) and several threads: split the rows too.
+  const bool fetch_ahead = !batch_major && beyond_l2<T>(n_in, ldx);
   const std::size_t row_chunks = blocks >= threads ? 1 : std::min<std::size_t>(std::max<std::size_t>(p.rows, 1),
                                                                                (threads + blocks - 1) / blocks);
   const std::size_t rows_per = (p.rows + row_chunks - 1) / std::max<std::size_t>(row_chunks, 1);
@@ -319,20 +371,22 @@ void spmm_core(const T* xp, std::size_t n_in, std::size_t B, bool batch_major, c
           const std::size_t r0 = rc * rows_per, r1 = std::min(p.rows, r0 + rows_per);
           if (r0 >= r1) continue;
           if (n < kLanes / 4) {
-            run_spmm_narrow<T>(xp, s_feat, s_batch, vp, p.crow, p.col, bias, relu, yp, B, r0, r1, c0, n);
+            run_spmm_narrow<T>(xp, s_feat, s_batch, vp, p.crow, p.col, bias, relu, yp, ldy, r0, r1, c0, n);
             continue;
           }
           if (!batch_major && n == kLanes) {  // full feature-major blocks are read in place
-            run_spmm_block<T>(xp + c0, B, vp, p.crow, p.col, bias, relu, yp, B, r0, r1, c0, n);
+            Ahead<T> ahead;
+            if (fetch_ahead && row_chunks == 1 && c0 + 2 * kLanes <= B) ahead.s[0] = {xp + c0 + kLanes, n_in, ldx};
+            run_spmm_block<T>(xp + c0, ldx, vp, p.crow, p.col, bias, relu, yp, ldy, r0, r1, c0, n, ahead);
             continue;
           }
           // The packed block (n_in x kLanes); lanes past the batch are zero (computed, never stored).
           if (xs.size() != n_in * kLanes || n < kLanes) xs.assign(n_in * kLanes, T(0));
           if (batch_major)
-            run_transpose_pack<T>(xp, n_in, std::size_t{0}, n_in, c0, n, xs.data(), kLanes);
+            run_transpose_pack<T>(xp, ldx, std::size_t{0}, n_in, c0, n, xs.data(), kLanes);
           else
-            copy_rows<T>(xp + c0, B, n_in, n, xs.data());
-          run_spmm_block<T>(xs.data(), kLanes, vp, p.crow, p.col, bias, relu, yp, B, r0, r1, c0, n);
+            copy_rows<T>(xp + c0, ldx, n_in, n, xs.data());
+          run_spmm_block<T>(xs.data(), kLanes, vp, p.crow, p.col, bias, relu, yp, ldy, r0, r1, c0, n, Ahead<T>{});
         }
       },
       1, use);
@@ -363,7 +417,7 @@ void spmm_impl(const py::handle& xt_o, const py::handle& v_o, const Index& crow,
   const T* vp = v.data();
   T* yp = yt.mutable_data();
   py::gil_scoped_release release;
-  spmm_core<T>(xp, n_in, B, batch_major, vp, p, bias, relu, yp, threads);
+  spmm_core<T>(xp, n_in, B, batch_major, batch_major ? n_in : B, vp, p, bias, relu, yp, B, threads);
 }
 
 #if defined(__linux__)
@@ -418,14 +472,29 @@ struct Owned {
 };
 #endif
 
-// A new (rows x cols) array with the given byte strides. From 2 MiB up it is backed by transparent
-// huge pages where the OS offers them (Linux, madvise): a fresh output is otherwise faulted in 4 KiB
-// at a time on first write, which cost ~15 ms for a 38 MB output (9,200 faults) on the 2-core VM
-// where a kernel call writing it took ~10 ms. Those buffers are reused through OutputCache.
+// The row stride of a new feature-major (n x B) array: B, or B plus one cache line where B elements
+// make a multiple of 1 KiB. Rows a multiple of 4 KiB apart fall on the same cache sets, so a block
+// of 64 batch columns over a few hundred rows kept evicting itself: at B = 1024 and 4096 a d=50-100
+// hidden layer ran 1.2-1.7x slower than at B + 16 (measured).
+
 template <class T>
-py::array_t<T> new_output(py::ssize_t rows, py::ssize_t cols, py::ssize_t s0, py::ssize_t s1) {
+std::size_t padded_ld(std::size_t B) {
+  return B >= kLanes && (B * sizeof(T)) % 1024 == 0 ? B + 64 / sizeof(T) : B;
+}
+
+// A new column-major (B x n) array (feature-major memory, row stride padded_ld(B)). From 2 MiB up
+// it is backed by transparent huge pages where the OS offers them (Linux, madvise): a fresh output
+// is otherwise faulted in 4 KiB at a time on first write, which cost ~15 ms for a 38 MB output
+// (9,200 faults) on the 2-core VM where a kernel call writing it took ~10 ms. Those buffers are
+// reused through OutputCache.
+template <class T>
+py::array_t<T> new_feature_major(std::size_t B, std::size_t n) {
   constexpr std::size_t kHuge = std::size_t(2) << 20;
-  const std::size_t bytes = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols) * sizeof(T);
+  const std::size_t ld = padded_ld<T>(B);
+  const auto sz = static_cast<py::ssize_t>(sizeof(T));
+  const std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(n)};
+  const std::vector<py::ssize_t> strides{sz, static_cast<py::ssize_t>(std::max<std::size_t>(ld, 1)) * sz};
+  const std::size_t bytes = ld * n * sizeof(T);
 #if defined(__linux__)
   if (bytes >= kHuge) {
     const std::size_t size = (bytes + kHuge - 1) / kHuge * kHuge;
@@ -440,18 +509,22 @@ py::array_t<T> new_output(py::ssize_t rows, py::ssize_t cols, py::ssize_t s0, py
       output_cache().give(owned->mem, owned->size);
       delete owned;
     });
-    return py::array_t<T>({rows, cols}, {s0, s1}, static_cast<T*>(mem), owner);
+    return py::array_t<T>(shape, strides, static_cast<T*>(mem), owner);
   }
 #endif
-  return py::array_t<T>({rows, cols}, {s0, s1});
+  py::array_t<T> base(static_cast<py::ssize_t>(ld * n));
+  return py::array_t<T>(shape, strides, base.mutable_data(), base);
 }
 
-// A (B, n) array that is row- or column-major (strides of size-1 dimensions do not matter:
-// torch sets them freely): its data and whether it is batch-major (row-major).
+// A (B, n) array that is row- or column-major, rows or columns possibly padded (strides of size-1
+// dimensions do not matter: torch sets them freely): its data, whether it is batch-major (row-
+// major) and its leading dimension (the stride, in elements, between rows of B x n batch-major or
+// between columns feature-major).
 struct Operand {
   const void* data;
   std::size_t B, n;
   bool batch_major;
+  std::size_t ld;
 };
 
 template <class T>
@@ -463,10 +536,13 @@ Operand either_major(const py::handle& obj, const char* name) {
   if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must have 2 dims");
   const std::size_t B = a.shape(0), n = a.shape(1);
   const auto sz = static_cast<py::ssize_t>(sizeof(T));
-  const bool c_ok = (n <= 1 || a.strides(1) == sz) && (B <= 1 || a.strides(0) == static_cast<py::ssize_t>(n) * sz);
-  const bool f_ok = (B <= 1 || a.strides(0) == sz) && (n <= 1 || a.strides(1) == static_cast<py::ssize_t>(B) * sz);
+  const py::ssize_t s0 = a.strides(0), s1 = a.strides(1);
+  const auto at_least = [sz](py::ssize_t s, std::size_t n) { return s % sz == 0 && s >= static_cast<py::ssize_t>(n) * sz; };
+  const bool c_ok = (n <= 1 || s1 == sz) && (B <= 1 || at_least(s0, n));
+  const bool f_ok = (B <= 1 || s0 == sz) && (n <= 1 || at_least(s1, B));
   if (!c_ok && !f_ok) throw std::invalid_argument(std::string(name) + " must be row- or column-major");
-  return {a.data(), B, n, c_ok};
+  if (c_ok) return {a.data(), B, n, true, B <= 1 ? n : static_cast<std::size_t>(s0 / sz)};
+  return {a.data(), B, n, false, n <= 1 ? B : static_cast<std::size_t>(s1 / sz)};
 }
 
 // The kept weights in CSR order: `values` itself (nnz entries), or with `flat` (the kept weights'
@@ -495,50 +571,49 @@ const T* kept_values(const py::handle& v_o, const py::handle& flat_o, const Patt
 }
 
 // y (B, n_rows) = x W^T (+ bias, relu) for x (B, n_in) row- or column-major, returned as a new
-// column-major array (feature-major memory: the layout the next layer reads without a copy).
+// column-major array (feature-major memory, padded: the layout the next layer reads without a copy).
 template <class T>
 py::array linear_impl(const py::handle& x_o, const py::handle& v_o, const Index& crow, const Index& col,
                       const py::handle& bias_o, bool relu, unsigned threads, const py::handle& flat_o) {
   const Operand x = either_major<T>(x_o, "x");
   const std::size_t B = x.B, n_in = x.n;
-  const auto sz = static_cast<py::ssize_t>(sizeof(T));
-  const bool batch_major = x.batch_major;
   const Pattern p = check_pattern(crow, col, n_in);
   Scratch<T> kept;
   const T* vp = kept_values<T>(v_o, flat_o, p, n_in, kept.v);
   Array<T> b;
   const T* bias = bias_of<T>(bias_o, p.rows, b);
-  py::array_t<T> y = new_output<T>(static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(p.rows), sz,
-                                   static_cast<py::ssize_t>(std::max<std::size_t>(B, 1)) * sz);
+  py::array_t<T> y = new_feature_major<T>(B, p.rows);
   const T* xp = static_cast<const T*>(x.data);
   T* yp = y.mutable_data();
   {
     py::gil_scoped_release release;
-    spmm_core<T>(xp, n_in, B, batch_major, vp, p, bias, relu, yp, threads);
+    spmm_core<T>(xp, n_in, B, x.batch_major, x.ld, vp, p, bias, relu, yp, padded_ld<T>(B), threads);
   }
   return std::move(y);
 }
 
-// Rows [r0, r1) of a (rows x B) operand, feature-major (row stride B) or batch-major (B x
-// width), packed for batch columns [c0, c0 + n) into dst (rows x kLanes, zero lanes past n).
+// Rows [r0, r1) of a (rows x B) operand with row stride ld, feature-major, or batch-major (B x
+// rows, row stride ld), packed for batch columns [c0, c0 + n) into dst (rows x kLanes, zero lanes
+// past n).
 template <class T>
-void pack_block(const T* src, bool batch_major, std::size_t width, std::size_t B, std::size_t r0, std::size_t r1,
-                std::size_t c0, std::size_t n, std::vector<T>& dst) {
+void pack_block(const T* src, bool batch_major, std::size_t ld, std::size_t r0, std::size_t r1, std::size_t c0,
+                std::size_t n, std::vector<T>& dst) {
   if (dst.size() != (r1 - r0) * kLanes || n < kLanes) dst.assign((r1 - r0) * kLanes, T(0));
-  if (batch_major) return run_transpose_pack<T>(src, width, r0, r1, c0, n, dst.data(), kLanes);
-  copy_rows<T>(src + r0 * B + c0, B, r1 - r0, n, dst.data());
+  if (batch_major) return run_transpose_pack<T>(src, ld, r0, r1, c0, n, dst.data(), kLanes);
+  copy_rows<T>(src + r0 * ld + c0, ld, r1 - r0, n, dst.data());
 }
 
 // dv[k] = the dot over the batch of gradient row row_k and input row col_k, for g (rows, B)
-// feature-major or (B, rows) batch-major, and x (n_in, B) or (B, n_in) likewise.
+// feature-major or (B, rows) batch-major, and x (n_in, B) or (B, n_in) likewise; ldg and ldx are
+// their row strides.
 template <class T>
-void sddmm_core(const T* gp, bool g_batch_major, const T* xp, bool x_batch_major, std::size_t n_in, std::size_t B,
-                const Pattern& p, T* dp, unsigned threads) {
+void sddmm_core(const T* gp, bool g_batch_major, std::size_t ldg, const T* xp, bool x_batch_major, std::size_t ldx,
+                std::size_t n_in, std::size_t B, const Pattern& p, T* dp, unsigned threads) {
   if (B == 0) return std::fill(dp, dp + p.nnz, T(0));
   constexpr std::size_t VL = 32 / sizeof(T);
   const unsigned use = p.nnz * B < (1u << 16) ? 1u : threads;
-  const std::size_t g_feat = g_batch_major ? 1 : B, g_bstride = g_batch_major ? p.rows : 1;
-  const std::size_t x_feat = x_batch_major ? 1 : B, x_bstride = x_batch_major ? n_in : 1;
+  const std::size_t g_feat = g_batch_major ? 1 : ldg, g_bstride = g_batch_major ? ldg : 1;
+  const std::size_t x_feat = x_batch_major ? 1 : ldx, x_bstride = x_batch_major ? ldx : 1;
   const std::size_t blocks = (B + kLanes - 1) / kLanes;
   // One pass over a batch block: pack rows [r0, r1) of the gradient and all of x, then add the
   // block's lane-wise dots into acc (assigned by the group's first block, `first`).
@@ -548,9 +623,9 @@ void sddmm_core(const T* gp, bool g_batch_major, const T* xp, bool x_batch_major
     if (n < kLanes / 4)
       return run_sddmm_narrow<T>(gp, g_feat, g_bstride, xp, x_feat, x_bstride, p.crow, p.col, acc, r0, r1, c0, n,
                                  first);
-    pack_block<T>(gp, g_batch_major, p.rows, B, r0, r1, c0, n, gs);
-    pack_block<T>(xp, x_batch_major, n_in, B, std::size_t{0}, n_in, c0, n, xs);
-    run_sddmm_block<T>(gs.data(), xs.data(), p.crow, p.col, acc, r0, r1, first);
+    pack_block<T>(gp, g_batch_major, ldg, r0, r1, c0, n, gs);
+    pack_block<T>(xp, x_batch_major, ldx, std::size_t{0}, n_in, c0, n, xs);
+    run_sddmm_block<T>(gs.data(), kLanes, xs.data(), kLanes, p.crow, p.col, acc, r0, r1, first, Ahead<T>{});
   };
   // Threads take groups of consecutive blocks (each packs x once per block, where splitting rows
   // made every thread pack all of it), each group into its own lane-wise partials; one block:
@@ -582,15 +657,7 @@ void sddmm_core(const T* gp, bool g_batch_major, const T* xp, bool x_batch_major
         },
         1, use);
   }
-  for (std::size_t k = 0; k < p.nnz; ++k) {
-    T lane[VL];
-    for (std::size_t i = 0; i < VL; ++i) lane[i] = partial[k * VL + i];
-    for (std::size_t g = 1; g < groups; ++g)
-      for (std::size_t i = 0; i < VL; ++i) lane[i] += partial[(g * p.nnz + k) * VL + i];
-    T s = T(0);
-    for (std::size_t i = 0; i < VL; ++i) s += lane[i];
-    dp[k] = s;
-  }
+  sum_partials<T>(partial.data(), groups, p.nnz, dp);
 }
 
 template <class T>
@@ -609,14 +676,170 @@ void sddmm_impl(const py::handle& gt_o, const py::handle& xt_o, const Index& cro
   const T* xp = xt.data();
   T* dp = dv.mutable_data();
   py::gil_scoped_release release;
-  sddmm_core<T>(gp, g_batch_major, xp, x_batch_major, n_in, B, p, dp, threads);
+  sddmm_core<T>(gp, g_batch_major, g_batch_major ? p.rows : B, xp, x_batch_major, x_batch_major ? n_in : B, n_in, B, p,
+                dp, threads);
+}
+
+// Where the three gradients go: dx (ld_dx row stride, feature-major), dv (nnz, CSR order) and db
+// (out); a null pointer for a gradient not asked for.
+template <class T>
+struct Grads {
+  T* dx;
+  std::size_t ld_dx;
+  T* dv;
+  T* db;
+};
+
+// The gradients for a batch of less than one block (B < kLanes): relu's masked gradient formed
+// once, feature-major, then the three products on it (narrow batches are read in place by the
+// narrow kernels; packing them to kLanes lanes would compute up to 64x the lanes).
+template <class T>
+void grads_small(const Operand& g, const Operand& x, const Operand& y, const T* vt, const Pattern& p,
+                 const Pattern& pt, const Grads<T>& out_g, unsigned threads) {
+  const std::size_t B = g.B, out = g.n, inn = x.n;
+  const T* gp = static_cast<const T*>(g.data);
+  bool g_bm = g.batch_major;
+  std::size_t ldg = g.ld;
+  Scratch<T> masked;
+  if (y.data != nullptr) {  // g, zero where y <= 0 (NaN in y passes g, as torch's relu backward does)
+    masked.v.resize(out * B);
+    T* m = masked.v.data();
+    const T* yp = static_cast<const T*>(y.data);
+    const std::size_t gf = g_bm ? 1 : ldg, gb = g_bm ? ldg : 1, yf = y.batch_major ? 1 : y.ld,
+                      yb = y.batch_major ? y.ld : 1;
+    // Both operands are loaded before the select: a conditional load compiles to a branch,
+    // mispredicted on half the elements (3.8 ms instead of ~0.3 for 256 x 4096, measured).
+    for (std::size_t r = 0; r < out; ++r)
+      for (std::size_t j = 0; j < B; ++j) {
+        const T gv = gp[r * gf + j * gb];
+        m[r * B + j] = yp[r * yf + j * yb] <= T(0) ? T(0) : gv;
+      }
+    gp = m;
+    g_bm = false;
+    ldg = B;
+  }
+  if (out_g.db != nullptr) {  // in a fixed order over the batch: the same bits for any thread count
+    const std::size_t gf = g_bm ? 1 : ldg, gb = g_bm ? ldg : 1;
+    for (std::size_t r = 0; r < out; ++r) {
+      T a = T(0);
+      for (std::size_t j = 0; j < B; ++j) a += gp[r * gf + j * gb];
+      out_g.db[r] = a;
+    }
+  }
+  if (out_g.dx != nullptr && B > 0)  // dx^T (in, B) = W^T g^T: the product on the transposed pattern
+    spmm_core<T>(gp, out, B, g_bm, ldg, vt, pt, nullptr, false, out_g.dx, out_g.ld_dx, threads);
+  if (out_g.dv != nullptr) sddmm_core<T>(gp, g_bm, ldg, static_cast<const T*>(x.data), x.batch_major, x.ld, inn, B, p,
+                                         out_g.dv, threads);
+}
+
+// The gradients block by block (B >= kLanes): each block of kLanes batch columns of g is packed
+// feature-major once, relu'd, and serves all three (full feature-major blocks without relu are
+// read in place): db and dv as lane-wise partials per group of blocks, summed in group order
+// (the groups depend on B only: the same bits for any thread count), dx written per block. The
+// separate passes of grads_small wrote and read a masked copy of g three times; at B = 1024-4096
+// on d=50-200 layers that cost ~1/3 of the backward (measured).
+template <class T>
+void grads_blocks(const Operand& g, const Operand& x, const Operand& y, const T* vt, const Pattern& p,
+                  const Pattern& pt, const Grads<T>& out_g, unsigned threads) {
+  typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
+  constexpr std::size_t VL = 32 / sizeof(T);
+  const std::size_t B = g.B, out = g.n, inn = x.n;
+  const std::size_t blocks = (B + kLanes - 1) / kLanes, groups = std::min(blocks, kGroups);
+  Scratch<T> dv_part, db_part;
+  if (out_g.dv != nullptr) dv_part.v.resize(groups * p.nnz * VL);
+  if (out_g.db != nullptr) db_part.v.resize(groups * out * VL);
+  const T* gp = static_cast<const T*>(g.data);
+  const T* xp = static_cast<const T*>(x.data);
+  const T* yp = static_cast<const T*>(y.data);
+  const unsigned use = (p.nnz + out) * B < (1u << 16) ? 1u : threads;
+  const bool fetch_ahead = beyond_l2<T>(inn, x.ld) || beyond_l2<T>(out, g.ld);
+  parallel_for(
+      groups,
+      [&](std::size_t g0, std::size_t g1) {
+        Scratch<T> gs, ys, xs;
+        for (std::size_t grp = g0; grp < g1; ++grp) {
+          const std::size_t b0 = grp * blocks / groups, b1 = (grp + 1) * blocks / groups;
+          for (std::size_t blk = b0; blk < b1; ++blk) {
+            const std::size_t c0 = blk * kLanes, n = std::min(kLanes, B - c0);
+            const bool first = blk == b0;
+            // The next block's rows read in place, fetched while this one computes: g's and y's
+            // during dx, x's during dv (g's too when no dx is asked for, as of a first layer).
+            Ahead<T> ahead_g, ahead_x;
+            if (fetch_ahead && blk + 1 < b1 && c0 + 2 * kLanes <= B) {
+              if (!x.batch_major) ahead_x.s[0] = {xp + c0 + kLanes, inn, x.ld};
+              Ahead<T>& to = out_g.dx != nullptr ? ahead_g : ahead_x;
+              if (!g.batch_major) to.s[1] = {gp + c0 + kLanes, out, g.ld};
+              if (yp != nullptr && !y.batch_major) to.s[2] = {yp + c0 + kLanes, out, y.ld};
+            }
+            const T* gb = gp + c0;
+            std::size_t ldb = g.ld;
+            if (yp != nullptr && !g.batch_major && !y.batch_major) {
+              // g zero where y <= 0 (NaN in y passes g, as torch's relu backward), in one pass
+              // over both; both are loaded before the select (a conditional load compiles to a
+              // branch, mispredicted on half the elements: ~10x slower, measured).
+              if (gs.v.size() != out * kLanes || n < kLanes) gs.v.assign(out * kLanes, T(0));
+              for (std::size_t r = 0; r < out; ++r) {
+                const T* gr = gp + r * g.ld + c0;
+                const T* yr = yp + r * y.ld + c0;
+                T* m = gs.v.data() + r * kLanes;
+                for (std::size_t j = 0; j < n; ++j) {
+                  const T gv = gr[j];
+                  m[j] = yr[j] <= T(0) ? T(0) : gv;
+                }
+              }
+              gb = gs.v.data();
+              ldb = kLanes;
+            } else if (g.batch_major || n < kLanes || yp != nullptr) {
+              pack_block<T>(gp, g.batch_major, g.ld, 0, out, c0, n, gs.v);
+              if (yp != nullptr) {  // as above, from packed copies of batch-major operands
+                pack_block<T>(yp, y.batch_major, y.ld, 0, out, c0, n, ys.v);
+                T* m = gs.v.data();
+                const T* yb = ys.v.data();
+                for (std::size_t i = 0; i < out * kLanes; ++i) {
+                  const T gv = m[i];
+                  m[i] = yb[i] <= T(0) ? T(0) : gv;
+                }
+              }
+              gb = gs.v.data();
+              ldb = kLanes;
+            }
+            if (out_g.db != nullptr) {
+              V* acc = reinterpret_cast<V*>(db_part.v.data() + grp * out * VL);
+              for (std::size_t r = 0; r < out; ++r) {
+                V s[kLanes / VL];
+                std::memcpy(s, gb + r * ldb, sizeof(s));
+                V sum = s[0];
+                for (std::size_t q = 1; q < kLanes / VL; ++q) sum += s[q];
+                acc[r] = first ? sum : acc[r] + sum;
+              }
+            }
+            if (out_g.dx != nullptr)
+              run_spmm_block<T>(gb, ldb, vt, pt.crow, pt.col, nullptr, false, out_g.dx, out_g.ld_dx, std::size_t{0},
+                                inn, c0, n, ahead_g);
+            if (out_g.dv != nullptr) {
+              const T* xb = xp + c0;
+              std::size_t ldxb = x.ld;
+              if (x.batch_major || n < kLanes) {
+                pack_block<T>(xp, x.batch_major, x.ld, 0, inn, c0, n, xs.v);
+                xb = xs.v.data();
+                ldxb = kLanes;
+              }
+              run_sddmm_block<T>(gb, ldb, xb, ldxb, p.crow, p.col, dv_part.v.data() + grp * p.nnz * VL, std::size_t{0},
+                                 out, first, ahead_x);
+            }
+          }
+        }
+      },
+      1, use);
+  if (out_g.dv != nullptr) sum_partials<T>(dv_part.v.data(), groups, p.nnz, out_g.dv);
+  if (out_g.db != nullptr) sum_partials<T>(db_part.v.data(), groups, out, out_g.db);
 }
 
 // The three gradients of y = act(x W^T + b) (act identity or relu) in one call, from the output
-// gradient g (B, out) and, for relu, the forward's output y (B, out): dx (B, in) column-major,
-// dv (nnz) in CSR order, db (out). One call instead of three saves a first-order backward ~30 us
-// of per-call costs (a d=50 hidden layer's whole backward at batch 64 is ~40 us of kernels).
-// The relu'd gradient is formed once, feature-major, and serves all three.
+// gradient g (B, out) and, for relu, the forward's output y (B, out): dx (B, in) column-major
+// (padded as the forward's outputs), dv (nnz) in CSR order, db (out). One call instead of three
+// saves a first-order backward ~30 us of per-call costs (a d=50 hidden layer's whole backward at
+// batch 64 is ~40 us of kernels).
 template <class T>
 py::tuple backward_impl(const py::handle& g_o, const py::handle& x_o, const py::handle& v_o, const Index& crow,
                         const Index& col, const Index& t_crow, const Index& t_col, const Index& t_perm,
@@ -631,18 +854,16 @@ py::tuple backward_impl(const py::handle& g_o, const py::handle& x_o, const py::
   Scratch<T> kept;
   const T* vp = kept_values<T>(v_o, flat_o, p, inn, kept.v);
   if (static_cast<std::size_t>(t_perm.shape(0)) != p.nnz) throw std::invalid_argument("t_perm must have nnz entries");
-  Operand y{nullptr, 0, 0, false};
+  Operand y{nullptr, 0, 0, false, 0};
   if (!y_o.is_none()) {
     y = either_major<T>(y_o, "y");
     if (y.B != B || y.n != out) throw std::invalid_argument("y must have g's shape");
   }
-  const auto sz = static_cast<py::ssize_t>(sizeof(T));
   py::object dx = py::none(), dv = py::none(), db = py::none();
-  T *dxp = nullptr, *dvp = nullptr, *dbp = nullptr;
+  Grads<T> grads{nullptr, padded_ld<T>(B), nullptr, nullptr};
   if (need_dx) {
-    auto a = new_output<T>(static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(inn), sz,
-                           static_cast<py::ssize_t>(std::max<std::size_t>(B, 1)) * sz);
-    dxp = a.mutable_data();
+    auto a = new_feature_major<T>(B, inn);
+    grads.dx = a.mutable_data();
     dx = std::move(a);
   }
   // With flat (checked by kept_values) the weight is dense-stored: dv is then its dense (out, in)
@@ -656,81 +877,33 @@ py::tuple backward_impl(const py::handle& g_o, const py::handle& x_o, const py::
       dense_dw = a.mutable_data();
       std::fill(dense_dw, dense_dw + out * inn, T(0));
       dv_kept.v.resize(p.nnz);
-      dvp = dv_kept.v.data();
+      grads.dv = dv_kept.v.data();
       dv = std::move(a);
     } else {
       py::array_t<T> a(static_cast<py::ssize_t>(p.nnz));
-      dvp = a.mutable_data();
+      grads.dv = a.mutable_data();
       dv = std::move(a);
     }
   }
   if (need_db) {
     py::array_t<T> a(static_cast<py::ssize_t>(out));
-    dbp = a.mutable_data();
+    grads.db = a.mutable_data();
     db = std::move(a);
   }
-  const T* gp = static_cast<const T*>(g.data);
-  const T* xp = static_cast<const T*>(x.data);
   const std::int64_t* pp = t_perm.data();
   for (std::size_t k = 0; k < p.nnz; ++k)
     if (pp[k] < 0 || static_cast<std::size_t>(pp[k]) >= p.nnz) throw std::invalid_argument("t_perm must lie in [0, nnz)");
-  // relu's masked gradient, feature-major (out, B): a reused buffer (a fresh one of a few MB was
-  // faulted in page by page on every call, which took longer than the three products).
-  py::array_t<T> masked;
-  if (y.data != nullptr)
-    masked = new_output<T>(static_cast<py::ssize_t>(out), static_cast<py::ssize_t>(B),
-                           static_cast<py::ssize_t>(B) * sz, sz);
   {
     py::gil_scoped_release release;
-    Scratch<T> vt_scratch;
-    bool g_bm = g.batch_major;
-    if (y.data != nullptr) {  // g, zero where y <= 0 (NaN in y passes g, as torch's relu backward does)
-      T* m = masked.mutable_data();
-      const T* yp = static_cast<const T*>(y.data);
-      const std::size_t gf = g_bm ? 1 : B, gb = g_bm ? out : 1, yf = y.batch_major ? 1 : B, yb = y.batch_major ? out : 1;
-      // Both operands are loaded before the select: a conditional load compiles to a branch,
-      // mispredicted on half the elements (3.8 ms instead of ~0.3 for 256 x 4096, measured).
-      if (!g_bm && !y.batch_major) {  // both feature-major, as masked layers hand them on: one flat pass
-        for (std::size_t i = 0; i < out * B; ++i) {
-          const T gv = gp[i];
-          m[i] = yp[i] <= T(0) ? T(0) : gv;
-        }
-      } else {
-        for (std::size_t r = 0; r < out; ++r)
-          for (std::size_t j = 0; j < B; ++j) {
-            const T gv = gp[r * gf + j * gb];
-            m[r * B + j] = yp[r * yf + j * yb] <= T(0) ? T(0) : gv;
-          }
-      }
-      gp = m;
-      g_bm = false;
+    Scratch<T> vt;  // the weights in the transposed pattern's order, for dx
+    if (need_dx) {
+      vt.v.resize(p.nnz);
+      for (std::size_t k = 0; k < p.nnz; ++k) vt.v[k] = vp[pp[k]];
     }
-    if (dbp != nullptr) {  // in a fixed order over the batch: the same bits for any thread count
-      if (g_bm) {
-        std::fill(dbp, dbp + out, T(0));
-        for (std::size_t j = 0; j < B; ++j)
-          for (std::size_t r = 0; r < out; ++r) dbp[r] += gp[j * out + r];
-      } else {
-        for (std::size_t r = 0; r < out; ++r) {  // 8 partial sums: one chain of adds is latency-bound
-          const T* row = gp + r * B;
-          T a[8] = {};
-          std::size_t j = 0;
-          for (; j + 8 <= B; j += 8)
-            for (int q = 0; q < 8; ++q) a[q] += row[j + q];
-          for (int q = 0; j < B; ++j, ++q) a[q] += row[j];
-          dbp[r] = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-        }
-      }
-    }
-    if (dxp != nullptr) {  // dx^T (in, B) = W^T g^T: the product on the transposed pattern
-      std::vector<T>& vt = vt_scratch.v;
-      vt.resize(p.nnz);
-      for (std::size_t k = 0; k < p.nnz; ++k) vt[k] = vp[pp[k]];
-      if (B > 0) spmm_core<T>(gp, out, B, g_bm, vt.data(), pt, nullptr, false, dxp, threads);
-    }
-    if (dvp != nullptr) sddmm_core<T>(gp, g_bm, xp, x.batch_major, inn, B, p, dvp, threads);
+    if (B >= kLanes) grads_blocks<T>(g, x, y, vt.v.data(), p, pt, grads, threads);
+    else grads_small<T>(g, x, y, vt.v.data(), p, pt, grads, threads);
     if (dense_dw != nullptr)
-      for (std::size_t k = 0; k < p.nnz; ++k) dense_dw[flat[k]] = dvp[k];
+      for (std::size_t k = 0; k < p.nnz; ++k) dense_dw[flat[k]] = grads.dv[k];
   }
   return py::make_tuple(dx, dv, db);
 }
@@ -740,6 +913,16 @@ bool is_double(const py::handle& a) { return py::isinstance<py::array_t<double>>
 }  // namespace
 
 void bind_masked_linear(py::module_& m) {
+  m.def(
+      "feature_major_ld",
+      [](std::size_t batch, std::size_t itemsize) -> std::size_t {
+        if (itemsize == 8) return padded_ld<double>(batch);
+        if (itemsize == 4) return padded_ld<float>(batch);
+        throw std::invalid_argument("itemsize must be 4 or 8");
+      },
+      py::arg("batch"), py::arg("itemsize"),
+      "The column stride (in elements) of the column-major (batch, n) arrays the kernels return: batch,\n"
+      "or batch plus one cache line where batch * itemsize is a multiple of 1 KiB (cache-set aliasing).");
   m.def(
       "csr_spmm",
       [](py::handle xt, py::handle values, py::handle crow, py::handle col, py::handle bias, bool relu, py::handle yt,

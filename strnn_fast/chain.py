@@ -38,7 +38,7 @@ from torch import Tensor
 
 from . import _C, dispatch
 from .csr_ops import DTYPES, FUSED, _either_major, _index_arrays, transposed
-from .dense_ops import is_transposed
+from .dense_ops import is_transposed, randn_transposed
 from .sparse_ops import MaskStructure
 from .timing import time_candidates
 
@@ -268,7 +268,7 @@ def _measure(net: Any, like: Tensor, training: bool) -> dict[str, Any]:
     nothing is accumulated into the parameters' ``.grad``."""
     gen = torch.Generator().manual_seed(0)
     rows, width = like.shape
-    x = torch.randn(width, rows, dtype=like.dtype, generator=gen).T if is_transposed(like) \
+    x = randn_transposed(rows, width, dtype=like.dtype, generator=gen) if is_transposed(like) \
         else torch.randn(rows, width, dtype=like.dtype, generator=gen)
     x.requires_grad_(training and like.requires_grad)
     params = [p for p in net.parameters() if p.requires_grad]

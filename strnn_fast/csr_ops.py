@@ -119,10 +119,12 @@ def _spmm_now(x2: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
 
 
 def _either_major(x2: Tensor) -> Tensor:
-    """x2 (B, n) detached, copied only when it is neither row- nor column-major."""
+    """x2 (B, n) detached, copied only when it is neither row- nor column-major (rows, or columns,
+    padded as the kernels pad their outputs are read in place; the rule of the C++ either_major)."""
     if x2.requires_grad:
         x2 = x2.detach()
-    if x2.is_contiguous() or x2.T.is_contiguous():
+    (b, n), (s0, s1) = x2.shape, x2.stride()
+    if ((n <= 1 or s1 == 1) and (b <= 1 or s0 >= n)) or ((b <= 1 or s0 == 1) and (n <= 1 or s1 >= b)):
         return x2
     return x2.contiguous()
 
@@ -166,8 +168,10 @@ class _SpMM(torch.autograd.Function):
 def _feature_or_batch_major(x2: Tensor) -> tuple[Tensor, bool]:
     """x2 (B, n) as a C-contiguous array for csr_sddmm: (x2^T, False) when x2 is column-major, else
     (x2, True), copied only when x2 is neither."""
-    x2 = _either_major(x2)
-    return (x2, True) if x2.is_contiguous() else (x2.T, False)
+    x2 = x2.detach()
+    if x2.is_contiguous():
+        return x2, True
+    return (x2.T, False) if x2.T.is_contiguous() else (x2.contiguous(), True)
 
 
 def _sddmm_now(g: Tensor, x2: Tensor, structure: MaskStructure) -> Tensor:
@@ -352,8 +356,6 @@ def csr_runner(values: Tensor, bias: Tensor | None, structure: MaskStructure,
         if (type(x) is not Tensor or x.dim() != 2 or x.shape[1] != inn or x.requires_grad or x.dtype != values.dtype
                 or not x.is_cpu):
             return csr_linear(x, values, bias, structure, activation)
-        if not (x.is_contiguous() or x.T.is_contiguous()):
-            x = x.contiguous()
-        y = torch.from_numpy(_C.csr_linear(x.numpy(), v, a.crow, a.col, b, relu, torch.get_num_threads()))
+        y = torch.from_numpy(_C.csr_linear(_either_major(x).numpy(), v, a.crow, a.col, b, relu, torch.get_num_threads()))
         return y if act is None else act(y)
     return run

@@ -18,17 +18,37 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["is_transposed", "linear", "masked_dense_linear"]
+__all__ = ["is_transposed", "linear", "masked_dense_linear", "randn_transposed"]
 
 
 def is_transposed(x: torch.Tensor) -> bool:
-    """Whether a 2-D `x` is laid out column-major: a transposed contiguous (in, batch) tensor.
+    """Whether a 2-D `x` is laid out column-major: the transpose of an (in, batch) tensor with
+    contiguous rows (the rows may be padded, as the C++ kernels pad theirs).
 
     The CSR kernels want the batch on the columns and return their outputs that way; layers
     keep such a layout instead of copying (elementwise ops between tensors of different layouts,
     an activation and its gradient for instance, run several times slower).
+
+    >>> is_transposed(torch.zeros(3, 5).T), is_transposed(torch.zeros(5, 3))
+    (True, False)
     """
-    return x.dim() == 2 and x.shape[0] > 1 and x.shape[1] > 1 and not x.is_contiguous() and x.T.is_contiguous()
+    return x.dim() == 2 and x.shape[0] > 1 and x.shape[1] > 1 and x.stride(0) == 1 and x.stride(1) >= x.shape[0]
+
+
+def randn_transposed(batch: int, width: int, *, dtype: torch.dtype = torch.float32,
+                     device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> torch.Tensor:
+    """A standard normal (batch, width) tensor laid out as the C++ kernels return activations:
+    column-major, each column padded to ``_C.feature_major_ld`` (the probes that time a layer or a
+    chain feed it the layout it will be fed).
+
+    >>> x = randn_transposed(1024, 3)
+    >>> x.shape, x.stride()
+    (torch.Size([1024, 3]), (1, 1040))
+    """
+    from . import _C
+
+    ld = _C.feature_major_ld(batch, torch.empty((), dtype=dtype).element_size())
+    return torch.randn(width, ld, dtype=dtype, device=device, generator=generator)[:, :batch].T
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -192,7 +192,7 @@ def _layer_candidates(layer: nn.Module, batch: int, phase: str, dtype: torch.dty
     (row- or column-major: sparse layers hand on column-major activations) and whether it needs
     a gradient (a first layer's does not), which change what each backend costs.
     """
-    from .dense_ops import is_transposed
+    from .dense_ops import is_transposed, randn_transposed
 
     probe = copy.deepcopy(layer).to(device=device, dtype=dtype)
     probe.train(phase == "train")
@@ -203,7 +203,7 @@ def _layer_candidates(layer: nn.Module, batch: int, phase: str, dtype: torch.dty
     # threads may be drawing from at the same moment.
     gen = torch.Generator(device=device).manual_seed(0)
     if like is not None and isinstance(like, torch.Tensor) and is_transposed(like.reshape(-1, like.shape[-1])):
-        x = torch.randn(layer.in_features, batch, device=device, dtype=dtype, generator=gen).T.requires_grad_(x_grad)
+        x = randn_transposed(batch, layer.in_features, device=device, dtype=dtype, generator=gen).requires_grad_(x_grad)
     else:
         x = torch.randn(batch, layer.in_features, device=device, dtype=dtype, generator=gen).requires_grad_(x_grad)
 

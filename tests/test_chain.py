@@ -1,7 +1,7 @@
 """The fused CPU chain of a FastStrNN (strnn_fast/chain.py) against the per-layer path, float64 first.
 
 Forward and every gradient (input, dense-stored and packed weights, biases) at odd shapes and
-batches 0, 1, 3, 65, 300; second order; the weights read as an optimizer leaves them (fused AdamW
+batches 0, 1, 3, 65, 300, 1024 (padded activations); second order; the weights read as an optimizer leaves them (fused AdamW
 writes in place without bumping versions); the same bits for any thread count; where the chain
 applies; the measured choice is per architecture, so alike networks agree bitwise.
 """
@@ -37,7 +37,7 @@ def test_forward_and_gradients_match_the_layers_float64(d, hidden, k, layout):
     net = _net(d, hidden, k)
     assert any(layer.packed for layer in net.layers) == (d == 60)  # both storages are covered
     params = list(net.parameters())
-    for batch in (0, 1, 3, 65, 300):
+    for batch in (0, 1, 3, 65, 300, 1024):
         x = torch.randn(batch, d, dtype=torch.float64)
         if layout == "column-major":
             x = x.T.contiguous().T

@@ -39,14 +39,18 @@ def _dense(x, values, bias, s, activation):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_large_outputs_match_dense(dtype):
+@pytest.mark.parametrize("batch", [3001, 4096])
+def test_large_outputs_match_dense(dtype, batch):
     # Outputs from 2 MiB up come from the kernel's own huge-page allocation, freed with the tensor;
-    # dX (through the transposed pattern) is such an output too.
+    # dX (through the transposed pattern) is such an output too. At 4096 they are padded, and the
+    # operands are larger than L2 (the kernels fetch the next block ahead).
     s, values, bias = _case(300, 257, 0.05, seed=11, dtype=dtype)
-    x = torch.randn(3001, 257, dtype=dtype, requires_grad=True)
+    x = torch.randn(batch, 257, dtype=dtype, requires_grad=True)
     for _ in range(3):  # allocated and freed again
         y = csr_linear(x, values, bias, s, "relu")
         assert y.numel() * y.element_size() >= 2 << 20
+        # read in place (feature-major, fetched ahead where larger than L2): the same sums, the same bits
+        assert torch.equal(csr_linear(x.detach().T.contiguous().T, values, bias, s, "relu"), y.detach())
         ref = _dense(x.double(), values.double(), bias.double(), s, "relu")
         assert_close(y.double(), ref, "float64_kernels" if dtype == torch.float64 else "float32",
                      reduce_dim=257)
@@ -98,15 +102,16 @@ def test_second_order_gradients_match_dense():
     assert_close(ours, ref, "float64_kernels", reduce_dim=11)
 
 
-@pytest.mark.parametrize("layout", ["row-major", "column-major", "strided", "3-d"])
+@pytest.mark.parametrize("layout", ["row-major", "column-major", "padded-rows", "padded-columns", "strided", "3-d"])
 def test_any_input_layout(layout):
     s, values, bias = _case(17, 23, 0.2, seed=5)
     base = torch.randn(40, 46, dtype=torch.float64)
-    x = {"row-major": base[:, :23].contiguous(), "column-major": base[:23, :40].T.contiguous().T.contiguous().T.T,
-         "strided": base[:, ::2], "3-d": base[:, :23].reshape(4, 10, 23)}[layout]
-    if layout == "column-major":
-        x = torch.randn(23, 40, dtype=torch.float64).T
+    x = {"row-major": base[:, :23].contiguous(), "column-major": torch.randn(23, 40, dtype=torch.float64).T,
+         "padded-rows": base[:, :23], "padded-columns": base.T[:23, :40].T,
+         "strided": base[:, ::2], "3-d": base[:, :23].contiguous().reshape(4, 10, 23)}[layout]
+    before = x.clone()
     assert_close(csr_linear(x, values, bias, s, "relu"), _dense(x, values, bias, s, "relu"), "float64_kernels")
+    assert torch.equal(x, before) and torch.equal(base[:, 23:], base.clone()[:, 23:])
 
 
 def test_float32_matches_the_float64_reference():
@@ -196,19 +201,30 @@ def test_bad_input_is_refused_with_named_errors(grad):
             _C.csr_linear(**args)
 
 
+def _laid_out(t: torch.Tensor, column_major: bool, pad: int) -> torch.Tensor:
+    """t's values row- or column-major, the rows (columns) `pad` elements longer than t's."""
+    b, n = t.shape
+    out = torch.full((n, b + pad), float("nan"), dtype=t.dtype)[:, :b].T if column_major \
+        else torch.full((b, n + pad), float("nan"), dtype=t.dtype)[:, :n]
+    return out.copy_(t)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("layouts", ["feature-major", "batch-major", "mixed"])
-def test_the_one_call_backward_matches_dense(dtype, layouts):
+@pytest.mark.parametrize("layouts", ["feature-major", "batch-major", "mixed", "padded"])
+@pytest.mark.parametrize("batch", [20, 70, 1024])
+def test_the_one_call_backward_matches_dense(dtype, layouts, batch):
     """_C.csr_backward: dx, dv, db of act(x W^T + b) in one call, relu's mask included, any layout
-    of g, x and y; NaN in y passes the gradient (as torch's relu backward), -0.0 and 0 do not."""
+    of g, x and y (padded ones too, NaN in the padding); NaN in y passes the gradient (as torch's
+    relu backward), -0.0 and 0 do not. Batches: below one 64-column block, blocks with a partial
+    tail, and one whose outputs come padded."""
     s, values, bias = _case(13, 30, 0.3, seed=12, dtype=dtype)
-    x = torch.randn(70, 30, dtype=dtype)
-    g = torch.randn(70, 13, dtype=dtype)
-    y = torch.randn(70, 13, dtype=dtype)
+    x = torch.randn(batch, 30, dtype=dtype)
+    g = torch.randn(batch, 13, dtype=dtype)
+    y = torch.randn(batch, 13, dtype=dtype)
     y[0, 0], y[1, 1], y[2, 2] = float("nan"), 0.0, -0.0
-    col = {"feature-major": True, "batch-major": False, "mixed": None}[layouts]
-    lay = (lambda t, i: t.T.contiguous().T if (col if col is not None else i % 2) else t)
-    g_, x_, y_ = lay(g, 0), lay(x, 1), lay(y, 2)
+    col = {"feature-major": True, "batch-major": False, "mixed": None, "padded": None}[layouts]
+    pad = 3 if layouts == "padded" else 0
+    g_, x_, y_ = (_laid_out(t, col if col is not None else i % 2 == 1, pad) for i, t in enumerate((g, x, y)))
     st = transposed(s)
     w = scatter_dense(values, s).double()
     gm = g.double() * (y <= 0).logical_not().double()
@@ -217,11 +233,12 @@ def test_the_one_call_backward_matches_dense(dtype, layouts):
         dx, dv, db = _C.csr_backward(g_.numpy(), x_.numpy(), values.numpy(), s.crow.numpy(), s.col.numpy(),
                                      st.crow.numpy(), st.col.numpy(), s.t_perm.numpy(), y_.numpy() if relu else None,
                                      True, True, True, 1)
-        assert_close(torch.from_numpy(dx), (gg @ w).to(dtype), dtype, reduce_dim=70)
+        assert_close(torch.from_numpy(dx), (gg @ w).to(dtype), dtype, reduce_dim=batch)
         dw = gg.T @ x.double()
-        assert_close(torch.from_numpy(dv), dw[s.dense(torch.bool)].to(dtype), dtype, reduce_dim=70)
-        assert_close(torch.from_numpy(db), gg.sum(0).to(dtype), dtype, reduce_dim=70)
-        assert torch.from_numpy(dx).T.is_contiguous()  # column-major, as the forward's outputs
+        assert_close(torch.from_numpy(dv), dw[s.dense(torch.bool)].to(dtype), dtype, reduce_dim=batch)
+        assert_close(torch.from_numpy(db), gg.sum(0).to(dtype), dtype, reduce_dim=batch)
+        # column-major, padded as the forward's outputs
+        assert torch.from_numpy(dx).stride() == (1, _C.feature_major_ld(batch, dx.itemsize))
     none = _C.csr_backward(g.numpy(), x.numpy(), values.numpy(), s.crow.numpy(), s.col.numpy(), st.crow.numpy(),
                            st.col.numpy(), s.t_perm.numpy(), None, False, True, False, 1)
     assert none[0] is None and none[2] is None and none[1].shape == (s.nnz,)
