@@ -244,6 +244,28 @@ def test_the_one_call_backward_matches_dense(dtype, layouts, batch):
     assert none[0] is None and none[2] is None and none[1].shape == (s.nnz,)
 
 
+def test_a_checked_pattern_is_a_copy_and_refuses_bad_input():
+    """_C.CsrPattern checks (crow, col) once and keeps its own copy: a later edit of the arrays it
+    was made from changes nothing; bad patterns and bad x are refused, never read out of bounds."""
+    s, values, bias = _case(13, 30, 0.3, seed=12)
+    crow, col = s.crow.numpy().copy(), s.col.numpy().copy()
+    pattern = _C.CsrPattern(crow, col, 30)
+    assert pattern.shape == (13, 30)
+    x = torch.randn(5, 30, dtype=torch.float64)
+    want = _dense(x, values, bias, s, "relu")
+    col[:] = 0
+    got = torch.from_numpy(pattern.linear(x.numpy(), values.numpy(), bias.numpy(), True, 1))
+    assert_close(got, want, "float64_kernels")
+    bad = [(s.crow.numpy()[1:].copy(), s.col.numpy()), (s.crow.numpy(), s.col.numpy() + 30),
+           (s.crow.numpy()[::-1].copy(), s.col.numpy()), (s.crow.numpy().astype(np.int32), s.col.numpy())]
+    for c, k in bad:
+        with pytest.raises(ValueError):
+            _C.CsrPattern(c, k, 30)
+    for xa in (np.zeros((5, 29)), np.zeros((5, 30), np.float16), np.zeros(30), np.zeros((5, 60))[:, ::2]):
+        with pytest.raises(ValueError):
+            pattern.linear(xa, values.numpy(), bias.numpy(), True, 1)
+
+
 def test_the_one_call_backward_refuses_bad_input():
     s, values, _ = _case(13, 30, 0.3, seed=12, dtype=torch.float32)
     st = transposed(s)
