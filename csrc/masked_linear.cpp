@@ -136,12 +136,16 @@ ALWAYS_INLINE void spmm_block(const T* xs, std::size_t ldx, const T* v, const st
     if (relu)  // NaN stays NaN: (acc < 0 ? 0 : acc) keeps it, as torch.relu does
 #pragma GCC unroll 16
       for (std::size_t q = 0; q < NV; ++q) acc[q] = acc[q] < T(0) ? V{} : acc[q];
+    // Stored as vectors (V is aligned as T). A memcpy of the whole accumulator array made it live
+    // on the stack, stored and reloaded in 16-byte halves on every row: ~1/3 of a first layer's
+    // forward, whose rows keep two or three weights (measured).
     if (n == kLanes) {
 #pragma GCC unroll 16
-      for (std::size_t q = 0; q < NV; ++q) std::memcpy(y + q * VL, &acc[q], sizeof(V));
+      for (std::size_t q = 0; q < NV; ++q) reinterpret_cast<V*>(y)[q] = acc[q];
     } else {
-      T out[kLanes];
-      std::memcpy(out, acc, sizeof(out));
+      V out[NV];
+#pragma GCC unroll 16
+      for (std::size_t q = 0; q < NV; ++q) out[q] = acc[q];
       std::memcpy(y, out, n * sizeof(T));
     }
   }
@@ -252,7 +256,8 @@ ALWAYS_INLINE void transpose_pack(const T* src, std::size_t width, std::size_t r
   for (std::size_t j0 = 0; j0 < nv; j0 += VL) {
     for (std::size_t r = r0; r < rv; r += VL) {
       V a[VL];
-      for (std::size_t q = 0; q < VL; ++q) std::memcpy(&a[q], src + (c0 + j0 + q) * width + r, sizeof(V));
+      // Loaded and stored as vectors (V is aligned as T), not by memcpy: see spmm_block.
+      for (std::size_t q = 0; q < VL; ++q) a[q] = *reinterpret_cast<const V*>(src + (c0 + j0 + q) * width + r);
       if constexpr (VL == 8) {  // unpack within 128-bit halves, then 64-bit pairs, then the halves
         V t[8], u[8];
         for (int q = 0; q < 8; q += 2) {
@@ -279,7 +284,7 @@ ALWAYS_INLINE void transpose_pack(const T* src, std::size_t width, std::size_t r
         a[1] = __builtin_shufflevector(t[1], t[3], 0, 1, 4, 5);
         a[3] = __builtin_shufflevector(t[1], t[3], 2, 3, 6, 7);
       }
-      for (std::size_t q = 0; q < VL; ++q) std::memcpy(dst + (r - r0 + q) * ld + j0, &a[q], sizeof(V));
+      for (std::size_t q = 0; q < VL; ++q) *reinterpret_cast<V*>(dst + (r - r0 + q) * ld + j0) = a[q];
     }
     for (std::size_t j = j0; j < j0 + VL; ++j)
       for (std::size_t r = rv; r < r1; ++r) dst[(r - r0) * ld + j] = src[(c0 + j) * width + r];
