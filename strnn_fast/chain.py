@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from . import _C, dispatch
-from .csr_ops import DTYPES, FUSED, _either_major, _index_arrays, transposed
+from .csr_ops import DTYPES, FUSED, _either_major, _index_arrays
 from .dense_ops import is_transposed, randn_transposed
 from .sparse_ops import MaskStructure
 from .timing import time_candidates
@@ -74,9 +74,9 @@ def plan_of(net: Any) -> tuple[_Layer, ...]:
     layers = []
     for layer in net.layers:
         s = layer.csr(_CPU)
-        a, at = _index_arrays(s), _index_arrays(transposed(s))
+        a = _index_arrays(s)
         flat = None if layer.packed else s.flat
-        layers.append(_Layer(s, a.crow, a.col, at.crow, at.col, a.t_perm, layer.activation == "relu", flat,
+        layers.append(_Layer(s, a.crow, a.col, a.t_crow, a.t_col, a.t_perm, layer.activation == "relu", flat,
                              None if flat is None else flat.numpy()))
     plan = _PLANS[net] = tuple(layers)
     return plan

@@ -148,9 +148,8 @@ class _SpMM(torch.autograd.Function):
             # First order: the three gradients (and relu's mask) in one kernel call; a Function's
             # apply, the numpy views and the separate calls cost ~30 us, a small layer's whole backward.
             a = _index_arrays(s)
-            at = _index_arrays(transposed(s))
             gx, gv, gb = _C.csr_backward(_either_major(g).numpy(), _either_major(x2).numpy(), _view(values), a.crow,
-                                         a.col, at.crow, at.col, a.t_perm, None if y is None else y.detach().numpy(),
+                                         a.col, a.t_crow, a.t_col, a.t_perm, None if y is None else y.detach().numpy(),
                                          need_x, need_v, need_b, torch.get_num_threads())
             return (None if gx is None else torch.from_numpy(gx), None if gv is None else torch.from_numpy(gv),
                     None if gb is None else torch.from_numpy(gb), None, None)
@@ -261,6 +260,8 @@ class _Arrays(NamedTuple):
 
     crow: np.ndarray
     col: np.ndarray
+    t_crow: np.ndarray  # the transposed pattern's, for dx
+    t_col: np.ndarray
     t_perm: np.ndarray
     pattern: Any  # _C.CsrPattern: the pattern checked once, for the forward's calls
 
@@ -271,7 +272,8 @@ def _index_arrays(structure: MaskStructure) -> _Arrays:
     if hit is not None and hit[0]() is structure:
         return hit[1]
     crow, col = structure.crow.numpy(), structure.col.numpy()
-    arrays = _Arrays(crow, col, structure.t_perm.numpy(), _C.CsrPattern(crow, col, structure.shape[1]))
+    arrays = _Arrays(crow, col, structure.t_crow.numpy(), structure.t_col.numpy(), structure.t_perm.numpy(),
+                     _C.CsrPattern(crow, col, structure.shape[1]))
     _INDEX[key] = (weakref.ref(structure, lambda _, k=key: _INDEX.pop(k, None)), arrays)
     return arrays
 
