@@ -76,23 +76,18 @@ bool cpu_has_avx2() {
 constexpr std::size_t kLanes = 64;  // batch columns per block: 8 AVX2 registers of floats
 constexpr std::size_t kGroups = 8;  // weight gradient: partial sums over groups of batch blocks
 
-// Rows [r0, r1) of Y^T for one block of kLanes batch columns, read from xs (n_in rows of kLanes
-// columns, row stride ldx) and written to yt's columns [c0, c0 + n). xs is a packed copy for
-// batch-major input and partial blocks; a full block of feature-major input is read in place
-// (the copy cost more than the cache conflicts of rows a batch apart: 10-20% at B = 256-4096,
-// measured on d=100-200 layers).
-// The rows of the next block of an operand read in place (rows of kLanes elements, row stride ld),
-// fetched into the cache while the current block computes: the kernels read x's rows in the
-// order of the pattern's columns, which no hardware prefetcher follows, and rows ld apart each
-// start a new page (measured: see spmm_core).
-// Whether a (rows x ld) operand is larger than a core's share of L2 (its next block then comes from
-// L3 or memory: fetching it ahead gave 1.06-1.34x at batch 4096 on d=50-200 layers, and nothing
-// measurable where the operand stays in L2).
+// Whether a (rows x ld) operand is larger than a core's share of L2: its next block then comes from
+// L3 or memory, and fetching it ahead (Ahead) gave 1.06-1.34x at batch 4096 on d=50-200 layers, and
+// nothing measurable where the operand stays in L2.
 template <class T>
 bool beyond_l2(std::size_t rows, std::size_t ld) {
   return rows * ld * sizeof(T) > (std::size_t(2) << 20);
 }
 
+// The rows of the next block of operands read in place (rows of kLanes elements, row stride ld),
+// fetched into the cache while the current block computes: the kernels read x's rows in the
+// order of the pattern's columns, which no hardware prefetcher follows, and rows ld apart each
+// start a new page.
 template <class T>
 struct Ahead {
   struct Stream {
@@ -112,6 +107,11 @@ struct Ahead {
   }
 };
 
+// Rows [r0, r1) of Y^T for one block of kLanes batch columns, read from xs (n_in rows of kLanes
+// columns, row stride ldx) and written to yt's columns [c0, c0 + n). xs is a packed copy for
+// batch-major input and partial blocks; a full block of feature-major input is read in place
+// (the copy cost more than the cache conflicts of rows a batch apart: 10-20% at B = 256-4096,
+// measured on d=100-200 layers), with the next block fetched `ahead`.
 template <class T>
 ALWAYS_INLINE void spmm_block(const T* xs, std::size_t ldx, const T* v, const std::int64_t* crow,
                               const std::int64_t* col, const T* bias, bool relu, T* yt, std::size_t ldy, std::size_t r0,
@@ -183,10 +183,10 @@ ALWAYS_INLINE void spmm_narrow(const T* xt, std::size_t ldx, std::size_t ldb, co
 }
 
 // Lane-wise partial dots: acc[k] (a vector of 32 bytes, VL lanes) (+)= sum over the block's
-// vectors q of gs[row_k][q] * xs[col_k][q], for the kept entries of rows [r0, r1) over one block of
-// kLanes batch columns (gs holds rows r0.. only; row strides ldg and ldx). The lanes are summed once, after the
-// last block (sddmm_core): 20-37% faster than a lane sum per block on d=50-200 hidden layers at
-// batch 256-4096 (measured).
+// vectors q of gs[row_k][q] * xs[col_k][q], for the kept entries of rows [r0, r1) over one block
+// of kLanes batch columns (gs holds rows r0.. only; row strides ldg and ldx). The lanes are summed
+// once, after the last block (sum_partials): 20-37% faster than a lane sum per block on d=50-200
+// hidden layers at batch 256-4096 (measured).
 template <class T>
 ALWAYS_INLINE void sddmm_block(const T* gs, std::size_t ldg, const T* xs, std::size_t ldx, const std::int64_t* crow,
                                const std::int64_t* col, T* acc, std::size_t r0, std::size_t r1, bool first,
@@ -497,7 +497,6 @@ struct Owned {
 // make a multiple of 1 KiB. Rows a multiple of 4 KiB apart fall on the same cache sets, so a block
 // of 64 batch columns over a few hundred rows kept evicting itself: at B = 1024 and 4096 a d=50-100
 // hidden layer ran 1.2-1.7x slower than at B + 16 (measured).
-
 template <class T>
 std::size_t padded_ld(std::size_t B) {
   return B >= kLanes && (B * sizeof(T)) % 1024 == 0 ? B + 64 / sizeof(T) : B;
@@ -758,9 +757,10 @@ void grads_small(const Operand& g, const Operand& x, const Operand& y, const T* 
 // The gradients block by block (B >= kLanes / 4): each block of kLanes batch columns of g is packed
 // feature-major once, relu'd, and serves all three (full feature-major blocks without relu are
 // read in place): db and dv as lane-wise partials per group of blocks, summed in group order
-// (the groups depend on B only: the same bits for any thread count), dx written per block. The
-// separate passes of grads_small wrote and read a masked copy of g three times; at B = 1024-4096
-// on d=50-200 layers that cost ~1/3 of the backward (measured).
+// (the groups depend on B only: the same bits for any thread count), dx written per block; threads
+// take groups, so a batch of one block runs on one thread. The passes of grads_small write and
+// read a masked copy of g three times; with the padded layout, this ran forward+backward
+// 0.9-1.4x as fast at B = 1024-4096 on d=50-200 layers, and 2-3x at B = 48-63 (measured).
 template <class T>
 void grads_blocks(const Operand& g, const Operand& x, const Operand& y, const T* vt, const Pattern& p,
                   const Pattern& pt, const Grads<T>& out_g, unsigned threads) {

@@ -303,7 +303,9 @@ def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
         activation: a name of :data:`strnn_fast.activations.ACTIVATIONS`.
 
     Returns:
-        (..., out); 2-D results are column-major (the next masked layer reads them as they are).
+        (..., out); 2-D results are column-major, each column padded by a cache line where its
+        length would be a multiple of 1 KiB (``_C.feature_major_ld``; the next masked layer reads
+        them as they are).
 
     Raises:
         TypeError: a tensor on another device or of another dtype.

@@ -1,9 +1,10 @@
 """The fused CPU chain of a FastStrNN (strnn_fast/chain.py) against the per-layer path, float64 first.
 
 Forward and every gradient (input, dense-stored and packed weights, biases) at odd shapes and
-batches 0, 1, 3, 65, 300, 1024 (padded activations); second order; the weights read as an optimizer leaves them (fused AdamW
-writes in place without bumping versions); the same bits for any thread count; where the chain
-applies; the measured choice is per architecture, so alike networks agree bitwise.
+batches 0, 1, 3, 65, 300, 1024 (padded activations); second order; the weights read as an optimizer
+leaves them (fused AdamW writes in place without bumping versions); the same bits for any thread
+count; where the chain applies; the measured choice is per architecture, so alike networks agree
+bitwise.
 """
 from __future__ import annotations
 
