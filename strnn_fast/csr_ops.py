@@ -110,13 +110,6 @@ csr_sddmm.register_autograd(_sddmm_backward, setup_context=_save_all)
 # op's dispatch costs tens of microseconds a call, which small layers feel); their backward is
 # made of the same Functions, so derivatives of any order stay exact. torch.compile uses the ops.
 
-def _spmm_now(x2: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure, relu: bool = False) -> Tensor:
-    """y = x2 W^T (+ bias, relu) as a column-major (B, out) tensor, for x2 (B, in) in either layout (no
-    copy of x2 when it is row- or column-major: the kernel packs its blocks from either)."""
-    return torch.from_numpy(_index_arrays(structure).pattern.linear(
-        _either_major(x2).numpy(), _view(values), None if bias is None else _view(bias), relu, torch.get_num_threads()))
-
-
 def _either_major(x2: Tensor) -> Tensor:
     """x2 (B, n) detached, copied only when it is neither row- nor column-major (rows, or columns,
     padded as the kernels pad their outputs are read in place; the rule of the C++ either_major)."""
@@ -133,24 +126,28 @@ class _SpMM(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x2, values, bias, structure, relu=False):
-        y = _spmm_now(x2, values, bias, structure, relu=relu)
+        a, xn, vn = _index_arrays(structure), _either_major(x2).numpy(), _view(values)
+        yn = a.pattern.linear(xn, vn, None if bias is None else _view(bias), relu, torch.get_num_threads())
+        y = torch.from_numpy(yn)
         ctx.save_for_backward(x2, values, y if relu else None)
         ctx.structure = structure
         ctx.has_bias = bias is not None
+        # The first-order backward's kernel arguments, kept from here (making them again cost ~8 us
+        # of a small layer's ~30 us backward); the saved tensors' version check still guards them.
+        ctx.arrays = (a, xn, vn, yn if relu else None)
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x2, values, y = ctx.saved_tensors
+        x2, values, y = ctx.saved_tensors  # raises if any was modified in place since the forward
         s = ctx.structure
         need_x, need_v, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]
         if not torch.is_grad_enabled():
             # First order: the three gradients (and relu's mask) in one kernel call; a Function's
             # apply, the numpy views and the separate calls cost ~30 us, a small layer's whole backward.
-            a = _index_arrays(s)
-            gx, gv, gb = _C.csr_backward(_either_major(g).numpy(), _either_major(x2).numpy(), _view(values), a.crow,
-                                         a.col, a.t_crow, a.t_col, a.t_perm, None if y is None else y.detach().numpy(),
-                                         need_x, need_v, need_b, torch.get_num_threads())
+            a, xn, vn, yn = ctx.arrays
+            gx, gv, gb = _C.csr_backward(_either_major(g).numpy(), xn, vn, a.crow, a.col, a.t_crow, a.t_col, a.t_perm,
+                                         yn, need_x, need_v, need_b, torch.get_num_threads())
             return (None if gx is None else torch.from_numpy(gx), None if gv is None else torch.from_numpy(gv),
                     None if gb is None else torch.from_numpy(gb), None, None)
         # create_graph: the same gradients recorded as Functions, so that they differentiate again

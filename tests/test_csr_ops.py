@@ -281,6 +281,21 @@ def test_the_one_call_backward_refuses_bad_input():
             _C.csr_backward(**{**args, **change})
 
 
+@pytest.mark.parametrize("edited", ["x", "values", "y"])
+def test_an_input_edited_in_place_before_the_backward_is_refused(edited):
+    """The backward reads the forward's arrays as the forward kept them; autograd's version check on
+    the saved tensors refuses a backward after x, the weights or (relu) the output changed in place."""
+    s, values, bias = _case(13, 17, 0.3, seed=4)
+    x = torch.randn(6, 17, dtype=torch.float64, requires_grad=True)
+    v = values.clone().requires_grad_()
+    x_in = x * 1.0  # a non-leaf, so that it may be edited in place
+    y = csr_linear(x_in, v, bias, s, "relu")
+    with torch.no_grad():
+        {"x": x_in, "values": v, "y": y}[edited].mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(y.sum(), (x, v))
+
+
 def test_compile_fullgraph_traces_the_ops():
     s, values, bias = _case(13, 17, 0.3, seed=2, dtype=torch.float32)
     v = values.clone().requires_grad_()
