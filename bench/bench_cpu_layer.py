@@ -88,10 +88,14 @@ def _timed(benchmark, d: int, layer: int, batch: int, impl: str, mode: str, tag:
     benchmark.group = f"{name} B={batch} {mode}{tag}"
     benchmark.extra_info.update(layer=name, out=s.shape[0], inn=s.shape[1], nnz=s.nnz, batch=batch, impl=impl,
                                 mode=mode + tag, threads=torch.get_num_threads(), load=os.getloadavg()[0])
+    # One call before timing: a first call costs up to 0.5 s (pattern checks, autograd's first use),
+    # and pytest-benchmark sizes its rounds from its first timed call.
     if mode == "fwd":
         with torch.no_grad():
+            f()
             benchmark(f)
     else:
+        torch.autograd.grad(f(), inputs, g)
         benchmark(lambda: torch.autograd.grad(f(), inputs, g))
 
 
@@ -100,6 +104,37 @@ def _timed(benchmark, d: int, layer: int, batch: int, impl: str, mode: str, tag:
 @pytest.mark.parametrize("d,layer,batch", CASES, ids=[f"d{d}-L{i}-B{b}" for d, i, b in CASES])
 def test_layer(benchmark, d: int, layer: int, batch: int, impl: str, mode: str) -> None:
     _timed(benchmark, d, layer, batch, impl, mode)
+
+
+class _NoWork(torch.autograd.Function):
+    """The autograd floor: a Function that computes nothing (output allocated, gradients made beforehand).
+
+    The C++ layer is a Function of this kind; dense F.linear's node is C++ and pays none of the
+    Python calls, so dense f+b / this floor bounds the speed-up any kernel can give such a layer.
+    """
+
+    @staticmethod
+    def forward(ctx, x, v, b, like, grads):
+        ctx.grads = grads
+        return torch.empty_strided(like.shape, like.stride())
+
+    @staticmethod
+    def backward(ctx, g):
+        return (*ctx.grads, None, None)
+
+
+@pytest.mark.parametrize("d,layer,batch", CASES, ids=[f"d{d}-L{i}-B{b}" for d, i, b in CASES])
+def test_autograd_floor(benchmark, d: int, layer: int, batch: int) -> None:
+    name, s = layers_of(d)[layer]
+    f, (x, v, b), _ = _operands(s, batch, "cpp", layer == 0 and d != 1000, False)
+    with torch.no_grad():
+        like = f()
+    grads = (torch.zeros_like(x), torch.zeros_like(v), torch.zeros_like(b))
+    benchmark.group = f"{name} B={batch} fwdbwd"
+    benchmark.extra_info.update(layer=name, out=s.shape[0], inn=s.shape[1], nnz=s.nnz, batch=batch, impl="floor",
+                                mode="fwdbwd", threads=torch.get_num_threads(), load=os.getloadavg()[0])
+    torch.autograd.grad(_NoWork.apply(x, v, b, like, grads), (x, v, b), like)
+    benchmark(lambda: torch.autograd.grad(_NoWork.apply(x, v, b, like, grads), (x, v, b), like))
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -128,7 +163,7 @@ def test_limit_gemm_rate(benchmark) -> None:
     benchmark(torch.mm, m1, m2)
 
 
-# ---------------------------------------------------------------- summary (python bench/bench_cpu_layer.py JSON)
+# ------------------------------------------------------- summary (python bench/bench_cpu_layer.py JSON [JSON ...])
 
 def roofline_s(info: dict, bandwidth: float, fma_rate: float) -> float:
     """max(bytes / bandwidth, batch * nnz / FMA rate): x, y and bias in fp32, values + int64 columns."""
@@ -136,8 +171,11 @@ def roofline_s(info: dict, bandwidth: float, fma_rate: float) -> float:
     return max(bytes_moved / bandwidth, info["batch"] * info["nnz"] / fma_rate)
 
 
-def summarize(path: str) -> str:
-    data = json.loads(Path(path).read_text())
+def summarize(*paths: str) -> str:
+    """The markdown tables of one run's JSON; further JSONs (e.g. a thread-scaling run on the same
+    machine) add their benchmarks, the first one gives the date and machine."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    data = {**runs[0], "benchmarks": [b for run in runs for b in run["benchmarks"]]}
     med = {}
     limits = {}
     for bench in data["benchmarks"]:
@@ -163,9 +201,12 @@ def summarize(path: str) -> str:
         "Speed-up columns: torch time / C++ time (dense fwd x at batch 1 is F.linear / C++). "
         "Forward+backward = the three gradients by autograd.grad.",
         "",
+        "Floor f+b x: dense f+b time / that of an autograd.Function doing no work (its output and gradients made "
+        "beforehand), the most any kernel behind such a Function can gain over dense.",
+        "",
         "| layer | density | batch | C++ fwd us | dense fwd x | CSR fwd x | C++ fwd+bwd us | dense f+b x "
-        "| CSR f+b x | roofline frac |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| CSR f+b x | floor f+b x | roofline frac |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted({(k[0], k[1]) for k in med if not k[2].startswith(("fwd threads", "fwdbwd threads"))},
                   key=lambda k: (int(k[0].split()[0][1:]), k[0], k[1]))
@@ -173,9 +214,11 @@ def summarize(path: str) -> str:
         (cf, info), (cb, _) = med[layer, batch, "fwd", "cpp"], med[layer, batch, "fwdbwd", "cpp"]
         df, sf = med[layer, batch, "fwd", "dense"][0], med[layer, batch, "fwd", "torch_csr"][0]
         db, sb = med[layer, batch, "fwdbwd", "dense"][0], med[layer, batch, "fwdbwd", "torch_csr"][0]
+        fl = med.get((layer, batch, "fwdbwd", "floor"))
         density = info["nnz"] / (info["out"] * info["inn"])
         lines.append(f"| {layer} | {100 * density:.1f}% | {batch} | {cf * 1e6:.1f} | {df / cf:.2f} | {sf / cf:.2f} | "
-                     f"{cb * 1e6:.1f} | {db / cb:.2f} | {sb / cb:.2f} | {roofline_s(info, bw, fma) / cf:.2f} |")
+                     f"{cb * 1e6:.1f} | {db / cb:.2f} | {sb / cb:.2f} | {f'{db / fl[0]:.2f}' if fl else '-'} | "
+                     f"{roofline_s(info, bw, fma) / cf:.2f} |")
     scaling = defaultdict(dict)
     for (layer, batch, mode, impl), (t, info) in med.items():
         if " threads=" in mode:
@@ -191,4 +234,4 @@ def summarize(path: str) -> str:
 
 
 if __name__ == "__main__":
-    print(summarize(sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).parent / "results" / "cpu_layer.json")))
+    print(summarize(*(sys.argv[1:] or [str(Path(__file__).parent / "results" / "cpu_layer.json")])))
