@@ -54,7 +54,8 @@ def rqs_inverse(h: Floats, z: Floats, x: Floats, bins: int, bound: float, min_bi
 # --- affine map on the CPU (csrc/affine.cpp; torch face: strnn_fast/flows/normalizers/affine.py) ---
 # x, z, log_det and the gradients (N0, N1), h and its gradient (N0, N1, 2) holding (shift, raw log-scale);
 # any strides, one dtype (float32 or float64); outputs written in place.
-def affine_forward(x: Floats, h: Floats, z: Floats, log_det: Floats, bound: float, threads: int = 1) -> None:
+def affine_forward(x: Floats, h: Floats, z: Floats, log_det: Floats | None, bound: float, threads: int = 1,
+                   log_det_sum: Floats | None = None) -> None:
     """z = t + x exp(s), log_det = s, s = bound tanh(u / bound)."""
 def affine_backward(x: Floats, h: Floats, gz: Floats | None, gld: Floats | None, gx: Floats, gh: Floats, bound: float,
                     threads: int = 1) -> None:
@@ -70,6 +71,8 @@ def csr_spmm(xt: Floats, values: Floats, crow: Int64s, col: Int64s, bias: Floats
              threads: int = 1, batch_major: bool = False) -> None:
     """yt (rows, B) = W xt (+ bias, relu) for W (rows x n_in) in CSR; xt is (n_in, B), or x (B, n_in) when
     batch_major."""
+def feature_major(rows: int, cols: int, double_precision: bool = False) -> Floats:
+    """An uninitialized column-major array laid out as the kernels' outputs."""
 def csr_sddmm(gt: Floats, xt: Floats, crow: Int64s, col: Int64s, dv: Floats, threads: int = 1) -> None:
     """dv[k] = gt[row_k] . xt[col_k] on the kept entries k of the CSR pattern."""
 def csr_linear(x: Floats, values: Floats, crow: Int64s, col: Int64s, bias: Floats | None, relu: bool,

@@ -1,7 +1,7 @@
 """The affine normalizer's C++ path (csrc/affine.cpp) against its torch formulas, float64 first.
 
-The C++ map runs where a gradient is taken (without one, torch's ops are used), the inverse
-without a gradient.
+The C++ map runs where a gradient is taken or the parameters come batch-contiguous (a fused
+chain's output; without either, torch's ops are used), the inverse without a gradient.
 
 Forward, both gradients, second order and the inverse, for every layout the conditioners hand the
 parameters over in, at odd shapes, with saturated log-scales; float32 against float64; the same
@@ -103,10 +103,33 @@ def test_the_same_bits_for_any_thread_count():
         assert all(torch.equal(a, b) for a, b in zip(results[0], other))
 
 
-def test_nan_stays_in_its_element():
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("layout", ["row-major", "column-major"])
+@pytest.mark.parametrize("x_layout", ["row-major", "column-major"])
+def test_the_row_sums_of_the_log_scales(shape, layout, x_layout):
+    """log_det_sum (the fused StrAF step's output) is each row's sum of s, with or without log_det, by
+    either path (column-major parameters run the column path, the others the tiles)."""
+    rows, d = shape
+    h = _params(rows, d, layout, seed=2)
+    x = torch.randn(rows, d, dtype=torch.float64)
+    if x_layout == "column-major":
+        x = x.T.contiguous().T
+    z, ld = _torch_path(AffineNormalizer(2.0))(x, h)
+    got_z, got_ld, sums = torch.empty_like(x), torch.empty_like(x), torch.full((rows,), float("nan"), dtype=x.dtype)
+    _C.affine_forward(x.numpy(), h.numpy(), got_z.numpy(), got_ld.numpy(), 2.0, 1, sums.numpy())
+    assert_close(got_z, z, "float64_kernels")
+    assert_close(got_ld, ld, "float64_kernels")
+    assert_close(sums, ld.sum(-1), "float64_kernels", reduce_dim=d)
+    alone = torch.empty(2 * rows, dtype=x.dtype)[::2]  # any stride
+    _C.affine_forward(x.numpy(), h.numpy(), got_z.numpy(), None, 2.0, 1, alone.numpy())
+    assert torch.equal(alone, sums)
+
+
+@pytest.mark.parametrize("layout", ["row-major", "column-major"])
+def test_nan_stays_in_its_element(layout):
     norm = AffineNormalizer(3.0)
     x = torch.randn(4, 3, dtype=torch.float64)
-    h = _params(4, 3, "row-major")
+    h = _params(4, 3, layout)
     x[1, 2] = float("nan")
     h[2, 0, 1] = float("nan")
     z, ld = norm(x.requires_grad_(), h)  # with a gradient: the C++ map
@@ -130,6 +153,12 @@ def test_bad_arrays_are_refused_by_name():
         args.update(change)
         with pytest.raises(ValueError, match=message):
             _C.affine_forward(**args)
+    with pytest.raises(ValueError, match=r"log_det_sum must have shape \(3,\)"):
+        _C.affine_forward(x, h, z, ld, 3.0, 1, np.zeros(2, np.float32))
+    with pytest.raises(ValueError, match="log_det_sum must be a float32 array"):
+        _C.affine_forward(x, h, z, ld, 3.0, 1, np.zeros(3))
+    with pytest.raises(ValueError, match="log_det and log_det_sum cannot both be None"):
+        _C.affine_forward(x, np.zeros((3, 2, 2), np.float32), z, None, 3.0)
     read_only = np.zeros((3, 2), np.float32)
     read_only.flags.writeable = False
     with pytest.raises(ValueError, match="x must be writable"):

@@ -166,11 +166,13 @@ def _straf(d: int, hidden: tuple[int, ...], **kwargs):
 
 
 def _fused_calls(monkeypatch) -> list:
+    """Records each fused step's run: "train" through the autograd node, "eval" without one."""
     from strnn_fast.flows import fused_step
 
     calls = []
-    apply = fused_step._AffineStep.apply
-    monkeypatch.setattr(fused_step._AffineStep, "apply", lambda *a: (calls.append(1), apply(*a))[1])
+    apply, evaluate = fused_step._AffineStep.apply, fused_step._evaluate
+    monkeypatch.setattr(fused_step._AffineStep, "apply", lambda *a: (calls.append("train"), apply(*a))[1])
+    monkeypatch.setattr(fused_step, "_evaluate", lambda *a: (calls.append("eval"), evaluate(*a))[1])
     return calls
 
 
@@ -189,11 +191,21 @@ def test_the_fused_affine_step_matches_its_parts(d, hidden, monkeypatch):
     flow.reset_passes()
     lp = flow.log_prob(x)
     got = torch.autograd.grad(lp.sum(), [x, *params])
-    assert len(calls) == 2 and flow.passes == [1, 1]
+    assert calls.count("train") == 2 and flow.passes == [1, 1]
+    with torch.no_grad():
+        lp_eval = flow.log_prob(x)
+        z, log_det = flow.transform(x)
+    assert calls.count("eval") == 4 and flow.passes == [3, 3]
+    assert z.is_contiguous()  # the steps hand z over column-major; the user gets it row-major
     monkeypatch.setattr(fused_step, "step", lambda *a: None)
     lp_ref = flow.log_prob(x)
     want = torch.autograd.grad(lp_ref.sum(), [x, *params])
     assert_close(lp, lp_ref, "float64_kernels", reduce_dim=d)
+    assert_close(lp_eval, lp_ref, "float64_kernels", reduce_dim=d)
+    with torch.no_grad():
+        z_ref, log_det_ref = flow.transform(x)
+    assert_close(z, z_ref, "float64_kernels", reduce_dim=max(hidden))
+    assert_close(log_det, log_det_ref, "float64_kernels", reduce_dim=d)
     for a, b in zip(got, want):
         assert_close(a, b, "float64_kernels", reduce_dim=max(hidden))
 
@@ -222,10 +234,10 @@ def test_the_fused_affine_step_only_where_it_applies(monkeypatch):
     flow = _straf(6, (9,))
     calls = _fused_calls(monkeypatch)
     with torch.no_grad():
-        flow.log_prob(x)  # no gradient: the parts (torch's affine ops are faster there)
-    assert not calls
+        flow.log_prob(x)  # no gradient: the same step without its autograd node
+    assert calls == ["eval", "eval"]
     flow.log_prob(x).sum().backward()
-    assert calls
+    assert calls[2:] == ["train", "train"]
 
 
 def test_a_mask_edited_in_place_is_seen():

@@ -125,7 +125,8 @@ class Flow(Savable, nn.Module):
             ``(z, log_abs_det)``: (B, d) latents in model order and (B,) log|det dz/dx|.
         """
         x = self._check_input(x, "x")
-        return self._transform(x, self._check_context(context, x.shape[0]))
+        z, log_det = self._transform(x, self._check_context(context, x.shape[0]))
+        return z.contiguous(), log_det  # steps may hand z over column-major (strnn_fast.flows.fused_step)
 
     def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Maps (B, d) base-space points (given a (B, C) or (C,) context) to data space."""
