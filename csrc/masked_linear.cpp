@@ -1027,15 +1027,6 @@ void bind_masked_linear(py::module_& m) {
       "array, dv (nnz) in CSR order, db (out); a gradient not needed is None. With flat (the kept weights'\n"
       "row * in + col), values is the dense weight flattened and dv its dense (out, in) gradient.");
   m.def(
-      "feature_major",
-      [](std::size_t rows, std::size_t cols, bool double_precision) -> py::array {
-        if (double_precision) return new_feature_major<double>(rows, cols);
-        return new_feature_major<float>(rows, cols);
-      },
-      py::arg("rows"), py::arg("cols"), py::arg("double_precision") = false,
-      "An uninitialized (rows, cols) column-major float32 (float64) array, laid out as the kernels lay out their\n"
-      "outputs (columns padded apart where rows * itemsize is a multiple of 1 KiB).");
-  m.def(
       "csr_sddmm",
       [](py::handle gt, py::handle xt, py::handle crow, py::handle col, py::handle dv, unsigned threads,
          bool g_batch_major, bool x_batch_major) {

@@ -71,8 +71,6 @@ def csr_spmm(xt: Floats, values: Floats, crow: Int64s, col: Int64s, bias: Floats
              threads: int = 1, batch_major: bool = False) -> None:
     """yt (rows, B) = W xt (+ bias, relu) for W (rows x n_in) in CSR; xt is (n_in, B), or x (B, n_in) when
     batch_major."""
-def feature_major(rows: int, cols: int, double_precision: bool = False) -> Floats:
-    """An uninitialized column-major array laid out as the kernels' outputs."""
 def csr_sddmm(gt: Floats, xt: Floats, crow: Int64s, col: Int64s, dv: Floats, threads: int = 1) -> None:
     """dv[k] = gt[row_k] . xt[col_k] on the kept entries k of the CSR pattern."""
 def csr_linear(x: Floats, values: Floats, crow: Int64s, col: Int64s, bias: Floats | None, relu: bool,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["is_transposed", "linear", "masked_dense_linear", "randn_transposed"]
+__all__ = ["empty_transposed", "is_transposed", "linear", "masked_dense_linear", "randn_transposed"]
 
 
 def is_transposed(x: torch.Tensor) -> bool:
@@ -33,6 +33,20 @@ def is_transposed(x: torch.Tensor) -> bool:
     (True, False)
     """
     return x.dim() == 2 and x.shape[0] > 1 and x.shape[1] > 1 and x.stride(0) == 1 and x.stride(1) >= x.shape[0]
+
+
+def empty_transposed(batch: int, width: int, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An uninitialized (batch, width) CPU tensor laid out as the C++ kernels return activations:
+    column-major, each column padded to ``_C.feature_major_ld`` (outputs that the next kernel reads
+    along the batch, as the affine StrAF step's z).
+
+    >>> empty_transposed(1024, 3).stride()
+    (1, 1040)
+    """
+    from . import _C
+
+    # One call (a slice of a (width, ld) tensor, then its transpose, cost ~5 us more at these sizes)
+    return torch.empty_strided((batch, width), (1, _C.feature_major_ld(batch, dtype.itemsize)), dtype=dtype)
 
 
 def randn_transposed(batch: int, width: int, *, dtype: torch.dtype = torch.float32,

@@ -210,6 +210,37 @@ def test_the_fused_affine_step_matches_its_parts(d, hidden, monkeypatch):
         assert_close(a, b, "float64_kernels", reduce_dim=max(hidden))
 
 
+def test_an_affine_step_whose_chain_is_not_chosen_runs_its_layers(monkeypatch):
+    """Where the chain is measured slower, the step runs the network's layers one by one and the
+    normalizer on their column-major output (the chain asked once): the same log_prob and gradients
+    as the flow step's parts, one pass a step."""
+    from strnn_fast.flows import fused_step
+
+    monkeypatch.setattr(chain, "_measure", lambda net, like, training: {"chain": False, "times_us": {}})
+    monkeypatch.setattr(chain, "CHOICES", {})
+    flow = _straf(15, (64, 64))
+    for step in flow.steps:
+        for layer in step.conditioner.net.layers:
+            layer.backend = "cpu"  # column-major outputs
+    x = torch.randn(70, 15, dtype=torch.float64, requires_grad=True)
+    params = list(flow.parameters())
+    calls = _fused_calls(monkeypatch)
+    flow.reset_passes()
+    lp = flow.log_prob(x)
+    got = torch.autograd.grad(lp.sum(), [x, *params])
+    with torch.no_grad():
+        lp_eval = flow.log_prob(x)
+    assert not calls and flow.passes == [2, 2]
+    assert flow.steps[0].conditioner(x).stride(0) == 1  # the layers' layout, kept
+    monkeypatch.setattr(fused_step, "step", lambda *a: None)
+    lp_ref = flow.log_prob(x)
+    want = torch.autograd.grad(lp_ref.sum(), [x, *params])
+    assert_close(lp, lp_ref, "float64_kernels", reduce_dim=15)
+    assert_close(lp_eval, lp_ref, "float64_kernels", reduce_dim=15)
+    for a, b in zip(got, want):
+        assert_close(a, b, "float64_kernels", reduce_dim=64)
+
+
 def test_the_fused_affine_step_second_order(monkeypatch):
     monkeypatch.setattr(chain, "_measure", lambda net, like, training: {"chain": True, "times_us": {}})
     monkeypatch.setattr(chain, "CHOICES", {})

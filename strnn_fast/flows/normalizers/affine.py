@@ -23,6 +23,8 @@ import torch
 
 from ... import _C
 from ..._validate import as_real
+from ...dense_ops import empty_transposed
+from ...nn import per_variable
 from .base import Normalizer
 
 __all__ = ["AffineNormalizer"]
@@ -35,13 +37,19 @@ def _bounded(u: torch.Tensor, b: float) -> torch.Tensor:
     return torch.sigmoid(u * (2 / b)) * (2 * b) - b
 
 
+def _like(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    # A new (B, d) output for the kernels: column-major where h is batch-contiguous (the column
+    # path then writes it in place, and the next conditioner reads it so), else x's layout.
+    return empty_transposed(*x.shape, dtype=x.dtype) if h.stride(0) == 1 else torch.empty_like(x)
+
+
 class _AffineForward(torch.autograd.Function):
     """(z, log_det) of the affine map by the C++ kernels; first derivatives by the C++ backward,
     higher ones through the torch formulas of the same gradients."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, h: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor]:
-        z, log_det = torch.empty_like(x), torch.empty_like(x)
+        z, log_det = _like(x, h), _like(x, h)
         _C.affine_forward(x.detach().numpy(), h.detach().numpy(), z.numpy(), log_det.numpy(), bound,
                           torch.get_num_threads())
         ctx.save_for_backward(x, h)
@@ -57,7 +65,10 @@ class _AffineForward(torch.autograd.Function):
             e = torch.exp(s)
             gu = (gz * x * e + gld) * (1 - (s / b).square())
             return gz * e, torch.stack([gz, gu], -1), None
-        gx, gh = torch.empty_like(x), torch.empty_like(h)  # gh in h's layout: no copy on the way back
+        # gh in h's layout (a padded one is not kept by empty_like): no copy on the way back
+        gx = _like(x, h)
+        gh = per_variable(empty_transposed(x.shape[0], 2 * x.shape[1], dtype=x.dtype), 2) if h.stride(0) == 1 \
+            else torch.empty_like(h)
         _C.affine_backward(x.detach().numpy(), h.detach().numpy(), gz.numpy(), gld.numpy(), gx.numpy(), gh.numpy(),
                            b, torch.get_num_threads())
         return gx, gh, None
@@ -95,7 +106,7 @@ class AffineNormalizer(Normalizer):
         if (differentiable or h.stride(0) == 1) and not self.torch_only and _kernels_apply(x, h):
             if differentiable:
                 return _AffineForward.apply(x, h, self.scale_bound)
-            z, log_det = torch.empty_like(x), torch.empty_like(x)
+            z, log_det = _like(x, h), _like(x, h)
             _C.affine_forward(x.detach().numpy(), h.detach().numpy(), z.numpy(), log_det.numpy(), self.scale_bound,
                               torch.get_num_threads())
             return z, log_det
