@@ -67,12 +67,13 @@ _CPU = torch.device("cpu")
 def plan_of(net: Any) -> tuple[_Layer, ...]:
     """The chain of `net`'s layers, cached until a layer's structure changes."""
     hit = _PLANS.get(net)
+    net_layers = net.layers  # nn.Module.__getattr__ costs a microsecond a name
     # layer.csr is cached too, and rebuilt on any change of the mask (in-place edits included).
-    if hit is not None and len(hit) == len(net.layers) and all(
-            layer.csr(_CPU) is lay.structure for layer, lay in zip(net.layers, hit)):
+    if hit is not None and len(hit) == len(net_layers) and all(
+            layer.csr(_CPU) is lay.structure for layer, lay in zip(net_layers, hit)):
         return hit
     layers = []
-    for layer in net.layers:
+    for layer in net_layers:
         s = layer.csr(_CPU)
         a = _index_arrays(s)
         flat = None if layer.packed else s.flat
@@ -182,14 +183,16 @@ def applies(net: Any, x: Tensor) -> bool:
 
 
 def _applies(net: Any, x: Tensor, params: tuple[Tensor | None, ...]) -> bool:
-    if type(x) is not Tensor or x.device.type != "cpu" or x.dtype not in DTYPES or x.dim() != 2:
+    # is_cpu, not device.type: no device object per tensor (asked per forward)
+    if type(x) is not Tensor or not x.is_cpu or x.dtype not in DTYPES or x.dim() != 2:
         return False
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return False
     for layer in net.layers:
         if layer.backend not in ("auto", "cpu") or layer.activation not in FUSED:
             return False
-    return all(p is None or (p.dtype == x.dtype and p.device.type == "cpu") for p in params)
+    dtype = x.dtype
+    return all(p is None or (p.dtype == dtype and p.is_cpu) for p in params)
 
 
 def _training(x: Tensor, params: tuple[Tensor | None, ...]) -> bool:

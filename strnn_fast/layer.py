@@ -138,9 +138,9 @@ class MaskedLinear(nn.Module):
     def param_device(self) -> torch.device:
         return (self.values if self.packed else self.weight).device
 
-    def _mask_key(self) -> tuple:
+    def _mask_key(self, compiling: bool | None = None) -> tuple:
         # Dense storage also follows in-place edits of the mask buffer (eager mode only).
-        if self.packed or torch.compiler.is_compiling():
+        if self.packed or (torch.compiler.is_compiling() if compiling is None else compiling):
             return ()
         m = self._buffers["mask"]
         return (m._version, m.data_ptr())
@@ -148,8 +148,9 @@ class MaskedLinear(nn.Module):
     def _get(self, what: Any, build):
         # The one invalidation rule: everything derived was built at one mask key; a different key
         # (set_mask, loading, permute_, .to(), an in-place edit of the mask buffer) drops it all.
+        # (Asked per forward by the fused chain: each Python call here counts, ~1 us a layer.)
         if not torch.compiler.is_compiling():
-            key = self._mask_key()
+            key = self._mask_key(False)
             if self._derived.get("_key", key) != key:
                 self._derived.clear()
             self._derived["_key"] = key
@@ -168,7 +169,8 @@ class MaskedLinear(nn.Module):
 
     def csr(self, device: torch.device | str | None = None) -> MaskStructure:
         """The mask's CSR structure (and its transpose) on `device`, cached until the mask changes."""
-        device = torch.device(device) if device is not None else self.param_device
+        if not isinstance(device, torch.device):
+            device = torch.device(device) if device is not None else self.param_device
 
         def build() -> MaskStructure:
             if device.type != "cpu":
