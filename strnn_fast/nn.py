@@ -269,16 +269,16 @@ class FastStrNN(Savable, nn.Module):
         return rows
 
     def forward(self, x: torch.Tensor, *, keep_layout: bool = False) -> torch.Tensor:
-        """The outputs for x (..., nin), row-major; ``keep_layout=True`` returns the outputs in the
-        layout the last layer gives them (column-major from the fused chain of :mod:`strnn_fast.chain`
-        and from sparse layers), without a copy."""
+        """The outputs for x (..., nin), row-major; ``keep_layout=True`` returns the fused chain's
+        (:mod:`strnn_fast.chain`) column-major outputs as they are, without a copy."""
         # Named errors for a numpy array or a wrong width; other float dtypes are cast to the model's.
         x = as_input(x, self.nin, next(self.parameters()), "x")
         y = chain.forward(self, x)
-        y = self.layered(x) if y is None else y
+        if y is not None and keep_layout:
+            return y
         # Sparse layers and the fused chain hand on column-major activations (no transposes between
         # layers); callers get the usual row-major layout (a strided output slows what they do next).
-        return y if keep_layout else y.contiguous()
+        return (self.layered(x) if y is None else y).contiguous()
 
     def layered(self, x: torch.Tensor) -> torch.Tensor:
         """The layers one by one, each on its own backend (the forward when the fused chain of
