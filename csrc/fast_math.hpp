@@ -14,7 +14,7 @@ namespace strnn {
 // baseline. With "avx2" they get the vector clone: forward 10-15%, inverse 27% faster, measured.)
 // The affine map's column loops (csrc/affine.cpp) also get an AVX-512 clone: 1024 x 15 in 21.6 us
 // against 40.3 with AVX2 (Xeon VM, measured). The spline's row functions do not: with it, a d=50
-// spline StrAF's log_prob took 37.4 ms against 26.6 (same machine, measured).
+// spline StrAF's log_prob took 37.4 ms against 26.6 (same machine, one build of each, measured).
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define SIMD_CLONES __attribute__((target_clones("avx2", "default")))
 #define SIMD_CLONES_512 __attribute__((target_clones("avx512f", "avx2", "default")))
