@@ -391,14 +391,15 @@ void backward_impl(const py::handle& x_o, const py::handle& h_o, const py::handl
   const View<T> gx = view_of<T>(gx_o, "gx", n.n0, n.n1, false, false, true);
   const View<T> gh = view_of<T>(gh_o, "gh", n.n0, n.n1, true, false, true);
   const T b = static_cast<T>(checked_bound(bound));
+  const bool columns = by_columns(h);
   py::gil_scoped_release release;
   over_rows(
       n.n0, n.n1, threads,
       [&](std::size_t r0, std::size_t r1) {
-        if (by_columns(h)) backward_columns<T>(x, h, gz, gld, gx, gh, r0, r1, n.n1, b);
+        if (columns) backward_columns<T>(x, h, gz, gld, gx, gh, r0, r1, n.n1, b);
         else backward_rows<T>(x, h, gz, gld, gx, gh, r0, r1, n.n1, b);
       },
-      by_columns(h) ? kRows : 1);
+      columns ? kRows : 1);
 }
 
 template <class T>
@@ -408,14 +409,15 @@ void inverse_impl(const py::handle& z_o, const py::handle& h_o, const py::handle
   const View<T> h = view_of<T>(h_o, "h", n.n0, n.n1, true, false, false);
   const View<T> x = view_of<T>(x_o, "x", n.n0, n.n1, false, false, true);
   const T b = static_cast<T>(checked_bound(bound));
+  const bool columns = by_columns(h);
   py::gil_scoped_release release;
   over_rows(
       n.n0, n.n1, threads,
       [&](std::size_t r0, std::size_t r1) {
-        if (by_columns(h)) map_columns<T, true>(z, h, x, View<T>{}, View<T>{}, r0, r1, n.n1, b);
+        if (columns) map_columns<T, true>(z, h, x, View<T>{}, View<T>{}, r0, r1, n.n1, b);
         else map_rows<T>(z, h, x, View<T>{}, r0, r1, n.n1, b, true);
       },
-      by_columns(h) ? kRows : 1);
+      columns ? kRows : 1);
 }
 
 }  // namespace
