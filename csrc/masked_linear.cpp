@@ -28,6 +28,7 @@
 #include <utility>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "bindings.hpp"
@@ -84,10 +85,10 @@ bool beyond_l2(std::size_t rows, std::size_t ld) {
   return rows * ld * sizeof(T) > (std::size_t(2) << 20);
 }
 
-// The rows of the next block of operands read in place (rows of kLanes elements, row stride ld),
-// fetched into the cache while the current block computes: the kernels read x's rows in the
-// order of the pattern's columns, which no hardware prefetcher follows, and rows ld apart each
-// start a new page.
+// The rows of the next block of operands read or written in place (rows of kLanes elements, row
+// stride ld), fetched into the cache while the current block computes: the kernels read x's rows
+// in the order of the pattern's columns, which no hardware prefetcher follows, and rows ld apart
+// each start a new page.
 template <class T>
 struct Ahead {
   struct Stream {
@@ -221,6 +222,117 @@ ALWAYS_INLINE void sddmm_block(const T* gs, std::size_t ldg, const T* xs, std::s
   }
 }
 
+// One block's three gradients in one sweep over the rows of g (rows of kLanes columns, stride
+// ldg): each row is loaded once into registers and serves db (its lane-wise sum into db_acc[r]),
+// dv (lane-wise dots with x's rows into dv_acc[k], as sddmm_block) and dx (added into dxs, n_in
+// rows of kLanes, zeroed here first). The separate passes read a gradient block three times; where
+// it is larger than L1 and x's block is small (first layers: many units, few inputs) those reads
+// come from L2. Each dx row sums its terms in the order of the rows r, that of the transposed
+// pattern: the bits of the separate products.
+template <class T>
+ALWAYS_INLINE void grads_sweep(const T* gs, std::size_t ldg, const T* xs, std::size_t ldx, const T* v,
+                               const std::int64_t* crow, const std::int64_t* col, std::size_t rows, std::size_t n_in,
+                               T* dv_acc, T* db_acc, T* dxs, bool first) {
+  typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
+  constexpr std::size_t VL = 32 / sizeof(T), NV = kLanes / VL;
+  static_assert(NV % 4 == 0, "four chains of products");
+  if (dxs != nullptr) std::fill(dxs, dxs + n_in * kLanes, T(0));
+  for (std::size_t r = 0; r < rows; ++r) {
+    const V* grow = reinterpret_cast<const V*>(gs + r * ldg);
+    V g[NV];
+#pragma GCC unroll 16
+    for (std::size_t q = 0; q < NV; ++q) g[q] = grow[q];
+    if (db_acc != nullptr) {
+      V sum = g[0];
+#pragma GCC unroll 16
+      for (std::size_t q = 1; q < NV; ++q) sum += g[q];
+      V* out = reinterpret_cast<V*>(db_acc) + r;
+      *out = first ? sum : *out + sum;
+    }
+    for (std::int64_t k = crow[r]; k < crow[r + 1]; ++k) {
+      const std::size_t c = static_cast<std::size_t>(col[k]);
+      if (dv_acc != nullptr) {
+        const V* x = reinterpret_cast<const V*>(xs + c * ldx);
+        V a0 = g[0] * x[0], a1 = g[1] * x[1], a2 = g[2] * x[2], a3 = g[3] * x[3];
+#pragma GCC unroll 16
+        for (std::size_t q = 4; q < NV; q += 4) {
+          a0 += g[q] * x[q];
+          a1 += g[q + 1] * x[q + 1];
+          a2 += g[q + 2] * x[q + 2];
+          a3 += g[q + 3] * x[q + 3];
+        }
+        V sum = (a0 + a1) + (a2 + a3);
+        V* out = reinterpret_cast<V*>(dv_acc + static_cast<std::size_t>(k) * VL);
+        if (!first) sum += *out;
+        *out = sum;
+      }
+      if (dxs != nullptr) {
+        const T w = v[k];
+        V* d = reinterpret_cast<V*>(dxs + c * kLanes);
+#pragma GCC unroll 16
+        for (std::size_t q = 0; q < NV; ++q) d[q] += w * g[q];
+      }
+    }
+  }
+}
+
+// dx and dv of one block in one sweep over x's rows, i.e. over the transposed pattern (vt: the
+// weights in its order, t_perm: their CSR positions): each dx row is summed in registers from the
+// rows of g (rows of kLanes, stride ldg) and written once to dx (row stride ld_dx, n columns), and
+// each x row is read once a block for the dots of its column's kept weights. The separate passes
+// read an x row once per kept weight in its column; where x's block is larger than L1 and g's is
+// small (last layers: few outputs, many units) those reads come from L2. The same bits as the
+// separate products.
+template <class T>
+ALWAYS_INLINE void grads_sweep_t(const T* gs, std::size_t ldg, const T* xs, std::size_t ldx, const T* vt,
+                                 const std::int64_t* t_crow, const std::int64_t* t_col, const std::int64_t* t_perm,
+                                 std::size_t n_in, T* dv_acc, T* dx, std::size_t ld_dx, std::size_t n, bool first,
+                                 Ahead<T> ahead) {
+  typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
+  constexpr std::size_t VL = 32 / sizeof(T), NV = kLanes / VL;
+  static_assert(NV % 4 == 0, "four chains of products");
+  for (std::size_t c = 0; c < n_in; ++c) {
+    ahead.fetch(c, n_in);
+    const V* x = reinterpret_cast<const V*>(xs + c * ldx);
+    V acc[NV];
+#pragma GCC unroll 16
+    for (std::size_t q = 0; q < NV; ++q) acc[q] = V{} + T(0);
+    for (std::int64_t k = t_crow[c]; k < t_crow[c + 1]; ++k) {
+      const V* g = reinterpret_cast<const V*>(gs + static_cast<std::size_t>(t_col[k]) * ldg);
+      if (dx != nullptr) {
+        const T w = vt[k];
+#pragma GCC unroll 16
+        for (std::size_t q = 0; q < NV; ++q) acc[q] += w * g[q];
+      }
+      if (dv_acc != nullptr) {
+        V a0 = g[0] * x[0], a1 = g[1] * x[1], a2 = g[2] * x[2], a3 = g[3] * x[3];
+#pragma GCC unroll 16
+        for (std::size_t q = 4; q < NV; q += 4) {
+          a0 += g[q] * x[q];
+          a1 += g[q + 1] * x[q + 1];
+          a2 += g[q + 2] * x[q + 2];
+          a3 += g[q + 3] * x[q + 3];
+        }
+        V sum = (a0 + a1) + (a2 + a3);
+        V* out = reinterpret_cast<V*>(dv_acc + static_cast<std::size_t>(t_perm[k]) * VL);
+        if (!first) sum += *out;
+        *out = sum;
+      }
+    }
+    if (dx == nullptr) continue;
+    T* row = dx + c * ld_dx;
+    if (n == kLanes) {
+#pragma GCC unroll 16
+      for (std::size_t q = 0; q < NV; ++q) reinterpret_cast<V*>(row)[q] = acc[q];
+    } else {  // as spmm_block stores a partial block
+      V out[NV];
+#pragma GCC unroll 16
+      for (std::size_t q = 0; q < NV; ++q) out[q] = acc[q];
+      std::memcpy(row, out, n * sizeof(T));
+    }
+  }
+}
+
 // The same for a narrow block (fewer than kLanes / 4 columns), read in place with strides; the
 // dot goes into lane 0 of acc[k].
 template <class T>
@@ -298,6 +410,8 @@ DEFINE_DISPATCH(transpose_pack)
 DEFINE_DISPATCH(spmm_narrow)
 DEFINE_DISPATCH(sddmm_block)
 DEFINE_DISPATCH(sddmm_narrow)
+DEFINE_DISPATCH(grads_sweep)
+DEFINE_DISPATCH(grads_sweep_t)
 
 template <class T>
 using Array = py::array_t<T, py::array::c_style>;
@@ -395,8 +509,14 @@ void spmm_core(const T* xp, std::size_t n_in, std::size_t B, bool batch_major, s
             run_spmm_narrow<T>(xp, s_feat, s_batch, vp, p.crow, p.col, bias, relu, yp, ldy, r0, r1, c0, n);
             continue;
           }
+          // The next block's output rows, fetched while this one computes: a block writes a few
+          // lines of every output row, rows ldy apart, and a write to a line not in cache waits
+          // for it. A d=50 first layer (256 x 50) wrote its 1-4 MiB output 1.4-1.6x as fast at
+          // B = 1024-4096, and as fast where the output stayed cached; not where x's next block
+          // is fetched already: both made a 2000 x 2000 layer 1.2-1.4x slower (Xeon VM, measured).
+          Ahead<T> ahead;
+          if (c0 + 2 * kLanes <= B && !fetch_ahead) ahead.s[1] = {yp + r0 * ldy + c0 + kLanes, r1 - r0, ldy};
           if (!batch_major && n == kLanes) {  // full feature-major blocks are read in place
-            Ahead<T> ahead;
             if (fetch_ahead && row_chunks == 1 && c0 + 2 * kLanes <= B) ahead.s[0] = {xp + c0 + kLanes, n_in, ldx};
             run_spmm_block<T>(xp + c0, ldx, vp, p.crow, p.col, bias, relu, yp, ldy, r0, r1, c0, n, ahead);
             continue;
@@ -407,7 +527,7 @@ void spmm_core(const T* xp, std::size_t n_in, std::size_t B, bool batch_major, s
             run_transpose_pack<T>(xp, ldx, std::size_t{0}, n_in, c0, n, xs.data(), kLanes);
           else
             copy_rows<T>(xp + c0, ldx, n_in, n, xs.data());
-          run_spmm_block<T>(xs.data(), kLanes, vp, p.crow, p.col, bias, relu, yp, ldy, r0, r1, c0, n, Ahead<T>{});
+          run_spmm_block<T>(xs.data(), kLanes, vp, p.crow, p.col, bias, relu, yp, ldy, r0, r1, c0, n, ahead);
         }
       },
       1, use);
@@ -442,32 +562,35 @@ void spmm_impl(const py::handle& xt_o, const py::handle& v_o, const Index& crow,
 }
 
 #if defined(__linux__)
-// Large outputs freed by their last holder go back to a small cache and are handed out again at
-// the same size: a training loop allocates the same shapes every step, and a fresh buffer is
-// zeroed by the OS page by page on first write, in the one thread that touches it first (12 such
-// 2 MiB faults a forward+backward step of a 2000 x 2000 layer at batch 1024). At most kMaxBytes
-// stay held; more are freed.
+// Outputs from 64 KiB up, freed by their last holder, go back to a small cache and are handed out
+// again at the same size, the last freed first (the one most likely still in cache): a training
+// loop allocates the same shapes every step, and a fresh buffer is zeroed by the OS page by page
+// on first write, in the one thread that touches it first. A 1 MiB output written into fresh pages
+// made a d=50 first layer's forward at batch 1024 take 348 us instead of 39-60 us on the 2-core
+// VM (glibc hands out blocks this large as new mappings until its threshold adapts); a 2000 x 2000
+// layer's forward+backward at batch 1024 faulted 12 2 MiB pages a step. At most kMaxBytes stay
+// held; more are freed.
 class OutputCache {
  public:
   static constexpr std::size_t kMaxBytes = std::size_t(128) << 20;
 
-  void* take(std::size_t size) {
+  // key: the size (a multiple of 4 KiB), plus one where the block is aligned for huge pages
+  void* take(std::size_t key) {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (auto it = blocks_.begin(); it != blocks_.end(); ++it) {
-      if (it->second != size) continue;
-      void* mem = it->first;
-      held_ -= size;
-      blocks_.erase(it);
-      return mem;
-    }
-    return nullptr;
+    auto it = free_.find(key);
+    if (it == free_.end() || it->second.empty()) return nullptr;
+    void* mem = it->second.back();
+    it->second.pop_back();
+    held_ -= key & ~std::size_t(1);
+    return mem;
   }
 
-  void give(void* mem, std::size_t size) {
+  void give(void* mem, std::size_t key) {
+    const std::size_t size = key & ~std::size_t(1);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (held_ + size <= kMaxBytes) {
-        blocks_.emplace_back(mem, size);
+        free_[key].push_back(mem);
         held_ += size;
         return;
       }
@@ -477,7 +600,7 @@ class OutputCache {
 
  private:
   std::mutex mutex_;
-  std::vector<std::pair<void*, std::size_t>> blocks_;
+  std::unordered_map<std::size_t, std::vector<void*>> free_;
   std::size_t held_ = 0;
 };
 
@@ -489,7 +612,7 @@ OutputCache& output_cache() {
 
 struct Owned {
   void* mem;
-  std::size_t size;
+  std::size_t key;
 };
 #endif
 
@@ -502,31 +625,33 @@ std::size_t padded_ld(std::size_t B) {
   return B >= kLanes && (B * sizeof(T)) % 1024 == 0 ? B + 64 / sizeof(T) : B;
 }
 
-// A new column-major (B x n) array (feature-major memory, row stride padded_ld(B)). From 2 MiB up
-// it is backed by transparent huge pages where the OS offers them (Linux, madvise): a fresh output
-// is otherwise faulted in 4 KiB at a time on first write, which cost ~15 ms for a 38 MB output
-// (9,200 faults) on the 2-core VM where a kernel call writing it took ~10 ms. Those buffers are
-// reused through OutputCache.
+// A new column-major (B x n) array (feature-major memory, row stride padded_ld(B)). From 64 KiB up
+// its buffer comes from OutputCache (see there); from 2 MiB up it is backed by transparent huge
+// pages where the OS offers them (Linux, madvise): a fresh output is otherwise faulted in 4 KiB at
+// a time, which cost ~15 ms for a 38 MB output (9,200 faults) on the 2-core VM where a kernel call
+// writing it took ~10 ms.
 template <class T>
 py::array_t<T> new_feature_major(std::size_t B, std::size_t n) {
-  constexpr std::size_t kHuge = std::size_t(2) << 20;
+  constexpr std::size_t kPage = 4096, kCached = std::size_t(64) << 10, kHuge = std::size_t(2) << 20;
   const std::size_t ld = padded_ld<T>(B);
   const auto sz = static_cast<py::ssize_t>(sizeof(T));
   const std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(n)};
   const std::vector<py::ssize_t> strides{sz, static_cast<py::ssize_t>(std::max<std::size_t>(ld, 1)) * sz};
   const std::size_t bytes = ld * n * sizeof(T);
 #if defined(__linux__)
-  if (bytes >= kHuge) {
-    const std::size_t size = (bytes + kHuge - 1) / kHuge * kHuge;
-    void* mem = output_cache().take(size);
+  if (bytes >= kCached) {
+    const bool huge = bytes >= kHuge;
+    const std::size_t align = huge ? kHuge : kPage, size = (bytes + align - 1) / align * align;
+    const std::size_t key = size | std::size_t(huge);
+    void* mem = output_cache().take(key);
     if (mem == nullptr) {
-      mem = std::aligned_alloc(kHuge, size);
+      mem = std::aligned_alloc(align, size);
       if (mem == nullptr) throw std::bad_alloc();
-      madvise(mem, size, MADV_HUGEPAGE);  // advice only: without THP the pages are ordinary ones
+      if (huge) madvise(mem, size, MADV_HUGEPAGE);  // advice only: without THP the pages are ordinary ones
     }
-    py::capsule owner(new Owned{mem, size}, [](void* o) {
+    py::capsule owner(new Owned{mem, key}, [](void* o) {
       auto* owned = static_cast<Owned*>(o);
-      output_cache().give(owned->mem, owned->size);
+      output_cache().give(owned->mem, owned->key);
       delete owned;
     });
     return py::array_t<T>(shape, strides, static_cast<T*>(mem), owner);
@@ -762,8 +887,8 @@ void grads_small(const Operand& g, const Operand& x, const Operand& y, const T* 
 // read a masked copy of g three times; with the padded layout, this ran forward+backward
 // 0.9-1.4x as fast at B = 1024-4096 on d=50-200 layers, and 2-3x at B = 48-63 (measured).
 template <class T>
-void grads_blocks(const Operand& g, const Operand& x, const Operand& y, const T* vt, const Pattern& p,
-                  const Pattern& pt, const Grads<T>& out_g, unsigned threads) {
+void grads_blocks(const Operand& g, const Operand& x, const Operand& y, const T* v, const T* vt, const Pattern& p,
+                  const Pattern& pt, const std::int64_t* t_perm, const Grads<T>& out_g, unsigned threads) {
   typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
   constexpr std::size_t VL = 32 / sizeof(T);
   const std::size_t B = g.B, out = g.n, inn = x.n;
@@ -776,10 +901,17 @@ void grads_blocks(const Operand& g, const Operand& x, const Operand& y, const T*
   const T* yp = static_cast<const T*>(y.data);
   const unsigned use = (p.nnz + out) * B < (1u << 16) ? 1u : threads;
   const bool fetch_ahead = beyond_l2<T>(inn, x.ld) || beyond_l2<T>(out, g.ld);
+  // One sweep a block where one operand's block fits a third of L1 and the other's does not (see
+  // grads_sweep, grads_sweep_t): the backward kernel of a d=50 first layer (256 x 50) ran 1.1-1.3x
+  // as fast at B = 1024-4096, of a last layer (50 x 256) 1.03-1.2x; with 32 KiB, d=100 layers
+  // (256 x 100, 100 x 256) gained nothing or lost up to 1.2x (measured on the Xeon VM).
+  constexpr std::size_t kSweepBytes = std::size_t(16) << 10;
+  const bool small_in = inn * kLanes * sizeof(T) <= kSweepBytes, small_out = out * kLanes * sizeof(T) <= kSweepBytes;
+  const bool sweep = small_in && !small_out, sweep_t = small_out && !small_in;
   parallel_for(
       groups,
       [&](std::size_t g0, std::size_t g1) {
-        Scratch<T> gs, ys, xs;
+        Scratch<T> gs, ys, xs, dxs;
         for (std::size_t grp = g0; grp < g1; ++grp) {
           const std::size_t b0 = grp * blocks / groups, b1 = (grp + 1) * blocks / groups;
           for (std::size_t blk = b0; blk < b1; ++blk) {
@@ -826,6 +958,25 @@ void grads_blocks(const Operand& g, const Operand& x, const Operand& y, const T*
               gb = gs.v.data();
               ldb = kLanes;
             }
+            // x's block: read in place when full and feature-major, else packed
+            const auto x_block = [&](std::size_t& ld) -> const T* {
+              if (!x.batch_major && n == kLanes) return ld = x.ld, xp + c0;
+              pack_block<T>(xp, x.batch_major, x.ld, 0, inn, c0, n, xs.v);
+              return ld = kLanes, xs.v.data();
+            };
+            T* dv_acc = out_g.dv != nullptr ? dv_part.v.data() + grp * p.nnz * VL : nullptr;
+            std::size_t ldxb = 0;
+            if (sweep) {
+              const T* xb = x_block(ldxb);
+              if (out_g.dx != nullptr) dxs.v.resize(inn * kLanes);
+              run_grads_sweep<T>(gb, ldb, xb, ldxb, v, p.crow, p.col, out, inn, dv_acc,
+                                 out_g.db != nullptr ? db_part.v.data() + grp * out * VL : nullptr,
+                                 out_g.dx != nullptr ? dxs.v.data() : nullptr, first);
+              if (out_g.dx != nullptr)
+                for (std::size_t c = 0; c < inn; ++c)
+                  std::memcpy(out_g.dx + c * out_g.ld_dx + c0, dxs.v.data() + c * kLanes, n * sizeof(T));
+              continue;
+            }
             if (out_g.db != nullptr) {
               V* acc = reinterpret_cast<V*>(db_part.v.data() + grp * out * VL);
               for (std::size_t r = 0; r < out; ++r) {
@@ -836,19 +987,23 @@ void grads_blocks(const Operand& g, const Operand& x, const Operand& y, const T*
                 acc[r] = first ? sum : acc[r] + sum;
               }
             }
+            if (sweep_t) {
+              const T* xb = x_block(ldxb);
+              Ahead<T> ahead_t;  // dx's next block (written in place, rows ld_dx apart) and x's
+              if (blk + 1 < b1 && c0 + 2 * kLanes <= B) {
+                if (out_g.dx != nullptr) ahead_t.s[0] = {out_g.dx + c0 + kLanes, inn, out_g.ld_dx};
+                if (fetch_ahead && !x.batch_major) ahead_t.s[1] = {xp + c0 + kLanes, inn, x.ld};
+              }
+              run_grads_sweep_t<T>(gb, ldb, xb, ldxb, vt, pt.crow, pt.col, t_perm, inn, dv_acc,
+                                   out_g.dx != nullptr ? out_g.dx + c0 : nullptr, out_g.ld_dx, n, first, ahead_t);
+              continue;
+            }
             if (out_g.dx != nullptr)
               run_spmm_block<T>(gb, ldb, vt, pt.crow, pt.col, nullptr, false, out_g.dx, out_g.ld_dx, std::size_t{0},
                                 inn, c0, n, ahead_g);
-            if (out_g.dv != nullptr) {
-              const T* xb = xp + c0;
-              std::size_t ldxb = x.ld;
-              if (x.batch_major || n < kLanes) {
-                pack_block<T>(xp, x.batch_major, x.ld, 0, inn, c0, n, xs.v);
-                xb = xs.v.data();
-                ldxb = kLanes;
-              }
-              run_sddmm_block<T>(gb, ldb, xb, ldxb, p.crow, p.col, dv_part.v.data() + grp * p.nnz * VL, std::size_t{0},
-                                 out, first, ahead_x);
+            if (dv_acc != nullptr) {
+              const T* xb = x_block(ldxb);
+              run_sddmm_block<T>(gb, ldb, xb, ldxb, p.crow, p.col, dv_acc, std::size_t{0}, out, first, ahead_x);
             }
           }
         }
@@ -923,7 +1078,7 @@ py::tuple backward_impl(const py::handle& g_o, const py::handle& x_o, const py::
       vt.v.resize(p.nnz);
       for (std::size_t k = 0; k < p.nnz; ++k) vt.v[k] = vp[pp[k]];
     }
-    if (B >= kLanes / 4) grads_blocks<T>(g, x, y, vt.v.data(), p, pt, grads, threads);
+    if (B >= kLanes / 4) grads_blocks<T>(g, x, y, vp, vt.v.data(), p, pt, pp, grads, threads);
     else grads_small<T>(g, x, y, vt.v.data(), p, pt, grads, threads);
     if (dense_dw != nullptr)
       for (std::size_t k = 0; k < p.nnz; ++k) dense_dw[flat[k]] = grads.dv[k];

@@ -122,9 +122,11 @@ def test_float32_matches_the_float64_reference():
     assert_close(y, _dense(x, values, bias, s, "relu"), torch.float32, reduce_dim=257)
 
 
-def test_the_same_bits_for_any_thread_count():
-    s, values, bias = _case(300, 400, 0.05, seed=9, dtype=torch.float32)
-    x = torch.randn(777, 400).requires_grad_()
+# (300, 40) and (40, 300): the backward's one-sweep paths (a small input or output block, the other large)
+@pytest.mark.parametrize("shape", [(300, 400), (300, 40), (40, 300)])
+def test_the_same_bits_for_any_thread_count(shape):
+    s, values, bias = _case(*shape, 0.05, seed=9, dtype=torch.float32)
+    x = torch.randn(777, shape[1]).requires_grad_()
     v = values.clone().requires_grad_()
     before = torch.get_num_threads()
     results = []
@@ -212,15 +214,18 @@ def _laid_out(t: torch.Tensor, column_major: bool, pad: int) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layouts", ["feature-major", "batch-major", "mixed", "padded"])
 @pytest.mark.parametrize("batch", [20, 70, 1024])
-def test_the_one_call_backward_matches_dense(dtype, layouts, batch):
+@pytest.mark.parametrize("shape", [(13, 30), (100, 30), (30, 100)], ids=["separate", "sweep-rows", "sweep-columns"])
+def test_the_one_call_backward_matches_dense(dtype, layouts, batch, shape):
     """_C.csr_backward: dx, dv, db of act(x W^T + b) in one call, relu's mask included, any layout
     of g, x and y (padded ones too, NaN in the padding); NaN in y passes the gradient (as torch's
     relu backward), -0.0 and 0 do not. Batches: below one 64-column block, blocks with a partial
-    tail, and one whose outputs come padded."""
-    s, values, bias = _case(13, 30, 0.3, seed=12, dtype=dtype)
-    x = torch.randn(batch, 30, dtype=dtype)
-    g = torch.randn(batch, 13, dtype=dtype)
-    y = torch.randn(batch, 13, dtype=dtype)
+    tail, and one whose outputs come padded. Shapes: both blocks small (three passes a block), a
+    small input block (one sweep over g's rows), a small output block (one over x's rows)."""
+    out, inn = shape
+    s, values, bias = _case(out, inn, 0.3, seed=12, dtype=dtype)
+    x = torch.randn(batch, inn, dtype=dtype)
+    g = torch.randn(batch, out, dtype=dtype)
+    y = torch.randn(batch, out, dtype=dtype)
     y[0, 0], y[1, 1], y[2, 2] = float("nan"), 0.0, -0.0
     col = {"feature-major": True, "batch-major": False, "mixed": None, "padded": None}[layouts]
     pad = 3 if layouts == "padded" else 0
