@@ -1,15 +1,21 @@
 """Per-layer CPU benchmark of the C++ masked-layer kernel (strnn_fast.csr_ops) against torch dense
-(F.linear on the masked weight) and torch CSR (sparse_ops.sparse_linear), side by side in one
-pytest-benchmark run, with this machine's limits timed in the same run (a large copy for the
-bandwidth, a large GEMM for the FMA rate), so that the summary gives each layer's roofline fraction.
+(F.linear on the masked weight) and torch CSR (sparse_ops.sparse_linear), in interleaved rounds, with
+this machine's limits timed in the same run (a large copy for the bandwidth, a large GEMM for the
+FMA rate), so that the summary gives each layer's roofline fraction.
 
 Layers are those of FastStrNN(d, (h, h), d) on random DAGs (1-3 parents), d = 50, 100, 200 and
 the (h x h) layer at d = 1000. Each implementation gets its input (and output gradient) in the
 layout its neighbours in a FastStrNN hand it (see ``_operands``). Forward is timed under no_grad;
 forward+backward asks for the three gradients with ``torch.autograd.grad`` (as a network's
 backward does: nothing is accumulated into ``.grad``, whose layout contract would charge a copy
-to one implementation only). Threads: 1
-(bench/conftest.py), and the d=1000 layer at batch 1024 also on 2 threads (``test_thread_scaling``).
+to one implementation only), next to an autograd.Function that does no work (the floor).
+
+Timing: on a shared 2-core VM whose speed drifts by up to 2x within minutes, one implementation
+timed after another gave ratios that moved with the drift (the same cell 105 us in one run, 227 us
+in the next). Every round therefore runs each implementation back to back, a block of calls each
+(about 5 ms of the C++ kernel's), and each speed-up is the median over ROUNDS rounds of that
+round's ratio. Threads: 1 (bench/conftest.py); the d=1000 layer at batch 1024 also runs on 1 and
+2 threads in interleaved rounds (``test_thread_scaling``).
 
     pytest bench/bench_cpu_layer.py --benchmark-enable --benchmark-max-time=0.2 \\
         --benchmark-min-rounds=5 --benchmark-json=bench/results/cpu_layer.json
@@ -19,8 +25,11 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -38,6 +47,7 @@ CONFIGS = {50: 256, 100: 256, 200: 512, 1000: 2000}  # d -> hidden width
 BATCHES = {50: (1, 64, 256, 1024, 4096), 100: (1, 64, 256, 1024, 4096), 200: (1, 64, 256, 1024, 4096),
            1000: (1, 256, 1024)}
 IMPLS = ("cpp", "dense", "torch_csr")
+ROUNDS = 15
 COPY_FLOATS = 64 * 2**20 // 4  # 64 MiB: well past the caches
 GEMM_N = 1024
 
@@ -81,30 +91,10 @@ def _operands(s: MaskStructure, batch: int, impl: str, first: bool, last: bool):
     return (lambda: fn(x, v, b, s)), (x, v, b), g
 
 
-def _timed(benchmark, d: int, layer: int, batch: int, impl: str, mode: str, tag: str = "") -> None:
-    name, s = layers_of(d)[layer]
-    first, last = (layer == 0 and d != 1000), layer == len(layers_of(d)) - 1 and d != 1000
+def _call(s: MaskStructure, batch: int, impl: str, mode: str, first: bool, last: bool) -> Callable[[], object]:
+    """The impl's forward (mode "fwd", run without grad) or its three gradients by autograd.grad."""
     f, inputs, g = _operands(s, batch, impl, first, last)
-    benchmark.group = f"{name} B={batch} {mode}{tag}"
-    benchmark.extra_info.update(layer=name, out=s.shape[0], inn=s.shape[1], nnz=s.nnz, batch=batch, impl=impl,
-                                mode=mode + tag, threads=torch.get_num_threads(), load=os.getloadavg()[0])
-    run = f if mode == "fwd" else lambda: torch.autograd.grad(f(), inputs, g)
-    with torch.set_grad_enabled(mode != "fwd"):
-        _warm_then_time(benchmark, run)
-
-
-def _warm_then_time(benchmark, run) -> None:
-    # One call before timing: a first call costs up to 0.5 s (pattern checks, autograd's first use),
-    # and pytest-benchmark sizes its rounds from its first timed call.
-    run()
-    benchmark(run)
-
-
-@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("d,layer,batch", CASES, ids=[f"d{d}-L{i}-B{b}" for d, i, b in CASES])
-def test_layer(benchmark, d: int, layer: int, batch: int, impl: str, mode: str) -> None:
-    _timed(benchmark, d, layer, batch, impl, mode)
+    return f if mode == "fwd" else lambda: torch.autograd.grad(f(), inputs, g)
 
 
 class _NoWork(torch.autograd.Function):
@@ -124,28 +114,87 @@ class _NoWork(torch.autograd.Function):
         return (*ctx.grads, None, None)
 
 
-@pytest.mark.parametrize("d,layer,batch", CASES, ids=[f"d{d}-L{i}-B{b}" for d, i, b in CASES])
-def test_autograd_floor(benchmark, d: int, layer: int, batch: int) -> None:
-    name, s = layers_of(d)[layer]
-    f, (x, v, b), _ = _operands(s, batch, "cpp", layer == 0 and d != 1000, False)
+def _floor_call(s: MaskStructure, batch: int, first: bool) -> Callable[[], object]:
+    f, (x, v, b), _ = _operands(s, batch, "cpp", first, False)
     with torch.no_grad():
         like = f()
     grads = (torch.zeros_like(x), torch.zeros_like(v), torch.zeros_like(b))
-    benchmark.group = f"{name} B={batch} fwdbwd"
-    benchmark.extra_info.update(layer=name, out=s.shape[0], inn=s.shape[1], nnz=s.nnz, batch=batch, impl="floor",
-                                mode="fwdbwd", threads=torch.get_num_threads(), load=os.getloadavg()[0])
-    _warm_then_time(benchmark, lambda: torch.autograd.grad(_NoWork.apply(x, v, b, like, grads), (x, v, b), like))
+    return lambda: torch.autograd.grad(_NoWork.apply(x, v, b, like, grads), (x, v, b), like)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+def _interleaved(benchmark, calls: dict[str, Callable[[], object]], grad: bool,
+                 setup: dict[str, Callable[[], object]] | None = None) -> dict[str, list[float]]:
+    """ROUNDS rounds of every call back to back, a block of calls each (about 5 ms of the first
+    call's, at least 5: each runs from warm caches, as in a loop of its own; with blocks of about
+    1 ms, a d=50 layer's forward+backward at batch 1024 paid the others' cache traffic, 2.2x dense
+    instead of 2.6x); seconds a call, per round. `setup[name]` runs before that call's block."""
+    setup = setup or {}
+    times: dict[str, list[float]] = defaultdict(list)
+    with torch.set_grad_enabled(grad):
+        # A first call costs up to 0.5 s (pattern checks, autograd's first use, dispatch measurements).
+        for name, fn in calls.items():
+            setup.get(name, _nothing)()
+            fn()
+        first = next(iter(calls))
+        setup.get(first, _nothing)()
+        t0 = time.perf_counter()
+        calls[first]()
+        reps = max(5, min(500, int(5e-3 / max(time.perf_counter() - t0, 1e-7))))
+
+        def one_round() -> None:
+            for name, fn in calls.items():
+                setup.get(name, _nothing)()
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    fn()
+                times[name].append((time.perf_counter() - t0) / reps)
+
+        benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
+    return times
+
+
+def _nothing() -> None:
+    pass
+
+
+def _ratios(times: dict[str, list[float]], base: str) -> dict[str, float]:
+    """Each call's time over base's: the median over rounds of that round's ratio."""
+    return {k: statistics.median(b / a for a, b in zip(times[base], t)) for k, t in times.items() if k != base}
+
+
 @pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
-def test_thread_scaling(benchmark, threads: int, mode: str) -> None:
+@pytest.mark.parametrize("d,layer,batch", CASES, ids=[f"d{d}-L{i}-B{b}" for d, i, b in CASES])
+def test_layer(benchmark, d: int, layer: int, batch: int, mode: str) -> None:
+    name, s = layers_of(d)[layer]
+    first, last = (layer == 0 and d != 1000), layer == len(layers_of(d)) - 1 and d != 1000
+    calls = {impl: _call(s, batch, impl, mode, first, last) for impl in IMPLS}
+    if mode == "fwdbwd":
+        calls["floor"] = _floor_call(s, batch, first)
+    benchmark.group = f"{name} B={batch} {mode}"
+    times = _interleaved(benchmark, calls, grad=mode != "fwd")
+    benchmark.extra_info.update(layer=name, out=s.shape[0], inn=s.shape[1], nnz=s.nnz, batch=batch, mode=mode,
+                                threads=torch.get_num_threads(), load=os.getloadavg()[0],
+                                median_s={k: statistics.median(t) for k, t in times.items()},
+                                # each implementation's time / the C++ kernel's
+                                speedup=_ratios(times, "cpp"),
+                                dense_over_floor=_ratios(times, "floor")["dense"] if mode == "fwdbwd" else None)
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+def test_thread_scaling(benchmark, mode: str) -> None:
+    """The d=1000 (h x h) layer at batch 1024, C++, on 1 and 2 threads in interleaved rounds."""
+    name, s = layers_of(1000)[0]
+    call = _call(s, 1024, "cpp", mode, False, False)
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    benchmark.group = f"{name} B=1024 {mode} threads"
     try:
-        _timed(benchmark, 1000, 0, 1024, "cpp", mode, f" threads={threads}")
+        times = _interleaved(benchmark, {"1": call, "2": call}, grad=mode != "fwd",
+                             setup={"1": lambda: torch.set_num_threads(1), "2": lambda: torch.set_num_threads(2)})
     finally:
         torch.set_num_threads(before)
+    benchmark.extra_info.update(layer=name, batch=1024, mode=mode, scaling=True, load=os.getloadavg()[0],
+                                median_s={k: statistics.median(t) for k, t in times.items()},
+                                speedup=_ratios(times, "2"))
 
 
 def test_limit_copy_bandwidth(benchmark) -> None:
@@ -176,30 +225,32 @@ def summarize(*paths: str) -> str:
     machine) add their benchmarks, the first one gives the date and machine."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
     data = {**runs[0], "benchmarks": [b for run in runs for b in run["benchmarks"]]}
-    med = {}
-    limits = {}
+    cells: dict[tuple[str, int], dict[str, dict]] = defaultdict(dict)
+    limits, scaling = {}, {}
     for bench in data["benchmarks"]:
-        info, t = bench["extra_info"], bench["stats"]["median"]
+        info = bench["extra_info"]
         if "limit" in info:
-            limits[info["limit"]] = (info.get("bytes") or info.get("fma")) / t
+            limits[info["limit"]] = (info.get("bytes") or info.get("fma")) / bench["stats"]["median"]
+        elif info.get("scaling"):
+            scaling[info["mode"]] = info
         else:
-            med[info["layer"], info["batch"], info["mode"], info["impl"]] = (t, info)
+            cells[info["layer"], info["batch"]][info["mode"]] = info
     bw, fma = limits["bandwidth"], limits["fma"]
-    loads = [info["load"] for _, info in med.values()]
+    loads = [i["load"] for c in cells.values() for i in c.values()]
     lines = [
         "# C++ masked-layer kernel vs torch dense and torch CSR, per layer (CPU, fp32)",
         "",
-        f"`pytest bench/bench_cpu_layer.py` (pytest-benchmark, medians), {data['datetime']}; "
+        f"`pytest bench/bench_cpu_layer.py` (interleaved rounds), {data['datetime']}; "
         f"{data['machine_info'].get('cpu', {}).get('brand_raw', '?')}, torch {data['machine_info'].get('torch')}, "
         "1 thread unless stated.",
-        f"Load average during the run: {min(loads):.1f}-{max(loads):.1f} (shared 2-core machine; the ratios are "
-        "measured side by side).",
+        f"Load average during the run: {min(loads):.1f}-{max(loads):.1f} (shared 2-core machine).",
         f"Machine limits in the same run: copy bandwidth {bw / 1e9:.1f} GB/s, fp32 GEMM {fma / 1e9:.1f} GFMA/s.",
         "Roofline time = max(bytes / bandwidth, batch * nnz / FMA rate); fraction = roofline / C++ forward time.",
         "Inputs in the layout a FastStrNN hands each layer: row-major into L0; column-major activations (and "
         "gradients) between the C++ or torch-CSR layers, row-major between dense ones.",
-        "Speed-up columns: torch time / C++ time (dense fwd x at batch 1 is F.linear / C++). "
-        "Forward+backward = the three gradients by autograd.grad.",
+        f"Speed-up columns: torch time / C++ time, the median over {ROUNDS} rounds of each round's ratio (every "
+        "round runs all implementations back to back, a block of calls each); dense fwd x at batch 1 is "
+        "F.linear / C++. Times: medians over rounds. Forward+backward = the three gradients by autograd.grad.",
         "",
         "Floor f+b x: dense f+b time / that of an autograd.Function doing no work (its output and gradients made "
         "beforehand), the most any kernel behind such a Function can gain over dense.",
@@ -208,27 +259,20 @@ def summarize(*paths: str) -> str:
         "| CSR f+b x | floor f+b x | roofline frac |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    keys = sorted({(k[0], k[1]) for k in med if not k[2].startswith(("fwd threads", "fwdbwd threads"))},
-                  key=lambda k: (int(k[0].split()[0][1:]), k[0], k[1]))
-    for layer, batch in keys:
-        (cf, info), (cb, _) = med[layer, batch, "fwd", "cpp"], med[layer, batch, "fwdbwd", "cpp"]
-        df, sf = med[layer, batch, "fwd", "dense"][0], med[layer, batch, "fwd", "torch_csr"][0]
-        db, sb = med[layer, batch, "fwdbwd", "dense"][0], med[layer, batch, "fwdbwd", "torch_csr"][0]
-        fl = med.get((layer, batch, "fwdbwd", "floor"))
-        density = info["nnz"] / (info["out"] * info["inn"])
-        lines.append(f"| {layer} | {100 * density:.1f}% | {batch} | {cf * 1e6:.1f} | {df / cf:.2f} | {sf / cf:.2f} | "
-                     f"{cb * 1e6:.1f} | {db / cb:.2f} | {sb / cb:.2f} | {f'{db / fl[0]:.2f}' if fl else '-'} | "
-                     f"{roofline_s(info, bw, fma) / cf:.2f} |")
-    scaling = defaultdict(dict)
-    for (layer, batch, mode, impl), (t, info) in med.items():
-        if " threads=" in mode:
-            m, th = mode.split(" threads=")
-            scaling[m][int(th)] = t
+    for (layer, batch), c in sorted(cells.items(), key=lambda kv: (int(kv[0][0].split()[0][1:]), kv[0])):
+        f, b = c["fwd"], c["fwdbwd"]
+        cf = f["median_s"]["cpp"]
+        density = f["nnz"] / (f["out"] * f["inn"])
+        lines.append(f"| {layer} | {100 * density:.1f}% | {batch} | {cf * 1e6:.1f} | {f['speedup']['dense']:.2f} | "
+                     f"{f['speedup']['torch_csr']:.2f} | {b['median_s']['cpp'] * 1e6:.1f} | "
+                     f"{b['speedup']['dense']:.2f} | {b['speedup']['torch_csr']:.2f} | "
+                     f"{b['dense_over_floor']:.2f} | {roofline_s(f, bw, fma) / cf:.2f} |")
     if scaling:
-        lines += ["", "## Thread scaling: the d=1000 (h x h) layer, batch 1024, C++", ""]
-        for m, by in scaling.items():
-            lines.append(f"- {m}: 1 thread {by[1] * 1e3:.2f} ms, 2 threads {by[2] * 1e3:.2f} ms "
-                         f"({by[1] / by[2]:.2f}x)")
+        lines += ["", "## Thread scaling: the d=1000 (h x h) layer, batch 1024, C++, interleaved rounds", ""]
+        for m, info in scaling.items():
+            t = info["median_s"]
+            lines.append(f"- {m}: 1 thread {t['1'] * 1e3:.2f} ms, 2 threads {t['2'] * 1e3:.2f} ms "
+                         f"({info['speedup']['1']:.2f}x, the median of each round's ratio)")
     lines.append("")
     return "\n".join(lines)
 
