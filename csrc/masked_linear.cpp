@@ -108,6 +108,54 @@ struct Ahead {
   }
 };
 
+// The helpers below take plain pointers and make their own vector type: a vector type given as a
+// template argument loses its alignment attribute (GCC), and 32-byte-aligned moves of these
+// element-aligned rows fault.
+
+// A block's kLanes accumulators (acc, NV vectors) stored to y's first n columns: as vectors where
+// the block is full. A memcpy of the whole accumulator array made it live on the stack, stored and
+// reloaded in 16-byte halves on every row: ~1/3 of a first layer's forward, whose rows keep two or
+// three weights (measured); partial blocks go through a local copy.
+template <class T>
+ALWAYS_INLINE void store_block(T* y, const T* acc, std::size_t n) {
+  typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
+  constexpr std::size_t NV = kLanes / (32 / sizeof(T));
+  const V* a = reinterpret_cast<const V*>(acc);
+  if (n == kLanes) {
+#pragma GCC unroll 16
+    for (std::size_t q = 0; q < NV; ++q) reinterpret_cast<V*>(y)[q] = a[q];
+  } else {
+    V out[NV];
+#pragma GCC unroll 16
+    for (std::size_t q = 0; q < NV; ++q) out[q] = a[q];
+    std::memcpy(y, out, n * sizeof(T));
+  }
+}
+
+// out (one vector) (+)= the lane-wise dot of a gradient row g and an input row x over one block,
+// in four chains of products; assigned where `first`. Every path that forms the weight gradient's
+// partials goes through here: the same bits whichever runs.
+template <class T>
+ALWAYS_INLINE void lane_dot(const T* g_row, const T* x_row, T* out_lanes, bool first) {
+  typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
+  constexpr std::size_t NV = kLanes / (32 / sizeof(T));
+  static_assert(NV % 4 == 0, "four chains of products");
+  const V* g = reinterpret_cast<const V*>(g_row);
+  const V* x = reinterpret_cast<const V*>(x_row);
+  V a0 = g[0] * x[0], a1 = g[1] * x[1], a2 = g[2] * x[2], a3 = g[3] * x[3];
+#pragma GCC unroll 16
+  for (std::size_t q = 4; q < NV; q += 4) {
+    a0 += g[q] * x[q];
+    a1 += g[q + 1] * x[q + 1];
+    a2 += g[q + 2] * x[q + 2];
+    a3 += g[q + 3] * x[q + 3];
+  }
+  V sum = (a0 + a1) + (a2 + a3);
+  V* out = reinterpret_cast<V*>(out_lanes);
+  if (!first) sum += *out;
+  *out = sum;
+}
+
 // Rows [r0, r1) of Y^T for one block of kLanes batch columns, read from xs (n_in rows of kLanes
 // columns, row stride ldx) and written to yt's columns [c0, c0 + n). xs is a packed copy for
 // batch-major input and partial blocks; a full block of feature-major input is read in place
@@ -137,18 +185,7 @@ ALWAYS_INLINE void spmm_block(const T* xs, std::size_t ldx, const T* v, const st
     if (relu)  // NaN stays NaN: (acc < 0 ? 0 : acc) keeps it, as torch.relu does
 #pragma GCC unroll 16
       for (std::size_t q = 0; q < NV; ++q) acc[q] = acc[q] < T(0) ? V{} : acc[q];
-    // Stored as vectors (V is aligned as T). A memcpy of the whole accumulator array made it live
-    // on the stack, stored and reloaded in 16-byte halves on every row: ~1/3 of a first layer's
-    // forward, whose rows keep two or three weights (measured).
-    if (n == kLanes) {
-#pragma GCC unroll 16
-      for (std::size_t q = 0; q < NV; ++q) reinterpret_cast<V*>(y)[q] = acc[q];
-    } else {
-      V out[NV];
-#pragma GCC unroll 16
-      for (std::size_t q = 0; q < NV; ++q) out[q] = acc[q];
-      std::memcpy(y, out, n * sizeof(T));
-    }
+    store_block<T>(y, reinterpret_cast<const T*>(acc), n);
   }
 }
 
@@ -194,7 +231,6 @@ ALWAYS_INLINE void sddmm_block(const T* gs, std::size_t ldg, const T* xs, std::s
                                Ahead<T> ahead) {
   typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
   constexpr std::size_t VL = 32 / sizeof(T), NV = kLanes / VL;
-  static_assert(NV % 4 == 0, "four chains of products");
   for (std::size_t r = r0; r < r1; ++r) {
     ahead.fetch(r - r0, r1 - r0);
     // Loaded as vectors (V is aligned as T): a memcpy of the row went through the stack in 16-byte
@@ -204,21 +240,9 @@ ALWAYS_INLINE void sddmm_block(const T* gs, std::size_t ldg, const T* xs, std::s
     V g[NV];
 #pragma GCC unroll 16
     for (std::size_t q = 0; q < NV; ++q) g[q] = grow[q];
-    for (std::int64_t k = crow[r]; k < crow[r + 1]; ++k) {
-      const V* x = reinterpret_cast<const V*>(xs + static_cast<std::size_t>(col[k]) * ldx);
-      V a0 = g[0] * x[0], a1 = g[1] * x[1], a2 = g[2] * x[2], a3 = g[3] * x[3];
-#pragma GCC unroll 16
-      for (std::size_t q = 4; q < NV; q += 4) {
-        a0 += g[q] * x[q];
-        a1 += g[q + 1] * x[q + 1];
-        a2 += g[q + 2] * x[q + 2];
-        a3 += g[q + 3] * x[q + 3];
-      }
-      V sum = (a0 + a1) + (a2 + a3);
-      V* out = reinterpret_cast<V*>(acc + static_cast<std::size_t>(k) * VL);
-      if (!first) sum += *out;
-      *out = sum;
-    }
+    for (std::int64_t k = crow[r]; k < crow[r + 1]; ++k)
+      lane_dot<T>(reinterpret_cast<const T*>(g), xs + static_cast<std::size_t>(col[k]) * ldx,
+                  acc + static_cast<std::size_t>(k) * VL, first);
   }
 }
 
@@ -235,7 +259,6 @@ ALWAYS_INLINE void grads_sweep(const T* gs, std::size_t ldg, const T* xs, std::s
                                T* dv_acc, T* db_acc, T* dxs, bool first, Ahead<T> ahead) {
   typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
   constexpr std::size_t VL = 32 / sizeof(T), NV = kLanes / VL;
-  static_assert(NV % 4 == 0, "four chains of products");
   if (dxs != nullptr) std::fill(dxs, dxs + n_in * kLanes, T(0));
   for (std::size_t r = 0; r < rows; ++r) {
     ahead.fetch(r, rows);
@@ -252,21 +275,9 @@ ALWAYS_INLINE void grads_sweep(const T* gs, std::size_t ldg, const T* xs, std::s
     }
     for (std::int64_t k = crow[r]; k < crow[r + 1]; ++k) {
       const std::size_t c = static_cast<std::size_t>(col[k]);
-      if (dv_acc != nullptr) {
-        const V* x = reinterpret_cast<const V*>(xs + c * ldx);
-        V a0 = g[0] * x[0], a1 = g[1] * x[1], a2 = g[2] * x[2], a3 = g[3] * x[3];
-#pragma GCC unroll 16
-        for (std::size_t q = 4; q < NV; q += 4) {
-          a0 += g[q] * x[q];
-          a1 += g[q + 1] * x[q + 1];
-          a2 += g[q + 2] * x[q + 2];
-          a3 += g[q + 3] * x[q + 3];
-        }
-        V sum = (a0 + a1) + (a2 + a3);
-        V* out = reinterpret_cast<V*>(dv_acc + static_cast<std::size_t>(k) * VL);
-        if (!first) sum += *out;
-        *out = sum;
-      }
+      if (dv_acc != nullptr)
+        lane_dot<T>(reinterpret_cast<const T*>(g), xs + c * ldx, dv_acc + static_cast<std::size_t>(k) * VL,
+                    first);
       if (dxs != nullptr) {
         const T w = v[k];
         V* d = reinterpret_cast<V*>(dxs + c * kLanes);
@@ -291,46 +302,23 @@ ALWAYS_INLINE void grads_sweep_t(const T* gs, std::size_t ldg, const T* xs, std:
                                  Ahead<T> ahead) {
   typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
   constexpr std::size_t VL = 32 / sizeof(T), NV = kLanes / VL;
-  static_assert(NV % 4 == 0, "four chains of products");
   for (std::size_t c = 0; c < n_in; ++c) {
     ahead.fetch(c, n_in);
-    const V* x = reinterpret_cast<const V*>(xs + c * ldx);
     V acc[NV];
 #pragma GCC unroll 16
     for (std::size_t q = 0; q < NV; ++q) acc[q] = V{} + T(0);
     for (std::int64_t k = t_crow[c]; k < t_crow[c + 1]; ++k) {
-      const V* g = reinterpret_cast<const V*>(gs + static_cast<std::size_t>(t_col[k]) * ldg);
+      const T* g_row = gs + static_cast<std::size_t>(t_col[k]) * ldg;
       if (dx != nullptr) {
+        const V* g = reinterpret_cast<const V*>(g_row);
         const T w = vt[k];
 #pragma GCC unroll 16
         for (std::size_t q = 0; q < NV; ++q) acc[q] += w * g[q];
       }
-      if (dv_acc != nullptr) {
-        V a0 = g[0] * x[0], a1 = g[1] * x[1], a2 = g[2] * x[2], a3 = g[3] * x[3];
-#pragma GCC unroll 16
-        for (std::size_t q = 4; q < NV; q += 4) {
-          a0 += g[q] * x[q];
-          a1 += g[q + 1] * x[q + 1];
-          a2 += g[q + 2] * x[q + 2];
-          a3 += g[q + 3] * x[q + 3];
-        }
-        V sum = (a0 + a1) + (a2 + a3);
-        V* out = reinterpret_cast<V*>(dv_acc + static_cast<std::size_t>(t_perm[k]) * VL);
-        if (!first) sum += *out;
-        *out = sum;
-      }
+      if (dv_acc != nullptr)
+        lane_dot<T>(g_row, xs + c * ldx, dv_acc + static_cast<std::size_t>(t_perm[k]) * VL, first);
     }
-    if (dx == nullptr) continue;
-    T* row = dx + c * ld_dx;
-    if (n == kLanes) {
-#pragma GCC unroll 16
-      for (std::size_t q = 0; q < NV; ++q) reinterpret_cast<V*>(row)[q] = acc[q];
-    } else {  // as spmm_block stores a partial block
-      V out[NV];
-#pragma GCC unroll 16
-      for (std::size_t q = 0; q < NV; ++q) out[q] = acc[q];
-      std::memcpy(row, out, n * sizeof(T));
-    }
+    if (dx != nullptr) store_block<T>(dx + c * ld_dx, reinterpret_cast<const T*>(acc), n);
   }
 }
 
