@@ -44,20 +44,27 @@ struct View {
   explicit operator bool() const { return data != nullptr; }
 };
 
+// obj as an array of T, refused by name otherwise (or where it must be writable and is not).
 template <class T>
-View<T> view_of(const py::handle& obj, const char* name, std::size_t n0, std::size_t n1, bool params, bool optional,
-                bool writable) {
-  if (optional && obj.is_none()) return {};
+py::array checked_array(const py::handle& obj, const char* name, bool writable) {
   if (!py::isinstance<py::array_t<T>>(obj))
     throw std::invalid_argument(std::string(name) + " must be a " + (sizeof(T) == 4 ? "float32" : "float64") +
                                 " array");
   auto a = py::reinterpret_borrow<py::array>(obj);
+  if (writable && !a.writeable()) throw std::invalid_argument(std::string(name) + " must be writable");
+  return a;
+}
+
+template <class T>
+View<T> view_of(const py::handle& obj, const char* name, std::size_t n0, std::size_t n1, bool params, bool optional,
+                bool writable) {
+  if (optional && obj.is_none()) return {};
+  const py::array a = checked_array<T>(obj, name, writable);
   const py::ssize_t nd = params ? 3 : 2;
   if (a.ndim() != nd || static_cast<std::size_t>(a.shape(0)) != n0 || static_cast<std::size_t>(a.shape(1)) != n1 ||
       (params && a.shape(2) != 2))
     throw std::invalid_argument(std::string(name) + " must have shape (" + std::to_string(n0) + ", " +
                                 std::to_string(n1) + (params ? ", 2)" : ")"));
-  if (writable && !a.writeable()) throw std::invalid_argument(std::string(name) + " must be writable");
   View<T> v;
   v.data = static_cast<char*>(const_cast<void*>(a.data()));
   v.s0 = a.strides(0);
@@ -339,23 +346,13 @@ double checked_bound(double bound) {
 template <class T>
 View<T> sums_of(const py::handle& obj, const char* name, std::size_t n0) {
   if (obj.is_none()) return {};
-  if (!py::isinstance<py::array_t<T>>(obj))
-    throw std::invalid_argument(std::string(name) + " must be a " + (sizeof(T) == 4 ? "float32" : "float64") +
-                                " array");
-  auto a = py::reinterpret_borrow<py::array>(obj);
+  py::array a = checked_array<T>(obj, name, true);
   if (a.ndim() != 1 || static_cast<std::size_t>(a.shape(0)) != n0)
     throw std::invalid_argument(std::string(name) + " must have shape (" + std::to_string(n0) + ",)");
-  if (!a.writeable()) throw std::invalid_argument(std::string(name) + " must be writable");
   View<T> v;
   v.data = static_cast<char*>(a.mutable_data());
   v.s0 = a.strides(0);
   return v;
-}
-
-// Parameters whose batch dimension is contiguous take the column path.
-template <class T>
-bool by_columns(const View<T>& h) {
-  return h.s0 == static_cast<py::ssize_t>(sizeof(T));
 }
 
 template <class T>
@@ -368,7 +365,7 @@ void forward_impl(const py::handle& x_o, const py::handle& h_o, const py::handle
   const View<T> ld = view_of<T>(ld_o, "log_det", n.n0, n.n1, false, true, true);
   const View<T> sums = sums_of<T>(sum_o, "log_det_sum", n.n0);
   const T b = static_cast<T>(checked_bound(bound));
-  const bool columns = by_columns(h) || sums;
+  const bool columns = rows_contiguous(h) || sums;  // h batch-contiguous: the column path
   if (!columns && !ld) throw std::invalid_argument("log_det and log_det_sum cannot both be None");
   py::gil_scoped_release release;
   over_rows(
@@ -391,7 +388,7 @@ void backward_impl(const py::handle& x_o, const py::handle& h_o, const py::handl
   const View<T> gx = view_of<T>(gx_o, "gx", n.n0, n.n1, false, false, true);
   const View<T> gh = view_of<T>(gh_o, "gh", n.n0, n.n1, true, false, true);
   const T b = static_cast<T>(checked_bound(bound));
-  const bool columns = by_columns(h);
+  const bool columns = rows_contiguous(h);
   py::gil_scoped_release release;
   over_rows(
       n.n0, n.n1, threads,
@@ -409,7 +406,7 @@ void inverse_impl(const py::handle& z_o, const py::handle& h_o, const py::handle
   const View<T> h = view_of<T>(h_o, "h", n.n0, n.n1, true, false, false);
   const View<T> x = view_of<T>(x_o, "x", n.n0, n.n1, false, false, true);
   const T b = static_cast<T>(checked_bound(bound));
-  const bool columns = by_columns(h);
+  const bool columns = rows_contiguous(h);
   py::gil_scoped_release release;
   over_rows(
       n.n0, n.n1, threads,

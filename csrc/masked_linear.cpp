@@ -156,6 +156,20 @@ ALWAYS_INLINE void lane_dot(const T* g_row, const T* x_row, T* out_lanes, bool f
   *out = sum;
 }
 
+// *out (one vector) (+)= the lane-wise sum of a block's row (the bias gradient's partials); assigned
+// where `first`.
+template <class T>
+ALWAYS_INLINE void lane_sum(const T* row_lanes, T* out_lanes, bool first) {
+  typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
+  constexpr std::size_t NV = kLanes / (32 / sizeof(T));
+  const V* row = reinterpret_cast<const V*>(row_lanes);
+  V sum = row[0];
+#pragma GCC unroll 16
+  for (std::size_t q = 1; q < NV; ++q) sum += row[q];
+  V* out = reinterpret_cast<V*>(out_lanes);
+  *out = first ? sum : *out + sum;
+}
+
 // Rows [r0, r1) of Y^T for one block of kLanes batch columns, read from xs (n_in rows of kLanes
 // columns, row stride ldx) and written to yt's columns [c0, c0 + n). xs is a packed copy for
 // batch-major input and partial blocks; a full block of feature-major input is read in place
@@ -266,13 +280,7 @@ ALWAYS_INLINE void grads_sweep(const T* gs, std::size_t ldg, const T* xs, std::s
     V g[NV];
 #pragma GCC unroll 16
     for (std::size_t q = 0; q < NV; ++q) g[q] = grow[q];
-    if (db_acc != nullptr) {
-      V sum = g[0];
-#pragma GCC unroll 16
-      for (std::size_t q = 1; q < NV; ++q) sum += g[q];
-      V* out = reinterpret_cast<V*>(db_acc) + r;
-      *out = first ? sum : *out + sum;
-    }
+    if (db_acc != nullptr) lane_sum<T>(reinterpret_cast<const T*>(g), db_acc + r * VL, first);
     for (std::int64_t k = crow[r]; k < crow[r + 1]; ++k) {
       const std::size_t c = static_cast<std::size_t>(col[k]);
       if (dv_acc != nullptr)
@@ -878,7 +886,6 @@ void grads_small(const Operand& g, const Operand& x, const Operand& y, const T* 
 template <class T>
 void grads_blocks(const Operand& g, const Operand& x, const Operand& y, const T* v, const T* vt, const Pattern& p,
                   const Pattern& pt, const std::int64_t* t_perm, const Grads<T>& out_g, unsigned threads) {
-  typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
   constexpr std::size_t VL = 32 / sizeof(T);
   const std::size_t B = g.B, out = g.n, inn = x.n;
   const std::size_t blocks = (B + kLanes - 1) / kLanes, groups = std::min(blocks, kGroups);
@@ -975,16 +982,9 @@ void grads_blocks(const Operand& g, const Operand& x, const Operand& y, const T*
                   std::memcpy(out_g.dx + c * out_g.ld_dx + c0, dxs.v.data() + c * kLanes, n * sizeof(T));
               continue;
             }
-            if (out_g.db != nullptr) {
-              V* acc = reinterpret_cast<V*>(db_part.v.data() + grp * out * VL);
-              for (std::size_t r = 0; r < out; ++r) {
-                const V* row = reinterpret_cast<const V*>(gb + r * ldb);  // as vectors (see sddmm_block)
-                V sum = row[0];
-#pragma GCC unroll 16
-                for (std::size_t q = 1; q < kLanes / VL; ++q) sum += row[q];
-                acc[r] = first ? sum : acc[r] + sum;
-              }
-            }
+            if (out_g.db != nullptr)
+              for (std::size_t r = 0; r < out; ++r)
+                lane_sum<T>(gb + r * ldb, db_part.v.data() + (grp * out + r) * VL, first);
             if (sweep_t) {
               const T* xb = x_block(ldxb);
               Ahead<T> ahead_t;  // dx's next block (written in place, rows ld_dx apart) and x's, as above

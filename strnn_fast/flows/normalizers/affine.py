@@ -37,10 +37,23 @@ def _bounded(u: torch.Tensor, b: float) -> torch.Tensor:
     return torch.sigmoid(u * (2 / b)) * (2 * b) - b
 
 
+def _batch_contiguous(h: torch.Tensor) -> bool:
+    # the kernels' column path: parameters whose batch dimension is contiguous (a fused chain's output)
+    return h.stride(0) == 1
+
+
 def _like(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     # A new (B, d) output for the kernels: column-major where h is batch-contiguous (the column
     # path then writes it in place, and the next conditioner reads it so), else x's layout.
-    return empty_transposed(*x.shape, dtype=x.dtype) if h.stride(0) == 1 else torch.empty_like(x)
+    return empty_transposed(*x.shape, dtype=x.dtype) if _batch_contiguous(h) else torch.empty_like(x)
+
+
+def _map(x: torch.Tensor, h: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z, log_det) by the C++ forward, in new tensors laid out by _like."""
+    z, log_det = _like(x, h), _like(x, h)
+    _C.affine_forward(x.detach().numpy(), h.detach().numpy(), z.numpy(), log_det.numpy(), bound,
+                      torch.get_num_threads())
+    return z, log_det
 
 
 class _AffineForward(torch.autograd.Function):
@@ -49,9 +62,7 @@ class _AffineForward(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, h: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor]:
-        z, log_det = _like(x, h), _like(x, h)
-        _C.affine_forward(x.detach().numpy(), h.detach().numpy(), z.numpy(), log_det.numpy(), bound,
-                          torch.get_num_threads())
+        z, log_det = _map(x, h, bound)
         ctx.save_for_backward(x, h)
         ctx.bound = bound
         return z, log_det
@@ -67,7 +78,7 @@ class _AffineForward(torch.autograd.Function):
             return gz * e, torch.stack([gz, gu], -1), None
         # gh in h's layout (a padded one is not kept by empty_like): no copy on the way back
         gx = _like(x, h)
-        gh = per_variable(empty_transposed(x.shape[0], 2 * x.shape[1], dtype=x.dtype), 2) if h.stride(0) == 1 \
+        gh = per_variable(empty_transposed(x.shape[0], 2 * x.shape[1], dtype=x.dtype), 2) if _batch_contiguous(h) \
             else torch.empty_like(h)
         _C.affine_backward(x.detach().numpy(), h.detach().numpy(), gz.numpy(), gld.numpy(), gx.numpy(), gh.numpy(),
                            b, torch.get_num_threads())
@@ -103,13 +114,8 @@ class AffineNormalizer(Normalizer):
         # 1024 x 15: 22 us against 51 for torch's ops); torch's vectorized ops were faster than the
         # kernels' tiles on other layouts (d=15 StrAF log_prob, batch 1024: 1.65 ms vs 1.85).
         differentiable = torch.is_grad_enabled() and (x.requires_grad or h.requires_grad)
-        if (differentiable or h.stride(0) == 1) and not self.torch_only and _kernels_apply(x, h):
-            if differentiable:
-                return _AffineForward.apply(x, h, self.scale_bound)
-            z, log_det = _like(x, h), _like(x, h)
-            _C.affine_forward(x.detach().numpy(), h.detach().numpy(), z.numpy(), log_det.numpy(), self.scale_bound,
-                              torch.get_num_threads())
-            return z, log_det
+        if (differentiable or _batch_contiguous(h)) and not self.torch_only and _kernels_apply(x, h):
+            return _AffineForward.apply(x, h, self.scale_bound) if differentiable else _map(x, h, self.scale_bound)
         shift, log_scale = self._shift_log_scale(h)
         return torch.addcmul(shift, x, torch.exp(log_scale)), log_scale  # one op fewer than x * e + t
 
