@@ -5,7 +5,7 @@ microseconds, and what a flow step pays is the framework around it: per layer a 
 dispatch lookup, an autograd node with its Python backward, an activation and its backward. The
 chain runs every layer through the C++ CSR kernels (``csrc/masked_linear.cpp``) from one
 :class:`torch.autograd.Function`: the forward is one loop of kernel calls (bias and relu fused),
-the first-order backward one loop of :func:`strnn_fast._C.csr_backward` calls, and a dense-stored
+the first-order backward one loop of ``_C.CsrPattern.backward`` calls, and a dense-stored
 layer's kept weights are gathered by the kernels themselves.
 
 Derivatives of higher order (gradient penalties, exact divergences) are exact: under
@@ -44,15 +44,13 @@ from .timing import time_candidates
 
 
 class _Layer(NamedTuple):
-    """One layer of a chain: its CSR arrays (and the transposed pattern's), relu, and for a
-    dense-stored layer the flat indices of its kept weights."""
+    """One layer of a chain: its CSR arrays, its checked pattern (with the transpose, for the
+    backward), relu, and for a dense-stored layer the flat indices of its kept weights."""
 
     structure: MaskStructure
     crow: np.ndarray
     col: np.ndarray
-    t_crow: np.ndarray
-    t_col: np.ndarray
-    t_perm: np.ndarray
+    pattern: Any  # _C.CsrPattern
     relu: bool
     flat: Tensor | None
     flat_array: np.ndarray | None
@@ -77,7 +75,7 @@ def plan_of(net: Any) -> tuple[_Layer, ...]:
         s = layer.csr(_CPU)
         a = _index_arrays(s)
         flat = None if layer.packed else s.flat
-        layers.append(_Layer(s, a.crow, a.col, a.t_crow, a.t_col, a.t_perm, layer.activation == "relu", flat,
+        layers.append(_Layer(s, a.crow, a.col, a.pattern, layer.activation == "relu", flat,
                              None if flat is None else flat.numpy()))
     plan = _PLANS[net] = tuple(layers)
     return plan
@@ -137,9 +135,9 @@ def backward_arrays(g: np.ndarray, x: Tensor, outs: list[np.ndarray], plan: tupl
         w, b = params[2 * i], params[2 * i + 1]
         need_b = b is not None and needs[2 * i + 1]
         x_in = outs[i - 1] if i else _either_major(x.detach()).numpy()
-        gx, gv, gb = _C.csr_backward(gn, x_in, _weights(w), lay.crow, lay.col, lay.t_crow, lay.t_col, lay.t_perm,
-                                     outs[i] if lay.relu else None, i > 0 or need_x, needs[2 * i], need_b, threads,
-                                     lay.flat_array)  # a dense-stored weight's gradient comes dense
+        gx, gv, gb = lay.pattern.backward(gn, x_in, _weights(w), outs[i] if lay.relu else None, i > 0 or need_x,
+                                          needs[2 * i], need_b, threads,
+                                          lay.flat_array)  # a dense-stored weight's gradient comes dense
         grads[2 * i] = None if gv is None else torch.from_numpy(gv)
         grads[2 * i + 1] = None if gb is None else torch.from_numpy(gb)
         gn = gx

@@ -146,8 +146,11 @@ class _SpMM(torch.autograd.Function):
             # First order: the three gradients (and relu's mask) in one kernel call; a Function's
             # apply, the numpy views and the separate calls cost ~30 us, a small layer's whole backward.
             a, xn, vn, yn = ctx.arrays
-            gx, gv, gb = _C.csr_backward(_either_major(g).numpy(), xn, vn, a.crow, a.col, a.t_crow, a.t_col, a.t_perm,
-                                         yn, need_x, need_v, need_b, torch.get_num_threads())
+            try:  # the kernel reads g row- or column-major in place and refuses other layouts
+                gx, gv, gb = a.pattern.backward(g.numpy(), xn, vn, yn, need_x, need_v, need_b, torch.get_num_threads())
+            except ValueError:
+                gx, gv, gb = a.pattern.backward(g.contiguous().numpy(), xn, vn, yn, need_x, need_v, need_b,
+                                                torch.get_num_threads())
             return (None if gx is None else torch.from_numpy(gx), None if gv is None else torch.from_numpy(gv),
                     None if gb is None else torch.from_numpy(gb), None, None)
         # create_graph: the same gradients recorded as Functions, so that they differentiate again
@@ -158,6 +161,21 @@ class _SpMM(torch.autograd.Function):
         gv = _SDDMM.apply(g, x2, s) if need_v else None
         gb = g.sum(0) if need_b else None
         return gx, gv, gb, None, None
+
+
+# Function.apply's own Python (its checks for setup_context and functorch, and the unwrapping of
+# dead functorch wrappers from every argument) cost ~2 us a call of a small layer's ~20 us of
+# per-call Python; outside functorch transforms it comes down to _FunctionBase.apply.
+_spmm_apply = super(torch.autograd.Function, _SpMM).apply
+
+
+def _apply_spmm(x2: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure, relu: bool) -> Tensor:
+    """``_SpMM.apply(x2, values, bias, structure, relu)``, without Function.apply's Python where no
+    functorch transform is active."""
+    if torch._C._are_functorch_transforms_active():
+        return _SpMM.apply(x2, values, bias, structure, relu)
+    unwrap = torch._C._functorch.unwrap_if_dead
+    return _spmm_apply(unwrap(x2), unwrap(values), None if bias is None else unwrap(bias), structure, relu)
 
 
 def _feature_or_batch_major(x2: Tensor) -> tuple[Tensor, bool]:
@@ -260,7 +278,7 @@ class _Arrays(NamedTuple):
     t_crow: np.ndarray  # the transposed pattern's, for dx
     t_col: np.ndarray
     t_perm: np.ndarray
-    pattern: Any  # _C.CsrPattern: the pattern checked once, for the forward's calls
+    pattern: Any  # _C.CsrPattern: the pattern and its transpose checked once, for the direct calls
 
 
 def _index_arrays(structure: MaskStructure) -> _Arrays:
@@ -270,7 +288,8 @@ def _index_arrays(structure: MaskStructure) -> _Arrays:
         return hit[1]
     crow, col = structure.crow.numpy(), structure.col.numpy()
     arrays = _Arrays(crow, col, structure.t_crow.numpy(), structure.t_col.numpy(), structure.t_perm.numpy(),
-                     _C.CsrPattern(crow, col, structure.shape[1]))
+                     _C.CsrPattern(crow, col, structure.shape[1], structure.t_crow.numpy(), structure.t_col.numpy(),
+                                   structure.t_perm.numpy()))
     _INDEX[key] = (weakref.ref(structure, lambda _, k=key: _INDEX.pop(k, None)), arrays)
     return arrays
 
@@ -335,7 +354,7 @@ def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
             y = y + bias
         y = ACTIVATIONS[activation](y)
     else:
-        y = _SpMM.apply(x2, values, bias, structure, activation == "relu")
+        y = _apply_spmm(x2, values, bias, structure, activation == "relu")
         y = y if activation in FUSED else ACTIVATIONS[activation](y)
     return y if len(lead) == 1 else y.reshape(*lead, out)
 

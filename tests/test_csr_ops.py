@@ -13,7 +13,7 @@ from tolerances import assert_close, tolerance
 
 from strnn_fast import FastStrNN, _C, backends
 from strnn_fast.activations import ACTIVATIONS
-from strnn_fast.csr_ops import csr_linear, transposed
+from strnn_fast.csr_ops import csr_linear
 from strnn_fast.sparse_ops import MaskStructure, scatter_dense
 
 SHAPES = [(1, 1), (7, 13), (129, 257), (64, 64), (3, 200)]
@@ -216,7 +216,7 @@ def _laid_out(t: torch.Tensor, column_major: bool, pad: int) -> torch.Tensor:
 @pytest.mark.parametrize("batch", [20, 70, 1024])
 @pytest.mark.parametrize("shape", [(13, 30), (100, 30), (30, 100)], ids=["separate", "sweep-rows", "sweep-columns"])
 def test_the_one_call_backward_matches_dense(dtype, layouts, batch, shape):
-    """_C.csr_backward: dx, dv, db of act(x W^T + b) in one call, relu's mask included, any layout
+    """_C.CsrPattern.backward: dx, dv, db of act(x W^T + b) in one call, relu's mask included, any layout
     of g, x and y (padded ones too, NaN in the padding); NaN in y passes the gradient (as torch's
     relu backward), -0.0 and 0 do not. Batches: below one 64-column block, blocks with a partial
     tail, and one whose outputs come padded. Shapes: both blocks small (three passes a block), a
@@ -230,22 +230,20 @@ def test_the_one_call_backward_matches_dense(dtype, layouts, batch, shape):
     col = {"feature-major": True, "batch-major": False, "mixed": None, "padded": None}[layouts]
     pad = 3 if layouts == "padded" else 0
     g_, x_, y_ = (_laid_out(t, col if col is not None else i % 2 == 1, pad) for i, t in enumerate((g, x, y)))
-    st = transposed(s)
+    pattern = _pattern(s)
     w = scatter_dense(values, s).double()
     gm = g.double() * (y <= 0).logical_not().double()
     for relu in (False, True):
         gg = gm if relu else g.double()
-        dx, dv, db = _C.csr_backward(g_.numpy(), x_.numpy(), values.numpy(), s.crow.numpy(), s.col.numpy(),
-                                     st.crow.numpy(), st.col.numpy(), s.t_perm.numpy(), y_.numpy() if relu else None,
-                                     True, True, True, 1)
+        dx, dv, db = pattern.backward(g_.numpy(), x_.numpy(), values.numpy(), y_.numpy() if relu else None,
+                                      True, True, True, 1)
         assert_close(torch.from_numpy(dx), (gg @ w).to(dtype), dtype, reduce_dim=batch)
         dw = gg.T @ x.double()
         assert_close(torch.from_numpy(dv), dw[s.dense(torch.bool)].to(dtype), dtype, reduce_dim=batch)
         assert_close(torch.from_numpy(db), gg.sum(0).to(dtype), dtype, reduce_dim=batch)
         # column-major, padded as the forward's outputs
         assert torch.from_numpy(dx).stride() == (1, _C.feature_major_ld(batch, dx.itemsize))
-    none = _C.csr_backward(g.numpy(), x.numpy(), values.numpy(), s.crow.numpy(), s.col.numpy(), st.crow.numpy(),
-                           st.col.numpy(), s.t_perm.numpy(), None, False, True, False, 1)
+    none = pattern.backward(g.numpy(), x.numpy(), values.numpy(), None, False, True, False, 1)
     assert none[0] is None and none[2] is None and none[1].shape == (s.nnz,)
 
 
@@ -271,19 +269,34 @@ def test_a_checked_pattern_is_a_copy_and_refuses_bad_input():
             pattern.linear(xa, values.numpy(), bias.numpy(), True, 1)
 
 
+def _pattern(s: MaskStructure):
+    """s's checked C++ pattern with its transpose, as csr_ops makes it."""
+    return _C.CsrPattern(s.crow.numpy(), s.col.numpy(), s.shape[1], s.t_crow.numpy(), s.t_col.numpy(), s.t_perm.numpy())
+
+
 def test_the_one_call_backward_refuses_bad_input():
+    """Bad operands of the backward, and bad transposed patterns (checked once, at construction), are
+    refused with a ValueError; a pattern made without its transpose refuses the backward."""
     s, values, _ = _case(13, 30, 0.3, seed=12, dtype=torch.float32)
-    st = transposed(s)
-    args = dict(g=np.zeros((5, 13), np.float32), x=np.zeros((5, 30), np.float32), values=values.numpy(),
-                crow=s.crow.numpy(), col=s.col.numpy(), t_crow=st.crow.numpy(), t_col=st.col.numpy(),
-                t_perm=s.t_perm.numpy(), y=None, need_dx=True, need_dv=True, need_db=True)
+    pattern = _pattern(s)
+    args = dict(g=np.zeros((5, 13), np.float32), x=np.zeros((5, 30), np.float32), values=values.numpy(), y=None,
+                need_dx=True, need_dv=True, need_db=True)
     bad = [dict(g=np.zeros((4, 13), np.float32)), dict(g=np.zeros((5, 12), np.float32)),
-           dict(x=np.zeros((5, 60), np.float32)[:, ::2]), dict(t_perm=np.full(s.nnz, s.nnz)),
-           dict(t_perm=s.t_perm.numpy()[:-1].copy()), dict(y=np.zeros((5, 12), np.float32)),
-           dict(t_crow=s.crow.numpy()), dict(values=values.numpy()[:-1].copy()), dict(x=np.zeros((5, 30)))]
+           dict(x=np.zeros((5, 60), np.float32)[:, ::2]), dict(x=np.zeros((5, 29), np.float32)),
+           dict(y=np.zeros((5, 12), np.float32)), dict(values=values.numpy()[:-1].copy()), dict(x=np.zeros((5, 30)))]
     for change in bad:
         with pytest.raises(ValueError):
-            _C.csr_backward(**{**args, **change})
+            pattern.backward(**{**args, **change})
+    with pytest.raises(ValueError, match="transpose"):
+        _C.CsrPattern(s.crow.numpy(), s.col.numpy(), 30).backward(**args)
+    st = (s.t_crow.numpy(), s.t_col.numpy(), s.t_perm.numpy())
+    swapped = s.t_perm.numpy().copy()
+    swapped[[0, 1]] = swapped[[1, 0]]
+    bad_t = [(s.crow.numpy(), st[1], st[2]), (st[0], st[1], np.full(s.nnz, s.nnz)), (st[0], st[1], st[2][:-1].copy()),
+             (st[0], st[1], swapped), (st[0], st[1] + 13, st[2]), (st[0], st[1], None)]
+    for t_crow, t_col, t_perm in bad_t:
+        with pytest.raises(ValueError):
+            _C.CsrPattern(s.crow.numpy(), s.col.numpy(), 30, t_crow, t_col, t_perm)
 
 
 @pytest.mark.parametrize("edited", ["x", "values", "y"])
