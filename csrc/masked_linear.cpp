@@ -1144,15 +1144,17 @@ void bind_masked_linear(py::module_& m) {
       .def_property_readonly("shape", [](const CsrPattern& c) { return py::make_tuple(c.crow.size() - 1, c.n_cols); })
       .def(
           "linear",
-          [](const CsrPattern& c, py::handle x, py::handle values, py::handle bias, bool relu, unsigned threads)
-              -> py::array {
+          [](const CsrPattern& c, py::handle x, py::handle values, py::handle bias, bool relu, unsigned threads,
+             py::handle flat) -> py::array {
             const Pattern p = c.view();
-            if (is_double(x)) return linear_impl<double>(x, values, p, c.n_cols, bias, relu, std::max(threads, 1u),
-                                                         py::none());
-            return linear_impl<float>(x, values, p, c.n_cols, bias, relu, std::max(threads, 1u), py::none());
+            if (is_double(x)) return linear_impl<double>(x, values, p, c.n_cols, bias, relu, std::max(threads, 1u), flat);
+            return linear_impl<float>(x, values, p, c.n_cols, bias, relu, std::max(threads, 1u), flat);
           },
           py::arg("x"), py::arg("values"), py::arg("bias"), py::arg("relu"), py::arg("threads") = 1,
-          "csr_linear on this pattern: y = x W^T (+ bias, then relu if asked), a new column-major array.")
+          py::arg("flat") = py::none(),
+          "y = x W^T (+ bias, then relu if asked) for x (B, n_in) row- or column-major float32/float64 and W\n"
+          "(n_rows x n_in) given by its CSR values (or, with flat, the kept weights' row * n_in + col, by the\n"
+          "dense weight flattened); y (B, n_rows) is a new column-major array.")
       .def(
           "backward",
           [](const CsrPattern& c, py::handle g, py::handle x, py::handle values, py::handle y, bool need_dx,
@@ -1193,23 +1195,6 @@ void bind_masked_linear(py::module_& m) {
       py::arg("yt"), py::arg("threads") = 1, py::arg("batch_major") = false,
       "yt = W xt (+ bias, then relu if asked) for W (n_rows x n_in) given by its CSR values, xt (n_in, B) (or,\n"
       "batch_major, x (B, n_in)) and yt (n_rows, B) C-contiguous float32/float64 (one dtype), written in place.");
-  m.def(
-      "csr_linear",
-      [](py::handle x, py::handle values, py::handle crow, py::handle col, py::handle bias, bool relu,
-         unsigned threads, py::handle flat) -> py::array {
-        const Index cr = as_index(crow, "crow"), cc = as_index(col, "col");
-        if (!py::isinstance<py::array>(x) || py::reinterpret_borrow<py::array>(x).ndim() != 2)
-          throw std::invalid_argument("x must be a 2-D float32 or float64 array");
-        const auto n_in = static_cast<std::size_t>(py::reinterpret_borrow<py::array>(x).shape(1));
-        const Pattern p = check_pattern(cr, cc, n_in);
-        if (is_double(x)) return linear_impl<double>(x, values, p, n_in, bias, relu, std::max(threads, 1u), flat);
-        return linear_impl<float>(x, values, p, n_in, bias, relu, std::max(threads, 1u), flat);
-      },
-      py::arg("x"), py::arg("values"), py::arg("crow"), py::arg("col"), py::arg("bias"), py::arg("relu"),
-      py::arg("threads") = 1, py::arg("flat") = py::none(),
-      "y = x W^T (+ bias, then relu if asked) for x (B, n_in) row- or column-major float32/float64 and W\n"
-      "(n_rows x n_in) given by its CSR values (or, with flat, the kept weights' row * n_in + col, by the\n"
-      "dense weight flattened); y (B, n_rows) is a new column-major array.");
   m.def(
       "csr_sddmm",
       [](py::handle gt, py::handle xt, py::handle crow, py::handle col, py::handle dv, unsigned threads,

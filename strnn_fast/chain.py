@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import _C, dispatch
+from . import dispatch
 from .csr_ops import DTYPES, FUSED, _either_major, _index_arrays
 from .dense_ops import is_transposed, randn_transposed
 from .sparse_ops import MaskStructure
@@ -44,12 +44,10 @@ from .timing import time_candidates
 
 
 class _Layer(NamedTuple):
-    """One layer of a chain: its CSR arrays, its checked pattern (with the transpose, for the
+    """One layer of a chain: its structure, its checked C++ pattern (with the transpose, for the
     backward), relu, and for a dense-stored layer the flat indices of its kept weights."""
 
     structure: MaskStructure
-    crow: np.ndarray
-    col: np.ndarray
     pattern: Any  # _C.CsrPattern
     relu: bool
     flat: Tensor | None
@@ -73,9 +71,8 @@ def plan_of(net: Any) -> tuple[_Layer, ...]:
     layers = []
     for layer in net_layers:
         s = layer.csr(_CPU)
-        a = _index_arrays(s)
         flat = None if layer.packed else s.flat
-        layers.append(_Layer(s, a.crow, a.col, a.pattern, layer.activation == "relu", flat,
+        layers.append(_Layer(s, _index_arrays(s).pattern, layer.activation == "relu", flat,
                              None if flat is None else flat.numpy()))
     plan = _PLANS[net] = tuple(layers)
     return plan
@@ -95,8 +92,8 @@ def forward_arrays(x: np.ndarray, plan: tuple[_Layer, ...], params: tuple[Tensor
     h = x
     for i, lay in enumerate(plan):
         w, b = params[2 * i], params[2 * i + 1]
-        h = _C.csr_linear(h, _weights(w), lay.crow, lay.col, None if b is None else b.detach().numpy(), lay.relu,
-                          threads, lay.flat_array)
+        h = lay.pattern.linear(h, _weights(w), None if b is None else b.detach().numpy(), lay.relu, threads,
+                               lay.flat_array)
         outs.append(h)
     return outs
 

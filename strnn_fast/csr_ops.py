@@ -275,9 +275,6 @@ class _Arrays(NamedTuple):
 
     crow: np.ndarray
     col: np.ndarray
-    t_crow: np.ndarray  # the transposed pattern's, for dx
-    t_col: np.ndarray
-    t_perm: np.ndarray
     pattern: Any  # _C.CsrPattern: the pattern and its transpose checked once, for the direct calls
 
 
@@ -287,9 +284,8 @@ def _index_arrays(structure: MaskStructure) -> _Arrays:
     if hit is not None and hit[0]() is structure:
         return hit[1]
     crow, col = structure.crow.numpy(), structure.col.numpy()
-    arrays = _Arrays(crow, col, structure.t_crow.numpy(), structure.t_col.numpy(), structure.t_perm.numpy(),
-                     _C.CsrPattern(crow, col, structure.shape[1], structure.t_crow.numpy(), structure.t_col.numpy(),
-                                   structure.t_perm.numpy()))
+    arrays = _Arrays(crow, col, _C.CsrPattern(crow, col, structure.shape[1], structure.t_crow.numpy(),
+                                              structure.t_col.numpy(), structure.t_perm.numpy()))
     _INDEX[key] = (weakref.ref(structure, lambda _, k=key: _INDEX.pop(k, None)), arrays)
     return arrays
 

@@ -196,11 +196,15 @@ def test_bad_input_is_refused_with_named_errors(grad):
     with pytest.raises(ValueError):
         _C.csr_sddmm(np.zeros((4, 3), np.float32), xt, crow, col + 100, np.zeros(s.nnz, np.float32))
     x = np.zeros((3, 5), np.float32)
-    for bad_call in (dict(x=np.zeros((3, 10), np.float32)[:, ::2]), dict(x=x.astype(np.float64))):
-        args = dict(x=x, values=values.numpy(), crow=crow, col=col, bias=None, relu=False)
+    pattern = _C.CsrPattern(crow, col, 5)
+    dense = np.zeros(4 * 5, np.float32)
+    for bad_call in (dict(x=np.zeros((3, 10), np.float32)[:, ::2]), dict(x=x.astype(np.float64)),
+                     dict(values=dense, flat=s.flat.numpy() + 100), dict(values=dense[:-1].copy(), flat=s.flat.numpy()),
+                     dict(flat=s.flat.numpy()[:-1].copy())):
+        args = dict(x=x, values=values.numpy(), bias=None, relu=False)
         args.update(bad_call)
         with pytest.raises(ValueError):
-            _C.csr_linear(**args)
+            pattern.linear(**args)
 
 
 def _laid_out(t: torch.Tensor, column_major: bool, pad: int) -> torch.Tensor:
