@@ -13,6 +13,7 @@ that no other benchmark or test uses (10 and 11; d=50 and d=100 hidden (256, 256
 reference's StrAF, zuko MAF and NSF with the same adjacency), each trained 10 epochs first.
 Operations: a train step (batch 256, Adam), log_prob (batch 1024, no grad), sample (1024).
 zuko NSF's sampling at d=200 (16 s a call) is left out. 1 thread (bench/conftest.py).
+``STRNN_FAST_BENCH_INTERLEAVED_CASES=d15,d50-g10`` picks cases.
 
     pytest bench/bench_flows_interleaved.py --benchmark-enable \\
         --benchmark-json=bench/results/flows_interleaved.json
@@ -43,7 +44,8 @@ CASES = {
     **{f"d{d}-g{s}": ((lambda d=d, s=s: random_dag(d, parents=(1, 3), seed=s)), (h, h))
        for d, h in ((50, 256), (100, 256), (200, 512)) for s in (10, 11)},
 }
-CASES = {k: CASES[k] for k in os.environ.get("STRNN_FAST_BENCH_CASES", ",".join(CASES)).split(",")}
+# Its own variable: bench_flows (imported above) reads STRNN_FAST_BENCH_CASES, with other names.
+CASES = {k: CASES[k] for k in os.environ.get("STRNN_FAST_BENCH_INTERLEAVED_CASES", ",".join(CASES)).split(",")}
 IMPLS = ("ours", "reference", "zuko", "ours-spline", "zuko-nsf")
 ROUNDS = {"train": 15, "log_prob": 15, "sample": 5}
 REPS = {"train": 5, "log_prob": 5, "sample": 1}  # calls per implementation per round (the mean is kept)
