@@ -27,7 +27,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from functools import cache
@@ -36,6 +35,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _interleave import interleaved, ratios
 
 from strnn_fast.csr_ops import csr_linear
 from strnn_fast.data.adjacency import random_dag
@@ -122,46 +122,6 @@ def _floor_call(s: MaskStructure, batch: int, first: bool) -> Callable[[], objec
     return lambda: torch.autograd.grad(_NoWork.apply(x, v, b, like, grads), (x, v, b), like)
 
 
-def _interleaved(benchmark, calls: dict[str, Callable[[], object]], grad: bool,
-                 setup: dict[str, Callable[[], object]] | None = None) -> dict[str, list[float]]:
-    """ROUNDS rounds of every call back to back, a block of calls each (about 5 ms of the first
-    call's, at least 5: each runs from warm caches, as in a loop of its own; with blocks of about
-    1 ms, a d=50 layer's forward+backward at batch 1024 paid the others' cache traffic, 2.2x dense
-    instead of 2.6x); seconds a call, per round. `setup[name]` runs before that call's block."""
-    setup = setup or {}
-    times: dict[str, list[float]] = defaultdict(list)
-    with torch.set_grad_enabled(grad):
-        # A first call costs up to 0.5 s (pattern checks, autograd's first use, dispatch measurements).
-        for name, fn in calls.items():
-            setup.get(name, _nothing)()
-            fn()
-        first = next(iter(calls))
-        setup.get(first, _nothing)()
-        t0 = time.perf_counter()
-        calls[first]()
-        reps = max(5, min(500, int(5e-3 / max(time.perf_counter() - t0, 1e-7))))
-
-        def one_round() -> None:
-            for name, fn in calls.items():
-                setup.get(name, _nothing)()
-                t0 = time.perf_counter()
-                for _ in range(reps):
-                    fn()
-                times[name].append((time.perf_counter() - t0) / reps)
-
-        benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
-    return times
-
-
-def _nothing() -> None:
-    pass
-
-
-def _ratios(times: dict[str, list[float]], base: str) -> dict[str, float]:
-    """Each call's time over base's: the median over rounds of that round's ratio."""
-    return {k: statistics.median(b / a for a, b in zip(times[base], t)) for k, t in times.items() if k != base}
-
-
 @pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
 @pytest.mark.parametrize("d,layer,batch", CASES, ids=[f"d{d}-L{i}-B{b}" for d, i, b in CASES])
 def test_layer(benchmark, d: int, layer: int, batch: int, mode: str) -> None:
@@ -171,13 +131,13 @@ def test_layer(benchmark, d: int, layer: int, batch: int, mode: str) -> None:
     if mode == "fwdbwd":
         calls["floor"] = _floor_call(s, batch, first)
     benchmark.group = f"{name} B={batch} {mode}"
-    times = _interleaved(benchmark, calls, grad=mode != "fwd")
+    times = interleaved(benchmark, calls, grad=mode != "fwd", rounds=ROUNDS)
     benchmark.extra_info.update(layer=name, out=s.shape[0], inn=s.shape[1], nnz=s.nnz, batch=batch, mode=mode,
                                 threads=torch.get_num_threads(), load=os.getloadavg()[0],
                                 median_s={k: statistics.median(t) for k, t in times.items()},
                                 # each implementation's time / the C++ kernel's
-                                speedup=_ratios(times, "cpp"),
-                                dense_over_floor=_ratios(times, "floor")["dense"] if mode == "fwdbwd" else None)
+                                speedup=ratios(times, "cpp"),
+                                dense_over_floor=ratios(times, "floor")["dense"] if mode == "fwdbwd" else None)
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
@@ -188,13 +148,13 @@ def test_thread_scaling(benchmark, mode: str) -> None:
     before = torch.get_num_threads()
     benchmark.group = f"{name} B=1024 {mode} threads"
     try:
-        times = _interleaved(benchmark, {"1": call, "2": call}, grad=mode != "fwd",
-                             setup={"1": lambda: torch.set_num_threads(1), "2": lambda: torch.set_num_threads(2)})
+        times = interleaved(benchmark, {"1": call, "2": call}, grad=mode != "fwd", rounds=ROUNDS,
+                            setup={"1": lambda: torch.set_num_threads(1), "2": lambda: torch.set_num_threads(2)})
     finally:
         torch.set_num_threads(before)
     benchmark.extra_info.update(layer=name, batch=1024, mode=mode, scaling=True, load=os.getloadavg()[0],
                                 median_s={k: statistics.median(t) for k, t in times.items()},
-                                speedup=_ratios(times, "2"))
+                                speedup=ratios(times, "2"))
 
 
 def test_limit_copy_bandwidth(benchmark) -> None:

@@ -11,7 +11,12 @@ pinned by bench/conftest.py (1 unless STRNN_FAST_BENCH_THREADS says otherwise).
 round pays that, the timed rounds do not. After a run, ``bench/results/sparse_train_decisions.json``
 holds what "auto" decided per layer (``FastStrNN.backend_report()``).
 
-Run (about 1 minute on 1 thread). The d=4000 dense and reference points run one round each and
+``test_train_step_interleaved`` also times the d=100 and d=1000 train steps of "auto", "dense" and the
+reference in interleaved rounds (each ratio the median of the rounds' ratios, see bench/_interleave.py):
+on the 2-core Xeon VM, whose speed drifts by up to 2x within minutes, two sequential runs gave the
+d=1000 reference/auto ratio 26.7x and 32.7x.
+
+Run (about 2 minutes on 1 thread). The d=4000 dense and reference points run one round each and
 only with STRNN_FAST_BENCH_BIG=1, or =dense for the dense one alone (about 4 s a step): a run
 with the d=4000 reference point did not get through it in over 10 minutes on the 2-core machine:
     pytest bench/bench_sparse_train.py --benchmark-enable --benchmark-json=bench/results/sparse_train.json
@@ -28,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from _interleave import interleaved, ratios
 
 from strnn_fast import FastStrNN, factorize
 from strnn_fast.data import random_dag
@@ -95,15 +102,32 @@ def _measure(benchmark, case: str, impl: str, model: torch.nn.Module, fn) -> Non
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("case", list(CASES))
 def test_train_step(benchmark, case: str, impl: str) -> None:
-    model, x = _setup(benchmark, "train step", case, impl, train=True)
+    model, _ = _setup(benchmark, "train step", case, impl, train=True)
+    _measure(benchmark, case, impl, model, _train_step(case, impl))
+
+
+def _train_step(case: str, impl: str):
+    """One AdamW step of the case's model (made if need be, put in train mode) on its batch."""
+    model = _model(case, impl).train(True)
+    x = _inputs[case]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         model(x).square().mean().backward()
         opt.step()
+    return step
 
-    _measure(benchmark, case, impl, model, step)
+
+@pytest.mark.parametrize("case", ["dag-100", "dag-1000"])
+def test_train_step_interleaved(benchmark, case: str) -> None:
+    """The train step of "auto", "dense" and the reference in interleaved rounds (10)."""
+    calls = {impl: _train_step(case, impl) for impl in ("auto", "dense", "reference")}
+    benchmark.group = f"train step interleaved {case} hidden=(2d, 2d) batch={BATCH}"
+    times = interleaved(benchmark, calls, grad=True, rounds=10)
+    benchmark.extra_info.update(interleaved=True, median_s={k: float(np.median(t)) for k, t in times.items()},
+                                over_auto=ratios(times, "auto"),
+                                worst_round_reference_over_auto=min(r / a for a, r in zip(times["auto"], times["reference"])))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -132,8 +156,10 @@ def summarize(path: str) -> None:
     """Prints, per group, each implementation's median and the done-when ratios."""
     rows = json.loads(Path(path).read_text())["benchmarks"]
     groups: dict[str, dict[str, float]] = {}
+    mixed = [b for b in rows if b["extra_info"].get("interleaved")]
     for b in rows:
-        groups.setdefault(b["group"], {})[b["params"]["impl"]] = b["stats"]["median"]
+        if not b["extra_info"].get("interleaved"):
+            groups.setdefault(b["group"], {})[b["params"]["impl"]] = b["stats"]["median"]
     print(f"| group | {' | '.join(IMPLS)} | ref/auto | dense/auto |")
     print("|---|" + "---|" * (len(IMPLS) + 2))
     for group, t in groups.items():
@@ -141,6 +167,14 @@ def summarize(path: str) -> None:
         ref = f"{t['reference'] / t['auto']:.1f}x" if "reference" in t and "auto" in t else "-"
         dense = f"{t['dense'] / t['auto']:.2f}x" if "dense" in t and "auto" in t else "-"
         print(f"| {group} | {' | '.join(cells)} | {ref} | {dense} |")
+    if mixed:
+        print("\nInterleaved rounds (each ratio the median of the rounds' ratios):\n")
+        print("| group | auto | dense | reference | ref/auto (worst round) | dense/auto |\n|---|---|---|---|---|---|")
+        for b in mixed:
+            e = b["extra_info"]
+            t = {k: f"{v * 1e3:.2f} ms" for k, v in e["median_s"].items()}
+            print(f"| {b['group']} | {t['auto']} | {t['dense']} | {t['reference']} | {e['over_auto']['reference']:.1f}x "
+                  f"({e['worst_round_reference_over_auto']:.1f}x) | {e['over_auto']['dense']:.2f}x |")
 
 
 if __name__ == "__main__":
