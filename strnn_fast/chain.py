@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from . import dispatch
+from ._function import apply
 from .csr_ops import DTYPES, FUSED, _either_major, _index_arrays
 from .dense_ops import is_transposed, randn_transposed
 from .sparse_ops import MaskStructure
@@ -196,7 +197,7 @@ def _training(x: Tensor, params: tuple[Tensor | None, ...]) -> bool:
 
 def _run(x: Tensor, plan: tuple[_Layer, ...], params: tuple[Tensor | None, ...], training: bool) -> Tensor:
     if training:
-        return _Chain.apply(x, plan, *params)
+        return apply(_Chain, x, plan, *params)
     return torch.from_numpy(forward_arrays(_either_major(x).numpy(), plan, params)[-1])
 
 

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from . import _C
+from ._function import apply
 from .activations import ACTIVATIONS
 from .sparse_ops import MaskStructure
 
@@ -161,21 +162,6 @@ class _SpMM(torch.autograd.Function):
         gv = _SDDMM.apply(g, x2, s) if need_v else None
         gb = g.sum(0) if need_b else None
         return gx, gv, gb, None, None
-
-
-# Function.apply's own Python (its checks for setup_context and functorch, and the unwrapping of
-# dead functorch wrappers from every argument) cost ~2 us a call of a small layer's ~20 us of
-# per-call Python; outside functorch transforms it comes down to _FunctionBase.apply.
-_spmm_apply = super(torch.autograd.Function, _SpMM).apply
-
-
-def _apply_spmm(x2: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure, relu: bool) -> Tensor:
-    """``_SpMM.apply(x2, values, bias, structure, relu)``, without Function.apply's Python where no
-    functorch transform is active."""
-    if torch._C._are_functorch_transforms_active():
-        return _SpMM.apply(x2, values, bias, structure, relu)
-    unwrap = torch._C._functorch.unwrap_if_dead
-    return _spmm_apply(unwrap(x2), unwrap(values), None if bias is None else unwrap(bias), structure, relu)
 
 
 def _feature_or_batch_major(x2: Tensor) -> tuple[Tensor, bool]:
@@ -350,7 +336,7 @@ def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
             y = y + bias
         y = ACTIVATIONS[activation](y)
     else:
-        y = _apply_spmm(x2, values, bias, structure, activation == "relu")
+        y = apply(_SpMM, x2, values, bias, structure, activation == "relu")
         y = y if activation in FUSED else ACTIVATIONS[activation](y)
     return y if len(lead) == 1 else y.reshape(*lead, out)
 

@@ -170,8 +170,8 @@ def _fused_calls(monkeypatch) -> list:
     from strnn_fast.flows import fused_step
 
     calls = []
-    apply, evaluate = fused_step._AffineStep.apply, fused_step._evaluate
-    monkeypatch.setattr(fused_step._AffineStep, "apply", lambda *a: (calls.append("train"), apply(*a))[1])
+    apply, evaluate = fused_step.apply, fused_step._evaluate  # fused_step applies only _AffineStep
+    monkeypatch.setattr(fused_step, "apply", lambda cls, *a: (calls.append("train"), apply(cls, *a))[1])
     monkeypatch.setattr(fused_step, "_evaluate", lambda *a: (calls.append("eval"), evaluate(*a))[1])
     return calls
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .. import _C, chain
+from .._function import apply
 from ..csr_ops import _either_major
 from ..dense_ops import empty_transposed
 from ..nn import per_variable
@@ -101,5 +102,5 @@ def step(flow_step: Any, x: Tensor, context: Tensor | None) -> tuple[Tensor, Ten
         z, log_det = normalizer(x, per_variable(net.layered(x), 2))
         return z, log_det.sum(-1)
     if fused.training:
-        return _AffineStep.apply(x, fused.plan, normalizer.scale_bound, *fused.params)
+        return apply(_AffineStep, x, fused.plan, normalizer.scale_bound, *fused.params)
     return _evaluate(x, fused.plan, normalizer.scale_bound, fused.params)

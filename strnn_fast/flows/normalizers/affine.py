@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from ... import _C
+from ..._function import apply
 from ..._validate import as_real
 from ...dense_ops import empty_transposed
 from ...nn import per_variable
@@ -115,7 +116,7 @@ class AffineNormalizer(Normalizer):
         # kernels' tiles on other layouts (d=15 StrAF log_prob, batch 1024: 1.65 ms vs 1.85).
         differentiable = torch.is_grad_enabled() and (x.requires_grad or h.requires_grad)
         if (differentiable or _batch_contiguous(h)) and not self.torch_only and _kernels_apply(x, h):
-            return _AffineForward.apply(x, h, self.scale_bound) if differentiable else _map(x, h, self.scale_bound)
+            return apply(_AffineForward, x, h, self.scale_bound) if differentiable else _map(x, h, self.scale_bound)
         shift, log_scale = self._shift_log_scale(h)
         return torch.addcmul(shift, x, torch.exp(log_scale)), log_scale  # one op fewer than x * e + t
 

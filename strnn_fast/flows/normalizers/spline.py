@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import _C
+from ..._function import apply
 from ..._validate import as_positive_int, as_real
 from .base import Normalizer
 from .rqs_core import (
@@ -264,7 +265,7 @@ class SplineNormalizer(Normalizer):
             return self._forward_autograd(x, h)
         if self.torch_only:
             return self._forward_autograd(x, h, unrolled=True)
-        return _RQSForward.apply(x, h, *self._options(), _core_applies(x, h))
+        return apply(_RQSForward, x, h, *self._options(), _core_applies(x, h))
 
     def _forward_autograd(self, x: torch.Tensor, h: torch.Tensor,
                           unrolled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
