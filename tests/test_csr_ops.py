@@ -123,7 +123,7 @@ def test_float32_matches_the_float64_reference():
 
 
 # (300, 40) and (40, 300): the backward's one-sweep paths (a small input or output block, the other large)
-@pytest.mark.parametrize("shape", [(300, 400), (300, 40), (40, 300)])
+@pytest.mark.parametrize("shape", [(300, 400), (300, 40), (40, 300), (4500, 90)])
 def test_the_same_bits_for_any_thread_count(shape):
     s, values, bias = _case(*shape, 0.05, seed=9, dtype=torch.float32)
     x = torch.randn(777, shape[1]).requires_grad_()
@@ -218,13 +218,16 @@ def _laid_out(t: torch.Tensor, column_major: bool, pad: int) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layouts", ["feature-major", "batch-major", "mixed", "padded"])
 @pytest.mark.parametrize("batch", [20, 70, 1024])
-@pytest.mark.parametrize("shape", [(13, 30), (100, 30), (30, 100)], ids=["separate", "sweep-rows", "sweep-columns"])
+@pytest.mark.parametrize("shape", [(13, 30), (100, 30), (30, 100), (4500, 90)],
+                         ids=["separate", "sweep-rows", "sweep-columns", "beyond-l2"])
 def test_the_one_call_backward_matches_dense(dtype, layouts, batch, shape):
     """_C.CsrPattern.backward: dx, dv, db of act(x W^T + b) in one call, relu's mask included, any layout
     of g, x and y (padded ones too, NaN in the padding); NaN in y passes the gradient (as torch's
     relu backward), -0.0 and 0 do not. Batches: below one 64-column block, blocks with a partial
     tail, and one whose outputs come padded. Shapes: both blocks small (three passes a block), a
-    small input block (one sweep over g's rows), a small output block (one over x's rows)."""
+    small input block (one sweep over g's rows), a small output block (one over x's rows), an output
+    block larger than 1 MiB (feature-major g and y: one sweep over g's rows read in place, masked
+    there)."""
     out, inn = shape
     s, values, bias = _case(out, inn, 0.3, seed=12, dtype=dtype)
     x = torch.randn(batch, inn, dtype=dtype)
@@ -241,7 +244,7 @@ def test_the_one_call_backward_matches_dense(dtype, layouts, batch, shape):
         gg = gm if relu else g.double()
         dx, dv, db = pattern.backward(g_.numpy(), x_.numpy(), values.numpy(), y_.numpy() if relu else None,
                                       True, True, True, 1)
-        assert_close(torch.from_numpy(dx), (gg @ w).to(dtype), dtype, reduce_dim=batch)
+        assert_close(torch.from_numpy(dx), (gg @ w).to(dtype), dtype, reduce_dim=out)  # sums over the rows
         dw = gg.T @ x.double()
         assert_close(torch.from_numpy(dv), dw[s.dense(torch.bool)].to(dtype), dtype, reduce_dim=batch)
         assert_close(torch.from_numpy(db), gg.sum(0).to(dtype), dtype, reduce_dim=batch)
