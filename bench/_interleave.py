@@ -25,11 +25,13 @@ def _nothing() -> None:
 
 
 def interleaved(benchmark, calls: dict[str, Callable[[], object]], grad: bool, rounds: int,
-                setup: dict[str, Callable[[], object]] | None = None) -> dict[str, list[float]]:
+                setup: dict[str, Callable[[], object]] | None = None, warm: bool = False) -> dict[str, list[float]]:
     """`rounds` rounds of every call back to back, a block of calls each (about 5 ms of the first
     call's, at least 5: each runs from warm caches, as in a loop of its own; with blocks of about
     1 ms, a d=50 layer's forward+backward at batch 1024 paid the others' cache traffic, 2.2x dense
-    instead of 2.6x); seconds a call, per round. `setup[name]` runs before that call's block."""
+    instead of 2.6x); seconds a call, per round. `setup[name]` runs before that call's block; `warm`:
+    so does one untimed call (blocks of a few calls of several ms each, as train steps: the first
+    call after another implementation's block refills the caches and allocator for the rest)."""
     setup = setup or {}
     times: dict[str, list[float]] = defaultdict(list)
     with torch.set_grad_enabled(grad):
@@ -46,6 +48,8 @@ def interleaved(benchmark, calls: dict[str, Callable[[], object]], grad: bool, r
         def one_round() -> None:
             for name, fn in calls.items():
                 setup.get(name, _nothing)()
+                if warm:
+                    fn()
                 t0 = time.perf_counter()
                 for _ in range(reps):
                     fn()
