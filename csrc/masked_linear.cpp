@@ -912,7 +912,7 @@ void grads_small(const Operand& g, const Operand& x, const Operand& y, const T* 
 
 // The gradients block by block (B >= kLanes / 4): each block of kLanes batch columns of g is packed
 // feature-major once, relu'd, and serves all three (full feature-major blocks without relu are
-// read in place): db and dv as lane-wise partials per group of blocks, summed in group order
+// read in place, and so are those beyond L2 with relu, masked in registers: big_sweep): db and dv as lane-wise partials per group of blocks, summed in group order
 // (the groups depend on B only: the same bits for any thread count), dx written per block; threads
 // take groups, so a batch of one block runs on one thread. The passes of grads_small write and
 // read a masked copy of g three times; with the padded layout, this ran forward+backward

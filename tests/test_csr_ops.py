@@ -123,6 +123,7 @@ def test_float32_matches_the_float64_reference():
 
 
 # (300, 40) and (40, 300): the backward's one-sweep paths (a small input or output block, the other large)
+# (4500, 90): an output block beyond 1 MiB, g's rows read in place and masked in one sweep
 @pytest.mark.parametrize("shape", [(300, 400), (300, 40), (40, 300), (4500, 90)])
 def test_the_same_bits_for_any_thread_count(shape):
     s, values, bias = _case(*shape, 0.05, seed=9, dtype=torch.float32)
