@@ -204,11 +204,12 @@ ALWAYS_INLINE void spmm_block(const T* xs, std::size_t ldx, const T* v, const st
 }
 
 // Small batches (fewer than kLanes / 4 columns): per row and column, the row's terms in four
-// interleaved partial sums (one chain of dependent adds would bound it by the add latency).
+// interleaved partial sums (one chain of dependent adds would bound it by the add latency). Output
+// element (r, j) goes to yt[r * ldy + j * ly].
 template <class T>
 ALWAYS_INLINE void spmm_narrow(const T* xt, std::size_t ldx, std::size_t ldb, const T* v, const std::int64_t* crow,
                                const std::int64_t* col, const T* bias, bool relu, T* yt, std::size_t ldy,
-                               std::size_t r0, std::size_t r1, std::size_t c0, std::size_t n) {
+                               std::size_t ly, std::size_t r0, std::size_t r1, std::size_t c0, std::size_t n) {
   for (std::size_t r = r0; r < r1; ++r) {
     const std::int64_t k0 = crow[r], k1 = crow[r + 1];
     for (std::size_t j = c0; j < c0 + n; ++j) {
@@ -229,7 +230,7 @@ ALWAYS_INLINE void spmm_narrow(const T* xt, std::size_t ldx, std::size_t ldb, co
       if (k + 1 < k1) a1 += term(k + 1);
       if (k + 2 < k1) a2 += term(k + 2);
       const T acc = (bias ? bias[r] : T(0)) + ((a0 + a1) + (a2 + a3));
-      yt[r * ldy + j] = relu && acc < T(0) ? T(0) : acc;
+      yt[r * ldy + j * ly] = relu && acc < T(0) ? T(0) : acc;
     }
   }
 }
@@ -510,12 +511,54 @@ void copy_rows(const T* src, std::size_t ld, std::size_t rows, std::size_t n, T*
   for (std::size_t r = 0; r < rows; ++r) std::memcpy(dst + r * kLanes, src + r * ld, n * sizeof(T));
 }
 
+// Rows [r0, r1) of one batch block (columns [c0, c0 + n), n >= kLanes / 4) of Y (B, rows), row-major
+// with row stride ldy: kTile rows at a time computed into an L1 tile (kTile x kLanes, as spmm_block
+// writes Y^T) and transposed into Y. The same terms in the same order as the feature-major output:
+// the same bits. xs and tile are the calling thread's scratch.
+template <class T>
+void spmm_rows_to_batch_major(const T* xp, std::size_t n_in, bool batch_major, std::size_t ldx, bool fetch_ahead,
+                              std::size_t B, const T* vp, const Pattern& p, const T* bias, bool relu, T* yp,
+                              std::size_t ldy, std::size_t r0, std::size_t r1, std::size_t c0, std::size_t n,
+                              std::vector<T>& xs, std::vector<T>& tile) {
+  constexpr std::size_t kTile = (std::size_t(16) << 10) / (kLanes * sizeof(T));  // 16 KiB
+  const T* src = xp + c0;
+  std::size_t lds = ldx;
+  const bool in_place = !batch_major && n == kLanes;
+  if (!in_place) {  // as spmm_core packs its blocks
+    shape_block<T>(xs, n_in, n);
+    if (batch_major)
+      run_transpose_pack<T>(xp, ldx, std::size_t{0}, n_in, c0, n, xs.data(), kLanes);
+    else
+      copy_rows<T>(xp + c0, ldx, n_in, n, xs.data());
+    src = xs.data();
+    lds = kLanes;
+  }
+  tile.resize(kTile * kLanes);
+  const bool fetch = in_place && fetch_ahead && c0 + 2 * kLanes <= B;
+  for (std::size_t rt = r0; rt < r1; rt += kTile) {
+    const std::size_t m = std::min(kTile, r1 - rt);
+    Ahead<T> ahead;  // each tile fetches its share of x's next block
+    if (fetch) {
+      const std::size_t a = (rt - r0) * n_in / (r1 - r0), e = (rt - r0 + m) * n_in / (r1 - r0);
+      ahead.s[0] = {xp + a * ldx + c0 + kLanes, e - a, ldx};
+    }
+    run_spmm_block<T>(src, lds, vp, p.crow + rt, p.col, bias == nullptr ? nullptr : bias + rt, relu, tile.data(),
+                      kLanes, std::size_t{0}, m, std::size_t{0}, n, ahead);
+    run_transpose_pack<T>(static_cast<const T*>(tile.data()), kLanes, std::size_t{0}, n, std::size_t{0}, m,
+                          yp + c0 * ldy + rt, ldy);
+  }
+}
+
 // Y^T (rows, B) = W X^T (+ bias, relu), X read as X^T (n_in, B) or, batch_major, as X (B, n_in)
 // itself: packing a block transposes it, which saves the caller a transposed copy of the input.
-// ldx: X's row stride (>= B feature-major, >= n_in batch-major); ldy: Y^T's (>= B).
+// ldx: X's row stride (>= B feature-major, >= n_in batch-major); ldy: Y^T's (>= B), or with
+// y_batch_major, Y's (B, rows) (>= rows): a network's last layer writes the row-major output its
+// caller gets, from an L1 tile of each block's rows transposed into place (a transposing copy of a
+// 256 x 1000 column-major output after the layer took ~0.3 ms, 5% of a d=1000 train step).
 template <class T>
 void spmm_core(const T* xp, std::size_t n_in, std::size_t B, bool batch_major, std::size_t ldx, const T* vp,
-               const Pattern& p, const T* bias, bool relu, T* yp, std::size_t ldy, unsigned threads) {
+               const Pattern& p, const T* bias, bool relu, T* yp, std::size_t ldy, unsigned threads,
+               bool y_batch_major = false) {
   if (B == 0 || p.rows == 0) return;
   const std::size_t s_feat = batch_major ? 1 : ldx, s_batch = batch_major ? ldx : 1;
   const std::size_t blocks = (B + kLanes - 1) / kLanes;
@@ -537,7 +580,14 @@ void spmm_core(const T* xp, std::size_t n_in, std::size_t B, bool batch_major, s
           const std::size_t r0 = rc * rows_per, r1 = std::min(p.rows, r0 + rows_per);
           if (r0 >= r1) continue;
           if (n < kLanes / 4) {
-            run_spmm_narrow<T>(xp, s_feat, s_batch, vp, p.crow, p.col, bias, relu, yp, ldy, r0, r1, c0, n);
+            run_spmm_narrow<T>(xp, s_feat, s_batch, vp, p.crow, p.col, bias, relu, yp, y_batch_major ? 1 : ldy,
+                               y_batch_major ? ldy : 1, r0, r1, c0, n);
+            continue;
+          }
+          if (y_batch_major) {
+            Scratch<T> tile;
+            spmm_rows_to_batch_major<T>(xp, n_in, batch_major, ldx, fetch_ahead, B, vp, p, bias, relu, yp, ldy, r0, r1,
+                                        c0, n, xs, tile.v);
             continue;
           }
           // The next block's output rows, fetched while this one computes: a block writes a few
@@ -656,18 +706,20 @@ std::size_t padded_ld(std::size_t B) {
   return B >= kLanes && (B * sizeof(T)) % 1024 == 0 ? B + 64 / sizeof(T) : B;
 }
 
-// A new column-major (B x n) array (feature-major memory, row stride padded_ld(B)). From 64 KiB up
-// its buffer comes from OutputCache (see there); from 2 MiB up it is backed by transparent huge
-// pages where the OS offers them (Linux, madvise): a fresh output is otherwise faulted in 4 KiB at
-// a time, which cost ~15 ms for a 38 MB output (9,200 faults) on the 2-core VM where a kernel call
-// writing it took ~10 ms.
+// A new column-major (B x n) array (feature-major memory, row stride padded_ld(B)), or with
+// batch_major a C-contiguous one. From 64 KiB up its buffer comes from OutputCache (see there);
+// from 2 MiB up it is backed by transparent huge pages where the OS offers them (Linux, madvise):
+// a fresh output is otherwise faulted in 4 KiB at a time, which cost ~15 ms for a 38 MB output
+// (9,200 faults) on the 2-core VM where a kernel call writing it took ~10 ms.
 template <class T>
-py::array_t<T> new_feature_major(std::size_t B, std::size_t n) {
+py::array_t<T> new_output(std::size_t B, std::size_t n, bool batch_major = false) {
   constexpr std::size_t kPage = 4096, kCached = std::size_t(64) << 10, kHuge = std::size_t(2) << 20;
-  const std::size_t ld = padded_ld<T>(B);
+  const std::size_t ld = batch_major ? B : padded_ld<T>(B);
   const auto sz = static_cast<py::ssize_t>(sizeof(T));
   const std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(n)};
-  const std::vector<py::ssize_t> strides{sz, static_cast<py::ssize_t>(std::max<std::size_t>(ld, 1)) * sz};
+  const std::vector<py::ssize_t> strides =
+      batch_major ? std::vector<py::ssize_t>{static_cast<py::ssize_t>(n) * sz, sz}
+                  : std::vector<py::ssize_t>{sz, static_cast<py::ssize_t>(std::max<std::size_t>(ld, 1)) * sz};
   const std::size_t bytes = ld * n * sizeof(T);
 #if defined(__linux__)
   if (bytes >= kCached) {
@@ -749,10 +801,12 @@ const T* kept_values(const py::handle& v_o, const py::handle& flat_o, const Patt
 }
 
 // y (B, n_rows) = x W^T (+ bias, relu) for x (B, n_in) row- or column-major, returned as a new
-// column-major array (feature-major memory, padded: the layout the next layer reads without a copy).
+// column-major array (feature-major memory, padded: the layout the next layer reads without a copy),
+// or with row_major a C-contiguous one (a network's output, as its caller gets it).
 template <class T>
 py::array linear_impl(const py::handle& x_o, const py::handle& v_o, const Pattern& p, std::size_t n_cols,
-                      const py::handle& bias_o, bool relu, unsigned threads, const py::handle& flat_o) {
+                      const py::handle& bias_o, bool relu, unsigned threads, const py::handle& flat_o,
+                      bool row_major) {
   const Operand x = either_major<T>(x_o, "x");
   const std::size_t B = x.B, n_in = x.n;
   if (n_in != n_cols) throw std::invalid_argument("x must have " + std::to_string(n_cols) + " columns");
@@ -760,12 +814,13 @@ py::array linear_impl(const py::handle& x_o, const py::handle& v_o, const Patter
   const T* vp = kept_values<T>(v_o, flat_o, p, n_in, kept.v);
   Array<T> b;
   const T* bias = bias_of<T>(bias_o, p.rows, b);
-  py::array_t<T> y = new_feature_major<T>(B, p.rows);
+  py::array_t<T> y = new_output<T>(B, p.rows, row_major);
   const T* xp = static_cast<const T*>(x.data);
   T* yp = y.mutable_data();
   {
     py::gil_scoped_release release;
-    spmm_core<T>(xp, n_in, B, x.batch_major, x.ld, vp, p, bias, relu, yp, padded_ld<T>(B), threads);
+    spmm_core<T>(xp, n_in, B, x.batch_major, x.ld, vp, p, bias, relu, yp, row_major ? p.rows : padded_ld<T>(B),
+                 threads, row_major);
   }
   return std::move(y);
 }
@@ -1096,7 +1151,7 @@ py::tuple backward_impl(const py::handle& g_o, const py::handle& x_o, const py::
   py::object dx = py::none(), dv = py::none(), db = py::none();
   Grads<T> grads{nullptr, padded_ld<T>(B), nullptr, nullptr};
   if (need_dx) {
-    auto a = new_feature_major<T>(B, inn);
+    auto a = new_output<T>(B, inn);
     grads.dx = a.mutable_data();
     dx = std::move(a);
   }
@@ -1196,16 +1251,18 @@ void bind_masked_linear(py::module_& m) {
       .def(
           "linear",
           [](const CsrPattern& c, py::handle x, py::handle values, py::handle bias, bool relu, unsigned threads,
-             py::handle flat) -> py::array {
+             py::handle flat, bool row_major) -> py::array {
             const Pattern p = c.view();
-            if (is_double(x)) return linear_impl<double>(x, values, p, c.n_cols, bias, relu, std::max(threads, 1u), flat);
-            return linear_impl<float>(x, values, p, c.n_cols, bias, relu, std::max(threads, 1u), flat);
+            const unsigned t = std::max(threads, 1u);
+            if (is_double(x)) return linear_impl<double>(x, values, p, c.n_cols, bias, relu, t, flat, row_major);
+            return linear_impl<float>(x, values, p, c.n_cols, bias, relu, t, flat, row_major);
           },
           py::arg("x"), py::arg("values"), py::arg("bias"), py::arg("relu"), py::arg("threads") = 1,
-          py::arg("flat") = py::none(),
+          py::arg("flat") = py::none(), py::arg("row_major") = false,
           "y = x W^T (+ bias, then relu if asked) for x (B, n_in) row- or column-major float32/float64 and W\n"
           "(n_rows x n_in) given by its CSR values (or, with flat, the kept weights' row * n_in + col, by the\n"
-          "dense weight flattened); y (B, n_rows) is a new column-major array.")
+          "dense weight flattened); y (B, n_rows) is a new column-major array, or with row_major a\n"
+          "C-contiguous one.")
       .def(
           "backward",
           [](const CsrPattern& c, py::handle g, py::handle x, py::handle values, py::handle y, bool need_dx,

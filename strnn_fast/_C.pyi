@@ -71,17 +71,30 @@ def csr_spmm(xt: Floats, values: Floats, crow: Int64s, col: Int64s, bias: Floats
              threads: int = 1, batch_major: bool = False) -> None:
     """yt (rows, B) = W xt (+ bias, relu) for W (rows x n_in) in CSR; xt is (n_in, B), or x (B, n_in) when
     batch_major."""
-def csr_sddmm(gt: Floats, xt: Floats, crow: Int64s, col: Int64s, dv: Floats, threads: int = 1) -> None:
-    """dv[k] = gt[row_k] . xt[col_k] on the kept entries k of the CSR pattern."""
-def csr_linear(x: Floats, values: Floats, crow: Int64s, col: Int64s, bias: Floats | None, relu: bool,
-               threads: int = 1, flat: Int64s | None = None) -> Floats:
-    """y (B, rows) = x W^T (+ bias, relu), x (B, n_in) row- or column-major, y a new column-major array;
-    with flat (the kept weights' row * n_in + col) values is the dense weight flattened."""
-def csr_backward(g: Floats, x: Floats, values: Floats, crow: Int64s, col: Int64s, t_crow: Int64s, t_col: Int64s,
-                 t_perm: Int64s, y: Floats | None, need_dx: bool, need_dv: bool, need_db: bool, threads: int = 1,
+def csr_sddmm(gt: Floats, xt: Floats, crow: Int64s, col: Int64s, dv: Floats, threads: int = 1,
+              g_batch_major: bool = False, x_batch_major: bool = False) -> None:
+    """dv[k] = gt[row_k] . xt[col_k] on the kept entries k of the CSR pattern; gt (rows, B) and xt (n_in, B),
+    or with the flags (B, rows) and (B, n_in)."""
+def feature_major_ld(batch: int, itemsize: int) -> int:
+    """The column stride of the column-major (batch, n) arrays the kernels return (batch, or batch plus a
+    cache line where batch * itemsize is a multiple of 1 KiB)."""
+class CsrPattern:
+    """A CSR pattern (crow, col) of an (n_rows x n_cols) matrix, checked once and copied (with its transpose
+    for the backward)."""
+    def __init__(self, crow: Int64s, col: Int64s, n_cols: int, t_crow: Int64s | None = None,
+                 t_col: Int64s | None = None, t_perm: Int64s | None = None) -> None: ...
+    @property
+    def shape(self) -> tuple[int, int]: ...
+    def linear(self, x: Floats, values: Floats, bias: Floats | None, relu: bool, threads: int = 1,
+               flat: Int64s | None = None, row_major: bool = False) -> Floats:
+        """y (B, rows) = x W^T (+ bias, relu), x (B, n_in) row- or column-major, y a new column-major array
+        (C-contiguous with row_major); with flat (the kept weights' row * n_in + col) values is the dense
+        weight flattened."""
+    def backward(self, g: Floats, x: Floats, values: Floats, y: Floats | None, need_dx: bool, need_dv: bool,
+                 need_db: bool, threads: int = 1,
                  flat: Int64s | None = None) -> tuple[Floats | None, Floats | None, Floats | None]:
-    """(dx, dv, db) of y = act(x W^T + b) (act relu when y is given) in one call; dx column-major; with flat,
-    values is the dense weight and dv its dense (rows, n_in) gradient."""
+        """(dx, dv, db) of y = act(x W^T + b) (act relu when y is given) in one call; dx column-major; with
+        flat, values is the dense weight and dv its dense (rows, n_in) gradient."""
 
 # --- CSV text (csrc/csv_format.cpp; used by strnn_fast.cli._common.stream_csv) ---
 def format_csv_rows(values: npt.NDArray[np.float64]) -> bytes:

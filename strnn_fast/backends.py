@@ -156,18 +156,31 @@ def layout(layer: LayerLike, device: torch.device) -> tuple[BlockLayout, torch.T
     return layer.block_layout(device, default_block(device))
 
 
-def run(name: str, layer: LayerLike, x: torch.Tensor) -> torch.Tensor:
+def run(name: str, layer: LayerLike, x: torch.Tensor, row_major: bool = False) -> torch.Tensor:
     r"""``act(x @ W^T + b)`` of `layer` on the backend `name` (one of :data:`NAMES`).
 
     Arguments:
         name: "dense", "sparse", "cpu" or "triton".
         layer: a MaskedLinear or a frozen layer.
         x: (..., in) input.
+        row_major: a C-contiguous output (the "cpu" kernel writes it so; other backends' outputs
+            are made contiguous). Otherwise the backend's own layout (column-major from "cpu" and
+            "sparse", which the next masked layer reads without a copy).
 
     Raises:
         ValueError: an unknown name, or "cpu" on a device or dtype it does not run.
         RuntimeError: "triton" without the triton package, or on the CPU outside the interpreter.
     """
+    if name == "cpu":
+        from .csr_ops import csr_linear
+
+        return csr_linear(x, layer.packed_values(), layer.bias, layer.csr(x.device), layer.activation, row_major)
+    y = _run_other(name, layer, x)
+    return y.contiguous() if row_major else y
+
+
+def _run_other(name: str, layer: LayerLike, x: torch.Tensor) -> torch.Tensor:
+    """:func:`run` on the backends other than "cpu", in their own output layouts."""
     if name == "dense":
         mask = layer.grad_mask()
         w = layer.dense_weight()
@@ -176,10 +189,6 @@ def run(name: str, layer: LayerLike, x: torch.Tensor) -> torch.Tensor:
     if name == "sparse":
         y = sparse_linear(x, layer.packed_values(), layer.bias, layer.csr(x.device))
         return ACTIVATIONS[layer.activation](y)
-    if name == "cpu":
-        from .csr_ops import csr_linear
-
-        return csr_linear(x, layer.packed_values(), layer.bias, layer.csr(x.device), layer.activation)
     if name == "triton":
         try:
             from .kernels.masked_linear import masked_linear
@@ -191,8 +200,8 @@ def run(name: str, layer: LayerLike, x: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"backend must be one of {NAMES}, got {name!r}")
 
 
-def inference_runner(name: str, layer: LayerLike) -> Callable[[torch.Tensor], torch.Tensor]:
-    r"""``x -> run(name, layer, x)`` for calls without gradients, with the layer's tensors bound once.
+def inference_runner(name: str, layer: LayerLike, row_major: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    r"""``x -> run(name, layer, x, row_major)`` for calls without gradients, with the layer's tensors bound once.
 
     Frozen models run these in sequence (:class:`strnn_fast.freeze.FrozenStrNN`): at batch 1 a
     masked layer costs a few microseconds, which the per-call lookups of :func:`run` would double.
@@ -211,10 +220,10 @@ def inference_runner(name: str, layer: LayerLike) -> Callable[[torch.Tensor], to
     if name == "dense":
         w, b = layer.dense_weight().detach(), None if layer.bias is None else layer.bias.detach()
         act = ACTIVATIONS[layer.activation]
-        return lambda x: act(linear(x, w, b))
+        return lambda x: act(linear(x, w, b))  # row-major already
     if name == "cpu":
         from .csr_ops import csr_runner
 
         return csr_runner(layer.packed_values().detach(), None if layer.bias is None else layer.bias.detach(),
-                          layer.csr(torch.device("cpu")), layer.activation)
-    return lambda x: run(name, layer, x)
+                          layer.csr(torch.device("cpu")), layer.activation, row_major)
+    return lambda x: run(name, layer, x, row_major)

@@ -86,15 +86,17 @@ def _weights(w: Tensor) -> np.ndarray:
     return w.detach().reshape(-1).numpy()
 
 
-def forward_arrays(x: np.ndarray, plan: tuple[_Layer, ...], params: tuple[Tensor | None, ...]) -> list[np.ndarray]:
-    """Every layer's output (column-major (B, out) arrays) for x."""
+def forward_arrays(x: np.ndarray, plan: tuple[_Layer, ...], params: tuple[Tensor | None, ...],
+                   row_major: bool = False) -> list[np.ndarray]:
+    """Every layer's output (column-major (B, out) arrays; the last one C-contiguous with `row_major`) for x."""
     threads = torch.get_num_threads()
     outs = []
     h = x
+    last = len(plan) - 1
     for i, lay in enumerate(plan):
         w, b = params[2 * i], params[2 * i + 1]
         h = lay.pattern.linear(h, _weights(w), None if b is None else b.detach().numpy(), lay.relu, threads,
-                               lay.flat_array)
+                               lay.flat_array, row_major and i == last)
         outs.append(h)
     return outs
 
@@ -143,11 +145,12 @@ def backward_arrays(g: np.ndarray, x: Tensor, outs: list[np.ndarray], plan: tupl
 
 
 class _Chain(torch.autograd.Function):
-    """y = the network's output (column-major) for x (B, in); params = (weight or values, bias) per layer."""
+    """y = the network's output (column-major, or C-contiguous with row_major) for x (B, in); params =
+    (weight or values, bias) per layer."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, plan: tuple[_Layer, ...], *params: Tensor | None) -> Tensor:
-        outs = forward_arrays(_either_major(x).numpy(), plan, params)
+    def forward(ctx, x: Tensor, plan: tuple[_Layer, ...], row_major: bool, *params: Tensor | None) -> Tensor:
+        outs = forward_arrays(_either_major(x).numpy(), plan, params, row_major)
         y = torch.from_numpy(outs[-1])
         ctx.plan, ctx.outs = plan, outs[:-1]  # the hidden outputs; y is saved (an in-place edit of it is caught)
         ctx.save_for_backward(x, y, *params)
@@ -156,13 +159,13 @@ class _Chain(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):
         x, y, *params = ctx.saved_tensors
-        plan, needs = ctx.plan, ctx.needs_input_grad[:1] + ctx.needs_input_grad[2:]
+        plan, needs = ctx.plan, ctx.needs_input_grad[:1] + ctx.needs_input_grad[3:]
         if torch.is_grad_enabled():  # create_graph: recompute through ops that differentiate again
             grads = recompute_grads(lambda x, *ps: layers_path(x, plan, ps), [x, *params], needs, g)
-            return grads[0], None, *grads[1:]
+            return grads[0], None, None, *grads[1:]
         gx, grads = backward_arrays(_either_major(g).numpy(), x, [*ctx.outs, y.detach().numpy()], plan,
                                     tuple(params), needs[1:], needs[0])
-        return (None if gx is None else torch.from_numpy(gx)), None, *grads
+        return (None if gx is None else torch.from_numpy(gx)), None, None, *grads
 
 
 def params_of(net: Any) -> tuple[Tensor | None, ...]:
@@ -195,10 +198,11 @@ def _training(x: Tensor, params: tuple[Tensor | None, ...]) -> bool:
     return torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params))
 
 
-def _run(x: Tensor, plan: tuple[_Layer, ...], params: tuple[Tensor | None, ...], training: bool) -> Tensor:
+def _run(x: Tensor, plan: tuple[_Layer, ...], params: tuple[Tensor | None, ...], training: bool,
+         row_major: bool = False) -> Tensor:
     if training:
-        return apply(_Chain, x, plan, *params)
-    return torch.from_numpy(forward_arrays(_either_major(x).numpy(), plan, params)[-1])
+        return apply(_Chain, x, plan, row_major, *params)
+    return torch.from_numpy(forward_arrays(_either_major(x).numpy(), plan, params, row_major)[-1])
 
 
 def run(net: Any, x: Tensor) -> Tensor:
@@ -225,11 +229,11 @@ def decided(net: Any, x: Tensor) -> Fused | None:
     return Fused(plan, params, training) if _chosen(net, x, plan, training) else None
 
 
-def forward(net: Any, x: Tensor) -> Tensor | None:
-    """The network's output for x through the chain where it applies and is measured faster, else None
-    (the caller runs the layers one by one)."""
+def forward(net: Any, x: Tensor, row_major: bool = False) -> Tensor | None:
+    """The network's output for x through the chain where it applies and is measured faster (C-contiguous
+    with `row_major`, else column-major), else None (the caller runs the layers one by one)."""
     fused = decided(net, x)
-    return None if fused is None else _run(x, *fused)
+    return None if fused is None else _run(x, *fused, row_major)
 
 
 # (layer signatures, batch bucket, dtype, training) -> {"chain": bool, "times_us": ...}, measured at

@@ -123,12 +123,14 @@ def _either_major(x2: Tensor) -> Tensor:
 
 
 class _SpMM(torch.autograd.Function):
-    """y = x2 W^T (+ b), then relu if asked, for x2 (B, in); y (B, out) is column-major."""
+    """y = x2 W^T (+ b), then relu if asked, for x2 (B, in); y (B, out) is column-major, or row-major
+    with row_major."""
 
     @staticmethod
-    def forward(ctx, x2, values, bias, structure, relu=False):
+    def forward(ctx, x2, values, bias, structure, relu=False, row_major=False):
         a, xn, vn = _index_arrays(structure), _either_major(x2).numpy(), _view(values)
-        yn = a.pattern.linear(xn, vn, None if bias is None else _view(bias), relu, torch.get_num_threads())
+        yn = a.pattern.linear(xn, vn, None if bias is None else _view(bias), relu, torch.get_num_threads(), None,
+                              row_major)
         y = torch.from_numpy(yn)
         ctx.save_for_backward(x2, values, y if relu else None)
         ctx.structure = structure
@@ -153,7 +155,7 @@ class _SpMM(torch.autograd.Function):
                 gx, gv, gb = a.pattern.backward(g.contiguous().numpy(), xn, vn, yn, need_x, need_v, need_b,
                                                 torch.get_num_threads())
             return (None if gx is None else torch.from_numpy(gx), None if gv is None else torch.from_numpy(gv),
-                    None if gb is None else torch.from_numpy(gb), None, None)
+                    None if gb is None else torch.from_numpy(gb), None, None, None)
         # create_graph: the same gradients recorded as Functions, so that they differentiate again
         # (relu's mask is a constant of the graph: its derivative is zero almost everywhere).
         if y is not None:  # as torch's relu backward: zero where y <= 0 (NaN passes)
@@ -161,7 +163,7 @@ class _SpMM(torch.autograd.Function):
         gx = _SpMM.apply(g, values[s.t_perm], None, transposed(s)) if need_x else None
         gv = _SDDMM.apply(g, x2, s) if need_v else None
         gb = g.sum(0) if need_b else None
-        return gx, gv, gb, None, None
+        return gx, gv, gb, None, None, None
 
 
 def _feature_or_batch_major(x2: Tensor) -> tuple[Tensor, bool]:
@@ -289,7 +291,7 @@ def _view(t: Tensor):
 
 
 def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure,
-               activation: str = "identity") -> Tensor:
+               activation: str = "identity", row_major: bool = False) -> Tensor:
     r"""``act(x @ W^T + b)`` with W given by its CSR-order `values` on `structure`, on the C++ kernels.
 
     Arguments:
@@ -299,11 +301,13 @@ def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
         bias: (out,) or None.
         structure: the mask's :class:`~strnn_fast.sparse_ops.MaskStructure` (on the CPU).
         activation: a name of :data:`strnn_fast.activations.ACTIVATIONS`.
+        row_major: return a C-contiguous result (a network's last layer: the kernel writes the
+            layout its caller gets, instead of a transposing copy after it).
 
     Returns:
         (..., out); 2-D results are column-major, each column padded by a cache line where its
         length would be a multiple of 1 KiB (``_C.feature_major_ld``; the next masked layer reads
-        them as they are).
+        them as they are), unless `row_major`.
 
     Raises:
         TypeError: a tensor on another device or of another dtype.
@@ -320,7 +324,7 @@ def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
         try:
             y = torch.from_numpy(_index_arrays(structure).pattern.linear(
                 (x2.detach() if x2.requires_grad else x2).numpy(), _view(values),
-                None if bias is None else _view(bias), activation == "relu", torch.get_num_threads()))
+                None if bias is None else _view(bias), activation == "relu", torch.get_num_threads(), None, row_major))
         except (TypeError, ValueError, RuntimeError, AttributeError):
             pass
         else:
@@ -335,15 +339,17 @@ def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskSt
         if bias is not None:
             y = y + bias
         y = ACTIVATIONS[activation](y)
+        y = y.contiguous() if row_major else y
     else:
-        y = apply(_SpMM, x2, values, bias, structure, activation == "relu")
+        y = apply(_SpMM, x2, values, bias, structure, activation == "relu", row_major)
         y = y if activation in FUSED else ACTIVATIONS[activation](y)
     return y if len(lead) == 1 else y.reshape(*lead, out)
 
 
 def csr_runner(values: Tensor, bias: Tensor | None, structure: MaskStructure,
-               activation: str = "identity") -> Callable[[Tensor], Tensor]:
-    r"""``x -> csr_linear(x, values, bias, structure, activation)`` without gradients, its arrays bound once.
+               activation: str = "identity", row_major: bool = False) -> Callable[[Tensor], Tensor]:
+    r"""``x -> csr_linear(x, values, bias, structure, activation, row_major)`` without gradients, its arrays
+    bound once.
 
     For frozen inference (:func:`strnn_fast.backends.inference_runner`): the call is the kernel's
     and little else. Any input it cannot take as it is (a 1-D or 3-D x, a grad-requiring one, a
@@ -357,7 +363,7 @@ def csr_runner(values: Tensor, bias: Tensor | None, structure: MaskStructure,
                 [3.5000, 0.0000]])
     """
     if values.dtype not in DTYPES or not values.is_cpu or not values.is_contiguous():
-        return lambda x: csr_linear(x, values, bias, structure, activation)
+        return lambda x: csr_linear(x, values, bias, structure, activation, row_major)
     pattern = _index_arrays(structure).pattern
     v, b = values.numpy(), None if bias is None else bias.contiguous().numpy()
     relu, inn = activation == "relu", structure.shape[1]
@@ -366,7 +372,8 @@ def csr_runner(values: Tensor, bias: Tensor | None, structure: MaskStructure,
     def run(x: Tensor) -> Tensor:
         if (type(x) is not Tensor or x.dim() != 2 or x.shape[1] != inn or x.requires_grad or x.dtype != values.dtype
                 or not x.is_cpu):
-            return csr_linear(x, values, bias, structure, activation)
-        y = torch.from_numpy(pattern.linear(_either_major(x).numpy(), v, b, relu, torch.get_num_threads()))
+            return csr_linear(x, values, bias, structure, activation, row_major)
+        y = torch.from_numpy(pattern.linear(_either_major(x).numpy(), v, b, relu, torch.get_num_threads(), None,
+                                            row_major))
         return y if act is None else act(y)
     return run

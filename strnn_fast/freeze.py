@@ -94,8 +94,8 @@ class FrozenLayer(nn.Module):
         """The output on a given backend."""
         return backends.run(backend, self, x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return backends.run(self.resolved_backend(x), self, x)
+    def forward(self, x: torch.Tensor, row_major: bool = False) -> torch.Tensor:
+        return backends.run(self.resolved_backend(x), self, x, row_major)
 
 
 class FrozenStrNN(nn.Module):
@@ -121,8 +121,8 @@ class FrozenStrNN(nn.Module):
         if self._plan is not None and self._plan[0] == key:
             return _run_plan(self._plan[1], x)
         runners = []
-        for layer in self.layers:
-            runners.append(backends.inference_runner(layer.resolved_backend(x), layer))
+        for i, layer in enumerate(self.layers):  # the last layer writes the row-major output
+            runners.append(backends.inference_runner(layer.resolved_backend(x), layer, i == len(self.layers) - 1))
             x = runners[-1](x)
         if not (x.is_cuda and torch.cuda.is_current_stream_capturing()):
             self._plan = (key, runners)

@@ -395,8 +395,9 @@ class MaskedLinear(nn.Module):
         """The layer's output on a given backend (all agree to rounding; see :mod:`strnn_fast.backends`)."""
         return backends.run(backend, self, x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return backends.run(self.resolved_backend(x), self, x)
+    def forward(self, x: torch.Tensor, row_major: bool = False) -> torch.Tensor:
+        """The output for x (..., in); `row_major`: C-contiguous (see :func:`strnn_fast.backends.run`)."""
+        return backends.run(self.resolved_backend(x), self, x, row_major)
 
     # ------------------------------------------------------------------ state
     def _apply(self, fn, recurse=True):  # .to()/.half(): derived tensors live on devices, rebuild them

@@ -273,18 +273,22 @@ class FastStrNN(Savable, nn.Module):
         (:mod:`strnn_fast.chain`) column-major outputs as they are, without a copy."""
         # Named errors for a numpy array or a wrong width; other float dtypes are cast to the model's.
         x = as_input(x, self.nin, next(self.parameters()), "x")
-        y = chain.forward(self, x)
+        y = chain.forward(self, x, row_major=not keep_layout)
         if y is not None and keep_layout:
             return y
         # Sparse layers and the fused chain hand on column-major activations (no transposes between
-        # layers); callers get the usual row-major layout (a strided output slows what they do next).
-        return (self.layered(x) if y is None else y).contiguous()
+        # layers); callers get the usual row-major layout (a strided output slows what they do next),
+        # which the C++ kernel of the last layer writes itself (a copy after it cost ~5% of a d=1000
+        # train step); contiguous() copies only another backend's output.
+        return (self.layered(x, row_major=True) if y is None else y).contiguous()
 
-    def layered(self, x: torch.Tensor) -> torch.Tensor:
+    def layered(self, x: torch.Tensor, row_major: bool = False) -> torch.Tensor:
         """The layers one by one, each on its own backend (the forward when the fused chain of
-        :mod:`strnn_fast.chain` is not measured faster); the output in the last layer's layout."""
-        for layer in self.layers:
-            x = layer(x)
+        :mod:`strnn_fast.chain` is not measured faster); the output in the last layer's layout, or
+        C-contiguous with `row_major`."""
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, row_major=True) if row_major and i == last else layer(x)
         return x
 
     def block_view(self, x: torch.Tensor, k: int) -> torch.Tensor:

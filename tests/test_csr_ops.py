@@ -145,6 +145,44 @@ def test_the_same_bits_for_any_thread_count(shape):
         assert all(torch.equal(a, b) for a, b in zip(results[0], other))
 
 
+# (300, 40): a 256-row tile then a partial one; (3, 200): fewer rows than a tile; (4500, 90): the
+# output rows split in tiles, x's next block fetched ahead in tile shares where larger than L2
+@pytest.mark.parametrize("shape", [(300, 40), (3, 200), (129, 257), (4500, 90)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_row_major_output_has_the_column_major_bits(shape, dtype):
+    """row_major=True (a network's last layer): a C-contiguous output, the same sums in the same
+    order as the column-major one (the same bits), for every input layout, batch block shape,
+    relu and thread count; its gradients match dense."""
+    out, inn = shape
+    s, values, bias = _case(out, inn, 0.05, seed=13, dtype=dtype)
+    before = torch.get_num_threads()
+    try:
+        for threads, batch, layout, activation in [(1, 1, "row", "relu"), (1, 5, "col", "identity"),
+                                                   (2, 20, "row", "relu"), (1, 64, "padded", "relu"),
+                                                   (2, 81, "col", "tanh"), (1, 1000, "row", "identity"),
+                                                   (2, 1024, "padded", "relu"), (1, 0, "row", "relu")]:
+            torch.set_num_threads(threads)
+            x = torch.randn(batch, inn, dtype=dtype)
+            if layout != "row":
+                x = (torch.randn(inn, batch + (16 if layout == "padded" else 0), dtype=dtype)[:, :batch]).T
+            with torch.no_grad():
+                y_col = csr_linear(x, values, bias, s, activation)
+                y_row = csr_linear(x, values, bias, s, activation, row_major=True)
+            assert y_row.is_contiguous() and y_row.shape == (batch, out)
+            assert torch.equal(y_row, y_col), (threads, batch, layout, activation)
+            leaves = [t.clone().requires_grad_() for t in (x, values, bias)]
+            y = csr_linear(*leaves, s, activation, row_major=True)
+            assert y.is_contiguous() and torch.equal(y.detach(), y_col)
+            ref = [t.detach().double().requires_grad_() for t in (x, values, bias)]
+            y_ref = _dense(*ref, s, activation)
+            g = torch.randn_like(y_ref)
+            for got, want in zip(torch.autograd.grad(y, leaves, g.to(dtype)), torch.autograd.grad(y_ref, ref, g)):
+                assert_close(got.double(), want, "float64_kernels" if dtype == torch.float64 else "float32",
+                             reduce_dim=max(batch, inn, out))
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_nan_and_inf_reach_exactly_the_outputs_that_read_them():
     """As in dense for every output that reads the bad input; an output the mask keeps away from
     it stays finite (dense would spread NaN through the masked-out zeros: 0 * NaN)."""
@@ -356,3 +394,28 @@ def test_faststrnn_on_the_cpu_backend_trains_like_dense():
     for a, b in zip(models[0].layers, models[1].layers):
         torch.testing.assert_close(a.dense_weight(), b.dense_weight(), atol=1e-6, rtol=0)
     assert backends.eligible("cpu", torch.float32)[0] == "cpu"
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_network_hands_back_the_last_layers_row_major_output(fused, monkeypatch):
+    """FastStrNN and its frozen copy return the C-contiguous output the last C++ layer writes (no
+    copy after it), with the bits of the column-major path, trained or not, fused chain or not."""
+    from strnn_fast import chain
+    from strnn_fast.freeze import freeze
+
+    monkeypatch.setattr(chain, "_chosen", lambda *a: fused)
+    A = np.tril(np.random.default_rng(1).random((23, 23)) < 0.2, -1)
+    torch.manual_seed(0)
+    net = FastStrNN(23, (70, 90), 46, adjacency=A, backend="cpu")
+    for batch in (1, 7, 100):
+        x = torch.randn(batch, 23, requires_grad=True)
+        y = net(x)
+        assert y.is_contiguous() and "Clone" not in type(y.grad_fn).__name__  # written so, not copied after
+        with torch.no_grad():
+            want = net.layered(x.detach()).contiguous()
+            assert torch.equal(net(x), want) and torch.equal(y.detach(), want)
+            frozen = freeze(net, dtype=torch.float32)
+            assert frozen(x).is_contiguous() and torch.equal(frozen(x), want)
+        (gx,) = torch.autograd.grad(y, x, torch.ones_like(y))
+        (gx_ref,) = torch.autograd.grad(net.layered(x), x, torch.ones(batch, 46))
+        assert torch.equal(gx, gx_ref) if not fused else torch.allclose(gx, gx_ref, atol=1e-5)
