@@ -140,6 +140,30 @@ def test_the_choice_is_measured_per_architecture(monkeypatch):
     assert [r["fused"] for r in chain.report(a)] == [True, False]
 
 
+def test_a_declined_chain_is_remembered_for_calls_alike(monkeypatch):
+    """A "no" (here: measured slower) is asked once for calls like the last one; another shape, grad mode
+    or layer backend asks again, and a "yes" then runs the chain."""
+    asked = []
+    answer = [False]
+    monkeypatch.setattr(chain, "_chosen", lambda *a: asked.append(1) or answer[0])
+    net = _net(15, (64, 64), 2, dtype=torch.float32)
+    x = torch.randn(20, 15)
+    with torch.no_grad():
+        want = net.layered(x).contiguous()
+        for _ in range(3):
+            assert torch.equal(net(x), want)
+        assert len(asked) == 1
+        net(torch.randn(21, 15))
+        assert len(asked) == 2
+    net(x)  # grad enabled: another case
+    assert len(asked) == 3
+    answer[0] = True
+    net.layers[0].backend = "cpu"  # the layers changed: decided again, now fused
+    with torch.no_grad():
+        assert torch.equal(net(x), chain.run(net, x).contiguous())
+    assert len(asked) == 4
+
+
 def test_a_real_measurement_records_both_paths():
     net = _net(15, (64, 64), 2, dtype=torch.float32)
     with torch.no_grad():
