@@ -55,7 +55,9 @@ def test_large_outputs_match_dense(dtype, batch):
         assert_close(y.double(), ref, "float64_kernels" if dtype == torch.float64 else "float32",
                      reduce_dim=257)
         (gx,) = torch.autograd.grad(y, x, torch.ones_like(y))
-        (gx_ref,) = torch.autograd.grad(ref, x, torch.ones_like(ref))
+        # relu's derivative where the output is positive, as torch takes it: an output within float32
+        # rounding of 0 (e.g. 0 here, 3.0e-7 in float64) may take either mask (1-2% of float32 calls)
+        gx_ref = (y.detach() > 0).double() @ scatter_dense(values.double(), s)
         assert_close(gx.double(), gx_ref, "float64_kernels" if dtype == torch.float64 else "float32",
                      reduce_dim=300)
 
@@ -174,7 +176,9 @@ def test_a_row_major_output_has_the_column_major_bits(shape, dtype):
             y = csr_linear(*leaves, s, activation, row_major=True)
             assert y.is_contiguous() and torch.equal(y.detach(), y_col)
             ref = [t.detach().double().requires_grad_() for t in (x, values, bias)]
-            y_ref = _dense(*ref, s, activation)
+            # relu's derivative taken where our output is positive (as torch's, from the output): a
+            # float32 output within rounding of 0 may take either mask
+            y_ref = _dense(*ref, s, "identity") * (y.detach() > 0) if activation == "relu" else _dense(*ref, s, activation)
             g = torch.randn_like(y_ref)
             for got, want in zip(torch.autograd.grad(y, leaves, g.to(dtype)), torch.autograd.grad(y_ref, ref, g)):
                 assert_close(got.double(), want, "float64_kernels" if dtype == torch.float64 else "float32",
