@@ -511,40 +511,38 @@ void copy_rows(const T* src, std::size_t ld, std::size_t rows, std::size_t n, T*
   for (std::size_t r = 0; r < rows; ++r) std::memcpy(dst + r * kLanes, src + r * ld, n * sizeof(T));
 }
 
-// Rows [r0, r1) of one batch block (columns [c0, c0 + n), n >= kLanes / 4) of Y (B, rows), row-major
-// with row stride ldy: kTile rows at a time computed into an L1 tile (kTile x kLanes, as spmm_block
-// writes Y^T) and transposed into Y. The same terms in the same order as the feature-major output:
-// the same bits. xs and tile are the calling thread's scratch.
+// Rows [r0, r1) of a (rows x B) operand with row stride ld, feature-major, or batch-major (B x
+// rows, row stride ld), packed for batch columns [c0, c0 + n) into dst (rows x kLanes, zero lanes
+// past n).
 template <class T>
-void spmm_rows_to_batch_major(const T* xp, std::size_t n_in, bool batch_major, std::size_t ldx, bool fetch_ahead,
-                              std::size_t B, const T* vp, const Pattern& p, const T* bias, bool relu, T* yp,
-                              std::size_t ldy, std::size_t r0, std::size_t r1, std::size_t c0, std::size_t n,
-                              std::vector<T>& xs, std::vector<T>& tile) {
+void pack_block(const T* src, bool batch_major, std::size_t ld, std::size_t r0, std::size_t r1, std::size_t c0,
+                std::size_t n, std::vector<T>& dst) {
+  shape_block<T>(dst, r1 - r0, n);
+  if (batch_major) return run_transpose_pack<T>(src, ld, r0, r1, c0, n, dst.data(), kLanes);
+  copy_rows<T>(src + r0 * ld + c0, ld, r1 - r0, n, dst.data());
+}
+
+// Rows [r0, r1) of one batch block (columns [c0, c0 + n), n >= kLanes / 4) of Y (B, rows), row-major
+// with row stride ldy, from the block's input xs (n_in rows of kLanes, stride ldxs, as spmm_block
+// reads it): kTile rows at a time computed into an L1 tile (as spmm_block writes Y^T) and transposed
+// into Y. The same terms in the same order as the feature-major output: the same bits. x_next: the
+// next block of x read in place (n_in rows, stride ldx), fetched a share per tile, or nullptr.
+template <class T>
+void spmm_block_to_batch_major(const T* xs, std::size_t ldxs, const T* x_next, std::size_t n_in, std::size_t ldx,
+                               const T* vp, const Pattern& p, const T* bias, bool relu, T* yp, std::size_t ldy,
+                               std::size_t r0, std::size_t r1, std::size_t c0, std::size_t n) {
   constexpr std::size_t kTile = (std::size_t(16) << 10) / (kLanes * sizeof(T));  // 16 KiB
-  const T* src = xp + c0;
-  std::size_t lds = ldx;
-  const bool in_place = !batch_major && n == kLanes;
-  if (!in_place) {  // as spmm_core packs its blocks
-    shape_block<T>(xs, n_in, n);
-    if (batch_major)
-      run_transpose_pack<T>(xp, ldx, std::size_t{0}, n_in, c0, n, xs.data(), kLanes);
-    else
-      copy_rows<T>(xp + c0, ldx, n_in, n, xs.data());
-    src = xs.data();
-    lds = kLanes;
-  }
-  tile.resize(kTile * kLanes);
-  const bool fetch = in_place && fetch_ahead && c0 + 2 * kLanes <= B;
+  alignas(64) T tile[kTile * kLanes];
   for (std::size_t rt = r0; rt < r1; rt += kTile) {
     const std::size_t m = std::min(kTile, r1 - rt);
-    Ahead<T> ahead;  // each tile fetches its share of x's next block
-    if (fetch) {
+    Ahead<T> ahead;
+    if (x_next != nullptr) {
       const std::size_t a = (rt - r0) * n_in / (r1 - r0), e = (rt - r0 + m) * n_in / (r1 - r0);
-      ahead.s[0] = {xp + a * ldx + c0 + kLanes, e - a, ldx};
+      ahead.s[0] = {x_next + a * ldx, e - a, ldx};
     }
-    run_spmm_block<T>(src, lds, vp, p.crow + rt, p.col, bias == nullptr ? nullptr : bias + rt, relu, tile.data(),
-                      kLanes, std::size_t{0}, m, std::size_t{0}, n, ahead);
-    run_transpose_pack<T>(static_cast<const T*>(tile.data()), kLanes, std::size_t{0}, n, std::size_t{0}, m,
+    run_spmm_block<T>(xs, ldxs, vp, p.crow + rt, p.col, bias == nullptr ? nullptr : bias + rt, relu,
+                      static_cast<T*>(tile), kLanes, std::size_t{0}, m, std::size_t{0}, n, ahead);
+    run_transpose_pack<T>(static_cast<const T*>(tile), kLanes, std::size_t{0}, n, std::size_t{0}, m,
                           yp + c0 * ldy + rt, ldy);
   }
 }
@@ -584,10 +582,17 @@ void spmm_core(const T* xp, std::size_t n_in, std::size_t B, bool batch_major, s
                                y_batch_major ? ldy : 1, r0, r1, c0, n);
             continue;
           }
+          // Full feature-major blocks are read in place (x's next block fetched ahead where x is
+          // larger than L2), others packed (n_in x kLanes; lanes past the batch are zero: computed,
+          // never stored).
+          const bool in_place = !batch_major && n == kLanes;
+          const T* x_next = in_place && fetch_ahead && row_chunks == 1 && c0 + 2 * kLanes <= B ? xp + c0 + kLanes
+                                                                                              : nullptr;
+          if (!in_place) pack_block<T>(xp, batch_major, ldx, 0, n_in, c0, n, xs);
+          const T* xb = in_place ? xp + c0 : xs.data();
+          const std::size_t ldxb = in_place ? ldx : kLanes;
           if (y_batch_major) {
-            Scratch<T> tile;
-            spmm_rows_to_batch_major<T>(xp, n_in, batch_major, ldx, fetch_ahead, B, vp, p, bias, relu, yp, ldy, r0, r1,
-                                        c0, n, xs, tile.v);
+            spmm_block_to_batch_major<T>(xb, ldxb, x_next, n_in, ldx, vp, p, bias, relu, yp, ldy, r0, r1, c0, n);
             continue;
           }
           // The next block's output rows, fetched while this one computes: a block writes a few
@@ -597,18 +602,8 @@ void spmm_core(const T* xp, std::size_t n_in, std::size_t B, bool batch_major, s
           // is fetched already: both made a 2000 x 2000 layer 1.2-1.4x slower (Xeon VM, measured).
           Ahead<T> ahead;
           if (c0 + 2 * kLanes <= B && !fetch_ahead) ahead.s[1] = {yp + r0 * ldy + c0 + kLanes, r1 - r0, ldy};
-          if (!batch_major && n == kLanes) {  // full feature-major blocks are read in place
-            if (fetch_ahead && row_chunks == 1 && c0 + 2 * kLanes <= B) ahead.s[0] = {xp + c0 + kLanes, n_in, ldx};
-            run_spmm_block<T>(xp + c0, ldx, vp, p.crow, p.col, bias, relu, yp, ldy, r0, r1, c0, n, ahead);
-            continue;
-          }
-          // The packed block (n_in x kLanes); lanes past the batch are zero (computed, never stored).
-          shape_block<T>(xs, n_in, n);
-          if (batch_major)
-            run_transpose_pack<T>(xp, ldx, std::size_t{0}, n_in, c0, n, xs.data(), kLanes);
-          else
-            copy_rows<T>(xp + c0, ldx, n_in, n, xs.data());
-          run_spmm_block<T>(xs.data(), kLanes, vp, p.crow, p.col, bias, relu, yp, ldy, r0, r1, c0, n, ahead);
+          if (x_next != nullptr) ahead.s[0] = {x_next, n_in, ldx};
+          run_spmm_block<T>(xb, ldxb, vp, p.crow, p.col, bias, relu, yp, ldy, r0, r1, c0, n, ahead);
         }
       },
       1, use);
@@ -823,17 +818,6 @@ py::array linear_impl(const py::handle& x_o, const py::handle& v_o, const Patter
                  threads, row_major);
   }
   return std::move(y);
-}
-
-// Rows [r0, r1) of a (rows x B) operand with row stride ld, feature-major, or batch-major (B x
-// rows, row stride ld), packed for batch columns [c0, c0 + n) into dst (rows x kLanes, zero lanes
-// past n).
-template <class T>
-void pack_block(const T* src, bool batch_major, std::size_t ld, std::size_t r0, std::size_t r1, std::size_t c0,
-                std::size_t n, std::vector<T>& dst) {
-  shape_block<T>(dst, r1 - r0, n);
-  if (batch_major) return run_transpose_pack<T>(src, ld, r0, r1, c0, n, dst.data(), kLanes);
-  copy_rows<T>(src + r0 * ld + c0, ld, r1 - r0, n, dst.data());
 }
 
 // dv[k] = the dot over the batch of gradient row row_k and input row col_k, for g (rows, B)
