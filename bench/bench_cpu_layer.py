@@ -27,6 +27,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from functools import cache
@@ -131,9 +132,11 @@ def test_layer(benchmark, d: int, layer: int, batch: int, mode: str) -> None:
     if mode == "fwdbwd":
         calls["floor"] = _floor_call(s, batch, first)
     benchmark.group = f"{name} B={batch} {mode}"
+    before = copy_bandwidth()
     times = interleaved(benchmark, calls, grad=mode != "fwd", rounds=ROUNDS)
     benchmark.extra_info.update(layer=name, out=s.shape[0], inn=s.shape[1], nnz=s.nnz, batch=batch, mode=mode,
                                 threads=torch.get_num_threads(), load=os.getloadavg()[0],
+                                bandwidth=statistics.median(before + copy_bandwidth()),
                                 median_s={k: statistics.median(t) for k, t in times.items()},
                                 # each implementation's time / the C++ kernel's
                                 speedup=ratios(times, "cpp"),
@@ -155,6 +158,20 @@ def test_thread_scaling(benchmark, mode: str) -> None:
     benchmark.extra_info.update(layer=name, batch=1024, mode=mode, scaling=True, load=os.getloadavg()[0],
                                 median_s={k: statistics.median(t) for k, t in times.items()},
                                 speedup=ratios(times, "2"))
+
+
+def copy_bandwidth(reps: int = 5) -> list[float]:
+    """Bytes read + written per second by `reps` copies of COPY_FLOATS floats, one figure each. Each
+    layer is timed between two such sets: on the VM the copy gave 11.9-29.2 GB/s from one run to
+    the next, so a figure measured once misstated the roofline of layers timed minutes later."""
+    a = torch.ones(COPY_FLOATS)
+    b = torch.empty_like(a)
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        b.copy_(a)
+        out.append(2 * 4 * COPY_FLOATS / (time.perf_counter() - t0))
+    return out
 
 
 def test_limit_copy_bandwidth(benchmark) -> None:
@@ -180,6 +197,23 @@ def roofline_s(info: dict, bandwidth: float, fma_rate: float) -> float:
     return max(bytes_moved / bandwidth, info["batch"] * info["nnz"] / fma_rate)
 
 
+def backward_roofline_s(info: dict, bandwidth: float, fma_rate: float) -> float:
+    """The backward's max(bytes / bandwidth, FMAs / FMA rate): g and x read, dx written, values and
+    columns read, dv and db written; dx and dv take batch * nnz FMAs each."""
+    b, inn, out, nnz = info["batch"], info["inn"], info["out"], info["nnz"]
+    bytes_moved = 4 * (b * (out + 2 * inn) + nnz + out) + 12 * nnz
+    return max(bytes_moved / bandwidth, 2 * b * nnz / fma_rate)
+
+
+def ideal_speedup(fwd: dict, fwdbwd: dict, bandwidth: float, fma_rate: float) -> float:
+    """Dense f+b time / (the no-work Function's + the forward's and backward's roofline times): what a
+    kernel at its roofline behind a Python autograd.Function would gain over dense. A model: where the
+    operands stay in cache (small batches) they move faster than the copy bandwidth."""
+    t = fwdbwd["median_s"]
+    kernels = roofline_s(fwd, bandwidth, fma_rate) + backward_roofline_s(fwd, bandwidth, fma_rate)
+    return t["dense"] / (t["floor"] + kernels)
+
+
 def summarize(*paths: str) -> str:
     """The markdown tables of one run's JSON; further JSONs (e.g. a thread-scaling run on the same
     machine) add their benchmarks, the first one gives the date and machine."""
@@ -197,6 +231,7 @@ def summarize(*paths: str) -> str:
             cells[info["layer"], info["batch"]][info["mode"]] = info
     bw, fma = limits["bandwidth"], limits["fma"]
     loads = [i["load"] for c in cells.values() for i in c.values()]
+    cell_bw = [i["bandwidth"] for c in cells.values() for i in c.values() if "bandwidth" in i]
     lines = [
         "# C++ masked-layer kernel vs torch dense and torch CSR, per layer (CPU, fp32)",
         "",
@@ -204,7 +239,10 @@ def summarize(*paths: str) -> str:
         f"{data['machine_info'].get('cpu', {}).get('brand_raw', '?')}, torch {data['machine_info'].get('torch')}, "
         "1 thread unless stated.",
         f"Load average during the run: {min(loads):.1f}-{max(loads):.1f} (shared 2-core machine).",
-        f"Machine limits in the same run: copy bandwidth {bw / 1e9:.1f} GB/s, fp32 GEMM {fma / 1e9:.1f} GFMA/s.",
+        f"Machine limits in the same run: copy bandwidth {bw / 1e9:.1f} GB/s, fp32 GEMM {fma / 1e9:.1f} GFMA/s"
+        + (f"; around each layer's rounds (the median of 5 copies before and 5 after, the copy GB/s column) the "
+           f"copy gave {min(cell_bw) / 1e9:.1f}-{max(cell_bw) / 1e9:.1f} GB/s, and each layer's roofline uses its own."
+           if cell_bw else "."),
         "Roofline time = max(bytes / bandwidth, batch * nnz / FMA rate); fraction = roofline / C++ forward time.",
         "Inputs in the layout a FastStrNN hands each layer: row-major into L0; column-major activations (and "
         "gradients) between the C++ or torch-CSR layers, row-major between dense ones.",
@@ -213,20 +251,26 @@ def summarize(*paths: str) -> str:
         "F.linear / C++. Times: medians over rounds. Forward+backward = the three gradients by autograd.grad.",
         "",
         "Floor f+b x: dense f+b time / that of an autograd.Function doing no work (its output and gradients made "
-        "beforehand), the most any kernel behind such a Function can gain over dense.",
+        "beforehand), the most any kernel behind such a Function can gain over dense. Ideal f+b x: dense f+b "
+        "time / (that floor + the forward's and backward's roofline times), i.e. a kernel at its roofline behind "
+        "such a Function (a model from the medians: operands that stay in cache move faster than the copy "
+        "bandwidth, so at small batches it is not a bound).",
         "",
         "| layer | density | batch | C++ fwd us | dense fwd x | CSR fwd x | C++ fwd+bwd us | dense f+b x "
-        "| CSR f+b x | floor f+b x | roofline frac |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| CSR f+b x | floor f+b x | ideal f+b x | roofline frac | copy GB/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (layer, batch), c in sorted(cells.items(), key=lambda kv: (int(kv[0][0].split()[0][1:]), kv[0])):
         f, b = c["fwd"], c["fwdbwd"]
         cf = f["median_s"]["cpp"]
         density = f["nnz"] / (f["out"] * f["inn"])
+        # runs made before the copies around each cell have only the run's figure
+        bw_f, bw_b = f.get("bandwidth", bw), b.get("bandwidth", bw)
         lines.append(f"| {layer} | {100 * density:.1f}% | {batch} | {cf * 1e6:.1f} | {f['speedup']['dense']:.2f} | "
                      f"{f['speedup']['torch_csr']:.2f} | {b['median_s']['cpp'] * 1e6:.1f} | "
                      f"{b['speedup']['dense']:.2f} | {b['speedup']['torch_csr']:.2f} | "
-                     f"{b['dense_over_floor']:.2f} | {roofline_s(f, bw, fma) / cf:.2f} |")
+                     f"{b['dense_over_floor']:.2f} | {ideal_speedup(f, b, bw_b, fma):.2f} | "
+                     f"{roofline_s(f, bw_f, fma) / cf:.2f} | {bw_f / 1e9:.1f} |")
     if scaling:
         lines += ["", "## Thread scaling: the d=1000 (h x h) layer, batch 1024, C++, interleaved rounds", ""]
         for m, info in scaling.items():
