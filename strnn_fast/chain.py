@@ -38,7 +38,7 @@ from torch import Tensor
 
 from . import dispatch
 from ._function import apply
-from .csr_ops import DTYPES, FUSED, _either_major, _index_arrays
+from .csr_ops import DTYPES, FUSED, _either_major, _index_arrays, _view
 from .dense_ops import is_transposed, randn_transposed
 from .sparse_ops import MaskStructure
 from .timing import time_candidates
@@ -61,10 +61,15 @@ _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _CPU = torch.device("cpu")
 
 
+def _layers(net: Any) -> Any:
+    """net.layers without nn.Module.__getattr__ (~1 us a name; a call asked it five times)."""
+    return net._modules["layers"]
+
+
 def plan_of(net: Any) -> tuple[_Layer, ...]:
     """The chain of `net`'s layers, cached until a layer's structure changes."""
     hit = _PLANS.get(net)
-    net_layers = net.layers  # nn.Module.__getattr__ costs a microsecond a name
+    net_layers = _layers(net)
     # layer.csr is cached too, and rebuilt on any change of the mask (in-place edits included).
     if hit is not None and len(hit) == len(net_layers) and all(
             layer.csr(_CPU) is lay.structure for layer, lay in zip(net_layers, hit)):
@@ -82,8 +87,10 @@ def plan_of(net: Any) -> tuple[_Layer, ...]:
 def _weights(w: Tensor) -> np.ndarray:
     # A packed layer's values, or a dense-stored layer's weight flattened: the kernels gather the
     # kept weights through the plan's flat indices on every call (a cached gather would miss the
-    # updates of optimizers that write in place without bumping the version, as fused AdamW does).
-    return w.detach().reshape(-1).numpy()
+    # updates of optimizers that write in place without bumping the version, as fused AdamW does;
+    # the cached view shares the storage and follows them). Made afresh, the view and the bias's
+    # cost ~8 us a layer on the 2-core VM, a d=50 network's kernels ~10 us a layer at batch 64.
+    return _view(w)
 
 
 def forward_arrays(x: np.ndarray, plan: tuple[_Layer, ...], params: tuple[Tensor | None, ...],
@@ -95,7 +102,7 @@ def forward_arrays(x: np.ndarray, plan: tuple[_Layer, ...], params: tuple[Tensor
     last = len(plan) - 1
     for i, lay in enumerate(plan):
         w, b = params[2 * i], params[2 * i + 1]
-        h = lay.pattern.linear(h, _weights(w), None if b is None else b.detach().numpy(), lay.relu, threads,
+        h = lay.pattern.linear(h, _weights(w), None if b is None else _view(b), lay.relu, threads,
                                lay.flat_array, row_major and i == last)
         outs.append(h)
     return outs
@@ -170,7 +177,7 @@ class _Chain(torch.autograd.Function):
 
 def params_of(net: Any) -> tuple[Tensor | None, ...]:
     out: list[Tensor | None] = []
-    for layer in net.layers:
+    for layer in _layers(net):
         p = layer._parameters  # nn.Module.__getattr__ costs a microsecond a name
         out += [p["values"] if "values" in p else p["weight"], p.get("bias")]
     return tuple(out)
@@ -187,7 +194,7 @@ def _applies(net: Any, x: Tensor, params: tuple[Tensor | None, ...]) -> bool:
         return False
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return False
-    for layer in net.layers:
+    for layer in _layers(net):
         if layer.backend not in ("auto", "cpu") or layer.activation not in FUSED:
             return False
     dtype = x.dtype
@@ -219,27 +226,29 @@ class Fused(NamedTuple):
     training: bool
 
 
-def decided(net: Any, x: Tensor) -> Fused | None:
+def decided(net: Any, x: Tensor, params: tuple[Tensor | None, ...] | None = None) -> Fused | None:
     """The plan, parameters and phase where `net` runs `x` fused (the chain applies and was measured
-    faster), else None; each looked up once per call."""
-    params = params_of(net)
+    faster), else None; each looked up once per call (`params`: :func:`params_of`, where the caller has them)."""
+    params = params_of(net) if params is None else params
     if not _applies(net, x, params):
         return None
     plan, training = plan_of(net), _training(x, params)
     return Fused(plan, params, training) if _chosen(net, x, plan, training) else None
 
 
-def forward(net: Any, x: Tensor, row_major: bool = False) -> Tensor | None:
+def forward(net: Any, x: Tensor, row_major: bool = False,
+            params: tuple[Tensor | None, ...] | None = None) -> Tensor | None:
     """The network's output for x through the chain where it applies and is measured faster (C-contiguous
-    with `row_major`, else column-major), else None (the caller runs the layers one by one)."""
+    with `row_major`, else column-major), else None (the caller runs the layers one by one); `params`:
+    :func:`params_of`, where the caller has them."""
     # A "no" is remembered for calls like the last one: deciding costs ~17 us (the checks, the plan and
     # signature lookups), 8% of a d=100 MADE network's eval forward on dense layers. A stale "no"
     # (parameters frozen or moved since) can only cost speed; a "yes" is decided afresh every call.
     key = (x.shape, x.dtype, x.is_cpu, torch.is_grad_enabled(), x.requires_grad, dispatch.GENERATION[0],
-           tuple(layer.backend for layer in net.layers)) if type(x) is Tensor else None
+           tuple(layer.backend for layer in _layers(net))) if type(x) is Tensor else None
     if key is not None and net.__dict__.get("_chain_declined") == key:
         return None
-    fused = decided(net, x)
+    fused = decided(net, x, params)
     if fused is None:
         if key is not None:
             net.__dict__["_chain_declined"] = key
@@ -258,11 +267,11 @@ _SIGNATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _signature(net: Any, plan: tuple[_Layer, ...]) -> tuple:
     return tuple((layer.out_features, layer.in_features, lay.structure.nnz, layer.activation, layer.packed,
-                  layer.backend) for layer, lay in zip(net.layers, plan))
+                  layer.backend) for layer, lay in zip(_layers(net), plan))
 
 
 def _chosen(net: Any, x: Tensor, plan: tuple[_Layer, ...], training: bool) -> bool:
-    backends = tuple(layer.backend for layer in net.layers)
+    backends = tuple(layer.backend for layer in _layers(net))
     sig = _SIGNATURES.get(net)
     if sig is None or sig[0] is not plan or sig[1] != backends:  # the plan's identity marks the masks
         sig = _SIGNATURES[net] = (plan, backends, _signature(net, plan))

@@ -278,16 +278,25 @@ def _index_arrays(structure: MaskStructure) -> _Arrays:
     return arrays
 
 
-def _view(t: Tensor):
+def _view(t: Tensor) -> np.ndarray:
+    """t's values as a flat numpy array: a view of its storage, made once (a dense-stored layer's
+    (out, in) weight as the fused chain reads it; values and biases are flat already)."""
     key = id(t)
     hit = _VIEWS.get(key)
     if hit is not None and hit[0]() is t and hit[1] == t.data_ptr():
         return hit[2]
     if not t.is_contiguous():
-        return _np(t)
-    view = t.detach().numpy()
+        return _np(t).reshape(-1)
+    view = t.detach().numpy().reshape(-1)
     _VIEWS[key] = (weakref.ref(t, lambda _, k=key: _VIEWS.pop(k, None)), t.data_ptr(), view)
     return view
+
+
+def forget_views(tensors) -> None:
+    """Drops the cached numpy views of `tensors` (a layer's parameters after ``.to()``: a view would
+    otherwise keep their old storage alive, a CPU copy of a model moved to the GPU)."""
+    for t in tensors:
+        _VIEWS.pop(id(t), None)
 
 
 def csr_linear(x: Tensor, values: Tensor, bias: Tensor | None, structure: MaskStructure,

@@ -18,6 +18,7 @@ import torch.nn as nn
 from . import backends, dispatch
 from ._validate import as_positive_int, choice
 from .activations import ACTIVATIONS, GAINS
+from .csr_ops import forget_views
 from .layout import BlockLayout
 from .sparse_ops import MaskStructure, scatter_dense
 
@@ -404,6 +405,7 @@ class MaskedLinear(nn.Module):
         structure = self._derived.get(("csr", torch.device("cpu")))
         out = super()._apply(fn, recurse)
         self.invalidate(structure)  # the CPU structure does not depend on device or dtype
+        forget_views(self._parameters.values())
         return out
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,

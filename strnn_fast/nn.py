@@ -272,8 +272,9 @@ class FastStrNN(Savable, nn.Module):
         """The outputs for x (..., nin), row-major; ``keep_layout=True`` returns the fused chain's
         (:mod:`strnn_fast.chain`) column-major outputs as they are, without a copy."""
         # Named errors for a numpy array or a wrong width; other float dtypes are cast to the model's.
-        x = as_input(x, self.nin, next(self.parameters()), "x")
-        y = chain.forward(self, x, row_major=not keep_layout)
+        params = chain.params_of(self)  # its first is layer 0's weight (next(self.parameters()) took ~8 us)
+        x = as_input(x, self.nin, params[0], "x")
+        y = chain.forward(self, x, row_major=not keep_layout, params=params)
         if y is not None and keep_layout:
             return y
         # Sparse layers and the fused chain hand on column-major activations (no transposes between

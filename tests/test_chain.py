@@ -87,6 +87,43 @@ def test_weights_are_read_as_the_optimizer_leaves_them():
             assert_close(chain.run(net, x), net.layered(x), torch.float32, reduce_dim=64)
 
 
+def _dense_reference(net: FastStrNN, x: torch.Tensor) -> torch.Tensor:
+    """The network in float64 from its parameters as they are now (no cache of ours involved)."""
+    h = x.double()
+    for i, layer in enumerate(net.layers):
+        h = torch.nn.functional.linear(h, layer.dense_weight().detach().double(), layer.bias.detach().double())
+        h = h.relu() if i < len(net.layers) - 1 else h
+    return h
+
+
+def test_cached_weight_views_follow_every_update():
+    """The kernels read parameters through numpy views made once per tensor: in-place updates, a new
+    storage under the same Parameter (``p.data = ...``) and ``.to(dtype)`` must all be seen, and a
+    view must not keep a converted parameter's old storage alive."""
+    for d, hidden in ((15, (64, 64)), (60, (250, 250))):  # dense-stored layers, then packed ones
+        _follow_updates(_net(d, hidden, 2, dtype=torch.float32), torch.randn(33, d))
+
+
+def _follow_updates(net: FastStrNN, x: torch.Tensor) -> None:
+    from strnn_fast import csr_ops
+
+    def check(dtype) -> None:
+        with torch.no_grad():
+            assert_close(chain.run(net, x.to(dtype)), _dense_reference(net, x), dtype, reduce_dim=250)
+
+    check(torch.float32)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(-1.5)  # in place: the same storage
+    check(torch.float32)
+    for p in net.parameters():
+        p.data = p.data * -0.5  # another storage under the same Parameter (zero off the masks, as kept)
+    check(torch.float32)
+    net.double()  # .to(dtype): new storages; the old views are dropped
+    assert not any(id(p) in csr_ops._VIEWS for p in net.parameters())
+    check(torch.float64)
+
+
 def test_the_same_bits_for_any_thread_count():
     net = _net(60, (250, 250), 2, dtype=torch.float32)
     x = torch.randn(777, 60, requires_grad=True)
