@@ -8,7 +8,9 @@ the (h x h) layer at d = 1000. Each implementation gets its input (and output gr
 layout its neighbours in a FastStrNN hand it (see ``_operands``). Forward is timed under no_grad;
 forward+backward asks for the three gradients with ``torch.autograd.grad`` (as a network's
 backward does: nothing is accumulated into ``.grad``, whose layout contract would charge a copy
-to one implementation only), next to an autograd.Function that does no work (the floor).
+to one implementation only), next to an autograd.Function that does no work (the floor). Whole
+networks on the same graphs (d = 50, 100) are timed too (``test_network``): there one autograd
+node, the fused chain, serves every layer, and the per-layer floor is paid once.
 
 Timing: on a shared 2-core VM whose speed drifts by up to 2x within minutes, one implementation
 timed after another gave ratios that moved with the drift (the same cell 105 us in one run, 227 us
@@ -143,6 +145,41 @@ def test_layer(benchmark, d: int, layer: int, batch: int, mode: str) -> None:
                                 dense_over_floor=ratios(times, "floor")["dense"] if mode == "fwdbwd" else None)
 
 
+NETWORK_CASES = [(d, batch) for d in (50, 100) for batch in BATCHES[d][1:]]
+
+
+@cache
+def networks_of(d: int) -> dict[str, FastStrNN]:
+    """FastStrNN(d, (h, h), d) on layers_of's graph, alike but for the backend: "cpu" (the C++ layers,
+    fused where the chain is measured faster), "auto" (what a user gets) and "dense"."""
+    h, adjacency = CONFIGS[d], random_dag(d, parents=(1, 3), seed=d)
+    nets = {}
+    for backend in ("cpu", "auto", "dense"):
+        torch.manual_seed(0)
+        nets[backend] = FastStrNN(d, (h, h), d, adjacency=adjacency, backend=backend)
+    return nets
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+@pytest.mark.parametrize("d,batch", NETWORK_CASES, ids=[f"d{d}-B{b}" for d, b in NETWORK_CASES])
+def test_network(benchmark, d: int, batch: int, mode: str) -> None:
+    """A whole network's forward (no grad) or its parameters' gradients, per backend: what the layer
+    cells above add up to once a network pays one autograd node (the fused chain) for all its layers."""
+    gen = torch.Generator().manual_seed(0)
+    x, g = torch.randn(batch, d, generator=gen), torch.randn(batch, d, generator=gen)
+
+    def call(net: FastStrNN) -> Callable[[], object]:
+        params = list(net.parameters())
+        return (lambda: net(x)) if mode == "fwd" else lambda: torch.autograd.grad(net(x), params, g)
+
+    calls = {"cpp" if k == "cpu" else k: call(net) for k, net in networks_of(d).items()}
+    benchmark.group = f"network d{d} B={batch} {mode}"
+    times = interleaved(benchmark, calls, grad=mode != "fwd", rounds=ROUNDS)
+    benchmark.extra_info.update(network=f"d{d} ({CONFIGS[d]}, {CONFIGS[d]})", batch=batch, mode=mode,
+                                load=os.getloadavg()[0], median_s={k: statistics.median(t) for k, t in times.items()},
+                                speedup=ratios(times, "cpp"), auto_speedup=ratios(times, "auto"))
+
+
 @pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
 def test_thread_scaling(benchmark, mode: str) -> None:
     """The d=1000 (h x h) layer at batch 1024, C++, on 1 and 2 threads in interleaved rounds."""
@@ -221,10 +258,13 @@ def summarize(*paths: str) -> str:
     data = {**runs[0], "benchmarks": [b for run in runs for b in run["benchmarks"]]}
     cells: dict[tuple[str, int], dict[str, dict]] = defaultdict(dict)
     limits, scaling = {}, {}
+    networks: dict[tuple[str, int], dict[str, dict]] = defaultdict(dict)
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
         if "limit" in info:
             limits[info["limit"]] = (info.get("bytes") or info.get("fma")) / bench["stats"]["median"]
+        elif "network" in info:
+            networks[info["network"], info["batch"]][info["mode"]] = info
         elif info.get("scaling"):
             scaling[info["mode"]] = info
         else:
@@ -271,6 +311,18 @@ def summarize(*paths: str) -> str:
                      f"{b['speedup']['dense']:.2f} | {b['speedup']['torch_csr']:.2f} | "
                      f"{b['dense_over_floor']:.2f} | {ideal_speedup(f, b, bw_b, fma):.2f} | "
                      f"{roofline_s(f, bw_f, fma) / cf:.2f} | {bw_f / 1e9:.1f} |")
+    if networks:
+        lines += ["", "## Whole networks: FastStrNN(d, (h, h), d) on the same graphs, interleaved rounds", "",
+                  "Forward without grad; forward+backward: the parameters' gradients by autograd.grad. C++: "
+                  "backend=\"cpu\" (the fused chain where measured faster); auto: the default. x: dense backend "
+                  "time / that backend's, the median of each round's ratio.", "",
+                  "| network | batch | C++ fwd us | dense fwd x (C++) | dense fwd x (auto) | C++ f+b us "
+                  "| dense f+b x (C++) | dense f+b x (auto) |", "|---|---|---|---|---|---|---|---|"]
+        for (net, batch), c in sorted(networks.items(), key=lambda kv: (int(kv[0][0].split()[0][1:]), kv[0][1])):
+            f, b = c["fwd"], c["fwdbwd"]
+            lines.append(f"| {net} | {batch} | {f['median_s']['cpp'] * 1e6:.1f} | {f['speedup']['dense']:.2f} | "
+                         f"{f['auto_speedup']['dense']:.2f} | {b['median_s']['cpp'] * 1e6:.1f} | "
+                         f"{b['speedup']['dense']:.2f} | {b['auto_speedup']['dense']:.2f} |")
     if scaling:
         lines += ["", "## Thread scaling: the d=1000 (h x h) layer, batch 1024, C++, interleaved rounds", ""]
         for m, info in scaling.items():
