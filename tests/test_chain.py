@@ -2,7 +2,8 @@
 
 Forward and every gradient (input, dense-stored and packed weights, biases) at odd shapes and
 batches 0, 1, 3, 65, 300, 1024 (padded activations); second order; the weights read as an optimizer
-leaves them (fused AdamW writes in place without bumping versions); the same bits for any thread
+leaves them (fused AdamW writes in place without bumping versions), through cached views that follow
+in-place updates, new storages and .to(); the same bits for any thread
 count; where the chain applies; the measured choice is per architecture, so alike networks agree
 bitwise.
 """
