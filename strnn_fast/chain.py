@@ -84,14 +84,12 @@ def plan_of(net: Any) -> tuple[_Layer, ...]:
     return plan
 
 
-def _weights(w: Tensor) -> np.ndarray:
-    # A packed layer's values, or a dense-stored layer's weight flattened: the kernels gather the
-    # kept weights through the plan's flat indices on every call (a cached gather would miss the
-    # updates of optimizers that write in place without bumping the version, as fused AdamW does;
-    # the cached view shares the storage and follows them). Made afresh, the view and the bias's
-    # cost ~8 us a layer on the 2-core VM, a d=50 network's kernels ~10 us a layer at batch 64.
-    return _view(w)
-
+# The weights reach the kernels as _view(w): a packed layer's values, or a dense-stored layer's
+# weight flattened, whose kept entries the kernels gather through the plan's flat indices on every
+# call (a cached gather would miss the updates of optimizers that write in place without bumping
+# the version, as fused AdamW does; the cached view shares the storage and follows them). Made
+# afresh, the weight's and the bias's views cost ~8 us a layer on the 2-core VM, a d=50 network's
+# kernels ~10 us a layer at batch 64.
 
 def forward_arrays(x: np.ndarray, plan: tuple[_Layer, ...], params: tuple[Tensor | None, ...],
                    row_major: bool = False) -> list[np.ndarray]:
@@ -102,7 +100,7 @@ def forward_arrays(x: np.ndarray, plan: tuple[_Layer, ...], params: tuple[Tensor
     last = len(plan) - 1
     for i, lay in enumerate(plan):
         w, b = params[2 * i], params[2 * i + 1]
-        h = lay.pattern.linear(h, _weights(w), None if b is None else _view(b), lay.relu, threads,
+        h = lay.pattern.linear(h, _view(w), None if b is None else _view(b), lay.relu, threads,
                                lay.flat_array, row_major and i == last)
         outs.append(h)
     return outs
@@ -142,7 +140,7 @@ def backward_arrays(g: np.ndarray, x: Tensor, outs: list[np.ndarray], plan: tupl
         w, b = params[2 * i], params[2 * i + 1]
         need_b = b is not None and needs[2 * i + 1]
         x_in = outs[i - 1] if i else _either_major(x.detach()).numpy()
-        gx, gv, gb = lay.pattern.backward(gn, x_in, _weights(w), outs[i] if lay.relu else None, i > 0 or need_x,
+        gx, gv, gb = lay.pattern.backward(gn, x_in, _view(w), outs[i] if lay.relu else None, i > 0 or need_x,
                                           needs[2 * i], need_b, threads,
                                           lay.flat_array)  # a dense-stored weight's gradient comes dense
         grads[2 * i] = None if gv is None else torch.from_numpy(gv)

@@ -280,8 +280,8 @@ class FastStrNN(Savable, nn.Module):
         # Sparse layers and the fused chain hand on column-major activations (no transposes between
         # layers); callers get the usual row-major layout (a strided output slows what they do next),
         # which the C++ kernel of the last layer writes itself (a copy after it cost ~5% of a d=1000
-        # train step); contiguous() copies only another backend's output.
-        return (self.layered(x, row_major=True) if y is None else y).contiguous()
+        # train step; backends.run makes another backend's output contiguous).
+        return self.layered(x, row_major=True) if y is None else y
 
     def layered(self, x: torch.Tensor, row_major: bool = False) -> torch.Tensor:
         """The layers one by one, each on its own backend (the forward when the fused chain of
