@@ -8,7 +8,8 @@ the (h x h) layer at d = 1000. Each implementation gets its input (and output gr
 layout its neighbours in a FastStrNN hand it (see ``_operands``). Forward is timed under no_grad;
 forward+backward asks for the three gradients with ``torch.autograd.grad`` (as a network's
 backward does: nothing is accumulated into ``.grad``, whose layout contract would charge a copy
-to one implementation only), next to an autograd.Function that does no work (the floor). Whole
+to one implementation only), next to an autograd.Function that does no work (the floor; and
+``test_autograd_floor`` times that floor against torch's own C++ nodes on one-element inputs). Whole
 networks on the same graphs (d = 50, 100) are timed too (``test_network``): there one autograd
 node, the fused chain, serves every layer, and the per-layer floor is paid once.
 
@@ -103,8 +104,9 @@ def _call(s: MaskStructure, batch: int, impl: str, mode: str, first: bool, last:
 class _NoWork(torch.autograd.Function):
     """The autograd floor: a Function that computes nothing (output allocated, gradients made beforehand).
 
-    The C++ layer is a Function of this kind; dense F.linear's node is C++ and pays none of the
-    Python calls, so dense f+b / this floor bounds the speed-up any kernel can give such a layer.
+    The C++ layer is a Function of this kind, so dense f+b / this floor bounds the speed-up any kernel
+    can give such a layer. A C++ node pays about as much (``test_autograd_floor``): the floor is
+    autograd's per-node and per-call cost, not the Python Function's.
     """
 
     @staticmethod
@@ -197,6 +199,27 @@ def test_thread_scaling(benchmark, mode: str) -> None:
                                 speedup=ratios(times, "2"))
 
 
+def test_autograd_floor(benchmark) -> None:
+    """One autograd node that does no work, by autograd.grad: a Python Function (as the C++ layer's)
+    against torch's own C++ nodes, on one-element inputs. Whether the per-layer floor (the "floor f+b x"
+    column) is the Python Function's or autograd's: a C++ node (libtorch) would pay what the native
+    ones pay here."""
+    x, v, b = (torch.randn(1, requires_grad=True) for _ in range(3))
+    g, like = torch.ones(1), torch.ones(1)
+    grads = tuple(torch.zeros(1) for _ in range(3))
+    w2, x2, g2 = torch.randn(1, 1, requires_grad=True), torch.randn(1, 1, requires_grad=True), torch.ones(1, 1)
+    calls = {
+        "python_function": lambda: torch.autograd.grad(_NoWork.apply(x, v, b, like, grads), (x, v, b), g),
+        "native_addcmul": lambda: torch.autograd.grad(torch.addcmul(b, x, v), (x, v, b), g),  # one C++ node
+        "native_linear_1x1": lambda: torch.autograd.grad(F.linear(x2, w2, b), (x2, w2, b), g2),  # dense's graph
+    }
+    benchmark.group = "autograd floor"
+    times = interleaved(benchmark, calls, grad=True, rounds=ROUNDS)
+    benchmark.extra_info.update(floor=True, load=os.getloadavg()[0],
+                                median_s={k: statistics.median(t) for k, t in times.items()},
+                                speedup=ratios(times, "python_function"))
+
+
 def copy_bandwidth(reps: int = 5) -> list[float]:
     """Bytes read + written per second by `reps` copies of COPY_FLOATS floats, one figure each. Each
     layer is timed between two such sets: on the VM the copy gave 11.9-29.2 GB/s from one run to
@@ -257,7 +280,7 @@ def summarize(*paths: str) -> str:
     runs = [json.loads(Path(p).read_text()) for p in paths]
     data = {**runs[0], "benchmarks": [b for run in runs for b in run["benchmarks"]]}
     cells: dict[tuple[str, int], dict[str, dict]] = defaultdict(dict)
-    limits, scaling = {}, {}
+    limits, scaling, floor = {}, {}, None
     networks: dict[tuple[str, int], dict[str, dict]] = defaultdict(dict)
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
@@ -267,6 +290,8 @@ def summarize(*paths: str) -> str:
             networks[info["network"], info["batch"]][info["mode"]] = info
         elif info.get("scaling"):
             scaling[info["mode"]] = info
+        elif info.get("floor"):
+            floor = info
         else:
             cells[info["layer"], info["batch"]][info["mode"]] = info
     bw, fma = limits["bandwidth"], limits["fma"]
@@ -329,6 +354,14 @@ def summarize(*paths: str) -> str:
             t = info["median_s"]
             lines.append(f"- {m}: 1 thread {t['1'] * 1e3:.2f} ms, 2 threads {t['2'] * 1e3:.2f} ms "
                          f"({info['speedup']['1']:.2f}x, the median of each round's ratio)")
+    if floor:
+        t, x = floor["median_s"], floor["speedup"]
+        lines += ["", "## Autograd floor: one node that does no work, forward + autograd.grad, one-element inputs", "",
+                  f"- Python autograd.Function (as the C++ layer's): {t['python_function'] * 1e6:.1f} us",
+                  f"- torch's C++ node (addcmul, three inputs): {t['native_addcmul'] * 1e6:.1f} us "
+                  f"({x['native_addcmul']:.2f}x the Python Function's time, the median of each round's ratio)",
+                  f"- dense's graph (F.linear, 1 x 1): {t['native_linear_1x1'] * 1e6:.1f} us "
+                  f"({x['native_linear_1x1']:.2f}x)"]
     lines.append("")
     return "\n".join(lines)
 
