@@ -74,6 +74,7 @@ def make_world(folder: Path) -> Path:
         "nan.csv": _csv(good[:5] + [[1, "nan", 3]]),
         "inf.csv": _csv(good[:5] + [[1, 2, "-inf"]]),
         "huge.csv": _csv(good[:20] + [[1e40, 2, 3]] + good[20:]),
+        "far.csv": _csv(good[:3] + [[1, 2, 1e30]] + good[3:]),  # float32 holds it; the density underflows
         "const.csv": _csv([[r[0], r[1], 7.0] for r in good]),
         "few.csv": _csv(good[:2]),
         "two_cols.csv": "a,b\n1,2\n3,4\n",

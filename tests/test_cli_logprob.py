@@ -16,6 +16,9 @@ CLI_BAD_INPUT = [
     ("logprob-exists", ["logprob", "{w}/straf.pt", "{w}/data.csv", "-o", "{w}/existing.csv"], "--force"),
     ("logprob-into-data", ["logprob", "{w}/straf.pt", "{w}/data.csv", "-o", "{w}/data.csv", "--force"], "input"),
     ("logprob-nan-model", ["logprob", "{w}/nanmodel.pt", "{w}/data.csv", "-o", "{w}/o.csv"], "NaN"),
+    # a row whose log-likelihood is -inf is named, with or without an output (a mean of -inf hid it)
+    ("logprob-far-row", ["logprob", "{w}/straf.pt", "{w}/far.csv", "-o", "{w}/o.csv"], "-inf log-likelihood for row 3"),
+    ("logprob-far-row-mean", ["logprob", "{w}/straf.pt", "{w}/far.csv"], "row 3 (0-based) of"),
     ("logprob-batch-0", ["logprob", "{w}/straf.pt", "{w}/data.csv", "--batch-size", "0"], "--batch-size"),
 ]
 

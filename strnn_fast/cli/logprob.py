@@ -2,8 +2,10 @@ r"""``strnn-fast logprob``: log-likelihood of a data file under a saved model.
 
 Prints the mean log-likelihood per row (nats); ``-o`` also writes one ``log_prob`` per row. Named
 columns are matched to the model's variables by name, in any order. Values the model's dtype
-cannot hold (beyond float32's range) are refused; a NaN log-likelihood (a damaged model) is an
-error and nothing is written. A conditional model (``fit --context``) needs ``--context FILE``:
+cannot hold (beyond float32's range) are refused; a non-finite log-likelihood is an error naming
+the data file's first such row, and nothing is written: NaN from a damaged model, or -inf for a
+row so far outside the data the model was fitted on that its density underflows (a mean of -inf
+would hide which row). A conditional model (``fit --context``) needs ``--context FILE``:
 its context rows (named columns are matched to the model's context features), one row for every
 data row or one row per data row, in the units of the data it was fitted on.
 
@@ -39,9 +41,14 @@ def run(args: argparse.Namespace) -> int:
 
     with torch.no_grad():
         values = in_batches(log_prob, args.batch_size, x, context)
-    if np.isnan(values).any():
-        raise ValueError(f"the model {args.model} gives NaN log-likelihoods (first at row "
-                         f"{int(np.flatnonzero(np.isnan(values))[0])}); the model file may be damaged")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        nan = bool(np.isnan(values[row]))
+        why = ("the model file may be damaged" if nan else
+               "its values lie too far outside the data the model was fitted on for its density to be represented")
+        raise ValueError(f"the model {args.model} gives a {'NaN' if nan else f'{values[row]:g}'} log-likelihood for "
+                         f"row {row} (0-based) of {args.data} ({int(bad.sum())} of {len(values)} rows): {why}; nothing was written")
     print(f"mean log-likelihood {values.mean():.6f} nats over {len(values)} rows")
     if out is not None:
         write_csv(out, values, ["log_prob"], force=args.force, inputs=inputs)
