@@ -47,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
         nan = bool(np.isnan(values[row]))
         why = ("the model file may be damaged" if nan else
                "its values lie too far outside the data the model was fitted on for its density to be represented")
-        raise ValueError(f"the model {args.model} gives a {'NaN' if nan else f'{values[row]:g}'} log-likelihood for "
-                         f"row {row} (0-based) of {args.data} ({int(bad.sum())} of {len(values)} rows): {why}; nothing was written")
+        value = "NaN" if nan else f"{values[row]:g}"
+        raise ValueError(f"the model {args.model} gives a {value} log-likelihood for row {row} (0-based) of "
+                         f"{args.data} ({int(bad.sum())} of {len(values)} rows): {why}; nothing was written")
     print(f"mean log-likelihood {values.mean():.6f} nats over {len(values)} rows")
     if out is not None:
         write_csv(out, values, ["log_prob"], force=args.force, inputs=inputs)
