@@ -267,7 +267,8 @@ def backward_roofline_s(info: dict, bandwidth: float, fma_rate: float) -> float:
 
 def ideal_speedup(fwd: dict, fwdbwd: dict, bandwidth: float, fma_rate: float) -> float:
     """Dense f+b time / (the no-work Function's + the forward's and backward's roofline times): what a
-    kernel at its roofline behind a Python autograd.Function would gain over dense. A model: where the
+    kernel at its roofline behind one autograd node (a Python Function's or a C++ one's: they cost alike,
+    ``test_autograd_floor``) would gain over dense. A model: where the
     operands stay in cache (small batches) they move faster than the copy bandwidth."""
     t = fwdbwd["median_s"]
     kernels = roofline_s(fwd, bandwidth, fma_rate) + backward_roofline_s(fwd, bandwidth, fma_rate)
